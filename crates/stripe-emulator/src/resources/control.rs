@@ -1,0 +1,90 @@
+//! `/_emulator/…`: controls for tests and scripts (no API key needed).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::Emulator;
+use crate::error::ApiError;
+use crate::resources::checkout::{pay, Payment};
+
+/// Empty the state, then restore the seed data and the start-up webhook endpoints.
+pub async fn reset(State(emu): State<Emulator>) -> Response {
+    match emu.load_startup_state() {
+        Ok(()) => Json(json!({"reset": true})).into_response(),
+        Err(err) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", format!("reset failed: {err:#}")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeliveryFilter {
+    event: Option<String>,
+    endpoint: Option<String>,
+}
+
+/// Every delivery attempt so far (oldest first), optionally for one event or endpoint.
+pub async fn deliveries(State(emu): State<Emulator>, Query(filter): Query<DeliveryFilter>) -> Json<serde_json::Value> {
+    let store = emu.lock();
+    let data: Vec<_> = store
+        .deliveries
+        .iter()
+        .filter(|d| filter.event.as_ref().is_none_or(|e| &d.event_id == e) && filter.endpoint.as_ref().is_none_or(|e| &d.endpoint_id == e))
+        .cloned()
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+#[derive(Deserialize)]
+pub struct CompleteForm {
+    card_number: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+}
+
+/// Pay a Checkout Session as the hosted page would: 303 to `success_url`, or 402 with the decline.
+pub async fn complete_checkout(State(emu): State<Emulator>, Path(id): Path<String>, form: Result<Form<CompleteForm>, axum::extract::rejection::FormRejection>) -> Response {
+    let Ok(Form(form)) = form else {
+        return ApiError::bad_request("Send form fields card_number (and email when the session has no customer).").into_response();
+    };
+    let payment = Payment { card_number: form.card_number.as_deref(), email: form.email.as_deref(), name: form.name.as_deref() };
+    match complete(&emu, &id, &payment).await {
+        Ok(url) => (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Pay, then hold the redirect until `checkout.session.completed` has been offered to every endpoint
+/// (bounded), as Stripe holds its Checkout redirect for the webhook.
+pub async fn complete(emu: &Emulator, id: &str, payment: &Payment<'_>) -> Result<String, ApiError> {
+    crate::resources::checkout::expire_if_due(emu, id);
+    let (url, deliveries) = emu.mutate(&Default::default(), |store| pay(store, id, payment))?;
+    if let Some(handle) = deliveries {
+        let _ = tokio::time::timeout(emu.config.checkout_redirect_wait, handle).await;
+    }
+    Ok(url)
+}
+
+#[derive(Deserialize)]
+pub struct Advance {
+    seconds: Option<i64>,
+}
+
+/// Move the emulator's clock forward: trials end, periods renew and charge, scheduled cancellations happen.
+pub async fn advance_clock(State(emu): State<Emulator>, form: Result<Form<Advance>, axum::extract::rejection::FormRejection>) -> Response {
+    let seconds = match form {
+        Ok(Form(Advance { seconds: Some(s) })) if s > 0 && s <= 10 * 366 * 86_400 => s,
+        _ => return ApiError::invalid("Send seconds: a positive number of seconds (at most ten years).", Some("seconds"), "parameter_invalid_integer").into_response(),
+    };
+    let result = emu.apply(&Default::default(), |store| {
+        store.clock_offset += seconds;
+        crate::billing::catch_up(store);
+        Ok(store.now())
+    });
+    match result {
+        Ok(now) => Json(json!({ "now": now })).into_response(),
+        Err(err) => err.into_response(),
+    }
+}

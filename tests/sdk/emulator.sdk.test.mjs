@@ -1,0 +1,184 @@
+// The official stripe-node SDK drives the emulator through a whole subscription, and its own
+// Webhook.constructEvent verifies every delivery. Each response is also kept for the strict type check.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import Stripe from 'stripe';
+import { startEmulator, startReceiver, waitFor, repoRoot } from './helpers.mjs';
+
+const SECRET = 'whsec_sdk_suite_secret';
+let emu;
+let receiver;
+const shapes = {}; // type name in the Stripe namespace -> JSON of one response
+
+before(async () => {
+  receiver = await startReceiver();
+  emu = await startEmulator({ webhook: receiver.url, secret: SECRET });
+});
+after(() => { emu?.stop(); receiver?.close(); });
+
+function keep(type, object) {
+  shapes[type] = shapes[type] || [];
+  shapes[type].push(JSON.parse(JSON.stringify(object.lastResponse ? { ...object, lastResponse: undefined } : object)));
+}
+
+test('subscription through Checkout, read back through the SDK', async () => {
+  const { stripe } = emu;
+  const product = await stripe.products.create({ name: 'Team', metadata: { tier: 'team' } });
+  keep('Product', product);
+  const price = await stripe.prices.create({ product: product.id, unit_amount: 2500, currency: 'usd', recurring: { interval: 'month' }, lookup_key: 'team_monthly' });
+  keep('Price', price);
+  assert.equal(price.recurring.interval, 'month');
+  const byKey = await stripe.prices.list({ lookup_keys: ['team_monthly'], expand: ['data.product'] });
+  assert.equal(byKey.data.length, 1);
+  assert.equal(byKey.data[0].product.name, 'Team');
+
+  const customer = await stripe.customers.create({ email: 'sdk@example.com', metadata: { userId: 'user_sdk' } });
+  keep('Customer', customer);
+  assert.equal(customer.metadata.userId, 'user_sdk');
+
+  const session = await stripe.checkout.sessions.create({
+    mode: 'subscription',
+    customer: customer.id,
+    line_items: [{ price: price.id, quantity: 1 }],
+    success_url: 'http://127.0.0.1:9/success?session_id={CHECKOUT_SESSION_ID}',
+    cancel_url: 'http://127.0.0.1:9/',
+    client_reference_id: 'user_sdk',
+    subscription_data: { metadata: { userId: 'user_sdk' } },
+  });
+  keep('Checkout.Session', session);
+  assert.equal(session.status, 'open');
+  assert.match(session.url, /\/c\/pay\/cs_test_/);
+
+  const paid = await fetch(`${emu.url}/_emulator/checkout/sessions/${session.id}/complete`, {
+    method: 'POST', body: new URLSearchParams({ card_number: '4242 4242 4242 4242' }), redirect: 'manual',
+  });
+  assert.equal(paid.status, 303);
+  assert.equal(paid.headers.get('location'), `http://127.0.0.1:9/success?session_id=${session.id}`);
+
+  const completed = await stripe.checkout.sessions.retrieve(session.id, { expand: ['subscription'] });
+  keep('Checkout.Session', completed);
+  assert.equal(completed.status, 'complete');
+  assert.equal(completed.payment_status, 'paid');
+  assert.equal(completed.subscription.status, 'active');
+
+  const subs = await stripe.subscriptions.list({ customer: customer.id, status: 'all', limit: 1, expand: ['data.default_payment_method'] });
+  assert.equal(subs.data.length, 1);
+  const sub = subs.data[0];
+  keep('Subscription', sub);
+  assert.equal(sub.status, 'active');
+  assert.equal(sub.items.data[0].price.id, price.id);
+  assert.equal(sub.metadata.userId, 'user_sdk');
+  const item = sub.items.data[0];
+  assert.ok(item.current_period_end > item.current_period_start, 'period end after start');
+  assert.ok(item.current_period_end - item.current_period_start >= 28 * 86400);
+  assert.equal(sub.default_payment_method.card.brand, 'visa');
+  assert.equal(sub.default_payment_method.card.last4, '4242');
+  keep('PaymentMethod', sub.default_payment_method);
+
+  const invoice = await stripe.invoices.retrieve(sub.latest_invoice);
+  keep('Invoice', invoice);
+  assert.equal(invoice.status, 'paid');
+  assert.equal(invoice.amount_paid, 2500);
+  assert.equal(invoice.parent.subscription_details.subscription, sub.id);
+  const intents = await stripe.paymentIntents.list({ customer: customer.id });
+  assert.equal(intents.data.length, 1);
+  assert.equal(intents.data[0].status, 'succeeded');
+  keep('PaymentIntent', intents.data[0]);
+
+  const updated = await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true });
+  keep('Subscription', updated);
+  assert.equal(updated.cancel_at_period_end, true);
+  assert.equal(updated.cancel_at, item.current_period_end);
+
+  const portal = await stripe.billingPortal.sessions.create({ customer: customer.id, return_url: 'http://127.0.0.1:9/dashboard' });
+  keep('BillingPortal.Session', portal);
+  assert.match(portal.url, /\/p\/session\/bps_/);
+
+  const canceled = await stripe.subscriptions.cancel(sub.id);
+  keep('Subscription', canceled);
+  assert.equal(canceled.status, 'canceled');
+
+  // Every event of the flow reaches the receiver, each verified by the SDK with the endpoint secret.
+  const events = await stripe.events.list({ limit: 100 });
+  events.data.slice(0, 3).forEach((e) => keep('Event', e));
+  const flowEvents = events.data.filter((e) => e.created >= customer.created && !e.type.startsWith('product.') && !e.type.startsWith('price.'));
+  await waitFor(() => receiver.received.length >= flowEvents.length, `webhook deliveries (${receiver.received.length} of ${flowEvents.length})`);
+  const verified = receiver.received.map(({ body, signature }) => stripe.webhooks.constructEvent(body, signature, SECRET));
+  const types = verified.map((e) => e.type);
+  for (const t of ['customer.subscription.created', 'invoice.created', 'invoice.finalized', 'invoice.paid', 'invoice.payment_succeeded', 'payment_intent.succeeded', 'checkout.session.completed', 'customer.subscription.updated', 'customer.subscription.deleted']) {
+    assert.ok(types.includes(t), `delivered ${t}`);
+  }
+  // Within the Checkout payment, the order is Stripe's: subscription first, session completed last.
+  assert.ok(types.indexOf('customer.subscription.created') < types.indexOf('invoice.paid'));
+  assert.ok(types.indexOf('invoice.payment_succeeded') < types.indexOf('checkout.session.completed'));
+  const completedEvent = verified.find((e) => e.type === 'checkout.session.completed');
+  assert.equal(completedEvent.data.object.id, session.id);
+  const deleted = verified.find((e) => e.type === 'customer.subscription.deleted');
+  assert.equal(deleted.data.object.status, 'canceled');
+  assert.equal(deleted.data.previous_attributes.status, 'active');
+
+  // A tampered body or another secret fails the SDK's check.
+  const { body, signature } = receiver.received[0];
+  assert.throws(() => stripe.webhooks.constructEvent(body.replace('"livemode": false', '"livemode": true'), signature, SECRET), Stripe.errors.StripeSignatureVerificationError);
+  assert.throws(() => stripe.webhooks.constructEvent(body, signature, 'whsec_other'), Stripe.errors.StripeSignatureVerificationError);
+
+  const endpoint = await stripe.webhookEndpoints.create({ url: 'http://127.0.0.1:9/other', enabled_events: ['invoice.paid'] });
+  assert.match(endpoint.secret, /^whsec_/);
+  keep('WebhookEndpoint', endpoint);
+});
+
+test('SDK errors carry Stripe error types', async () => {
+  const { stripe } = emu;
+  await assert.rejects(stripe.customers.retrieve('cus_missing'), (err) => err instanceof Stripe.errors.StripeInvalidRequestError && err.code === 'resource_missing' && err.statusCode === 404);
+  await assert.rejects(stripe.customers.create({ bogus: 'x' }), (err) => err.code === 'parameter_unknown' && err.param === 'bogus');
+  const bad = new Stripe('sk_live_nope', { host: new URL(emu.url).hostname, port: Number(new URL(emu.url).port), protocol: 'http', maxNetworkRetries: 0 });
+  await assert.rejects(bad.customers.list(), (err) => err instanceof Stripe.errors.StripeAuthenticationError);
+  const customer = await stripe.customers.create({ email: 'declined@example.com' });
+  await assert.rejects(stripe.paymentMethods.attach('pm_card_chargeDeclined', { customer: customer.id }), (err) => err instanceof Stripe.errors.StripeCardError && err.decline_code === 'generic_decline');
+  const key = `idem-${Date.now()}`;
+  const first = await stripe.customers.create({ email: 'same@example.com' }, { idempotencyKey: key });
+  const again = await stripe.customers.create({ email: 'same@example.com' }, { idempotencyKey: key });
+  assert.equal(again.id, first.id);
+  await assert.rejects(stripe.customers.create({ email: 'other@example.com' }, { idempotencyKey: key }), (err) => err instanceof Stripe.errors.StripeIdempotencyError);
+});
+
+test('a trial with a directly created subscription', async () => {
+  const { stripe } = emu;
+  const customer = await stripe.customers.create({ email: 'trial@example.com', payment_method: 'pm_card_mastercard', invoice_settings: { default_payment_method: 'pm_card_mastercard' } });
+  assert.match(customer.invoice_settings.default_payment_method, /^pm_/);
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: 'price_pro_monthly' }], trial_period_days: 14, expand: ['latest_invoice', 'customer'] });
+  keep('Subscription', sub);
+  assert.equal(sub.status, 'trialing');
+  assert.equal(sub.trial_end - sub.trial_start, 14 * 86400);
+  assert.equal(sub.latest_invoice.amount_due, 0);
+  assert.equal(sub.customer.email, 'trial@example.com');
+  const pms = await stripe.paymentMethods.list({ customer: customer.id, type: 'card' });
+  assert.equal(pms.data[0].card.brand, 'mastercard');
+});
+
+// The SDK accepts any JSON, so the responses kept above are also held against stripe-node's own
+// TypeScript definitions: a missing field or a wrong enum value fails `tsc`.
+test('responses match the stripe-node type definitions', () => {
+  assert.ok(Object.keys(shapes).length >= 9, 'collected shapes of every resource');
+  const lines = ["import Stripe from 'stripe';", 'declare function D(s: string): ReturnType<typeof Stripe.Decimal.from>;'];
+  let n = 0;
+  for (const [type, objects] of Object.entries(shapes)) {
+    for (const object of objects) {
+      // Decimal fields are strings on the wire and a branded type in the SDK.
+      const literal = JSON.stringify(object, null, 1).replace(/"([a-z_]*_decimal)": ("[^"]*")/g, '"$1": D($2)');
+      lines.push(`export const shape${n++}: Stripe.${type} = ${literal};`);
+    }
+  }
+  const dir = path.join(repoRoot, 'tests', 'sdk', '.shapes');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'shapes.ts'), lines.join('\n'));
+  const tsc = path.join(repoRoot, 'tests', 'sdk', 'node_modules', '.bin', 'tsc');
+  try {
+    execFileSync(tsc, ['--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--skipLibCheck', path.join(dir, 'shapes.ts')], { encoding: 'utf8', cwd: path.join(repoRoot, 'tests', 'sdk') });
+  } catch (err) {
+    assert.fail(`tsc rejected emulator responses:\n${err.stdout}`);
+  }
+});
