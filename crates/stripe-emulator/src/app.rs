@@ -1,10 +1,9 @@
 //! The running emulator: shared state, start-up, and the one path by which changes become events.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use anyhow::Context;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -18,7 +17,7 @@ use crate::webhooks::Dispatcher;
 pub struct Emulator(Arc<Inner>);
 
 pub struct Inner {
-    store: Mutex<Store>,
+    store: RwLock<Store>,
     pub config: EmulatorConfig,
     /// Base URL of the hosted pages (`…/c/pay/cs_…`, `…/p/session/bps_…`).
     pub public_url: String,
@@ -42,7 +41,7 @@ pub struct RunningEmulator {
 impl Emulator {
     fn new(config: EmulatorConfig, public_url: String) -> Emulator {
         let dispatcher = Dispatcher::new(config.retry.clone());
-        Emulator(Arc::new(Inner { store: Mutex::new(Store::default()), config, public_url, dispatcher }))
+        Emulator(Arc::new(Inner { store: RwLock::new(Store::default()), config, public_url, dispatcher }))
     }
 
     /// Bind the listener, load the seed file and register start-up webhooks. Port 0 picks a free port.
@@ -69,9 +68,15 @@ impl Emulator {
         Ok(())
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Store> {
+    /// Exclusive access, for changes.
+    pub fn lock(&self) -> RwLockWriteGuard<'_, Store> {
         // A panic while holding the lock leaves plain data behind, still usable.
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Shared access: reads run in parallel.
+    pub fn lock_read(&self) -> RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Run one change under the lock, then hand the events it produced to the webhook dispatcher.
@@ -96,12 +101,7 @@ impl Emulator {
 
     /// Read-only access for retrieval and lists.
     pub fn read<T>(&self, read: impl FnOnce(&Store) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        read(&self.lock())
-    }
-
-    /// Render a stored object, with expansions, for a response.
-    pub fn render(&self, store: &Store, object: &Value, expand: &[String]) -> Result<Value, ApiError> {
-        crate::expand::apply(store, object.clone(), expand)
+        read(&self.lock_read())
     }
 }
 

@@ -292,10 +292,24 @@ impl FromRequest<Emulator> for ApiRequest {
 }
 
 /// A JSON response from a stored object, after applying the request's `expand[]`.
-pub fn respond(emulator: &Emulator, request: &ApiRequest, object: &Value) -> Result<Json<Value>, ApiError> {
+pub fn respond(emulator: &Emulator, request: &ApiRequest, object: &Value) -> Result<JsonBody, ApiError> {
     let expand = request.expand()?;
-    let store = emulator.lock();
-    Ok(Json(emulator.render(&store, object, &expand)?))
+    emulator.read(|store| crate::expand::render(store, object, &expand).map(JsonBody))
+}
+
+/// A serialised JSON response body.
+pub struct JsonBody(pub Vec<u8>);
+
+impl JsonBody {
+    pub fn of(value: &Value) -> JsonBody {
+        JsonBody(serde_json::to_vec(value).unwrap_or_default())
+    }
+}
+
+impl IntoResponse for JsonBody {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
+    }
 }
 
 #[cfg(test)]

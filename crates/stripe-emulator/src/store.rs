@@ -238,8 +238,8 @@ impl Store {
     }
 }
 
-/// Stripe's list envelope around one page of objects, newest first, with `starting_after` / `ending_before` cursors.
-pub fn paginate<'a>(items: impl Iterator<Item = &'a Value>, page: &ListParams, url: &str) -> Value {
+/// One page of objects, newest first, with `starting_after` / `ending_before` cursors, and whether more follow.
+pub fn paginate<'a>(items: impl Iterator<Item = &'a Value>, page: &ListParams) -> (Vec<&'a Value>, bool) {
     let items: Vec<&Value> = items.collect();
     let position = |cursor: &str| items.iter().position(|v| v["id"] == cursor);
     let (start, end) = if let Some(after) = &page.starting_after {
@@ -252,8 +252,7 @@ pub fn paginate<'a>(items: impl Iterator<Item = &'a Value>, page: &ListParams, u
         (0, page.limit.min(items.len()))
     };
     let has_more = if page.ending_before.is_some() { start > 0 } else { end < items.len() };
-    let data: Vec<Value> = items[start..end].iter().map(|v| (*v).clone()).collect();
-    json!({ "object": "list", "data": data, "has_more": has_more, "url": url })
+    (items[start..end].to_vec(), has_more)
 }
 
 /// `limit`, `starting_after` and `ending_before`, shared by every list endpoint.

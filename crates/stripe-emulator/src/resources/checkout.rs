@@ -203,7 +203,7 @@ pub async fn line_items(State(emu): State<Emulator>, Path(id): Path<String>, req
     let expand = req.expand()?;
     emu.read(|store| {
         let session = store.get_kind("checkout.session", &id, Some("id"))?;
-        Ok(axum::Json(emu.render(store, &session["line_items"], &expand)?))
+        crate::expand::render(store, &session["line_items"], &expand).map(crate::http::JsonBody)
     })
 }
 

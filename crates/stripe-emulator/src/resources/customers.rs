@@ -1,7 +1,6 @@
 //! `/v1/customers`.
 
 use axum::extract::{Path, State};
-use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::{list_kind, merged_metadata, metadata, retrieve_kind, ApiResult};
@@ -83,7 +82,7 @@ pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: 
     req.params.allow(&["expand"])?;
     // A deleted customer is still retrievable, as `{id, object, deleted: true}`.
     if let Some(deleted) = emu.read(|s| Ok(s.get(&id).filter(|c| c["object"] == "customer" && c["deleted"] == true).cloned()))? {
-        return Ok(Json(deleted));
+        return Ok(crate::http::JsonBody::of(&deleted));
     }
     retrieve_kind(&emu, &req, "customer", &id)
 }
@@ -138,7 +137,7 @@ pub async fn delete(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         store.emit("customer.deleted", &customer, None);
         Ok(tombstone)
     })?;
-    Ok(Json(deleted))
+    Ok(crate::http::JsonBody::of(&deleted))
 }
 
 pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {

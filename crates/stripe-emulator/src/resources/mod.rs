@@ -13,16 +13,17 @@ pub mod products;
 pub mod subscriptions;
 pub mod webhook_endpoints;
 
-use axum::Json;
 use serde_json::{Map, Value};
 
 use crate::app::Emulator;
 use crate::error::ApiError;
 use crate::form::Params;
-use crate::http::ApiRequest;
+use crate::expand::{render, ExpandTree, ListPage};
+use crate::http::{ApiRequest, JsonBody};
 use crate::store::{paginate, ListParams, Store};
 
-pub type ApiResult = Result<Json<Value>, ApiError>;
+
+pub type ApiResult = Result<JsonBody, ApiError>;
 
 /// Stripe's metadata rules: at most 50 keys, keys up to 40 characters without brackets, values up to 500.
 pub fn metadata(params: &Params, name: &str) -> Result<Option<Map<String, Value>>, ApiError> {
@@ -65,7 +66,7 @@ pub fn merged_metadata(current: &Value, params: &Params) -> Result<Option<Value>
 pub fn retrieve_kind(emulator: &Emulator, request: &ApiRequest, kind: &str, id: &str) -> ApiResult {
     request.params.allow(&["expand"])?;
     let expand = request.expand()?;
-    emulator.read(|store| Ok(Json(emulator.render(store, store.get_kind(kind, id, Some("id"))?, &expand)?)))
+    emulator.read(|store| render(store, store.get_kind(kind, id, Some("id"))?, &expand).map(JsonBody))
 }
 
 /// A list endpoint: common pagination, the resource's filters, then expansion of the page.
@@ -83,8 +84,10 @@ pub fn list_kind(
     let created = crate::store::created_filter(&request.params)?;
     emulator.read(|store| {
         let page = ListParams::from(&request.params, store)?;
-        let list = paginate(store.iter_kind(kind, customer).filter(|v| keep(v) && created(v)), &page, &request.path);
-        Ok(Json(emulator.render(store, &list, &expand)?))
+        let (data, has_more) = paginate(store.iter_kind(kind, customer).filter(|v| keep(v) && created(v)), &page);
+        let tree = ExpandTree::for_list(store, &data, &expand)?;
+        let body = ListPage { store, data, has_more, url: &request.path, tree: &tree };
+        Ok(JsonBody(serde_json::to_vec(&body).unwrap_or_default()))
     })
 }
 

@@ -1,7 +1,6 @@
 //! `/v1/products`.
 
 use axum::extract::{Path, State};
-use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::{list_kind, merged_metadata, metadata, retrieve_kind, ApiResult};
@@ -113,7 +112,7 @@ pub async fn delete(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         store.emit("product.deleted", &product, None);
         Ok(json!({"id": id, "object": "product", "deleted": true}))
     })?;
-    Ok(Json(deleted))
+    Ok(crate::http::JsonBody::of(&deleted))
 }
 
 pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {

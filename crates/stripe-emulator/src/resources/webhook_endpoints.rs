@@ -1,7 +1,6 @@
 //! `/v1/webhook_endpoints`: where events are delivered, and with which secret they are signed.
 
 use axum::extract::{Path, State};
-use axum::Json;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -87,7 +86,7 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
         }
         Ok(endpoint)
     })?;
-    Ok(Json(endpoint))
+    Ok(crate::http::JsonBody::of(&endpoint))
 }
 
 pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
@@ -120,7 +119,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         store.update(&id, changes);
         Ok(store.get(&id).cloned().unwrap_or_default())
     })?;
-    Ok(Json(endpoint))
+    Ok(crate::http::JsonBody::of(&endpoint))
 }
 
 pub async fn delete(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
@@ -132,7 +131,7 @@ pub async fn delete(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         store.webhook_secrets.remove(&id);
         Ok(tombstone)
     })?;
-    Ok(Json(deleted))
+    Ok(crate::http::JsonBody::of(&deleted))
 }
 
 pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
