@@ -61,6 +61,7 @@ impl Emulator {
         if let Some(path) = &self.config.seed {
             crate::seed::load(&mut store, path)?;
         }
+        crate::seed::apply(&mut store, &self.config.seed_products)?;
         for hook in &self.config.webhooks {
             crate::resources::webhook_endpoints::register(&mut store, &hook.url, &hook.enabled_events, hook.secret.clone());
         }

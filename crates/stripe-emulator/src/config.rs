@@ -44,6 +44,8 @@ pub struct EmulatorConfig {
     pub webhooks: Vec<StartupWebhook>,
     pub retry: RetryPolicy,
     pub seed: Option<PathBuf>,
+    /// Products and prices to load besides (after) the seed file; what an embedding app offers.
+    pub seed_products: Vec<crate::seed::SeedProduct>,
     /// How long the hosted Checkout page holds its redirect while `checkout.session.completed` is delivered.
     pub checkout_redirect_wait: Duration,
 }
@@ -56,6 +58,7 @@ impl Default for EmulatorConfig {
             webhooks: Vec::new(),
             retry: RetryPolicy::default(),
             seed: None,
+            seed_products: Vec::new(),
             checkout_redirect_wait: Duration::from_secs(10),
         }
     }

@@ -13,7 +13,7 @@
 //! - [`resources`]: one module per API resource (products, prices, customers, …).
 //! - [`billing`]: what happens when a card is charged: payment methods, subscriptions, invoices.
 //! - [`webhooks`]: signing and background delivery with exponential backoff.
-//! - [`pages`]: the hosted Checkout and billing-portal HTML.
+//! - [`pages`]: the hosted Checkout and billing-portal HTML; [`format`]: escaping, money and dates for pages.
 //! - [`seed`]: loading products and prices from a JSON file.
 
 pub mod app;
@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod expand;
 pub mod form;
+pub mod format;
 pub mod http;
 pub mod pages;
 pub mod resources;

@@ -9,37 +9,14 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::app::Emulator;
-use crate::billing::{self, civil_from_days, is_ended, TestCard};
+use crate::billing::{self, is_ended, TestCard};
+use crate::format::{date, escape, money};
 use crate::error::ApiError;
 use crate::resources::checkout::Payment;
 use crate::resources::str_field;
 
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
-pub fn money(amount: i64, currency: &str) -> String {
-    let major = format!("{}.{:02}", amount / 100, (amount % 100).abs());
-    match currency {
-        "usd" => format!("${major}"),
-        "eur" => format!("€{major}"),
-        "gbp" => format!("£{major}"),
-        other => format!("{major} {}", other.to_uppercase()),
-    }
-}
-
-pub fn date(ts: i64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let (y, m, d) = civil_from_days(ts.div_euclid(86_400));
-    format!("{d} {} {y}", MONTHS[(m - 1) as usize])
-}
-
 fn per_interval(price: &Value) -> String {
-    let interval = price["recurring"]["interval"].as_str().unwrap_or("month");
-    match price["recurring"]["interval_count"].as_i64().unwrap_or(1) {
-        1 => format!("per {interval}"),
-        n => format!("every {n} {interval}s"),
-    }
+    crate::format::per_interval(price["recurring"]["interval"].as_str().unwrap_or("month"), price["recurring"]["interval_count"].as_i64().unwrap_or(1))
 }
 
 const STYLE: &str = r#"

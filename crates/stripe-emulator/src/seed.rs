@@ -19,7 +19,7 @@ pub struct SeedFile {
     pub products: Vec<SeedProduct>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedProduct {
     pub id: Option<String>,
@@ -29,7 +29,7 @@ pub struct SeedProduct {
     pub prices: Vec<SeedPrice>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedPrice {
     pub id: Option<String>,
@@ -55,12 +55,12 @@ fn encode(pairs: &[(&str, Option<String>)]) -> Vec<u8> {
 pub fn load(store: &mut Store, path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read seed file {}", path.display()))?;
     let seed: SeedFile = serde_json::from_str(&text).with_context(|| format!("seed file {} is not valid", path.display()))?;
-    apply(store, &seed)
+    apply(store, &seed.products)
 }
 
 /// Create the seed's products and prices through the same code as the API, so they are validated alike.
-pub fn apply(store: &mut Store, seed: &SeedFile) -> anyhow::Result<()> {
-    for product in &seed.products {
+pub fn apply(store: &mut Store, products: &[SeedProduct]) -> anyhow::Result<()> {
+    for product in products {
         let params = Params::parse(&encode(&[("id", product.id.clone()), ("name", Some(product.name.clone())), ("description", product.description.clone())]))?;
         let created = crate::resources::products::create_in(store, &params).map_err(|e| anyhow::anyhow!("seed product {}: {}", product.name, e.message))?;
         let product_id = created["id"].as_str().unwrap_or_default().to_string();

@@ -1,0 +1,70 @@
+//! Cross-site request protection for everything that changes state (except Stripe's webhook, which
+//! is signed): the request's `Origin`, when sent, must be our own, and a per-browser token from the
+//! `tollgate_csrf` cookie must come back as the `csrf` form field or the `X-CSRF-Token` header.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::cookie;
+use crate::http::error::{Failure, Surface};
+use crate::state::AppState;
+
+pub const CSRF_COOKIE: &str = "tollgate_csrf";
+/// Form posts are small; a larger one is refused before it is read.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The token to embed in forms rendered for this request.
+#[derive(Clone)]
+pub struct CsrfToken(pub String);
+
+impl FromRequestParts<AppState> for CsrfToken {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<CsrfToken>().cloned().unwrap_or(CsrfToken(String::new())))
+    }
+}
+
+fn valid_token(t: &str) -> bool {
+    t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+pub async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let existing = cookie(&parts, CSRF_COOKIE).filter(|t| valid_token(t)).map(str::to_string);
+    let token = existing.clone().unwrap_or_else(|| crate::random_token(32));
+    parts.extensions.insert(CsrfToken(token.clone()));
+    let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut request = Request::from_parts(parts, body);
+    if unsafe_method && request.uri().path() != "/api/stripe-webhook" {
+        let (parts, body) = request.into_parts();
+        let surface = Surface::of(&parts);
+        if let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            if origin != state.public_origin {
+                return Failure::forbidden(surface, "This request came from another site and was refused.").into_response();
+            }
+        }
+        let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
+            return Failure::too_large(surface).into_response();
+        };
+        let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string).or_else(|| {
+            form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned())
+        });
+        let matches = matches!((&existing, &sent), (Some(a), Some(b)) if a == b);
+        if !matches {
+            return Failure::forbidden(surface, "This form has expired. Reload the page and try again.").into_response();
+        }
+        request = Request::from_parts(parts, Body::from(bytes));
+    }
+    let mut response = next.run(request).await;
+    if existing.is_none() {
+        let cookie = format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{}", if state.secure_cookies { "; Secure" } else { "" });
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}

@@ -1,0 +1,212 @@
+//! Tollgate's built-in accounts: email + password (argon2id), server-side sessions in the KV.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+
+use super::{cookie, AuthFuture, AuthProvider, User};
+use crate::domain::{Email, UserId};
+use crate::kv::{keys, KvError, SharedKv};
+
+pub const SESSION_COOKIE: &str = "tollgate_session";
+pub const SESSION_DAYS: i64 = 30;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Account {
+    id: UserId,
+    email: Email,
+    password_hash: String,
+    created_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionRecord {
+    user_id: UserId,
+    email: Email,
+    expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    InvalidEmail(String),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("An account with this email already exists. Sign in instead.")]
+    EmailTaken,
+    /// Deliberately vague: it does not say whether the email or the password was wrong.
+    #[error("That email and password do not match an account.")]
+    BadCredentials,
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+const COMMON_PASSWORDS: &[&str] = &["password", "password1", "password123", "1234567890", "qwertyuiop", "iloveyou12", "letmein123", "welcome123", "abc1234567", "passw0rd12"];
+
+/// At least 10 characters (at most 128), not a well-known password, not the email, not one repeated character.
+pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
+    let weak = |m: &str| Err(AccountError::WeakPassword(m.to_string()));
+    let length = password.chars().count();
+    if length < 10 {
+        return weak("Use at least 10 characters for your password.");
+    }
+    if length > 128 {
+        return weak("Use at most 128 characters for your password.");
+    }
+    let lower = password.to_lowercase();
+    if COMMON_PASSWORDS.contains(&lower.as_str()) || lower == email || email.split('@').next() == Some(lower.as_str()) {
+        return weak("That password is too easy to guess. Choose another.");
+    }
+    let mut distinct: Vec<char> = password.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 4 {
+        return weak("That password is too easy to guess. Mix more different characters.");
+    }
+    Ok(())
+}
+
+pub struct LocalAccounts {
+    kv: SharedKv,
+}
+
+/// A real argon2id hash of a random password, made once on first use (not at start-up: it is slow).
+async fn decoy_hash() -> String {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(hash) = DECOY.get() {
+        return hash.clone();
+    }
+    let made = tokio::task::spawn_blocking(|| {
+        Argon2::default().hash_password(crate::random_token(24).as_bytes(), &SaltString::generate(&mut OsRng)).map(|h| h.to_string()).unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    DECOY.get_or_init(|| made).clone()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl LocalAccounts {
+    pub fn new(kv: SharedKv) -> LocalAccounts {
+        LocalAccounts { kv }
+    }
+
+    pub async fn sign_up(&self, email: &str, password: &str) -> Result<User, AccountError> {
+        let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
+        check_password(password, email.as_str())?;
+        let password = password.to_string();
+        // Hashing is deliberately slow; keep it off the async workers.
+        let password_hash = tokio::task::spawn_blocking(move || {
+            Argon2::default().hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng)).map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| KvError::Unavailable(e.to_string()))?
+        .map_err(|e| KvError::Unavailable(format!("password hashing failed: {e}")))?;
+        let account = Account { id: UserId::generate(), email: email.clone(), password_hash, created_at: now() };
+        let json = serde_json::to_string(&account).expect("an account serialises");
+        if !self.kv.set_if_absent(&keys::account(email.as_str()), &json).await? {
+            return Err(AccountError::EmailTaken);
+        }
+        Ok(User { id: account.id, email })
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<User, AccountError> {
+        let Ok(email) = Email::parse(email) else { return Err(AccountError::BadCredentials) };
+        let account: Option<Account> = match self.kv.get(&keys::account(email.as_str())).await? {
+            Some(json) => Some(serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored account is corrupt: {e}")))?),
+            None => None,
+        };
+        // Without an account, verify against a decoy hash anyway so timing does not reveal which part was wrong.
+        let hash = match &account {
+            Some(a) => a.password_hash.clone(),
+            None => decoy_hash().await,
+        };
+        let password = password.to_string();
+        let matches = tokio::task::spawn_blocking(move || PasswordHash::new(&hash).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        match account {
+            Some(account) if matches => Ok(User { id: account.id, email: account.email }),
+            _ => Err(AccountError::BadCredentials),
+        }
+    }
+
+    /// A new session for `user`; returns the token for the cookie.
+    pub async fn start_session(&self, user: &User) -> Result<String, KvError> {
+        let token = crate::random_token(32);
+        let record = SessionRecord { user_id: user.id.clone(), email: user.email.clone(), expires_at: now() + SESSION_DAYS * 86_400 };
+        self.kv.set(&keys::session(&token), &serde_json::to_string(&record).expect("a session serialises")).await?;
+        Ok(token)
+    }
+
+    pub async fn end_session(&self, parts: &Parts) -> Result<(), KvError> {
+        match session_token(parts) {
+            Some(token) => self.kv.delete(&keys::session(token)).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A session cookie value, if it has the shape of one (anything else is never looked up).
+fn session_token(parts: &Parts) -> Option<&str> {
+    cookie(parts, SESSION_COOKIE).filter(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+impl AuthProvider for LocalAccounts {
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let Some(token) = session_token(parts) else { return Ok(None) };
+            let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(None) };
+            let Ok(record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
+            if record.expires_at <= now() {
+                self.kv.delete(&keys::session(token)).await?;
+                return Ok(None);
+            }
+            Ok(Some(User { id: record.user_id, email: record.email }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn password_rules() {
+        assert!(check_password("correct horse battery", "a@b.co").is_ok());
+        for weak in ["short", "password123", "aaaaaaaaaaaa", "ababababab", "ada@example.com", &"x1y2".repeat(40)] {
+            assert!(check_password(weak, "ada@example.com").is_err(), "{weak}");
+        }
+        assert!(check_password("adalovelace", "adalovelace@example.com").is_err(), "the email's name");
+        assert!(check_password("adalovelace", "ada@example.com").is_ok());
+    }
+
+    #[tokio::test]
+    async fn sign_up_sign_in_and_sessions() {
+        let kv: SharedKv = Arc::new(crate::kv::memory::MemoryKv::default());
+        let accounts = LocalAccounts::new(kv.clone());
+        let user = accounts.sign_up(" Ada@Example.com ", "analytical engine").await.unwrap();
+        assert_eq!(user.email.as_str(), "ada@example.com");
+        assert!(matches!(accounts.sign_up("ada@example.com", "another long one").await, Err(AccountError::EmailTaken)));
+        assert_eq!(accounts.sign_in("ADA@example.com", "analytical engine").await.unwrap(), user);
+        let wrong_password = accounts.sign_in("ada@example.com", "difference engine").await.unwrap_err();
+        let no_account = accounts.sign_in("bob@example.com", "analytical engine").await.unwrap_err();
+        assert_eq!(wrong_password.to_string(), no_account.to_string(), "the message does not tell which part was wrong");
+        let stored = kv.get(&keys::account("ada@example.com")).await.unwrap().unwrap();
+        assert!(stored.contains("$argon2id$") && !stored.contains("analytical engine"));
+
+        let token = accounts.start_session(&user).await.unwrap();
+        let request = axum::http::Request::builder().header("cookie", format!("other=1; {SESSION_COOKIE}={token}")).body(()).unwrap();
+        let (parts, _) = request.into_parts();
+        assert_eq!(accounts.authenticate(&parts).await.unwrap(), Some(user));
+        accounts.end_session(&parts).await.unwrap();
+        assert_eq!(accounts.authenticate(&parts).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,86 @@
+//! Get-or-create the Stripe customer (before checkout, never twice), start Checkout, open the portal.
+
+use super::{Billing, BillingError};
+use crate::auth::User;
+use crate::domain::{CustomerId, PriceId, SubscriptionCache};
+use crate::kv::keys;
+use crate::stripe::wire::{CheckoutSession, Created, PortalSession};
+
+pub struct CheckoutStart {
+    pub url: String,
+    pub session_id: String,
+}
+
+impl Billing {
+    /// The user's customer id from the KV, if they have one.
+    pub async fn customer_of(&self, user: &User) -> Result<Option<CustomerId>, BillingError> {
+        match self.kv.get(&keys::user_customer(&user.id)).await? {
+            None => Ok(None),
+            Some(raw) => CustomerId::parse(&raw).map(Some).map_err(|e| BillingError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// The user's customer, created first if needed. Two concurrent calls end with one customer:
+    /// the create carries an idempotency key derived from the user id, and the mapping is stored
+    /// only if absent (whoever loses reads the winner's).
+    #[tracing::instrument(skip_all, fields(user = %user.id))]
+    pub async fn get_or_create_customer(&self, user: &User) -> Result<CustomerId, BillingError> {
+        if let Some(existing) = self.customer_of(user).await? {
+            return Ok(existing);
+        }
+        let created: Created = self
+            .stripe
+            .post("/v1/customers", &[("email", user.email.as_str()), ("metadata[userId]", user.id.as_str())], Some(&format!("tollgate-customer-{}", user.id)))
+            .await?;
+        let created = CustomerId::parse(&created.id).map_err(|e| BillingError::Corrupt(e.to_string()))?;
+        let key = keys::user_customer(&user.id);
+        if self.kv.set_if_absent(&key, created.as_str()).await? {
+            return Ok(created);
+        }
+        self.customer_of(user).await?.ok_or(BillingError::NoCustomer)
+    }
+
+    pub async fn sync(&self, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
+        self.syncs.sync(&self.stripe, self.kv.as_ref(), customer).await
+    }
+
+    /// Create a Checkout Session for one of the offered plans (the first when none is named).
+    /// Refused while the user has a subscription to manage; the check reads Stripe, not the cache.
+    pub async fn start_checkout(&self, user: &User, price: Option<&PriceId>) -> Result<CheckoutStart, BillingError> {
+        let plans = self.catalog.plans(&self.stripe).await?;
+        let plan = match price {
+            Some(id) => plans.iter().find(|p| &p.price_id == id).ok_or(BillingError::PlanNotOffered)?,
+            None => plans.first().ok_or(BillingError::PlanNotOffered)?,
+        };
+        let customer = self.get_or_create_customer(user).await?;
+        if self.sync(&customer).await?.status().blocks_new_checkout() {
+            return Err(BillingError::AlreadySubscribed);
+        }
+        let success_url = format!("{}/success?session_id={{CHECKOUT_SESSION_ID}}", self.public_url);
+        let cancel_url = format!("{}/", self.public_url);
+        let trial = self.trial_days.map(|d| d.to_string());
+        let mut form = vec![
+            ("mode", "subscription"),
+            ("customer", customer.as_str()),
+            ("line_items[0][price]", plan.price_id.as_str()),
+            ("line_items[0][quantity]", "1"),
+            ("success_url", success_url.as_str()),
+            ("cancel_url", cancel_url.as_str()),
+            ("client_reference_id", user.id.as_str()),
+            ("metadata[userId]", user.id.as_str()),
+            ("subscription_data[metadata][userId]", user.id.as_str()),
+        ];
+        if let Some(days) = &trial {
+            form.push(("subscription_data[trial_period_days]", days));
+        }
+        let session: CheckoutSession = self.stripe.post("/v1/checkout/sessions", &form, None).await?;
+        let url = session.url.ok_or_else(|| BillingError::Corrupt("Stripe returned a session without a url".into()))?;
+        Ok(CheckoutStart { url, session_id: session.id })
+    }
+
+    pub async fn portal_url(&self, customer: &CustomerId) -> Result<String, BillingError> {
+        let return_url = format!("{}/dashboard", self.public_url);
+        let session: PortalSession = self.stripe.post("/v1/billing_portal/sessions", &[("customer", customer.as_str()), ("return_url", &return_url)], None).await?;
+        Ok(session.url)
+    }
+}

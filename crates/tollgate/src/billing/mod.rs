@@ -1,0 +1,38 @@
+//! The billing flow: the one sync function, its per-customer coalescing, checkout and portal
+//! sessions, the plan catalogue, and which webhook events matter.
+
+pub mod catalog;
+pub mod checkout;
+pub mod events;
+pub mod sync;
+
+use std::sync::Arc;
+
+use crate::kv::{KvError, SharedKv};
+use crate::stripe::{StripeClient, StripeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error("that plan is not offered")]
+    PlanNotOffered,
+    #[error("you already have a subscription")]
+    AlreadySubscribed,
+    #[error("no billing account yet")]
+    NoCustomer,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Everything billing needs, shared by handlers.
+pub struct Billing {
+    pub stripe: Arc<StripeClient>,
+    pub kv: SharedKv,
+    pub syncs: sync::Coalescer,
+    pub catalog: catalog::Catalog,
+    pub public_url: String,
+    pub trial_days: Option<u32>,
+}

@@ -1,0 +1,284 @@
+//! Domain types, parsed once at the edge: ids, emails, subscription status, the cache entry, access.
+//! No I/O here.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+macro_rules! id_type {
+    ($name:ident, $prefix:literal, $what:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            #[doc = concat!("Accepts `", $prefix, "…` followed by letters, digits or underscores.")]
+            pub fn parse(raw: &str) -> Result<Self, ParseError> {
+                let rest = raw.strip_prefix($prefix).unwrap_or("");
+                if rest.is_empty() || raw.len() > 255 || !rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(ParseError(format!(concat!("'{}' is not a ", $what, " id (", $prefix, "…)"), raw.chars().take(60).collect::<String>())));
+                }
+                Ok($name(raw.to_string()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+            fn try_from(raw: String) -> Result<Self, ParseError> {
+                Self::parse(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(UserId, "user_", "user");
+id_type!(CustomerId, "cus_", "Stripe customer");
+id_type!(PriceId, "price_", "Stripe price");
+
+impl UserId {
+    pub fn generate() -> UserId {
+        UserId(format!("user_{}", crate::random_token(20)))
+    }
+}
+
+/// A normalised email address: trimmed, lower-cased, one `@`, a dotted domain, at most 254 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Email, ParseError> {
+        let email = raw.trim().to_lowercase();
+        let invalid = || ParseError("Enter a valid email address, like name@example.com.".into());
+        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+        if local.is_empty() || domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+            return Err(invalid());
+        }
+        Ok(Email(email))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = ParseError;
+    fn try_from(raw: String) -> Result<Self, ParseError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<Email> for String {
+    fn from(e: Email) -> String {
+        e.0
+    }
+}
+
+/// Stripe's subscription statuses, plus `none` for a customer without any subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    Trialing,
+    PastDue,
+    Unpaid,
+    Canceled,
+    Incomplete,
+    IncompleteExpired,
+    Paused,
+    None,
+}
+
+impl SubscriptionStatus {
+    pub fn parse(raw: &str) -> Option<SubscriptionStatus> {
+        serde_json::from_value(serde_json::Value::String(raw.to_string())).ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Trialing => "trialing",
+            Self::PastDue => "past_due",
+            Self::Unpaid => "unpaid",
+            Self::Canceled => "canceled",
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Paused => "paused",
+            Self::None => "none",
+        }
+    }
+
+    /// Not ended: a subscription in one of these states is the one to show and sync.
+    pub fn is_live(self) -> bool {
+        !matches!(self, Self::Canceled | Self::IncompleteExpired | Self::None)
+    }
+
+    /// A subscription the user should manage rather than buy again.
+    pub fn blocks_new_checkout(self) -> bool {
+        matches!(self, Self::Active | Self::Trialing | Self::PastDue | Self::Unpaid | Self::Paused)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentMethodSummary {
+    pub brand: Option<String>,
+    pub last4: Option<String>,
+}
+
+/// The value of `stripe:customer:{customerId}`, field for field as the Next.js recipe writes it
+/// (`STRIPE_SUB_CACHE`), plus `cancelAt` and `trialEnd`. `{"status":"none"}` when there is no subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SubscriptionCache {
+    Subscribed(CachedSubscription),
+    None { status: NoneStatus },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoneStatus {
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedSubscription {
+    pub subscription_id: Option<String>,
+    pub status: SubscriptionStatus,
+    pub price_id: Option<String>,
+    pub current_period_start: Option<i64>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub payment_method: Option<PaymentMethodSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_end: Option<i64>,
+}
+
+impl SubscriptionCache {
+    pub fn none() -> SubscriptionCache {
+        SubscriptionCache::None { status: NoneStatus::None }
+    }
+
+    pub fn status(&self) -> SubscriptionStatus {
+        match self {
+            SubscriptionCache::Subscribed(s) => s.status,
+            SubscriptionCache::None { .. } => SubscriptionStatus::None,
+        }
+    }
+
+    pub fn subscription(&self) -> Option<&CachedSubscription> {
+        match self {
+            SubscriptionCache::Subscribed(s) => Some(s),
+            SubscriptionCache::None { .. } => None,
+        }
+    }
+}
+
+/// Who may use the product: `active` and `trialing` always; `past_due` only with a grace period.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessPolicy {
+    pub past_due_grace: bool,
+}
+
+impl AccessPolicy {
+    pub fn grants(&self, status: SubscriptionStatus) -> bool {
+        match status {
+            SubscriptionStatus::Active | SubscriptionStatus::Trialing => true,
+            SubscriptionStatus::PastDue => self.past_due_grace,
+            _ => false,
+        }
+    }
+}
+
+/// A plan offered on the pricing page, as read from Stripe.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub price_id: PriceId,
+    pub product_name: String,
+    pub unit_amount: i64,
+    pub currency: String,
+    pub interval: String,
+    pub interval_count: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_need_their_prefix() {
+        assert!(CustomerId::parse("cus_abc123").is_ok());
+        assert!(CustomerId::parse("sub_abc").is_err());
+        assert!(CustomerId::parse("cus_").is_err());
+        assert!(CustomerId::parse("cus_a b").is_err());
+        assert!(PriceId::parse("price_pro_monthly").is_ok());
+        assert!(UserId::parse("user_x<script>").is_err());
+    }
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(Email::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a@b@c.com", "a b@c.com", "ada@.com", "ada@example..com"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_json_is_the_recipes_shape() {
+        let entry = SubscriptionCache::Subscribed(CachedSubscription {
+            subscription_id: Some("sub_1".into()),
+            status: SubscriptionStatus::PastDue,
+            price_id: Some("price_1".into()),
+            current_period_start: Some(1),
+            current_period_end: Some(2),
+            cancel_at_period_end: false,
+            payment_method: Some(PaymentMethodSummary { brand: Some("visa".into()), last4: Some("4242".into()) }),
+            cancel_at: None,
+            trial_end: None,
+        });
+        assert_eq!(
+            serde_json::to_value(&entry).unwrap(),
+            json!({"subscriptionId": "sub_1", "status": "past_due", "priceId": "price_1", "currentPeriodStart": 1, "currentPeriodEnd": 2, "cancelAtPeriodEnd": false, "paymentMethod": {"brand": "visa", "last4": "4242"}})
+        );
+        assert_eq!(serde_json::to_value(SubscriptionCache::none()).unwrap(), json!({"status": "none"}));
+        // What the recipe's own code writes reads back.
+        let from_recipe: SubscriptionCache = serde_json::from_value(json!({"subscriptionId": "sub_1", "status": "active", "priceId": "price_1", "currentPeriodStart": 1, "currentPeriodEnd": 2, "cancelAtPeriodEnd": true, "paymentMethod": null})).unwrap();
+        assert_eq!(from_recipe.status(), SubscriptionStatus::Active);
+        let none: SubscriptionCache = serde_json::from_value(json!({"status": "none"})).unwrap();
+        assert_eq!(none, SubscriptionCache::none());
+    }
+
+    #[test]
+    fn access_policy() {
+        let strict = AccessPolicy { past_due_grace: false };
+        let lenient = AccessPolicy { past_due_grace: true };
+        assert!(strict.grants(SubscriptionStatus::Active) && strict.grants(SubscriptionStatus::Trialing));
+        assert!(!strict.grants(SubscriptionStatus::PastDue) && lenient.grants(SubscriptionStatus::PastDue));
+        for s in [SubscriptionStatus::Canceled, SubscriptionStatus::Unpaid, SubscriptionStatus::Incomplete, SubscriptionStatus::Paused, SubscriptionStatus::None] {
+            assert!(!lenient.grants(s));
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The JSON API (and the form posts that share its paths): checkout, portal, subscription state.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{Failure, Surface};
+use crate::access::cached_subscription;
+use crate::auth::CurrentUser;
+use crate::domain::PriceId;
+use crate::state::AppState;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct CheckoutRequest {
+    price_id: Option<String>,
+}
+
+/// The body of `POST /api/generate-stripe-checkout`: JSON `{"priceId"}` or a form with `priceId`;
+/// an empty body means the first plan.
+fn checkout_request(parts: &Parts, body: &[u8], surface: Surface) -> Result<Option<PriceId>, Failure> {
+    let is_json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
+    let request: CheckoutRequest = if body.is_empty() {
+        CheckoutRequest::default()
+    } else if is_json {
+        serde_json::from_slice(body).map_err(|e| Failure::bad_request(surface, "invalid_json", format!("The body is not valid JSON: {e}")))?
+    } else {
+        CheckoutRequest { price_id: form_urlencoded::parse(body).find(|(k, _)| k == "priceId").map(|(_, v)| v.into_owned()) }
+    };
+    match request.price_id.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        None => Ok(None),
+        Some(raw) => PriceId::parse(raw).map(Some).map_err(|e| Failure::bad_request(surface, "invalid_price", e.to_string())),
+    }
+}
+
+/// Get-or-create the customer, refuse a second subscription, create a Checkout Session.
+/// JSON callers get `{"url","sessionId"}`; a browser form post is sent straight to Checkout.
+pub async fn generate_checkout(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts, body: Bytes) -> Result<Response, Failure> {
+    let surface = Surface::of(&parts);
+    let price = checkout_request(&parts, &body, surface)?;
+    let started = state.billing.start_checkout(&user, price.as_ref()).await.map_err(|e| Failure::from_billing(surface, e))?;
+    Ok(match surface {
+        Surface::Api => Json(json!({ "url": started.url, "sessionId": started.session_id })).into_response(),
+        Surface::Page => Redirect::to(&started.url).into_response(),
+    })
+}
+
+/// A billing-portal session for the signed-in customer; 303 to it.
+pub async fn billing_portal(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
+    let surface = Surface::of(&parts);
+    let failure = |e| Failure::from_billing(surface, e);
+    let customer = state.billing.customer_of(&user).await.map_err(failure)?.ok_or_else(|| failure(crate::billing::BillingError::NoCustomer))?;
+    Ok(Redirect::to(&state.billing.portal_url(&customer).await.map_err(failure)?))
+}
+
+/// The cache entry as the recipe stores it, plus `"entitled"`.
+pub async fn subscription(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<Response, Failure> {
+    let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    let mut body = serde_json::to_value(&entry).unwrap_or_default();
+    body["entitled"] = json!(state.policy.grants(entry.status()));
+    Ok((StatusCode::OK, Json(body)).into_response())
+}

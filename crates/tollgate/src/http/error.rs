@@ -1,0 +1,121 @@
+//! One failure type for both surfaces: JSON for the API (`{"error":{"code","message"}}`), a page or
+//! a redirect for HTML. Every status is decided here; 5xx answers never carry internal details,
+//! which travel to the request log instead.
+
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::billing::BillingError;
+use crate::kv::KvError;
+use crate::stripe::StripeError;
+
+/// Which kind of caller a response is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Surface {
+    Api,
+    Page,
+}
+
+impl Surface {
+    /// Browsers (which accept HTML) get pages, even for a form posted to `/api/…`; other callers of
+    /// `/api/…`, and callers that send or ask for JSON, get JSON.
+    pub fn of(parts: &Parts) -> Surface {
+        let header_text = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("");
+        let accept = header_text(header::ACCEPT);
+        if accept.contains("text/html") {
+            return Surface::Page;
+        }
+        let json = accept.contains("application/json") || header_text(header::CONTENT_TYPE).starts_with("application/json");
+        if parts.uri.path().starts_with("/api/") || json {
+            Surface::Api
+        } else {
+            Surface::Page
+        }
+    }
+}
+
+/// The internal cause of a failure, for the request log (never sent to the client).
+#[derive(Clone)]
+pub struct ErrorDetail(pub String);
+
+#[derive(Debug)]
+pub struct Failure {
+    pub surface: Surface,
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Pages: go here instead of showing an error.
+    pub redirect: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl Failure {
+    pub fn new(surface: Surface, status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure { surface, status, code, message: message.into(), redirect: None, detail: None }
+    }
+
+    pub fn bad_request(surface: Surface, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure::new(surface, StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn signed_out(surface: Surface, path: &str) -> Failure {
+        let next = form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
+        Failure { redirect: Some(format!("/auth?next={next}")), ..Failure::new(surface, StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in to continue.") }
+    }
+
+    pub fn not_entitled(surface: Surface) -> Failure {
+        Failure { redirect: Some("/?notice=subscribe".into()), ..Failure::new(surface, StatusCode::PAYMENT_REQUIRED, "subscription_required", "This needs an active subscription.") }
+    }
+
+    pub fn forbidden(surface: Surface, message: &str) -> Failure {
+        Failure::new(surface, StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn too_large(surface: Surface) -> Failure {
+        Failure::new(surface, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large.")
+    }
+
+    fn unavailable(surface: Surface, what: &str, detail: String) -> Failure {
+        Failure { detail: Some(detail), ..Failure::new(surface, StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable right now. Please try again in a moment.")) }
+    }
+
+    pub fn from_kv(surface: Surface, e: KvError) -> Failure {
+        Failure::unavailable(surface, "Storage", e.to_string())
+    }
+
+    pub fn from_billing(surface: Surface, e: BillingError) -> Failure {
+        match e {
+            BillingError::Kv(e) => Failure::from_kv(surface, e),
+            BillingError::Stripe(StripeError::Unavailable(detail)) => Failure::unavailable(surface, "Billing", detail),
+            BillingError::Stripe(refused @ StripeError::Refused { .. }) => {
+                Failure { detail: Some(refused.to_string()), ..Failure::new(surface, StatusCode::BAD_GATEWAY, "billing_error", "Billing could not complete this request.") }
+            }
+            BillingError::PlanNotOffered => Failure::bad_request(surface, "plan_not_offered", "That plan is not offered. Choose one of the plans on the pricing page."),
+            BillingError::AlreadySubscribed => Failure {
+                redirect: Some("/dashboard?notice=already-subscribed".into()),
+                ..Failure::new(surface, StatusCode::CONFLICT, "already_subscribed", "You already have a subscription. Manage it from your dashboard.")
+            },
+            BillingError::NoCustomer => Failure { redirect: Some("/".into()), ..Failure::new(surface, StatusCode::NOT_FOUND, "no_billing_account", "You have no billing account yet. Subscribe to a plan first.") },
+            BillingError::Corrupt(detail) => Failure { detail: Some(detail), ..Failure::new(surface, StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side.") },
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let detail = self.detail.clone().unwrap_or_else(|| self.message.clone());
+        let mut response = match (self.surface, &self.redirect) {
+            (Surface::Page, Some(to)) => (StatusCode::SEE_OTHER, [(header::LOCATION, to.clone())]).into_response(),
+            (Surface::Api, _) => (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response(),
+            (Surface::Page, None) => (self.status, axum::response::Html(crate::http::views::error_page(self.status, &self.message))).into_response(),
+        };
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response.extensions_mut().insert(ErrorDetail(detail));
+        response
+    }
+}

@@ -1,0 +1,150 @@
+//! The HTML pages and their form posts: pricing, sign-in and sign-up, dashboard, success, the gated app.
+
+use axum::extract::{Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::error::{Failure, Surface};
+use super::views;
+use crate::access::{cached_subscription, Entitled};
+use crate::auth::csrf::CsrfToken;
+use crate::auth::local::{AccountError, SESSION_COOKIE, SESSION_DAYS};
+use crate::auth::{CurrentUser, User};
+use crate::state::AppState;
+
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    notice: Option<String>,
+    next: Option<String>,
+}
+
+/// Messages a redirect may ask a page to show; anything else in `?notice=` is ignored.
+fn notice_text(code: Option<&str>) -> Option<&'static str> {
+    match code? {
+        "subscribe" => Some("Choose a plan to use the app."),
+        "already-subscribed" => Some("You already have a subscription: manage it here instead of buying a second one."),
+        "signed-out" => Some("You are signed out."),
+        "welcome" => Some("Welcome! Your account is ready."),
+        _ => None,
+    }
+}
+
+/// Only same-site relative paths are followed after sign-in (no open redirects).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 512 => n.to_string(),
+        _ => "/dashboard".to_string(),
+    }
+}
+
+pub async fn landing(State(state): State<AppState>, user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Result<Html<String>, Failure> {
+    let plans = state.billing.catalog.plans(&state.billing.stripe).await.map_err(|e| Failure::from_billing(Surface::Page, e))?;
+    let user = user.map(|u| u.0);
+    Ok(Html(views::landing(&plans, user.as_ref(), &csrf, notice_text(query.notice.as_deref()))))
+}
+
+pub async fn auth_page(user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Response {
+    let next = safe_next(query.next.as_deref());
+    if user.is_some() {
+        return Redirect::to(&next).into_response();
+    }
+    Html(views::auth_page(&views::AuthForm { next: &next, email: "", sign_in_error: None, sign_up_error: None }, &csrf)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")).expect("cookie text is ASCII")
+}
+
+/// Sign the user in (new session cookie) and continue to `next`.
+async fn signed_in(state: &AppState, user: &User, next: &str) -> Response {
+    match state.accounts.start_session(user).await {
+        Ok(token) => {
+            let mut response = Redirect::to(next).into_response();
+            response.headers_mut().append(header::SET_COOKIE, session_cookie(state, &token, SESSION_DAYS * 86_400));
+            response
+        }
+        Err(e) => Failure::from_kv(Surface::Page, e).into_response(),
+    }
+}
+
+fn auth_error(csrf: &str, form: &Credentials, error: AccountError, sign_up: bool) -> Response {
+    let status = match &error {
+        AccountError::Kv(e) => return Failure::from_kv(Surface::Page, e.clone()).into_response(),
+        AccountError::EmailTaken => StatusCode::CONFLICT,
+        AccountError::BadCredentials => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let message = error.to_string();
+    let next = safe_next(form.next.as_deref());
+    let page = views::AuthForm {
+        next: &next,
+        email: &form.email,
+        sign_in_error: (!sign_up).then_some(message.as_str()),
+        sign_up_error: sign_up.then_some(message.as_str()),
+    };
+    (status, Html(views::auth_page(&page, csrf))).into_response()
+}
+
+pub async fn sign_up(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>) -> Response {
+    let Ok(Form(form)) = form else { return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response() };
+    match state.accounts.sign_up(&form.email, &form.password).await {
+        Ok(user) => {
+            let next = form.next.as_deref().filter(|n| *n != "/dashboard").map(|n| safe_next(Some(n))).unwrap_or_else(|| "/dashboard?notice=welcome".into());
+            signed_in(&state, &user, &next).await
+        }
+        Err(e) => auth_error(&csrf, &form, e, true),
+    }
+}
+
+pub async fn sign_in(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>) -> Response {
+    let Ok(Form(form)) = form else { return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response() };
+    match state.accounts.sign_in(&form.email, &form.password).await {
+        Ok(user) => signed_in(&state, &user, &safe_next(form.next.as_deref())).await,
+        Err(e) => auth_error(&csrf, &form, e, false),
+    }
+}
+
+pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
+    if let Err(e) = state.accounts.end_session(&parts).await {
+        return Failure::from_kv(Surface::Page, e).into_response();
+    }
+    let mut response = Redirect::to("/?notice=signed-out").into_response();
+    response.headers_mut().append(header::SET_COOKIE, session_cookie(&state, "", 0));
+    response
+}
+
+pub async fn dashboard(State(state): State<AppState>, CurrentUser(user): CurrentUser, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Result<Html<String>, Failure> {
+    let failure = |e| Failure::from_billing(Surface::Page, e);
+    let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(failure)?;
+    // The plan's name is a nicety: without Stripe the dashboard still shows the cached entry.
+    let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
+    let entitled = state.policy.grants(entry.status());
+    Ok(Html(views::dashboard(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref()))))
+}
+
+/// `/success` and `/api/success-sync`: the user is back from Checkout, possibly before the webhooks;
+/// sync now so the dashboard is already right.
+pub async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
+    let surface = Surface::of(&parts);
+    let customer = state.billing.customer_of(&user).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let Some(customer) = customer else { return Ok(Redirect::to("/")) };
+    state.billing.sync(&customer).await.map_err(|e| Failure::from_billing(surface, e))?;
+    Ok(Redirect::to("/dashboard"))
+}
+
+pub async fn app_home(Entitled(user, _): Entitled, CsrfToken(csrf): CsrfToken) -> Html<String> {
+    Html(views::app_home(&user, &csrf))
+}

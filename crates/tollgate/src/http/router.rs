@@ -1,0 +1,54 @@
+//! Every route and layer of Tollgate on one screen.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::error::{Failure, Surface};
+use super::{api, health, pages, webhook};
+use crate::auth::csrf;
+use crate::state::AppState;
+
+/// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        // Pages
+        .route("/", get(pages::landing))
+        .route("/auth", get(pages::auth_page))
+        .route("/auth/sign-up", post(pages::sign_up))
+        .route("/auth/sign-in", post(pages::sign_in))
+        .route("/auth/sign-out", post(pages::sign_out))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/success", get(pages::success))
+        .route("/app", get(pages::app_home))
+        // API (the recipe's names)
+        .route("/api/generate-stripe-checkout", post(api::generate_checkout))
+        .route("/api/success-sync", get(pages::success))
+        .route("/api/billing-portal", post(api::billing_portal))
+        .route("/api/subscription", get(api::subscription))
+        .route("/api/stripe-webhook", post(webhook::stripe_webhook))
+        // Operations
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Layers run outermost last: the request span and log wrap everything, then the body
+        // limit, then cross-site protection (which reads form bodies) just before the handlers.
+        .layer(from_fn_with_state(state.clone(), csrf::protect))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(crate::telemetry::trace_requests))
+        .with_state(state)
+}
+
+async fn not_found(parts: Parts) -> Failure {
+    Failure::new(Surface::of(&parts), StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.")
+}
+
+async fn method_not_allowed(parts: Parts) -> Failure {
+    Failure::new(Surface::of(&parts), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not supported here.", parts.method))
+}

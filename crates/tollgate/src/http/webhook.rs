@@ -1,0 +1,42 @@
+//! `POST /api/stripe-webhook`: verify the signature on the raw body, then sync the event's customer
+//! before answering, so Stripe redelivers (5xx) whenever the update could not be stored.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::{Failure, Surface};
+use crate::billing::events::{route, EventAction};
+use crate::state::AppState;
+use crate::stripe::webhook::verify;
+use crate::stripe::wire::Event;
+
+/// Stripe's payloads are far smaller; anything larger is refused unread.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+
+#[tracing::instrument(name = "webhook", skip_all, fields(event = tracing::field::Empty, event_type = tracing::field::Empty))]
+pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
+    let Ok(payload) = to_bytes(body, MAX_EVENT_BYTES).await else {
+        return Err(Failure::too_large(Surface::Api));
+    };
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    verify(&payload, signature, state.webhook_secret.expose(), now).map_err(|e| Failure::bad_request(Surface::Api, "invalid_signature", e.to_string()))?;
+    let event: Event = serde_json::from_slice(&payload).map_err(|e| Failure::bad_request(Surface::Api, "invalid_event", format!("The signed body is not a Stripe event: {e}")))?;
+    let span = tracing::Span::current();
+    span.record("event", event.id.as_str());
+    span.record("event_type", event.event_type.as_str());
+    match route(&event) {
+        EventAction::Ignore(reason) => {
+            tracing::debug!(reason, "event acknowledged without a sync");
+            Ok(Json(json!({ "received": true, "synced": false })).into_response())
+        }
+        EventAction::Sync(customer) => {
+            state.billing.sync(&customer).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+            Ok((StatusCode::OK, Json(json!({ "received": true, "synced": true }))).into_response())
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Tollgate: signup and Stripe subscription billing for a SaaS product, with the subscription
+//! state mirrored into a KV store by one sync function (README.md, ARCHITECTURE.md).
+//!
+//! Module tour:
+//! - [`config`]: settings from the environment and `.env`; secrets that never print.
+//! - [`startup`]: `Application::build` — listener, KV, Stripe or the embedded emulator, router.
+//! - [`state`]: the shared state every handler sees.
+//! - [`telemetry`]: logging set-up and the per-request span.
+//! - [`domain`]: ids, emails, statuses, the cache entry, the access policy (no I/O).
+//! - [`kv`]: the `Kv` trait, its backends (redb, Redis, memory) and every key name.
+//! - [`stripe`]: the Stripe client, wire types, webhook signatures, the pinned API version.
+//! - [`billing`]: `sync_stripe_data_to_kv`, per-customer coalescing, checkout, portal, plans, tracked events.
+//! - [`auth`]: the provider interface, `CurrentUser`, local accounts and sessions, CSRF protection.
+//! - [`access`]: entitlement from the cache, and the `Entitled` extractor.
+//! - [`http`]: the router, pages, JSON API, webhook endpoint, health checks, one failure type.
+//! - [`cli`]: the command line.
+
+#![recursion_limit = "256"]
+
+pub mod access;
+pub mod auth;
+pub mod billing;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod kv;
+pub mod startup;
+pub mod state;
+pub mod stripe;
+pub mod telemetry;
+
+/// A random token of letters and digits (session ids, CSRF tokens, request ids).
+pub fn random_token(len: usize) -> String {
+    use rand::Rng;
+    rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(len).map(char::from).collect()
+}

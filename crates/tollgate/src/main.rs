@@ -1,0 +1,36 @@
+use clap::Parser;
+use tollgate::cli::{Cli, Command};
+use tollgate::config::Settings;
+use tollgate::startup::Application;
+
+#[tokio::main]
+async fn main() {
+    tollgate::telemetry::init();
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tollgate: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if cli.command == Some(Command::Config) {
+        println!("{settings:#?}");
+        return;
+    }
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("tollgate: cannot start: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    println!("Tollgate listening on http://{} — open {}", app.addr, app.public_url);
+    if let Some(emulator) = &app.emulator_url {
+        println!("Stripe emulator at {emulator} (no STRIPE_SECRET_KEY set). Test card 4242 4242 4242 4242; 4000 0000 0000 9995 is declined.");
+    }
+    if let Err(e) = app.run_until_stopped().await {
+        eprintln!("tollgate: server error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,126 @@
+//! Building the application from settings: the listener, the KV, Stripe (real, or the emulator
+//! started in-process with two seeded plans and its webhook pointed back here), auth, and the router.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use stripe_emulator::config::StartupWebhook;
+use stripe_emulator::seed::{SeedPrice, SeedProduct};
+use stripe_emulator::{Emulator, EmulatorConfig};
+use tokio::net::TcpListener;
+
+use crate::auth::local::LocalAccounts;
+use crate::billing::{catalog::Catalog, sync::Coalescer, Billing};
+use crate::config::{AuthSettings, Secret, Settings, StripeSettings};
+use crate::domain::{AccessPolicy, PriceId};
+use crate::state::{AppState, Inner};
+use crate::stripe::StripeClient;
+
+/// The plans the embedded emulator starts with, and the ones offered when `PLANS` is not set.
+pub const DEMO_PLANS: [&str; 2] = ["price_tollgate_monthly", "price_tollgate_yearly"];
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub addr: SocketAddr,
+    pub public_url: String,
+    /// The embedded emulator's URL, when Tollgate runs without real Stripe keys.
+    pub emulator_url: Option<String>,
+    pub state: AppState,
+}
+
+fn demo_catalogue() -> Vec<SeedProduct> {
+    let price = |id: &str, amount: i64, interval: &str| SeedPrice {
+        id: Some(id.into()),
+        unit_amount: amount,
+        currency: "usd".into(),
+        interval: Some(interval.into()),
+        interval_count: None,
+        nickname: None,
+        lookup_key: None,
+    };
+    vec![SeedProduct {
+        id: Some("prod_tollgate_pro".into()),
+        name: "Tollgate Pro".into(),
+        description: Some("Everything in the product".into()),
+        prices: vec![price(DEMO_PLANS[0], 1200, "month"), price(DEMO_PLANS[1], 12000, "year")],
+    }]
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind((settings.bind, settings.port)).await.with_context(|| format!("PORT: cannot listen on {}:{}", settings.bind, settings.port))?;
+        let addr = listener.local_addr()?;
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
+        let kv = crate::kv::open(&settings.kv).await?;
+
+        let (stripe, webhook_secret, emulator_url) = match &settings.stripe {
+            StripeSettings::Remote { secret_key, webhook_secret, api_base } => (StripeClient::new(api_base, secret_key.clone()), webhook_secret.clone(), None),
+            StripeSettings::Emulator { port } => {
+                let secret = stripe_emulator::resources::webhook_endpoints::new_secret();
+                let callback_host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
+                let config = EmulatorConfig {
+                    bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port),
+                    webhooks: vec![StartupWebhook { url: format!("http://{}/api/stripe-webhook", SocketAddr::new(callback_host, addr.port())), secret: Some(secret.clone()), enabled_events: vec!["*".into()] }],
+                    seed_products: demo_catalogue(),
+                    ..Default::default()
+                };
+                let running = Emulator::build(config).await.context("STRIPE_EMULATOR_PORT: the Stripe emulator could not start")?;
+                let (_, url, _) = running.spawn();
+                (StripeClient::new(&url, Secret::new("sk_test_tollgate_emulator")), Secret::new(secret), Some(url))
+            }
+        };
+        let price_ids = match &settings.plans {
+            Some(ids) => ids.clone(),
+            None => DEMO_PLANS.iter().map(|id| PriceId::parse(id).expect("demo ids are valid")).collect(),
+        };
+        let accounts = Arc::new(LocalAccounts::new(kv.clone()));
+        let auth = match settings.auth {
+            AuthSettings::Local => accounts.clone(),
+        };
+        let public_origin = origin_of(&public_url);
+        let state = AppState::new(Inner {
+            billing: Billing {
+                stripe: Arc::new(stripe),
+                kv,
+                syncs: Coalescer::default(),
+                catalog: Catalog::new(price_ids),
+                public_url: public_url.clone(),
+                trial_days: settings.trial_days,
+            },
+            auth,
+            accounts,
+            policy: AccessPolicy { past_due_grace: settings.past_due_grace },
+            webhook_secret,
+            secure_cookies: public_url.starts_with("https://"),
+            public_origin,
+        });
+        let router = crate::http::router::router(state.clone());
+        Ok(Application { listener, router, addr, public_url, emulator_url, state })
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        }).await
+    }
+}
+
+/// `https://app.example.com/x` → `https://app.example.com` (what browsers send as `Origin`).
+fn origin_of(url: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[scheme_end..].find('/') {
+        Some(i) => url[..scheme_end + i].to_string(),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn origins() {
+        assert_eq!(super::origin_of("https://app.example.com/base"), "https://app.example.com");
+        assert_eq!(super::origin_of("http://localhost:3000"), "http://localhost:3000");
+    }
+}

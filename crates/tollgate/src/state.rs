@@ -1,0 +1,37 @@
+//! The shared application state handed to every handler and extractor.
+
+use std::sync::Arc;
+
+use crate::auth::local::LocalAccounts;
+use crate::auth::AuthProvider;
+use crate::billing::Billing;
+use crate::config::Secret;
+use crate::domain::AccessPolicy;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub billing: Billing,
+    pub auth: Arc<dyn AuthProvider>,
+    /// The built-in accounts (sign-up, sign-in, sign-out); the same object as `auth` when local.
+    pub accounts: Arc<LocalAccounts>,
+    pub policy: AccessPolicy,
+    pub webhook_secret: Secret,
+    /// `scheme://host[:port]` of `PUBLIC_URL`, compared with `Origin` on form posts.
+    pub public_origin: String,
+    pub secure_cookies: bool,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,11 @@
+//! Talking to Stripe: a thin client, the wire types Tollgate reads, and webhook signatures.
+
+pub mod client;
+pub mod webhook;
+pub mod wire;
+
+pub use client::{StripeClient, StripeError};
+
+/// The API version every request pins, so object shapes never drift with the account's default.
+/// Subscription periods are read from items (basil and later), with a fallback for older payloads.
+pub const API_VERSION: &str = "2026-10-28.endive";

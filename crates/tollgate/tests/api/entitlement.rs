@@ -1,0 +1,61 @@
+//! The gated route: signed out → sign-in; not entitled → pricing (401 / 402 for JSON callers).
+
+use reqwest::Method;
+
+use crate::helpers::{spawn_app, spawn_app_with, Options, MONTHLY};
+
+#[tokio::test]
+async fn the_app_is_for_subscribers() {
+    let app = spawn_app().await;
+    let anonymous = app.browser();
+    let r = anonymous.get("/app").await;
+    assert_eq!((r.status, r.location()), (303, "/auth?next=%2Fapp"));
+    assert_eq!(anonymous.get_json("/app").await.status, 401);
+    assert_eq!(anonymous.get_json("/api/subscription").await.json()["error"]["code"], "unauthenticated");
+
+    let free = app.signed_in("free@example.com").await;
+    let r = free.get("/app").await;
+    assert_eq!((r.status, r.location()), (303, "/?notice=subscribe"));
+    let r = free.get_json("/app").await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.json()["error"]["code"], "subscription_required");
+    assert!(free.get("/?notice=subscribe").await.text.contains("Choose a plan to use the app."));
+
+    let (paid, customer) = app.subscribed("paid@example.com", MONTHLY).await;
+    paid.get("/success").await;
+    let r = paid.get("/app").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("Your subscription is active"));
+
+    // Canceled in Stripe and synced: no more access.
+    let sub = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await["data"][0]["id"].as_str().unwrap().to_string();
+    app.stripe(Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[]).await;
+    let deleted = app.events_for(&customer).await.into_iter().find(|e| e["type"] == "customer.subscription.deleted").unwrap();
+    assert_eq!(app.deliver(&deleted).await.status, 200);
+    assert_eq!(paid.get("/app").await.status, 303);
+    let dashboard = paid.get("/dashboard").await.text;
+    assert!(dashboard.contains("id=\"status\">canceled") && dashboard.contains("Subscribe again"));
+}
+
+#[tokio::test]
+async fn past_due_grace_is_a_setting() {
+    for (grace, expected) in [("false", 402), ("true", 200)] {
+        let app = spawn_app_with(Options { extra: vec![("PAST_DUE_GRACE", grace.into())], ..Options::default() }).await;
+        let browser = app.signed_in("late-payer@example.com").await;
+        let r = browser.json_post("/api/generate-stripe-checkout", &serde_json::json!({})).await;
+        let session = r.json()["sessionId"].as_str().unwrap().to_string();
+        app.pay(&session, "4242424242424242").await;
+        let customer = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"].as_str().unwrap().to_string();
+        // The card starts failing; at renewal the subscription becomes past_due.
+        let pm = app.stripe(Method::POST, "/v1/payment_methods/pm_card_chargeCustomerFail/attach", &[("customer", &customer)]).await;
+        let sub = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await["data"][0].clone();
+        app.stripe(Method::POST, &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &[("default_payment_method", pm["id"].as_str().unwrap())]).await;
+        let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - crate::helpers::now() + 60;
+        let advanced = app.http.post(format!("{}/_emulator/clock/advance", app.stripe_url)).header("content-type", "application/x-www-form-urlencoded").body(format!("seconds={seconds}")).send().await.unwrap();
+        assert_eq!(advanced.status(), 200);
+        browser.get("/success").await;
+        let api = browser.get_json("/api/subscription").await.json();
+        assert_eq!(api["status"], "past_due");
+        assert_eq!(browser.get_json("/app").await.status, expected, "PAST_DUE_GRACE={grace}");
+    }
+}

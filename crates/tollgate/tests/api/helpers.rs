@@ -1,0 +1,294 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::Method;
+use serde_json::Value;
+use stripe_emulator::{Emulator, EmulatorConfig};
+use tollgate::config::Settings;
+use tollgate::startup::Application;
+use tollgate::state::AppState;
+
+pub const WEBHOOK_SECRET: &str = "whsec_tollgate_suite";
+pub const MONTHLY: &str = "price_pro_monthly";
+pub const YEARLY: &str = "price_pro_yearly";
+
+/// Tollgate against a Stripe emulator that the test controls: the emulator registers no webhook
+/// endpoint, so the test decides when, in which order and how often events are delivered.
+pub struct TestApp {
+    pub url: String,
+    pub stripe_url: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+}
+
+pub struct Options {
+    pub kv_url: String,
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let dir = std::env::temp_dir().join(format!("tollgate-test-{}", tollgate::random_token(10)));
+        Options { kv_url: format!("redb:{}", dir.join("kv.redb").display()), extra: Vec::new() }
+    }
+}
+
+pub async fn spawn_emulator() -> String {
+    let config = EmulatorConfig { seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()), ..EmulatorConfig::for_tests() };
+    let (_, url, _) = Emulator::build(config).await.expect("emulator starts").spawn();
+    url
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let stripe_url = spawn_emulator().await;
+    spawn_app_against(&stripe_url, options).await
+}
+
+pub async fn spawn_app_against(stripe_url: &str, options: Options) -> TestApp {
+    let mut vars: HashMap<String, String> = [
+        ("PORT", "0".to_string()),
+        ("KV_URL", options.kv_url.clone()),
+        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".into()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+        ("STRIPE_API_BASE", stripe_url.to_string()),
+        ("PLANS", format!("{MONTHLY},{YEARLY}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in options.extra {
+        vars.insert(k.to_string(), v);
+    }
+    let settings = Settings::from_vars(&vars).expect("valid test settings");
+    let app = Application::build(settings).await.expect("app builds");
+    let url = format!("http://{}", app.addr);
+    let state = app.state.clone();
+    tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { url, stripe_url: stripe_url.to_string(), state, http }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text))
+    }
+    pub fn location(&self) -> &str {
+        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    Reply { status: response.status().as_u16(), headers: response.headers().clone(), text: response.text().await.unwrap_or_default() }
+}
+
+/// A browser-like client: keeps cookies, sends the CSRF token back with posts.
+#[derive(Clone)]
+pub struct Browser {
+    app_url: String,
+    http: reqwest::Client,
+    cookies: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl TestApp {
+    pub fn browser(&self) -> Browser {
+        Browser { app_url: self.url.clone(), http: self.http.clone(), cookies: Default::default() }
+    }
+
+    /// A new account, signed in.
+    pub async fn signed_in(&self, email: &str) -> Browser {
+        let browser = self.browser();
+        let r = browser.form("/auth/sign-up", &[("email", email), ("password", "a long enough password")]).await;
+        assert_eq!(r.status, 303, "sign-up: {}", r.text);
+        browser
+    }
+
+    /// Stripe API call on the emulator.
+    pub async fn stripe(&self, method: Method, path: &str, form: &[(&str, &str)]) -> Value {
+        let encoded = encode(form);
+        let url = if method == Method::GET { format!("{}{path}?{encoded}", self.stripe_url) } else { format!("{}{path}", self.stripe_url) };
+        let mut request = self.http.request(method.clone(), url).bearer_auth("sk_test_tollgate_suite");
+        if method == Method::POST {
+            request = request.header("content-type", "application/x-www-form-urlencoded").body(encoded);
+        }
+        let r = reply(request.send().await.unwrap()).await;
+        assert!(r.status < 300, "{method} {path}: {}", r.text);
+        r.json()
+    }
+
+    /// Pay a Checkout Session on the emulator, as the hosted page would.
+    pub async fn pay(&self, session_id: &str, card: &str) -> Reply {
+        let request = self.http.post(format!("{}/_emulator/checkout/sessions/{session_id}/complete", self.stripe_url)).header("content-type", "application/x-www-form-urlencoded").body(encode(&[("card_number", card)]));
+        reply(request.send().await.unwrap()).await
+    }
+
+    /// Sign up, start Checkout for `price`, pay with 4242. Returns the browser and the customer id.
+    pub async fn subscribed(&self, email: &str, price: &str) -> (Browser, String) {
+        let browser = self.signed_in(email).await;
+        let started = browser.json_post("/api/generate-stripe-checkout", &serde_json::json!({ "priceId": price })).await;
+        assert_eq!(started.status, 200, "checkout: {}", started.text);
+        let session = started.json()["sessionId"].as_str().unwrap().to_string();
+        assert_eq!(self.pay(&session, "4242424242424242").await.status, 303);
+        let customer = self.stripe(Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"].as_str().unwrap().to_string();
+        (browser, customer)
+    }
+
+    /// The KV entry for a customer, as stored.
+    pub async fn cache(&self, customer: &str) -> Option<Value> {
+        let key = format!("stripe:customer:{customer}");
+        self.state.billing.kv.get(&key).await.unwrap().map(|v| serde_json::from_str(&v).unwrap())
+    }
+
+    /// What the cache entry should be, computed here from the emulator's own view of the customer.
+    pub async fn expected_cache(&self, customer: &str) -> Value {
+        let list = self.stripe(Method::GET, "/v1/subscriptions", &[("customer", customer), ("status", "all"), ("expand[]", "data.default_payment_method")]).await;
+        let subs = list["data"].as_array().unwrap();
+        let Some(sub) = subs.iter().find(|s| !matches!(s["status"].as_str(), Some("canceled" | "incomplete_expired"))).or(subs.first()) else {
+            return serde_json::json!({ "status": "none" });
+        };
+        let item = &sub["items"]["data"][0];
+        let mut expected = serde_json::json!({
+            "subscriptionId": sub["id"], "status": sub["status"], "priceId": item["price"]["id"],
+            "currentPeriodStart": item["current_period_start"], "currentPeriodEnd": item["current_period_end"],
+            "cancelAtPeriodEnd": sub["cancel_at_period_end"],
+            "paymentMethod": sub["default_payment_method"]["card"].as_object().map(|c| serde_json::json!({ "brand": c["brand"], "last4": c["last4"] })),
+        });
+        for (field, key) in [("cancel_at", "cancelAt"), ("trial_end", "trialEnd")] {
+            if !sub[field].is_null() {
+                expected[key] = sub[field].clone();
+            }
+        }
+        expected
+    }
+
+    /// All events the emulator recorded for a customer's objects, oldest first.
+    pub async fn events_for(&self, customer: &str) -> Vec<Value> {
+        let list = self.stripe(Method::GET, "/v1/events", &[("limit", "100")]).await;
+        let mut events: Vec<Value> = list["data"].as_array().unwrap().iter().filter(|e| e["data"]["object"]["customer"] == customer).cloned().collect();
+        events.reverse();
+        events
+    }
+
+    /// Deliver one event as Stripe would: signed now with the endpoint secret.
+    pub async fn deliver(&self, event: &Value) -> Reply {
+        let body = serde_json::to_vec(event).unwrap();
+        self.deliver_raw(&body, &signature(&body, now())).await
+    }
+
+    pub async fn deliver_raw(&self, body: &[u8], signature: &str) -> Reply {
+        let request = self.http.post(format!("{}/api/stripe-webhook", self.url)).header("content-type", "application/json").header("stripe-signature", signature).body(body.to_vec());
+        reply(request.send().await.unwrap()).await
+    }
+
+    pub fn stripe_requests(&self) -> u64 {
+        self.state.billing.stripe.requests_sent()
+    }
+}
+
+/// What a spawned task needs to deliver events (the app itself stays with the test).
+#[derive(Clone)]
+pub struct TestAppHandle {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl TestAppHandle {
+    pub fn from(app: &TestApp) -> TestAppHandle {
+        TestAppHandle { url: app.url.clone(), http: app.http.clone() }
+    }
+
+    pub async fn deliver(&self, event: &Value) -> Reply {
+        let body = serde_json::to_vec(event).unwrap();
+        let request = self.http.post(format!("{}/api/stripe-webhook", self.url)).header("stripe-signature", signature(&body, now())).body(body);
+        reply(request.send().await.unwrap()).await
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+pub fn signature(body: &[u8], t: i64) -> String {
+    stripe_emulator::webhooks::signature_header(WEBHOOK_SECRET, t, body)
+}
+
+pub fn encode(form: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    pub fn csrf(&self) -> Option<String> {
+        self.cookies.lock().unwrap().get("tollgate_csrf").cloned()
+    }
+
+    fn keep_cookies(&self, headers: &HeaderMap) {
+        let mut jar = self.cookies.lock().unwrap();
+        for value in headers.get_all("set-cookie") {
+            let Some((pair, attributes)) = value.to_str().unwrap().split_once(';').or(Some((value.to_str().unwrap(), ""))) else { continue };
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || attributes.contains("Max-Age=0") {
+                jar.remove(name);
+            } else {
+                jar.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.app_url)).header("cookie", self.cookie_header());
+        for (k, v) in headers {
+            request = request.header(*k, HeaderValue::from_str(v).unwrap());
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let r = reply(request.send().await.unwrap()).await;
+        self.keep_cookies(&r.headers);
+        r
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[("accept", "text/html")], None).await
+    }
+
+    pub async fn get_json(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[("accept", "application/json")], None).await
+    }
+
+    /// A browser form post: fetches a page first if there is no CSRF cookie yet.
+    pub async fn form(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        if self.csrf().is_none() {
+            self.get("/auth").await;
+        }
+        let csrf = self.csrf().unwrap();
+        let mut all = fields.to_vec();
+        all.push(("csrf", &csrf));
+        self.send(Method::POST, path, &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")], Some(encode(&all).into_bytes())).await
+    }
+
+    pub async fn json_post(&self, path: &str, body: &Value) -> Reply {
+        if self.csrf().is_none() {
+            self.get("/auth").await;
+        }
+        let csrf = self.csrf().unwrap();
+        self.send(Method::POST, path, &[("content-type", "application/json"), ("x-csrf-token", &csrf)], Some(serde_json::to_vec(body).unwrap())).await
+    }
+}

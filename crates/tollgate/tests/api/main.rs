@@ -1,0 +1,11 @@
+//! Black-box tests: the real Tollgate on a free port, with the real Stripe emulator over HTTP and
+//! real KV backends (redb in a temp dir, a real redis-server where Redis is under test).
+
+mod checkout;
+mod entitlement;
+mod flow;
+mod helpers;
+mod malformed;
+mod ordering;
+mod redis;
+mod webhooks;
