@@ -22,6 +22,8 @@ pub struct Inner {
     /// Base URL of the hosted pages (`…/c/pay/cs_…`, `…/p/session/bps_…`).
     pub public_url: String,
     pub dispatcher: Dispatcher,
+    /// `/v1` requests served, for `GET /_emulator/stats` (benchmarks count their Stripe calls with it).
+    pub api_requests: std::sync::atomic::AtomicU64,
 }
 
 impl std::ops::Deref for Emulator {
@@ -41,7 +43,7 @@ pub struct RunningEmulator {
 impl Emulator {
     fn new(config: EmulatorConfig, public_url: String) -> Emulator {
         let dispatcher = Dispatcher::new(config.retry.clone());
-        Emulator(Arc::new(Inner { store: RwLock::new(Store::default()), config, public_url, dispatcher }))
+        Emulator(Arc::new(Inner { store: RwLock::new(Store::default()), config, public_url, dispatcher, api_requests: Default::default() }))
     }
 
     /// Bind the listener, load the seed file and register start-up webhooks. Port 0 picks a free port.

@@ -54,7 +54,7 @@ pub fn router(emulator: Emulator) -> Router {
         // so a 401 is never stored under an idempotency key (as in Stripe).
         .layer(middleware::from_fn_with_state(emulator.clone(), idempotency))
         .layer(middleware::from_fn(require_api_key))
-        .layer(middleware::from_fn(stripe_headers));
+        .layer(middleware::from_fn_with_state(emulator.clone(), stripe_headers));
 
     let pages = Router::new()
         .route("/c/pay/{id}", get(crate::pages::checkout_page).post(crate::pages::checkout_submit))
@@ -65,6 +65,7 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/_emulator/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
         .route("/_emulator/reset", post(crate::resources::control::reset))
         .route("/_emulator/deliveries", get(crate::resources::control::deliveries))
+        .route("/_emulator/stats", get(crate::resources::control::stats))
         .route("/_emulator/checkout/sessions/{id}/complete", post(crate::resources::control::complete_checkout))
         .route("/_emulator/clock/advance", post(crate::resources::control::advance_clock));
 
@@ -76,7 +77,8 @@ async fn unrecognized_url(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// A request id for each call, and the `Request-Id` / `Stripe-Version` headers Stripe answers with.
-async fn stripe_headers(mut request: Request, next: Next) -> Response {
+async fn stripe_headers(State(emulator): State<Emulator>, mut request: Request, next: Next) -> Response {
+    emulator.api_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let request_id = new_id("req_");
     let version = request.headers().get("stripe-version").and_then(|v| v.to_str().ok()).map(str::to_string);
     if let Some(v) = &version {

@@ -19,6 +19,11 @@ pub async fn reset(State(emu): State<Emulator>) -> Response {
     }
 }
 
+/// Counters: `/v1` requests served so far.
+pub async fn stats(State(emu): State<Emulator>) -> Json<serde_json::Value> {
+    Json(json!({ "api_requests": emu.api_requests.load(std::sync::atomic::Ordering::Relaxed) }))
+}
+
 #[derive(Deserialize)]
 pub struct DeliveryFilter {
     event: Option<String>,

@@ -66,12 +66,16 @@ pub fn landing(plans: &[Plan], user: Option<&User>, csrf: &str, message: Option<
                 ),
                 None => format!(r#"<a class="button" href="/auth?next=/" id="subscribe-{}">Subscribe</a>"#, escape(plan.price_id.as_str())),
             };
+            let billed = match (plan.interval.as_str(), plan.interval_count) {
+                ("day", 1) => "Daily".to_string(),
+                (interval, 1) => format!("{}{}ly", interval[..1].to_uppercase(), &interval[1..]),
+                (interval, n) => format!("Every {n} {interval}s"),
+            };
             format!(
-                r#"<div class="card"><h2>{}</h2><div class="price">{}</div><p class="muted">{}, billed {}ly. Cancel any time.</p>{action}</div>"#,
+                r#"<div class="card"><p class="muted">{}</p><h2>{billed}</h2><div class="price">{}</div><p class="muted">{}. Cancel any time.</p>{action}</div>"#,
                 escape(&plan.product_name),
                 money(plan.unit_amount, &plan.currency),
                 per_interval(&plan.interval, plan.interval_count),
-                escape(&plan.interval)
             )
         })
         .collect();

@@ -1,0 +1,285 @@
+//! Tollgate benchmark (run `scripts/bench`, which builds the release binaries first).
+//!
+//! Starts the release `stripe-emulator` and `tollgate` binaries as their own processes and, from
+//! this process on the same two cores, measures:
+//! - start-up: process start to the first answered `/healthz` (median of 5);
+//! - webhook intake: signed `invoice.paid` events, 32 connections, every event for another
+//!   customer — requests/s, p50/p99, and emulator calls per event;
+//! - bursts: 8 simultaneous events per customer — emulator calls per event;
+//! - `GET /api/subscription` for one signed-in subscriber — requests/s, p50/p99;
+//! - peak RSS of the tollgate process (VmHWM) after all of it.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SECRET: &str = "whsec_bench";
+const KEY: &str = "sk_test_bench";
+const CONNECTIONS: usize = 32;
+
+fn target_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release")
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start a binary that prints `listening on http://…` and return it with that URL.
+fn start(mut command: Command) -> anyhow::Result<(Proc, String)> {
+    use std::io::BufRead;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()).ok_or_else(|| anyhow::anyhow!("no URL in {line:?}"))?.to_string();
+    Ok((Proc(child), url))
+}
+
+fn tollgate_command(stripe_url: &str, data: &std::path::Path) -> Command {
+    let mut c = Command::new(target_dir().join("tollgate"));
+    c.env_clear()
+        .env("PORT", "0")
+        .env("KV_URL", format!("redb:{}", data.join("kv.redb").display()))
+        .env("STRIPE_SECRET_KEY", KEY)
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("STRIPE_API_BASE", stripe_url)
+        .env("PLANS", "price_pro_monthly,price_pro_yearly")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+}
+
+async fn emulator_calls(http: &reqwest::Client, stripe: &str) -> anyhow::Result<u64> {
+    let stats: Value = serde_json::from_str(&http.get(format!("{stripe}/_emulator/stats")).send().await?.text().await?)?;
+    Ok(stats["api_requests"].as_u64().unwrap_or(0))
+}
+
+fn event_for(customer: &str, n: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": format!("evt_bench{n}"), "object": "event", "type": "invoice.paid", "api_version": "2026-10-28.endive",
+        "created": now(), "livemode": false, "pending_webhooks": 1, "request": {"id": null, "idempotency_key": null},
+        "data": {"object": {"id": format!("in_bench{n}"), "object": "invoice", "customer": customer, "status": "paid"}},
+    }))
+    .unwrap()
+}
+
+async fn post_event(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Duration, String> {
+    let signature = stripe_emulator::webhooks::signature_header(SECRET, now(), &body);
+    let started = Instant::now();
+    let r = http.post(url).header("stripe-signature", signature).header("content-type", "application/json").body(body).send().await.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let _ = r.bytes().await;
+    if status.is_success() { Ok(started.elapsed()) } else { Err(format!("status {status}")) }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let customers_wanted: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/seed.json");
+    let mut emulator_cmd = Command::new(target_dir().join("stripe-emulator"));
+    emulator_cmd.args(["--port", "0", "--seed"]).arg(&seed);
+    let (_emulator, stripe) = start(emulator_cmd)?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS * 2).redirect(reqwest::redirect::Policy::none()).build()?;
+
+    // Customers, each with an active subscription.
+    let mut customers = Vec::with_capacity(customers_wanted);
+    for i in 0..customers_wanted {
+        let form = |body: String| http.post(format!("{stripe}/v1/customers")).bearer_auth(KEY).header("content-type", "application/x-www-form-urlencoded").body(body);
+        let c: Value = serde_json::from_str(&form(format!("email=bench{i}%40example.com")).send().await?.text().await?)?;
+        let id = c["id"].as_str().unwrap_or_default().to_string();
+        let body = format!("customer={id}&items[0][price]=price_pro_monthly&default_payment_method=pm_card_visa");
+        let r = http.post(format!("{stripe}/v1/subscriptions")).bearer_auth(KEY).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+        anyhow::ensure!(r.status().is_success(), "subscription set-up failed");
+        customers.push(id);
+    }
+    let customers = Arc::new(customers);
+
+    // Start-up time.
+    let data = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    let mut startups = Vec::new();
+    for _ in 0..5 {
+        let _ = std::fs::remove_dir_all(&data);
+        let started = Instant::now();
+        let (proc_, url) = start(tollgate_command(&stripe, &data))?;
+        loop {
+            if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        startups.push(started.elapsed());
+        drop(proc_);
+    }
+    startups.sort();
+    println!("start-up to first answered request: median {:.1} ms (min {:.1}, max {:.1})", startups[2].as_secs_f64() * 1000.0, startups[0].as_secs_f64() * 1000.0, startups[4].as_secs_f64() * 1000.0);
+
+    let _ = std::fs::remove_dir_all(&data);
+    let (tollgate, url) = start(tollgate_command(&stripe, &data))?;
+    let pid = tollgate.0.id();
+    let hook = format!("{url}/api/stripe-webhook");
+
+    // Webhook intake, one customer per event.
+    let calls_before = emulator_calls(&http, &stripe).await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for worker in 0..CONNECTIONS {
+        let (http, hook, customers) = (http.clone(), hook.clone(), customers.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors, mut n) = (Vec::new(), 0u64, worker);
+            while Instant::now() < deadline {
+                match post_event(&http, &hook, event_for(&customers[n % customers.len()], n)).await {
+                    Ok(l) => latencies.push(l),
+                    Err(_) => errors += 1,
+                }
+                n += CONNECTIONS;
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort();
+    let events = latencies.len() as u64 + errors;
+    let calls = emulator_calls(&http, &stripe).await? - calls_before;
+    println!(
+        "webhook intake ({CONNECTIONS} connections, {} customers, {seconds}s): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors, {:.2} Stripe calls per event",
+        customers.len(),
+        latencies.len() as f64 / seconds as f64,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        calls as f64 / events.max(1) as f64
+    );
+
+    // Bursts of 8 simultaneous events per customer.
+    let calls_before = emulator_calls(&http, &stripe).await?;
+    let bursts = customers.len().min(1000);
+    let started = Instant::now();
+    let mut burst_errors = 0;
+    for chunk in customers[..bursts].chunks(CONNECTIONS / 8) {
+        let mut set = tokio::task::JoinSet::new();
+        for customer in chunk {
+            for k in 0..8 {
+                let (http, hook, body) = (http.clone(), hook.clone(), event_for(customer, k));
+                set.spawn(async move { post_event(&http, &hook, body).await });
+            }
+        }
+        burst_errors += set.join_all().await.iter().filter(|r| r.is_err()).count();
+    }
+    let calls = emulator_calls(&http, &stripe).await? - calls_before;
+    println!(
+        "bursts of 8 events per customer ({bursts} customers, {:.1}s): {:.3} Stripe calls per event, {burst_errors} errors",
+        started.elapsed().as_secs_f64(),
+        calls as f64 / (bursts * 8) as f64
+    );
+
+    // A signed-in subscriber asking for their subscription. wrk (one thread) is the load generator
+    // when installed: it leaves more of the two cores to the server than an in-process client.
+    let cookie = subscriber_cookie(&http, &url, &stripe).await?;
+    let target = format!("{url}/api/subscription");
+    let wrk = Command::new("wrk").args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", &format!("cookie: {cookie}"), &target]).output();
+    match wrk {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let find = |prefix: &str| text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?").to_string();
+            let non_2xx = text.lines().find(|l| l.contains("Non-2xx")).map(|l| l.trim().to_string()).unwrap_or_else(|| "0 non-2xx".into());
+            println!(
+                "GET /api/subscription (wrk, {CONNECTIONS} connections, {seconds}s): {} requests/s, p50 {}, p99 {}, {non_2xx}",
+                find("Requests/sec:"),
+                find("50%"),
+                find("99%")
+            );
+        }
+        _ => {
+            let latencies = client_load(&http, &target, &cookie, seconds).await?;
+            println!(
+                "GET /api/subscription (in-process client, {CONNECTIONS} connections, {seconds}s; install wrk for a lighter load generator): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+                latencies.len() as f64 / seconds as f64,
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99)
+            );
+        }
+    }
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1024.0).unwrap_or(0.0);
+    println!("tollgate memory: peak RSS {:.1} MB, RSS now {:.1} MB", field("VmHWM:"), field("VmRSS:"));
+    drop(tollgate);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+/// GET `target` with the cookie from 32 connections for `seconds`; the sorted latencies of good answers.
+async fn client_load(http: &reqwest::Client, target: &str, cookie: &str, seconds: u64) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (http, target, cookie) = (http.clone(), target.to_string(), cookie.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                if let Ok(r) = http.get(&target).header("cookie", &cookie).send().await {
+                    if r.status().is_success() && r.bytes().await.is_ok_and(|b| b.starts_with(b"{")) {
+                        latencies.push(started.elapsed());
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await?);
+    }
+    latencies.sort();
+    Ok(latencies)
+}
+
+/// Sign up through the app's own forms, subscribe through Checkout on the emulator, come back.
+async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> anyhow::Result<String> {
+    let page = http.get(format!("{url}/auth")).send().await?;
+    let set_cookie = |r: &reqwest::Response, name: &str| {
+        r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find(|v| v.starts_with(name)).and_then(|v| v.split(';').next()).map(str::to_string)
+    };
+    let csrf_cookie = set_cookie(&page, "tollgate_csrf=").ok_or_else(|| anyhow::anyhow!("no csrf cookie"))?;
+    let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
+    let signup = http
+        .post(format!("{url}/auth/sign-up"))
+        .header("cookie", &csrf_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("email=reader%40example.com&password=a+long+enough+password&csrf={csrf}"))
+        .send()
+        .await?;
+    let session = set_cookie(&signup, "tollgate_session=").ok_or_else(|| anyhow::anyhow!("sign-up failed: {}", signup.status()))?;
+    let cookie = format!("{csrf_cookie}; {session}");
+    let started: Value = serde_json::from_str(
+        &http.post(format!("{url}/api/generate-stripe-checkout")).header("cookie", &cookie).header("x-csrf-token", &csrf).header("content-type", "application/json").body("{}").send().await?.text().await?,
+    )?;
+    let session_id = started["sessionId"].as_str().ok_or_else(|| anyhow::anyhow!("checkout failed: {started}"))?;
+    http.post(format!("{stripe}/_emulator/checkout/sessions/{session_id}/complete")).header("content-type", "application/x-www-form-urlencoded").body("card_number=4242424242424242").send().await?;
+    http.get(format!("{url}/success")).header("cookie", &cookie).send().await?;
+    let check: Value = serde_json::from_str(&http.get(format!("{url}/api/subscription")).header("cookie", &cookie).send().await?.text().await?)?;
+    anyhow::ensure!(check["entitled"] == true, "the subscriber is not entitled: {check}");
+    Ok(cookie)
+}

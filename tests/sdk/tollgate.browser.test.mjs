@@ -1,0 +1,75 @@
+// A person in headless Chromium goes through Tollgate as shipped: `tollgate` with no Stripe keys,
+// so its embedded emulator hosts Checkout and the portal and sends the webhooks.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { launchBrowser, repoRoot } from './helpers.mjs';
+
+const tollgateBin = process.env.TOLLGATE_BIN || path.join(repoRoot, 'target', 'debug', 'tollgate');
+let app;
+let browser;
+
+function startTollgate() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-browser-'));
+  return new Promise((resolve, reject) => {
+    const child = spawn(tollgateBin, [], { cwd: dir, env: { ...process.env, PORT: '0', STRIPE_EMULATOR_PORT: '0', KV_URL: 'memory:', RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`tollgate did not start: ${out}`)), 20000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/open (http:\/\/localhost:\d+)/);
+      if (m) { clearTimeout(timer); resolve({ url: m[1], stop: () => child.kill('SIGKILL') }); }
+    });
+    child.stderr.on('data', (d) => { out += d; });
+    child.on('exit', (code) => reject(new Error(`tollgate exited with ${code}: ${out}`)));
+  });
+}
+
+before(async () => { app = await startTollgate(); browser = await launchBrowser(); });
+after(async () => { await browser?.close(); app?.stop(); });
+
+test('sign up, subscribe, pay, and see the subscription; then cancel in the portal', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${app.url}/`);
+  assert.match(await page.textContent('#plans'), /Tollgate Pro[\s\S]*\$12\.00[\s\S]*\$120\.00/);
+  await page.click('#sign-in');
+  await page.fill('#up-email', 'Person@Example.com');
+  await page.fill('#up-password', 'correct horse battery');
+  await Promise.all([page.waitForURL('**/dashboard?notice=welcome'), page.click('#sign-up-submit')]);
+  assert.match(await page.textContent('#notice'), /Welcome/);
+  assert.equal(await page.textContent('#email'), 'person@example.com');
+
+  await page.click('#subscribe');
+  await Promise.all([page.waitForURL(/\/c\/pay\/cs_test_/), page.click('#subscribe-price_tollgate_monthly')]);
+  assert.match(await page.textContent('body'), /\$12\.00/);
+  assert.equal(await page.inputValue('input[name=email]'), 'person@example.com');
+  await page.fill('#card_number', '4000 0000 0000 9995');
+  await page.click('#submit');
+  await page.waitForSelector('#error');
+  assert.match(await page.textContent('#error'), /insufficient funds/);
+  await page.fill('#card_number', '4242 4242 4242 4242');
+  await page.fill('#exp', '12 / 34');
+  await page.fill('#cvc', '123');
+  await Promise.all([page.waitForURL(`${app.url}/dashboard`), page.click('#submit')]);
+  assert.equal(await page.textContent('#status'), 'active');
+  assert.match(await page.textContent('#plan'), /Tollgate Pro \(\$12\.00 per month\)/);
+  assert.equal(await page.textContent('#card'), 'visa •••• 4242');
+  await Promise.all([page.waitForURL(`${app.url}/app`), page.click('#open-app')]);
+  assert.match(await page.textContent('#entitled'), /active/);
+
+  await page.goto(`${app.url}/dashboard`);
+  await Promise.all([page.waitForURL(/\/p\/session\/bps_/), page.click('#manage-billing')]);
+  await Promise.all([page.waitForURL(/message=/), page.click('button[id^=cancel-sub_]')]);
+  await Promise.all([page.waitForURL(`${app.url}/dashboard`), page.click('#return')]);
+  // The portal's change reaches Tollgate by webhook; the dashboard shows it once synced.
+  for (let i = 0; i < 40 && !(await page.$('#cancels')); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    await page.reload();
+  }
+  assert.match(await page.textContent('#cancels'), /cancel at the end of the billing period/);
+  assert.equal(await page.textContent('#status'), 'active');
+  await page.close();
+});
