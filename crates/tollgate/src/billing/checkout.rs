@@ -5,6 +5,7 @@ use crate::auth::User;
 use crate::domain::{CustomerId, PriceId, SubscriptionCache};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, PortalSession};
+use crate::stripe::StripeClient;
 
 pub struct CheckoutStart {
     pub url: String,
@@ -28,16 +29,26 @@ impl Billing {
         if let Some(existing) = self.customer_of(user).await? {
             return Ok(existing);
         }
-        let created: Created = self
-            .stripe
-            .post("/v1/customers", &[("email", user.email.as_str()), ("metadata[userId]", user.id.as_str())], Some(&format!("tollgate-customer-{}", user.id)))
-            .await?;
-        let created = CustomerId::parse(&created.id).map_err(|e| BillingError::Corrupt(e.to_string()))?;
-        let key = keys::user_customer(&user.id);
-        if self.kv.set_if_absent(&key, created.as_str()).await? {
+        let created = self.create_customer(user, &format!("tollgate-customer-{}", user.id)).await?;
+        if self.kv.set_if_absent(&keys::user_customer(&user.id), created.as_str()).await? {
             return Ok(created);
         }
         self.customer_of(user).await?.ok_or(BillingError::NoCustomer)
+    }
+
+    /// Stripe no longer knows the mapped customer (deleted in the Dashboard, or the emulator was
+    /// restarted): make a new one and remap. The idempotency key names the customer it replaces,
+    /// so concurrent repairs make the same one.
+    async fn replace_missing_customer(&self, user: &User, missing: &CustomerId) -> Result<CustomerId, BillingError> {
+        tracing::warn!(user = %user.id, customer = %missing, "the mapped Stripe customer no longer exists; creating a new one");
+        let created = self.create_customer(user, &format!("tollgate-customer-{}-replaces-{missing}", user.id)).await?;
+        self.kv.set(&keys::user_customer(&user.id), created.as_str()).await?;
+        Ok(created)
+    }
+
+    async fn create_customer(&self, user: &User, idempotency_key: &str) -> Result<CustomerId, BillingError> {
+        let created: Created = self.stripe.post("/v1/customers", &[("email", user.email.as_str()), ("metadata[userId]", user.id.as_str())], Some(idempotency_key)).await?;
+        CustomerId::parse(&created.id).map_err(|e| BillingError::Corrupt(e.to_string()))
     }
 
     pub async fn sync(&self, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
@@ -56,13 +67,23 @@ impl Billing {
         if self.sync(&customer).await?.status().blocks_new_checkout() {
             return Err(BillingError::AlreadySubscribed);
         }
+        match self.create_session(user, &customer, &plan.price_id).await {
+            Err(BillingError::Stripe(e)) if StripeClient::is_missing_customer(&e) => {
+                let replacement = self.replace_missing_customer(user, &customer).await?;
+                self.create_session(user, &replacement, &plan.price_id).await
+            }
+            other => other,
+        }
+    }
+
+    async fn create_session(&self, user: &User, customer: &CustomerId, price: &PriceId) -> Result<CheckoutStart, BillingError> {
         let success_url = format!("{}/success?session_id={{CHECKOUT_SESSION_ID}}", self.public_url);
         let cancel_url = format!("{}/", self.public_url);
         let trial = self.trial_days.map(|d| d.to_string());
         let mut form = vec![
             ("mode", "subscription"),
             ("customer", customer.as_str()),
-            ("line_items[0][price]", plan.price_id.as_str()),
+            ("line_items[0][price]", price.as_str()),
             ("line_items[0][quantity]", "1"),
             ("success_url", success_url.as_str()),
             ("cancel_url", cancel_url.as_str()),

@@ -3,7 +3,7 @@
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -29,14 +29,16 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
     let span = tracing::Span::current();
     span.record("event", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
+    let acknowledged = |synced: bool| Json(json!({ "received": true, "synced": synced })).into_response();
     match route(&event) {
-        EventAction::Ignore(reason) => {
-            tracing::debug!(reason, "event acknowledged without a sync");
-            Ok(Json(json!({ "received": true, "synced": false })).into_response())
+        EventAction::Untracked => Ok(acknowledged(false)),
+        EventAction::NoCustomer => {
+            tracing::info!("tracked event without a customer id: acknowledged, nothing to sync");
+            Ok(acknowledged(false))
         }
         EventAction::Sync(customer) => {
             state.billing.sync(&customer).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
-            Ok((StatusCode::OK, Json(json!({ "received": true, "synced": true }))).into_response())
+            Ok(acknowledged(true))
         }
     }
 }

@@ -16,7 +16,7 @@ const MAX_RETRIES: u32 = 2;
 pub enum StripeError {
     /// Stripe refused the request (4xx other than 409/429): retrying will not help.
     #[error("Stripe refused the request ({status}): {message}")]
-    Refused { status: u16, code: Option<String>, message: String },
+    Refused { status: u16, code: Option<String>, param: Option<String>, message: String },
     /// Stripe could not be reached or kept failing (connection, timeout, 429, 5xx): try again later.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
@@ -46,6 +46,12 @@ impl StripeClient {
     pub fn with_retry_base(mut self, base: Duration) -> StripeClient {
         self.retry_base = base;
         self
+    }
+
+    /// Did Stripe say that the customer named in the request does not exist (deleted, or from
+    /// another account or emulator run)?
+    pub fn is_missing_customer(error: &StripeError) -> bool {
+        matches!(error, StripeError::Refused { code: Some(code), param: Some(param), .. } if code == "resource_missing" && param == "customer")
     }
 
     pub fn requests_sent(&self) -> u64 {
@@ -120,11 +126,12 @@ fn classify(status: StatusCode, should_retry: Option<bool>, body: &[u8]) -> (boo
     let error: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let message = error["error"]["message"].as_str().unwrap_or("no message").to_string();
     let code = error["error"]["code"].as_str().map(str::to_string);
+    let param = error["error"]["param"].as_str().map(str::to_string);
     let transient = status == StatusCode::CONFLICT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     let retry = should_retry.unwrap_or(transient);
     if transient {
         (retry, StripeError::Unavailable(format!("{status}: {message}")))
     } else {
-        (retry, StripeError::Refused { status: status.as_u16(), code, message })
+        (retry, StripeError::Refused { status: status.as_u16(), code, param, message })
     }
 }

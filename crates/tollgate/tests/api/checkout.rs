@@ -54,3 +54,20 @@ async fn only_offered_plans_and_no_second_subscription() {
     let dashboard = subscriber.get(form.location()).await;
     assert!(dashboard.text.contains("already have a subscription"));
 }
+
+#[tokio::test]
+async fn a_customer_deleted_in_stripe_is_replaced() {
+    let app = spawn_app().await;
+    let browser = app.signed_in("deleted@example.com").await;
+    let first = browser.json_post("/api/generate-stripe-checkout", &json!({})).await;
+    let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{}", first.json()["sessionId"].as_str().unwrap()), &[]).await;
+    let old = session["customer"].as_str().unwrap().to_string();
+    app.stripe(Method::DELETE, &format!("/v1/customers/{old}"), &[]).await;
+    let again = browser.json_post("/api/generate-stripe-checkout", &json!({})).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{}", again.json()["sessionId"].as_str().unwrap()), &[]).await;
+    let new = session["customer"].as_str().unwrap();
+    assert_ne!(new, old);
+    let user_id = app.stripe(Method::GET, &format!("/v1/customers/{new}"), &[]).await["metadata"]["userId"].as_str().unwrap().to_string();
+    assert_eq!(app.state.billing.kv.get(&format!("stripe:user:{user_id}")).await.unwrap().as_deref(), Some(new), "remapped");
+}
