@@ -89,15 +89,13 @@ fn check(store: &Store, node: &Value, segments: &[&str], path: &str) -> Result<(
         return Err(cannot_expand(path));
     };
     let expandable = EXPANDABLE.contains(&first);
+    // The last segment must name an expandable field; earlier ones may also pass through plain objects.
+    if rest.is_empty() && !expandable {
+        return Err(cannot_expand(path));
+    }
     let target = match field {
         Value::String(id) if expandable => store.get(id).unwrap_or(&Value::Null),
         Value::String(_) => return Err(cannot_expand(path)),
-        Value::Null if expandable || !rest.is_empty() => return Ok(()),
-        Value::Null => return Err(cannot_expand(path)),
-        other if rest.is_empty() && !expandable => {
-            let _ = other;
-            return Err(cannot_expand(path));
-        }
         other => other,
     };
     if rest.is_empty() || target.is_null() {

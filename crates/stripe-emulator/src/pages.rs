@@ -228,9 +228,7 @@ pub async fn portal_action(State(emu): State<Emulator>, Path((id, action)): Path
                     ("cancel_at_period_end".to_string(), json!(cancel)),
                     ("cancel_at".to_string(), if cancel { period_end } else { Value::Null }),
                 ]);
-                let sub_id = str_field(&sub, "id");
-                let previous = store.update(&sub_id, changes);
-                store.emit_for("customer.subscription.updated", &sub_id, Some(previous));
+                store.commit(&str_field(&sub, "id"), changes, "customer.subscription.updated");
                 Ok(if cancel { "Your plan will be canceled at the end of the billing period." } else { "Your plan will renew." })
             }
             "switch" => {
@@ -255,8 +253,7 @@ pub async fn portal_action(State(emu): State<Emulator>, Path((id, action)): Path
                 );
                 replaced["id"] = item["id"].clone();
                 items["data"][0] = replaced;
-                let previous = store.update(&sub_id, Map::from_iter([("items".to_string(), items)]));
-                store.emit_for("customer.subscription.updated", &sub_id, Some(previous));
+                store.commit(&sub_id, Map::from_iter([("items".to_string(), items)]), "customer.subscription.updated");
                 if interval_changed {
                     let sub = store.get(&sub_id).cloned().unwrap_or_default();
                     billing::start_new_period(store, &sub_id, &sub, now);
@@ -269,15 +266,11 @@ pub async fn portal_action(State(emu): State<Emulator>, Path((id, action)): Path
                 let pm_id = billing::attach_payment_method(store, pm["id"].as_str().unwrap_or_default(), &customer, "card_number")?;
                 let mut settings = store.get(&customer).map(|c| c["invoice_settings"].clone()).unwrap_or_default();
                 settings["default_payment_method"] = json!(pm_id);
-                let previous = store.update(&customer, Map::from_iter([("invoice_settings".to_string(), settings)]));
-                store.emit_for("customer.updated", &customer, Some(previous));
+                store.commit(&customer, Map::from_iter([("invoice_settings".to_string(), settings)]), "customer.updated");
                 // The new card also becomes the default of the customer's live subscriptions, so it is the one charged next.
                 let subs: Vec<String> = store.iter_kind("subscription", Some(&customer)).filter(|s| !is_ended(s)).map(|s| str_field(s, "id")).collect();
                 for sub_id in subs {
-                    let previous = store.update(&sub_id, Map::from_iter([("default_payment_method".to_string(), json!(pm_id))]));
-                    if !previous.is_empty() {
-                        store.emit_for("customer.subscription.updated", &sub_id, Some(previous));
-                    }
+                    store.commit(&sub_id, Map::from_iter([("default_payment_method".to_string(), json!(pm_id))]), "customer.subscription.updated");
                 }
                 Ok("Your card was updated.")
             }

@@ -177,6 +177,16 @@ impl Store {
         previous
     }
 
+    /// Write changes and, if anything changed, emit `event_type` with `previous_attributes`.
+    /// Returns the object as stored now.
+    pub fn commit(&mut self, id: &str, changes: Map<String, Value>, event_type: &str) -> Value {
+        let previous = self.update(id, changes);
+        if !previous.is_empty() {
+            self.emit_for(event_type, id, Some(previous));
+        }
+        self.get(id).cloned().unwrap_or_default()
+    }
+
     /// Record an event of this action; it is delivered when the action ends.
     pub fn emit(&mut self, event_type: &str, object: &Value, previous: Option<Map<String, Value>>) -> String {
         let id = new_id("evt_");

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use serde_json::{json, Map, Value};
 
-use super::{list_kind, merged_metadata, metadata, retrieve_kind, ApiResult};
+use super::{list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, ApiResult};
 use crate::app::Emulator;
 use crate::error::ApiError;
 use crate::form::Params;
@@ -66,10 +66,7 @@ fn apply_invoice_settings(store: &mut Store, id: &str, settings: &Params) -> Res
     if let Some(footer) = settings.str("footer")? {
         invoice_settings["footer"] = if footer.is_empty() { Value::Null } else { json!(footer) };
     }
-    let previous = store.update(id, Map::from_iter([("invoice_settings".to_string(), invoice_settings)]));
-    if !previous.is_empty() {
-        store.emit_for("customer.updated", id, Some(previous));
-    }
+    store.commit(id, Map::from_iter([("invoice_settings".to_string(), invoice_settings)]), "customer.updated");
     Ok(())
 }
 
@@ -93,21 +90,14 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     let customer = emu.apply(&req.info, |store| {
         let current = store.get_kind("customer", &id, Some("id"))?.clone();
         let mut changes = Map::new();
-        for field in ["email", "name", "description", "phone"] {
-            if let Some(v) = p.str(field)? {
-                changes.insert(field.into(), if v.is_empty() { Value::Null } else { json!(v) });
-            }
-        }
+        nullable_strings(p, &["email", "name", "description", "phone"], &mut changes)?;
         if p.has("preferred_locales") {
             changes.insert("preferred_locales".into(), json!(p.str_list("preferred_locales")?));
         }
         if let Some(m) = merged_metadata(&current["metadata"], p)? {
             changes.insert("metadata".into(), m);
         }
-        let previous = store.update(&id, changes);
-        if !previous.is_empty() {
-            store.emit_for("customer.updated", &id, Some(previous));
-        }
+        store.commit(&id, changes, "customer.updated");
         if let Some(pm) = p.non_empty_str("payment_method")? {
             crate::billing::attach_payment_method(store, pm, &id, "payment_method")?;
         }

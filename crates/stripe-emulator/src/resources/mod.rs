@@ -99,6 +99,16 @@ pub fn existing_customer<'a>(store: &Store, params: &'a Params, name: &str) -> R
     }
 }
 
+/// Clearable string fields of an update: a value sets the field, an empty string sets it to null.
+pub fn nullable_strings(params: &Params, fields: &[&str], changes: &mut Map<String, Value>) -> Result<(), ApiError> {
+    for field in fields {
+        if let Some(v) = params.str(field)? {
+            changes.insert(field.to_string(), if v.is_empty() { Value::Null } else { Value::String(v.to_string()) });
+        }
+    }
+    Ok(())
+}
+
 pub fn str_field(v: &Value, field: &str) -> String {
     v[field].as_str().unwrap_or_default().to_string()
 }

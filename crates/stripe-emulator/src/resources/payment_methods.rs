@@ -64,11 +64,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             }
             changes.insert("billing_details".into(), details);
         }
-        let previous = store.update(&id, changes);
-        if !previous.is_empty() {
-            store.emit_for("payment_method.updated", &id, Some(previous));
-        }
-        Ok(store.get(&id).cloned().unwrap_or_default())
+        Ok(store.commit(&id, changes, "payment_method.updated"))
     })?;
     respond(&emu, &req, &pm)
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use serde_json::{json, Map, Value};
 
-use super::{list_kind, merged_metadata, metadata, retrieve_kind, ApiResult};
+use super::{list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, ApiResult};
 use crate::app::Emulator;
 use crate::error::ApiError;
 use crate::form::Params;
@@ -75,8 +75,7 @@ pub fn create_in(store: &mut Store, params: &Params, id: Option<&str>) -> Result
             return Err(params.invalid("lookup_key", format!("A price (`{}`) already uses that lookup key.", taken[0])));
         }
         for other in taken {
-            let previous = store.update(&other, Map::from_iter([("lookup_key".to_string(), Value::Null)]));
-            store.emit_for("price.updated", &other, Some(previous));
+            store.commit(&other, Map::from_iter([("lookup_key".to_string(), Value::Null)]), "price.updated");
         }
     }
     let id = match id {
@@ -128,11 +127,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         if let Some(active) = p.bool("active")? {
             changes.insert("active".into(), json!(active));
         }
-        for field in ["nickname", "lookup_key"] {
-            if let Some(v) = p.str(field)? {
-                changes.insert(field.into(), if v.is_empty() { Value::Null } else { json!(v) });
-            }
-        }
+        nullable_strings(p, &["nickname", "lookup_key"], &mut changes)?;
         if let Some(key) = p.non_empty_str("lookup_key")? {
             let taken = store.iter_kind("price", None).any(|other| other["lookup_key"] == key && other["id"] != id.as_str());
             if taken && p.bool("transfer_lookup_key")? != Some(true) {
@@ -142,11 +137,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         if let Some(m) = merged_metadata(&current["metadata"], p)? {
             changes.insert("metadata".into(), m);
         }
-        let previous = store.update(&id, changes);
-        if !previous.is_empty() {
-            store.emit_for("price.updated", &id, Some(previous));
-        }
-        Ok(store.get(&id).cloned().unwrap_or_default())
+        Ok(store.commit(&id, changes, "price.updated"))
     })?;
     respond(&emu, &req, &price)
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use serde_json::{json, Map, Value};
 
-use super::{list_kind, merged_metadata, metadata, retrieve_kind, ApiResult};
+use super::{list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, ApiResult};
 use crate::app::Emulator;
 use crate::error::ApiError;
 use crate::form::Params;
@@ -71,11 +71,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         if let Some(active) = p.bool("active")? {
             changes.insert("active".into(), json!(active));
         }
-        for field in ["description", "url", "statement_descriptor", "unit_label"] {
-            if let Some(v) = p.str(field)? {
-                changes.insert(field.into(), if v.is_empty() { Value::Null } else { json!(v) });
-            }
-        }
+        nullable_strings(p, &["description", "url", "statement_descriptor", "unit_label"], &mut changes)?;
         if p.has("images") {
             changes.insert("images".into(), json!(p.str_list("images")?));
         }
@@ -92,11 +88,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         if !changes.is_empty() {
             changes.insert("updated".into(), json!(store.now()));
         }
-        let previous = store.update(&id, changes);
-        if !previous.is_empty() {
-            store.emit_for("product.updated", &id, Some(previous));
-        }
-        Ok(store.get(&id).cloned().unwrap_or_default())
+        Ok(store.commit(&id, changes, "product.updated"))
     })?;
     respond(&emu, &req, &product)
 }

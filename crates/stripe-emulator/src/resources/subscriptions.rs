@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use serde_json::{json, Map, Value};
 
-use super::{existing_customer, list_kind, merged_metadata, metadata, retrieve_kind, str_field, ApiResult};
+use super::{existing_customer, list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, str_field, ApiResult};
 use crate::app::Emulator;
 use crate::billing::{self, is_ended, NewSubscription};
 use crate::error::ApiError;
@@ -162,9 +162,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
                 _ => return Err(p.invalid("cancel_at", "Invalid cancel_at: must be a future timestamp.")),
             },
         }
-        if let Some(desc) = p.str("description")? {
-            changes.insert("description".into(), if desc.is_empty() { Value::Null } else { json!(desc) });
-        }
+        nullable_strings(p, &["description"], &mut changes)?;
         let customer = str_field(&current, "customer");
         match p.str("default_payment_method")? {
             None => {}
@@ -194,10 +192,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             }
             changes.insert("items".into(), items);
         }
-        let previous = store.update(&id, changes);
-        if !previous.is_empty() {
-            store.emit_for("customer.subscription.updated", &id, Some(previous));
-        }
+        store.commit(&id, changes, "customer.subscription.updated");
         if ends_trial {
             store.update(&id, Map::from_iter([("trial_end".to_string(), json!(now))]));
             let sub = store.get(&id).cloned().unwrap_or_default();

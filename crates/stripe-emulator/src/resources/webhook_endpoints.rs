@@ -5,7 +5,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use super::{list_kind, merged_metadata, metadata, retrieve_kind, ApiResult};
+use super::{list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, ApiResult};
 use crate::app::Emulator;
 use crate::error::ApiError;
 use crate::form::Params;
@@ -107,9 +107,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         if let Some(events) = events {
             changes.insert("enabled_events".into(), json!(events));
         }
-        if let Some(d) = p.str("description")? {
-            changes.insert("description".into(), if d.is_empty() { Value::Null } else { json!(d) });
-        }
+        nullable_strings(p, &["description"], &mut changes)?;
         if let Some(disabled) = p.bool("disabled")? {
             changes.insert("status".into(), json!(if disabled { "disabled" } else { "enabled" }));
         }
