@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
             let (r, b) = (r.clone(), b.clone());
             async move {
-                if verify(&headers, &body) { r.fetch_add(1, Ordering::Relaxed) } else { b.fetch_add(1, Ordering::Relaxed) };
+                if verify(&headers, &body) {
+                    r.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    b.fetch_add(1, Ordering::Relaxed)
+                };
                 StatusCode::OK
             }
         }),
@@ -51,10 +55,19 @@ async fn main() -> anyhow::Result<()> {
     let (emulator, url, _) = Emulator::build(config).await?.spawn();
     let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build()?;
     let auth = "Bearer sk_test_bench";
-    let post = |path: &str, body: &str| client.post(format!("{url}{path}")).header("authorization", auth).header("content-type", "application/x-www-form-urlencoded").body(body.to_string()).send();
+    let post = |path: &str, body: &str| {
+        client
+            .post(format!("{url}{path}"))
+            .header("authorization", auth)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+            .send()
+    };
     let customer: serde_json::Value = serde_json::from_str(&post("/v1/customers", "email=bench@example.com").await?.text().await?)?;
     let customer = customer["id"].as_str().unwrap_or_default().to_string();
-    let sub = post("/v1/subscriptions", &format!("customer={customer}&items[0][price]=price_pro_monthly&default_payment_method=pm_card_visa")).await?;
+    let sub =
+        post("/v1/subscriptions", &format!("customer={customer}&items[0][price]=price_pro_monthly&default_payment_method=pm_card_visa"))
+            .await?;
     anyhow::ensure!(sub.status() == 200, "subscription create failed");
     let list_url = format!("{url}/v1/subscriptions?customer={customer}&status=all&expand[]=data.default_payment_method");
     let check: serde_json::Value = serde_json::from_str(&client.get(&list_url).header("authorization", auth).send().await?.text().await?)?;
@@ -90,7 +103,8 @@ async fn main() -> anyhow::Result<()> {
         errors += e;
     }
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct =
+        |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
     println!(
         "GET /v1/subscriptions (expanded PM), {connections} connections, {seconds}s: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors",
         latencies.len() as f64 / seconds as f64,
@@ -101,8 +115,11 @@ async fn main() -> anyhow::Result<()> {
     // 2. Webhook deliveries: events made in-process as fast as possible, timed until all are verified.
     let start = Instant::now();
     for i in 0..deliveries {
-        let params = stripe_emulator::form::Params::parse(format!("email=load{i}@example.com").as_bytes()).map_err(|e| anyhow::anyhow!(e.message))?;
-        emulator.apply(&Default::default(), |store| stripe_emulator::resources::customers::create_in(store, &params)).map_err(|e| anyhow::anyhow!(e.message))?;
+        let params = stripe_emulator::form::Params::parse(format!("email=load{i}@example.com").as_bytes())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        emulator
+            .apply(&Default::default(), |store| stripe_emulator::resources::customers::create_in(store, &params))
+            .map_err(|e| anyhow::anyhow!(e.message))?;
     }
     while received.load(Ordering::Relaxed) < deliveries && start.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -84,7 +84,11 @@ impl Emulator {
 
     /// Run one change under the lock, then hand the events it produced to the webhook dispatcher.
     /// Returns the change's result and a handle that finishes when those events' first attempts are done.
-    pub fn mutate<T>(&self, request: &RequestInfo, change: impl FnOnce(&mut Store) -> Result<T, ApiError>) -> Result<(T, Option<JoinHandle<()>>), ApiError> {
+    pub fn mutate<T>(
+        &self,
+        request: &RequestInfo,
+        change: impl FnOnce(&mut Store) -> Result<T, ApiError>,
+    ) -> Result<(T, Option<JoinHandle<()>>), ApiError> {
         let (result, deliveries) = {
             let mut store = self.lock();
             store.request = request.clone();

@@ -1,245 +1,17 @@
-//! What happens when money moves: test cards, payment methods, subscriptions with their invoices and
-//! payment intents, cancellation, and renewals when the emulator's clock is advanced.
+//! What happens when money moves: subscriptions with their invoices and payment intents,
+//! cancellation, and renewals when the emulator's clock is advanced.
 //!
 //! Every function here takes the locked [`Store`] and emits the events Stripe would, in Stripe's order.
 
 use serde_json::{json, Map, Value};
 
+use crate::calendar::add_interval;
+use crate::cards::Outcome;
 use crate::error::ApiError;
 use crate::store::{new_id, Store};
 
-/// How a test card behaves.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Succeeds,
-    /// Refused when attached to a customer and when charged.
-    Declined { decline_code: &'static str, message: &'static str },
-    /// Attaches fine, then every charge fails (Stripe's `4000 0000 0000 0341`).
-    FailsWhenCharged,
-}
-
-impl Outcome {
-    fn charge_error(&self) -> Option<ApiError> {
-        match self {
-            Outcome::Succeeds => None,
-            Outcome::Declined { decline_code, message } => Some(ApiError::card_declined(decline_code, message)),
-            Outcome::FailsWhenCharged => Some(ApiError::card_declined("generic_decline", "Your card was declined.")),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TestCard {
-    pub brand: &'static str,
-    pub last4: String,
-    pub funding: &'static str,
-    pub outcome: Outcome,
-}
-
-const INSUFFICIENT: Outcome = Outcome::Declined { decline_code: "insufficient_funds", message: "Your card has insufficient funds." };
-const GENERIC: Outcome = Outcome::Declined { decline_code: "generic_decline", message: "Your card was declined." };
-
-impl TestCard {
-    /// A card number typed on the Checkout page or sent as `card[number]`: Stripe's test numbers
-    /// behave as documented; any other number must pass the Luhn check and then succeeds.
-    pub fn from_number(raw: &str) -> Result<TestCard, ApiError> {
-        let number: String = raw.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
-        let incorrect = || ApiError {
-            code: Some("incorrect_number".into()),
-            param: Some("number".into()),
-            ..ApiError::new(axum::http::StatusCode::PAYMENT_REQUIRED, "card_error", "Your card number is incorrect.")
-        };
-        if !(12..=19).contains(&number.len()) || !number.chars().all(|c| c.is_ascii_digit()) || !luhn(&number) {
-            return Err(incorrect());
-        }
-        let outcome = match number.as_str() {
-            "4000000000009995" => INSUFFICIENT,
-            "4000000000000002" => GENERIC,
-            "4000000000009987" => Outcome::Declined { decline_code: "lost_card", message: "Your card has been declined." },
-            "4000000000000069" => Outcome::Declined { decline_code: "expired_card", message: "Your card has expired." },
-            "4000000000000341" => Outcome::FailsWhenCharged,
-            _ => Outcome::Succeeds,
-        };
-        let brand = match number.as_bytes()[0] {
-            b'4' => "visa",
-            b'5' | b'2' => "mastercard",
-            b'3' if number.starts_with("34") || number.starts_with("37") => "amex",
-            b'6' => "discover",
-            _ => "unknown",
-        };
-        let funding = if number == "4000056655665556" { "debit" } else { "credit" };
-        Ok(TestCard { brand, last4: number[number.len() - 4..].to_string(), funding, outcome })
-    }
-
-    /// Stripe's test payment-method ids (`pm_card_visa`) and tokens (`tok_visa`).
-    pub fn from_token(token: &str) -> Option<TestCard> {
-        let name = token.strip_prefix("pm_card_").or_else(|| token.strip_prefix("tok_"))?;
-        let number = match name {
-            "visa" => "4242424242424242",
-            "visa_debit" => "4000056655665556",
-            "mastercard" => "5555555555554444",
-            "amex" => "378282246310005",
-            "discover" => "6011111111111117",
-            "chargeDeclined" => "4000000000000002",
-            "chargeDeclinedInsufficientFunds" => "4000000000009995",
-            "chargeDeclinedLostCard" => "4000000000009987",
-            "chargeDeclinedExpiredCard" => "4000000000000069",
-            "chargeCustomerFail" => "4000000000000341",
-            _ => return None,
-        };
-        TestCard::from_number(number).ok()
-    }
-}
-
-fn luhn(number: &str) -> bool {
-    let sum: u32 = number
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = (b - b'0') as u32;
-            if i % 2 == 1 {
-                let d2 = d * 2;
-                if d2 > 9 { d2 - 9 } else { d2 }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum % 10 == 0
-}
-
-/// Store a card payment method (not yet attached).
-pub fn create_card_payment_method(store: &mut Store, card: &TestCard, exp_month: i64, exp_year: i64, name: Option<&str>, metadata: Map<String, Value>) -> Value {
-    let id = new_id("pm_");
-    let pm = json!({
-        "id": id,
-        "object": "payment_method",
-        "allow_redisplay": "unspecified",
-        "billing_details": {
-            "address": { "city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null },
-            "email": null,
-            "name": name,
-            "phone": null,
-            "tax_id": null,
-        },
-        "card": {
-            "brand": card.brand,
-            "checks": { "address_line1_check": null, "address_postal_code_check": null, "cvc_check": "pass" },
-            "country": "US",
-            "display_brand": card.brand,
-            "exp_month": exp_month,
-            "exp_year": exp_year,
-            "fingerprint": format!("fp{}{}", card.brand, card.last4),
-            "funding": card.funding,
-            "generated_from": null,
-            "last4": card.last4,
-            "networks": { "available": [card.brand], "preferred": null },
-            "regulated_status": "unregulated",
-            "three_d_secure_usage": { "supported": true },
-            "wallet": null,
-        },
-        "created": store.now(),
-        "customer": null,
-        "customer_account": null,
-        "livemode": false,
-        "metadata": metadata,
-        "type": "card",
-    });
-    store.card_outcomes.insert(id.clone(), card.outcome.clone());
-    store.insert(pm.clone());
-    pm
-}
-
-/// Attach a payment method (or a test token, which first becomes a new one) to a customer.
-pub fn attach_payment_method(store: &mut Store, id: &str, customer: &str, param: &str) -> Result<String, ApiError> {
-    let pm_id = match TestCard::from_token(id) {
-        Some(card) => create_card_payment_method(store, &card, 12, 2034, None, Map::new())["id"].as_str().unwrap_or_default().to_string(),
-        None => id.to_string(),
-    };
-    let pm = store.get_kind("payment_method", &pm_id, Some(param))?.clone();
-    match pm["customer"].as_str() {
-        Some(owner) if owner == customer => return Ok(pm_id),
-        Some(_) => return Err(ApiError::bad_request("The payment method you provided has already been attached to a customer.")),
-        None => {}
-    }
-    if let Some(Outcome::Declined { decline_code, message }) = store.card_outcomes.get(&pm_id) {
-        return Err(ApiError::card_declined(decline_code, message));
-    }
-    store.update(&pm_id, Map::from_iter([("customer".to_string(), json!(customer))]));
-    store.index_under_customer(customer, &pm_id);
-    store.emit_for("payment_method.attached", &pm_id, None);
-    Ok(pm_id)
-}
-
-/// A payment method parameter that must belong to `customer`; a test token is attached on the fly.
-pub fn resolve_payment_method(store: &mut Store, id: &str, customer: &str, param: &str) -> Result<String, ApiError> {
-    if TestCard::from_token(id).is_some() {
-        return attach_payment_method(store, id, customer, param);
-    }
-    let pm = store.get_kind("payment_method", id, Some(param))?;
-    if pm["customer"] != customer {
-        return Err(ApiError::invalid(
-            format!("The customer does not have a payment method with the ID {id}. The payment method must be attached to the customer."),
-            Some(param),
-            "resource_missing",
-        ));
-    }
-    Ok(id.to_string())
-}
-
 pub fn is_ended(subscription: &Value) -> bool {
     matches!(subscription["status"].as_str(), Some("canceled" | "incomplete_expired"))
-}
-
-/// The timestamp `count` intervals after `start`, by the calendar (a month after Jan 31 is Feb 28/29).
-pub fn add_interval(start: i64, interval: &str, count: i64) -> i64 {
-    const DAY: i64 = 86_400;
-    match interval {
-        "day" => start + count * DAY,
-        "week" => start + count * 7 * DAY,
-        _ => {
-            let months = if interval == "year" { 12 * count } else { count };
-            let (days, secs) = (start.div_euclid(DAY), start.rem_euclid(DAY));
-            let (y, m, d) = civil_from_days(days);
-            let total = y * 12 + (m - 1) + months;
-            let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
-            let nd = d.min(days_in_month(ny, nm));
-            days_from_civil(ny, nm, nd) * DAY + secs
-        }
-    }
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Howard Hinnant's days-from-civil algorithms (proleptic Gregorian calendar).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// The legacy `plan` Stripe still renders beside each subscription item's `price`.
@@ -316,7 +88,10 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
     if spec.items.iter().any(|(p, _)| p["currency"] != currency.as_str()) {
         return Err(ApiError::bad_request("All prices on a subscription must have the same currency."));
     }
-    let (interval, count) = (first["recurring"]["interval"].as_str().unwrap_or("month").to_string(), first["recurring"]["interval_count"].as_i64().unwrap_or(1));
+    let (interval, count) = (
+        first["recurring"]["interval"].as_str().unwrap_or("month").to_string(),
+        first["recurring"]["interval_count"].as_i64().unwrap_or(1),
+    );
     if spec.items.iter().any(|(p, _)| p["recurring"]["interval"] != interval.as_str() || p["recurring"]["interval_count"] != count) {
         return Err(ApiError::bad_request("All prices on a subscription must have the same recurring interval."));
     }
@@ -380,7 +155,8 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
     });
     store.insert(subscription);
     // The first invoice covers the first period; during a trial it is for zero and needs no payment.
-    let amount = if spec.trial_end.is_some() { 0 } else { spec.items.iter().map(|(p, q)| p["unit_amount"].as_i64().unwrap_or(0) * q).sum() };
+    let amount =
+        if spec.trial_end.is_some() { 0 } else { spec.items.iter().map(|(p, q)| p["unit_amount"].as_i64().unwrap_or(0) * q).sum() };
     let charged = charge_new_invoice(store, &id, amount, "subscription_create", (now, now))?;
     let status = match (&spec.trial_end, &charged.payment_error) {
         (Some(_), _) => "trialing",
@@ -397,7 +173,13 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
 
 /// Create, finalise and try to pay one invoice of a subscription, emitting the invoice and
 /// payment-intent events. Events are deferred so the caller can announce the subscription first.
-fn charge_new_invoice(store: &mut Store, subscription_id: &str, amount: i64, reason: &str, period: (i64, i64)) -> Result<Created, ApiError> {
+fn charge_new_invoice(
+    store: &mut Store,
+    subscription_id: &str,
+    amount: i64,
+    reason: &str,
+    period: (i64, i64),
+) -> Result<Created, ApiError> {
     let now = store.now();
     let subscription = store.get(subscription_id).cloned().unwrap_or_default();
     let customer_id = subscription["customer"].as_str().unwrap_or_default().to_string();
@@ -408,8 +190,12 @@ fn charge_new_invoice(store: &mut Store, subscription_id: &str, amount: i64, rea
         .map(str::to_string)
         .or_else(|| customer["invoice_settings"]["default_payment_method"].as_str().map(str::to_string));
     let invoice_id = new_id("in_");
-    let number = format!("{}-{:04}", customer["invoice_prefix"].as_str().unwrap_or("EMU"), customer["next_invoice_sequence"].as_i64().unwrap_or(1));
-    store.update(&customer_id, Map::from_iter([("next_invoice_sequence".to_string(), json!(customer["next_invoice_sequence"].as_i64().unwrap_or(1) + 1))]));
+    let number =
+        format!("{}-{:04}", customer["invoice_prefix"].as_str().unwrap_or("EMU"), customer["next_invoice_sequence"].as_i64().unwrap_or(1));
+    store.update(
+        &customer_id,
+        Map::from_iter([("next_invoice_sequence".to_string(), json!(customer["next_invoice_sequence"].as_i64().unwrap_or(1) + 1))]),
+    );
     let lines: Vec<Value> = subscription["items"]["data"]
         .as_array()
         .cloned()
@@ -634,7 +420,8 @@ fn charge_new_invoice(store: &mut Store, subscription_id: &str, amount: i64, rea
             });
             store.replace(intent.clone());
             store.defer("payment_intent.payment_failed", &intent, None);
-            invoice["next_payment_attempt"] = if reason == "subscription_create" { Value::Null } else { json!(add_interval(now, "day", 3)) };
+            invoice["next_payment_attempt"] =
+                if reason == "subscription_create" { Value::Null } else { json!(add_interval(now, "day", 3)) };
             store.replace(invoice.clone());
             store.defer("invoice.payment_failed", &invoice, None);
         }
@@ -723,34 +510,4 @@ pub fn start_new_period(store: &mut Store, id: &str, sub: &Value, boundary: i64)
     let previous: Map<String, Value> = previous.into_iter().filter(|(k, v)| store.get(id).is_some_and(|s| &s[k] != v)).collect();
     store.emit_for("customer.subscription.updated", id, Some(previous));
     store.flush_deferred();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_cards() {
-        assert_eq!(TestCard::from_number("4242 4242 4242 4242").unwrap().outcome, Outcome::Succeeds);
-        assert_eq!(TestCard::from_number("4242424242424242").unwrap().brand, "visa");
-        assert!(matches!(TestCard::from_number("4000000000009995").unwrap().outcome, Outcome::Declined { decline_code: "insufficient_funds", .. }));
-        assert!(matches!(TestCard::from_number("4000000000000002").unwrap().outcome, Outcome::Declined { decline_code: "generic_decline", .. }));
-        assert_eq!(TestCard::from_number("5555555555554444").unwrap().brand, "mastercard");
-        assert_eq!(TestCard::from_number("4242424242424241").unwrap_err().code.as_deref(), Some("incorrect_number"));
-        assert!(TestCard::from_number("abcd").is_err());
-        assert_eq!(TestCard::from_token("pm_card_visa").unwrap().last4, "4242");
-        assert!(TestCard::from_token("pm_card_nope").is_none());
-    }
-
-    #[test]
-    fn calendar_intervals() {
-        let jan31 = days_from_civil(2025, 1, 31) * 86_400 + 3600;
-        let feb = add_interval(jan31, "month", 1);
-        assert_eq!(civil_from_days(feb.div_euclid(86_400)), (2025, 2, 28));
-        assert_eq!(feb % 86_400, 3600);
-        let leap = add_interval(days_from_civil(2024, 2, 29) * 86_400, "year", 1);
-        assert_eq!(civil_from_days(leap / 86_400), (2025, 2, 28));
-        assert_eq!(add_interval(0, "week", 2), 14 * 86_400);
-        assert_eq!(civil_from_days(add_interval(days_from_civil(2025, 11, 15) * 86_400, "month", 3) / 86_400), (2026, 2, 15));
-    }
 }

@@ -194,10 +194,16 @@ mod tests {
 
     #[test]
     fn expands_through_lists_and_nested_objects() {
-        let store = store_with(&[json!({"id": "pm_1", "object": "payment_method", "card": {"last4": "4242"}}), json!({"id": "prod_1", "object": "product", "name": "Pro"})]);
+        let store = store_with(&[
+            json!({"id": "pm_1", "object": "payment_method", "card": {"last4": "4242"}}),
+            json!({"id": "prod_1", "object": "product", "name": "Pro"}),
+        ]);
         let sub = json!({"id": "sub_1", "default_payment_method": "pm_1", "items": {"object": "list", "data": [{"price": {"id": "price_1", "product": "prod_1"}}]}});
         let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(ExpandTree::for_list(&store, &[&sub], &paths(&["data.items.data.price.product"])).is_err(), "five segments: deeper than Stripe allows");
+        assert!(
+            ExpandTree::for_list(&store, &[&sub], &paths(&["data.items.data.price.product"])).is_err(),
+            "five segments: deeper than Stripe allows"
+        );
         assert!(ExpandTree::for_list(&store, &[&sub], &paths(&["default_payment_method"])).is_err(), "list paths start with data");
         let tree = ExpandTree::for_list(&store, &[&sub], &paths(&["data.default_payment_method"])).unwrap();
         let page = ListPage { store: &store, data: vec![&sub], has_more: false, url: "/v1/subscriptions", tree: &tree };

@@ -44,7 +44,8 @@ fn split_key(key: &str) -> Option<Vec<&str>> {
 }
 
 fn insert(entries: &mut Vec<(String, Node)>, parts: &[&str], value: String, full_key: &str) -> Result<(), ApiError> {
-    let conflict = || ApiError::invalid(format!("Invalid array or hash for parameter {full_key}"), Some(full_key), "parameter_invalid_hash");
+    let conflict =
+        || ApiError::invalid(format!("Invalid array or hash for parameter {full_key}"), Some(full_key), "parameter_invalid_hash");
     let segment = if parts[0].is_empty() { format!("{APPENDED}{}", entries.len()) } else { parts[0].to_string() };
     if parts.len() == 1 {
         match entries.iter_mut().find(|(k, _)| *k == segment) {
@@ -83,9 +84,8 @@ impl Params {
             if key.is_empty() {
                 continue;
             }
-            let parts = split_key(&key).ok_or_else(|| {
-                ApiError::invalid(format!("Invalid parameter name: {key}"), Some(&key), "parameter_unknown")
-            })?;
+            let parts = split_key(&key)
+                .ok_or_else(|| ApiError::invalid(format!("Invalid parameter name: {key}"), Some(&key), "parameter_unknown"))?;
             insert(&mut self.entries, &parts, value.into_owned(), &key)?;
         }
         Ok(())
@@ -221,7 +221,10 @@ impl Params {
         let Some(hash) = self.hash(name)? else { return Ok(Vec::new()) };
         let mut items: Vec<(usize, Params)> = Vec::new();
         for (key, node) in &hash.entries {
-            let index: usize = key.trim_start_matches(APPENDED).parse().map_err(|_| hash.invalid(key, format!("Invalid array: {} must be an array", hash.prefix)))?;
+            let index: usize = key
+                .trim_start_matches(APPENDED)
+                .parse()
+                .map_err(|_| hash.invalid(key, format!("Invalid array: {} must be an array", hash.prefix)))?;
             match node {
                 Node::Map(entries) => items.push((index, Params { prefix: format!("{}[{}]", hash.prefix, key), entries: entries.clone() })),
                 Node::Value(_) => return Err(hash.invalid(key, format!("Invalid object: {}[{key}] must be a hash", hash.prefix))),
@@ -240,10 +243,15 @@ impl Params {
             Some(Node::Map(entries)) => {
                 let mut items: Vec<(usize, String)> = Vec::new();
                 for (key, node) in entries {
-                    let index: usize = key.trim_start_matches(APPENDED).parse().map_err(|_| self.invalid(name, format!("Invalid array: {} must be an array", self.path(name))))?;
+                    let index: usize = key
+                        .trim_start_matches(APPENDED)
+                        .parse()
+                        .map_err(|_| self.invalid(name, format!("Invalid array: {} must be an array", self.path(name))))?;
                     match node {
                         Node::Value(v) => items.push((index, v.clone())),
-                        Node::Map(_) => return Err(self.invalid(name, format!("Invalid array: {}[{key}] must be a string", self.path(name)))),
+                        Node::Map(_) => {
+                            return Err(self.invalid(name, format!("Invalid array: {}[{key}] must be a string", self.path(name))))
+                        }
                     }
                 }
                 items.sort_by_key(|(i, _)| *i);
@@ -257,9 +265,11 @@ impl Params {
         self.entries
             .iter()
             .map(|(k, node)| match node {
-                Node::Value(_) if k.starts_with(APPENDED) => {
-                    Err(ApiError::invalid(format!("Invalid hash: {} must be a hash, not an array", self.prefix), Some(&self.prefix), "parameter_invalid_value"))
-                }
+                Node::Value(_) if k.starts_with(APPENDED) => Err(ApiError::invalid(
+                    format!("Invalid hash: {} must be a hash, not an array", self.prefix),
+                    Some(&self.prefix),
+                    "parameter_invalid_value",
+                )),
                 Node::Value(v) => Ok((k.clone(), v.clone())),
                 Node::Map(_) => Err(self.invalid(k, format!("Invalid value for {}: must be a string", self.path(k)))),
             })

@@ -1,6 +1,6 @@
 //! Small text helpers for server-rendered pages (also used by Tollgate's own pages).
 
-use crate::billing::civil_from_days;
+use crate::calendar::civil_from_days;
 
 /// Escape text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {

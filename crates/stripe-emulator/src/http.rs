@@ -14,7 +14,10 @@ use serde_json::Value;
 use crate::app::Emulator;
 use crate::error::ApiError;
 use crate::form::Params;
-use crate::resources::{billing_portal, checkout, customers, events, invoices, payment_intents, payment_methods, prices, products, subscriptions, webhook_endpoints};
+use crate::resources::{
+    billing_portal, checkout, customers, events, invoices, payment_intents, payment_methods, prices, products, subscriptions,
+    webhook_endpoints,
+};
 use crate::store::{new_id, IdempotencyEntry, RequestInfo, API_VERSION};
 
 /// The largest request body accepted (Stripe's own limit is far below this for form posts).
@@ -46,7 +49,10 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}", get(events::retrieve))
         .route("/v1/webhook_endpoints", get(webhook_endpoints::list).post(webhook_endpoints::create))
-        .route("/v1/webhook_endpoints/{id}", get(webhook_endpoints::retrieve).post(webhook_endpoints::update).delete(webhook_endpoints::delete))
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(webhook_endpoints::retrieve).post(webhook_endpoints::update).delete(webhook_endpoints::delete),
+        )
         .route("/v1/billing_portal/sessions", post(billing_portal::create))
         .fallback(unrecognized_url)
         .method_not_allowed_fallback(unrecognized_url)
@@ -122,7 +128,9 @@ async fn require_api_key(request: Request, next: Next) -> Response {
 }
 
 fn api_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let no_key = || ApiError::unauthorized("You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').");
+    let no_key = || {
+        ApiError::unauthorized("You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').")
+    };
     let value = headers.get(header::AUTHORIZATION).ok_or_else(no_key)?.to_str().map_err(|_| no_key())?;
     let key = if let Some(token) = value.strip_prefix("Bearer ") {
         token.trim().to_string()
@@ -170,7 +178,8 @@ async fn idempotency(State(emulator): State<Emulator>, request: Request, next: N
         return next.run(request).await;
     };
     if key.is_empty() || key.len() > 255 {
-        return ApiError::invalid("Idempotency-Key must be between 1 and 255 characters long.", None, "idempotency_key_invalid").into_response();
+        return ApiError::invalid("Idempotency-Key must be between 1 and 255 characters long.", None, "idempotency_key_invalid")
+            .into_response();
     }
     let (parts, body) = request.into_parts();
     let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
@@ -205,7 +214,11 @@ async fn idempotency(State(emulator): State<Emulator>, request: Request, next: N
                 }
                 return ApiError {
                     code: Some("idempotency_key_in_use".into()),
-                    ..ApiError::new(StatusCode::CONFLICT, "idempotency_error", "There is currently another in-progress request using this Stripe-Idempotency-Key. Please try again later.")
+                    ..ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_error",
+                        "There is currently another in-progress request using this Stripe-Idempotency-Key. Please try again later.",
+                    )
                 }
                 .into_response();
             }
@@ -226,7 +239,9 @@ async fn idempotency(State(emulator): State<Emulator>, request: Request, next: N
         // stored, so the same key may be retried with corrected parameters, as in Stripe.
         let stored = !matches!(status, StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS);
         if stored {
-            store.idempotency.insert(key.clone(), IdempotencyEntry::Done { fingerprint, status: status.as_u16(), body: Arc::new(bytes.to_vec()) });
+            store
+                .idempotency
+                .insert(key.clone(), IdempotencyEntry::Done { fingerprint, status: status.as_u16(), body: Arc::new(bytes.to_vec()) });
         } else {
             store.idempotency.remove(&key);
         }
@@ -274,11 +289,8 @@ impl FromRequest<Emulator> for ApiRequest {
         let idempotency_key = request.extensions().get::<IdempotencyKey>().map(|k| k.0.clone());
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json"));
+        let is_json =
+            request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/json"));
         let body: Bytes = to_bytes(request.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "Request body is too large."))?;

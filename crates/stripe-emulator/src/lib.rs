@@ -11,13 +11,16 @@
 //! - [`store`]: every object as Stripe JSON, ordering, pagination.
 //! - [`expand`]: `expand[]` over stored objects.
 //! - [`resources`]: one module per API resource (products, prices, customers, …).
-//! - [`billing`]: what happens when a card is charged: payment methods, subscriptions, invoices.
+//! - [`billing`]: subscriptions with their invoices and payment intents, cancellation, renewals.
+//! - [`cards`]: test cards and card payment methods; [`calendar`]: billing-period arithmetic.
 //! - [`webhooks`]: signing and background delivery with exponential backoff.
 //! - [`pages`]: the hosted Checkout and billing-portal HTML; [`format`]: escaping, money and dates for pages.
 //! - [`seed`]: loading products and prices from a JSON file.
 
 pub mod app;
 pub mod billing;
+pub mod calendar;
+pub mod cards;
 pub mod config;
 pub mod error;
 pub mod expand;

@@ -43,16 +43,23 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
     let cli = Cli::parse();
     if let Some(secret) = &cli.webhook_secret {
         anyhow::ensure!(secret.starts_with("whsec_"), "--webhook-secret must start with whsec_");
     }
-    let secret = cli.webhook.as_ref().map(|_| cli.webhook_secret.clone().unwrap_or_else(stripe_emulator::resources::webhook_endpoints::new_secret));
+    let secret =
+        cli.webhook.as_ref().map(|_| cli.webhook_secret.clone().unwrap_or_else(stripe_emulator::resources::webhook_endpoints::new_secret));
     let config = EmulatorConfig {
         bind: SocketAddr::new(cli.bind, cli.port),
         public_url: cli.public_url,
-        webhooks: cli.webhook.iter().map(|url| StartupWebhook { url: url.clone(), secret: secret.clone(), enabled_events: vec!["*".into()] }).collect(),
+        webhooks: cli
+            .webhook
+            .iter()
+            .map(|url| StartupWebhook { url: url.clone(), secret: secret.clone(), enabled_events: vec!["*".into()] })
+            .collect(),
         retry: RetryPolicy {
             max_attempts: cli.max_attempts.max(1),
             retry_base: Duration::from_millis(cli.retry_base_ms),

@@ -9,14 +9,18 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::app::Emulator;
-use crate::billing::{self, is_ended, TestCard};
-use crate::format::{date, escape, money};
+use crate::billing::{self, is_ended};
+use crate::cards::{self, TestCard};
 use crate::error::ApiError;
+use crate::format::{date, escape, money};
 use crate::resources::checkout::Payment;
 use crate::resources::str_field;
 
 fn per_interval(price: &Value) -> String {
-    crate::format::per_interval(price["recurring"]["interval"].as_str().unwrap_or("month"), price["recurring"]["interval_count"].as_i64().unwrap_or(1))
+    crate::format::per_interval(
+        price["recurring"]["interval"].as_str().unwrap_or("month"),
+        price["recurring"]["interval_count"].as_i64().unwrap_or(1),
+    )
 }
 
 const STYLE: &str = r#"
@@ -41,7 +45,11 @@ fn page(title: &str, body: &str) -> String {
 }
 
 fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
-    let body = format!("<div class=\"wrap\"><div class=\"col card\"><h1>{}</h1><p class=\"muted\">{}</p></div></div>", escape(title), escape(text));
+    let body = format!(
+        "<div class=\"wrap\"><div class=\"col card\"><h1>{}</h1><p class=\"muted\">{}</p></div></div>",
+        escape(title),
+        escape(text)
+    );
     (status, Html(page(title, &body))).into_response()
 }
 
@@ -53,11 +61,17 @@ fn render_checkout(emu: &Emulator, id: &str, error: Option<&str>, status: Status
     crate::resources::checkout::expire_if_due(emu, id);
     let store = emu.lock();
     let Some(session) = store.get(id).filter(|s| s["object"] == "checkout.session").cloned() else {
-        return message_page(StatusCode::NOT_FOUND, "Checkout session not found", "This link is not valid. Ask the site you came from for a new one.");
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "Checkout session not found",
+            "This link is not valid. Ask the site you came from for a new one.",
+        );
     };
     match session["status"].as_str() {
         Some("complete") => return message_page(StatusCode::OK, "Already paid", "This checkout session is complete."),
-        Some("expired") => return message_page(StatusCode::GONE, "This checkout session has expired", "Return to the site you came from to start again."),
+        Some("expired") => {
+            return message_page(StatusCode::GONE, "This checkout session has expired", "Return to the site you came from to start again.")
+        }
         _ => {}
     }
     let pending = store.pending_checkout.get(id).cloned();
@@ -78,16 +92,22 @@ fn render_checkout(emu: &Emulator, id: &str, error: Option<&str>, status: Status
     let product = store.get(first_price["product"].as_str().unwrap_or_default()).map(|p| str_field(p, "name")).unwrap_or_default();
     let total = money(session["amount_total"].as_i64().unwrap_or(0), currency);
     let headline = match trial_days {
-        Some(days) => format!("<div class=\"amount\">{days} days free</div><p class=\"muted\">Then {total} {}</p>", per_interval(first_price)),
+        Some(days) => {
+            format!("<div class=\"amount\">{days} days free</div><p class=\"muted\">Then {total} {}</p>", per_interval(first_price))
+        }
         None => format!("<div class=\"amount\">{total}</div><p class=\"muted\">{}</p>", per_interval(first_price)),
     };
     let email_field = match &email {
         Some(e) => format!("<label>Email</label><input name=\"email\" value=\"{}\" readonly>", escape(e)),
-        None => "<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required>".to_string(),
+        None => "<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required>"
+            .to_string(),
     };
     let card_optional = session["payment_method_collection"] == "if_required" && trial_days.is_some();
     let error_box = error.map(|e| format!("<div class=\"error\" role=\"alert\" id=\"error\">{}</div>", escape(e))).unwrap_or_default();
-    let cancel = session["cancel_url"].as_str().map(|u| format!("<p><a href=\"{}\" id=\"cancel\">← Cancel and go back</a></p>", escape(u))).unwrap_or_default();
+    let cancel = session["cancel_url"]
+        .as_str()
+        .map(|u| format!("<p><a href=\"{}\" id=\"cancel\">← Cancel and go back</a></p>", escape(u)))
+        .unwrap_or_default();
     let button = if trial_days.is_some() { "Start trial" } else { "Subscribe" };
     let body = format!(
         r#"<div class="wrap">
@@ -115,15 +135,30 @@ pub struct CheckoutForm {
     name: Option<String>,
 }
 
-pub async fn checkout_submit(State(emu): State<Emulator>, Path(id): Path<String>, form: Result<Form<CheckoutForm>, axum::extract::rejection::FormRejection>) -> Response {
+pub async fn checkout_submit(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    form: Result<Form<CheckoutForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
     let Ok(Form(form)) = form else {
         return render_checkout(&emu, &id, Some("The form could not be read. Please try again."), StatusCode::BAD_REQUEST);
     };
-    let payment = Payment { card_number: form.card_number.as_deref(), email: form.email.as_deref(), name: form.name.as_deref().filter(|n| !n.trim().is_empty()) };
+    let payment = Payment {
+        card_number: form.card_number.as_deref(),
+        email: form.email.as_deref(),
+        name: form.name.as_deref().filter(|n| !n.trim().is_empty()),
+    };
     match crate::resources::control::complete(&emu, &id, &payment).await {
         Ok(url) => (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response(),
-        Err(err) if err.status == StatusCode::NOT_FOUND => message_page(StatusCode::NOT_FOUND, "Checkout session not found", "This link is not valid."),
-        Err(err) => render_checkout(&emu, &id, Some(&err.message), if err.status == StatusCode::PAYMENT_REQUIRED { err.status } else { StatusCode::BAD_REQUEST }),
+        Err(err) if err.status == StatusCode::NOT_FOUND => {
+            message_page(StatusCode::NOT_FOUND, "Checkout session not found", "This link is not valid.")
+        }
+        Err(err) => render_checkout(
+            &emu,
+            &id,
+            Some(&err.message),
+            if err.status == StatusCode::PAYMENT_REQUIRED { err.status } else { StatusCode::BAD_REQUEST },
+        ),
     }
 }
 
@@ -135,7 +170,11 @@ pub struct PortalQuery {
 pub async fn portal_page(State(emu): State<Emulator>, Path(id): Path<String>, Query(query): Query<PortalQuery>) -> Response {
     let store = emu.lock();
     let Some(session) = store.get(&id).filter(|s| s["object"] == "billing_portal.session").cloned() else {
-        return message_page(StatusCode::NOT_FOUND, "Portal session not found", "This link is not valid. Return to the site you came from for a new one.");
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "Portal session not found",
+            "This link is not valid. Return to the site you came from for a new one.",
+        );
     };
     let customer_id = str_field(&session, "customer");
     let customer = store.get(&customer_id).cloned().unwrap_or_default();
@@ -164,8 +203,21 @@ pub async fn portal_page(State(emu): State<Emulator>, Path(id): Path<String>, Qu
         };
         let options: String = store
             .iter_kind("price", None)
-            .filter(|p| p["product"] == price["product"] && p["active"] == true && p["type"] == "recurring" && p["id"] != price["id"] && p["currency"] == price["currency"])
-            .map(|p| format!("<option value=\"{}\">{} {}</option>", escape(&str_field(p, "id")), money(p["unit_amount"].as_i64().unwrap_or(0), p["currency"].as_str().unwrap_or("usd")), per_interval(p)))
+            .filter(|p| {
+                p["product"] == price["product"]
+                    && p["active"] == true
+                    && p["type"] == "recurring"
+                    && p["id"] != price["id"]
+                    && p["currency"] == price["currency"]
+            })
+            .map(|p| {
+                format!(
+                    "<option value=\"{}\">{} {}</option>",
+                    escape(&str_field(p, "id")),
+                    money(p["unit_amount"].as_i64().unwrap_or(0), p["currency"].as_str().unwrap_or("usd")),
+                    per_interval(p)
+                )
+            })
             .collect();
         let switch = if options.is_empty() {
             String::new()
@@ -186,7 +238,10 @@ pub async fn portal_page(State(emu): State<Emulator>, Path(id): Path<String>, Qu
         subs_html = "<div class=\"card\"><p>You have no active subscriptions.</p></div>".into();
     }
     let notice = query.message.map(|m| format!("<div class=\"notice\" id=\"notice\">{}</div>", escape(&m))).unwrap_or_default();
-    let back = session["return_url"].as_str().map(|u| format!("<p><a href=\"{}\" id=\"return\">← Return to the site</a></p>", escape(u))).unwrap_or_default();
+    let back = session["return_url"]
+        .as_str()
+        .map(|u| format!("<p><a href=\"{}\" id=\"return\">← Return to the site</a></p>", escape(u)))
+        .unwrap_or_default();
     let body = format!(
         r#"<div class="wrap"><div class="col">{back}<h1>Billing</h1><p class="muted">{email}</p>{notice}{subs_html}</div>
 <div class="col card"><h2>Update card</h2><form method="post" action="/p/session/{id}/card"><label for="card_number">Card number</label><input id="card_number" name="card_number" inputmode="numeric" placeholder="4242 4242 4242 4242" required><button>Save card</button></form></div></div>"#,
@@ -204,7 +259,11 @@ pub struct PortalForm {
 }
 
 /// A portal button: change the subscription as Stripe's portal would, then show the portal again.
-pub async fn portal_action(State(emu): State<Emulator>, Path((id, action)): Path<(String, String)>, form: Result<Form<PortalForm>, axum::extract::rejection::FormRejection>) -> Response {
+pub async fn portal_action(
+    State(emu): State<Emulator>,
+    Path((id, action)): Path<(String, String)>,
+    form: Result<Form<PortalForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
     let Ok(Form(form)) = form else {
         return message_page(StatusCode::BAD_REQUEST, "Something went wrong", "The form could not be read.");
     };
@@ -262,15 +321,20 @@ pub async fn portal_action(State(emu): State<Emulator>, Path((id, action)): Path
             }
             "card" => {
                 let card = TestCard::from_number(form.card_number.as_deref().unwrap_or_default())?;
-                let pm = billing::create_card_payment_method(store, &card, 12, 2034, None, Map::new());
-                let pm_id = billing::attach_payment_method(store, pm["id"].as_str().unwrap_or_default(), &customer, "card_number")?;
+                let pm = cards::create_card_payment_method(store, &card, 12, 2034, None, Map::new());
+                let pm_id = cards::attach_payment_method(store, pm["id"].as_str().unwrap_or_default(), &customer, "card_number")?;
                 let mut settings = store.get(&customer).map(|c| c["invoice_settings"].clone()).unwrap_or_default();
                 settings["default_payment_method"] = json!(pm_id);
                 store.commit(&customer, Map::from_iter([("invoice_settings".to_string(), settings)]), "customer.updated");
                 // The new card also becomes the default of the customer's live subscriptions, so it is the one charged next.
-                let subs: Vec<String> = store.iter_kind("subscription", Some(&customer)).filter(|s| !is_ended(s)).map(|s| str_field(s, "id")).collect();
+                let subs: Vec<String> =
+                    store.iter_kind("subscription", Some(&customer)).filter(|s| !is_ended(s)).map(|s| str_field(s, "id")).collect();
                 for sub_id in subs {
-                    store.commit(&sub_id, Map::from_iter([("default_payment_method".to_string(), json!(pm_id))]), "customer.subscription.updated");
+                    store.commit(
+                        &sub_id,
+                        Map::from_iter([("default_payment_method".to_string(), json!(pm_id))]),
+                        "customer.subscription.updated",
+                    );
                 }
                 Ok("Your card was updated.")
             }

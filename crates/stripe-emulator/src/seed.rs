@@ -61,8 +61,13 @@ pub fn load(store: &mut Store, path: &Path) -> anyhow::Result<()> {
 /// Create the seed's products and prices through the same code as the API, so they are validated alike.
 pub fn apply(store: &mut Store, products: &[SeedProduct]) -> anyhow::Result<()> {
     for product in products {
-        let params = Params::parse(&encode(&[("id", product.id.clone()), ("name", Some(product.name.clone())), ("description", product.description.clone())]))?;
-        let created = crate::resources::products::create_in(store, &params).map_err(|e| anyhow::anyhow!("seed product {}: {}", product.name, e.message))?;
+        let params = Params::parse(&encode(&[
+            ("id", product.id.clone()),
+            ("name", Some(product.name.clone())),
+            ("description", product.description.clone()),
+        ]))?;
+        let created = crate::resources::products::create_in(store, &params)
+            .map_err(|e| anyhow::anyhow!("seed product {}: {}", product.name, e.message))?;
         let product_id = created["id"].as_str().unwrap_or_default().to_string();
         for price in &product.prices {
             if price.interval.is_none() && price.interval_count.is_some() {
@@ -77,7 +82,8 @@ pub fn apply(store: &mut Store, products: &[SeedProduct]) -> anyhow::Result<()> 
                 ("nickname", price.nickname.clone()),
                 ("lookup_key", price.lookup_key.clone()),
             ]))?;
-            crate::resources::prices::create_in(store, &params, price.id.as_deref()).map_err(|e| anyhow::anyhow!("seed price {:?}: {}", price.id, e.message))?;
+            crate::resources::prices::create_in(store, &params, price.id.as_deref())
+                .map_err(|e| anyhow::anyhow!("seed price {:?}: {}", price.id, e.message))?;
         }
     }
     Ok(())

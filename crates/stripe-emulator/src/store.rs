@@ -74,6 +74,9 @@ pub enum IdempotencyEntry {
     Done { fingerprint: String, status: u16, body: std::sync::Arc<Vec<u8>> },
 }
 
+/// An event type with its object snapshot and `previous_attributes`, waiting for `flush_deferred`.
+type DeferredEvent = (String, Value, Option<Map<String, Value>>);
+
 #[derive(Default)]
 pub struct Store {
     objects: HashMap<String, Value>,
@@ -88,12 +91,12 @@ pub struct Store {
     /// Events produced by the current action, handed to the webhook dispatcher when it ends.
     pending_events: Vec<Value>,
     /// Events recorded now but emitted after others of the same action (see `defer`).
-    deferred: Vec<(String, Value, Option<Map<String, Value>>)>,
+    deferred: Vec<DeferredEvent>,
     pub request: RequestInfo,
     /// Seconds added to the wall clock by `POST /_emulator/clock/advance`.
     pub clock_offset: i64,
     /// How each stored card payment method behaves when charged (kept out of the Stripe-shaped JSON).
-    pub card_outcomes: HashMap<String, crate::billing::Outcome>,
+    pub card_outcomes: HashMap<String, crate::cards::Outcome>,
     /// What each open Checkout Session will create once paid.
     pub pending_checkout: HashMap<String, crate::resources::checkout::PendingSubscription>,
 }
@@ -157,9 +160,12 @@ impl Store {
             Some(c) => self.by_customer.get(c).map(Vec::as_slice).unwrap_or(&[]),
             None => self.order.get(kind).map(Vec::as_slice).unwrap_or(&[]),
         };
-        Box::new(ids.iter().rev().filter_map(move |id| self.objects.get(id)).filter(move |v| {
-            v["object"] == kind && v.get("deleted").is_none() && customer.is_none_or(|c| v["customer"] == c)
-        }))
+        Box::new(
+            ids.iter()
+                .rev()
+                .filter_map(move |id| self.objects.get(id))
+                .filter(move |v| v["object"] == kind && v.get("deleted").is_none() && customer.is_none_or(|c| v["customer"] == c)),
+        )
     }
 
     /// Set fields of a stored object, returning the old values of those that changed (`previous_attributes`).

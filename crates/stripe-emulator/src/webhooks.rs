@@ -70,7 +70,13 @@ impl Dispatcher {
         let endpoints: Vec<(String, String, Value)> = store
             .iter_kind("webhook_endpoint", None)
             .filter(|e| e["status"] == "enabled")
-            .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e["url"].as_str().unwrap_or_default().to_string(), e["enabled_events"].clone()))
+            .map(|e| {
+                (
+                    e["id"].as_str().unwrap_or_default().to_string(),
+                    e["url"].as_str().unwrap_or_default().to_string(),
+                    e["enabled_events"].clone(),
+                )
+            })
             .collect();
         let mut planned: Vec<Planned> = endpoints
             .iter()
@@ -83,7 +89,8 @@ impl Dispatcher {
         for mut event in events {
             let event_type = event["type"].as_str().unwrap_or_default().to_string();
             let event_id = event["id"].as_str().unwrap_or_default().to_string();
-            let wanted: Vec<&String> = endpoints.iter().filter(|(_, _, enabled)| selects(enabled, &event_type)).map(|(id, _, _)| id).collect();
+            let wanted: Vec<&String> =
+                endpoints.iter().filter(|(_, _, enabled)| selects(enabled, &event_type)).map(|(id, _, _)| id).collect();
             event["pending_webhooks"] = wanted.len().into();
             store.set_pending_webhooks(&event_id, wanted.len());
             let body = Arc::new(serde_json::to_vec_pretty(&event).unwrap_or_default());

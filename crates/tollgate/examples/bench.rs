@@ -38,7 +38,12 @@ fn start(mut command: Command) -> anyhow::Result<(Proc, String)> {
     let stdout = child.stdout.take().expect("piped");
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let url = line.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()).ok_or_else(|| anyhow::anyhow!("no URL in {line:?}"))?.to_string();
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("no URL in {line:?}"))?
+        .to_string();
     Ok((Proc(child), url))
 }
 
@@ -80,10 +85,21 @@ fn event_for(customer: &str, n: usize) -> Vec<u8> {
 async fn post_event(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Duration, String> {
     let signature = stripe_emulator::webhooks::signature_header(SECRET, now(), &body);
     let started = Instant::now();
-    let r = http.post(url).header("stripe-signature", signature).header("content-type", "application/json").body(body).send().await.map_err(|e| e.to_string())?;
+    let r = http
+        .post(url)
+        .header("stripe-signature", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     let status = r.status();
     let _ = r.bytes().await;
-    if status.is_success() { Ok(started.elapsed()) } else { Err(format!("status {status}")) }
+    if status.is_success() {
+        Ok(started.elapsed())
+    } else {
+        Err(format!("status {status}"))
+    }
 }
 
 #[tokio::main]
@@ -99,11 +115,22 @@ async fn main() -> anyhow::Result<()> {
     // Customers, each with an active subscription.
     let mut customers = Vec::with_capacity(customers_wanted);
     for i in 0..customers_wanted {
-        let form = |body: String| http.post(format!("{stripe}/v1/customers")).bearer_auth(KEY).header("content-type", "application/x-www-form-urlencoded").body(body);
+        let form = |body: String| {
+            http.post(format!("{stripe}/v1/customers"))
+                .bearer_auth(KEY)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+        };
         let c: Value = serde_json::from_str(&form(format!("email=bench{i}%40example.com")).send().await?.text().await?)?;
         let id = c["id"].as_str().unwrap_or_default().to_string();
         let body = format!("customer={id}&items[0][price]=price_pro_monthly&default_payment_method=pm_card_visa");
-        let r = http.post(format!("{stripe}/v1/subscriptions")).bearer_auth(KEY).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+        let r = http
+            .post(format!("{stripe}/v1/subscriptions"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await?;
         anyhow::ensure!(r.status().is_success(), "subscription set-up failed");
         customers.push(id);
     }
@@ -128,7 +155,12 @@ async fn main() -> anyhow::Result<()> {
         drop(proc_);
     }
     startups.sort();
-    println!("start-up to first answered request: median {:.1} ms (min {:.1}, max {:.1})", startups[2].as_secs_f64() * 1000.0, startups[0].as_secs_f64() * 1000.0, startups[4].as_secs_f64() * 1000.0);
+    println!(
+        "start-up to first answered request: median {:.1} ms (min {:.1}, max {:.1})",
+        startups[2].as_secs_f64() * 1000.0,
+        startups[0].as_secs_f64() * 1000.0,
+        startups[4].as_secs_f64() * 1000.0
+    );
 
     let _ = std::fs::remove_dir_all(&data);
     let (tollgate, url) = start(tollgate_command(&stripe, &data))?;
@@ -197,11 +229,20 @@ async fn main() -> anyhow::Result<()> {
     // when installed: it leaves more of the two cores to the server than an in-process client.
     let cookie = subscriber_cookie(&http, &url, &stripe).await?;
     let target = format!("{url}/api/subscription");
-    let wrk = Command::new("wrk").args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", &format!("cookie: {cookie}"), &target]).output();
+    let wrk = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", &format!("cookie: {cookie}"), &target])
+        .output();
     match wrk {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
-            let find = |prefix: &str| text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?").to_string();
+            let find = |prefix: &str| {
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with(prefix))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .unwrap_or("?")
+                    .to_string()
+            };
             let non_2xx = text.lines().find(|l| l.contains("Non-2xx")).map(|l| l.trim().to_string()).unwrap_or_else(|| "0 non-2xx".into());
             println!(
                 "GET /api/subscription (wrk, {CONNECTIONS} connections, {seconds}s): {} requests/s, p50 {}, p99 {}, {non_2xx}",
@@ -222,7 +263,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1024.0).unwrap_or(0.0);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1024.0)
+            .unwrap_or(0.0)
+    };
     println!("tollgate memory: peak RSS {:.1} MB, RSS now {:.1} MB", field("VmHWM:"), field("VmRSS:"));
     drop(tollgate);
     let _ = std::fs::remove_dir_all(&data);
@@ -260,7 +307,13 @@ async fn client_load(http: &reqwest::Client, target: &str, cookie: &str, seconds
 async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> anyhow::Result<String> {
     let page = http.get(format!("{url}/auth")).send().await?;
     let set_cookie = |r: &reqwest::Response, name: &str| {
-        r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find(|v| v.starts_with(name)).and_then(|v| v.split(';').next()).map(str::to_string)
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(name))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
     };
     let csrf_cookie = set_cookie(&page, "tollgate_csrf=").ok_or_else(|| anyhow::anyhow!("no csrf cookie"))?;
     let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
@@ -274,12 +327,26 @@ async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> a
     let session = set_cookie(&signup, "tollgate_session=").ok_or_else(|| anyhow::anyhow!("sign-up failed: {}", signup.status()))?;
     let cookie = format!("{csrf_cookie}; {session}");
     let started: Value = serde_json::from_str(
-        &http.post(format!("{url}/api/generate-stripe-checkout")).header("cookie", &cookie).header("x-csrf-token", &csrf).header("content-type", "application/json").body("{}").send().await?.text().await?,
+        &http
+            .post(format!("{url}/api/generate-stripe-checkout"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await?
+            .text()
+            .await?,
     )?;
     let session_id = started["sessionId"].as_str().ok_or_else(|| anyhow::anyhow!("checkout failed: {started}"))?;
-    http.post(format!("{stripe}/_emulator/checkout/sessions/{session_id}/complete")).header("content-type", "application/x-www-form-urlencoded").body("card_number=4242424242424242").send().await?;
+    http.post(format!("{stripe}/_emulator/checkout/sessions/{session_id}/complete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("card_number=4242424242424242")
+        .send()
+        .await?;
     http.get(format!("{url}/success")).header("cookie", &cookie).send().await?;
-    let check: Value = serde_json::from_str(&http.get(format!("{url}/api/subscription")).header("cookie", &cookie).send().await?.text().await?)?;
+    let check: Value =
+        serde_json::from_str(&http.get(format!("{url}/api/subscription")).header("cookie", &cookie).send().await?.text().await?)?;
     anyhow::ensure!(check["entitled"] == true, "the subscriber is not entitled: {check}");
     Ok(cookie)
 }

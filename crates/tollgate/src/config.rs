@@ -39,8 +39,14 @@ pub enum KvSettings {
 #[derive(Debug, Clone)]
 pub enum StripeSettings {
     /// No `STRIPE_SECRET_KEY`: run the Stripe emulator in-process on this port (0 = any free port).
-    Emulator { port: u16 },
-    Remote { secret_key: Secret, webhook_secret: Secret, api_base: String },
+    Emulator {
+        port: u16,
+    },
+    Remote {
+        secret_key: Secret,
+        webhook_secret: Secret,
+        api_base: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +91,11 @@ pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
         .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
         .map(|(k, v)| {
             let v = v.trim();
-            let unquoted = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\''))).unwrap_or(v);
+            let unquoted = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
             (k.trim().to_string(), unquoted.to_string())
         })
         .collect()
@@ -111,7 +121,9 @@ impl Settings {
         };
         let public_url = match get("PUBLIC_URL") {
             None => None,
-            Some(v) if (v.starts_with("http://") || v.starts_with("https://")) && v.len() > 8 && !v.contains(char::is_whitespace) => Some(v.trim_end_matches('/').to_string()),
+            Some(v) if (v.starts_with("http://") || v.starts_with("https://")) && v.len() > 8 && !v.contains(char::is_whitespace) => {
+                Some(v.trim_end_matches('/').to_string())
+            }
             Some(v) => return Err(error("PUBLIC_URL", format!("'{v}' must be an http:// or https:// URL"))),
         };
         let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or("./data"));
@@ -120,7 +132,9 @@ impl Settings {
             Some("memory:") => KvSettings::Memory,
             Some(v) if v.starts_with("redis://") => KvSettings::Redis { url: v.to_string() },
             Some(v) if v.starts_with("redb:") => KvSettings::Embedded { path: PathBuf::from(&v["redb:".len()..]) },
-            Some(v) => return Err(error("KV_URL", format!("'{v}' is not supported: use redis://host:port, redb:/path/file.redb or memory:"))),
+            Some(v) => {
+                return Err(error("KV_URL", format!("'{v}' is not supported: use redis://host:port, redb:/path/file.redb or memory:")))
+            }
         };
         let stripe = match get("STRIPE_SECRET_KEY") {
             None => {
@@ -134,7 +148,8 @@ impl Settings {
                 if !(key.starts_with("sk_") || key.starts_with("rk_")) {
                     return Err(error("STRIPE_SECRET_KEY", "must be a secret key (sk_… or rk_…), not a publishable key"));
                 }
-                let webhook_secret = get("STRIPE_WEBHOOK_SECRET").ok_or_else(|| error("STRIPE_WEBHOOK_SECRET", "is required when STRIPE_SECRET_KEY is set"))?;
+                let webhook_secret = get("STRIPE_WEBHOOK_SECRET")
+                    .ok_or_else(|| error("STRIPE_WEBHOOK_SECRET", "is required when STRIPE_SECRET_KEY is set"))?;
                 if !webhook_secret.starts_with("whsec_") {
                     return Err(error("STRIPE_WEBHOOK_SECRET", "must start with whsec_"));
                 }
@@ -146,7 +161,12 @@ impl Settings {
             }
         };
         let plans = match get("PLANS") {
-            None if matches!(stripe, StripeSettings::Remote { .. }) => return Err(error("PLANS", "is required with STRIPE_SECRET_KEY: the price ids to offer, comma-separated, or a file of them")),
+            None if matches!(stripe, StripeSettings::Remote { .. }) => {
+                return Err(error(
+                    "PLANS",
+                    "is required with STRIPE_SECRET_KEY: the price ids to offer, comma-separated, or a file of them",
+                ))
+            }
             None => None,
             Some(v) => Some(parse_plans(v)?),
         };
@@ -173,7 +193,9 @@ impl Settings {
 
 /// `PLANS`: `price_a,price_b`, or the path of a file holding ids separated by commas, spaces or lines.
 fn parse_plans(value: &str) -> Result<Vec<PriceId>, ConfigError> {
-    let text = if value.starts_with("price_") { value.to_string() } else {
+    let text = if value.starts_with("price_") {
+        value.to_string()
+    } else {
         std::fs::read_to_string(value).map_err(|e| error("PLANS", format!("'{value}' is neither price ids nor a readable file: {e}")))?
     };
     let ids: Vec<PriceId> = text
@@ -223,7 +245,12 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Settings::from_vars(&vars(&[("STRIPE_SECRET_KEY", "sk_test_supersecret"), ("STRIPE_WEBHOOK_SECRET", "whsec_alsosecret"), ("PLANS", "price_a, price_b")])).unwrap();
+        let s = Settings::from_vars(&vars(&[
+            ("STRIPE_SECRET_KEY", "sk_test_supersecret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_alsosecret"),
+            ("PLANS", "price_a, price_b"),
+        ]))
+        .unwrap();
         let printed = format!("{s:?}");
         assert!(!printed.contains("supersecret") && !printed.contains("alsosecret"));
         assert_eq!(s.plans.unwrap().len(), 2);

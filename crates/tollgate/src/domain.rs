@@ -18,7 +18,10 @@ macro_rules! id_type {
             pub fn parse(raw: &str) -> Result<Self, ParseError> {
                 let rest = raw.strip_prefix($prefix).unwrap_or("");
                 if rest.is_empty() || raw.len() > 255 || !rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(ParseError(format!(concat!("'{}' is not a ", $what, " id (", $prefix, "…)"), raw.chars().take(60).collect::<String>())));
+                    return Err(ParseError(format!(
+                        concat!("'{}' is not a ", $what, " id (", $prefix, "…)"),
+                        raw.chars().take(60).collect::<String>()
+                    )));
                 }
                 Ok($name(raw.to_string()))
             }
@@ -71,7 +74,13 @@ impl Email {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-        if local.is_empty() || domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+        if local.is_empty()
+            || domain.contains('@')
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || domain.contains("..")
+        {
             return Err(invalid());
         }
         Ok(Email(email))
@@ -277,7 +286,13 @@ mod tests {
         let lenient = AccessPolicy { past_due_grace: true };
         assert!(strict.grants(SubscriptionStatus::Active) && strict.grants(SubscriptionStatus::Trialing));
         assert!(!strict.grants(SubscriptionStatus::PastDue) && lenient.grants(SubscriptionStatus::PastDue));
-        for s in [SubscriptionStatus::Canceled, SubscriptionStatus::Unpaid, SubscriptionStatus::Incomplete, SubscriptionStatus::Paused, SubscriptionStatus::None] {
+        for s in [
+            SubscriptionStatus::Canceled,
+            SubscriptionStatus::Unpaid,
+            SubscriptionStatus::Incomplete,
+            SubscriptionStatus::Paused,
+            SubscriptionStatus::None,
+        ] {
             assert!(!lenient.grants(s));
         }
     }

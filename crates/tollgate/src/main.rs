@@ -27,7 +27,9 @@ async fn main() {
     };
     println!("Tollgate listening on http://{} — open {}", app.addr, app.public_url);
     if let Some(emulator) = &app.emulator_url {
-        println!("Stripe emulator at {emulator} (no STRIPE_SECRET_KEY set). Test card 4242 4242 4242 4242; 4000 0000 0000 9995 is declined.");
+        println!(
+            "Stripe emulator at {emulator} (no STRIPE_SECRET_KEY set). Test card 4242 4242 4242 4242; 4000 0000 0000 9995 is declined."
+        );
     }
     if let Err(e) = app.run_until_stopped().await {
         eprintln!("tollgate: server error: {e}");

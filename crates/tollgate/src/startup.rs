@@ -50,19 +50,27 @@ fn demo_catalogue() -> Vec<SeedProduct> {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind((settings.bind, settings.port)).await.with_context(|| format!("PORT: cannot listen on {}:{}", settings.bind, settings.port))?;
+        let listener = TcpListener::bind((settings.bind, settings.port))
+            .await
+            .with_context(|| format!("PORT: cannot listen on {}:{}", settings.bind, settings.port))?;
         let addr = listener.local_addr()?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
         let kv = crate::kv::open(&settings.kv).await?;
 
         let (stripe, webhook_secret, emulator_url) = match &settings.stripe {
-            StripeSettings::Remote { secret_key, webhook_secret, api_base } => (StripeClient::new(api_base, secret_key.clone()), webhook_secret.clone(), None),
+            StripeSettings::Remote { secret_key, webhook_secret, api_base } => {
+                (StripeClient::new(api_base, secret_key.clone()), webhook_secret.clone(), None)
+            }
             StripeSettings::Emulator { port } => {
                 let secret = stripe_emulator::resources::webhook_endpoints::new_secret();
                 let callback_host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
                 let config = EmulatorConfig {
                     bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port),
-                    webhooks: vec![StartupWebhook { url: format!("http://{}/api/stripe-webhook", SocketAddr::new(callback_host, addr.port())), secret: Some(secret.clone()), enabled_events: vec!["*".into()] }],
+                    webhooks: vec![StartupWebhook {
+                        url: format!("http://{}/api/stripe-webhook", SocketAddr::new(callback_host, addr.port())),
+                        secret: Some(secret.clone()),
+                        enabled_events: vec!["*".into()],
+                    }],
                     seed_products: demo_catalogue(),
                     ..Default::default()
                 };
@@ -101,9 +109,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        }).await
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
     }
 }
 

@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::{existing_customer, list_kind, metadata, retrieve_kind, str_field, ApiResult};
 use crate::app::Emulator;
-use crate::billing::{self, NewSubscription, TestCard};
+use crate::billing::{self, NewSubscription};
+use crate::cards::{self, TestCard};
 use crate::error::ApiError;
 use crate::http::{respond, ApiRequest};
 use crate::store::{new_id, Store};
@@ -16,14 +17,34 @@ const MAX_LINE_ITEMS: usize = 20;
 pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&[
-        "mode", "customer", "customer_email", "line_items", "success_url", "cancel_url", "client_reference_id", "metadata", "subscription_data",
-        "allow_promotion_codes", "payment_method_collection", "excluded_payment_method_types", "payment_method_types", "expires_at", "locale",
-        "billing_address_collection", "customer_update", "ui_mode", "expand",
+        "mode",
+        "customer",
+        "customer_email",
+        "line_items",
+        "success_url",
+        "cancel_url",
+        "client_reference_id",
+        "metadata",
+        "subscription_data",
+        "allow_promotion_codes",
+        "payment_method_collection",
+        "excluded_payment_method_types",
+        "payment_method_types",
+        "expires_at",
+        "locale",
+        "billing_address_collection",
+        "customer_update",
+        "ui_mode",
+        "expand",
     ])?;
     match p.str("mode")? {
         Some("subscription") => {}
-        Some(other @ ("payment" | "setup")) => return Err(p.invalid("mode", format!("The emulator supports mode=subscription only (got '{other}')."))),
-        Some(other) => return Err(p.invalid("mode", format!("Invalid mode: must be one of payment, setup, or subscription (got '{other}')."))),
+        Some(other @ ("payment" | "setup")) => {
+            return Err(p.invalid("mode", format!("The emulator supports mode=subscription only (got '{other}').")))
+        }
+        Some(other) => {
+            return Err(p.invalid("mode", format!("Invalid mode: must be one of payment, setup, or subscription (got '{other}').")))
+        }
         None => return Err(p.missing("mode")),
     }
     p.one_of("ui_mode", &["hosted"])?;
@@ -69,7 +90,11 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
         let customer = existing_customer(store, p, "customer")?.map(str::to_string);
         let customer_email = p.non_empty_str("customer_email")?;
         if customer.is_some() && customer_email.is_some() {
-            return Err(ApiError::invalid("You may only specify one of these parameters: customer, customer_email.", Some("customer_email"), "parameters_exclusive"));
+            return Err(ApiError::invalid(
+                "You may only specify one of these parameters: customer, customer_email.",
+                Some("customer_email"),
+                "parameters_exclusive",
+            ));
         }
         let now = store.now();
         let expires_at = match p.int("expires_at")? {
@@ -177,7 +202,9 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
             "wallet_options": null,
         });
         store.insert(session.clone());
-        store.pending_checkout.insert(id.clone(), PendingSubscription { trial_days, metadata: sub_metadata, description: sub_description, email });
+        store
+            .pending_checkout
+            .insert(id.clone(), PendingSubscription { trial_days, metadata: sub_metadata, description: sub_description, email });
         Ok(session)
     })?;
     respond(&emu, &req, &session)
@@ -228,7 +255,10 @@ pub async fn expire(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     let session = emu.apply(&req.info, |store| {
         let session = store.get_kind("checkout.session", &id, Some("id"))?;
         if session["status"] != "open" {
-            return Err(ApiError::bad_request(format!("Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".", str_field(session, "status"))));
+            return Err(ApiError::bad_request(format!(
+                "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".",
+                str_field(session, "status")
+            )));
         }
         mark_expired(store, &id);
         Ok(store.get(&id).cloned().unwrap_or_default())
@@ -241,9 +271,17 @@ pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let customer = p.non_empty_str("customer")?.map(str::to_string);
     let status = p.one_of("status", &["open", "complete", "expired"])?.map(str::to_string);
     let subscription = p.non_empty_str("subscription")?.map(str::to_string);
-    list_kind(&emu, &req, "checkout.session", &["customer", "status", "subscription", "payment_intent", "payment_link", "customer_details"], customer.as_deref(), |s| {
-        status.as_ref().is_none_or(|st| s["status"] == st.as_str()) && subscription.as_ref().is_none_or(|sub| s["subscription"] == sub.as_str())
-    })
+    list_kind(
+        &emu,
+        &req,
+        "checkout.session",
+        &["customer", "status", "subscription", "payment_intent", "payment_link", "customer_details"],
+        customer.as_deref(),
+        |s| {
+            status.as_ref().is_none_or(|st| s["status"] == st.as_str())
+                && subscription.as_ref().is_none_or(|sub| s["subscription"] == sub.as_str())
+        },
+    )
 }
 
 /// What the payer typed on the hosted page (or sent to the control endpoint).
@@ -266,14 +304,19 @@ pub fn pay(store: &mut Store, id: &str, payment: &Payment) -> Result<String, Api
     let card = match payment.card_number.map(str::trim).filter(|n| !n.is_empty()) {
         Some(number) => Some(TestCard::from_number(number)?),
         None if card_optional => None,
-        None => return Err(ApiError { code: Some("incomplete_number".into()), ..ApiError::new(axum::http::StatusCode::PAYMENT_REQUIRED, "card_error", "Your card number is incomplete.") }),
+        None => {
+            return Err(ApiError {
+                code: Some("incomplete_number".into()),
+                ..ApiError::new(axum::http::StatusCode::PAYMENT_REQUIRED, "card_error", "Your card number is incomplete.")
+            })
+        }
     };
     // With no trial the first invoice is charged now, so a declining card fails here, before anything is created.
     if let Some(card) = &card {
-        if let billing::Outcome::Declined { decline_code, message } = &card.outcome {
+        if let cards::Outcome::Declined { decline_code, message } = &card.outcome {
             return Err(ApiError::card_declined(decline_code, message));
         }
-        if card.outcome == billing::Outcome::FailsWhenCharged && pending.trial_days.is_none() {
+        if card.outcome == cards::Outcome::FailsWhenCharged && pending.trial_days.is_none() {
             return Err(ApiError::card_declined("generic_decline", "Your card was declined."));
         }
     }
@@ -287,14 +330,16 @@ pub fn pay(store: &mut Store, id: &str, payment: &Payment) -> Result<String, Api
     let customer = match session["customer"].as_str() {
         Some(c) => c.to_string(),
         None => {
-            let params = crate::form::Params::parse(format!("email={}", form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>()).as_bytes())?;
+            let params = crate::form::Params::parse(
+                format!("email={}", form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>()).as_bytes(),
+            )?;
             str_field(&crate::resources::customers::create_in(store, &params)?, "id")
         }
     };
     let payment_method = match &card {
         Some(card) => {
-            let pm = billing::create_card_payment_method(store, card, 12, 2034, payment.name, Map::new());
-            Some(billing::attach_payment_method(store, pm["id"].as_str().unwrap_or_default(), &customer, "payment_method")?)
+            let pm = cards::create_card_payment_method(store, card, 12, 2034, payment.name, Map::new());
+            Some(cards::attach_payment_method(store, pm["id"].as_str().unwrap_or_default(), &customer, "payment_method")?)
         }
         None => None,
     };
@@ -321,7 +366,16 @@ pub fn pay(store: &mut Store, id: &str, payment: &Payment) -> Result<String, Api
     let paid = created.payment_error.is_none();
     let mut changes = Map::from_iter([
         ("status".to_string(), json!("complete")),
-        ("payment_status".to_string(), json!(if pending.trial_days.is_some() { "no_payment_required" } else if paid { "paid" } else { "unpaid" })),
+        (
+            "payment_status".to_string(),
+            json!(if pending.trial_days.is_some() {
+                "no_payment_required"
+            } else if paid {
+                "paid"
+            } else {
+                "unpaid"
+            }),
+        ),
         ("customer".to_string(), json!(customer)),
         ("subscription".to_string(), json!(created.subscription)),
         ("invoice".to_string(), json!(created.invoice)),

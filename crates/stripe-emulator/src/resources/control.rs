@@ -50,7 +50,11 @@ pub struct CompleteForm {
 }
 
 /// Pay a Checkout Session as the hosted page would: 303 to `success_url`, or 402 with the decline.
-pub async fn complete_checkout(State(emu): State<Emulator>, Path(id): Path<String>, form: Result<Form<CompleteForm>, axum::extract::rejection::FormRejection>) -> Response {
+pub async fn complete_checkout(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    form: Result<Form<CompleteForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
     let Ok(Form(form)) = form else {
         return ApiError::bad_request("Send form fields card_number (and email when the session has no customer).").into_response();
     };
@@ -81,7 +85,14 @@ pub struct Advance {
 pub async fn advance_clock(State(emu): State<Emulator>, form: Result<Form<Advance>, axum::extract::rejection::FormRejection>) -> Response {
     let seconds = match form {
         Ok(Form(Advance { seconds: Some(s) })) if s > 0 && s <= 10 * 366 * 86_400 => s,
-        _ => return ApiError::invalid("Send seconds: a positive number of seconds (at most ten years).", Some("seconds"), "parameter_invalid_integer").into_response(),
+        _ => {
+            return ApiError::invalid(
+                "Send seconds: a positive number of seconds (at most ten years).",
+                Some("seconds"),
+                "parameter_invalid_integer",
+            )
+            .into_response()
+        }
     };
     let result = emu.apply(&Default::default(), |store| {
         store.clock_offset += seconds;

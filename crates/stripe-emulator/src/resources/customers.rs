@@ -10,7 +10,8 @@ use crate::form::Params;
 use crate::http::{respond, ApiRequest};
 use crate::store::{new_id, Store};
 
-const FIELDS: &[&str] = &["email", "name", "description", "phone", "metadata", "payment_method", "invoice_settings", "preferred_locales", "expand"];
+const FIELDS: &[&str] =
+    &["email", "name", "description", "phone", "metadata", "payment_method", "invoice_settings", "preferred_locales", "expand"];
 
 pub fn create_in(store: &mut Store, params: &Params) -> Result<Value, ApiError> {
     params.allow(FIELDS)?;
@@ -43,7 +44,7 @@ pub fn create_in(store: &mut Store, params: &Params) -> Result<Value, ApiError> 
     store.emit("customer.created", &customer, None);
     // A payment method given at creation is attached; `invoice_settings[default_payment_method]` then names it.
     if let Some(pm) = params.non_empty_str("payment_method")? {
-        crate::billing::attach_payment_method(store, pm, &id, "payment_method")?;
+        crate::cards::attach_payment_method(store, pm, &id, "payment_method")?;
     }
     if let Some(settings) = params.hash("invoice_settings")? {
         apply_invoice_settings(store, &id, &settings)?;
@@ -59,7 +60,7 @@ fn apply_invoice_settings(store: &mut Store, id: &str, settings: &Params) -> Res
         if pm.is_empty() {
             invoice_settings["default_payment_method"] = Value::Null;
         } else {
-            let pm = crate::billing::resolve_payment_method(store, pm, id, "invoice_settings[default_payment_method]")?;
+            let pm = crate::cards::resolve_payment_method(store, pm, id, "invoice_settings[default_payment_method]")?;
             invoice_settings["default_payment_method"] = json!(pm);
         }
     }
@@ -99,7 +100,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         }
         store.commit(&id, changes, "customer.updated");
         if let Some(pm) = p.non_empty_str("payment_method")? {
-            crate::billing::attach_payment_method(store, pm, &id, "payment_method")?;
+            crate::cards::attach_payment_method(store, pm, &id, "payment_method")?;
         }
         if let Some(settings) = p.hash("invoice_settings")? {
             apply_invoice_settings(store, &id, &settings)?;

@@ -17,11 +17,10 @@ use serde_json::{Map, Value};
 
 use crate::app::Emulator;
 use crate::error::ApiError;
-use crate::form::Params;
 use crate::expand::{render, ExpandTree, ListPage};
+use crate::form::Params;
 use crate::http::{ApiRequest, JsonBody};
 use crate::store::{paginate, ListParams, Store};
-
 
 pub type ApiResult = Result<JsonBody, ApiError>;
 

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::{list_kind, merged_metadata, metadata, retrieve_kind, ApiResult};
 use crate::app::Emulator;
-use crate::billing::{create_card_payment_method, TestCard};
+use crate::cards::{create_card_payment_method, TestCard};
 use crate::error::ApiError;
 use crate::http::{respond, ApiRequest};
 
@@ -27,7 +27,10 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let exp_month = card_params.int("exp_month")?.unwrap_or(12);
     let exp_year = card_params.int("exp_year")?.unwrap_or(2034);
     if !(1..=12).contains(&exp_month) {
-        return Err(ApiError { code: Some("invalid_expiry_month".into()), ..card_params.invalid("exp_month", "Your card's expiration month is invalid.") });
+        return Err(ApiError {
+            code: Some("invalid_expiry_month".into()),
+            ..card_params.invalid("exp_month", "Your card's expiration month is invalid.")
+        });
     }
     let name = match p.hash("billing_details")? {
         Some(b) => {
@@ -75,7 +78,7 @@ pub async fn attach(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     let customer = p.required_str("customer")?.to_string();
     let pm = emu.apply(&req.info, |store| {
         store.get_kind("customer", &customer, Some("customer"))?;
-        let pm_id = crate::billing::attach_payment_method(store, &id, &customer, "payment_method")?;
+        let pm_id = crate::cards::attach_payment_method(store, &id, &customer, "payment_method")?;
         Ok(store.get(&pm_id).cloned().unwrap_or_default())
     })?;
     respond(&emu, &req, &pm)
@@ -86,7 +89,9 @@ pub async fn detach(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     let pm = emu.apply(&req.info, |store| {
         let current = store.get_kind("payment_method", &id, Some("id"))?.clone();
         if current["customer"].is_null() {
-            return Err(ApiError::bad_request(format!("The payment method you provided is not attached to a customer so detachment is impossible.")));
+            return Err(ApiError::bad_request(
+                "The payment method you provided is not attached to a customer so detachment is impossible.",
+            ));
         }
         let previous = store.update(&id, Map::from_iter([("customer".to_string(), Value::Null)]));
         store.emit_for("payment_method.detached", &id, Some(previous));
@@ -110,5 +115,7 @@ pub async fn list_for_customer(State(emu): State<Emulator>, Path(customer): Path
 
 fn list_for(emu: &Emulator, req: &ApiRequest, customer: Option<&str>) -> ApiResult {
     let kind = req.params.one_of("type", &["card"])?.map(str::to_string);
-    list_kind(emu, req, "payment_method", &["customer", "type", "allow_redisplay"], customer, |pm| kind.as_ref().is_none_or(|t| pm["type"] == t.as_str()))
+    list_kind(emu, req, "payment_method", &["customer", "type", "allow_redisplay"], customer, |pm| {
+        kind.as_ref().is_none_or(|t| pm["type"] == t.as_str())
+    })
 }

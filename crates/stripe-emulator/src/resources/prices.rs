@@ -11,8 +11,20 @@ use crate::http::{respond, ApiRequest};
 use crate::store::{new_id, Store};
 
 const FIELDS: &[&str] = &[
-    "currency", "unit_amount", "unit_amount_decimal", "product", "product_data", "recurring", "lookup_key", "transfer_lookup_key",
-    "nickname", "active", "metadata", "billing_scheme", "tax_behavior", "expand",
+    "currency",
+    "unit_amount",
+    "unit_amount_decimal",
+    "product",
+    "product_data",
+    "recurring",
+    "lookup_key",
+    "transfer_lookup_key",
+    "nickname",
+    "active",
+    "metadata",
+    "billing_scheme",
+    "tax_behavior",
+    "expand",
 ];
 
 pub const INTERVALS: &[&str] = &["day", "week", "month", "year"];
@@ -27,12 +39,18 @@ pub fn create_in(store: &mut Store, params: &Params, id: Option<&str>) -> Result
     let unit_amount = match (params.int("unit_amount")?, params.non_empty_str("unit_amount_decimal")?) {
         (Some(a), _) if a < 0 => return Err(params.invalid("unit_amount", "Invalid unit_amount: must be at least 0")),
         (Some(a), _) => a,
-        (None, Some(d)) => d.parse::<f64>().map(|d| d.round() as i64).map_err(|_| params.invalid("unit_amount_decimal", "Invalid decimal"))?,
+        (None, Some(d)) => {
+            d.parse::<f64>().map(|d| d.round() as i64).map_err(|_| params.invalid("unit_amount_decimal", "Invalid decimal"))?
+        }
         (None, None) => return Err(params.missing("unit_amount")),
     };
     let product = match (params.non_empty_str("product")?, params.hash("product_data")?) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid("You may only specify one of these parameters: product, product_data.", Some("product"), "parameters_exclusive"))
+            return Err(ApiError::invalid(
+                "You may only specify one of these parameters: product, product_data.",
+                Some("product"),
+                "parameters_exclusive",
+            ))
         }
         (Some(product), None) => {
             store.get_kind("product", product, Some("product"))?;
@@ -70,7 +88,8 @@ pub fn create_in(store: &mut Store, params: &Params, id: Option<&str>) -> Result
     };
     let lookup_key = params.non_empty_str("lookup_key")?.map(str::to_string);
     if let Some(key) = &lookup_key {
-        let taken: Vec<String> = store.iter_kind("price", None).filter(|p| p["lookup_key"] == key.as_str()).map(|p| super::str_field(p, "id")).collect();
+        let taken: Vec<String> =
+            store.iter_kind("price", None).filter(|p| p["lookup_key"] == key.as_str()).map(|p| super::str_field(p, "id")).collect();
         if !taken.is_empty() && params.bool("transfer_lookup_key")? != Some(true) {
             return Err(params.invalid("lookup_key", format!("A price (`{}`) already uses that lookup key.", taken[0])));
         }
@@ -79,7 +98,9 @@ pub fn create_in(store: &mut Store, params: &Params, id: Option<&str>) -> Result
         }
     }
     let id = match id {
-        Some(id) if store.contains(id) => return Err(ApiError::invalid(format!("Price already exists: {id}"), Some("id"), "resource_already_exists")),
+        Some(id) if store.contains(id) => {
+            return Err(ApiError::invalid(format!("Price already exists: {id}"), Some("id"), "resource_already_exists"))
+        }
         Some(id) => id.to_string(),
         None => new_id("price_"),
     };

@@ -10,7 +10,20 @@ use crate::form::Params;
 use crate::http::{respond, ApiRequest};
 use crate::store::{new_id, Store};
 
-const FIELDS: &[&str] = &["id", "name", "active", "description", "metadata", "images", "url", "statement_descriptor", "unit_label", "tax_code", "shippable", "expand"];
+const FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "active",
+    "description",
+    "metadata",
+    "images",
+    "url",
+    "statement_descriptor",
+    "unit_label",
+    "tax_code",
+    "shippable",
+    "expand",
+];
 
 /// Build and store a product from create parameters (also used by `price_data[product_data]` and seeding).
 pub fn create_in(store: &mut Store, params: &Params) -> Result<Value, ApiError> {
@@ -61,7 +74,18 @@ pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: 
 
 pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
-    p.allow(&["name", "active", "description", "metadata", "images", "url", "statement_descriptor", "unit_label", "default_price", "expand"])?;
+    p.allow(&[
+        "name",
+        "active",
+        "description",
+        "metadata",
+        "images",
+        "url",
+        "statement_descriptor",
+        "unit_label",
+        "default_price",
+        "expand",
+    ])?;
     let product = emu.apply(&req.info, |store| {
         let current = store.get_kind("product", &id, Some("id"))?.clone();
         let mut changes = Map::new();

@@ -6,12 +6,14 @@ use serde_json::{json, Map, Value};
 use super::{existing_customer, list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, str_field, ApiResult};
 use crate::app::Emulator;
 use crate::billing::{self, is_ended, NewSubscription};
+use crate::cards;
 use crate::error::ApiError;
 use crate::form::Params;
 use crate::http::{respond, ApiRequest};
 use crate::store::Store;
 
-pub const STATUSES: &[&str] = &["active", "all", "canceled", "ended", "incomplete", "incomplete_expired", "past_due", "paused", "trialing", "unpaid"];
+pub const STATUSES: &[&str] =
+    &["active", "all", "canceled", "ended", "incomplete", "incomplete_expired", "past_due", "paused", "trialing", "unpaid"];
 
 /// A recurring, active price for a subscription item.
 pub fn recurring_price(store: &Store, params: &Params, name: &str) -> Result<Value, ApiError> {
@@ -41,8 +43,21 @@ fn trial_end(params: &Params, now: i64) -> Result<Option<i64>, ApiError> {
 pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&[
-        "customer", "items", "default_payment_method", "trial_period_days", "trial_end", "metadata", "description", "cancel_at_period_end",
-        "payment_behavior", "proration_behavior", "collection_method", "off_session", "trial_from_plan", "expand", "currency",
+        "customer",
+        "items",
+        "default_payment_method",
+        "trial_period_days",
+        "trial_end",
+        "metadata",
+        "description",
+        "cancel_at_period_end",
+        "payment_behavior",
+        "proration_behavior",
+        "collection_method",
+        "off_session",
+        "trial_from_plan",
+        "expand",
+        "currency",
     ])?;
     let behavior = p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete"])?.unwrap_or("allow_incomplete");
     p.one_of("collection_method", &["charge_automatically"])?;
@@ -69,17 +84,24 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
         }
         let now = store.now();
         let trial_end = match (trial_end(p, now)?, trial_days) {
-            (Some(_), Some(_)) => return Err(ApiError::invalid("You may only specify one of these parameters: trial_end, trial_period_days.", Some("trial_end"), "parameters_exclusive")),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "You may only specify one of these parameters: trial_end, trial_period_days.",
+                    Some("trial_end"),
+                    "parameters_exclusive",
+                ))
+            }
             (Some(t), None) if t > now => Some(t),
             (Some(_), None) => None, // `trial_end=now`: no trial
             (None, Some(days)) => Some(now + days * 86_400),
             (None, None) => None,
         };
         let payment_method = match p.non_empty_str("default_payment_method")? {
-            Some(pm) => Some(billing::resolve_payment_method(store, pm, &customer, "default_payment_method")?),
+            Some(pm) => Some(cards::resolve_payment_method(store, pm, &customer, "default_payment_method")?),
             None => None,
         };
-        let customer_default = store.get(&customer).and_then(|c| c["invoice_settings"]["default_payment_method"].as_str().map(str::to_string));
+        let customer_default =
+            store.get(&customer).and_then(|c| c["invoice_settings"]["default_payment_method"].as_str().map(str::to_string));
         if payment_method.is_none() && customer_default.is_none() && trial_end.is_none() {
             return Err(ApiError::bad_request(
                 "This customer has no attached payment source or default payment method. Please consider adding a default payment method.",
@@ -110,8 +132,18 @@ pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: 
 pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&[
-        "cancel_at_period_end", "cancel_at", "items", "metadata", "default_payment_method", "proration_behavior", "description", "trial_end",
-        "cancellation_details", "payment_behavior", "off_session", "expand",
+        "cancel_at_period_end",
+        "cancel_at",
+        "items",
+        "metadata",
+        "default_payment_method",
+        "proration_behavior",
+        "description",
+        "trial_end",
+        "cancellation_details",
+        "payment_behavior",
+        "off_session",
+        "expand",
     ])?;
     p.one_of("proration_behavior", &["create_prorations", "none", "always_invoice"])?;
     p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete", "pending_if_incomplete"])?;
@@ -129,7 +161,20 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             if let Some(c) = details.str("comment")? {
                 merged["comment"] = if c.is_empty() { Value::Null } else { json!(c) };
             }
-            if let Some(f) = details.one_of("feedback", &["customer_service", "low_quality", "missing_features", "other", "switched_service", "too_complex", "too_expensive", "unused", ""])? {
+            if let Some(f) = details.one_of(
+                "feedback",
+                &[
+                    "customer_service",
+                    "low_quality",
+                    "missing_features",
+                    "other",
+                    "switched_service",
+                    "too_complex",
+                    "too_expensive",
+                    "unused",
+                    "",
+                ],
+            )? {
                 merged["feedback"] = if f.is_empty() { Value::Null } else { json!(f) };
             }
             changes.insert("cancellation_details".into(), merged);
@@ -154,7 +199,11 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             Some(_) => match p.int("cancel_at")? {
                 Some(t) if t > now => {
                     if p.bool("cancel_at_period_end")? == Some(true) {
-                        return Err(ApiError::invalid("You may only specify one of these parameters: cancel_at, cancel_at_period_end.", Some("cancel_at"), "parameters_exclusive"));
+                        return Err(ApiError::invalid(
+                            "You may only specify one of these parameters: cancel_at, cancel_at_period_end.",
+                            Some("cancel_at"),
+                            "parameters_exclusive",
+                        ));
                     }
                     changes.insert("cancel_at".into(), json!(t));
                     changes.insert("cancel_at_period_end".into(), json!(false));
@@ -170,7 +219,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
                 changes.insert("default_payment_method".into(), Value::Null);
             }
             Some(pm) => {
-                let pm = billing::resolve_payment_method(store, pm, &customer, "default_payment_method")?;
+                let pm = cards::resolve_payment_method(store, pm, &customer, "default_payment_method")?;
                 changes.insert("default_payment_method".into(), json!(pm));
             }
         }
@@ -220,7 +269,10 @@ fn updated_items(store: &Store, current: &Value, item_params: &[Params], now: i6
         }
         match item.non_empty_str("id")? {
             Some(item_id) => {
-                let position = data.iter().position(|i| i["id"] == item_id).ok_or_else(|| ApiError::missing("subscription item", item_id, Some("items[id]")))?;
+                let position = data
+                    .iter()
+                    .position(|i| i["id"] == item_id)
+                    .ok_or_else(|| ApiError::missing("subscription item", item_id, Some("items[id]")))?;
                 if item.bool("deleted")? == Some(true) {
                     data.remove(position);
                     continue;
@@ -255,7 +307,10 @@ fn updated_items(store: &Store, current: &Value, item_params: &[Params], now: i6
         return Err(ApiError::bad_request("A subscription must keep at least one item."));
     }
     let new_interval = &data[0]["price"]["recurring"];
-    if data.iter().any(|i| i["price"]["recurring"]["interval"] != new_interval["interval"] || i["price"]["recurring"]["interval_count"] != new_interval["interval_count"]) {
+    if data.iter().any(|i| {
+        i["price"]["recurring"]["interval"] != new_interval["interval"]
+            || i["price"]["recurring"]["interval_count"] != new_interval["interval_count"]
+    }) {
         return Err(ApiError::bad_request("All prices on a subscription must have the same recurring interval."));
     }
     let changed = new_interval["interval"] != old_interval["interval"] || new_interval["interval_count"] != old_interval["interval_count"];
@@ -280,14 +335,24 @@ pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let customer = p.non_empty_str("customer")?.map(str::to_string);
     let price = p.non_empty_str("price")?.map(str::to_string);
     let status = p.one_of("status", STATUSES)?.map(str::to_string);
-    list_kind(&emu, &req, "subscription", &["customer", "price", "status", "test_clock", "collection_method", "current_period_end", "current_period_start", "automatic_tax"], customer.as_deref(), |sub| {
-        let status_ok = match status.as_deref() {
-            Some("all") => true,
-            Some("ended") => is_ended(sub),
-            Some(s) => sub["status"] == s,
-            // Without a status, Stripe lists the subscriptions that have not ended.
-            None => !is_ended(sub),
-        };
-        status_ok && price.as_ref().is_none_or(|pr| sub["items"]["data"].as_array().is_some_and(|items| items.iter().any(|i| i["price"]["id"] == pr.as_str())))
-    })
+    list_kind(
+        &emu,
+        &req,
+        "subscription",
+        &["customer", "price", "status", "test_clock", "collection_method", "current_period_end", "current_period_start", "automatic_tax"],
+        customer.as_deref(),
+        |sub| {
+            let status_ok = match status.as_deref() {
+                Some("all") => true,
+                Some("ended") => is_ended(sub),
+                Some(s) => sub["status"] == s,
+                // Without a status, Stripe lists the subscriptions that have not ended.
+                None => !is_ended(sub),
+            };
+            status_ok
+                && price.as_ref().is_none_or(|pr| {
+                    sub["items"]["data"].as_array().is_some_and(|items| items.iter().any(|i| i["price"]["id"] == pr.as_str()))
+                })
+        },
+    )
 }

@@ -58,7 +58,9 @@ fn enabled_events(params: &Params) -> Result<Option<Vec<String>>, ApiError> {
     if events.is_empty() {
         return Err(params.invalid("enabled_events", "enabled_events must list at least one event type (or *)."));
     }
-    if let Some(bad) = events.iter().find(|e| *e != "*" && !(e.contains('.') && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'))) {
+    if let Some(bad) =
+        events.iter().find(|e| *e != "*" && !(e.contains('.') && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')))
+    {
         return Err(params.invalid("enabled_events", format!("Invalid event type: {bad}")));
     }
     Ok(Some(events))

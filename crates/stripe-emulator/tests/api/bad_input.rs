@@ -12,6 +12,9 @@ fn assert_stripe_error(status: u16, body: &Value, expected_status: u16, what: &s
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: error.message in {body}");
 }
 
+/// (method, path, form, expected status, expected code ("" for any), expected param)
+type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str, Option<&'a str>);
+
 #[tokio::test]
 async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
     let emu = spawn_emulator(vec![]).await;
@@ -27,8 +30,7 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
     let we_path = format!("/v1/webhook_endpoints/{endpoint}");
     let attach = format!("{pm_path}/attach");
 
-    // (method, path, form, expected status, expected code, expected param)
-    let cases: Vec<(Method, &str, Vec<(&str, &str)>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::POST, "/v1/products", vec![("name", "X"), ("colour", "red")], 400, "parameter_unknown", Some("colour")),
         (Method::POST, "/v1/products", vec![], 400, "parameter_missing", Some("name")),
         (Method::POST, "/v1/products", vec![("name", "X"), ("active", "maybe")], 400, "parameter_invalid_boolean", Some("active")),
@@ -37,19 +39,61 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
         (Method::POST, "/v1/products/prod_pro", vec![("name", "")], 400, "parameter_invalid_empty", Some("name")),
         (Method::DELETE, "/v1/products/prod_pro", vec![], 400, "", None), // has prices
         (Method::POST, "/v1/prices", vec![("currency", "usd"), ("product", "prod_pro")], 400, "parameter_missing", Some("unit_amount")),
-        (Method::POST, "/v1/prices", vec![("currency", "usd"), ("product", "prod_pro"), ("unit_amount", "ten")], 400, "parameter_invalid_integer", Some("unit_amount")),
-        (Method::POST, "/v1/prices", vec![("currency", "usd"), ("product", "prod_nope"), ("unit_amount", "10")], 404, "resource_missing", Some("product")),
-        (Method::POST, "/v1/prices", vec![("currency", "usd"), ("product", "prod_pro"), ("unit_amount", "10"), ("recurring[interval]", "fortnight")], 400, "parameter_invalid_value", Some("recurring[interval]")),
-        (Method::POST, "/v1/prices", vec![("currency", "usd"), ("product", "prod_pro"), ("unit_amount", "10"), ("recurring[every]", "2")], 400, "parameter_unknown", Some("recurring[every]")),
+        (
+            Method::POST,
+            "/v1/prices",
+            vec![("currency", "usd"), ("product", "prod_pro"), ("unit_amount", "ten")],
+            400,
+            "parameter_invalid_integer",
+            Some("unit_amount"),
+        ),
+        (
+            Method::POST,
+            "/v1/prices",
+            vec![("currency", "usd"), ("product", "prod_nope"), ("unit_amount", "10")],
+            404,
+            "resource_missing",
+            Some("product"),
+        ),
+        (
+            Method::POST,
+            "/v1/prices",
+            vec![("currency", "usd"), ("product", "prod_pro"), ("unit_amount", "10"), ("recurring[interval]", "fortnight")],
+            400,
+            "parameter_invalid_value",
+            Some("recurring[interval]"),
+        ),
+        (
+            Method::POST,
+            "/v1/prices",
+            vec![("currency", "usd"), ("product", "prod_pro"), ("unit_amount", "10"), ("recurring[every]", "2")],
+            400,
+            "parameter_unknown",
+            Some("recurring[every]"),
+        ),
         (Method::GET, "/v1/prices", vec![("limit", "500")], 400, "parameter_invalid_integer", Some("limit")),
         (Method::GET, "/v1/prices", vec![("starting_after", "price_nope")], 404, "resource_missing", Some("starting_after")),
         (Method::POST, "/v1/prices/price_pro_monthly", vec![("unit_amount", "5")], 400, "parameter_unknown", Some("unit_amount")),
         (Method::POST, "/v1/customers", vec![("email", "a@b.c"), ("metadata[]", "x")], 400, "parameter_invalid_value", Some("metadata")),
         (Method::GET, "/v1/customers/cus_nope", vec![], 404, "resource_missing", Some("id")),
-        (Method::POST, &cus_path, vec![("invoice_settings[default_payment_method]", "pm_nope")], 404, "resource_missing", Some("invoice_settings[default_payment_method]")),
+        (
+            Method::POST,
+            &cus_path,
+            vec![("invoice_settings[default_payment_method]", "pm_nope")],
+            404,
+            "resource_missing",
+            Some("invoice_settings[default_payment_method]"),
+        ),
         (Method::GET, "/v1/customers", vec![("email", "a@b.c"), ("sort", "asc")], 400, "parameter_unknown", Some("sort")),
         (Method::DELETE, "/v1/customers/cus_nope", vec![], 404, "resource_missing", Some("id")),
-        (Method::POST, "/v1/payment_methods", vec![("type", "card"), ("card[number]", "4242424242424241")], 402, "incorrect_number", Some("number")),
+        (
+            Method::POST,
+            "/v1/payment_methods",
+            vec![("type", "card"), ("card[number]", "4242424242424241")],
+            402,
+            "incorrect_number",
+            Some("number"),
+        ),
         (Method::POST, "/v1/payment_methods", vec![("type", "sepa_debit")], 400, "parameter_invalid_value", Some("type")),
         (Method::POST, "/v1/payment_methods", vec![("card[number]", "4242424242424242")], 400, "parameter_missing", Some("type")),
         (Method::POST, &attach, vec![], 400, "parameter_missing", Some("customer")),
@@ -57,22 +101,95 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
         (Method::POST, "/v1/payment_methods/pm_nope/detach", vec![], 404, "resource_missing", Some("id")),
         (Method::GET, &pm_path, vec![("expand[]", "card")], 400, "parameter_invalid_value", Some("expand")),
         (Method::POST, "/v1/checkout/sessions", vec![("mode", "subscription")], 400, "parameter_missing", Some("success_url")),
-        (Method::POST, "/v1/checkout/sessions", vec![("mode", "rent"), ("success_url", "http://x/")], 400, "parameter_invalid_value", Some("mode")),
-        (Method::POST, "/v1/checkout/sessions", vec![("mode", "subscription"), ("success_url", "http://x/")], 400, "parameter_missing", Some("line_items")),
-        (Method::POST, "/v1/checkout/sessions", vec![("mode", "subscription"), ("success_url", "http://x/"), ("line_items[0][price]", "price_nope")], 404, "resource_missing", Some("line_items[0][price]")),
-        (Method::POST, "/v1/checkout/sessions", vec![("mode", "subscription"), ("success_url", "http://x/"), ("line_items[0][price]", "price_pro_monthly"), ("subscription_data[trial_period_days]", "0")], 400, "parameter_invalid_value", Some("subscription_data[trial_period_days]")),
-        (Method::POST, "/v1/checkout/sessions", vec![("mode", "subscription"), ("success_url", "http://x/"), ("line_items[0][price]", "price_pro_monthly"), ("customer", "cus_nope")], 404, "resource_missing", Some("customer")),
-        (Method::POST, "/v1/checkout/sessions", vec![("mode", "subscription"), ("success_url", "not a url"), ("line_items[0][price]", "price_pro_monthly")], 400, "parameter_invalid_value", Some("success_url")),
+        (
+            Method::POST,
+            "/v1/checkout/sessions",
+            vec![("mode", "rent"), ("success_url", "http://x/")],
+            400,
+            "parameter_invalid_value",
+            Some("mode"),
+        ),
+        (
+            Method::POST,
+            "/v1/checkout/sessions",
+            vec![("mode", "subscription"), ("success_url", "http://x/")],
+            400,
+            "parameter_missing",
+            Some("line_items"),
+        ),
+        (
+            Method::POST,
+            "/v1/checkout/sessions",
+            vec![("mode", "subscription"), ("success_url", "http://x/"), ("line_items[0][price]", "price_nope")],
+            404,
+            "resource_missing",
+            Some("line_items[0][price]"),
+        ),
+        (
+            Method::POST,
+            "/v1/checkout/sessions",
+            vec![
+                ("mode", "subscription"),
+                ("success_url", "http://x/"),
+                ("line_items[0][price]", "price_pro_monthly"),
+                ("subscription_data[trial_period_days]", "0"),
+            ],
+            400,
+            "parameter_invalid_value",
+            Some("subscription_data[trial_period_days]"),
+        ),
+        (
+            Method::POST,
+            "/v1/checkout/sessions",
+            vec![
+                ("mode", "subscription"),
+                ("success_url", "http://x/"),
+                ("line_items[0][price]", "price_pro_monthly"),
+                ("customer", "cus_nope"),
+            ],
+            404,
+            "resource_missing",
+            Some("customer"),
+        ),
+        (
+            Method::POST,
+            "/v1/checkout/sessions",
+            vec![("mode", "subscription"), ("success_url", "not a url"), ("line_items[0][price]", "price_pro_monthly")],
+            400,
+            "parameter_invalid_value",
+            Some("success_url"),
+        ),
         (Method::GET, "/v1/checkout/sessions/cs_test_nope", vec![], 404, "resource_missing", Some("id")),
         (Method::GET, &cs_path, vec![("expand[]", "nothing")], 400, "parameter_invalid_value", Some("expand")),
         (Method::POST, "/v1/checkout/sessions/cs_test_nope/expire", vec![], 404, "resource_missing", Some("id")),
         (Method::POST, "/v1/subscriptions", vec![("items[0][price]", "price_pro_monthly")], 400, "parameter_missing", Some("customer")),
         (Method::POST, "/v1/subscriptions", vec![("customer", &customer)], 400, "parameter_missing", Some("items")),
-        (Method::POST, "/v1/subscriptions", vec![("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("trial_period_days", "soon")], 400, "parameter_invalid_integer", Some("trial_period_days")),
-        (Method::POST, "/v1/subscriptions", vec![("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_nope")], 404, "resource_missing", Some("default_payment_method")),
+        (
+            Method::POST,
+            "/v1/subscriptions",
+            vec![("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("trial_period_days", "soon")],
+            400,
+            "parameter_invalid_integer",
+            Some("trial_period_days"),
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions",
+            vec![("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_nope")],
+            404,
+            "resource_missing",
+            Some("default_payment_method"),
+        ),
         (Method::POST, &sub_path, vec![("cancel_at_period_end", "yes")], 400, "parameter_invalid_boolean", Some("cancel_at_period_end")),
         (Method::POST, &sub_path, vec![("cancel_at", "1")], 400, "parameter_invalid_value", Some("cancel_at")),
-        (Method::POST, &sub_path, vec![("items[0][id]", "si_nope"), ("items[0][price]", "price_pro_yearly")], 404, "resource_missing", Some("items[id]")),
+        (
+            Method::POST,
+            &sub_path,
+            vec![("items[0][id]", "si_nope"), ("items[0][price]", "price_pro_yearly")],
+            404,
+            "resource_missing",
+            Some("items[id]"),
+        ),
         (Method::POST, &sub_path, vec![("plan", "gold")], 400, "parameter_unknown", Some("plan")),
         (Method::GET, "/v1/subscriptions", vec![("status", "happy")], 400, "parameter_invalid_value", Some("status")),
         (Method::GET, "/v1/subscriptions/sub_nope", vec![], 404, "resource_missing", Some("id")),
@@ -84,7 +201,14 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
         (Method::GET, "/v1/events/evt_nope", vec![], 404, "resource_missing", Some("id")),
         (Method::GET, "/v1/events", vec![("limit", "x")], 400, "parameter_invalid_integer", Some("limit")),
         (Method::POST, "/v1/webhook_endpoints", vec![("enabled_events[]", "*")], 400, "parameter_missing", Some("url")),
-        (Method::POST, "/v1/webhook_endpoints", vec![("url", "ftp://x"), ("enabled_events[]", "*")], 400, "parameter_invalid_value", Some("url")),
+        (
+            Method::POST,
+            "/v1/webhook_endpoints",
+            vec![("url", "ftp://x"), ("enabled_events[]", "*")],
+            400,
+            "parameter_invalid_value",
+            Some("url"),
+        ),
         (Method::POST, "/v1/webhook_endpoints", vec![("url", "http://x/")], 400, "parameter_missing", Some("enabled_events")),
         (Method::POST, &we_path, vec![("disabled", "perhaps")], 400, "parameter_invalid_boolean", Some("disabled")),
         (Method::DELETE, "/v1/webhook_endpoints/we_nope", vec![], 404, "resource_missing", Some("id")),
@@ -100,10 +224,24 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
         (Method::GET, "/v1/checkout/sessions/cs_test_nope/line_items", vec![], 404, "resource_missing", Some("id")),
         (Method::GET, "/v1/webhook_endpoints/we_nope", vec![], 404, "resource_missing", Some("id")),
         (Method::GET, "/v1/webhook_endpoints", vec![("limit", "1000")], 400, "parameter_invalid_integer", Some("limit")),
-        (Method::POST, "/v1/webhook_endpoints", vec![("url", "http://x/"), ("enabled_events[]", "not an event")], 400, "parameter_invalid_value", Some("enabled_events")),
+        (
+            Method::POST,
+            "/v1/webhook_endpoints",
+            vec![("url", "http://x/"), ("enabled_events[]", "not an event")],
+            400,
+            "parameter_invalid_value",
+            Some("enabled_events"),
+        ),
         (Method::POST, "/v1/billing_portal/sessions", vec![], 400, "parameter_missing", Some("customer")),
         (Method::POST, "/v1/billing_portal/sessions", vec![("customer", "cus_nope")], 404, "resource_missing", Some("customer")),
-        (Method::POST, "/v1/billing_portal/sessions", vec![("customer", &customer), ("return_url", "javascript:alert(1)")], 400, "parameter_invalid_value", Some("return_url")),
+        (
+            Method::POST,
+            "/v1/billing_portal/sessions",
+            vec![("customer", &customer), ("return_url", "javascript:alert(1)")],
+            400,
+            "parameter_invalid_value",
+            Some("return_url"),
+        ),
     ];
     for (method, path, form, status, code, param) in &cases {
         let what = format!("{method} {path} {form:?}");
@@ -135,7 +273,8 @@ async fn keys_urls_and_bodies() {
         let publishable = emu.call_with(Method::POST, path, &[], &[("authorization", "Bearer pk_test_123456789")]).await;
         assert_eq!(publishable.status, 401);
     }
-    let basic = emu.call_with(Method::GET, "/v1/customers", &[], &[("authorization", &format!("Basic {}", base64(&format!("{KEY}:"))))]).await;
+    let basic =
+        emu.call_with(Method::GET, "/v1/customers", &[], &[("authorization", &format!("Basic {}", base64(&format!("{KEY}:"))))]).await;
     assert_eq!(basic.status, 200, "curl -u style basic auth: {}", basic.text);
 
     let unknown = emu.call(Method::GET, "/v1/charges_and_more", &[]).await;
@@ -154,9 +293,18 @@ async fn keys_urls_and_bodies() {
     assert!(binary.status < 500 && binary.status >= 400, "binary body: {}", binary.text);
     let huge = emu.raw_post("/v1/customers", "application/x-www-form-urlencoded", format!("email={}", "a".repeat(2 * 1024 * 1024))).await;
     assert_stripe_error(huge.status, &huge.body, 413, "huge body");
-    let bad_version = emu.call_with(Method::GET, "/v1/customers", &[], &[("authorization", &format!("Bearer {KEY}")), ("stripe-version", "yesterday")]).await;
+    let bad_version = emu
+        .call_with(Method::GET, "/v1/customers", &[], &[("authorization", &format!("Bearer {KEY}")), ("stripe-version", "yesterday")])
+        .await;
     assert_stripe_error(bad_version.status, &bad_version.body, 400, "bad api version");
-    let version = emu.call_with(Method::GET, "/v1/customers", &[], &[("authorization", &format!("Bearer {KEY}")), ("stripe-version", "2025-03-31.basil")]).await;
+    let version = emu
+        .call_with(
+            Method::GET,
+            "/v1/customers",
+            &[],
+            &[("authorization", &format!("Bearer {KEY}")), ("stripe-version", "2025-03-31.basil")],
+        )
+        .await;
     assert_eq!(version.headers["stripe-version"], "2025-03-31.basil");
     assert!(version.headers["request-id"].to_str().unwrap().starts_with("req_"));
     assert_eq!(emu.get("/v1/customers", &[]).await["data"].as_array().unwrap().len(), 0, "nothing was created by bad requests");
@@ -171,12 +319,26 @@ async fn control_endpoints_reject_bad_input() {
     let not_a_card = emu.pay(&session, "1234").await;
     assert_stripe_error(not_a_card.status, &not_a_card.body, 402, "bad card number");
     assert_eq!(not_a_card.body["error"]["code"], "incorrect_number");
-    let r = emu.client.post(format!("{}/_emulator/clock/advance", emu.url)).header("content-type", "application/x-www-form-urlencoded").body("seconds=-5").send().await.unwrap();
+    let r = emu
+        .client
+        .post(format!("{}/_emulator/clock/advance", emu.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("seconds=-5")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let page = emu.client.get(format!("{}/c/pay/cs_test_nope", emu.url)).send().await.unwrap();
     assert_eq!(page.status(), 404);
     assert!(page.text().await.unwrap().contains("not found"));
-    let portal = emu.client.post(format!("{}/p/session/bps_nope/cancel", emu.url)).header("content-type", "application/x-www-form-urlencoded").body("subscription=sub_x").send().await.unwrap();
+    let portal = emu
+        .client
+        .post(format!("{}/p/session/bps_nope/cancel", emu.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("subscription=sub_x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(portal.status(), 404);
 }
 

@@ -58,7 +58,12 @@ impl TestEmulator {
     }
 
     pub async fn raw_post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Reply {
-        let request = self.client.post(format!("{}{path}", self.url)).header("authorization", format!("Bearer {KEY}")).header("content-type", content_type).body(body);
+        let request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", content_type)
+            .body(body);
         reply(request.send().await.unwrap()).await
     }
 
@@ -107,7 +112,12 @@ impl TestEmulator {
     /// A customer with an active monthly subscription paid by a Visa.
     pub async fn subscribed_customer(&self) -> (String, Value) {
         let customer = self.customer("subscriber@example.com").await;
-        let sub = self.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_card_visa")]).await;
+        let sub = self
+            .post(
+                "/v1/subscriptions",
+                &[("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_card_visa")],
+            )
+            .await;
         (customer, sub)
     }
 }
@@ -155,7 +165,11 @@ impl Receiver {
                         *calls
                     };
                     state.received.lock().unwrap().push((headers, body, std::time::Instant::now()));
-                    if call <= state.fail_first { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+                    if call <= state.fail_first {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
                 }
             }),
         );

@@ -42,7 +42,8 @@ async fn same_key_replays_and_other_parameters_are_refused() {
     assert_eq!(again.headers["idempotent-replayed"], "true");
 
     let long = "k".repeat(256);
-    let too_long = emu.call_with(Method::POST, "/v1/customers", &[], &[("authorization", auth.as_str()), ("idempotency-key", long.as_str())]).await;
+    let too_long =
+        emu.call_with(Method::POST, "/v1/customers", &[], &[("authorization", auth.as_str()), ("idempotency-key", long.as_str())]).await;
     assert_eq!(too_long.status, 400);
 }
 
@@ -54,11 +55,18 @@ async fn concurrent_requests_with_one_key_create_one_object() {
         let emu = emu.clone();
         tasks.spawn(async move {
             let auth = format!("Bearer {KEY}");
-            emu.call_with(Method::POST, "/v1/customers", &[("email", "race@example.com")], &[("authorization", &auth), ("idempotency-key", "race")]).await
+            emu.call_with(
+                Method::POST,
+                "/v1/customers",
+                &[("email", "race@example.com")],
+                &[("authorization", &auth), ("idempotency-key", "race")],
+            )
+            .await
         });
     }
     let replies: Vec<_> = tasks.join_all().await;
-    let ids: std::collections::HashSet<String> = replies.iter().filter(|r| r.status == 200).map(|r| r.body["id"].as_str().unwrap().to_string()).collect();
+    let ids: std::collections::HashSet<String> =
+        replies.iter().filter(|r| r.status == 200).map(|r| r.body["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 1, "every success names the same customer");
     assert!(replies.iter().all(|r| r.status == 200 || r.status == 409), "others are told to retry (409)");
     let list = emu.get("/v1/customers", &[("email", "race@example.com")]).await;

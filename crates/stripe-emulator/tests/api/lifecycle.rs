@@ -26,7 +26,8 @@ fn period(sub: &Value) -> (i64, i64) {
 #[tokio::test]
 async fn checkout_payment_creates_the_whole_subscription() {
     let emu = spawn_emulator(vec![]).await;
-    let (customer, session) = emu.open_session(&[("client_reference_id", "user_1"), ("subscription_data[metadata][userId]", "user_1")]).await;
+    let (customer, session) =
+        emu.open_session(&[("client_reference_id", "user_1"), ("subscription_data[metadata][userId]", "user_1")]).await;
     let declined = emu.pay(&session, "4000 0000 0000 9995").await;
     assert_eq!(declined.status, 402);
     assert_eq!(declined.body["error"]["decline_code"], "insufficient_funds");
@@ -34,7 +35,11 @@ async fn checkout_payment_creates_the_whole_subscription() {
     assert_eq!(generic.body["error"]["decline_code"], "generic_decline");
     let still_open = emu.get(&format!("/v1/checkout/sessions/{session}"), &[]).await;
     assert_eq!(still_open["status"], "open");
-    assert_eq!(emu.get("/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await["data"].as_array().unwrap().len(), 0, "a decline creates nothing");
+    assert_eq!(
+        emu.get("/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await["data"].as_array().unwrap().len(),
+        0,
+        "a decline creates nothing"
+    );
 
     let paid = emu.pay(&session, "4242424242424242").await;
     assert_eq!(paid.status, 303);
@@ -79,7 +84,14 @@ async fn checkout_without_customer_creates_one_and_trials_need_no_payment() {
         )
         .await;
     assert!(session["customer"].is_null());
-    let r = emu.client.post(format!("{}/_emulator/checkout/sessions/{}/complete", emu.url, id(&session))).header("content-type", "application/x-www-form-urlencoded").body("card_number=").send().await.unwrap();
+    let r = emu
+        .client
+        .post(format!("{}/_emulator/checkout/sessions/{}/complete", emu.url, id(&session)))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("card_number=")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303, "no card needed for a trial with payment_method_collection=if_required");
     let done = emu.get(&format!("/v1/checkout/sessions/{}", id(&session)), &[("expand[]", "subscription"), ("expand[]", "customer")]).await;
     assert_eq!(done["customer"]["email"], "new@example.com");
@@ -108,7 +120,17 @@ async fn updates_cancellation_and_price_swaps() {
     assert!(cleared["cancel_at"].is_null());
 
     let item = sub["items"]["data"][0]["id"].as_str().unwrap();
-    let swapped = emu.post(&path, &[("items[0][id]", item), ("items[0][price]", "price_pro_yearly"), ("proration_behavior", "none"), ("metadata[plan]", "yearly")]).await;
+    let swapped = emu
+        .post(
+            &path,
+            &[
+                ("items[0][id]", item),
+                ("items[0][price]", "price_pro_yearly"),
+                ("proration_behavior", "none"),
+                ("metadata[plan]", "yearly"),
+            ],
+        )
+        .await;
     assert_eq!(swapped["items"]["data"][0]["id"], item, "the item is kept");
     assert_eq!(swapped["items"]["data"][0]["price"]["id"], "price_pro_yearly");
     assert_eq!(swapped["metadata"]["plan"], "yearly");
@@ -117,7 +139,10 @@ async fn updates_cancellation_and_price_swaps() {
     assert_ne!(swapped["latest_invoice"], sub["latest_invoice"], "the interval change was invoiced");
     let events = emu.get("/v1/events", &[("type", "customer.subscription.updated"), ("limit", "1")]).await;
     let previous = &events["data"][0]["data"]["previous_attributes"];
-    assert!(previous.get("items").is_some() || previous.get("latest_invoice").is_some(), "previous_attributes names what changed: {previous}");
+    assert!(
+        previous.get("items").is_some() || previous.get("latest_invoice").is_some(),
+        "previous_attributes names what changed: {previous}"
+    );
 
     let canceled = emu.call(Method::DELETE, &path, &[]).await;
     assert_eq!(canceled.body["status"], "canceled");
@@ -143,7 +168,17 @@ async fn renewals_trials_and_failed_payments_over_time() {
 
     // A card that fails on charge: the renewal leaves the subscription past_due.
     let customer = emu.customer("fails@example.com").await;
-    let trial = emu.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_card_chargeCustomerFail"), ("trial_period_days", "3")]).await;
+    let trial = emu
+        .post(
+            "/v1/subscriptions",
+            &[
+                ("customer", &customer),
+                ("items[0][price]", "price_pro_monthly"),
+                ("default_payment_method", "pm_card_chargeCustomerFail"),
+                ("trial_period_days", "3"),
+            ],
+        )
+        .await;
     assert_eq!(trial["status"], "trialing");
     advance(&emu, 4 * 86400).await;
     let after_trial = emu.get(&format!("/v1/subscriptions/{}", id(&trial)), &[("expand[]", "latest_invoice")]).await;
@@ -168,15 +203,45 @@ async fn direct_subscription_with_declining_card() {
     let customer = emu.customer("decline@example.com").await;
     let declined = emu.call(Method::POST, "/v1/payment_methods/pm_card_chargeDeclined/attach", &[("customer", &customer)]).await;
     assert_eq!(declined.status, 402);
-    let fails = emu.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_card_chargeCustomerFail")]).await;
+    let fails = emu
+        .post(
+            "/v1/subscriptions",
+            &[("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_card_chargeCustomerFail")],
+        )
+        .await;
     assert_eq!(fails["status"], "incomplete");
-    let strict = emu.call(Method::POST, "/v1/subscriptions", &[("customer", &customer), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_card_chargeCustomerFail"), ("payment_behavior", "error_if_incomplete")]).await;
+    let strict = emu
+        .call(
+            Method::POST,
+            "/v1/subscriptions",
+            &[
+                ("customer", &customer),
+                ("items[0][price]", "price_pro_monthly"),
+                ("default_payment_method", "pm_card_chargeCustomerFail"),
+                ("payment_behavior", "error_if_incomplete"),
+            ],
+        )
+        .await;
     assert_eq!(strict.status, 402);
-    assert_eq!(emu.get("/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await["data"].as_array().unwrap().len(), 1, "error_if_incomplete keeps nothing");
-    let no_card = emu.call(Method::POST, "/v1/subscriptions", &[("customer", &emu.customer("none@example.com").await), ("items[0][price]", "price_pro_monthly")]).await;
+    assert_eq!(
+        emu.get("/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await["data"].as_array().unwrap().len(),
+        1,
+        "error_if_incomplete keeps nothing"
+    );
+    let no_card = emu
+        .call(
+            Method::POST,
+            "/v1/subscriptions",
+            &[("customer", &emu.customer("none@example.com").await), ("items[0][price]", "price_pro_monthly")],
+        )
+        .await;
     assert_eq!(no_card.status, 400);
     let deleted = emu.call(Method::DELETE, &format!("/v1/customers/{customer}"), &[]).await;
     assert_eq!(deleted.body["deleted"], true);
-    assert_eq!(emu.get(&format!("/v1/subscriptions/{}", id(&fails)), &[]).await["status"], "canceled", "deleting a customer ends its subscriptions");
+    assert_eq!(
+        emu.get(&format!("/v1/subscriptions/{}", id(&fails)), &[]).await["status"],
+        "canceled",
+        "deleting a customer ends its subscriptions"
+    );
     assert_eq!(emu.get(&format!("/v1/customers/{customer}"), &[]).await["deleted"], true);
 }

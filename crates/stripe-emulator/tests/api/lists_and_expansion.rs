@@ -42,12 +42,19 @@ async fn expansion_of_subscriptions_and_prices() {
     let emu = spawn_emulator(vec![]).await;
     let (customer, sub) = emu.subscribed_customer().await;
     assert!(sub["default_payment_method"].as_str().unwrap().starts_with("pm_"), "not expanded unless asked");
-    let list = emu.get("/v1/subscriptions", &[("customer", &customer), ("status", "all"), ("expand[]", "data.default_payment_method"), ("expand[]", "data.customer")]).await;
+    let list = emu
+        .get(
+            "/v1/subscriptions",
+            &[("customer", &customer), ("status", "all"), ("expand[]", "data.default_payment_method"), ("expand[]", "data.customer")],
+        )
+        .await;
     let s = &list["data"][0];
     assert_eq!(s["default_payment_method"]["card"]["last4"], "4242");
     assert_eq!(s["customer"]["email"], "subscriber@example.com");
     // The SDK's indexed form works too.
-    let indexed = emu.get(&format!("/v1/subscriptions/{}", id(&sub)), &[("expand[0]", "latest_invoice"), ("expand[1]", "items.data.price.product")]).await;
+    let indexed = emu
+        .get(&format!("/v1/subscriptions/{}", id(&sub)), &[("expand[0]", "latest_invoice"), ("expand[1]", "items.data.price.product")])
+        .await;
     assert_eq!(indexed["latest_invoice"]["status"], "paid");
     assert_eq!(indexed["items"]["data"][0]["price"]["product"]["name"], "Pro");
     let price = emu.get("/v1/prices/price_pro_monthly", &[("expand[]", "product")]).await;
@@ -65,7 +72,9 @@ async fn expansion_of_subscriptions_and_prices() {
 async fn list_filters() {
     let emu = spawn_emulator(vec![]).await;
     let (customer, sub) = emu.subscribed_customer().await;
-    let trial = emu.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", "price_pro_yearly"), ("trial_period_days", "7")]).await;
+    let trial = emu
+        .post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", "price_pro_yearly"), ("trial_period_days", "7")])
+        .await;
     emu.call(Method::DELETE, &format!("/v1/subscriptions/{}", id(&sub)), &[]).await;
     let live = emu.get("/v1/subscriptions", &[("customer", &customer)]).await;
     assert_eq!(ids(&live), vec![id(&trial)], "without status: not ended");

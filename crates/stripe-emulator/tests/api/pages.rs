@@ -5,7 +5,14 @@ use serde_json::Value;
 use crate::helpers::{id, spawn_emulator, TestEmulator};
 
 async fn form(emu: &TestEmulator, path: &str, body: &str) -> (u16, String, String) {
-    let r = emu.client.post(format!("{}{path}", emu.url)).header("content-type", "application/x-www-form-urlencoded").body(body.to_string()).send().await.unwrap();
+    let r = emu
+        .client
+        .post(format!("{}{path}", emu.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
     (r.status().as_u16(), location, r.text().await.unwrap())
 }
@@ -40,8 +47,15 @@ async fn checkout_page_shows_the_order_and_reports_declines() {
 async fn hostile_text_is_escaped() {
     let emu = spawn_emulator(vec![]).await;
     let product = emu.post("/v1/products", &[("name", "<script>alert(1)</script>")]).await;
-    let price = emu.post("/v1/prices", &[("product", &id(&product)), ("unit_amount", "500"), ("currency", "usd"), ("recurring[interval]", "month")]).await;
-    let session = emu.post("/v1/checkout/sessions", &[("mode", "subscription"), ("line_items[0][price]", &id(&price)), ("success_url", "http://127.0.0.1:9/ok")]).await;
+    let price = emu
+        .post("/v1/prices", &[("product", &id(&product)), ("unit_amount", "500"), ("currency", "usd"), ("recurring[interval]", "month")])
+        .await;
+    let session = emu
+        .post(
+            "/v1/checkout/sessions",
+            &[("mode", "subscription"), ("line_items[0][price]", &id(&price)), ("success_url", "http://127.0.0.1:9/ok")],
+        )
+        .await;
     let (_, html) = page(&emu, &format!("/c/pay/{}", id(&session))).await;
     assert!(!html.contains("<script>alert(1)"));
     assert!(html.contains("&lt;script&gt;"));

@@ -32,8 +32,16 @@ async fn deliveries_are_signed_and_ordered() {
     let types: Vec<String> = receiver.events().iter().map(|e| e["type"].as_str().unwrap().to_string()).collect();
     assert!(types.contains(&"checkout.session.completed".to_string()), "delivered before the redirect: {types:?}");
     let expected = [
-        "customer.created", "payment_method.attached", "customer.subscription.created", "invoice.created", "invoice.finalized", "payment_intent.created",
-        "payment_intent.succeeded", "invoice.paid", "invoice.payment_succeeded", "checkout.session.completed",
+        "customer.created",
+        "payment_method.attached",
+        "customer.subscription.created",
+        "invoice.created",
+        "invoice.finalized",
+        "payment_intent.created",
+        "payment_intent.succeeded",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "checkout.session.completed",
     ];
     assert_eq!(types, expected, "one action's events arrive in Stripe's order");
     for (headers, body, _) in receiver.received.lock().unwrap().iter() {
@@ -61,8 +69,11 @@ async fn failed_deliveries_are_retried_with_backoff() {
     let (gap1, gap2) = (times[1] - times[0], times[2] - times[1]);
     assert!(gap1 >= Duration::from_millis(45), "first retry after the base delay: {gap1:?}");
     assert!(gap2 >= Duration::from_millis(95), "second retry waits twice as long: {gap2:?}");
-    let log: Value = serde_json::from_str(&emu.client.get(format!("{}/_emulator/deliveries", emu.url)).send().await.unwrap().text().await.unwrap()).unwrap();
-    let attempts: Vec<(u64, Option<u64>)> = log["data"].as_array().unwrap().iter().map(|d| (d["attempt"].as_u64().unwrap(), d["status_code"].as_u64())).collect();
+    let log: Value =
+        serde_json::from_str(&emu.client.get(format!("{}/_emulator/deliveries", emu.url)).send().await.unwrap().text().await.unwrap())
+            .unwrap();
+    let attempts: Vec<(u64, Option<u64>)> =
+        log["data"].as_array().unwrap().iter().map(|d| (d["attempt"].as_u64().unwrap(), d["status_code"].as_u64())).collect();
     assert_eq!(attempts, vec![(1, Some(500)), (2, Some(500)), (3, Some(200))]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.count(), 3, "no attempts after a success");
@@ -103,7 +114,13 @@ async fn api_calls_never_wait_for_deliveries() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/slow", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        let app = axum::Router::new().route("/slow", axum::routing::post(|| async { tokio::time::sleep(Duration::from_secs(5)).await; "late" }));
+        let app = axum::Router::new().route(
+            "/slow",
+            axum::routing::post(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
         axum::serve(listener, app).await
     });
     let emu = spawn_emulator(vec![webhook(&url, SECRET)]).await;

@@ -50,9 +50,12 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
         let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
             return Failure::too_large(surface).into_response();
         };
-        let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string).or_else(|| {
-            form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned())
-        });
+        let sent = parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned()));
         let matches = matches!((&existing, &sent), (Some(a), Some(b)) if a == b);
         if !matches {
             return Failure::forbidden(surface, "This form has expired. Reload the page and try again.").into_response();

@@ -45,7 +45,18 @@ pub enum AccountError {
     Kv(#[from] KvError),
 }
 
-const COMMON_PASSWORDS: &[&str] = &["password", "password1", "password123", "1234567890", "qwertyuiop", "iloveyou12", "letmein123", "welcome123", "abc1234567", "passw0rd12"];
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "password1",
+    "password123",
+    "1234567890",
+    "qwertyuiop",
+    "iloveyou12",
+    "letmein123",
+    "welcome123",
+    "abc1234567",
+    "passw0rd12",
+];
 
 /// At least 10 characters (at most 128), not a well-known password, not the email, not one repeated character.
 pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
@@ -81,7 +92,10 @@ async fn decoy_hash() -> String {
         return hash.clone();
     }
     let made = tokio::task::spawn_blocking(|| {
-        Argon2::default().hash_password(crate::random_token(24).as_bytes(), &SaltString::generate(&mut OsRng)).map(|h| h.to_string()).unwrap_or_default()
+        Argon2::default()
+            .hash_password(crate::random_token(24).as_bytes(), &SaltString::generate(&mut OsRng))
+            .map(|h| h.to_string())
+            .unwrap_or_default()
     })
     .await
     .unwrap_or_default();
@@ -128,9 +142,11 @@ impl LocalAccounts {
             None => decoy_hash().await,
         };
         let password = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || PasswordHash::new(&hash).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
         match account {
             Some(account) if matches => Ok(User { id: account.id, email: account.email }),
             _ => Err(AccountError::BadCredentials),

@@ -47,7 +47,10 @@ impl Billing {
     }
 
     async fn create_customer(&self, user: &User, idempotency_key: &str) -> Result<CustomerId, BillingError> {
-        let created: Created = self.stripe.post("/v1/customers", &[("email", user.email.as_str()), ("metadata[userId]", user.id.as_str())], Some(idempotency_key)).await?;
+        let created: Created = self
+            .stripe
+            .post("/v1/customers", &[("email", user.email.as_str()), ("metadata[userId]", user.id.as_str())], Some(idempotency_key))
+            .await?;
         CustomerId::parse(&created.id).map_err(|e| BillingError::Corrupt(e.to_string()))
     }
 
@@ -101,7 +104,8 @@ impl Billing {
 
     pub async fn portal_url(&self, customer: &CustomerId) -> Result<String, BillingError> {
         let return_url = format!("{}/dashboard", self.public_url);
-        let session: PortalSession = self.stripe.post("/v1/billing_portal/sessions", &[("customer", customer.as_str()), ("return_url", &return_url)], None).await?;
+        let session: PortalSession =
+            self.stripe.post("/v1/billing_portal/sessions", &[("customer", customer.as_str()), ("return_url", &return_url)], None).await?;
         Ok(session.url)
     }
 }

@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn routing() {
         assert_eq!(route(&event("invoice.paid", json!({"customer": "cus_1"}))), EventAction::Sync(CustomerId::parse("cus_1").unwrap()));
-        assert_eq!(route(&event("checkout.session.async_payment_succeeded", json!({"customer": "cus_9"}))), EventAction::Sync(CustomerId::parse("cus_9").unwrap()));
+        assert_eq!(
+            route(&event("checkout.session.async_payment_succeeded", json!({"customer": "cus_9"}))),
+            EventAction::Sync(CustomerId::parse("cus_9").unwrap())
+        );
         assert_eq!(route(&event("product.created", json!({"customer": "cus_1"}))), EventAction::Untracked);
         assert_eq!(route(&event("payment_intent.succeeded", json!({"customer": null}))), EventAction::NoCustomer);
         assert_eq!(route(&event("invoice.paid", json!({"customer": {"id": "cus_1"}}))), EventAction::NoCustomer);

@@ -41,7 +41,10 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
     let chosen = subscriptions.iter().find(|s| status_of(s).is_live()).or(subscriptions.first());
     let Some(sub) = chosen else { return SubscriptionCache::none() };
     let item = sub.items.data.first();
-    let summary = |pm: &PaymentMethod| PaymentMethodSummary { brand: pm.card.as_ref().and_then(|c| c.brand.clone()), last4: pm.card.as_ref().and_then(|c| c.last4.clone()) };
+    let summary = |pm: &PaymentMethod| PaymentMethodSummary {
+        brand: pm.card.as_ref().and_then(|c| c.brand.clone()),
+        last4: pm.card.as_ref().and_then(|c| c.last4.clone()),
+    };
     // The subscription's own method wins; otherwise invoices use the customer's default.
     let payment_method = sub
         .default_payment_method
@@ -149,15 +152,20 @@ mod tests {
         old["items"]["data"][0].as_object_mut().unwrap().remove("current_period_end");
         old["current_period_start"] = json!(5);
         old["current_period_end"] = json!(6);
-        old["customer"] = json!({"id": "cus_1", "invoice_settings": {"default_payment_method": {"card": {"brand": "mastercard", "last4": "4444"}}}});
+        old["customer"] =
+            json!({"id": "cus_1", "invoice_settings": {"default_payment_method": {"card": {"brand": "mastercard", "last4": "4444"}}}});
         let entry = cache_entry(&subs(json!([old])));
         let s = entry.subscription().unwrap();
         assert_eq!((s.current_period_start, s.current_period_end), (Some(5), Some(6)));
         assert_eq!(s.payment_method.as_ref().unwrap().last4.as_deref(), Some("4444"));
         let mut own = sub("sub_2", "active");
         own["default_payment_method"] = json!({"card": {"brand": "visa", "last4": "4242"}});
-        own["customer"] = json!({"id": "cus_1", "invoice_settings": {"default_payment_method": {"card": {"brand": "mastercard", "last4": "4444"}}}});
-        assert_eq!(cache_entry(&subs(json!([own]))).subscription().unwrap().payment_method.as_ref().unwrap().last4.as_deref(), Some("4242"));
+        own["customer"] =
+            json!({"id": "cus_1", "invoice_settings": {"default_payment_method": {"card": {"brand": "mastercard", "last4": "4444"}}}});
+        assert_eq!(
+            cache_entry(&subs(json!([own]))).subscription().unwrap().payment_method.as_ref().unwrap().last4.as_deref(),
+            Some("4242")
+        );
         let unexpanded = sub("sub_3", "active");
         assert!(cache_entry(&subs(json!([unexpanded]))).subscription().unwrap().payment_method.is_none());
     }

@@ -28,7 +28,8 @@ fn checkout_request(parts: &Parts, body: &[u8], surface: Surface) -> Result<Opti
     let request: CheckoutRequest = if body.is_empty() {
         CheckoutRequest::default()
     } else if is_json {
-        serde_json::from_slice(body).map_err(|e| Failure::bad_request(surface, "invalid_json", format!("The body is not valid JSON: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| Failure::bad_request(surface, "invalid_json", format!("The body is not valid JSON: {e}")))?
     } else {
         CheckoutRequest { price_id: form_urlencoded::parse(body).find(|(k, _)| k == "priceId").map(|(_, v)| v.into_owned()) }
     };
@@ -40,7 +41,12 @@ fn checkout_request(parts: &Parts, body: &[u8], surface: Surface) -> Result<Opti
 
 /// Get-or-create the customer, refuse a second subscription, create a Checkout Session.
 /// JSON callers get `{"url","sessionId"}`; a browser form post is sent straight to Checkout.
-pub async fn generate_checkout(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts, body: Bytes) -> Result<Response, Failure> {
+pub async fn generate_checkout(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Response, Failure> {
     let surface = Surface::of(&parts);
     let price = checkout_request(&parts, &body, surface)?;
     let started = state.billing.start_checkout(&user, price.as_ref()).await.map_err(|e| Failure::from_billing(surface, e))?;
@@ -54,7 +60,8 @@ pub async fn generate_checkout(State(state): State<AppState>, CurrentUser(user):
 pub async fn billing_portal(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);
     let failure = |e| Failure::from_billing(surface, e);
-    let customer = state.billing.customer_of(&user).await.map_err(failure)?.ok_or_else(|| failure(crate::billing::BillingError::NoCustomer))?;
+    let customer =
+        state.billing.customer_of(&user).await.map_err(failure)?.ok_or_else(|| failure(crate::billing::BillingError::NoCustomer))?;
     Ok(Redirect::to(&state.billing.portal_url(&customer).await.map_err(failure)?))
 }
 

@@ -63,11 +63,17 @@ impl Failure {
 
     pub fn signed_out(surface: Surface, path: &str) -> Failure {
         let next = form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
-        Failure { redirect: Some(format!("/auth?next={next}")), ..Failure::new(surface, StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in to continue.") }
+        Failure {
+            redirect: Some(format!("/auth?next={next}")),
+            ..Failure::new(surface, StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in to continue.")
+        }
     }
 
     pub fn not_entitled(surface: Surface) -> Failure {
-        Failure { redirect: Some("/?notice=subscribe".into()), ..Failure::new(surface, StatusCode::PAYMENT_REQUIRED, "subscription_required", "This needs an active subscription.") }
+        Failure {
+            redirect: Some("/?notice=subscribe".into()),
+            ..Failure::new(surface, StatusCode::PAYMENT_REQUIRED, "subscription_required", "This needs an active subscription.")
+        }
     }
 
     pub fn forbidden(surface: Surface, message: &str) -> Failure {
@@ -79,7 +85,15 @@ impl Failure {
     }
 
     fn unavailable(surface: Surface, what: &str, detail: String) -> Failure {
-        Failure { detail: Some(detail), ..Failure::new(surface, StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable right now. Please try again in a moment.")) }
+        Failure {
+            detail: Some(detail),
+            ..Failure::new(
+                surface,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{what} is unavailable right now. Please try again in a moment."),
+            )
+        }
     }
 
     pub fn from_kv(surface: Surface, e: KvError) -> Failure {
@@ -90,16 +104,35 @@ impl Failure {
         match e {
             BillingError::Kv(e) => Failure::from_kv(surface, e),
             BillingError::Stripe(StripeError::Unavailable(detail)) => Failure::unavailable(surface, "Billing", detail),
-            BillingError::Stripe(refused @ StripeError::Refused { .. }) => {
-                Failure { detail: Some(refused.to_string()), ..Failure::new(surface, StatusCode::BAD_GATEWAY, "billing_error", "Billing could not complete this request.") }
+            BillingError::Stripe(refused @ StripeError::Refused { .. }) => Failure {
+                detail: Some(refused.to_string()),
+                ..Failure::new(surface, StatusCode::BAD_GATEWAY, "billing_error", "Billing could not complete this request.")
+            },
+            BillingError::PlanNotOffered => {
+                Failure::bad_request(surface, "plan_not_offered", "That plan is not offered. Choose one of the plans on the pricing page.")
             }
-            BillingError::PlanNotOffered => Failure::bad_request(surface, "plan_not_offered", "That plan is not offered. Choose one of the plans on the pricing page."),
             BillingError::AlreadySubscribed => Failure {
                 redirect: Some("/dashboard?notice=already-subscribed".into()),
-                ..Failure::new(surface, StatusCode::CONFLICT, "already_subscribed", "You already have a subscription. Manage it from your dashboard.")
+                ..Failure::new(
+                    surface,
+                    StatusCode::CONFLICT,
+                    "already_subscribed",
+                    "You already have a subscription. Manage it from your dashboard.",
+                )
             },
-            BillingError::NoCustomer => Failure { redirect: Some("/".into()), ..Failure::new(surface, StatusCode::NOT_FOUND, "no_billing_account", "You have no billing account yet. Subscribe to a plan first.") },
-            BillingError::Corrupt(detail) => Failure { detail: Some(detail), ..Failure::new(surface, StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side.") },
+            BillingError::NoCustomer => Failure {
+                redirect: Some("/".into()),
+                ..Failure::new(
+                    surface,
+                    StatusCode::NOT_FOUND,
+                    "no_billing_account",
+                    "You have no billing account yet. Subscribe to a plan first.",
+                )
+            },
+            BillingError::Corrupt(detail) => Failure {
+                detail: Some(detail),
+                ..Failure::new(surface, StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side.")
+            },
         }
     }
 }
@@ -110,7 +143,9 @@ impl IntoResponse for Failure {
         let mut response = match (self.surface, &self.redirect) {
             (Surface::Page, Some(to)) => (StatusCode::SEE_OTHER, [(header::LOCATION, to.clone())]).into_response(),
             (Surface::Api, _) => (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response(),
-            (Surface::Page, None) => (self.status, axum::response::Html(crate::http::views::error_page(self.status, &self.message))).into_response(),
+            (Surface::Page, None) => {
+                (self.status, axum::response::Html(crate::http::views::error_page(self.status, &self.message))).into_response()
+            }
         };
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -40,7 +40,12 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-pub async fn landing(State(state): State<AppState>, user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Result<Html<String>, Failure> {
+pub async fn landing(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    CsrfToken(csrf): CsrfToken,
+    Query(query): Query<PageQuery>,
+) -> Result<Html<String>, Failure> {
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.map_err(|e| Failure::from_billing(Surface::Page, e))?;
     let user = user.map(|u| u.0);
     Ok(Html(views::landing(&plans, user.as_ref(), &csrf, notice_text(query.notice.as_deref()))))
@@ -65,7 +70,8 @@ pub struct Credentials {
 
 fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")).expect("cookie text is ASCII")
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
+        .expect("cookie text is ASCII")
 }
 
 /// Sign the user in (new session cookie) and continue to `next`.
@@ -98,19 +104,36 @@ fn auth_error(csrf: &str, form: &Credentials, error: AccountError, sign_up: bool
     (status, Html(views::auth_page(&page, csrf))).into_response()
 }
 
-pub async fn sign_up(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>) -> Response {
-    let Ok(Form(form)) = form else { return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response() };
+pub async fn sign_up(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response();
+    };
     match state.accounts.sign_up(&form.email, &form.password).await {
         Ok(user) => {
-            let next = form.next.as_deref().filter(|n| *n != "/dashboard").map(|n| safe_next(Some(n))).unwrap_or_else(|| "/dashboard?notice=welcome".into());
+            let next = form
+                .next
+                .as_deref()
+                .filter(|n| *n != "/dashboard")
+                .map(|n| safe_next(Some(n)))
+                .unwrap_or_else(|| "/dashboard?notice=welcome".into());
             signed_in(&state, &user, &next).await
         }
         Err(e) => auth_error(&csrf, &form, e, true),
     }
 }
 
-pub async fn sign_in(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>) -> Response {
-    let Ok(Form(form)) = form else { return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response() };
+pub async fn sign_in(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response();
+    };
     match state.accounts.sign_in(&form.email, &form.password).await {
         Ok(user) => signed_in(&state, &user, &safe_next(form.next.as_deref())).await,
         Err(e) => auth_error(&csrf, &form, e, false),
@@ -126,7 +149,12 @@ pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
     response
 }
 
-pub async fn dashboard(State(state): State<AppState>, CurrentUser(user): CurrentUser, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Result<Html<String>, Failure> {
+pub async fn dashboard(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    CsrfToken(csrf): CsrfToken,
+    Query(query): Query<PageQuery>,
+) -> Result<Html<String>, Failure> {
     let failure = |e| Failure::from_billing(Surface::Page, e);
     let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(failure)?;
     // The plan's name is a nicety: without Stripe the dashboard still shows the cached entry.

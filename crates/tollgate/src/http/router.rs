@@ -50,5 +50,10 @@ async fn not_found(parts: Parts) -> Failure {
 }
 
 async fn method_not_allowed(parts: Parts) -> Failure {
-    Failure::new(Surface::of(&parts), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not supported here.", parts.method))
+    Failure::new(
+        Surface::of(&parts),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not supported here.", parts.method),
+    )
 }

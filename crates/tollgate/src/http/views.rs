@@ -45,7 +45,11 @@ pub fn notice(text: Option<&str>) -> String {
 }
 
 pub fn error_page(status: StatusCode, message: &str) -> String {
-    let body = format!(r#"<div class="card"><h1>{}</h1><p>{}</p><p><a href="/">Back to the start</a></p></div>"#, status.canonical_reason().unwrap_or("Error"), escape(message));
+    let body = format!(
+        r#"<div class="card"><h1>{}</h1><p>{}</p><p><a href="/">Back to the start</a></p></div>"#,
+        status.canonical_reason().unwrap_or("Error"),
+        escape(message)
+    );
     layout("Error", None, "", &body)
 }
 
@@ -94,7 +98,9 @@ pub struct AuthForm<'a> {
 }
 
 pub fn auth_page(form: &AuthForm, csrf: &str) -> String {
-    let error = |e: Option<&str>, id: &str| e.map(|e| format!(r#"<div class="error" role="alert" id="{id}">{}</div>"#, escape(e))).unwrap_or_default();
+    let error = |e: Option<&str>, id: &str| {
+        e.map(|e| format!(r#"<div class="error" role="alert" id="{id}">{}</div>"#, escape(e))).unwrap_or_default()
+    };
     let fields = |prefix: &str, autocomplete: &str| {
         format!(
             r#"<input type="hidden" name="csrf" value="{}"><input type="hidden" name="next" value="{}">
@@ -126,7 +132,8 @@ fn status_badge(status: SubscriptionStatus) -> String {
 }
 
 fn subscription_details(sub: &CachedSubscription, plan: Option<&Plan>) -> String {
-    let plan_name = plan.map(|p| format!("{} ({})", p.product_name, plan_price(p))).or(sub.price_id.clone()).unwrap_or_else(|| "Unknown plan".into());
+    let plan_name =
+        plan.map(|p| format!("{} ({})", p.product_name, plan_price(p))).or(sub.price_id.clone()).unwrap_or_else(|| "Unknown plan".into());
     let ending = sub.cancel_at.or(if sub.cancel_at_period_end { sub.current_period_end } else { None });
     let (label, when) = match (sub.status, ending, sub.trial_end) {
         (SubscriptionStatus::Canceled, _, _) => ("Ended", sub.current_period_end),
@@ -165,7 +172,9 @@ pub fn dashboard(user: &User, csrf: &str, cache: &SubscriptionCache, plans: &[Pl
             }
             html
         }
-        None => r#"<p>You have no subscription yet.</p><p><a class="button" href="/#plans" id="subscribe">Choose a plan</a></p>"#.to_string(),
+        None => {
+            r#"<p>You have no subscription yet.</p><p><a class="button" href="/#plans" id="subscribe">Choose a plan</a></p>"#.to_string()
+        }
     };
     let access = if entitled { r#"<p><a href="/app" id="open-app">Open the app →</a></p>"# } else { "" };
     let body = format!(

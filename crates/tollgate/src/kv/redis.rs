@@ -29,7 +29,9 @@ fn parse_url(url: &str) -> anyhow::Result<Target> {
     };
     let password = auth.map(|a| a.split_once(':').map(|(_, p)| p).unwrap_or(a).to_string()).filter(|p| !p.is_empty());
     let (host, db) = match rest.split_once('/') {
-        Some((host, db)) if !db.is_empty() => (host, Some(db.parse().map_err(|_| anyhow::anyhow!("KV_URL: '{db}' is not a database number"))?)),
+        Some((host, db)) if !db.is_empty() => {
+            (host, Some(db.parse().map_err(|_| anyhow::anyhow!("KV_URL: '{db}' is not a database number"))?))
+        }
         Some((host, _)) => (host, None),
         None => (rest, None),
     };
@@ -130,7 +132,9 @@ impl RedisKv {
             }
             slot.as_mut().expect("just opened").command(args).await
         };
-        let result = tokio::time::timeout(TIMEOUT, attempt).await.unwrap_or_else(|_| Err(KvError::Unavailable("redis did not answer in time".into())));
+        let result = tokio::time::timeout(TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(KvError::Unavailable("redis did not answer in time".into())));
         if result.is_err() {
             *slot = None; // the connection may be mid-reply; never reuse it
         }

@@ -39,7 +39,13 @@ impl StripeClient {
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client with default TLS builds");
-        StripeClient { http, base: base.trim_end_matches('/').to_string(), key, requests: AtomicU64::new(0), retry_base: Duration::from_millis(500) }
+        StripeClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            requests: AtomicU64::new(0),
+            retry_base: Duration::from_millis(500),
+        }
     }
 
     /// Shorter backoff, for tests against local servers.
@@ -63,13 +69,24 @@ impl StripeClient {
     }
 
     /// A POST; `idempotency_key` names what is being created, or a random key keeps retries safe.
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, form: &[(&str, &str)], idempotency_key: Option<&str>) -> Result<T, StripeError> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: Option<&str>,
+    ) -> Result<T, StripeError> {
         let key = idempotency_key.map(str::to_string).unwrap_or_else(|| format!("tollgate-{}", crate::random_token(24)));
         self.send(Method::POST, path, form, Some(&key)).await
     }
 
     #[tracing::instrument(name = "stripe", skip_all, fields(method = %method, path = %path))]
-    async fn send<T: DeserializeOwned>(&self, method: Method, path: &str, params: &[(&str, &str)], idempotency_key: Option<&str>) -> Result<T, StripeError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, &str)],
+        idempotency_key: Option<&str>,
+    ) -> Result<T, StripeError> {
         let encoded = {
             let mut form = form_urlencoded::Serializer::new(String::new());
             for (k, v) in params {
@@ -79,8 +96,13 @@ impl StripeClient {
         };
         let mut attempt = 0;
         loop {
-            let url = if method == Method::GET && !encoded.is_empty() { format!("{}{path}?{encoded}", self.base) } else { format!("{}{path}", self.base) };
-            let mut request = self.http.request(method.clone(), &url).bearer_auth(self.key.expose()).header("stripe-version", super::API_VERSION);
+            let url = if method == Method::GET && !encoded.is_empty() {
+                format!("{}{path}?{encoded}", self.base)
+            } else {
+                format!("{}{path}", self.base)
+            };
+            let mut request =
+                self.http.request(method.clone(), &url).bearer_auth(self.key.expose()).header("stripe-version", super::API_VERSION);
             if method == Method::POST {
                 request = request.header("content-type", "application/x-www-form-urlencoded").body(encoded.clone());
             }
@@ -96,7 +118,8 @@ impl StripeClient {
                     let body = response.bytes().await.map_err(|e| (true, StripeError::Unavailable(e.to_string())));
                     match body {
                         Err(e) => Err(e),
-                        Ok(body) if status.is_success() => serde_json::from_slice(&body).map_err(|e| (false, StripeError::Unavailable(format!("unexpected response from Stripe: {e}")))),
+                        Ok(body) if status.is_success() => serde_json::from_slice(&body)
+                            .map_err(|e| (false, StripeError::Unavailable(format!("unexpected response from Stripe: {e}")))),
                         Ok(body) => Err(classify(status, should_retry, &body)),
                     }
                 }

@@ -32,7 +32,13 @@ async fn concurrent_checkout_requests_create_one_customer() {
 async fn only_offered_plans_and_no_second_subscription() {
     let app = spawn_app().await;
     let browser = app.signed_in("plans@example.com").await;
-    let other = app.stripe(Method::POST, "/v1/prices", &[("product", "prod_pro"), ("unit_amount", "1"), ("currency", "usd"), ("recurring[interval]", "month")]).await;
+    let other = app
+        .stripe(
+            Method::POST,
+            "/v1/prices",
+            &[("product", "prod_pro"), ("unit_amount", "1"), ("currency", "usd"), ("recurring[interval]", "month")],
+        )
+        .await;
     let r = browser.json_post("/api/generate-stripe-checkout", &json!({ "priceId": other["id"] })).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["code"], "plan_not_offered");

@@ -45,13 +45,26 @@ async fn past_due_grace_is_a_setting() {
         let r = browser.json_post("/api/generate-stripe-checkout", &serde_json::json!({})).await;
         let session = r.json()["sessionId"].as_str().unwrap().to_string();
         app.pay(&session, "4242424242424242").await;
-        let customer = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"].as_str().unwrap().to_string();
+        let customer =
+            app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"].as_str().unwrap().to_string();
         // The card starts failing; at renewal the subscription becomes past_due.
         let pm = app.stripe(Method::POST, "/v1/payment_methods/pm_card_chargeCustomerFail/attach", &[("customer", &customer)]).await;
         let sub = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await["data"][0].clone();
-        app.stripe(Method::POST, &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &[("default_payment_method", pm["id"].as_str().unwrap())]).await;
+        app.stripe(
+            Method::POST,
+            &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()),
+            &[("default_payment_method", pm["id"].as_str().unwrap())],
+        )
+        .await;
         let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - crate::helpers::now() + 60;
-        let advanced = app.http.post(format!("{}/_emulator/clock/advance", app.stripe_url)).header("content-type", "application/x-www-form-urlencoded").body(format!("seconds={seconds}")).send().await.unwrap();
+        let advanced = app
+            .http
+            .post(format!("{}/_emulator/clock/advance", app.stripe_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("seconds={seconds}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(advanced.status(), 200);
         browser.get("/success").await;
         let api = browser.get_json("/api/subscription").await.json();

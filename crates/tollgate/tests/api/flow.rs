@@ -20,7 +20,10 @@ async fn sign_up_subscribe_pay_and_see_the_dashboard() {
     let session_id = checkout_url.rsplit('/').next().unwrap().to_string();
     assert!(checkout_url.starts_with(&app.stripe_url) && session_id.starts_with("cs_test_"));
     let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await;
-    assert_eq!(session["success_url"], format!("http://localhost:{}/success?session_id={{CHECKOUT_SESSION_ID}}", app.url.rsplit(':').next().unwrap()));
+    assert_eq!(
+        session["success_url"],
+        format!("http://localhost:{}/success?session_id={{CHECKOUT_SESSION_ID}}", app.url.rsplit(':').next().unwrap())
+    );
     assert_eq!(session["mode"], "subscription");
     let customer = session["customer"].as_str().unwrap().to_string();
     let stripe_customer = app.stripe(Method::GET, &format!("/v1/customers/{customer}"), &[]).await;
@@ -37,7 +40,13 @@ async fn sign_up_subscribe_pay_and_see_the_dashboard() {
 
     let dashboard = browser.get("/dashboard").await;
     assert_eq!(dashboard.status, 200);
-    for expected in ["id=\"status\">active", "id=\"plan\">Pro ($10.00 per month)", "id=\"card\">visa •••• 4242", "id=\"email\">grace@example.com", "Manage billing"] {
+    for expected in [
+        "id=\"status\">active",
+        "id=\"plan\">Pro ($10.00 per month)",
+        "id=\"card\">visa •••• 4242",
+        "id=\"email\">grace@example.com",
+        "Manage billing",
+    ] {
         assert!(dashboard.text.contains(expected), "dashboard shows {expected}");
     }
     assert_eq!(app.cache(&customer).await.unwrap(), app.expected_cache(&customer).await);
@@ -57,7 +66,9 @@ async fn sign_up_subscribe_pay_and_see_the_dashboard() {
     assert_eq!(after.status, 303);
     assert!(after.location().starts_with("/auth"));
     // Signing back in with the same password works; the session cookie is a fresh one.
-    let again = browser.form("/auth/sign-in", &[("email", "grace@example.com"), ("password", "a long enough password"), ("next", "/dashboard")]).await;
+    let again = browser
+        .form("/auth/sign-in", &[("email", "grace@example.com"), ("password", "a long enough password"), ("next", "/dashboard")])
+        .await;
     assert_eq!((again.status, again.location()), (303, "/dashboard"));
 }
 

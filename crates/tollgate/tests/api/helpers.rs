@@ -35,7 +35,10 @@ impl Default for Options {
 }
 
 pub async fn spawn_emulator() -> String {
-    let config = EmulatorConfig { seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()), ..EmulatorConfig::for_tests() };
+    let config = EmulatorConfig {
+        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
+        ..EmulatorConfig::for_tests()
+    };
     let (_, url, _) = Emulator::build(config).await.expect("emulator starts").spawn();
     url
 }
@@ -128,7 +131,11 @@ impl TestApp {
 
     /// Pay a Checkout Session on the emulator, as the hosted page would.
     pub async fn pay(&self, session_id: &str, card: &str) -> Reply {
-        let request = self.http.post(format!("{}/_emulator/checkout/sessions/{session_id}/complete", self.stripe_url)).header("content-type", "application/x-www-form-urlencoded").body(encode(&[("card_number", card)]));
+        let request = self
+            .http
+            .post(format!("{}/_emulator/checkout/sessions/{session_id}/complete", self.stripe_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(&[("card_number", card)]));
         reply(request.send().await.unwrap()).await
     }
 
@@ -139,7 +146,8 @@ impl TestApp {
         assert_eq!(started.status, 200, "checkout: {}", started.text);
         let session = started.json()["sessionId"].as_str().unwrap().to_string();
         assert_eq!(self.pay(&session, "4242424242424242").await.status, 303);
-        let customer = self.stripe(Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"].as_str().unwrap().to_string();
+        let customer =
+            self.stripe(Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"].as_str().unwrap().to_string();
         (browser, customer)
     }
 
@@ -151,9 +159,16 @@ impl TestApp {
 
     /// What the cache entry should be, computed here from the emulator's own view of the customer.
     pub async fn expected_cache(&self, customer: &str) -> Value {
-        let list = self.stripe(Method::GET, "/v1/subscriptions", &[("customer", customer), ("status", "all"), ("expand[]", "data.default_payment_method")]).await;
+        let list = self
+            .stripe(
+                Method::GET,
+                "/v1/subscriptions",
+                &[("customer", customer), ("status", "all"), ("expand[]", "data.default_payment_method")],
+            )
+            .await;
         let subs = list["data"].as_array().unwrap();
-        let Some(sub) = subs.iter().find(|s| !matches!(s["status"].as_str(), Some("canceled" | "incomplete_expired"))).or(subs.first()) else {
+        let Some(sub) = subs.iter().find(|s| !matches!(s["status"].as_str(), Some("canceled" | "incomplete_expired"))).or(subs.first())
+        else {
             return serde_json::json!({ "status": "none" });
         };
         let item = &sub["items"]["data"][0];
@@ -174,7 +189,8 @@ impl TestApp {
     /// All events the emulator recorded for a customer's objects, oldest first.
     pub async fn events_for(&self, customer: &str) -> Vec<Value> {
         let list = self.stripe(Method::GET, "/v1/events", &[("limit", "100")]).await;
-        let mut events: Vec<Value> = list["data"].as_array().unwrap().iter().filter(|e| e["data"]["object"]["customer"] == customer).cloned().collect();
+        let mut events: Vec<Value> =
+            list["data"].as_array().unwrap().iter().filter(|e| e["data"]["object"]["customer"] == customer).cloned().collect();
         events.reverse();
         events
     }
@@ -186,7 +202,12 @@ impl TestApp {
     }
 
     pub async fn deliver_raw(&self, body: &[u8], signature: &str) -> Reply {
-        let request = self.http.post(format!("{}/api/stripe-webhook", self.url)).header("content-type", "application/json").header("stripe-signature", signature).body(body.to_vec());
+        let request = self
+            .http
+            .post(format!("{}/api/stripe-webhook", self.url))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body.to_vec());
         reply(request.send().await.unwrap()).await
     }
 
@@ -209,7 +230,8 @@ impl TestAppHandle {
 
     pub async fn deliver(&self, event: &Value) -> Reply {
         let body = serde_json::to_vec(event).unwrap();
-        let request = self.http.post(format!("{}/api/stripe-webhook", self.url)).header("stripe-signature", signature(&body, now())).body(body);
+        let request =
+            self.http.post(format!("{}/api/stripe-webhook", self.url)).header("stripe-signature", signature(&body, now())).body(body);
         reply(request.send().await.unwrap()).await
     }
 }
@@ -242,7 +264,9 @@ impl Browser {
     fn keep_cookies(&self, headers: &HeaderMap) {
         let mut jar = self.cookies.lock().unwrap();
         for value in headers.get_all("set-cookie") {
-            let Some((pair, attributes)) = value.to_str().unwrap().split_once(';').or(Some((value.to_str().unwrap(), ""))) else { continue };
+            let Some((pair, attributes)) = value.to_str().unwrap().split_once(';').or(Some((value.to_str().unwrap(), ""))) else {
+                continue;
+            };
             let (name, value) = pair.split_once('=').unwrap();
             if value.is_empty() || attributes.contains("Max-Age=0") {
                 jar.remove(name);
@@ -281,7 +305,13 @@ impl Browser {
         let csrf = self.csrf().unwrap();
         let mut all = fields.to_vec();
         all.push(("csrf", &csrf));
-        self.send(Method::POST, path, &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")], Some(encode(&all).into_bytes())).await
+        self.send(
+            Method::POST,
+            path,
+            &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")],
+            Some(encode(&all).into_bytes()),
+        )
+        .await
     }
 
     pub async fn json_post(&self, path: &str, body: &Value) -> Reply {
@@ -289,6 +319,12 @@ impl Browser {
             self.get("/auth").await;
         }
         let csrf = self.csrf().unwrap();
-        self.send(Method::POST, path, &[("content-type", "application/json"), ("x-csrf-token", &csrf)], Some(serde_json::to_vec(body).unwrap())).await
+        self.send(
+            Method::POST,
+            path,
+            &[("content-type", "application/json"), ("x-csrf-token", &csrf)],
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
     }
 }

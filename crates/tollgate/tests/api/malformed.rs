@@ -36,7 +36,9 @@ async fn account_forms_explain_what_is_wrong() {
     // Hostile text comes back escaped.
     let r = browser.form("/auth/sign-in", &[("email", "<script>alert(1)</script>"), ("password", "x")]).await;
     assert!(!r.text.contains("<script>alert(1)") && r.text.contains("&lt;script&gt;"));
-    let r = browser.form("/auth/sign-in", &[("email", "a@b.co"), ("password", "a long enough password"), ("next", "https://evil.example/")]).await;
+    let r = browser
+        .form("/auth/sign-in", &[("email", "a@b.co"), ("password", "a long enough password"), ("next", "https://evil.example/")])
+        .await;
     assert_ne!(r.location(), "https://evil.example/", "no open redirect");
 }
 
@@ -44,16 +46,29 @@ async fn account_forms_explain_what_is_wrong() {
 async fn cross_site_posts_are_refused() {
     let app = spawn_app().await;
     let browser = app.signed_in("csrf@example.com").await;
-    let no_token = browser.send(Method::POST, "/api/generate-stripe-checkout", &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")], Some(b"priceId=price_pro_monthly".to_vec())).await;
+    let no_token = browser
+        .send(
+            Method::POST,
+            "/api/generate-stripe-checkout",
+            &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")],
+            Some(b"priceId=price_pro_monthly".to_vec()),
+        )
+        .await;
     assert_eq!(no_token.status, 403);
     assert!(no_token.text.contains("expired"));
     let csrf = browser.csrf().unwrap();
     let other_site = browser
-        .send(Method::POST, "/auth/sign-out", &[("content-type", "application/x-www-form-urlencoded"), ("origin", "https://evil.example")], Some(format!("csrf={csrf}").into_bytes()))
+        .send(
+            Method::POST,
+            "/auth/sign-out",
+            &[("content-type", "application/x-www-form-urlencoded"), ("origin", "https://evil.example")],
+            Some(format!("csrf={csrf}").into_bytes()),
+        )
         .await;
     assert_eq!(other_site.status, 403);
     assert_eq!(browser.get("/dashboard").await.status, 200, "still signed in");
-    let json = browser.send(Method::POST, "/api/generate-stripe-checkout", &[("content-type", "application/json")], Some(b"{}".to_vec())).await;
+    let json =
+        browser.send(Method::POST, "/api/generate-stripe-checkout", &[("content-type", "application/json")], Some(b"{}".to_vec())).await;
     assert_eq!(json.status, 403);
     assert_eq!(json.json()["error"]["code"], "forbidden");
 }
@@ -65,7 +80,16 @@ async fn api_endpoints_reject_malformed_input() {
     let csrf = browser.csrf().unwrap();
     let post = |body: &'static [u8], content_type: &'static str| {
         let (browser, csrf) = (browser.clone(), csrf.clone());
-        async move { browser.send(Method::POST, "/api/generate-stripe-checkout", &[("content-type", content_type), ("x-csrf-token", &csrf)], Some(body.to_vec())).await }
+        async move {
+            browser
+                .send(
+                    Method::POST,
+                    "/api/generate-stripe-checkout",
+                    &[("content-type", content_type), ("x-csrf-token", &csrf)],
+                    Some(body.to_vec()),
+                )
+                .await
+        }
     };
     let r = post(b"{not json", "application/json").await;
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_json")));
@@ -74,7 +98,9 @@ async fn api_endpoints_reject_malformed_input() {
     let r = post(b"priceId=%00%ff", "application/x-www-form-urlencoded").await;
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_price")));
     let big = vec![b'a'; 100 * 1024];
-    let r = browser.send(Method::POST, "/api/generate-stripe-checkout", &[("content-type", "application/json"), ("x-csrf-token", &csrf)], Some(big)).await;
+    let r = browser
+        .send(Method::POST, "/api/generate-stripe-checkout", &[("content-type", "application/json"), ("x-csrf-token", &csrf)], Some(big))
+        .await;
     assert_eq!(r.status, 413);
     let r = browser.send(Method::POST, "/api/billing-portal", &[("x-csrf-token", &csrf)], None).await;
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("no_billing_account")));

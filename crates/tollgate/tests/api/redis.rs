@@ -19,9 +19,11 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
+        // From here the server is owned by the guard, so it is stopped whatever happens next.
+        let server = RedisServer { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return RedisServer { child, port };
+                return server;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -61,7 +63,8 @@ async fn redis_backend_end_to_end() {
     assert_eq!(cached["status"], "active");
     assert_eq!(cached["paymentMethod"]["last4"], "4242");
 
-    let event = app.events_for(cached_customer(&cached, &app).await.as_str()).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
+    let event =
+        app.events_for(cached_customer(&cached, &app).await.as_str()).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
     redis.stop();
     let r = app.deliver(&event).await;
     assert_eq!(r.status, 503, "KV down: Stripe must redeliver ({})", r.text);
@@ -77,7 +80,8 @@ async fn cached_customer(cached: &serde_json::Value, app: &crate::helpers::TestA
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli is installed with redis-server");
+    let out =
+        Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli is installed with redis-server");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

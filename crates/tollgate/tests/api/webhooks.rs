@@ -65,8 +65,11 @@ async fn bodies_that_are_not_events_or_not_tracked() {
     let r = app.deliver_raw(&huge, &sign(&huge)).await;
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["code"], "payload_too_large");
-    for (event_type, customer) in [("product.created", json!("cus_x")), ("payment_intent.succeeded", json!(null)), ("invoice.paid", json!({"id": "cus_x"}))] {
-        let r = app.deliver(&json!({"id": "evt_1", "object": "event", "type": event_type, "data": {"object": {"customer": customer}}})).await;
+    for (event_type, customer) in
+        [("product.created", json!("cus_x")), ("payment_intent.succeeded", json!(null)), ("invoice.paid", json!({"id": "cus_x"}))]
+    {
+        let r =
+            app.deliver(&json!({"id": "evt_1", "object": "event", "type": event_type, "data": {"object": {"customer": customer}}})).await;
         assert_eq!(r.status, 200, "{event_type}");
         assert_eq!(r.json()["synced"], false);
     }
