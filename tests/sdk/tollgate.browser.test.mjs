@@ -15,7 +15,7 @@ let browser;
 function startTollgate() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-browser-'));
   return new Promise((resolve, reject) => {
-    const child = spawn(tollgateBin, [], { cwd: dir, env: { ...process.env, PORT: '0', STRIPE_EMULATOR_PORT: '0', KV_URL: 'memory:', RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(tollgateBin, [], { cwd: dir, env: { ...process.env, PORT: '0', BIND: '', PUBLIC_URL: '', STRIPE_SECRET_KEY: '', PLANS: '', STRIPE_EMULATOR_PORT: '0', KV_URL: 'memory:', RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const timer = setTimeout(() => reject(new Error(`tollgate did not start: ${out}`)), 20000);
     child.stdout.on('data', (d) => {

@@ -2,6 +2,7 @@
 //! real KV backends (redb in a temp dir, a real redis-server where Redis is under test).
 
 mod checkout;
+mod cli;
 mod entitlement;
 mod flow;
 mod helpers;
