@@ -13,7 +13,7 @@ use crate::billing::{self, is_ended};
 use crate::cards::{self, TestCard};
 use crate::error::ApiError;
 use crate::format::{date, escape, money};
-use crate::resources::checkout::Payment;
+use crate::resources::checkout::PaymentForm;
 use crate::resources::str_field;
 
 fn per_interval(price: &Value) -> String {
@@ -128,27 +128,15 @@ fn render_checkout(emu: &Emulator, id: &str, error: Option<&str>, status: Status
     (status, Html(page(&format!("Subscribe to {product}"), &body))).into_response()
 }
 
-#[derive(Deserialize)]
-pub struct CheckoutForm {
-    email: Option<String>,
-    card_number: Option<String>,
-    name: Option<String>,
-}
-
 pub async fn checkout_submit(
     State(emu): State<Emulator>,
     Path(id): Path<String>,
-    form: Result<Form<CheckoutForm>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<PaymentForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
         return render_checkout(&emu, &id, Some("The form could not be read. Please try again."), StatusCode::BAD_REQUEST);
     };
-    let payment = Payment {
-        card_number: form.card_number.as_deref(),
-        email: form.email.as_deref(),
-        name: form.name.as_deref().filter(|n| !n.trim().is_empty()),
-    };
-    match crate::resources::control::complete(&emu, &id, &payment).await {
+    match crate::resources::control::complete(&emu, &id, &form.payment()).await {
         Ok(url) => (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response(),
         Err(err) if err.status == StatusCode::NOT_FOUND => {
             message_page(StatusCode::NOT_FOUND, "Checkout session not found", "This link is not valid.")

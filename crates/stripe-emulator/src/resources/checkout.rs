@@ -291,6 +291,23 @@ pub struct Payment<'a> {
     pub name: Option<&'a str>,
 }
 
+/// The form fields of a payment, as posted by the hosted page or to the control endpoint.
+#[derive(serde::Deserialize)]
+pub struct PaymentForm {
+    card_number: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+}
+
+impl PaymentForm {
+    pub fn payment(&self) -> Payment<'_> {
+        fn present(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        Payment { card_number: self.card_number.as_deref(), email: present(&self.email), name: present(&self.name) }
+    }
+}
+
 /// Pay an open session: customer (if needed), payment method, subscription, invoice and payment,
 /// then `checkout.session.completed`. Returns the `success_url` to redirect to. A declined card
 /// changes nothing and leaves the session open.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::app::Emulator;
 use crate::error::ApiError;
-use crate::resources::checkout::{pay, Payment};
+use crate::resources::checkout::{pay, Payment, PaymentForm};
 
 /// Empty the state, then restore the seed data and the start-up webhook endpoints.
 pub async fn reset(State(emu): State<Emulator>) -> Response {
@@ -42,24 +42,16 @@ pub async fn deliveries(State(emu): State<Emulator>, Query(filter): Query<Delive
     Json(json!({ "object": "list", "data": data }))
 }
 
-#[derive(Deserialize)]
-pub struct CompleteForm {
-    card_number: Option<String>,
-    email: Option<String>,
-    name: Option<String>,
-}
-
 /// Pay a Checkout Session as the hosted page would: 303 to `success_url`, or 402 with the decline.
 pub async fn complete_checkout(
     State(emu): State<Emulator>,
     Path(id): Path<String>,
-    form: Result<Form<CompleteForm>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<PaymentForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
         return ApiError::bad_request("Send form fields card_number (and email when the session has no customer).").into_response();
     };
-    let payment = Payment { card_number: form.card_number.as_deref(), email: form.email.as_deref(), name: form.name.as_deref() };
-    match complete(&emu, &id, &payment).await {
+    match complete(&emu, &id, &form.payment()).await {
         Ok(url) => (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response(),
         Err(err) => err.into_response(),
     }

@@ -319,27 +319,11 @@ async fn control_endpoints_reject_bad_input() {
     let not_a_card = emu.pay(&session, "1234").await;
     assert_stripe_error(not_a_card.status, &not_a_card.body, 402, "bad card number");
     assert_eq!(not_a_card.body["error"]["code"], "incorrect_number");
-    let r = emu
-        .client
-        .post(format!("{}/_emulator/clock/advance", emu.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("seconds=-5")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(emu.form("/_emulator/clock/advance", "seconds=-5").await.status, 400);
     let page = emu.client.get(format!("{}/c/pay/cs_test_nope", emu.url)).send().await.unwrap();
     assert_eq!(page.status(), 404);
     assert!(page.text().await.unwrap().contains("not found"));
-    let portal = emu
-        .client
-        .post(format!("{}/p/session/bps_nope/cancel", emu.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("subscription=sub_x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(portal.status(), 404);
+    assert_eq!(emu.form("/p/session/bps_nope/cancel", "subscription=sub_x").await.status, 404);
 }
 
 fn base64(input: &str) -> String {

@@ -99,14 +99,19 @@ impl TestEmulator {
         (customer, id(&session))
     }
 
-    /// Pay a session through the control endpoint.
-    pub async fn pay(&self, session: &str, card: &str) -> Reply {
+    /// A form post without an API key (hosted pages, control endpoints).
+    pub async fn form(&self, path: &str, body: &str) -> Reply {
         let request = self
             .client
-            .post(format!("{}/_emulator/checkout/sessions/{session}/complete", self.url))
+            .post(format!("{}{path}", self.url))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(encode(&[("card_number", card)]));
+            .body(body.to_string());
         reply(request.send().await.unwrap()).await
+    }
+
+    /// Pay a session through the control endpoint.
+    pub async fn pay(&self, session: &str, card: &str) -> Reply {
+        self.form(&format!("/_emulator/checkout/sessions/{session}/complete"), &encode(&[("card_number", card)])).await
     }
 
     /// A customer with an active monthly subscription paid by a Visa.

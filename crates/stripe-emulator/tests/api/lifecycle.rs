@@ -6,16 +6,9 @@ use serde_json::Value;
 use crate::helpers::{id, spawn_emulator, TestEmulator};
 
 async fn advance(emu: &TestEmulator, seconds: i64) -> i64 {
-    let r = emu
-        .client
-        .post(format!("{}/_emulator/clock/advance", emu.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("seconds={seconds}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["now"].as_i64().unwrap()
+    let r = emu.form("/_emulator/clock/advance", &format!("seconds={seconds}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["now"].as_i64().unwrap()
 }
 
 fn period(sub: &Value) -> (i64, i64) {
@@ -84,15 +77,8 @@ async fn checkout_without_customer_creates_one_and_trials_need_no_payment() {
         )
         .await;
     assert!(session["customer"].is_null());
-    let r = emu
-        .client
-        .post(format!("{}/_emulator/checkout/sessions/{}/complete", emu.url, id(&session)))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("card_number=")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "no card needed for a trial with payment_method_collection=if_required");
+    let r = emu.form(&format!("/_emulator/checkout/sessions/{}/complete", id(&session)), "card_number=").await;
+    assert_eq!(r.status, 303, "no card needed for a trial with payment_method_collection=if_required");
     let done = emu.get(&format!("/v1/checkout/sessions/{}", id(&session)), &[("expand[]", "subscription"), ("expand[]", "customer")]).await;
     assert_eq!(done["customer"]["email"], "new@example.com");
     assert_eq!(done["payment_status"], "no_payment_required");

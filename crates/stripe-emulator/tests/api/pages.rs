@@ -5,16 +5,9 @@ use serde_json::Value;
 use crate::helpers::{id, spawn_emulator, TestEmulator};
 
 async fn form(emu: &TestEmulator, path: &str, body: &str) -> (u16, String, String) {
-    let r = emu
-        .client
-        .post(format!("{}{path}", emu.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
-    (r.status().as_u16(), location, r.text().await.unwrap())
+    let r = emu.form(path, body).await;
+    let location = r.headers.get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+    (r.status, location, r.text)
 }
 
 async fn page(emu: &TestEmulator, path: &str) -> (u16, String) {

@@ -1,5 +1,6 @@
 //! The HTML pages and their form posts: pricing, sign-in and sign-up, dashboard, success, the gated app.
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -104,39 +105,37 @@ fn auth_error(csrf: &str, form: &Credentials, error: AccountError, sign_up: bool
     (status, Html(views::auth_page(&page, csrf))).into_response()
 }
 
-pub async fn sign_up(
-    State(state): State<AppState>,
-    CsrfToken(csrf): CsrfToken,
-    form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response();
-    };
-    match state.accounts.sign_up(&form.email, &form.password).await {
-        Ok(user) => {
-            let next = form
-                .next
-                .as_deref()
-                .filter(|n| *n != "/dashboard")
-                .map(|n| safe_next(Some(n)))
-                .unwrap_or_else(|| "/dashboard?notice=welcome".into());
-            signed_in(&state, &user, &next).await
-        }
-        Err(e) => auth_error(&csrf, &form, e, true),
-    }
+pub async fn sign_up(state: State<AppState>, csrf: CsrfToken, form: Result<Form<Credentials>, FormRejection>) -> Response {
+    submit_credentials(state, csrf, form, true).await
 }
 
-pub async fn sign_in(
+pub async fn sign_in(state: State<AppState>, csrf: CsrfToken, form: Result<Form<Credentials>, FormRejection>) -> Response {
+    submit_credentials(state, csrf, form, false).await
+}
+
+/// Create the account (`sign_up`) or check the password, then start a session; errors re-render
+/// the form with the message in place.
+async fn submit_credentials(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
-    form: Result<Form<Credentials>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<Credentials>, FormRejection>,
+    sign_up: bool,
 ) -> Response {
     let Ok(Form(form)) = form else {
         return Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response();
     };
-    match state.accounts.sign_in(&form.email, &form.password).await {
+    let result = if sign_up {
+        state.accounts.sign_up(&form.email, &form.password).await
+    } else {
+        state.accounts.sign_in(&form.email, &form.password).await
+    };
+    match result {
+        // A new account lands on its dashboard with a welcome, unless it was on its way elsewhere.
+        Ok(user) if sign_up && form.next.as_deref().is_none_or(|n| n == "/dashboard") => {
+            signed_in(&state, &user, "/dashboard?notice=welcome").await
+        }
         Ok(user) => signed_in(&state, &user, &safe_next(form.next.as_deref())).await,
-        Err(e) => auth_error(&csrf, &form, e, false),
+        Err(e) => auth_error(&csrf, &form, e, sign_up),
     }
 }
 

@@ -7,7 +7,18 @@ fn tollgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::fs::create_dir_all(&dir).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     command.args(args).current_dir(&dir);
-    for var in ["PORT", "BIND", "PUBLIC_URL", "DATA_DIR", "KV_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "PLANS", "AUTH_PROVIDER"] {
+    for var in [
+        "PORT",
+        "BIND",
+        "PUBLIC_URL",
+        "DATA_DIR",
+        "KV_URL",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_API_BASE",
+        "PLANS",
+        "AUTH_PROVIDER",
+    ] {
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
@@ -41,7 +52,12 @@ fn bad_settings_stop_start_up_and_name_the_variable() {
 fn config_prints_settings_without_secrets() {
     let out = tollgate(
         &["config"],
-        &[("STRIPE_SECRET_KEY", "sk_test_do_not_print"), ("STRIPE_WEBHOOK_SECRET", "whsec_do_not_print"), ("PLANS", "price_a"), ("PORT", "4321")],
+        &[
+            ("STRIPE_SECRET_KEY", "sk_test_do_not_print"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_do_not_print"),
+            ("PLANS", "price_a"),
+            ("PORT", "4321"),
+        ],
     );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
