@@ -51,7 +51,13 @@ impl FromRequestParts<AppState> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         match state.auth.authenticate(parts).await {
             Ok(Some(user)) => Ok(CurrentUser(user)),
-            Ok(None) => Err(Failure::signed_out(Surface::of(parts), parts.uri.path())),
+            // After signing in, come back to the page asked for; a form post cannot be replayed, so
+            // it comes back to the pricing page instead.
+            Ok(None) => {
+                let back_to =
+                    if parts.method == axum::http::Method::GET { parts.uri.path_and_query().map_or("/", |p| p.as_str()) } else { "/" };
+                Err(Failure::signed_out(Surface::of(parts), back_to))
+            }
             Err(e) => Err(Failure::from_kv(Surface::of(parts), e)),
         }
     }

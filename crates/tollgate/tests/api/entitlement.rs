@@ -72,3 +72,30 @@ async fn past_due_grace_is_a_setting() {
         assert_eq!(browser.get_json("/app").await.status, expected, "PAST_DUE_GRACE={grace}");
     }
 }
+
+#[tokio::test]
+async fn a_trial_grants_access_and_shows_its_end() {
+    let app = spawn_app_with(Options { extra: vec![("TRIAL_DAYS", "14".into())], ..Options::default() }).await;
+    let (browser, customer) = app.subscribed("trial@example.com", MONTHLY).await;
+    browser.get("/success").await;
+    let api = browser.get_json("/api/subscription").await.json();
+    assert_eq!(api["status"], "trialing");
+    assert_eq!(api["entitled"], true);
+    let expected = app.expected_cache(&customer).await;
+    assert_eq!(api["trialEnd"], expected["trialEnd"]);
+    assert!(api["trialEnd"].as_i64().unwrap() - crate::helpers::now() > 13 * 86_400);
+    let dashboard = browser.get("/dashboard").await.text;
+    assert!(dashboard.contains("id=\"status\">trialing") && dashboard.contains("Trial ends"));
+    assert_eq!(browser.get("/app").await.status, 200);
+}
+
+#[tokio::test]
+async fn signing_in_returns_to_the_page_asked_for() {
+    let app = spawn_app().await;
+    let browser = app.browser();
+    let r = browser.get("/dashboard?notice=welcome").await;
+    assert_eq!(r.location(), "/auth?next=%2Fdashboard%3Fnotice%3Dwelcome");
+    // A form post cannot be replayed after sign-in: it returns to pricing.
+    let post = browser.form("/api/generate-stripe-checkout", &[("priceId", MONTHLY)]).await;
+    assert_eq!((post.status, post.location()), (303, "/auth?next=%2F"));
+}
