@@ -239,9 +239,8 @@ async fn idempotency(State(emulator): State<Emulator>, request: Request, next: N
         // stored, so the same key may be retried with corrected parameters, as in Stripe.
         let stored = !matches!(status, StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS);
         if stored {
-            store
-                .idempotency
-                .insert(key.clone(), IdempotencyEntry::Done { fingerprint, status: status.as_u16(), body: Arc::new(bytes.to_vec()) });
+            let entry = IdempotencyEntry::Done { fingerprint, status: status.as_u16(), body: Arc::new(bytes.to_vec()) };
+            store.remember_idempotent(key.clone(), entry);
         } else {
             store.idempotency.remove(&key);
         }

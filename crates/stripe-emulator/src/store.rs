@@ -14,6 +14,9 @@ use crate::error::ApiError;
 /// The API version whose object shapes the emulator renders (the one stripe-node 23 pins).
 pub const API_VERSION: &str = "2026-10-28.endive";
 
+/// How many finished idempotent requests are remembered at most.
+const IDEMPOTENCY_LIMIT: usize = 100_000;
+
 /// How many delivery attempts `GET /_emulator/deliveries` keeps; older ones are dropped.
 const DELIVERY_LOG_LIMIT: usize = 100_000;
 
@@ -87,6 +90,8 @@ pub struct Store {
     /// Webhook endpoint secrets, kept out of the endpoint objects (Stripe shows them only on create).
     pub webhook_secrets: HashMap<String, String>,
     pub idempotency: HashMap<String, IdempotencyEntry>,
+    /// Stored idempotency keys, oldest first, with when they were stored (for pruning).
+    idempotency_order: VecDeque<(String, i64)>,
     pub deliveries: VecDeque<DeliveryRecord>,
     /// Events produced by the current action, handed to the webhook dispatcher when it ends.
     pending_events: Vec<Value>,
@@ -246,6 +251,22 @@ impl Store {
         }
     }
 
+    /// Keep a finished idempotent response. Like Stripe, keys are forgotten after 24 hours; the
+    /// emulator also keeps at most `IDEMPOTENCY_LIMIT`, so a long benchmark cannot grow it forever.
+    pub fn remember_idempotent(&mut self, key: String, entry: IdempotencyEntry) {
+        let now = self.now();
+        self.idempotency.insert(key.clone(), entry);
+        self.idempotency_order.push_back((key, now));
+        while let Some((oldest, at)) = self.idempotency_order.front() {
+            if self.idempotency_order.len() <= IDEMPOTENCY_LIMIT && now - at < 24 * 3600 {
+                break;
+            }
+            // Each key is queued once: while it is remembered, reuse replays instead of storing.
+            self.idempotency.remove(oldest);
+            self.idempotency_order.pop_front();
+        }
+    }
+
     pub fn record_delivery(&mut self, record: DeliveryRecord) {
         if self.deliveries.len() >= DELIVERY_LOG_LIMIT {
             self.deliveries.pop_front();
@@ -341,4 +362,20 @@ pub fn created_filter(params: &crate::form::Params) -> Result<impl Fn(&Value) ->
             _ => created <= *t,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_forgotten_after_a_day() {
+        let mut store = Store::default();
+        let entry = || IdempotencyEntry::Done { fingerprint: "f".into(), status: 200, body: Default::default() };
+        store.remember_idempotent("old".into(), entry());
+        store.clock_offset += 24 * 3600;
+        store.remember_idempotent("new".into(), entry());
+        assert!(!store.idempotency.contains_key("old"));
+        assert!(store.idempotency.contains_key("new"));
+    }
 }
