@@ -5,7 +5,6 @@ use crate::auth::User;
 use crate::domain::{CustomerId, PriceId, SubscriptionCache};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, PortalSession};
-use crate::stripe::StripeClient;
 
 pub struct CheckoutStart {
     pub url: String,
@@ -71,7 +70,7 @@ impl Billing {
             return Err(BillingError::AlreadySubscribed);
         }
         match self.create_session(user, &customer, &plan.price_id).await {
-            Err(BillingError::Stripe(e)) if StripeClient::is_missing_customer(&e) => {
+            Err(BillingError::Stripe(e)) if e.is_missing_customer() => {
                 let replacement = self.replace_missing_customer(user, &customer).await?;
                 self.create_session(user, &replacement, &plan.price_id).await
             }

@@ -22,6 +22,14 @@ pub enum StripeError {
     Unavailable(String),
 }
 
+impl StripeError {
+    /// Did Stripe say that the customer named in the request does not exist (deleted, or from
+    /// another account or emulator run)?
+    pub fn is_missing_customer(&self) -> bool {
+        matches!(self, StripeError::Refused { code: Some(code), param: Some(param), .. } if code == "resource_missing" && param == "customer")
+    }
+}
+
 pub struct StripeClient {
     http: reqwest::Client,
     base: String,
@@ -52,12 +60,6 @@ impl StripeClient {
     pub fn with_retry_base(mut self, base: Duration) -> StripeClient {
         self.retry_base = base;
         self
-    }
-
-    /// Did Stripe say that the customer named in the request does not exist (deleted, or from
-    /// another account or emulator run)?
-    pub fn is_missing_customer(error: &StripeError) -> bool {
-        matches!(error, StripeError::Refused { code: Some(code), param: Some(param), .. } if code == "resource_missing" && param == "customer")
     }
 
     pub fn requests_sent(&self) -> u64 {
