@@ -48,6 +48,8 @@ pub struct EmulatorConfig {
     pub seed_products: Vec<crate::seed::SeedProduct>,
     /// How long the hosted Checkout page holds its redirect while `checkout.session.completed` is delivered.
     pub checkout_redirect_wait: Duration,
+    /// Added before each `/v1` answer, to look like a distant API (and to widen races in tests).
+    pub latency: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -60,6 +62,7 @@ impl Default for EmulatorConfig {
             seed: None,
             seed_products: Vec::new(),
             checkout_redirect_wait: Duration::from_secs(10),
+            latency: Duration::ZERO,
         }
     }
 }

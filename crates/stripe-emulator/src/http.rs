@@ -94,6 +94,9 @@ async fn stripe_headers(State(emulator): State<Emulator>, mut request: Request, 
     }
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let mut response = next.run(request).await;
+    if !emulator.config.latency.is_zero() {
+        tokio::time::sleep(emulator.config.latency).await;
+    }
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("request-id", v);

@@ -39,6 +39,9 @@ struct Cli {
     /// How long one delivery may take, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     webhook_timeout_ms: u64,
+    /// Delay added to every API answer, in milliseconds (simulates a distant Stripe).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
             timeout: Duration::from_millis(cli.webhook_timeout_ms),
         },
         seed: cli.seed,
+        latency: Duration::from_millis(cli.latency_ms),
         ..Default::default()
     };
     let running = Emulator::build(config).await?;

@@ -35,8 +35,13 @@ impl Default for Options {
 }
 
 pub async fn spawn_emulator() -> String {
+    spawn_emulator_with_latency(std::time::Duration::ZERO).await
+}
+
+pub async fn spawn_emulator_with_latency(latency: std::time::Duration) -> String {
     let config = EmulatorConfig {
         seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
+        latency,
         ..EmulatorConfig::for_tests()
     };
     let (_, url, _) = Emulator::build(config).await.expect("emulator starts").spawn();

@@ -83,3 +83,48 @@ async fn a_burst_of_events_for_one_customer_shares_syncs() {
     assert!((1..=2).contains(&calls), "8 concurrent events cost {calls} Stripe calls");
     assert_eq!(app.cache(&customer).await.unwrap(), app.expected_cache(&customer).await);
 }
+
+#[tokio::test]
+async fn events_that_arrive_during_a_slow_sync_share_the_next_one() {
+    // Stripe answers after 200 ms, so all of the burst arrives while the first sync is in flight.
+    let stripe = crate::helpers::spawn_emulator_with_latency(std::time::Duration::from_millis(200)).await;
+    let app = crate::helpers::spawn_app_against(&stripe, crate::helpers::Options::default()).await;
+    let customer = app.stripe(Method::POST, "/v1/customers", &[("email", "slow@example.com")]).await["id"].as_str().unwrap().to_string();
+    let sub = app
+        .stripe(
+            Method::POST,
+            "/v1/subscriptions",
+            &[("customer", &customer), ("items[0][price]", MONTHLY), ("default_payment_method", "pm_card_visa")],
+        )
+        .await;
+    let event = serde_json::json!({"id": "evt_slow", "object": "event", "type": "customer.subscription.updated", "data": {"object": {"customer": customer}}});
+    let before = app.stripe_requests();
+    let first = {
+        let (app, event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
+        tokio::spawn(async move { app.deliver(&event).await.status })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    // Stripe changes while the first sync is in flight (the emulator applies a change when it
+    // arrives and answers 200 ms later); then the rest of the burst arrives, still during that sync.
+    let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+    let change = app
+        .http
+        .post(format!("{stripe}{path}"))
+        .bearer_auth("sk_test_x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("cancel_at_period_end=true");
+    let change = tokio::spawn(change.send());
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let mut rest = tokio::task::JoinSet::new();
+    for _ in 0..7 {
+        let (app, event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
+        rest.spawn(async move { app.deliver(&event).await.status });
+    }
+    assert_eq!(first.await.unwrap(), 200);
+    assert!(rest.join_all().await.iter().all(|s| *s == 200));
+    assert_eq!(change.await.unwrap().unwrap().status(), 200);
+    assert_eq!(app.stripe_requests() - before, 2, "one sync in flight, one shared by the seven that came during it");
+    let cache = app.cache(&customer).await.unwrap();
+    assert_eq!(cache["cancelAtPeriodEnd"], true, "the change made during the first sync is not lost");
+    assert_eq!(cache, app.expected_cache(&customer).await);
+}
