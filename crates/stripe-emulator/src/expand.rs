@@ -14,17 +14,8 @@ use crate::store::Store;
 
 /// Fields that hold the id of another object and may be expanded.
 const EXPANDABLE: &[&str] = &[
-    "customer",
-    "default_payment_method",
-    "latest_invoice",
-    "subscription",
-    "product",
-    "default_price",
-    "invoice",
-    "payment_intent",
-    "payment_method",
-    "price",
-    "line_items",
+    "customer", "default_payment_method", "latest_invoice", "subscription", "product", "default_price", "invoice", "payment_intent",
+    "payment_method", "price", "line_items",
 ];
 
 /// Stripe's limit on how deep an expansion may reach.

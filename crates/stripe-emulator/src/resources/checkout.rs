@@ -17,25 +17,9 @@ const MAX_LINE_ITEMS: usize = 20;
 pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&[
-        "mode",
-        "customer",
-        "customer_email",
-        "line_items",
-        "success_url",
-        "cancel_url",
-        "client_reference_id",
-        "metadata",
-        "subscription_data",
-        "allow_promotion_codes",
-        "payment_method_collection",
-        "excluded_payment_method_types",
-        "payment_method_types",
-        "expires_at",
-        "locale",
-        "billing_address_collection",
-        "customer_update",
-        "ui_mode",
-        "expand",
+        "mode", "customer", "customer_email", "line_items", "success_url", "cancel_url", "client_reference_id", "metadata",
+        "subscription_data", "allow_promotion_codes", "payment_method_collection", "excluded_payment_method_types", "payment_method_types",
+        "expires_at", "locale", "billing_address_collection", "customer_update", "ui_mode", "expand",
     ])?;
     match p.str("mode")? {
         Some("subscription") => {}

@@ -11,20 +11,8 @@ use crate::http::{respond, ApiRequest};
 use crate::store::{new_id, Store};
 
 const FIELDS: &[&str] = &[
-    "currency",
-    "unit_amount",
-    "unit_amount_decimal",
-    "product",
-    "product_data",
-    "recurring",
-    "lookup_key",
-    "transfer_lookup_key",
-    "nickname",
-    "active",
-    "metadata",
-    "billing_scheme",
-    "tax_behavior",
-    "expand",
+    "currency", "unit_amount", "unit_amount_decimal", "product", "product_data", "recurring", "lookup_key", "transfer_lookup_key",
+    "nickname", "active", "metadata", "billing_scheme", "tax_behavior", "expand",
 ];
 
 pub const INTERVALS: &[&str] = &["day", "week", "month", "year"];

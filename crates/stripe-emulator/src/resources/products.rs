@@ -11,17 +11,7 @@ use crate::http::{respond, ApiRequest};
 use crate::store::{new_id, Store};
 
 const FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "active",
-    "description",
-    "metadata",
-    "images",
-    "url",
-    "statement_descriptor",
-    "unit_label",
-    "tax_code",
-    "shippable",
+    "id", "name", "active", "description", "metadata", "images", "url", "statement_descriptor", "unit_label", "tax_code", "shippable",
     "expand",
 ];
 
@@ -75,16 +65,7 @@ pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: 
 pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&[
-        "name",
-        "active",
-        "description",
-        "metadata",
-        "images",
-        "url",
-        "statement_descriptor",
-        "unit_label",
-        "default_price",
-        "expand",
+        "name", "active", "description", "metadata", "images", "url", "statement_descriptor", "unit_label", "default_price", "expand",
     ])?;
     let product = emu.apply(&req.info, |store| {
         let current = store.get_kind("product", &id, Some("id"))?.clone();

@@ -43,21 +43,8 @@ fn trial_end(params: &Params, now: i64) -> Result<Option<i64>, ApiError> {
 pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&[
-        "customer",
-        "items",
-        "default_payment_method",
-        "trial_period_days",
-        "trial_end",
-        "metadata",
-        "description",
-        "cancel_at_period_end",
-        "payment_behavior",
-        "proration_behavior",
-        "collection_method",
-        "off_session",
-        "trial_from_plan",
-        "expand",
-        "currency",
+        "customer", "items", "default_payment_method", "trial_period_days", "trial_end", "metadata", "description", "cancel_at_period_end",
+        "payment_behavior", "proration_behavior", "collection_method", "off_session", "trial_from_plan", "expand", "currency",
     ])?;
     let behavior = p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete"])?.unwrap_or("allow_incomplete");
     p.one_of("collection_method", &["charge_automatically"])?;
@@ -132,18 +119,8 @@ pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: 
 pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&[
-        "cancel_at_period_end",
-        "cancel_at",
-        "items",
-        "metadata",
-        "default_payment_method",
-        "proration_behavior",
-        "description",
-        "trial_end",
-        "cancellation_details",
-        "payment_behavior",
-        "off_session",
-        "expand",
+        "cancel_at_period_end", "cancel_at", "items", "metadata", "default_payment_method", "proration_behavior", "description",
+        "trial_end", "cancellation_details", "payment_behavior", "off_session", "expand",
     ])?;
     p.one_of("proration_behavior", &["create_prorations", "none", "always_invoice"])?;
     p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete", "pending_if_incomplete"])?;
@@ -164,15 +141,8 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             if let Some(f) = details.one_of(
                 "feedback",
                 &[
-                    "customer_service",
-                    "low_quality",
-                    "missing_features",
-                    "other",
-                    "switched_service",
-                    "too_complex",
-                    "too_expensive",
-                    "unused",
-                    "",
+                    "customer_service", "low_quality", "missing_features", "other", "switched_service", "too_complex", "too_expensive",
+                    "unused", "",
                 ],
             )? {
                 merged["feedback"] = if f.is_empty() { Value::Null } else { json!(f) };

@@ -46,15 +46,7 @@ pub enum AccountError {
 }
 
 const COMMON_PASSWORDS: &[&str] = &[
-    "password",
-    "password1",
-    "password123",
-    "1234567890",
-    "qwertyuiop",
-    "iloveyou12",
-    "letmein123",
-    "welcome123",
-    "abc1234567",
+    "password", "password1", "password123", "1234567890", "qwertyuiop", "iloveyou12", "letmein123", "welcome123", "abc1234567",
     "passw0rd12",
 ];
 

@@ -8,15 +8,7 @@ fn tollgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     command.args(args).current_dir(&dir);
     for var in [
-        "PORT",
-        "BIND",
-        "PUBLIC_URL",
-        "DATA_DIR",
-        "KV_URL",
-        "STRIPE_SECRET_KEY",
-        "STRIPE_WEBHOOK_SECRET",
-        "STRIPE_API_BASE",
-        "PLANS",
+        "PORT", "BIND", "PUBLIC_URL", "DATA_DIR", "KV_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "PLANS",
         "AUTH_PROVIDER",
     ] {
         command.env_remove(var);
