@@ -154,6 +154,14 @@ impl Store {
         }
     }
 
+    /// Replace an object by Stripe's deleted form, `{id, object, deleted: true}`, and return that.
+    pub fn delete(&mut self, id: &str) -> Value {
+        let kind = self.objects.get(id).map(|o| o["object"].clone()).unwrap_or(Value::Null);
+        let tombstone = json!({ "id": id, "object": kind, "deleted": true });
+        self.replace(tombstone.clone());
+        tombstone
+    }
+
     pub fn replace(&mut self, object: Value) {
         let id = object["id"].as_str().unwrap_or_default().to_string();
         self.objects.insert(id, object);

@@ -123,8 +123,7 @@ pub async fn delete(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         for sub in live {
             crate::billing::cancel_now(store, &sub, "cancellation_requested");
         }
-        let tombstone = json!({"id": id, "object": "customer", "deleted": true});
-        store.replace(tombstone.clone());
+        let tombstone = store.delete(&id);
         store.emit("customer.deleted", &customer, None);
         Ok(tombstone)
     })?;

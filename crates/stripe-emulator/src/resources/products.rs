@@ -105,9 +105,9 @@ pub async fn delete(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         if store.iter_kind("price", None).any(|p| p["product"] == id.as_str()) {
             return Err(ApiError::bad_request("This product cannot be deleted because it has one or more user-created prices."));
         }
-        store.replace(json!({"id": id, "object": "product", "deleted": true}));
+        let tombstone = store.delete(&id);
         store.emit("product.deleted", &product, None);
-        Ok(json!({"id": id, "object": "product", "deleted": true}))
+        Ok(tombstone)
     })?;
     Ok(crate::http::JsonBody::of(&deleted))
 }

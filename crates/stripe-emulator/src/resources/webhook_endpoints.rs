@@ -126,8 +126,7 @@ pub async fn delete(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     req.params.allow(&[])?;
     let deleted = emu.apply(&req.info, |store| {
         store.get_kind("webhook_endpoint", &id, Some("id"))?;
-        let tombstone = json!({"id": id, "object": "webhook_endpoint", "deleted": true});
-        store.replace(tombstone.clone());
+        let tombstone = store.delete(&id);
         store.webhook_secrets.remove(&id);
         Ok(tombstone)
     })?;
