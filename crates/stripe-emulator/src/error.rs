@@ -56,6 +56,10 @@ impl ApiError {
         }
     }
 
+    pub fn too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "Request body is too large.")
+    }
+
     pub fn idempotency(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "idempotency_error", message)
     }

@@ -187,7 +187,7 @@ async fn idempotency(State(emulator): State<Emulator>, request: Request, next: N
     let (parts, body) = request.into_parts();
     let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
-        Err(_) => return body_too_large(),
+        Err(_) => return ApiError::too_large().into_response(),
     };
     let fingerprint = format!(
         "{} {}?{}",
@@ -262,10 +262,6 @@ fn mismatch(key: &str) -> Response {
     .into_response()
 }
 
-fn body_too_large() -> Response {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "Request body is too large.").into_response()
-}
-
 #[derive(Clone)]
 struct IdempotencyKey(String);
 
@@ -293,9 +289,7 @@ impl FromRequest<Emulator> for ApiRequest {
         let query = request.uri().query().unwrap_or_default().to_string();
         let is_json =
             request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/json"));
-        let body: Bytes = to_bytes(request.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "Request body is too large."))?;
+        let body: Bytes = to_bytes(request.into_body(), MAX_BODY_BYTES).await.map_err(|_| ApiError::too_large())?;
         if is_json && !body.is_empty() {
             return Err(ApiError::bad_request(
                 "Invalid request: the v1 API takes form-encoded bodies (Content-Type: application/x-www-form-urlencoded), not JSON.",

@@ -30,6 +30,11 @@ pub mod state;
 pub mod stripe;
 pub mod telemetry;
 
+/// Seconds since the Unix epoch (session expiry, webhook signature age).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
 /// A random token of letters and digits (session ids, CSRF tokens, request ids).
 pub fn random_token(len: usize) -> String {
     use rand::Rng;

@@ -94,10 +94,6 @@ async fn decoy_hash() -> String {
     DECOY.get_or_init(|| made).clone()
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 impl LocalAccounts {
     pub fn new(kv: SharedKv) -> LocalAccounts {
         LocalAccounts { kv }
@@ -114,7 +110,7 @@ impl LocalAccounts {
         .await
         .map_err(|e| KvError::Unavailable(e.to_string()))?
         .map_err(|e| KvError::Unavailable(format!("password hashing failed: {e}")))?;
-        let account = Account { id: UserId::generate(), email: email.clone(), password_hash, created_at: now() };
+        let account = Account { id: UserId::generate(), email: email.clone(), password_hash, created_at: crate::unix_now() };
         let json = serde_json::to_string(&account).expect("an account serialises");
         if !self.kv.set_if_absent(&keys::account(email.as_str()), &json).await? {
             return Err(AccountError::EmailTaken);
@@ -148,7 +144,8 @@ impl LocalAccounts {
     /// A new session for `user`; returns the token for the cookie.
     pub async fn start_session(&self, user: &User) -> Result<String, KvError> {
         let token = crate::random_token(32);
-        let record = SessionRecord { user_id: user.id.clone(), email: user.email.clone(), expires_at: now() + SESSION_DAYS * 86_400 };
+        let record =
+            SessionRecord { user_id: user.id.clone(), email: user.email.clone(), expires_at: crate::unix_now() + SESSION_DAYS * 86_400 };
         self.kv.set(&keys::session(&token), &serde_json::to_string(&record).expect("a session serialises")).await?;
         Ok(token)
     }
@@ -172,7 +169,7 @@ impl AuthProvider for LocalAccounts {
             let Some(token) = session_token(parts) else { return Ok(None) };
             let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(None) };
             let Ok(record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
-            if record.expires_at <= now() {
+            if record.expires_at <= crate::unix_now() {
                 self.kv.delete(&keys::session(token)).await?;
                 return Ok(None);
             }

@@ -23,8 +23,7 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
         return Err(Failure::too_large(Surface::Api));
     };
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    verify(&payload, signature, state.webhook_secret.expose(), now)
+    verify(&payload, signature, state.webhook_secret.expose(), crate::unix_now())
         .map_err(|e| Failure::bad_request(Surface::Api, "invalid_signature", e.to_string()))?;
     let event: Event = serde_json::from_slice(&payload)
         .map_err(|e| Failure::bad_request(Surface::Api, "invalid_event", format!("The signed body is not a Stripe event: {e}")))?;

@@ -202,18 +202,11 @@ impl TestApp {
 
     /// Deliver one event as Stripe would: signed now with the endpoint secret.
     pub async fn deliver(&self, event: &Value) -> Reply {
-        let body = serde_json::to_vec(event).unwrap();
-        self.deliver_raw(&body, &signature(&body, now())).await
+        TestAppHandle::from(self).deliver(event).await
     }
 
     pub async fn deliver_raw(&self, body: &[u8], signature: &str) -> Reply {
-        let request = self
-            .http
-            .post(format!("{}/api/stripe-webhook", self.url))
-            .header("content-type", "application/json")
-            .header("stripe-signature", signature)
-            .body(body.to_vec());
-        reply(request.send().await.unwrap()).await
+        TestAppHandle::from(self).deliver_raw(body, signature).await
     }
 
     pub fn stripe_requests(&self) -> u64 {
@@ -235,14 +228,23 @@ impl TestAppHandle {
 
     pub async fn deliver(&self, event: &Value) -> Reply {
         let body = serde_json::to_vec(event).unwrap();
-        let request =
-            self.http.post(format!("{}/api/stripe-webhook", self.url)).header("stripe-signature", signature(&body, now())).body(body);
+        self.deliver_raw(&body, &signature(&body, now())).await
+    }
+
+    /// Deliver a body with the given `Stripe-Signature`, as Stripe's POST would.
+    pub async fn deliver_raw(&self, body: &[u8], signature: &str) -> Reply {
+        let request = self
+            .http
+            .post(format!("{}/api/stripe-webhook", self.url))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body.to_vec());
         reply(request.send().await.unwrap()).await
     }
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    tollgate::unix_now()
 }
 
 pub fn signature(body: &[u8], t: i64) -> String {
