@@ -24,6 +24,10 @@ pub struct Inner {
     pub dispatcher: Dispatcher,
     /// `/v1` requests served, for `GET /_emulator/stats` (benchmarks count their Stripe calls with it).
     pub api_requests: std::sync::atomic::AtomicU64,
+    /// Of those, answered 429 by the rate limit.
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    /// The rate limit's bucket: tokens left and when it was last filled.
+    bucket: std::sync::Mutex<(f64, std::time::Instant)>,
 }
 
 impl std::ops::Deref for Emulator {
@@ -43,7 +47,32 @@ pub struct RunningEmulator {
 impl Emulator {
     fn new(config: EmulatorConfig, public_url: String) -> Emulator {
         let dispatcher = Dispatcher::new(config.retry.clone());
-        Emulator(Arc::new(Inner { store: RwLock::new(Store::default()), config, public_url, dispatcher, api_requests: Default::default() }))
+        let full = f64::from(config.rate_limit.unwrap_or(0));
+        Emulator(Arc::new(Inner {
+            store: RwLock::new(Store::default()),
+            config,
+            public_url,
+            dispatcher,
+            api_requests: Default::default(),
+            rate_limited: Default::default(),
+            bucket: std::sync::Mutex::new((full, std::time::Instant::now())),
+        }))
+    }
+
+    /// Take one request from the rate limit's bucket; false when it is empty (answer 429).
+    pub fn admit_request(&self) -> bool {
+        let Some(per_second) = self.config.rate_limit else { return true };
+        let per_second = f64::from(per_second.max(1));
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let (tokens, filled) = *bucket;
+        let tokens = (tokens + now.duration_since(filled).as_secs_f64() * per_second).min(per_second);
+        let admitted = tokens >= 1.0;
+        *bucket = (if admitted { tokens - 1.0 } else { tokens }, now);
+        if !admitted {
+            self.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        admitted
     }
 
     /// Bind the listener, load the seed file and register start-up webhooks. Port 0 picks a free port.

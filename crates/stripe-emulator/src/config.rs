@@ -50,6 +50,9 @@ pub struct EmulatorConfig {
     pub checkout_redirect_wait: Duration,
     /// Added before each `/v1` answer, to look like a distant API (and to widen races in tests).
     pub latency: Duration,
+    /// `/v1` requests per second allowed (a bucket that holds one second's worth); above it the
+    /// answer is Stripe's 429 `rate_limit`. `None`: no limit.
+    pub rate_limit: Option<u32>,
 }
 
 impl Default for EmulatorConfig {
@@ -63,6 +66,7 @@ impl Default for EmulatorConfig {
             seed_products: Vec::new(),
             checkout_redirect_wait: Duration::from_secs(10),
             latency: Duration::ZERO,
+            rate_limit: None,
         }
     }
 }

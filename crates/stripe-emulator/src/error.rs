@@ -56,6 +56,18 @@ impl ApiError {
         }
     }
 
+    /// 429 `rate_limit`, as Stripe's rate limiter answers (the reason goes in a header).
+    pub fn rate_limited() -> Self {
+        ApiError {
+            code: Some("rate_limit".into()),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request_error",
+                "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests.",
+            )
+        }
+    }
+
     pub fn too_large() -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "Request body is too large.")
     }

@@ -93,7 +93,14 @@ async fn stripe_headers(State(emulator): State<Emulator>, mut request: Request, 
         }
     }
     request.extensions_mut().insert(RequestId(request_id.clone()));
-    let mut response = next.run(request).await;
+    // Stripe's limiter runs before anything else, idempotency included: a 429 is never replayed.
+    let mut response = if emulator.admit_request() {
+        next.run(request).await
+    } else {
+        let mut limited = ApiError::rate_limited().into_response();
+        limited.headers_mut().insert("stripe-rate-limited-reason", HeaderValue::from_static("global-rate"));
+        limited
+    };
     if !emulator.config.latency.is_zero() {
         tokio::time::sleep(emulator.config.latency).await;
     }

@@ -42,6 +42,10 @@ struct Cli {
     /// Delay added to every API answer, in milliseconds (simulates a distant Stripe).
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// API requests per second allowed; above it the answer is Stripe's 429 `rate_limit`
+    /// (live mode allows 100, test mode 25). Unlimited when absent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: Option<u32>,
 }
 
 #[tokio::main]
@@ -70,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         },
         seed: cli.seed,
         latency: Duration::from_millis(cli.latency_ms),
+        rate_limit: cli.rate_limit,
         ..Default::default()
     };
     let running = Emulator::build(config).await?;

@@ -1,6 +1,8 @@
 //! "May this user use the product?" answered from the KV alone (no Stripe call), and the
 //! `Entitled` extractor that guards product routes.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
@@ -12,7 +14,7 @@ use crate::kv::keys;
 use crate::state::AppState;
 
 /// The user's cached subscription. A customer whose entry is missing or unreadable is synced once.
-pub async fn cached_subscription(billing: &Billing, user: &User) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
+pub async fn cached_subscription(billing: &Arc<Billing>, user: &User) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
     let Some(customer) = billing.customer_of(user).await? else {
         return Ok((None, SubscriptionCache::none()));
     };

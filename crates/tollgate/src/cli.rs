@@ -1,6 +1,14 @@
-//! The command line: `tollgate` (= `tollgate serve`) and `tollgate config`.
+//! The command line: `tollgate` (= `tollgate serve`), `tollgate config` and `tollgate sync`.
 
-use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::billing::Billing;
+use crate::config::{Settings, StripeSettings};
+use crate::domain::CustomerId;
+use crate::stripe::client::RateLimit;
+use crate::stripe::StripeClient;
 
 /// Signup and Stripe subscription billing, offline by default.
 #[derive(Parser, Debug)]
@@ -16,16 +24,86 @@ pub enum Command {
     Serve,
     /// Print the configuration as parsed, secrets redacted, and exit.
     Config,
+    /// Re-read customers from Stripe into the KV now, within STRIPE_RATE_LIMIT.
+    Sync(SyncTarget),
+}
+
+#[derive(Args, Debug, PartialEq)]
+#[group(required = true, multiple = false)]
+pub struct SyncTarget {
+    /// One customer (cus_…).
+    #[arg(long, value_parser = |s: &str| CustomerId::parse(s))]
+    pub customer: Option<CustomerId>,
+    /// Every Stripe customer with a `userId` in its metadata (the ones Tollgate made).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Syncs in flight during `sync --all`; the rate limit paces them anyway.
+const SYNC_CONCURRENCY: usize = 16;
+
+/// `tollgate sync`: prints what it did; an error when any customer could not be synced.
+pub async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Result<()> {
+    let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
+        anyhow::bail!("STRIPE_SECRET_KEY: `tollgate sync` reads Stripe; without a key there is only the emulator inside `tollgate serve`");
+    };
+    let kv = crate::kv::open(&settings.kv).await?;
+    let rate_limit = settings.stripe_rate_limit.map(|per_second| RateLimit { kv: kv.clone(), per_second });
+    let stripe = StripeClient::new(api_base, secret_key.clone(), rate_limit);
+    let (billing, _no_drain) = crate::startup::billing(&settings, kv, stripe, String::new());
+    let customers = match target.customer {
+        Some(customer) => vec![customer],
+        None => crate::billing::reconcile::customers_with_user(&billing.stripe).await?,
+    };
+    let progress = indicatif::ProgressBar::new(customers.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} customers, {per_sec}, {eta} left {msg}").expect("a valid template"),
+    );
+    let failed = sync_each(&billing, customers, &progress).await;
+    progress.finish();
+    match failed.as_slice() {
+        [] => {
+            println!("synced {} customer(s)", progress.position());
+            Ok(())
+        }
+        failed => anyhow::bail!("{} customer(s) could not be synced: {}", failed.len(), failed.join("; ")),
+    }
+}
+
+async fn sync_each(billing: &Arc<Billing>, customers: Vec<CustomerId>, progress: &indicatif::ProgressBar) -> Vec<String> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(SYNC_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for customer in customers {
+        let (billing, permits) = (billing.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            billing.sync(&customer).await.map(|_| ()).map_err(|e| format!("{customer}: {e}"))
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(outcome) = tasks.join_next().await {
+        progress.inc(1);
+        if let Ok(Err(e)) | Err(e) = outcome.map_err(|e| e.to_string()) {
+            progress.println(format!("failed: {e}"));
+            failed.push(e);
+        }
+    }
+    failed
 }
 
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
 
+    use super::*;
+
     #[test]
     fn cli_definition_is_valid() {
-        super::Cli::command().debug_assert();
-        assert_eq!(super::Cli::parse_from(["tollgate"]).command, None);
-        assert_eq!(super::Cli::parse_from(["tollgate", "config"]).command, Some(super::Command::Config));
+        Cli::command().debug_assert();
+        assert_eq!(Cli::parse_from(["tollgate"]).command, None);
+        assert_eq!(Cli::parse_from(["tollgate", "config"]).command, Some(Command::Config));
+        assert_eq!(Cli::parse_from(["tollgate", "sync", "--all"]).command, Some(Command::Sync(SyncTarget { customer: None, all: true })));
+        assert!(Cli::try_parse_from(["tollgate", "sync"]).is_err(), "a target is required");
+        assert!(Cli::try_parse_from(["tollgate", "sync", "--customer", "nope"]).is_err(), "customer ids are checked");
     }
 }

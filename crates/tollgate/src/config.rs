@@ -32,8 +32,22 @@ pub enum KvSettings {
     Embedded { path: PathBuf },
     /// `KV_URL=memory:` — nothing persists; for tests and demos.
     Memory,
-    /// `KV_URL=redis://host:port[/db]`, the store the Next.js recipe uses.
-    Redis { url: String },
+    /// `KV_URL=redis[s]://[user:password@]host:port[/db]`, the store the Next.js recipe uses
+    /// (Valkey too). `shown` is the URL with its password replaced, for printing.
+    Redis { url: Secret, shown: String, ca_file: Option<PathBuf> },
+}
+
+/// `rediss://user:pass@host/0` → `rediss://user:[redacted]@host/0`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "[redacted]".into() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or("");
+            format!("{scheme}://{user}:[redacted]@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +84,10 @@ pub struct Settings {
     pub past_due_grace: bool,
     /// Free trial length offered at Checkout, if any.
     pub trial_days: Option<u32>,
+    /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
+    pub stripe_rate_limit: Option<u32>,
+    /// How often one instance re-syncs every customer, healing what a lost webhook left behind.
+    pub reconcile_every: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -130,10 +148,22 @@ impl Settings {
         let kv = match get("KV_URL") {
             None => KvSettings::Embedded { path: data_dir.join("tollgate.redb") },
             Some("memory:") => KvSettings::Memory,
-            Some(v) if v.starts_with("redis://") => KvSettings::Redis { url: v.to_string() },
+            Some(v) if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| v.starts_with(s)) => {
+                use redis::IntoConnectionInfo;
+                // The crate's own message; it never contains the password.
+                v.into_connection_info().map_err(|e| error("KV_URL", format!("'{}' is not a Redis URL: {e}", redact_url(v))))?;
+                let ca_file = get("KV_TLS_CA_FILE").map(PathBuf::from);
+                if let Some(path) = ca_file.as_ref().filter(|p| !p.is_file()) {
+                    return Err(error("KV_TLS_CA_FILE", format!("'{}' is not a readable file", path.display())));
+                }
+                KvSettings::Redis { url: Secret::new(v), shown: redact_url(v), ca_file }
+            }
             Some(v) if v.starts_with("redb:") => KvSettings::Embedded { path: PathBuf::from(&v["redb:".len()..]) },
             Some(v) => {
-                return Err(error("KV_URL", format!("'{v}' is not supported: use redis://host:port, redb:/path/file.redb or memory:")))
+                return Err(error(
+                    "KV_URL",
+                    format!("'{}' is not supported: use redis[s]://host:port, redb:/path/file.redb or memory:", redact_url(v)),
+                ))
             }
         };
         let stripe = match get("STRIPE_SECRET_KEY") {
@@ -187,8 +217,54 @@ impl Settings {
                 _ => return Err(error("TRIAL_DAYS", format!("'{v}' must be a whole number of days from 1 to 730"))),
             },
         };
-        Ok(Settings { port, bind, public_url, data_dir, kv, stripe, plans, auth, past_due_grace, trial_days })
+        let stripe_rate_limit = match get("STRIPE_RATE_LIMIT") {
+            // Under Stripe's own limits (live 100/s, test mode 25/s), leaving room for other clients.
+            None => match &stripe {
+                StripeSettings::Emulator { .. } => None,
+                StripeSettings::Remote { secret_key, .. } if secret_key.expose().contains("_live_") => Some(90),
+                StripeSettings::Remote { .. } => Some(20),
+            },
+            Some("0") | Some("off") => None,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n <= 10_000 => Some(n),
+                _ => return Err(error("STRIPE_RATE_LIMIT", format!("'{v}' must be requests per second (1-10000), or off"))),
+            },
+        };
+        let reconcile_every = match get("RECONCILE_INTERVAL") {
+            None | Some("0") | Some("off") => None,
+            Some(v) => Some(parse_interval(v).ok_or_else(|| {
+                error("RECONCILE_INTERVAL", format!("'{v}' is not an interval of at least a minute, like 30m, 6h or 1d (or off)"))
+            })?),
+        };
+        Ok(Settings {
+            port,
+            bind,
+            public_url,
+            data_dir,
+            kv,
+            stripe,
+            plans,
+            auth,
+            past_due_grace,
+            trial_days,
+            stripe_rate_limit,
+            reconcile_every,
+        })
     }
+}
+
+/// `90s`, `30m`, `6h`, `1d` (at least a minute: a reconcile pass costs a Stripe call per customer).
+fn parse_interval(value: &str) -> Option<std::time::Duration> {
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = value.split_at(split);
+    let seconds = number.parse::<u64>().ok()?.checked_mul(match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    })?;
+    (seconds >= 60).then(|| std::time::Duration::from_secs(seconds))
 }
 
 /// `PLANS`: `price_a,price_b`, or the path of a file holding ids separated by commas, spaces or lines.
@@ -238,6 +314,10 @@ mod tests {
             (vec![("PLANS", "prod_x")], "PLANS"),
             (vec![("AUTH_PROVIDER", "ldap")], "AUTH_PROVIDER"),
             (vec![("TRIAL_DAYS", "-3")], "TRIAL_DAYS"),
+            (vec![("KV_URL", "redis://h/notadb")], "KV_URL"),
+            (vec![("KV_URL", "rediss://h"), ("KV_TLS_CA_FILE", "/nonexistent/ca.pem")], "KV_TLS_CA_FILE"),
+            (vec![("STRIPE_RATE_LIMIT", "fast")], "STRIPE_RATE_LIMIT"),
+            (vec![("RECONCILE_INTERVAL", "5s")], "RECONCILE_INTERVAL"),
         ] {
             assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
         }
@@ -249,10 +329,15 @@ mod tests {
             ("STRIPE_SECRET_KEY", "sk_test_supersecret"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_alsosecret"),
             ("PLANS", "price_a, price_b"),
+            ("KV_URL", "rediss://tollgate:p%40ss-secret@cache.example.com:6380/2"),
         ]))
         .unwrap();
         let printed = format!("{s:?}");
-        assert!(!printed.contains("supersecret") && !printed.contains("alsosecret"));
+        assert!(!printed.contains("supersecret") && !printed.contains("alsosecret") && !printed.contains("ss-secret"), "{printed}");
+        assert!(printed.contains("rediss://tollgate:[redacted]@cache.example.com:6380/2"), "{printed}");
+        assert_eq!(s.stripe_rate_limit, Some(20), "test-mode keys stay under Stripe's 25/s");
+        let bad = Settings::from_vars(&vars(&[("KV_URL", "redis://u:hunter2@h/x")])).unwrap_err();
+        assert!(!bad.to_string().contains("hunter2"), "{bad}");
         assert_eq!(s.plans.unwrap().len(), 2);
     }
 

@@ -14,9 +14,19 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if cli.command == Some(Command::Config) {
-        println!("{settings:#?}");
-        return;
+    match cli.command {
+        Some(Command::Config) => {
+            println!("{settings:#?}");
+            return;
+        }
+        Some(Command::Sync(target)) => {
+            if let Err(e) = tollgate::cli::sync(settings, target).await {
+                eprintln!("tollgate: sync: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Some(Command::Serve) | None => {}
     }
     let app = match Application::build(settings).await {
         Ok(app) => app,

@@ -11,10 +11,12 @@ use stripe_emulator::{Emulator, EmulatorConfig};
 use tokio::net::TcpListener;
 
 use crate::auth::local::LocalAccounts;
-use crate::billing::{catalog::Catalog, sync::Coalescer, Billing};
+use crate::billing::drain::{self, Drain, Wakeups};
+use crate::billing::{catalog::Catalog, reconcile, Billing};
 use crate::config::{AuthSettings, Secret, Settings, StripeSettings};
 use crate::domain::{AccessPolicy, PriceId};
 use crate::state::{AppState, Inner};
+use crate::stripe::client::RateLimit;
 use crate::stripe::StripeClient;
 
 /// The plans the embedded emulator starts with, and the ones offered when `PLANS` is not set.
@@ -28,6 +30,8 @@ pub struct Application {
     /// The embedded emulator's URL, when Tollgate runs without real Stripe keys.
     pub emulator_url: Option<String>,
     pub state: AppState,
+    wakeups: Wakeups,
+    reconcile_every: Option<std::time::Duration>,
 }
 
 fn demo_catalogue() -> Vec<SeedProduct> {
@@ -56,10 +60,11 @@ impl Application {
         let addr = listener.local_addr()?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
         let kv = crate::kv::open(&settings.kv).await?;
+        let rate_limit = settings.stripe_rate_limit.map(|per_second| RateLimit { kv: kv.clone(), per_second });
 
         let (stripe, webhook_secret, emulator_url) = match &settings.stripe {
             StripeSettings::Remote { secret_key, webhook_secret, api_base } => {
-                (StripeClient::new(api_base, secret_key.clone()), webhook_secret.clone(), None)
+                (StripeClient::new(api_base, secret_key.clone(), rate_limit), webhook_secret.clone(), None)
             }
             StripeSettings::Emulator { port } => {
                 let secret = stripe_emulator::resources::webhook_endpoints::new_secret();
@@ -76,27 +81,17 @@ impl Application {
                 };
                 let running = Emulator::build(config).await.context("STRIPE_EMULATOR_PORT: the Stripe emulator could not start")?;
                 let (_, url, _) = running.spawn();
-                (StripeClient::new(&url, Secret::new("sk_test_tollgate_emulator")), Secret::new(secret), Some(url))
+                (StripeClient::new(&url, Secret::new("sk_test_tollgate_emulator"), rate_limit), Secret::new(secret), Some(url))
             }
         };
-        let price_ids = match &settings.plans {
-            Some(ids) => ids.clone(),
-            None => DEMO_PLANS.iter().map(|id| PriceId::parse(id).expect("demo ids are valid")).collect(),
-        };
+        let (billing, wakeups) = billing(&settings, kv.clone(), stripe, public_url.clone());
         let accounts = Arc::new(LocalAccounts::new(kv.clone()));
         let auth = match settings.auth {
             AuthSettings::Local => accounts.clone(),
         };
         let public_origin = origin_of(&public_url);
         let state = AppState::new(Inner {
-            billing: Billing {
-                stripe: Arc::new(stripe),
-                kv,
-                syncs: Coalescer::default(),
-                catalog: Catalog::new(price_ids),
-                public_url: public_url.clone(),
-                trial_days: settings.trial_days,
-            },
+            billing,
             auth,
             accounts,
             policy: AccessPolicy { past_due_grace: settings.past_due_grace },
@@ -105,15 +100,42 @@ impl Application {
             public_origin,
         });
         let router = crate::http::router::router(state.clone());
-        Ok(Application { listener, router, addr, public_url, emulator_url, state })
+        Ok(Application { listener, router, addr, public_url, emulator_url, state, wakeups, reconcile_every: settings.reconcile_every })
     }
 
+    /// Serve, with the drain (and the periodic reconcile, when set) running beside the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let billing = self.state.billing.clone();
+        let drain = tokio::spawn(drain::run(billing.clone(), self.wakeups));
+        let reconcile = self.reconcile_every.map(|every| tokio::spawn(reconcile::run_periodically(billing, every)));
+        let _stop_background = AbortOnDrop(std::iter::once(drain).chain(reconcile).collect());
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
+    }
+}
+
+/// Billing for these settings, with the receiving end of its drain's wake-ups (for the server, or
+/// a command that syncs without serving).
+pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, stripe: StripeClient, public_url: String) -> (Arc<Billing>, Wakeups) {
+    let price_ids = match &settings.plans {
+        Some(ids) => ids.clone(),
+        None => DEMO_PLANS.iter().map(|id| PriceId::parse(id).expect("demo ids are valid")).collect(),
+    };
+    let (drain, wakeups) = Drain::new();
+    let billing =
+        Billing { stripe: Arc::new(stripe), kv, drain, catalog: Catalog::new(price_ids), public_url, trial_days: settings.trial_days };
+    (Arc::new(billing), wakeups)
+}
+
+/// Stops the background tasks when the server stops (or its future is dropped).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|task| task.abort());
     }
 }
 

@@ -12,7 +12,7 @@ use crate::domain::AccessPolicy;
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub billing: Billing,
+    pub billing: Arc<Billing>,
     pub auth: Arc<dyn AuthProvider>,
     /// The built-in accounts (sign-up, sign-in, sign-out); the same object as `auth` when local.
     pub accounts: Arc<LocalAccounts>,

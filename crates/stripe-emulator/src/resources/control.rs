@@ -19,9 +19,10 @@ pub async fn reset(State(emu): State<Emulator>) -> Response {
     }
 }
 
-/// Counters: `/v1` requests served so far.
+/// Counters: `/v1` requests served so far, and how many of them the rate limit refused.
 pub async fn stats(State(emu): State<Emulator>) -> Json<serde_json::Value> {
-    Json(json!({ "api_requests": emu.api_requests.load(std::sync::atomic::Ordering::Relaxed) }))
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({ "api_requests": count(&emu.api_requests), "rate_limited": count(&emu.rate_limited) }))
 }
 
 #[derive(Deserialize)]

@@ -1,8 +1,10 @@
 //! Get-or-create the Stripe customer (before checkout, never twice), start Checkout, open the portal.
 
+use std::sync::Arc;
+
 use super::{Billing, BillingError};
 use crate::auth::User;
-use crate::domain::{CustomerId, PriceId, SubscriptionCache};
+use crate::domain::{CustomerId, PriceId};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, PortalSession};
 
@@ -53,13 +55,9 @@ impl Billing {
         CustomerId::parse(&created.id).map_err(|e| BillingError::Corrupt(e.to_string()))
     }
 
-    pub async fn sync(&self, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
-        self.syncs.sync(&self.stripe, self.kv.as_ref(), customer).await
-    }
-
     /// Create a Checkout Session for one of the offered plans (the first when none is named).
     /// Refused while the user has a subscription to manage; the check reads Stripe, not the cache.
-    pub async fn start_checkout(&self, user: &User, price: Option<&PriceId>) -> Result<CheckoutStart, BillingError> {
+    pub async fn start_checkout(self: &Arc<Self>, user: &User, price: Option<&PriceId>) -> Result<CheckoutStart, BillingError> {
         let plans = self.catalog.plans(&self.stripe).await?;
         let plan = match price {
             Some(id) => plans.iter().find(|p| &p.price_id == id).ok_or(BillingError::PlanNotOffered)?,

@@ -1,9 +1,12 @@
-//! The billing flow: the one sync function, its per-customer coalescing, checkout and portal
-//! sessions, the plan catalogue, and which webhook events matter.
+//! The billing flow: the one sync function and its coordination across instances, the drain
+//! that settles recorded webhooks, reconciliation, checkout and portal sessions, the plan
+//! catalogue, and which webhook events matter.
 
 pub mod catalog;
 pub mod checkout;
+pub mod drain;
 pub mod events;
+pub mod reconcile;
 pub mod sync;
 
 use std::sync::Arc;
@@ -31,7 +34,8 @@ pub enum BillingError {
 pub struct Billing {
     pub stripe: Arc<StripeClient>,
     pub kv: SharedKv,
-    pub syncs: sync::Coalescer,
+    /// Wakes this instance's drain when the webhook records a customer.
+    pub drain: drain::Drain,
     pub catalog: catalog::Catalog,
     pub public_url: String,
     pub trial_days: Option<u32>,

@@ -1,22 +1,37 @@
 //! `sync_stripe_data_to_kv`: the only writer of `stripe:customer:{id}`. It reads the customer's
 //! subscriptions from Stripe and overwrites the cache entry; partial updates from event payloads
-//! are never applied. `Coalescer` runs it at most once at a time per customer and lets requests
-//! that arrive while one runs share the next run.
+//! are never applied.
+//!
+//! Who runs it, and when, is coordinated through the KV so that it holds across instances
+//! (ARCHITECTURE.md, "Syncs across instances", has the argument):
+//! - a tracked webhook only records "customer X is dirty" (a generation bump) and answers;
+//! - [`Billing::settle`] runs the sync while holding the customer's lease, and its commit writes
+//!   the entry and clears the mark only if the lease is still held and no event came meanwhile;
+//! - [`Billing::sync`] (a person is waiting: `/success`, checkout) records a mark of its own and
+//!   settles it inline, or waits for whoever holds the lease to settle it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::BillingError;
+use super::{Billing, BillingError};
 use crate::domain::{CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus};
-use crate::kv::{keys, Kv};
+use crate::kv::{keys, Commit};
 use crate::stripe::wire::{List, PaymentMethod, Subscription};
-use crate::stripe::StripeClient;
+use crate::stripe::{StripeClient, StripeError};
 
 /// How many subscriptions one sync looks at to find a live one among ended ones (one call).
 const SUBSCRIPTIONS_PER_SYNC: &str = "10";
 
-#[tracing::instrument(skip(stripe, kv), fields(customer = %customer))]
-pub async fn sync_stripe_data_to_kv(stripe: &StripeClient, kv: &dyn Kv, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
+/// A lease outlives any one sync step (a Stripe call ends within its deadline), so it only
+/// expires when its holder died; then another instance takes over.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// How long a waiting person's sync waits for another instance's run before giving up (503).
+const INLINE_WAIT: Duration = Duration::from_secs(10);
+
+/// Read the customer's subscriptions from Stripe and make the cache entry (no write).
+#[tracing::instrument(skip(stripe), fields(customer = %customer))]
+pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &CustomerId) -> Result<SubscriptionCache, StripeError> {
     let list: List<Subscription> = stripe
         .get(
             "/v1/subscriptions",
@@ -29,10 +44,104 @@ pub async fn sync_stripe_data_to_kv(stripe: &StripeClient, kv: &dyn Kv, customer
             ],
         )
         .await?;
-    let entry = cache_entry(&list.data);
-    let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
-    kv.set(&keys::customer_cache(customer), &json).await?;
-    Ok(entry)
+    Ok(cache_entry(&list.data))
+}
+
+/// What one [`Billing::settle`] call did.
+#[derive(Debug)]
+pub enum Settled {
+    /// Synced (possibly several times) until nothing was pending; the last entry written.
+    Synced(SubscriptionCache),
+    /// Nothing was pending.
+    Idle,
+    /// Another run holds the lease: it settles the customer (it checks again after releasing).
+    Busy,
+}
+
+impl Billing {
+    /// Webhook intake: durably note that `customer` needs a sync, then wake this instance's drain.
+    /// False when the event id was recorded before (a redelivery: nothing to do).
+    pub async fn record_event(&self, customer: &CustomerId, event_id: &str) -> Result<bool, BillingError> {
+        let recorded = self.kv.mark_pending(customer.as_str(), Some(event_id)).await?;
+        if recorded {
+            self.drain.wake(customer.clone());
+        }
+        Ok(recorded)
+    }
+
+    /// Sync now, for someone waiting on the answer. The run is spawned, so a client that hangs up
+    /// does not abandon a lease half-way.
+    pub async fn sync(self: &Arc<Self>, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
+        let billing = self.clone();
+        let customer = customer.clone();
+        tokio::spawn(async move { billing.sync_waiting(&customer).await })
+            .await
+            .map_err(|e| BillingError::Corrupt(format!("the sync task failed: {e}")))?
+    }
+
+    async fn sync_waiting(&self, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
+        // Our own mark: whatever settles it read Stripe after this point.
+        self.kv.mark_pending(customer.as_str(), None).await?;
+        let deadline = tokio::time::Instant::now() + INLINE_WAIT;
+        loop {
+            match self.settle(customer).await? {
+                Settled::Synced(entry) => return Ok(entry),
+                Settled::Idle => return self.cached_entry(customer).await,
+                Settled::Busy if tokio::time::Instant::now() >= deadline => {
+                    return Err(StripeError::Unavailable("another sync of this customer is taking too long".into()).into())
+                }
+                Settled::Busy => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+    }
+
+    /// The stored entry; missing or unreadable only if something else deleted it since a sync.
+    async fn cached_entry(&self, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
+        let raw =
+            self.kv.get(&keys::customer_cache(customer)).await?.ok_or_else(|| BillingError::Corrupt("cache entry vanished".into()))?;
+        serde_json::from_str(&raw).map_err(|e| BillingError::Corrupt(e.to_string()))
+    }
+
+    /// Sync `customer` while anything is pending for it, holding its lease. Errors leave the mark
+    /// in place (to be retried), except when Stripe refuses the read: retrying cannot help then.
+    pub async fn settle(&self, customer: &CustomerId) -> Result<Settled, BillingError> {
+        let token = crate::random_token(20);
+        let lease = keys::sync_lease(customer.as_str());
+        let mut last = None;
+        loop {
+            if !self.kv.lease(&lease, &token, LEASE_TTL).await? {
+                // What we wrote (if anything) covered every mark made before our read.
+                return Ok(last.map_or(Settled::Busy, Settled::Synced));
+            }
+            let Some(generation) = self.kv.pending_generation(customer.as_str()).await? else {
+                self.kv.release(&lease, &token).await?;
+                return Ok(last.map_or(Settled::Idle, Settled::Synced));
+            };
+            let entry = match fetch_subscription_state(&self.stripe, customer).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    if matches!(e, StripeError::Refused { .. }) {
+                        tracing::error!(customer = %customer, error = %e, "Stripe refused the sync; dropping the pending mark");
+                        self.kv.commit_sync(customer.as_str(), &token, generation, None).await?;
+                    }
+                    self.kv.release(&lease, &token).await?;
+                    return Err(e.into());
+                }
+            };
+            let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
+            match self.kv.commit_sync(customer.as_str(), &token, generation, Some(&json)).await? {
+                Commit::LeaseLost => return Ok(last.map_or(Settled::Busy, Settled::Synced)),
+                // An event came during the read: read again, still holding the lease.
+                Commit::DirtyAgain => last = Some(entry),
+                // Release, then look once more: a mark made while we held the lease but after our
+                // commit found us busy; nobody else will look at it (the proof in ARCHITECTURE.md).
+                Commit::Clean => {
+                    self.kv.release(&lease, &token).await?;
+                    last = Some(entry);
+                }
+            }
+        }
+    }
 }
 
 /// Pick the subscription to cache (newest live one, else newest) and read what the recipe caches.
@@ -63,60 +172,6 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
         cancel_at: sub.cancel_at,
         trial_end: sub.trial_end,
     })
-}
-
-/// Per-customer bookkeeping: requests are numbered; a run covers every request numbered before it started.
-#[derive(Default)]
-struct Slot {
-    requested: Mutex<u64>,
-    run: tokio::sync::Mutex<RunState>,
-}
-
-#[derive(Default)]
-struct RunState {
-    /// Every request numbered up to this was covered by a sync that succeeded.
-    covered: u64,
-    last: Option<SubscriptionCache>,
-}
-
-/// Serialises and coalesces syncs per customer: two syncs of one customer never overlap, a request
-/// made during a sync gets a sync that starts after it, and requests that pile up share one run.
-#[derive(Default)]
-pub struct Coalescer {
-    slots: Mutex<HashMap<CustomerId, Arc<Slot>>>,
-}
-
-impl Coalescer {
-    pub async fn sync(&self, stripe: &StripeClient, kv: &dyn Kv, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
-        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(customer.clone()).or_default().clone();
-        let ticket = {
-            let mut requested = slot.requested.lock().unwrap_or_else(|p| p.into_inner());
-            *requested += 1;
-            *requested
-        };
-        let result = {
-            let mut run = slot.run.lock().await;
-            match &run.last {
-                Some(entry) if run.covered >= ticket => Ok(entry.clone()),
-                _ => {
-                    // Everything requested before this point is covered by the read below.
-                    let covers = *slot.requested.lock().unwrap_or_else(|p| p.into_inner());
-                    let result = sync_stripe_data_to_kv(stripe, kv, customer).await;
-                    if let Ok(entry) = &result {
-                        run.covered = covers;
-                        run.last = Some(entry.clone());
-                    }
-                    result
-                }
-            }
-        };
-        // Forget idle customers so the map stays small (the map and this call hold the only references).
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if Arc::strong_count(&slot) == 2 {
-            slots.remove(customer);
-        }
-        result
-    }
 }
 
 #[cfg(test)]

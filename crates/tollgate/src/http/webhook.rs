@@ -1,5 +1,6 @@
-//! `POST /api/stripe-webhook`: verify the signature on the raw body, then sync the event's customer
-//! before answering, so Stripe redelivers (5xx) whenever the update could not be stored.
+//! `POST /api/stripe-webhook`: verify the signature on the raw body, then durably record that the
+//! event's customer needs a sync (the drain runs it) and answer. If the record cannot be stored the
+//! answer is a 5xx, so Stripe redelivers: no 2xx is ever given for an update that could be lost.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
@@ -27,19 +28,25 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
         .map_err(|e| Failure::bad_request(Surface::Api, "invalid_signature", e.to_string()))?;
     let event: Event = serde_json::from_slice(&payload)
         .map_err(|e| Failure::bad_request(Surface::Api, "invalid_event", format!("The signed body is not a Stripe event: {e}")))?;
+    // The id becomes part of a KV key: Stripe's are `evt_` and letters or digits.
+    if event.id.is_empty() || event.id.len() > 255 || !event.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Failure::bad_request(Surface::Api, "invalid_event", "The event id is not a Stripe event id."));
+    }
     let span = tracing::Span::current();
     span.record("event", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
-    let acknowledged = |synced: bool| Json(json!({ "received": true, "synced": synced })).into_response();
+    // `queued`: a sync of the customer was recorded; `duplicate`: this event id was recorded before.
+    let acknowledged =
+        |queued: bool, duplicate: bool| Json(json!({ "received": true, "queued": queued, "duplicate": duplicate })).into_response();
     match route(&event) {
-        EventAction::Untracked => Ok(acknowledged(false)),
+        EventAction::Untracked => Ok(acknowledged(false, false)),
         EventAction::NoCustomer => {
             tracing::info!("tracked event without a customer id: acknowledged, nothing to sync");
-            Ok(acknowledged(false))
+            Ok(acknowledged(false, false))
         }
         EventAction::Sync(customer) => {
-            state.billing.sync(&customer).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
-            Ok(acknowledged(true))
+            let recorded = state.billing.record_event(&customer, &event.id).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+            Ok(acknowledged(recorded, !recorded))
         }
     }
 }

@@ -1,54 +1,92 @@
-//! In-memory KV, for unit tests and `KV_URL=memory:`.
+//! In-memory KV, for unit tests and `KV_URL=memory:`. Every operation runs under one lock and
+//! before the future is first polled, so a dropped future either did all of it or none.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use super::{Kv, KvFuture};
+use super::local::{self, Leases, Table};
+use super::{Commit, Kv, KvError, KvFuture};
 
 #[derive(Default)]
 pub struct MemoryKv {
-    map: Mutex<HashMap<String, String>>,
+    map: Mutex<BTreeMap<String, String>>,
+    leases: Leases,
+}
+
+struct Map<'a>(&'a mut BTreeMap<String, String>);
+
+impl Table for Map<'_> {
+    fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError> {
+        self.0.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+    fn remove(&mut self, key: &str) -> Result<(), KvError> {
+        self.0.remove(key);
+        Ok(())
+    }
+    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+        Ok(self
+            .0
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 impl MemoryKv {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, String>) -> T) -> T {
-        f(&mut self.map.lock().unwrap_or_else(|p| p.into_inner()))
+    fn with<'a, T: Send + 'a>(&self, f: impl FnOnce(&mut Map) -> Result<T, KvError>) -> KvFuture<'a, T> {
+        let result = f(&mut Map(&mut self.map.lock().unwrap_or_else(|p| p.into_inner())));
+        Box::pin(async move { result })
     }
 }
 
 impl Kv for MemoryKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        let value = self.with(|m| m.get(key).cloned());
-        Box::pin(async move { Ok(value) })
+        self.with(|m| m.get(key))
     }
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        self.with(|m| m.insert(key.to_string(), value.to_string()));
-        Box::pin(async { Ok(()) })
+        self.with(|m| m.insert(key, value))
     }
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
-        let stored = self.with(|m| {
-            if m.contains_key(key) {
-                false
-            } else {
-                m.insert(key.to_string(), value.to_string());
-                true
-            }
-        });
-        Box::pin(async move { Ok(stored) })
+        self.with(|m| local::set_if_absent(m, key, value))
     }
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
-        self.with(|m| m.remove(key));
-        Box::pin(async { Ok(()) })
+        self.with(|m| m.remove(key))
     }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn contract() {
-        super::super::check_contract(&super::MemoryKv::default()).await;
+    fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
+        self.with(|m| local::mark_pending(m, customer, event_id, crate::unix_now()))
+    }
+    fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
+        self.with(|m| local::pending_generation(m, customer))
+    }
+    fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
+        self.with(|m| {
+            local::forget_old_events(m, crate::unix_now(), 10_000)?;
+            local::pending_customers(m, limit)
+        })
+    }
+    fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
+        let taken = self.leases.lease(name, token, ttl);
+        Box::pin(async move { Ok(taken) })
+    }
+    fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
+        self.leases.release(name, token);
+        Box::pin(async { Ok(()) })
+    }
+    fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
+        self.with(|m| local::commit_sync(m, &self.leases, customer, token, generation, entry))
+    }
+    fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
+        let slot = self.leases.reserve(name, per_second, max_wait);
+        Box::pin(async move { Ok(slot) })
     }
 }

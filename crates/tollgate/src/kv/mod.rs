@@ -1,11 +1,21 @@
-//! The key-value store: a small trait, three backends, and every key name in one place.
+//! The key-value store: one trait, three backends, and every key name in one place.
 //!
 //! Keys written by Tollgate (see ARCHITECTURE.md for who owns which):
 //! - `stripe:user:{userId}` → Stripe customer id (the recipe's key; written once, if absent)
-//! - `stripe:customer:{customerId}` → the subscription cache JSON (the recipe's key; written only by the sync)
+//! - `stripe:customer:{customerId}` → the subscription cache JSON (the recipe's key; written only by a sync)
 //! - `tollgate:account:{email}` → local account JSON (id, email, password hash)
 //! - `tollgate:session:{token}` → local session JSON (user id, email, expiry)
+//! - `tollgate:sync:pending` → which customers need a sync, with a generation each (the durable
+//!   intake queue; a Redis hash, or one `tollgate:sync:pending:{customerId}` key each locally)
+//! - `tollgate:event:{eventId}` → a webhook event already recorded (kept 3 days, Stripe's retry window)
+//! - `tollgate:lease:{name}` → who may sync a customer (or reconcile) right now, with an expiry
+//! - `tollgate:rate:{name}` → the shared Stripe request pacing (Redis only)
+//!
+//! Besides plain strings the trait offers the few atomic steps that coordinate syncs across
+//! instances (pending marks, leases, a fenced commit, a shared rate limit). Redis runs each as
+//! one script; the local backends (one process) keep leases and pacing in memory, in [`local`].
 
+pub mod local;
 pub mod memory;
 pub mod redb;
 pub mod redis;
@@ -13,6 +23,7 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::KvSettings;
 use crate::domain::{CustomerId, UserId};
@@ -25,15 +36,51 @@ pub enum KvError {
 
 pub type KvFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KvError>> + Send + 'a>>;
 
+/// How a sync's commit went (see [`Kv::commit_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Written, and no event was recorded since the sync read its generation: the customer is settled.
+    Clean,
+    /// Written, but an event was recorded meanwhile: the customer needs another sync.
+    DirtyAgain,
+    /// The lease had expired or passed to another instance: nothing was written.
+    LeaseLost,
+}
+
+/// How long an event id is remembered: Stripe retries a delivery for up to three days.
+pub const EVENT_MEMORY: Duration = Duration::from_secs(3 * 24 * 3600);
+
 /// What the flow needs from a KV store. Values are strings (JSON where structured).
+///
+/// Every operation is one atomic step on the store and safe to cancel: a dropped future leaves
+/// the store as before or after the step, never half-way, and never disturbs another call.
 pub trait Kv: Send + Sync {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>>;
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()>;
-    /// Store only if the key is absent; says whether this call stored it.
+    /// Store only if the key is absent. True when the key now holds exactly `value`, so a retry
+    /// of a call whose answer was lost still learns that it won.
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool>;
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()>;
     /// A cheap round trip, for `/readyz`.
     fn ping(&self) -> KvFuture<'_, ()>;
+
+    /// Record that `customer` needs a sync, bumping its generation; with an event id, only the
+    /// first time that id is seen (false: a duplicate, nothing recorded).
+    fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool>;
+    /// The customer's pending generation, `None` when nothing is pending.
+    fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>>;
+    /// Up to `limit` customers with a pending sync.
+    fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>>;
+    /// Take the lease `name` for `token`, or extend it when `token` holds it already.
+    fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool>;
+    /// Give the lease up, if `token` still holds it.
+    fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()>;
+    /// The end of a sync, in one step: if `token` still holds the customer's lease, write the
+    /// cache entry (when given) and clear the pending mark if its generation is still `generation`.
+    fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit>;
+    /// Reserve the next slot of a limit of `per_second` shared by every user of this store: the
+    /// time to wait before using it, or `None` (nothing reserved) when that is over `max_wait`.
+    fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>>;
 }
 
 pub type SharedKv = Arc<dyn Kv>;
@@ -42,7 +89,7 @@ pub async fn open(settings: &KvSettings) -> anyhow::Result<SharedKv> {
     Ok(match settings {
         KvSettings::Memory => Arc::new(memory::MemoryKv::default()),
         KvSettings::Embedded { path } => Arc::new(redb::RedbKv::open(path)?),
-        KvSettings::Redis { url } => Arc::new(redis::RedisKv::connect(url).await?),
+        KvSettings::Redis { url, ca_file, .. } => Arc::new(redis::RedisKv::connect(url.expose(), ca_file.as_deref()).await?),
     })
 }
 
@@ -57,6 +104,11 @@ pub mod keys {
         format!("stripe:customer:{customer}")
     }
 
+    /// The same key from a customer id already known to be valid (the KV's own bookkeeping).
+    pub fn customer_cache_raw(customer: &str) -> String {
+        format!("stripe:customer:{customer}")
+    }
+
     pub fn account(email: &str) -> String {
         format!("tollgate:account:{email}")
     }
@@ -64,23 +116,29 @@ pub mod keys {
     pub fn session(token: &str) -> String {
         format!("tollgate:session:{token}")
     }
-}
 
-/// The contract every backend must keep; run by each backend's tests.
-#[cfg(test)]
-pub async fn check_contract(kv: &dyn Kv) {
-    let key = format!("contract:{}", crate::random_token(8));
-    assert_eq!(kv.get(&key).await.unwrap(), None);
-    kv.set(&key, "one").await.unwrap();
-    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("one"));
-    assert!(!kv.set_if_absent(&key, "two").await.unwrap(), "present: not replaced");
-    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("one"));
-    kv.set(&key, "{\"json\": \"ünïcode ✓\"}").await.unwrap();
-    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("{\"json\": \"ünïcode ✓\"}"));
-    kv.delete(&key).await.unwrap();
-    assert_eq!(kv.get(&key).await.unwrap(), None);
-    assert!(kv.set_if_absent(&key, "three").await.unwrap(), "absent: stored");
-    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("three"));
-    kv.delete(&key).await.unwrap();
-    kv.ping().await.unwrap();
+    /// The Redis hash of pending customers.
+    pub const PENDING: &str = "tollgate:sync:pending";
+
+    /// One pending customer, in the local backends.
+    pub fn pending(customer: &str) -> String {
+        format!("{PENDING}:{customer}")
+    }
+
+    pub fn event(event_id: &str) -> String {
+        format!("tollgate:event:{event_id}")
+    }
+
+    pub fn lease(name: &str) -> String {
+        format!("tollgate:lease:{name}")
+    }
+
+    /// The lease that lets one sync of `customer` run at a time.
+    pub fn sync_lease(customer: &str) -> String {
+        format!("sync:{customer}")
+    }
+
+    pub fn rate(name: &str) -> String {
+        format!("tollgate:rate:{name}")
+    }
 }

@@ -6,35 +6,62 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Kv, KvError, KvFuture};
+use super::local::{self, Leases, Table};
+use super::{Commit, Kv, KvError, KvFuture};
 
 const TABLE: TableDefinition<&str, &str> = TableDefinition::new("kv");
 
 /// Writes queued at most, before callers wait for room.
 const QUEUE: usize = 4096;
 
-enum Write {
-    Set(String, String),
-    SetIfAbsent(String, String),
-    Delete(String),
-}
-
-struct Pending {
-    write: Write,
-    reply: oneshot::Sender<Result<bool, KvError>>,
-}
+/// A write to run inside the writer's transaction. It returns what to tell its caller once the
+/// transaction has committed (or failed): nobody hears "done" before the data is on disk.
+type Job = Box<dyn FnOnce(&mut dyn Table) -> Result<Finish, KvError> + Send>;
+type Finish = Box<dyn FnOnce(Result<(), KvError>) + Send>;
 
 pub struct RedbKv {
     db: Arc<Database>,
-    writes: mpsc::Sender<Pending>,
+    writes: mpsc::Sender<Job>,
+    leases: Arc<Leases>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> KvError {
     KvError::Unavailable(e.to_string())
+}
+
+/// The writer's open table, seen through the shared [`Table`] interface.
+struct WriteTable<'a, 'tx>(&'a mut redb::Table<'tx, &'static str, &'static str>);
+
+impl Table for WriteTable<'_, '_> {
+    fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        Ok(self.0.get(key).map_err(unavailable)?.map(|v| v.value().to_string()))
+    }
+    fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError> {
+        self.0.insert(key, value).map(|_| ()).map_err(unavailable)
+    }
+    fn remove(&mut self, key: &str) -> Result<(), KvError> {
+        self.0.remove(key).map(|_| ()).map_err(unavailable)
+    }
+    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+        scan(self.0, prefix, limit)
+    }
+}
+
+fn scan(table: &impl ReadableTable<&'static str, &'static str>, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+    let mut found = Vec::new();
+    for row in table.range(prefix..).map_err(unavailable)? {
+        let (k, v) = row.map_err(unavailable)?;
+        if !k.value().starts_with(prefix) || found.len() >= limit {
+            break;
+        }
+        found.push((k.value().to_string(), v.value().to_string()));
+    }
+    Ok(found)
 }
 
 impl RedbKv {
@@ -51,84 +78,109 @@ impl RedbKv {
         let (writes, queue) = mpsc::channel(QUEUE);
         let writer_db = db.clone();
         std::thread::Builder::new().name("kv-writer".into()).spawn(move || writer(writer_db, queue))?;
-        Ok(RedbKv { db, writes })
+        Ok(RedbKv { db, writes, leases: Arc::default() })
     }
 
-    fn read(&self, key: &str) -> Result<Option<String>, KvError> {
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static str>) -> Result<T, KvError>) -> Result<T, KvError> {
         let tx = self.db.begin_read().map_err(unavailable)?;
         let table = tx.open_table(TABLE).map_err(unavailable)?;
-        Ok(table.get(key).map_err(unavailable)?.map(|v| v.value().to_string()))
+        f(&table)
     }
 
-    async fn submit(&self, write: Write) -> Result<bool, KvError> {
+    /// Run `op` in the writer's next transaction; the answer comes after the commit.
+    fn write<'a, T: Send + 'static>(&'a self, op: impl FnOnce(&mut dyn Table) -> Result<T, KvError> + Send + 'static) -> KvFuture<'a, T> {
         let (reply, answer) = oneshot::channel();
-        self.writes.send(Pending { write, reply }).await.map_err(|_| KvError::Unavailable("the KV writer stopped".into()))?;
-        answer.await.map_err(|_| KvError::Unavailable("the KV writer stopped".into()))?
+        let job: Job = Box::new(move |table| {
+            let value = op(table)?;
+            Ok(Box::new(move |committed: Result<(), KvError>| {
+                let _ = reply.send(committed.map(|_| value));
+            }) as Finish)
+        });
+        let stopped = || KvError::Unavailable("the KV write did not commit".into());
+        Box::pin(async move {
+            self.writes.send(job).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        })
     }
 }
 
 /// Commit queued writes in batches, one fsync per batch.
-fn writer(db: Arc<Database>, mut queue: mpsc::Receiver<Pending>) {
+fn writer(db: Arc<Database>, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
         }
-        let result = (|| -> Result<Vec<bool>, redb::Error> {
-            let tx = db.begin_write()?;
-            let mut outcomes = Vec::with_capacity(batch.len());
+        let result = (|| -> Result<Vec<Finish>, KvError> {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let mut finishes = Vec::with_capacity(batch.len());
             {
-                let mut table = tx.open_table(TABLE)?;
-                for pending in &batch {
-                    outcomes.push(match &pending.write {
-                        Write::Set(k, v) => {
-                            table.insert(k.as_str(), v.as_str())?;
-                            true
-                        }
-                        Write::SetIfAbsent(k, v) => {
-                            let present = table.get(k.as_str())?.is_some();
-                            if !present {
-                                table.insert(k.as_str(), v.as_str())?;
-                            }
-                            !present
-                        }
-                        Write::Delete(k) => table.remove(k.as_str())?.is_some(),
-                    });
+                let mut table = tx.open_table(TABLE).map_err(unavailable)?;
+                for job in batch.drain(..) {
+                    finishes.push(job(&mut WriteTable(&mut table))?);
                 }
             }
-            tx.commit()?;
-            Ok(outcomes)
+            tx.commit().map_err(unavailable)?;
+            Ok(finishes)
         })();
         match result {
-            Ok(outcomes) => {
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                for pending in batch {
-                    let _ = pending.reply.send(Err(unavailable(&e)));
-                }
-            }
+            Ok(finishes) => finishes.into_iter().for_each(|finish| finish(Ok(()))),
+            // The jobs' repliers are dropped with them: their callers hear that the write failed.
+            Err(e) => tracing::error!(error = %e, "a KV write transaction failed"),
         }
     }
 }
 
 impl Kv for RedbKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.read(key) })
+        Box::pin(async move { self.read(|t| Ok(t.get(key).map_err(unavailable)?.map(|v| v.value().to_string()))) })
     }
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.submit(Write::Set(key.into(), value.into())).await.map(|_| ()) })
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |t| t.insert(&key, &value))
     }
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
-        Box::pin(self.submit(Write::SetIfAbsent(key.into(), value.into())))
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |t| local::set_if_absent(t, &key, &value))
     }
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.submit(Write::Delete(key.into())).await.map(|_| ()) })
+        let key = key.to_string();
+        self.write(move |t| t.remove(&key))
     }
     fn ping(&self) -> KvFuture<'_, ()> {
-        Box::pin(async move { self.read("tollgate:ping").map(|_| ()) })
+        Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ()).map_err(unavailable)) })
+    }
+    fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
+        let (customer, event_id) = (customer.to_string(), event_id.map(str::to_string));
+        self.write(move |t| local::mark_pending(t, &customer, event_id.as_deref(), crate::unix_now()))
+    }
+    fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            self.read(|t| Ok(t.get(super::keys::pending(customer).as_str()).map_err(unavailable)?.and_then(|v| v.value().parse().ok())))
+        })
+    }
+    fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            self.write(|t| local::forget_old_events(t, crate::unix_now(), 10_000)).await?;
+            let prefix = super::keys::pending("");
+            self.read(|t| Ok(scan(t, &prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect()))
+        })
+    }
+    fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
+        let taken = self.leases.lease(name, token, ttl);
+        Box::pin(async move { Ok(taken) })
+    }
+    fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
+        self.leases.release(name, token);
+        Box::pin(async { Ok(()) })
+    }
+    fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
+        let (customer, token, entry, leases) = (customer.to_string(), token.to_string(), entry.map(str::to_string), self.leases.clone());
+        self.write(move |t| local::commit_sync(t, &leases, &customer, &token, generation, entry.as_deref()))
+    }
+    fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
+        let slot = self.leases.reserve(name, per_second, max_wait);
+        Box::pin(async move { Ok(slot) })
     }
 }
 
@@ -137,32 +189,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn contract_and_persistence() {
+    async fn data_and_pending_syncs_persist() {
         let dir = std::env::temp_dir().join(format!("tollgate-redb-{}", crate::random_token(8)));
         let path = dir.join("kv.redb");
         {
             let kv = RedbKv::open(&path).unwrap();
-            super::super::check_contract(&kv).await;
             kv.set("kept", "value").await.unwrap();
+            assert!(kv.mark_pending("cus_kept", Some("evt_1")).await.unwrap());
         }
         // Give the writer thread of the dropped store a moment to exit and release the file.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let reopened = RedbKv::open(&path).unwrap();
         assert_eq!(reopened.get("kept").await.unwrap().as_deref(), Some("value"));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn concurrent_set_if_absent_has_one_winner() {
-        let dir = std::env::temp_dir().join(format!("tollgate-redb-{}", crate::random_token(8)));
-        let kv = Arc::new(RedbKv::open(&dir.join("kv.redb")).unwrap());
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..16 {
-            let kv = kv.clone();
-            tasks.spawn(async move { kv.set_if_absent("race", &format!("v{i}")).await.unwrap() });
-        }
-        let winners = tasks.join_all().await.into_iter().filter(|w| *w).count();
-        assert_eq!(winners, 1);
+        assert_eq!(reopened.pending_customers(10).await.unwrap(), ["cus_kept"], "pending syncs survive a restart");
+        assert!(!reopened.mark_pending("cus_kept", Some("evt_1")).await.unwrap(), "and so do recorded event ids");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

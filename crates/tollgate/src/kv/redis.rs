@@ -1,181 +1,221 @@
-//! Redis over its own protocol (RESP2): GET, SET, SET NX, DEL, PING — all the flow needs, so no
-//! client crate. A few pooled connections; a broken one is dropped and reopened on next use.
+//! Redis (or Valkey) through the maintained `redis` crate: `redis://` and `rediss://` (TLS by
+//! rustls, with the system's roots or the CA in `KV_TLS_CA_FILE`), `user:password@` with
+//! percent-decoding, and a database number — the crate parses all of that.
+//!
+//! All commands share one multiplexed connection kept up by the crate's `ConnectionManager`.
+//! Replies are matched to requests inside the connection's own task, so a request dropped
+//! half-way (a client hung up, a timeout fired) cannot shift the replies of later ones. Every
+//! multi-step operation is a Lua script: atomic on the server, and safe to send again when an
+//! answer was lost (each is idempotent, or harmless when repeated: one more sync at worst).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Script};
 
-use super::{Kv, KvError, KvFuture};
+use super::{keys, Commit, Kv, KvError, KvFuture, EVENT_MEMORY};
 
-const POOL: usize = 8;
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for one operation (a retry after a lost connection included).
+const TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Clone)]
-struct Target {
-    addr: String,
-    password: Option<String>,
-    db: Option<u32>,
-}
+/// Stored, or already holding exactly this value: a resend after a lost answer learns it won.
+const SET_IF_ABSENT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if not current then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+if current == ARGV[1] then return 1 end
+return 0";
 
-/// `redis://[:password@]host[:port][/db]`
-fn parse_url(url: &str) -> anyhow::Result<Target> {
-    let rest = url.strip_prefix("redis://").ok_or_else(|| anyhow::anyhow!("KV_URL: must start with redis://"))?;
-    let (auth, rest) = match rest.rsplit_once('@') {
-        Some((auth, rest)) => (Some(auth), rest),
-        None => (None, rest),
-    };
-    let password = auth.map(|a| a.split_once(':').map(|(_, p)| p).unwrap_or(a).to_string()).filter(|p| !p.is_empty());
-    let (host, db) = match rest.split_once('/') {
-        Some((host, db)) if !db.is_empty() => {
-            (host, Some(db.parse().map_err(|_| anyhow::anyhow!("KV_URL: '{db}' is not a database number"))?))
-        }
-        Some((host, _)) => (host, None),
-        None => (rest, None),
-    };
-    let addr = if host.contains(':') { host.to_string() } else { format!("{host}:6379") };
-    Ok(Target { addr, password, db })
-}
+/// KEYS: pending hash, [event key]. ARGV: customer, event memory in seconds.
+const MARK_PENDING: &str = r"
+if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return 1";
 
-/// A RESP reply, as far as these commands need.
-#[derive(Debug, PartialEq)]
-enum Reply {
-    Simple(String),
-    Bulk(Option<String>),
-    Integer(i64),
-}
+/// KEYS: lease. ARGV: token, ttl in ms.
+const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1";
 
-struct Connection {
-    stream: BufReader<TcpStream>,
-}
+/// KEYS: lease. ARGV: token.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1";
 
-impl Connection {
-    async fn open(target: &Target) -> Result<Connection, KvError> {
-        let stream = TcpStream::connect(&target.addr).await.map_err(|e| KvError::Unavailable(format!("redis at {}: {e}", target.addr)))?;
-        stream.set_nodelay(true).ok();
-        let mut conn = Connection { stream: BufReader::new(stream) };
-        if let Some(password) = &target.password {
-            conn.command(&["AUTH", password]).await?;
-        }
-        if let Some(db) = target.db {
-            conn.command(&["SELECT", &db.to_string()]).await?;
-        }
-        Ok(conn)
-    }
+/// KEYS: lease, cache entry, pending hash. ARGV: token, customer, generation, has entry, entry.
+/// Answers 0 clean, 1 dirty again, 2 lease lost (see `Commit`).
+const COMMIT_SYNC: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 2 end
+if ARGV[4] == '1' then redis.call('SET', KEYS[2], ARGV[5]) end
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[3] then
+  redis.call('HDEL', KEYS[3], ARGV[2])
+  return 0
+end
+return 1";
 
-    async fn command(&mut self, args: &[&str]) -> Result<Reply, KvError> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        let io = |e: std::io::Error| KvError::Unavailable(format!("redis: {e}"));
-        self.stream.get_mut().write_all(&out).await.map_err(io)?;
-        let mut line = String::new();
-        if self.stream.read_line(&mut line).await.map_err(io)? == 0 {
-            return Err(KvError::Unavailable("redis closed the connection".into()));
-        }
-        let line = line.trim_end();
-        let (kind, body) = line.split_at(1.min(line.len()));
-        match kind {
-            "+" => Ok(Reply::Simple(body.to_string())),
-            "-" => Err(KvError::Unavailable(format!("redis error: {body}"))),
-            ":" => body.parse().map(Reply::Integer).map_err(|_| KvError::Unavailable("redis: bad integer reply".into())),
-            "$" => {
-                let len: i64 = body.parse().map_err(|_| KvError::Unavailable("redis: bad bulk length".into()))?;
-                if len < 0 {
-                    return Ok(Reply::Bulk(None));
-                }
-                let mut buf = vec![0u8; len as usize + 2];
-                self.stream.read_exact(&mut buf).await.map_err(io)?;
-                buf.truncate(len as usize);
-                String::from_utf8(buf).map(|s| Reply::Bulk(Some(s))).map_err(|_| KvError::Unavailable("redis: value is not UTF-8".into()))
-            }
-            _ => Err(KvError::Unavailable(format!("redis: unexpected reply '{line}'"))),
-        }
-    }
+/// GCRA reservation on the server's clock. KEYS: the limit. ARGV: interval and longest wait, in
+/// microseconds. Answers the wait in microseconds, or -1 (nothing reserved).
+const RESERVE_RATE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - now
+if wait > tonumber(ARGV[2]) then return -1 end
+local next = tat + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%d', next), 'PX', math.floor((next - now) / 1000) + 1000)
+return wait";
+
+struct Scripts {
+    set_if_absent: Script,
+    mark_pending: Script,
+    lease: Script,
+    release: Script,
+    commit_sync: Script,
+    reserve_rate: Script,
 }
 
 pub struct RedisKv {
-    target: Target,
-    pool: Vec<Mutex<Option<Connection>>>,
-    next: AtomicUsize,
+    connection: ConnectionManager,
+    scripts: Scripts,
+}
+
+fn unavailable(e: redis::RedisError) -> KvError {
+    KvError::Unavailable(format!("redis: {e}"))
+}
+
+/// Did the connection fail (worth one more try on the reconnected one), rather than the command?
+fn connection_failed(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 impl RedisKv {
-    /// Parse the URL and check that the server answers.
-    pub async fn connect(url: &str) -> anyhow::Result<RedisKv> {
-        let kv = RedisKv { target: parse_url(url)?, pool: (0..POOL).map(|_| Mutex::new(None)).collect(), next: AtomicUsize::new(0) };
-        kv.run(&["PING"]).await.map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
+    /// Connect and check that the server answers. `url` is parsed by the crate; `ca_file` is a
+    /// PEM file of the roots to trust for `rediss://` instead of the system's.
+    pub async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<RedisKv> {
+        let client = match ca_file {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("KV_TLS_CA_FILE: cannot read {}: {e}", path.display()))?;
+                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| anyhow::anyhow!("KV_URL: Redis did not answer within 10 s"))?
+            .map_err(|e| anyhow::anyhow!("KV_URL: cannot connect to Redis: {e}"))?;
+        let kv = RedisKv {
+            connection,
+            scripts: Scripts {
+                set_if_absent: Script::new(SET_IF_ABSENT),
+                mark_pending: Script::new(MARK_PENDING),
+                lease: Script::new(LEASE),
+                release: Script::new(RELEASE),
+                commit_sync: Script::new(COMMIT_SYNC),
+                reserve_rate: Script::new(RESERVE_RATE),
+            },
+        };
+        kv.ping().await.map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
         Ok(kv)
     }
 
-    async fn run(&self, args: &[&str]) -> Result<Reply, KvError> {
-        let slot = &self.pool[self.next.fetch_add(1, Ordering::Relaxed) % POOL];
-        let mut guard = slot.lock().await;
-        // A pooled connection may have died while idle (a Redis restart): one retry on a fresh one.
-        let reused = guard.is_some();
-        let first = self.attempt(&mut guard, args).await;
-        match first {
-            Err(_) if reused => self.attempt(&mut guard, args).await,
-            other => other,
-        }
+    /// One command, tried again once if the connection broke under it, within [`TIMEOUT`].
+    async fn run<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, KvError> {
+        let attempts = async {
+            let mut connection = self.connection.clone();
+            match cmd.query_async(&mut connection).await {
+                Err(e) if connection_failed(&e) => cmd.query_async(&mut connection).await.map_err(unavailable),
+                other => other.map_err(unavailable),
+            }
+        };
+        tokio::time::timeout(TIMEOUT, attempts).await.unwrap_or_else(|_| Err(KvError::Unavailable("redis did not answer in time".into())))
     }
 
-    async fn attempt(&self, slot: &mut Option<Connection>, args: &[&str]) -> Result<Reply, KvError> {
-        let attempt = async {
-            if slot.is_none() {
-                *slot = Some(Connection::open(&self.target).await?);
+    async fn script<T: FromRedisValue>(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<T, KvError> {
+        let attempts = async {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
             }
-            slot.as_mut().expect("just opened").command(args).await
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            let mut connection = self.connection.clone();
+            match invocation.invoke_async(&mut connection).await {
+                Err(e) if connection_failed(&e) => invocation.invoke_async(&mut connection).await.map_err(unavailable),
+                other => other.map_err(unavailable),
+            }
         };
-        let result = tokio::time::timeout(TIMEOUT, attempt)
-            .await
-            .unwrap_or_else(|_| Err(KvError::Unavailable("redis did not answer in time".into())));
-        if result.is_err() {
-            *slot = None; // the connection may be mid-reply; never reuse it
-        }
-        result
+        tokio::time::timeout(TIMEOUT, attempts).await.unwrap_or_else(|_| Err(KvError::Unavailable("redis did not answer in time".into())))
     }
 }
 
 impl Kv for RedisKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
+        Box::pin(self.run(redis::cmd("GET").arg(key).clone()))
+    }
+    fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
+        Box::pin(self.run(redis::cmd("SET").arg(key).arg(value).clone()))
+    }
+    fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
+        Box::pin(async move { self.script(&self.scripts.set_if_absent, &[key], &[value]).await })
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
+        Box::pin(self.run(redis::cmd("DEL").arg(key).clone()))
+    }
+    fn ping(&self) -> KvFuture<'_, ()> {
+        Box::pin(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })
+    }
+    fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         Box::pin(async move {
-            match self.run(&["GET", key]).await? {
-                Reply::Bulk(v) => Ok(v),
-                other => Err(KvError::Unavailable(format!("redis GET: unexpected {other:?}"))),
+            let event_key = event_id.map(keys::event);
+            let keys: Vec<&str> = std::iter::once(keys::PENDING).chain(event_key.as_deref()).collect();
+            self.script(&self.scripts.mark_pending, &keys, &[customer, &EVENT_MEMORY.as_secs().to_string()]).await
+        })
+    }
+    fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
+        Box::pin(self.run(redis::cmd("HGET").arg(keys::PENDING).arg(customer).clone()))
+    }
+    fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let (_cursor, pairs): (u64, Vec<String>) =
+                self.run(redis::cmd("HSCAN").arg(keys::PENDING).arg(0).arg("COUNT").arg(limit).clone()).await?;
+            Ok(pairs.into_iter().step_by(2).take(limit).collect())
+        })
+    }
+    fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
+        Box::pin(
+            async move { self.script(&self.scripts.lease, &[&keys::lease(name)], &[token, &ttl.as_millis().max(1).to_string()]).await },
+        )
+    }
+    fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
+        Box::pin(async move { self.script::<i64>(&self.scripts.release, &[&keys::lease(name)], &[token]).await.map(|_| ()) })
+    }
+    fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
+        Box::pin(async move {
+            let lease = keys::lease(&keys::sync_lease(customer));
+            let cache = keys::customer_cache_raw(customer);
+            let args = [token, customer, &generation.to_string(), if entry.is_some() { "1" } else { "0" }, entry.unwrap_or("")];
+            match self.script::<i64>(&self.scripts.commit_sync, &[&lease, &cache, keys::PENDING], &args).await? {
+                0 => Ok(Commit::Clean),
+                1 => Ok(Commit::DirtyAgain),
+                _ => Ok(Commit::LeaseLost),
             }
         })
     }
-    fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.run(&["SET", key, value]).await.map(|_| ()) })
-    }
-    fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
-        Box::pin(async move { Ok(self.run(&["SET", key, value, "NX"]).await? == Reply::Simple("OK".into())) })
-    }
-    fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.run(&["DEL", key]).await.map(|_| ()) })
-    }
-    fn ping(&self) -> KvFuture<'_, ()> {
-        Box::pin(async move { self.run(&["PING"]).await.map(|_| ()) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let t = parse_url("redis://127.0.0.1:6400/2").unwrap();
-        assert_eq!((t.addr.as_str(), t.password, t.db), ("127.0.0.1:6400", None, Some(2)));
-        let t = parse_url("redis://:s3cret@cache.internal").unwrap();
-        assert_eq!((t.addr.as_str(), t.password.as_deref(), t.db), ("cache.internal:6379", Some("s3cret"), None));
-        assert!(parse_url("http://x").is_err());
-        assert!(parse_url("redis://h/x").is_err());
+    fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
+        Box::pin(async move {
+            let interval = 1_000_000 / u64::from(per_second.max(1));
+            let args = [interval.to_string(), max_wait.as_micros().to_string()];
+            let wait: i64 = self.script(&self.scripts.reserve_rate, &[&keys::rate(name)], &[&args[0], &args[1]]).await?;
+            Ok((wait >= 0).then(|| Duration::from_micros(wait as u64)))
+        })
     }
 }

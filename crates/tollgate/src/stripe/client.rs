@@ -1,16 +1,25 @@
 //! A concrete Stripe client: form-encoded requests, pinned API version, idempotency keys on every
-//! POST, and retries with backoff on connection errors, 409, 429 and 5xx (as stripe-node does,
-//! plus 429, which Stripe asks clients to back off from).
+//! POST, one request rate shared by every instance (paced through the KV), and retries with
+//! backoff and jitter on connection errors, 409, 429 and 5xx, as `Stripe-Should-Retry` allows.
+//! Each call, waits and retries included, ends within [`DEADLINE`]: a hung Stripe never holds a
+//! request, or a sync's lease, for long.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
 use crate::config::Secret;
+use crate::kv::SharedKv;
 
-const MAX_RETRIES: u32 = 2;
+/// The longest one call may take, from its first rate-limit wait to its last retry.
+pub const DEADLINE: Duration = Duration::from_secs(6);
+const MAX_RETRIES: u32 = 4;
+const RETRY_BASE: Duration = Duration::from_millis(250);
+/// The name of the shared limit in the KV.
+const RATE_NAME: &str = "stripe";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StripeError {
@@ -30,19 +39,28 @@ impl StripeError {
     }
 }
 
+/// Requests per second to Stripe for all instances together, paced through the shared KV.
+#[derive(Clone)]
+pub struct RateLimit {
+    pub kv: SharedKv,
+    pub per_second: u32,
+}
+
 pub struct StripeClient {
     http: reqwest::Client,
     base: String,
     key: Secret,
+    rate_limit: Option<RateLimit>,
     /// Requests sent (retries included), for the benchmark's calls-per-event figure.
     requests: AtomicU64,
-    retry_base: Duration,
+    /// Answers 429 seen, for the same.
+    rate_limited: AtomicU64,
 }
 
 impl StripeClient {
-    pub fn new(base: &str, key: Secret) -> StripeClient {
+    pub fn new(base: &str, key: Secret, rate_limit: Option<RateLimit>) -> StripeClient {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(3))
             .pool_max_idle_per_host(64)
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -51,19 +69,34 @@ impl StripeClient {
             http,
             base: base.trim_end_matches('/').to_string(),
             key,
+            rate_limit,
             requests: AtomicU64::new(0),
-            retry_base: Duration::from_millis(500),
+            rate_limited: AtomicU64::new(0),
         }
-    }
-
-    /// Shorter backoff, for tests against local servers.
-    pub fn with_retry_base(mut self, base: Duration) -> StripeClient {
-        self.retry_base = base;
-        self
     }
 
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn rate_limited_answers(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Wait for this instance's turn under the shared limit, if there is one.
+    async fn pace(&self, deadline: Instant) -> Result<(), StripeError> {
+        let Some(limit) = &self.rate_limit else { return Ok(()) };
+        let longest = deadline.saturating_duration_since(Instant::now());
+        match limit.kv.reserve_rate(RATE_NAME, limit.per_second, longest).await {
+            Ok(Some(wait)) => {
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Ok(None) => {
+                Err(StripeError::Unavailable(format!("more requests are queued than {}/s allows within the deadline", limit.per_second)))
+            }
+            Err(e) => Err(StripeError::Unavailable(format!("the shared rate limit is unreadable: {e}"))),
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, StripeError> {
@@ -96,8 +129,10 @@ impl StripeClient {
             }
             form.finish()
         };
+        let deadline = Instant::now() + DEADLINE;
         let mut attempt = 0;
         loop {
+            self.pace(deadline).await?;
             let url = if method == Method::GET && !encoded.is_empty() {
                 format!("{}{path}?{encoded}", self.base)
             } else {
@@ -112,38 +147,50 @@ impl StripeClient {
                 request = request.header("idempotency-key", key);
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = match request.send().await {
-                Err(e) => Err((true, StripeError::Unavailable(e.without_url().to_string()))),
-                Ok(response) => {
-                    let status = response.status();
-                    let should_retry = response.headers().get("stripe-should-retry").and_then(|v| v.to_str().ok()).map(|v| v == "true");
-                    let body = response.bytes().await.map_err(|e| (true, StripeError::Unavailable(e.to_string())));
-                    match body {
-                        Err(e) => Err(e),
-                        Ok(body) if status.is_success() => serde_json::from_slice(&body)
-                            .map_err(|e| (false, StripeError::Unavailable(format!("unexpected response from Stripe: {e}")))),
-                        Ok(body) => Err(classify(status, should_retry, &body)),
+            let exchange = async {
+                let response = request.send().await?;
+                let status = response.status();
+                let should_retry = response.headers().get("stripe-should-retry").and_then(|v| v.to_str().ok()).map(|v| v == "true");
+                Ok::<_, reqwest::Error>((status, should_retry, response.bytes().await?))
+            };
+            let outcome = match tokio::time::timeout_at(deadline, exchange).await {
+                Err(_) => Err((false, StripeError::Unavailable(format!("no answer within {} s", DEADLINE.as_secs())))),
+                Ok(Err(e)) => Err((true, StripeError::Unavailable(e.without_url().to_string()))),
+                Ok(Ok((status, should_retry, body))) => {
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if status.is_success() {
+                        serde_json::from_slice(&body)
+                            .map_err(|e| (false, StripeError::Unavailable(format!("unexpected response from Stripe: {e}"))))
+                    } else {
+                        Err(classify(status, should_retry, &body))
                     }
                 }
             };
             match outcome {
                 Ok(value) => return Ok(value),
-                Err((retryable, error)) if retryable && attempt < MAX_RETRIES => {
+                Err((true, error)) if attempt < MAX_RETRIES => {
                     attempt += 1;
+                    let pause = backoff(attempt);
+                    if Instant::now() + pause >= deadline {
+                        return Err(error);
+                    }
                     tracing::warn!(%error, attempt, "retrying Stripe request");
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 Err((_, error)) => return Err(error),
             }
         }
     }
+}
 
-    /// `base * 2^(n-1)`, at most 5 s, with jitter between half and all of it (stripe-node's schedule).
-    fn backoff(&self, attempt: u32) -> Duration {
-        let full = (self.retry_base * 2u32.pow(attempt - 1)).min(Duration::from_secs(5));
-        let jitter: f64 = 0.5 + rand::random::<f64>() / 2.0;
-        full.mul_f64(jitter)
-    }
+/// `base * 2^(n-1)`, at most 2 s, with jitter between half and all of it (stripe-node's schedule,
+/// shortened to fit the deadline).
+fn backoff(attempt: u32) -> Duration {
+    let full = (RETRY_BASE * 2u32.pow(attempt - 1)).min(Duration::from_secs(2));
+    let jitter: f64 = 0.5 + rand::random::<f64>() / 2.0;
+    full.mul_f64(jitter)
 }
 
 /// Decide whether a failed answer is worth retrying, and what it means for the caller.

@@ -88,6 +88,8 @@ pub struct Card {
 pub struct Customer {
     pub id: String,
     pub invoice_settings: Option<InvoiceSettings>,
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

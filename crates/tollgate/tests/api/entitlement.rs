@@ -31,7 +31,7 @@ async fn the_app_is_for_subscribers() {
     let sub = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await["data"][0]["id"].as_str().unwrap().to_string();
     app.stripe(Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[]).await;
     let deleted = app.events_for(&customer).await.into_iter().find(|e| e["type"] == "customer.subscription.deleted").unwrap();
-    assert_eq!(app.deliver(&deleted).await.status, 200);
+    app.deliver_all_and_settle(&[deleted]).await;
     assert_eq!(paid.get("/app").await.status, 303);
     let dashboard = paid.get("/dashboard").await.text;
     assert!(dashboard.contains("id=\"status\">canceled") && dashboard.contains("Subscribe again"));

@@ -164,31 +164,7 @@ impl TestApp {
 
     /// What the cache entry should be, computed here from the emulator's own view of the customer.
     pub async fn expected_cache(&self, customer: &str) -> Value {
-        let list = self
-            .stripe(
-                Method::GET,
-                "/v1/subscriptions",
-                &[("customer", customer), ("status", "all"), ("expand[]", "data.default_payment_method")],
-            )
-            .await;
-        let subs = list["data"].as_array().unwrap();
-        let Some(sub) = subs.iter().find(|s| !matches!(s["status"].as_str(), Some("canceled" | "incomplete_expired"))).or(subs.first())
-        else {
-            return serde_json::json!({ "status": "none" });
-        };
-        let item = &sub["items"]["data"][0];
-        let mut expected = serde_json::json!({
-            "subscriptionId": sub["id"], "status": sub["status"], "priceId": item["price"]["id"],
-            "currentPeriodStart": item["current_period_start"], "currentPeriodEnd": item["current_period_end"],
-            "cancelAtPeriodEnd": sub["cancel_at_period_end"],
-            "paymentMethod": sub["default_payment_method"]["card"].as_object().map(|c| serde_json::json!({ "brand": c["brand"], "last4": c["last4"] })),
-        });
-        for (field, key) in [("cancel_at", "cancelAt"), ("trial_end", "trialEnd")] {
-            if !sub[field].is_null() {
-                expected[key] = sub[field].clone();
-            }
-        }
-        expected
+        expected_cache(&self.http, &self.stripe_url, customer).await
     }
 
     /// All events the emulator recorded for a customer's objects, oldest first.
@@ -205,12 +181,38 @@ impl TestApp {
         TestAppHandle::from(self).deliver(event).await
     }
 
+    /// Deliver events in order, each accepted, then wait until their syncs are done.
+    pub async fn deliver_all_and_settle(&self, events: &[Value]) {
+        for event in events {
+            let r = self.deliver(event).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        self.settled().await;
+    }
+
     pub async fn deliver_raw(&self, body: &[u8], signature: &str) -> Reply {
         TestAppHandle::from(self).deliver_raw(body, signature).await
     }
 
     pub fn stripe_requests(&self) -> u64 {
         self.state.billing.stripe.requests_sent()
+    }
+
+    /// Wait until the drain has settled every recorded webhook (nothing pending in the KV).
+    pub async fn settled(&self) {
+        settled(self.state.billing.kv.as_ref()).await
+    }
+}
+
+/// Wait (at most 20 s) until no customer is pending in this KV.
+pub async fn settled(kv: &dyn tollgate::kv::Kv) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match kv.pending_customers(10).await {
+            Ok(pending) if pending.is_empty() => return,
+            other => assert!(std::time::Instant::now() < deadline, "still pending after 20 s: {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -243,6 +245,36 @@ impl TestAppHandle {
     }
 }
 
+/// What the cache entry of `customer` should be, from the emulator at `stripe_url`.
+pub async fn expected_cache(http: &reqwest::Client, stripe_url: &str, customer: &str) -> Value {
+    let query = encode(&[("customer", customer), ("status", "all"), ("expand[]", "data.default_payment_method")]);
+    let list: Value = loop {
+        let response =
+            http.get(format!("{stripe_url}/v1/subscriptions?{query}")).bearer_auth("sk_test_tollgate_suite").send().await.unwrap();
+        if response.status() != 429 {
+            break serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // an emulator run with --rate-limit
+    };
+    let subs = list["data"].as_array().unwrap_or_else(|| panic!("a list: {list}"));
+    let Some(sub) = subs.iter().find(|s| !matches!(s["status"].as_str(), Some("canceled" | "incomplete_expired"))).or(subs.first()) else {
+        return serde_json::json!({ "status": "none" });
+    };
+    let item = &sub["items"]["data"][0];
+    let mut expected = serde_json::json!({
+        "subscriptionId": sub["id"], "status": sub["status"], "priceId": item["price"]["id"],
+        "currentPeriodStart": item["current_period_start"], "currentPeriodEnd": item["current_period_end"],
+        "cancelAtPeriodEnd": sub["cancel_at_period_end"],
+        "paymentMethod": sub["default_payment_method"]["card"].as_object().map(|c| serde_json::json!({ "brand": c["brand"], "last4": c["last4"] })),
+    });
+    for (field, key) in [("cancel_at", "cancelAt"), ("trial_end", "trialEnd")] {
+        if !sub[field].is_null() {
+            expected[key] = sub[field].clone();
+        }
+    }
+    expected
+}
+
 pub fn now() -> i64 {
     tollgate::unix_now()
 }
@@ -260,7 +292,7 @@ pub fn encode(form: &[(&str, &str)]) -> String {
 }
 
 impl Browser {
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }
 

@@ -1,5 +1,5 @@
 //! Whatever the order of `/success` and the webhooks, duplicated or shuffled, the KV entry ends
-//! equal to Stripe's state; bursts share syncs.
+//! equal to Stripe's state once the drain has settled; redeliveries cost nothing; bursts share syncs.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -13,9 +13,7 @@ async fn success_before_webhooks() {
     assert_eq!(app.cache(&customer).await.unwrap()["status"], "none", "checkout's pre-check wrote 'none'; no webhook yet");
     browser.get("/success").await;
     assert_eq!(app.cache(&customer).await.unwrap(), app.expected_cache(&customer).await);
-    for event in app.events_for(&customer).await {
-        assert_eq!(app.deliver(&event).await.status, 200);
-    }
+    app.deliver_all_and_settle(&app.events_for(&customer).await).await;
     assert_eq!(app.cache(&customer).await.unwrap(), app.expected_cache(&customer).await);
 }
 
@@ -25,10 +23,7 @@ async fn webhooks_before_success() {
     let (browser, customer) = app.subscribed("late@example.com", MONTHLY).await;
     let events = app.events_for(&customer).await;
     assert!(events.iter().any(|e| e["type"] == "checkout.session.completed"));
-    for event in &events {
-        let r = app.deliver(event).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-    }
+    app.deliver_all_and_settle(&events).await;
     let expected = app.expected_cache(&customer).await;
     assert_eq!(expected["status"], "active");
     assert_eq!(app.cache(&customer).await.unwrap(), expected, "the webhooks alone brought the cache up to date");
@@ -46,23 +41,32 @@ async fn duplicated_and_reordered_deliveries() {
     // Newest first, each twice, the oldest (subscription.created, status active) last of all.
     events.reverse();
     let doubled: Vec<Value> = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
-    for event in &doubled {
-        assert_eq!(app.deliver(event).await.status, 200);
+    for pair in doubled.chunks(2) {
+        let (first, again) = (app.deliver(&pair[0]).await, app.deliver(&pair[1]).await);
+        assert_eq!((first.status, again.status), (200, 200));
+        assert_eq!(first.json()["duplicate"], false);
+        if first.json()["queued"] == true {
+            assert_eq!(again.json()["duplicate"], true, "a redelivery costs nothing: {}", again.text);
+        }
     }
+    app.settled().await;
     let cache = app.cache(&customer).await.unwrap();
     assert_eq!(cache["cancelAtPeriodEnd"], true, "an old event payload never rolls the cache back");
     assert_eq!(cache, app.expected_cache(&customer).await);
 
-    // Stripe changes again while deliveries race; the last sync starts after the last change.
+    // Stripe changes again while deliveries race (each change's own event, with old ones
+    // redelivered beside it); the last sync starts after the last change.
     let mut tasks = tokio::task::JoinSet::new();
     for flag in ["false", "true", "false"] {
         app.stripe(Method::POST, &format!("/v1/subscriptions/{sub}"), &[("cancel_at_period_end", flag)]).await;
-        for event in doubled.iter().take(3) {
+        let newest = app.events_for(&customer).await.pop().unwrap();
+        for event in doubled.iter().take(3).chain([&newest]) {
             let (app, event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
             tasks.spawn(async move { app.deliver(&event).await.status });
         }
     }
     assert!(tasks.join_all().await.iter().all(|s| *s == 200));
+    app.settled().await;
     assert_eq!(app.cache(&customer).await.unwrap()["cancelAtPeriodEnd"], false);
     assert_eq!(app.cache(&customer).await.unwrap(), app.expected_cache(&customer).await);
 }
@@ -74,13 +78,15 @@ async fn a_burst_of_events_for_one_customer_shares_syncs() {
     let event = app.events_for(&customer).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
     let before = app.stripe_requests();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let (app, event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
-        tasks.spawn(async move { app.deliver(&event).await.status });
+    for n in 0..8 {
+        let (app, mut event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
+        event["id"] = format!("evt_burst_{n}").into();
+        tasks.spawn(async move { app.deliver(&event).await.json()["queued"] == true });
     }
-    assert!(tasks.join_all().await.iter().all(|s| *s == 200));
+    assert!(tasks.join_all().await.into_iter().all(|queued| queued), "eight distinct events, each recorded");
+    app.settled().await;
     let calls = app.stripe_requests() - before;
-    assert!((1..=2).contains(&calls), "8 concurrent events cost {calls} Stripe calls");
+    assert_eq!(calls, 1, "8 concurrent events cost {calls} Stripe calls");
     assert_eq!(app.cache(&customer).await.unwrap(), app.expected_cache(&customer).await);
 }
 
@@ -99,13 +105,11 @@ async fn events_that_arrive_during_a_slow_sync_share_the_next_one() {
         .await;
     let event = serde_json::json!({"id": "evt_slow", "object": "event", "type": "customer.subscription.updated", "data": {"object": {"customer": customer}}});
     let before = app.stripe_requests();
-    let first = {
-        let (app, event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
-        tokio::spawn(async move { app.deliver(&event).await.status })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-    // Stripe changes while the first sync is in flight (the emulator applies a change when it
-    // arrives and answers 200 ms later); then the rest of the burst arrives, still during that sync.
+    assert_eq!(app.deliver(&event).await.json()["queued"], true);
+    // The drain starts the sync 100 ms after the event (its debounce); at 150 ms it is in flight.
+    // Stripe changes then (the emulator applies a change when it arrives and answers 200 ms
+    // later); then the rest of the burst arrives, still during that sync.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
     let change = app
         .http
@@ -116,13 +120,14 @@ async fn events_that_arrive_during_a_slow_sync_share_the_next_one() {
     let change = tokio::spawn(change.send());
     tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     let mut rest = tokio::task::JoinSet::new();
-    for _ in 0..7 {
-        let (app, event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
+    for n in 0..7 {
+        let (app, mut event) = (crate::helpers::TestAppHandle::from(&app), event.clone());
+        event["id"] = format!("evt_slow_{n}").into();
         rest.spawn(async move { app.deliver(&event).await.status });
     }
-    assert_eq!(first.await.unwrap(), 200);
     assert!(rest.join_all().await.iter().all(|s| *s == 200));
     assert_eq!(change.await.unwrap().unwrap().status(), 200);
+    app.settled().await;
     assert_eq!(app.stripe_requests() - before, 2, "one sync in flight, one shared by the seven that came during it");
     let cache = app.cache(&customer).await.unwrap();
     assert_eq!(cache["cancelAtPeriodEnd"], true, "the change made during the first sync is not lost");

@@ -1,99 +1,128 @@
-//! Redis as the KV: the contract against a real redis-server, the recipe's keys readable by any
-//! Redis client, and a webhook answered 5xx while Redis is down (then 200 once it is back).
+//! Redis as the KV: the recipe's keys shared with another Redis client, managed-Redis connection
+//! details (TLS with a CA made here, an ACL user with a percent-encoded password), and a
+//! redis-server killed mid-flow: no event is acknowledged whose sync is then lost.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use reqwest::Method;
+use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, Options, MONTHLY};
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test installs it)");
-        // From here the server is owned by the guard, so it is stopped whatever happens next.
-        let server = RedisServer { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on {port}");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::helpers::{spawn_app_with, Options, TestApp, MONTHLY};
+use crate::redis_server::{RedisOptions, RedisServer};
 
 #[tokio::test]
-async fn redis_backend_end_to_end() {
-    let port = free_port();
-    let mut redis = RedisServer::start(port);
-    let url = format!("redis://127.0.0.1:{}/0", redis.port);
-    let kv = tollgate::kv::redis::RedisKv::connect(&url).await.unwrap();
-    assert_contract(&kv).await;
-
-    let app = spawn_app_with(Options { kv_url: url.clone(), ..Options::default() }).await;
+async fn the_recipe_app_and_tollgate_share_one_redis() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(Options { kv_url: redis.url(), ..Options::default() }).await;
     let (browser, customer) = app.subscribed("redis@example.com", MONTHLY).await;
     browser.get("/success").await;
     // Another Redis client (the Next.js recipe's app, say) reads the same keys and shape.
-    let raw = tokio::task::spawn_blocking(move || redis_cli(port, &["GET", &format!("stripe:customer:{customer}")])).await.unwrap();
-    let cached: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!(cached["status"], "active");
+    let cached: Value = serde_json::from_str(&redis.cli(&["GET", &format!("stripe:customer:{customer}")])).unwrap();
+    assert_eq!(cached, app.expected_cache(&customer).await);
     assert_eq!(cached["paymentMethod"]["last4"], "4242");
 
-    let event =
-        app.events_for(cached_customer(&cached, &app).await.as_str()).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
-    redis.stop();
-    let r = app.deliver(&event).await;
-    assert_eq!(r.status, 503, "KV down: Stripe must redeliver ({})", r.text);
+    // And what that app writes, Tollgate serves: a user mapped and cached by the other app.
+    let other = app.signed_in("from-nextjs@example.com").await;
+    let user_id = app.state.billing.kv.get("tollgate:account:from-nextjs@example.com").await.unwrap().unwrap();
+    let user_id = serde_json::from_str::<Value>(&user_id).unwrap()["id"].as_str().unwrap().to_string();
+    redis.cli(&["SET", &format!("stripe:user:{user_id}"), "cus_written_by_nextjs"]);
+    redis.cli(&[
+        "SET",
+        "stripe:customer:cus_written_by_nextjs",
+        r#"{"subscriptionId":"sub_x","status":"trialing","priceId":"price_pro_monthly","currentPeriodEnd":1900000000,"currentPeriodStart":1890000000,"cancelAtPeriodEnd":false,"paymentMethod":null}"#,
+    ]);
+    let api = other.get_json("/api/subscription").await.json();
+    assert_eq!(
+        (api["status"].as_str(), api["entitled"].as_bool(), api["subscriptionId"].as_str()),
+        (Some("trialing"), Some(true), Some("sub_x"))
+    );
+}
+
+#[tokio::test]
+async fn tls_and_an_acl_user_with_an_encoded_password() {
+    let password = "p@ss:w/rd%";
+    let redis = RedisServer::start_with(RedisOptions { tls: true, user: Some(("tollgate".into(), password.into())), ..Default::default() });
+    let ca = redis.dir.join("ca.crt");
+    let url = format!("rediss://tollgate:p%40ss%3Aw%2Frd%25@localhost:{}/2", redis.port);
+    let kv = tollgate::kv::redis::RedisKv::connect(&url, Some(&ca)).await.expect("TLS, user name and decoded password accepted");
+    use tollgate::kv::Kv;
+    kv.set("tls-check", "over TLS").await.unwrap();
+    assert_eq!(kv.get("tls-check").await.unwrap().as_deref(), Some("over TLS"));
+
+    // Without our CA the certificate is not trusted; with a wrong password the user is refused;
+    // neither error shows the password.
+    let untrusted = tollgate::kv::redis::RedisKv::connect(&url, None).await.err().expect("an unknown CA is refused").to_string();
+    let wrong = format!("rediss://tollgate:not-it@localhost:{}/2", redis.port);
+    let refused = tollgate::kv::redis::RedisKv::connect(&wrong, Some(&ca)).await.err().expect("a wrong password is refused").to_string();
+    for message in [&untrusted, &refused] {
+        assert!(message.starts_with("KV_URL:") && !message.contains("p@ss") && !message.contains("not-it"), "{message}");
+    }
+
+    // The whole app over it, configured the way an operator would.
+    let app = spawn_app_with(Options { kv_url: url, extra: vec![("KV_TLS_CA_FILE", ca.display().to_string())] }).await;
+    let browser = app.signed_in("tls@example.com").await;
+    assert_eq!(browser.get("/dashboard").await.status, 200);
+}
+
+/// Customers with a subscription made directly on the emulator (never synced yet), with metadata.
+async fn customers_with_subscriptions(app: &TestApp, count: usize) -> Vec<String> {
+    let mut customers = Vec::new();
+    for n in 0..count {
+        let customer = app
+            .stripe(Method::POST, "/v1/customers", &[("email", &format!("c{n}@example.com")), ("metadata[userId]", &format!("user_{n}"))])
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        app.stripe(
+            Method::POST,
+            "/v1/subscriptions",
+            &[("customer", &customer), ("items[0][price]", MONTHLY), ("default_payment_method", "pm_card_visa")],
+        )
+        .await;
+        customers.push(customer);
+    }
+    customers
+}
+
+#[tokio::test]
+async fn redis_killed_mid_flow_loses_no_acknowledged_event() {
+    let mut redis = RedisServer::start_with(RedisOptions { durable: true, ..Default::default() });
+    let app = spawn_app_with(Options { kv_url: redis.url(), ..Options::default() }).await;
+    let customers = customers_with_subscriptions(&app, 12).await;
+    let event_for = |customer: &str, n: usize| json!({"id": format!("evt_kill_{n}"), "object": "event", "type": "customer.subscription.updated", "data": {"object": {"customer": customer}}});
+    // The first half is acknowledged and Redis dies at once, before the drain's syncs can run.
+    for (n, customer) in customers.iter().enumerate().take(6) {
+        let r = app.deliver(&event_for(customer, n)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    redis.kill();
+    // While Redis is down: nothing is acknowledged, and Stripe keeps changing.
+    let mut unacknowledged = Vec::new();
+    for (n, customer) in customers.iter().enumerate().skip(6) {
+        let event = event_for(customer, n);
+        let r = app.deliver(&event).await;
+        assert!(r.status >= 500, "KV down: the event must be redelivered, got {} {}", r.status, r.text);
+        assert!(r.headers.contains_key("retry-after"));
+        unacknowledged.push(event);
+    }
+    let sub =
+        app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customers[0])]).await["data"][0]["id"].as_str().unwrap().to_string();
+    app.stripe(Method::POST, &format!("/v1/subscriptions/{sub}"), &[("cancel_at_period_end", "true")]).await;
+    unacknowledged.push(event_for(&customers[0], 100));
     assert_eq!(app.browser().get("/readyz").await.status, 503);
-    let _restarted = RedisServer::start(port);
-    let r = app.deliver(&event).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-}
 
-async fn cached_customer(cached: &serde_json::Value, app: &crate::helpers::TestApp) -> String {
-    let sub = cached["subscriptionId"].as_str().unwrap();
-    app.stripe(reqwest::Method::GET, &format!("/v1/subscriptions/{sub}"), &[]).await["customer"].as_str().unwrap().to_string()
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out =
-        Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli is installed with redis-server");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-async fn assert_contract(kv: &dyn tollgate::kv::Kv) {
-    let key = format!("contract:{}", tollgate::random_token(8));
-    assert_eq!(kv.get(&key).await.unwrap(), None);
-    kv.set(&key, "one").await.unwrap();
-    assert!(!kv.set_if_absent(&key, "two").await.unwrap());
-    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("one"));
-    kv.set(&key, "{\"json\": \"ünïcode ✓\"}\r\n$5\r\n").await.unwrap();
-    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("{\"json\": \"ünïcode ✓\"}\r\n$5\r\n"), "binary-safe values");
-    kv.delete(&key).await.unwrap();
-    assert!(kv.set_if_absent(&key, "three").await.unwrap());
-    kv.ping().await.unwrap();
+    redis.restart();
+    // Stripe redelivers what was not acknowledged, until it is.
+    for event in &unacknowledged {
+        let mut tries = 0;
+        while app.deliver(event).await.status != 200 {
+            tries += 1;
+            assert!(tries < 100, "Redis is back, yet the event is refused");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    app.settled().await;
+    for customer in &customers {
+        assert_eq!(app.cache(customer).await, Some(app.expected_cache(customer).await), "{customer} converged");
+    }
+    assert_eq!(app.cache(&customers[0]).await.unwrap()["cancelAtPeriodEnd"], true);
 }

@@ -1,0 +1,160 @@
+//! What the two single-process backends (memory and redb) share: the pending-sync bookkeeping
+//! written once over any ordered string table, and leases and request pacing kept in memory
+//! (a redb file is opened by one process, so there is no other instance to coordinate with).
+//!
+//! The pacing is the same reservation algorithm (GCRA) as the Redis script in `kv::redis`, so
+//! both behave alike; no rate-limit crate hands out reservations that a caller sleeps on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{keys, Commit, KvError, EVENT_MEMORY};
+
+/// An ordered string table inside one atomic step (a redb write transaction, a locked map).
+pub trait Table {
+    fn get(&self, key: &str) -> Result<Option<String>, KvError>;
+    fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError>;
+    fn remove(&mut self, key: &str) -> Result<(), KvError>;
+    /// Keys starting with `prefix`, in order, at most `limit`, with their values.
+    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError>;
+}
+
+/// Stored, or already holding exactly this value (see `Kv::set_if_absent`).
+pub fn set_if_absent(table: &mut dyn Table, key: &str, value: &str) -> Result<bool, KvError> {
+    match table.get(key)? {
+        Some(existing) => Ok(existing == value),
+        None => table.insert(key, value).map(|_| true),
+    }
+}
+
+pub fn mark_pending(table: &mut dyn Table, customer: &str, event_id: Option<&str>, now_unix: i64) -> Result<bool, KvError> {
+    if let Some(id) = event_id {
+        let key = keys::event(id);
+        if table.get(&key)?.and_then(|v| v.parse::<i64>().ok()).is_some_and(|expires| expires > now_unix) {
+            return Ok(false);
+        }
+        table.insert(&key, &(now_unix + EVENT_MEMORY.as_secs() as i64).to_string())?;
+    }
+    let key = keys::pending(customer);
+    let generation = pending_generation(table, customer)?.unwrap_or(0) + 1;
+    table.insert(&key, &generation.to_string())?;
+    Ok(true)
+}
+
+pub fn pending_generation(table: &dyn Table, customer: &str) -> Result<Option<u64>, KvError> {
+    Ok(table.get(&keys::pending(customer))?.and_then(|v| v.parse().ok()))
+}
+
+pub fn pending_customers(table: &dyn Table, limit: usize) -> Result<Vec<String>, KvError> {
+    let prefix = keys::pending("");
+    Ok(table.scan(&prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect())
+}
+
+/// Forget event ids older than [`EVENT_MEMORY`] (Redis expires them by itself).
+pub fn forget_old_events(table: &mut dyn Table, now_unix: i64, limit: usize) -> Result<(), KvError> {
+    for (key, expires) in table.scan(&keys::event(""), limit)? {
+        if expires.parse::<i64>().map_or(true, |e| e <= now_unix) {
+            table.remove(&key)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn commit_sync(
+    table: &mut dyn Table,
+    leases: &Leases,
+    customer: &str,
+    token: &str,
+    generation: u64,
+    entry: Option<&str>,
+) -> Result<Commit, KvError> {
+    if !leases.holds(&keys::sync_lease(customer), token) {
+        return Ok(Commit::LeaseLost);
+    }
+    if let Some(entry) = entry {
+        table.insert(&keys::customer_cache_raw(customer), entry)?;
+    }
+    if pending_generation(table, customer)? == Some(generation) {
+        table.remove(&keys::pending(customer))?;
+        Ok(Commit::Clean)
+    } else {
+        Ok(Commit::DirtyAgain)
+    }
+}
+
+/// Leases and pacing for one process.
+#[derive(Default)]
+pub struct Leases {
+    held: Mutex<HashMap<String, (String, Instant)>>,
+    /// GCRA: per limit, the theoretical arrival time of the next request.
+    pacing: Mutex<HashMap<String, Instant>>,
+}
+
+impl Leases {
+    pub fn lease(&self, name: &str, token: &str, ttl: Duration) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match held.get(name) {
+            Some((holder, expires)) if holder != token && *expires > now => false,
+            _ => {
+                held.insert(name.to_string(), (token.to_string(), now + ttl));
+                true
+            }
+        }
+    }
+
+    pub fn release(&self, name: &str, token: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.get(name).is_some_and(|(holder, _)| holder == token) {
+            held.remove(name);
+        }
+    }
+
+    pub fn holds(&self, name: &str, token: &str) -> bool {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(name).is_some_and(|(holder, expires)| holder == token && *expires > Instant::now())
+    }
+
+    pub fn reserve(&self, name: &str, per_second: u32, max_wait: Duration) -> Option<Duration> {
+        let interval = Duration::from_secs(1) / per_second.max(1);
+        let mut pacing = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let next = pacing.get(name).copied().unwrap_or(now).max(now);
+        let wait = next - now;
+        if wait > max_wait {
+            return None;
+        }
+        pacing.insert(name.to_string(), next + interval);
+        Some(wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_exclude_other_tokens_until_released_or_expired() {
+        let leases = Leases::default();
+        assert!(leases.lease("a", "one", Duration::from_secs(10)));
+        assert!(!leases.lease("a", "two", Duration::from_secs(10)));
+        assert!(leases.lease("a", "one", Duration::from_secs(10)), "the holder extends");
+        leases.release("a", "two");
+        assert!(leases.holds("a", "one"), "only the holder releases");
+        leases.release("a", "one");
+        assert!(leases.lease("a", "two", Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!leases.holds("a", "two"));
+        assert!(leases.lease("a", "one", Duration::from_secs(1)), "an expired lease is free");
+    }
+
+    #[test]
+    fn pacing_reserves_evenly_spaced_slots() {
+        let leases = Leases::default();
+        let waits: Vec<Duration> = (0..5).map(|_| leases.reserve("stripe", 100, Duration::from_secs(1)).unwrap()).collect();
+        assert!(waits[0] < Duration::from_millis(1));
+        assert!(waits[4] > Duration::from_millis(35) && waits[4] <= Duration::from_millis(40), "{waits:?}");
+        assert_eq!(leases.reserve("stripe", 100, Duration::from_millis(10)), None, "over the longest wait: nothing reserved");
+    }
+}

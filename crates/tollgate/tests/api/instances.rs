@@ -1,0 +1,238 @@
+//! Many instances: three real `tollgate` processes over one redis-server and one emulator that
+//! answers slowly and enforces a rate limit. Webhooks for many customers are spread over the
+//! instances, duplicated, reordered and delayed, while subscriptions change on the emulator; one
+//! instance is killed (SIGKILL) and restarted mid-run. In the end every `stripe:customer:*` entry
+//! equals the emulator's state.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use serde_json::Value;
+use stripe_emulator::{Emulator, EmulatorConfig};
+use tollgate::kv::Kv;
+
+use crate::helpers::{encode, expected_cache, signature, MONTHLY, WEBHOOK_SECRET, YEARLY};
+use crate::redis_server::{free_port, RedisServer};
+
+const CUSTOMERS: usize = 30;
+
+struct Instance {
+    child: Option<Child>,
+    port: u16,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Instance {
+    fn start(env: Vec<(&'static str, String)>) -> Instance {
+        let mut instance = Instance { child: None, port: free_port(), env };
+        instance.launch();
+        instance
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("PORT", self.port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the tollgate binary runs");
+        self.child = Some(child);
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL: no shutdown, leases and all
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn wait_until_up(http: &reqwest::Client, url: &str) {
+    for _ in 0..500 {
+        if http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+/// A Stripe call of the test itself, retried while the emulator's rate limit says 429.
+async fn stripe(http: &reqwest::Client, base: &str, method: Method, path: &str, form: &[(&str, &str)]) -> Value {
+    loop {
+        let mut request = http.request(method.clone(), format!("{base}{path}")).bearer_auth("sk_test_tollgate_suite");
+        if method == Method::POST {
+            request = request.header("content-type", "application/x-www-form-urlencoded").body(encode(form));
+        } else {
+            request = request.query(form);
+        }
+        let response = request.send().await.unwrap();
+        match response.status().as_u16() {
+            429 => tokio::time::sleep(Duration::from_millis(50)).await,
+            s if s < 300 => return serde_json::from_str(&response.text().await.unwrap()).unwrap(),
+            s => panic!("{method} {path}: {s} {}", response.text().await.unwrap()),
+        }
+    }
+}
+
+/// Every event the emulator recorded, oldest first.
+async fn all_events(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "100")];
+        if let Some(id) = &after {
+            query.push(("starting_after", id.as_str()));
+        }
+        let page = stripe(http, base, Method::GET, "/v1/events", &query).await;
+        let data = page["data"].as_array().unwrap().clone();
+        after = data.last().map(|e| e["id"].as_str().unwrap().to_string());
+        events.extend(data);
+        if page["has_more"] != true {
+            events.reverse();
+            return events;
+        }
+    }
+}
+
+/// Deliver to the instance `first` points at; a refused connection (a dead instance) or a 5xx
+/// is redelivered to the next one, as Stripe retries through the load balancer.
+async fn deliver(http: &reqwest::Client, urls: &[String], first: usize, event: &Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    for attempt in 0..200 {
+        let url = &urls[(first + attempt) % urls.len()];
+        let sent = http
+            .post(format!("{url}/api/stripe-webhook"))
+            .header("stripe-signature", signature(&body, tollgate::unix_now()))
+            .body(body.clone())
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("event {} was never accepted", event["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_killed_converge_on_stripes_state() {
+    let redis = RedisServer::start();
+    let config = EmulatorConfig {
+        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
+        latency: Duration::from_millis(30),
+        rate_limit: Some(60),
+        ..EmulatorConfig::for_tests()
+    };
+    let (_, stripe_url, _) = Emulator::build(config).await.unwrap().spawn();
+    let http = reqwest::Client::new();
+
+    let mut customers = Vec::new();
+    for n in 0..CUSTOMERS {
+        let email = format!("many{n}@example.com");
+        let customer =
+            stripe(&http, &stripe_url, Method::POST, "/v1/customers", &[("email", &email), ("metadata[userId]", &format!("user_many{n}"))])
+                .await;
+        let customer = customer["id"].as_str().unwrap().to_string();
+        let price = if n % 3 == 0 { YEARLY } else { MONTHLY };
+        stripe(
+            &http,
+            &stripe_url,
+            Method::POST,
+            "/v1/subscriptions",
+            &[("customer", &customer), ("items[0][price]", price), ("default_payment_method", "pm_card_visa")],
+        )
+        .await;
+        customers.push(customer);
+    }
+
+    let env = vec![
+        ("KV_URL", redis.url()),
+        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
+        ("STRIPE_API_BASE", stripe_url.clone()),
+        ("PLANS", format!("{MONTHLY},{YEARLY}")),
+        ("STRIPE_RATE_LIMIT", "40".to_string()),
+    ];
+    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
+    let urls: Vec<String> = instances.iter().map(Instance::url).collect();
+    for url in &urls {
+        wait_until_up(&http, url).await;
+    }
+
+    // Every event so far, a third of them twice, shuffled, spread over the instances.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut deliveries: Vec<Value> =
+        all_events(&http, &stripe_url).await.into_iter().filter(|e| e["data"]["object"]["customer"].is_string()).collect();
+    let again: Vec<Value> = deliveries.iter().filter(|_| rng.gen_bool(0.33)).cloned().collect();
+    deliveries.extend(again);
+    deliveries.shuffle(&mut rng);
+    let seen = all_events(&http, &stripe_url).await.len();
+
+    let sender = {
+        let (http, urls) = (http.clone(), urls.clone());
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (n, event) in deliveries.into_iter().enumerate() {
+                let (http, urls, delay) = (http.clone(), urls.clone(), Duration::from_millis(n as u64 % 7 * 5));
+                tasks.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    deliver(&http, &urls, n, &event).await;
+                });
+                if tasks.len() >= 8 {
+                    tasks.join_next().await;
+                }
+            }
+            tasks.join_all().await;
+        })
+    };
+
+    // Meanwhile Stripe changes: cancellations at period end, immediate cancellations, plan switches.
+    for (n, customer) in customers.iter().enumerate().take(12) {
+        let sub = stripe(&http, &stripe_url, Method::GET, "/v1/subscriptions", &[("customer", customer)]).await["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        match n % 3 {
+            0 => stripe(&http, &stripe_url, Method::POST, &format!("/v1/subscriptions/{sub}"), &[("cancel_at_period_end", "true")]).await,
+            1 => stripe(&http, &stripe_url, Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[]).await,
+            _ => stripe(&http, &stripe_url, Method::POST, &format!("/v1/subscriptions/{sub}"), &[("metadata[plan]", "changed")]).await,
+        };
+        if n == 5 {
+            instances[1].kill();
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    sender.await.unwrap();
+    // The events of those changes, delivered in reverse order, while instance 1 is still down.
+    let mut newer: Vec<Value> = all_events(&http, &stripe_url).await.split_off(seen);
+    newer.reverse();
+    for (n, event) in newer.iter().enumerate().filter(|(_, e)| e["data"]["object"]["customer"].is_string()) {
+        deliver(&http, &urls, n, event).await;
+    }
+    instances[1].launch();
+    wait_until_up(&http, &urls[1]).await;
+
+    let kv = tollgate::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap();
+    crate::helpers::settled(&kv).await;
+    for customer in &customers {
+        let cached = kv.get(&format!("stripe:customer:{customer}")).await.unwrap().map(|v| serde_json::from_str::<Value>(&v).unwrap());
+        assert_eq!(cached, Some(expected_cache(&http, &stripe_url, customer).await), "{customer}");
+    }
+    drop(instances);
+}

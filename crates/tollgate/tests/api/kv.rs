@@ -1,0 +1,218 @@
+//! One KV contract, run unchanged against every backend (memory, redb, a real redis-server):
+//! plain values, set-if-absent under concurrency and after a lost answer, values written by an app
+//! that follows the recipe, the sync bookkeeping (pending marks, leases, fenced commits, pacing),
+//! and cancellation: operations dropped half-way never disturb later ones. Then the hang-up
+//! scenario against the whole app on each backend: clients that hang up mid-request must never
+//! make a later request see another user's data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tollgate::domain::{SubscriptionCache, SubscriptionStatus};
+use tollgate::kv::{Commit, Kv, SharedKv};
+
+use crate::helpers::{spawn_app_with, Options};
+use crate::redis_server::RedisServer;
+
+async fn contract(kv: SharedKv) {
+    let key = format!("contract:{}", tollgate::random_token(8));
+    assert_eq!(kv.get(&key).await.unwrap(), None);
+    kv.set(&key, "one").await.unwrap();
+    assert!(!kv.set_if_absent(&key, "two").await.unwrap(), "present: not replaced");
+    assert!(kv.set_if_absent(&key, "one").await.unwrap(), "already holding exactly this value: a resend learns it won");
+    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("one"));
+    let awkward = "{\"json\": \"ünïcode ✓\"}\r\n$5\r\n*1\r\n";
+    kv.set(&key, awkward).await.unwrap();
+    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some(awkward), "values are binary-safe");
+    kv.delete(&key).await.unwrap();
+    assert_eq!(kv.get(&key).await.unwrap(), None);
+    kv.ping().await.unwrap();
+
+    // Concurrent set-if-absent: one winner, and the stored value is the winner's.
+    let race = format!("race:{}", tollgate::random_token(8));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let (kv, race) = (kv.clone(), race.clone());
+        tasks.spawn(async move { (i, kv.set_if_absent(&race, &format!("v{i}")).await.unwrap()) });
+    }
+    let winners: Vec<i32> = tasks.join_all().await.into_iter().filter(|(_, won)| *won).map(|(i, _)| i).collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(kv.get(&race).await.unwrap(), Some(format!("v{}", winners[0])));
+
+    recipe_values(kv.as_ref()).await;
+    sync_bookkeeping(kv.as_ref()).await;
+    cancellation(kv.clone()).await;
+}
+
+/// What the Next.js recipe's app writes (`@upstash/redis`/`ioredis`: the customer id as a plain
+/// string, the cache as `JSON.stringify` of its object, in its own key order) reads back here.
+async fn recipe_values(kv: &dyn Kv) {
+    let suffix = tollgate::random_token(8);
+    kv.set(&format!("stripe:user:user_{suffix}"), &format!("cus_{suffix}")).await.unwrap();
+    assert_eq!(kv.get(&format!("stripe:user:user_{suffix}")).await.unwrap(), Some(format!("cus_{suffix}")));
+    let written_by_the_recipe = r#"{"subscriptionId":"sub_1Q","status":"past_due","priceId":"price_1Q","currentPeriodEnd":1767225600,"currentPeriodStart":1764547200,"cancelAtPeriodEnd":false,"paymentMethod":{"brand":"visa","last4":"4242"}}"#;
+    kv.set(&format!("stripe:customer:cus_{suffix}"), written_by_the_recipe).await.unwrap();
+    let raw = kv.get(&format!("stripe:customer:cus_{suffix}")).await.unwrap().unwrap();
+    let entry: SubscriptionCache = serde_json::from_str(&raw).unwrap();
+    let sub = entry.subscription().expect("a subscription entry");
+    assert_eq!(
+        (sub.status, sub.price_id.as_deref(), sub.current_period_end),
+        (SubscriptionStatus::PastDue, Some("price_1Q"), Some(1767225600))
+    );
+    assert_eq!(sub.payment_method.as_ref().and_then(|p| p.last4.as_deref()), Some("4242"));
+    kv.set(&format!("stripe:customer:cus_{suffix}"), r#"{"status":"none"}"#).await.unwrap();
+    let none: SubscriptionCache = serde_json::from_str(&kv.get(&format!("stripe:customer:cus_{suffix}")).await.unwrap().unwrap()).unwrap();
+    assert_eq!(none, SubscriptionCache::none());
+}
+
+async fn sync_bookkeeping(kv: &dyn Kv) {
+    let customer = format!("cus_{}", tollgate::random_token(8));
+    let event = format!("evt_{}", tollgate::random_token(8));
+    assert!(kv.mark_pending(&customer, Some(&event)).await.unwrap());
+    assert!(!kv.mark_pending(&customer, Some(&event)).await.unwrap(), "the same event id again: a duplicate");
+    assert!(kv.mark_pending(&customer, None).await.unwrap());
+    assert_eq!(kv.pending_generation(&customer).await.unwrap(), Some(2), "the duplicate recorded nothing");
+    assert!(kv.pending_customers(10_000).await.unwrap().contains(&customer));
+
+    let lease = tollgate::kv::keys::sync_lease(&customer);
+    assert!(kv.lease(&lease, "holder", Duration::from_secs(10)).await.unwrap());
+    assert!(!kv.lease(&lease, "intruder", Duration::from_secs(10)).await.unwrap());
+    assert_eq!(kv.commit_sync(&customer, "intruder", 2, Some("{\"status\":\"none\"}")).await.unwrap(), Commit::LeaseLost);
+    assert_eq!(kv.get(&format!("stripe:customer:{customer}")).await.unwrap(), None, "no write without the lease");
+    // An event recorded during the sync: written, but still pending.
+    assert!(kv.mark_pending(&customer, None).await.unwrap());
+    assert_eq!(kv.commit_sync(&customer, "holder", 2, Some("{\"status\":\"none\"}")).await.unwrap(), Commit::DirtyAgain);
+    assert_eq!(kv.get(&format!("stripe:customer:{customer}")).await.unwrap().as_deref(), Some("{\"status\":\"none\"}"));
+    assert_eq!(kv.commit_sync(&customer, "holder", 3, None).await.unwrap(), Commit::Clean);
+    assert_eq!(kv.pending_generation(&customer).await.unwrap(), None);
+    assert!(!kv.pending_customers(10_000).await.unwrap().contains(&customer));
+    kv.release(&lease, "intruder").await.unwrap();
+    assert!(!kv.lease(&lease, "intruder", Duration::from_secs(10)).await.unwrap(), "only the holder releases");
+    kv.release(&lease, "holder").await.unwrap();
+    assert!(kv.lease(&lease, "next", Duration::from_millis(50)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(kv.lease(&lease, "after-expiry", Duration::from_secs(1)).await.unwrap(), "an expired lease is free");
+
+    // Pacing: evenly spaced reservations; none beyond the longest wait.
+    let rate = format!("contract-{}", tollgate::random_token(6));
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        waits.push(kv.reserve_rate(&rate, 100, Duration::from_secs(1)).await.unwrap().expect("within the longest wait"));
+    }
+    assert!(waits[0] < Duration::from_millis(5), "{waits:?}");
+    assert!(waits[4] > Duration::from_millis(30) && waits[4] <= Duration::from_millis(40), "{waits:?}");
+    assert_eq!(kv.reserve_rate(&rate, 100, Duration::ZERO).await.unwrap(), None);
+}
+
+/// Start many reads and writes and drop them at random points; every later answer is still its own.
+async fn cancellation(kv: SharedKv) {
+    let prefix = format!("cancel:{}", tollgate::random_token(6));
+    for i in 0..50 {
+        kv.set(&format!("{prefix}:{i}"), &format!("value-{i}")).await.unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..400u64 {
+        let (kv, prefix) = (kv.clone(), prefix.clone());
+        tasks.spawn(async move {
+            let i = round % 50;
+            let key = format!("{prefix}:{i}");
+            let cut = Duration::from_micros(round * 7 % 400);
+            let _ = tokio::time::timeout(cut, async {
+                if round % 3 == 0 {
+                    kv.set(&key, &format!("value-{i}")).await.map(|_| ())
+                } else {
+                    kv.get(&key).await.map(|_| ())
+                }
+            })
+            .await;
+        });
+    }
+    tasks.join_all().await;
+    for i in 0..50 {
+        assert_eq!(kv.get(&format!("{prefix}:{i}")).await.unwrap(), Some(format!("value-{i}")), "key {i} answered with another's reply");
+    }
+}
+
+fn redb_url() -> String {
+    Options::default().kv_url
+}
+
+#[tokio::test]
+async fn memory_keeps_the_contract() {
+    contract(Arc::new(tollgate::kv::memory::MemoryKv::default())).await;
+}
+
+#[tokio::test]
+async fn redb_keeps_the_contract() {
+    let path = redb_url().strip_prefix("redb:").unwrap().to_string();
+    contract(Arc::new(tollgate::kv::redb::RedbKv::open(std::path::Path::new(&path)).unwrap())).await;
+}
+
+#[tokio::test]
+async fn redis_keeps_the_contract() {
+    let redis = RedisServer::start();
+    contract(Arc::new(tollgate::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap())).await;
+}
+
+/// Two signed-in users; 8 clients send requests with one user's cookie and hang up at once (or a
+/// moment later), 300 times; then 400 ordinary requests alternating between the users must each
+/// show only their own user, and a fresh sign-up must still work.
+async fn hang_up_scenario(kv_url: String) {
+    let app = spawn_app_with(Options { kv_url, ..Options::default() }).await;
+    let users = [app.signed_in("ada@example.com").await, app.signed_in("grace@example.com").await];
+    let emails = ["ada@example.com", "grace@example.com"];
+    let addr = app.url.strip_prefix("http://").unwrap().to_string();
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..8usize {
+        let (addr, cookies) = (addr.clone(), [users[0].cookie_header(), users[1].cookie_header()]);
+        clients.spawn(async move {
+            for n in 0..38usize {
+                let path = if n % 2 == 0 { "/dashboard" } else { "/api/subscription" };
+                let request =
+                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/html\r\n\r\n", cookies[(client + n) % 2]);
+                let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                stream.write_all(request.as_bytes()).await.unwrap();
+                if n % 3 != 0 {
+                    tokio::time::sleep(Duration::from_micros((n * 97 % 1500) as u64)).await;
+                }
+                drop(stream); // hang up, mid-request or just before the answer
+            }
+        });
+    }
+    clients.join_all().await;
+    let mut checks = tokio::task::JoinSet::new();
+    for n in 0..400usize {
+        let (browser, own, other) = (users[n % 2].clone(), emails[n % 2], emails[(n + 1) % 2]);
+        checks.spawn(async move {
+            let page = browser.get("/dashboard").await;
+            (n, page.status, page.text.contains(other), page.text.contains(own))
+        });
+        if checks.len() >= 16 {
+            let (n, status, leaked, own_shown) = checks.join_next().await.unwrap().unwrap();
+            assert!(status == 200 && !leaked && own_shown, "request {n}: status {status}, other user's data shown: {leaked}");
+        }
+    }
+    for (n, status, leaked, own_shown) in checks.join_all().await {
+        assert!(status == 200 && !leaked && own_shown, "request {n}: status {status}, other user's data shown: {leaked}");
+    }
+    let newcomer = app.browser();
+    let r = newcomer.form("/auth/sign-up", &[("email", "newcomer@example.com"), ("password", "a long enough password")]).await;
+    assert_eq!(r.status, 303, "a fresh sign-up still works: {}", r.text);
+}
+
+#[tokio::test]
+async fn hang_ups_never_leak_between_users_on_memory() {
+    hang_up_scenario("memory:".into()).await;
+}
+
+#[tokio::test]
+async fn hang_ups_never_leak_between_users_on_redb() {
+    hang_up_scenario(redb_url()).await;
+}
+
+#[tokio::test]
+async fn hang_ups_never_leak_between_users_on_redis() {
+    let redis = RedisServer::start();
+    hang_up_scenario(redis.url()).await;
+}
