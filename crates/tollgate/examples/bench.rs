@@ -3,83 +3,37 @@
 //! Starts the release `stripe-emulator` and `tollgate` binaries as their own processes and, from
 //! this process on the same two cores, measures:
 //! - start-up: process start to the first answered `/healthz` (median of 5);
-//! - webhook intake: signed `invoice.paid` events, 32 connections, every event for another
-//!   customer — requests/s, p50/p99, and emulator calls per event;
+//! - webhook intake on the embedded redb KV (no Stripe rate limit: the emulator has none): signed
+//!   `invoice.paid` events, 32 connections, every event for another customer — requests/s,
+//!   p50/p99, and emulator calls per event once the drain is done;
 //! - bursts: 8 simultaneous events per customer — emulator calls per event;
 //! - `GET /api/subscription` for one signed-in subscriber — requests/s, p50/p99;
 //! - peak RSS of the tollgate process (VmHWM) after all of it.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
 
-const SECRET: &str = "whsec_bench";
-const KEY: &str = "sk_test_bench";
-const CONNECTIONS: usize = 32;
-
-fn target_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release")
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start a binary that prints `listening on http://…` and return it with that URL.
-fn start(mut command: Command) -> anyhow::Result<(Proc, String)> {
-    use std::io::BufRead;
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("no URL in {line:?}"))?
-        .to_string();
-    Ok((Proc(child), url))
-}
-
-fn tollgate_command(stripe_url: &str, data: &std::path::Path) -> Command {
-    let mut c = Command::new(target_dir().join("tollgate"));
-    c.env_clear()
-        .env("PORT", "0")
-        .env("KV_URL", format!("redb:{}", data.join("kv.redb").display()))
-        .env("STRIPE_SECRET_KEY", KEY)
-        .env("STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("STRIPE_API_BASE", stripe_url)
-        .env("PLANS", "price_pro_monthly,price_pro_yearly")
-        .env("RUST_LOG", "warn");
-    c
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-}
-
-async fn emulator_calls(http: &reqwest::Client, stripe: &str) -> anyhow::Result<u64> {
-    let stats: Value = serde_json::from_str(&http.get(format!("{stripe}/_emulator/stats")).send().await?.text().await?)?;
-    Ok(stats["api_requests"].as_u64().unwrap_or(0))
-}
-
 fn event_for(customer: &str, n: usize) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "id": format!("evt_bench{n}"), "object": "event", "type": "invoice.paid", "api_version": "2026-10-28.endive",
-        "created": now(), "livemode": false, "pending_webhooks": 1, "request": {"id": null, "idempotency_key": null},
-        "data": {"object": {"id": format!("in_bench{n}"), "object": "invoice", "customer": customer, "status": "paid"}},
-    }))
-    .unwrap()
+    signed_event(&format!("evt_bench{n}"), "invoice.paid", customer).0
+}
+
+/// Wait until the drain is done: the emulator has seen no call for a second.
+async fn quiet(http: &reqwest::Client, stripe: &str) -> anyhow::Result<u64> {
+    let mut last = emulator_stats(http, stripe).await?.0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = emulator_stats(http, stripe).await?.0;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
 }
 
 async fn post_event(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Duration, String> {
@@ -106,43 +60,21 @@ async fn post_event(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let customers_wanted: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/seed.json");
-    let mut emulator_cmd = Command::new(target_dir().join("stripe-emulator"));
-    emulator_cmd.args(["--port", "0", "--seed"]).arg(&seed);
-    let (_emulator, stripe) = start(emulator_cmd)?;
+    let (_emulator, stripe) = emulator(&[])?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS * 2).redirect(reqwest::redirect::Policy::none()).build()?;
 
     // Customers, each with an active subscription.
-    let mut customers = Vec::with_capacity(customers_wanted);
-    for i in 0..customers_wanted {
-        let form = |body: String| {
-            http.post(format!("{stripe}/v1/customers"))
-                .bearer_auth(KEY)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-        };
-        let c: Value = serde_json::from_str(&form(format!("email=bench{i}%40example.com")).send().await?.text().await?)?;
-        let id = c["id"].as_str().unwrap_or_default().to_string();
-        let body = format!("customer={id}&items[0][price]=price_pro_monthly&default_payment_method=pm_card_visa");
-        let r = http
-            .post(format!("{stripe}/v1/subscriptions"))
-            .bearer_auth(KEY)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().is_success(), "subscription set-up failed");
-        customers.push(id);
-    }
+    let customers: Vec<String> = subscribed_customers(&http, &stripe, customers_wanted).await?.into_iter().map(|(c, _)| c).collect();
     let customers = Arc::new(customers);
 
     // Start-up time.
     let data = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    let kv_url = format!("redb:{}", data.join("kv.redb").display());
     let mut startups = Vec::new();
     for _ in 0..5 {
         let _ = std::fs::remove_dir_all(&data);
         let started = Instant::now();
-        let (proc_, url) = start(tollgate_command(&stripe, &data))?;
+        let (proc_, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "off")]))?;
         loop {
             if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
                 if r.status().is_success() {
@@ -163,12 +95,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let _ = std::fs::remove_dir_all(&data);
-    let (tollgate, url) = start(tollgate_command(&stripe, &data))?;
+    let (tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "off")]))?;
     let pid = tollgate.0.id();
     let hook = format!("{url}/api/stripe-webhook");
 
     // Webhook intake, one customer per event.
-    let calls_before = emulator_calls(&http, &stripe).await?;
+    let calls_before = quiet(&http, &stripe).await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for worker in 0..CONNECTIONS {
@@ -176,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut errors, mut n) = (Vec::new(), 0u64, worker);
             while Instant::now() < deadline {
-                match post_event(&http, &hook, event_for(&customers[n % customers.len()], n)).await {
+                match post_event(&http, &hook, event_for(&customers[n % customers.len()], n + 1_000_000)).await {
                     Ok(l) => latencies.push(l),
                     Err(_) => errors += 1,
                 }
@@ -193,9 +125,9 @@ async fn main() -> anyhow::Result<()> {
     }
     latencies.sort();
     let events = latencies.len() as u64 + errors;
-    let calls = emulator_calls(&http, &stripe).await? - calls_before;
+    let calls = quiet(&http, &stripe).await? - calls_before;
     println!(
-        "webhook intake ({CONNECTIONS} connections, {} customers, {seconds}s): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors, {:.2} Stripe calls per event",
+        "webhook intake, redb ({CONNECTIONS} connections, {} customers, {seconds}s): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors, {:.2} Stripe calls per event",
         customers.len(),
         latencies.len() as f64 / seconds as f64,
         percentile(&latencies, 0.5),
@@ -204,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Bursts of 8 simultaneous events per customer.
-    let calls_before = emulator_calls(&http, &stripe).await?;
+    let calls_before = quiet(&http, &stripe).await?;
     let bursts = customers.len().min(1000);
     let started = Instant::now();
     let mut burst_errors = 0;
@@ -212,16 +144,18 @@ async fn main() -> anyhow::Result<()> {
         let mut set = tokio::task::JoinSet::new();
         for customer in chunk {
             for k in 0..8 {
-                let (http, hook, body) = (http.clone(), hook.clone(), event_for(customer, k));
+                let (http, hook, body) =
+                    (http.clone(), hook.clone(), signed_event(&format!("evt_burst_{customer}_{k}"), "invoice.paid", customer).0);
                 set.spawn(async move { post_event(&http, &hook, body).await });
             }
         }
         burst_errors += set.join_all().await.iter().filter(|r| r.is_err()).count();
     }
-    let calls = emulator_calls(&http, &stripe).await? - calls_before;
+    let accepted = started.elapsed();
+    let calls = quiet(&http, &stripe).await? - calls_before;
     println!(
-        "bursts of 8 events per customer ({bursts} customers, {:.1}s): {:.3} Stripe calls per event, {burst_errors} errors",
-        started.elapsed().as_secs_f64(),
+        "bursts of 8 events per customer ({bursts} customers, all accepted in {:.2}s): {:.3} Stripe calls per event, {burst_errors} errors",
+        accepted.as_secs_f64(),
         calls as f64 / (bursts * 8) as f64
     );
 

@@ -52,7 +52,11 @@ pub async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Result<()> 
     let stripe = StripeClient::new(api_base, secret_key.clone(), rate_limit);
     let (billing, _no_drain) = crate::startup::billing(&settings, kv, stripe, String::new());
     let customers = match target.customer {
-        Some(customer) => vec![customer],
+        Some(customer) => {
+            // A mistyped id would otherwise be cached as "no subscription".
+            billing.stripe.get::<crate::stripe::wire::Customer>(&format!("/v1/customers/{customer}"), &[]).await?;
+            vec![customer]
+        }
         None => crate::billing::reconcile::customers_with_user(&billing.stripe).await?,
     };
     let progress = indicatif::ProgressBar::new(customers.len() as u64);

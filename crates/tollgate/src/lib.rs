@@ -9,7 +9,7 @@
 //! - [`domain`]: ids, emails, statuses, the cache entry, the access policy (no I/O).
 //! - [`kv`]: the `Kv` trait, its backends (redb, Redis, memory) and every key name.
 //! - [`stripe`]: the Stripe client, wire types, webhook signatures, the pinned API version.
-//! - [`billing`]: `sync_stripe_data_to_kv`, per-customer coalescing, checkout, portal, plans, tracked events.
+//! - [`billing`]: `sync_stripe_data_to_kv`, its coordination across instances, the drain, reconcile, checkout, portal, plans, tracked events.
 //! - [`auth`]: the provider interface, `CurrentUser`, local accounts and sessions, CSRF protection.
 //! - [`access`]: entitlement from the cache, and the `Entitled` extractor.
 //! - [`http`]: the router, pages, JSON API, webhook endpoint, health checks, one failure type.

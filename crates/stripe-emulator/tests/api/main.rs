@@ -6,4 +6,5 @@ mod idempotency;
 mod lifecycle;
 mod lists_and_expansion;
 mod pages;
+mod rate_limit;
 mod webhooks;

@@ -1,6 +1,6 @@
 //! `sync_stripe_data_to_kv`: the only writer of `stripe:customer:{id}`. It reads the customer's
-//! subscriptions from Stripe and overwrites the cache entry; partial updates from event payloads
-//! are never applied.
+//! subscriptions from Stripe and overwrites the cache entry (through `Kv::commit_sync`); partial
+//! updates from event payloads are never applied.
 //!
 //! Who runs it, and when, is coordinated through the KV so that it holds across instances
 //! (ARCHITECTURE.md, "Syncs across instances", has the argument):
@@ -45,6 +45,32 @@ pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &Customer
         )
         .await?;
     Ok(cache_entry(&list.data))
+}
+
+/// The recipe's `syncStripeDataToKV`, fenced: read the customer's subscriptions from Stripe, then
+/// write the entry in one step with the pending mark's clearing, if `token` still holds the lease.
+/// When Stripe refuses the read (the customer is gone), the mark is dropped: retrying cannot help.
+async fn sync_stripe_data_to_kv(
+    stripe: &StripeClient,
+    kv: &dyn crate::kv::Kv,
+    customer: &CustomerId,
+    token: &str,
+    generation: u64,
+) -> Result<(SubscriptionCache, Commit), BillingError> {
+    match fetch_subscription_state(stripe, customer).await {
+        Ok(entry) => {
+            let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
+            let commit = kv.commit_sync(customer.as_str(), token, generation, Some(&json)).await?;
+            Ok((entry, commit))
+        }
+        Err(e) => {
+            if matches!(e, StripeError::Refused { .. }) {
+                tracing::error!(customer = %customer, error = %e, "Stripe refused the sync; dropping the pending mark");
+                kv.commit_sync(customer.as_str(), token, generation, None).await?;
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// What one [`Billing::settle`] call did.
@@ -107,36 +133,34 @@ impl Billing {
     pub async fn settle(&self, customer: &CustomerId) -> Result<Settled, BillingError> {
         let token = crate::random_token(20);
         let lease = keys::sync_lease(customer.as_str());
+        let outcome = self.settle_with(customer, &lease, &token).await;
+        if outcome.is_err() {
+            // Free the lease for the retry (best effort: otherwise it expires).
+            let _ = self.kv.release(&lease, &token).await;
+        }
+        outcome
+    }
+
+    async fn settle_with(&self, customer: &CustomerId, lease: &str, token: &str) -> Result<Settled, BillingError> {
         let mut last = None;
         loop {
-            if !self.kv.lease(&lease, &token, LEASE_TTL).await? {
+            if !self.kv.lease(lease, token, LEASE_TTL).await? {
                 // What we wrote (if anything) covered every mark made before our read.
                 return Ok(last.map_or(Settled::Busy, Settled::Synced));
             }
             let Some(generation) = self.kv.pending_generation(customer.as_str()).await? else {
-                self.kv.release(&lease, &token).await?;
+                self.kv.release(lease, token).await?;
                 return Ok(last.map_or(Settled::Idle, Settled::Synced));
             };
-            let entry = match fetch_subscription_state(&self.stripe, customer).await {
-                Ok(entry) => entry,
-                Err(e) => {
-                    if matches!(e, StripeError::Refused { .. }) {
-                        tracing::error!(customer = %customer, error = %e, "Stripe refused the sync; dropping the pending mark");
-                        self.kv.commit_sync(customer.as_str(), &token, generation, None).await?;
-                    }
-                    self.kv.release(&lease, &token).await?;
-                    return Err(e.into());
-                }
-            };
-            let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
-            match self.kv.commit_sync(customer.as_str(), &token, generation, Some(&json)).await? {
+            let (entry, commit) = sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation).await?;
+            match commit {
                 Commit::LeaseLost => return Ok(last.map_or(Settled::Busy, Settled::Synced)),
                 // An event came during the read: read again, still holding the lease.
                 Commit::DirtyAgain => last = Some(entry),
-                // Release, then look once more: a mark made while we held the lease but after our
-                // commit found us busy; nobody else will look at it (the proof in ARCHITECTURE.md).
+                // Release, then look once more: a mark made after our commit while we still held
+                // the lease found us busy, and only we will look (the proof in ARCHITECTURE.md).
                 Commit::Clean => {
-                    self.kv.release(&lease, &token).await?;
+                    self.kv.release(lease, token).await?;
                     last = Some(entry);
                 }
             }

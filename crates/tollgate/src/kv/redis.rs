@@ -185,9 +185,18 @@ impl Kv for RedisKv {
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let (_cursor, pairs): (u64, Vec<String>) =
-                self.run(redis::cmd("HSCAN").arg(keys::PENDING).arg(0).arg("COUNT").arg(limit).clone()).await?;
-            Ok(pairs.into_iter().step_by(2).take(limit).collect())
+            // HSCAN may answer a batch with no fields before the end: follow the cursor to 0.
+            let (mut found, mut cursor) = (Vec::new(), 0u64);
+            loop {
+                let scan = redis::cmd("HSCAN").arg(keys::PENDING).arg(cursor).arg("COUNT").arg(limit.max(10)).clone();
+                let (next, pairs): (u64, Vec<String>) = self.run(scan).await?;
+                found.extend(pairs.into_iter().step_by(2));
+                cursor = next;
+                if cursor == 0 || found.len() >= limit {
+                    found.truncate(limit);
+                    return Ok(found);
+                }
+            }
         })
     }
     fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {

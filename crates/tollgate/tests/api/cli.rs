@@ -9,7 +9,7 @@ fn tollgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     command.args(args).current_dir(&dir);
     for var in [
         "PORT", "BIND", "PUBLIC_URL", "DATA_DIR", "KV_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "PLANS",
-        "AUTH_PROVIDER",
+        "AUTH_PROVIDER", "STRIPE_RATE_LIMIT", "RECONCILE_INTERVAL", "KV_TLS_CA_FILE",
     ] {
         command.env_remove(var);
     }
@@ -56,4 +56,56 @@ fn config_prints_settings_without_secrets() {
     assert!(stdout.contains("4321") && stdout.contains("price_a"));
     assert!(!stdout.contains("do_not_print"), "{stdout}");
     assert!(stdout.contains("[redacted]"));
+}
+
+#[tokio::test]
+async fn sync_one_customer_or_all_of_them() {
+    use tollgate::kv::Kv;
+    let stripe = crate::helpers::spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let customers = crate::helpers::customers_with_subscriptions(&http, &stripe, 3).await;
+    let kv_file = std::env::temp_dir().join(format!("tollgate-cli-sync-{}.redb", tollgate::random_token(8)));
+    let kv_url = format!("redb:{}", kv_file.display());
+    let env = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("KV_URL", kv_url.clone()),
+            ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
+            ("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET.to_string()),
+            ("STRIPE_API_BASE", stripe.clone()),
+            ("PLANS", crate::helpers::MONTHLY.to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        env
+    };
+    let run = |args: Vec<String>, env: Vec<(&'static str, String)>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            tollgate(&args, &env)
+        })
+        .await
+        .unwrap()
+    };
+    let one = run(vec!["sync".into(), "--customer".into(), customers[0].clone()], env(&[])).await;
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    assert!(String::from_utf8_lossy(&one.stdout).contains("synced 1 customer"));
+    let all = run(vec!["sync".into(), "--all".into()], env(&[("STRIPE_RATE_LIMIT", "50")])).await;
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    assert!(String::from_utf8_lossy(&all.stdout).contains("synced 3 customer"), "{}", String::from_utf8_lossy(&all.stdout));
+
+    let kv = tollgate::kv::redb::RedbKv::open(&kv_file).unwrap();
+    for customer in &customers {
+        let cached: serde_json::Value =
+            serde_json::from_str(&kv.get(&format!("stripe:customer:{customer}")).await.unwrap().unwrap()).unwrap();
+        assert_eq!(cached, crate::helpers::expected_cache(&http, &stripe, customer).await);
+    }
+    drop(kv);
+
+    // Errors say what is wrong and exit non-zero.
+    let missing = run(vec!["sync".into(), "--customer".into(), "cus_doesnotexist".into()], env(&[])).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cus_doesnotexist"), "{}", String::from_utf8_lossy(&missing.stderr));
+    let offline = run(vec!["sync".into(), "--all".into()], vec![("KV_URL", kv_url.clone())]).await;
+    assert!(!offline.status.success() && String::from_utf8_lossy(&offline.stderr).contains("STRIPE_SECRET_KEY"));
+    let _ = std::fs::remove_file(kv_file);
 }

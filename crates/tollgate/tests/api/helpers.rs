@@ -123,15 +123,7 @@ impl TestApp {
 
     /// Stripe API call on the emulator.
     pub async fn stripe(&self, method: Method, path: &str, form: &[(&str, &str)]) -> Value {
-        let encoded = encode(form);
-        let url = if method == Method::GET { format!("{}{path}?{encoded}", self.stripe_url) } else { format!("{}{path}", self.stripe_url) };
-        let mut request = self.http.request(method.clone(), url).bearer_auth("sk_test_tollgate_suite");
-        if method == Method::POST {
-            request = request.header("content-type", "application/x-www-form-urlencoded").body(encoded);
-        }
-        let r = reply(request.send().await.unwrap()).await;
-        assert!(r.status < 300, "{method} {path}: {}", r.text);
-        r.json()
+        stripe_api(&self.http, &self.stripe_url, method, path, form).await
     }
 
     /// Pay a Checkout Session on the emulator, as the hosted page would.
@@ -245,17 +237,45 @@ impl TestAppHandle {
     }
 }
 
+/// A Stripe API call of the test itself on the emulator at `base`, repeated while an emulator run
+/// with a rate limit answers 429.
+pub async fn stripe_api(http: &reqwest::Client, base: &str, method: Method, path: &str, form: &[(&str, &str)]) -> Value {
+    let encoded = encode(form);
+    loop {
+        let url = if method == Method::POST { format!("{base}{path}") } else { format!("{base}{path}?{encoded}") };
+        let mut request = http.request(method.clone(), url).bearer_auth("sk_test_tollgate_suite");
+        if method == Method::POST {
+            request = request.header("content-type", "application/x-www-form-urlencoded").body(encoded.clone());
+        }
+        let r = reply(request.send().await.unwrap()).await;
+        if r.status == 429 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        }
+        assert!(r.status < 300, "{method} {path}: {}", r.text);
+        return r.json();
+    }
+}
+
+/// Customers with a monthly subscription made directly on the emulator (so never synced yet).
+pub async fn customers_with_subscriptions(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
+    let mut customers = Vec::new();
+    for n in 0..count {
+        let email = format!("c{n}-{}@example.com", tollgate::random_token(4));
+        let customer =
+            stripe_api(http, base, Method::POST, "/v1/customers", &[("email", &email), ("metadata[userId]", &format!("user_c{n}"))]).await;
+        let customer = customer["id"].as_str().unwrap().to_string();
+        let items = [("customer", customer.as_str()), ("items[0][price]", MONTHLY), ("default_payment_method", "pm_card_visa")];
+        stripe_api(http, base, Method::POST, "/v1/subscriptions", &items).await;
+        customers.push(customer);
+    }
+    customers
+}
+
 /// What the cache entry of `customer` should be, from the emulator at `stripe_url`.
 pub async fn expected_cache(http: &reqwest::Client, stripe_url: &str, customer: &str) -> Value {
-    let query = encode(&[("customer", customer), ("status", "all"), ("expand[]", "data.default_payment_method")]);
-    let list: Value = loop {
-        let response =
-            http.get(format!("{stripe_url}/v1/subscriptions?{query}")).bearer_auth("sk_test_tollgate_suite").send().await.unwrap();
-        if response.status() != 429 {
-            break serde_json::from_str(&response.text().await.unwrap()).unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // an emulator run with --rate-limit
-    };
+    let query = [("customer", customer), ("status", "all"), ("expand[]", "data.default_payment_method")];
+    let list = stripe_api(http, stripe_url, Method::GET, "/v1/subscriptions", &query).await;
     let subs = list["data"].as_array().unwrap_or_else(|| panic!("a list: {list}"));
     let Some(sub) = subs.iter().find(|s| !matches!(s["status"].as_str(), Some("canceled" | "incomplete_expired"))).or(subs.first()) else {
         return serde_json::json!({ "status": "none" });

@@ -14,7 +14,7 @@ use serde_json::Value;
 use stripe_emulator::{Emulator, EmulatorConfig};
 use tollgate::kv::Kv;
 
-use crate::helpers::{encode, expected_cache, signature, MONTHLY, WEBHOOK_SECRET, YEARLY};
+use crate::helpers::{expected_cache, signature, stripe_api as stripe, MONTHLY, WEBHOOK_SECRET, YEARLY};
 use crate::redis_server::{free_port, RedisServer};
 
 const CUSTOMERS: usize = 30;
@@ -70,24 +70,6 @@ async fn wait_until_up(http: &reqwest::Client, url: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{url} did not come up");
-}
-
-/// A Stripe call of the test itself, retried while the emulator's rate limit says 429.
-async fn stripe(http: &reqwest::Client, base: &str, method: Method, path: &str, form: &[(&str, &str)]) -> Value {
-    loop {
-        let mut request = http.request(method.clone(), format!("{base}{path}")).bearer_auth("sk_test_tollgate_suite");
-        if method == Method::POST {
-            request = request.header("content-type", "application/x-www-form-urlencoded").body(encode(form));
-        } else {
-            request = request.query(form);
-        }
-        let response = request.send().await.unwrap();
-        match response.status().as_u16() {
-            429 => tokio::time::sleep(Duration::from_millis(50)).await,
-            s if s < 300 => return serde_json::from_str(&response.text().await.unwrap()).unwrap(),
-            s => panic!("{method} {path}: {s} {}", response.text().await.unwrap()),
-        }
-    }
 }
 
 /// Every event the emulator recorded, oldest first.

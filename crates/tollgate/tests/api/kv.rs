@@ -74,6 +74,18 @@ async fn sync_bookkeeping(kv: &dyn Kv) {
     assert!(kv.mark_pending(&customer, None).await.unwrap());
     assert_eq!(kv.pending_generation(&customer).await.unwrap(), Some(2), "the duplicate recorded nothing");
     assert!(kv.pending_customers(10_000).await.unwrap().contains(&customer));
+    // Past a few hundred entries (where Redis changes the hash's encoding) every one is still found.
+    let many: Vec<String> = (0..300).map(|n| format!("cus_many{n}_{}", tollgate::random_token(4))).collect();
+    for other in &many {
+        kv.mark_pending(other, None).await.unwrap();
+    }
+    assert_eq!(kv.pending_customers(1).await.unwrap().len(), 1);
+    let listed = kv.pending_customers(10_000).await.unwrap();
+    assert!(many.iter().all(|c| listed.contains(c)), "{} of 301 listed", listed.len());
+    for other in &many {
+        assert!(kv.lease(&tollgate::kv::keys::sync_lease(other), "cleanup", Duration::from_secs(5)).await.unwrap());
+        assert_eq!(kv.commit_sync(other, "cleanup", 1, None).await.unwrap(), Commit::Clean);
+    }
 
     let lease = tollgate::kv::keys::sync_lease(&customer);
     assert!(kv.lease(&lease, "holder", Duration::from_secs(10)).await.unwrap());

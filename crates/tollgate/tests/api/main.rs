@@ -12,4 +12,5 @@ mod malformed;
 mod ordering;
 mod redis;
 mod redis_server;
+mod stripe_manners;
 mod webhooks;

@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, Options, TestApp, MONTHLY};
+use crate::helpers::{customers_with_subscriptions, spawn_app_with, Options, MONTHLY};
 use crate::redis_server::{RedisOptions, RedisServer};
 
 #[tokio::test]
@@ -62,32 +62,11 @@ async fn tls_and_an_acl_user_with_an_encoded_password() {
     assert_eq!(browser.get("/dashboard").await.status, 200);
 }
 
-/// Customers with a subscription made directly on the emulator (never synced yet), with metadata.
-async fn customers_with_subscriptions(app: &TestApp, count: usize) -> Vec<String> {
-    let mut customers = Vec::new();
-    for n in 0..count {
-        let customer = app
-            .stripe(Method::POST, "/v1/customers", &[("email", &format!("c{n}@example.com")), ("metadata[userId]", &format!("user_{n}"))])
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        app.stripe(
-            Method::POST,
-            "/v1/subscriptions",
-            &[("customer", &customer), ("items[0][price]", MONTHLY), ("default_payment_method", "pm_card_visa")],
-        )
-        .await;
-        customers.push(customer);
-    }
-    customers
-}
-
 #[tokio::test]
 async fn redis_killed_mid_flow_loses_no_acknowledged_event() {
     let mut redis = RedisServer::start_with(RedisOptions { durable: true, ..Default::default() });
     let app = spawn_app_with(Options { kv_url: redis.url(), ..Options::default() }).await;
-    let customers = customers_with_subscriptions(&app, 12).await;
+    let customers = customers_with_subscriptions(&app.http, &app.stripe_url, 12).await;
     let event_for = |customer: &str, n: usize| json!({"id": format!("evt_kill_{n}"), "object": "event", "type": "customer.subscription.updated", "data": {"object": {"customer": customer}}});
     // The first half is acknowledged and Redis dies at once, before the drain's syncs can run.
     for (n, customer) in customers.iter().enumerate().take(6) {

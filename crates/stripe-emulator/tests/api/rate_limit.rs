@@ -1,0 +1,46 @@
+//! `--rate-limit N`: above N requests per second the API answers Stripe's 429 `rate_limit`, before
+//! idempotency (a 429 is never replayed), and recovers as the bucket refills.
+
+use reqwest::Method;
+use stripe_emulator::{Emulator, EmulatorConfig};
+
+use crate::helpers::{TestEmulator, KEY};
+
+#[tokio::test]
+async fn requests_above_the_limit_get_stripes_429() {
+    let config = EmulatorConfig { rate_limit: Some(10), ..EmulatorConfig::for_tests() };
+    let (_, url, _) = Emulator::build(config).await.unwrap().spawn();
+    let emulator = TestEmulator { url, client: reqwest::Client::new() };
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        statuses.push(emulator.call(Method::GET, "/v1/customers", &[]).await);
+    }
+    let limited: Vec<_> = statuses.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        (4..=5).contains(&limited.len()),
+        "a bucket of 10, refilled at 10/s: {:?}",
+        statuses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let first = limited[0];
+    assert_eq!(first.body["error"]["type"], "invalid_request_error");
+    assert_eq!(first.body["error"]["code"], "rate_limit");
+    assert_eq!(first.headers["stripe-rate-limited-reason"], "global-rate");
+    assert!(first.headers.contains_key("request-id"));
+
+    // A limited POST is not stored under its idempotency key: the retry creates the customer.
+    let auth = format!("Bearer {KEY}");
+    let headers = [("authorization", auth.as_str()), ("idempotency-key", "rate-limited-create")];
+    let mut outcome = emulator.call_with(Method::POST, "/v1/customers", &[("email", "a@example.com")], &headers).await;
+    while outcome.status == 429 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        outcome = emulator.call_with(Method::POST, "/v1/customers", &[("email", "a@example.com")], &headers).await;
+    }
+    assert_eq!(outcome.status, 200, "{}", outcome.text);
+    assert!(!outcome.headers.contains_key("idempotent-replayed"));
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(emulator.call(Method::GET, "/v1/customers", &[]).await.status, 200, "the bucket refilled");
+    let stats = emulator.client.get(format!("{}/_emulator/stats", emulator.url)).send().await.unwrap().text().await.unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(stats["rate_limited"].as_u64().unwrap() >= limited.len() as u64, "{stats}");
+}

@@ -1,0 +1,150 @@
+//! Tollgate over Redis (run `scripts/bench`, which builds the release binaries first). Starts
+//! `redis-server` (AOF, fsync every second), the release `stripe-emulator` and `tollgate` as
+//! their own processes and measures:
+//! - a renewal storm: 3 events for each of ~1,000 customers against an emulator with 150 ms
+//!   latency and a 100 requests/s limit, with `STRIPE_RATE_LIMIT=95` — time until every event is
+//!   accepted, time until every customer is settled, Stripe calls, 429s, customers lost;
+//! - webhook intake: `wrk`, 32 connections, signed events spread over 5,000 customers —
+//!   requests/s and latency percentiles.
+//!
+//! Usage: `bench_redis [seconds of the intake phase] [customers in the storm]`.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tollgate::kv::Kv;
+
+const RATE_LIMIT: f64 = 95.0;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let customers_wanted: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS * 2).build()?;
+    if customers_wanted > 0 {
+        renewal_storm(&http, customers_wanted).await?;
+    }
+    intake(seconds).await
+}
+
+async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize) -> anyhow::Result<()> {
+    let (_redis, kv_url) = redis_server()?;
+    let (_emulator, stripe) = emulator(&["--latency-ms", "150", "--rate-limit", "100"])?;
+    println!("renewal storm: setting up {customers_wanted} subscribed customers on the emulator (it allows 100 requests/s)…");
+    let customers = Arc::new(subscribed_customers(http, &stripe, customers_wanted).await?);
+    let (_tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "95")]))?;
+    let kv = tollgate::kv::redis::RedisKv::connect(&kv_url, None).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the emulator's bucket refill after the set-up
+    let (calls_before, limited_before) = emulator_stats(http, &stripe).await?;
+
+    // A renewal sends each customer's events together; 32 connections send them all at once.
+    let hook = format!("{url}/api/stripe-webhook");
+    let started = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for worker in 0..CONNECTIONS {
+        let (http, hook, customers) = (http.clone(), hook.clone(), customers.clone());
+        senders.spawn(async move {
+            let mut refused = 0;
+            for (customer, _) in customers.iter().skip(worker).step_by(CONNECTIONS) {
+                for kind in ["invoice.paid", "invoice.payment_succeeded", "customer.subscription.updated"] {
+                    let (body, signature) = signed_event(&format!("evt_storm_{kind}_{customer}").replace('.', "_"), kind, customer);
+                    let r = http.post(&hook).header("stripe-signature", signature).body(body).send().await;
+                    if !r.is_ok_and(|r| r.status().is_success()) {
+                        refused += 1;
+                    }
+                }
+            }
+            refused
+        });
+    }
+    let refused: u32 = senders.join_all().await.into_iter().sum();
+    let accepted_in = started.elapsed();
+    loop {
+        if kv.pending_customers(1).await?.is_empty() {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "not settled after two minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settled_in = started.elapsed();
+    let (calls_after, limited_after) = emulator_stats(http, &stripe).await?;
+    let mut lost = 0;
+    for (customer, subscription) in customers.iter() {
+        let entry = kv.get(&format!("stripe:customer:{customer}")).await?;
+        let entry: serde_json::Value = entry.map(|e| serde_json::from_str(&e)).transpose()?.unwrap_or_default();
+        if entry["subscriptionId"] != subscription.as_str() || entry["status"] != "active" {
+            lost += 1;
+        }
+    }
+    let n = customers.len() as f64;
+    let calls = calls_after - calls_before;
+    let budget = 1.15 * n / RATE_LIMIT;
+    println!(
+        "renewal storm ({} events for {} customers, 150 ms latency, emulator limit 100/s, STRIPE_RATE_LIMIT=95):",
+        3 * customers.len(),
+        customers.len()
+    );
+    println!("  every event accepted in {:.2} s ({refused} refused; target ≤ 2 s)", accepted_in.as_secs_f64());
+    println!("  every customer settled in {:.2} s (target ≤ 1.15 × {n} / 95 = {budget:.2} s)", settled_in.as_secs_f64());
+    println!(
+        "  Stripe calls {calls} = {:.3} per customer (target ≤ 1.05), 429s {}, customers lost {lost}",
+        calls as f64 / n,
+        limited_after - limited_before
+    );
+    Ok(())
+}
+
+async fn intake(seconds: u64) -> anyhow::Result<()> {
+    const CUSTOMERS: usize = 5000;
+    let (_redis, kv_url) = redis_server()?;
+    let (_emulator, stripe) = emulator(&[])?;
+    let (tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "95")]))?;
+    // Distinct events for the whole run (signatures stay valid for five minutes), one per line.
+    let events = (seconds as usize * 60_000).max(10_000);
+    let file = std::env::temp_dir().join(format!("tollgate-bench-events-{}.tsv", std::process::id()));
+    let mut lines = String::with_capacity(events * 400);
+    for n in 0..events {
+        let (body, signature) = signed_event(&format!("evt_intake{n}"), "invoice.paid", &format!("cus_intake{}", n % CUSTOMERS));
+        lines.push_str(&signature);
+        lines.push('\t');
+        lines.push_str(std::str::from_utf8(&body)?);
+        lines.push('\n');
+    }
+    std::fs::write(&file, lines)?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webhooks.lua");
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(&url)
+        .arg("--")
+        .arg(&file)
+        .output()
+        .map_err(|e| anyhow::anyhow!("wrk is needed for this phase (scripts/bench installs it): {e}"))?;
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let find = |prefix: &str| {
+        text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?").to_string()
+    };
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let non_2xx = text.lines().find(|l| l.contains("Non-2xx")).map(|l| l.trim().to_string()).unwrap_or_else(|| "0 non-2xx".into());
+    println!(
+        "webhook intake, Redis (wrk, {CONNECTIONS} connections, {CUSTOMERS} customers, {seconds}s): {} requests/s, p50 {}, p90 {}, p99 {}, {non_2xx}{}",
+        find("Requests/sec:"),
+        find("50%"),
+        find("90%"),
+        find("99%"),
+        if requests as usize > events { format!(" ({} repeats of already-recorded events)", requests as usize - events) } else { String::new() }
+    );
+    drop(tollgate);
+    Ok(())
+}
