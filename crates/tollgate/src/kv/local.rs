@@ -9,7 +9,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{keys, Commit, KvError, EVENT_MEMORY};
+use super::{keys, Commit, KvError, KvFuture, EVENT_MEMORY};
+
+/// An answer already known (leases and pacing live in memory here).
+pub fn ready<'a, T: Send + 'a>(value: T) -> KvFuture<'a, T> {
+    Box::pin(async move { Ok(value) })
+}
 
 /// An ordered string table inside one atomic step (a redb write transaction, a locked map).
 pub trait Table {

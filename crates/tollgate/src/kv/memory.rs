@@ -60,7 +60,7 @@ impl Kv for MemoryKv {
         self.with(|m| m.remove(key))
     }
     fn ping(&self) -> KvFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
+        local::ready(())
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         self.with(|m| local::mark_pending(m, customer, event_id, crate::unix_now()))
@@ -75,18 +75,15 @@ impl Kv for MemoryKv {
         })
     }
     fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
-        let taken = self.leases.lease(name, token, ttl);
-        Box::pin(async move { Ok(taken) })
+        local::ready(self.leases.lease(name, token, ttl))
     }
     fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
-        self.leases.release(name, token);
-        Box::pin(async { Ok(()) })
+        local::ready(self.leases.release(name, token))
     }
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         self.with(|m| local::commit_sync(m, &self.leases, customer, token, generation, entry))
     }
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
-        let slot = self.leases.reserve(name, per_second, max_wait);
-        Box::pin(async move { Ok(slot) })
+        local::ready(self.leases.reserve(name, per_second, max_wait))
     }
 }

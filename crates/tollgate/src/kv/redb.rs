@@ -28,7 +28,12 @@ pub struct RedbKv {
     db: Arc<Database>,
     writes: mpsc::Sender<Job>,
     leases: Arc<Leases>,
+    /// When expired event ids were last removed (a write transaction: not on every sweep).
+    pruned: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often expired event ids are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 fn unavailable(e: impl std::fmt::Display) -> KvError {
     KvError::Unavailable(e.to_string())
@@ -78,7 +83,7 @@ impl RedbKv {
         let (writes, queue) = mpsc::channel(QUEUE);
         let writer_db = db.clone();
         std::thread::Builder::new().name("kv-writer".into()).spawn(move || writer(writer_db, queue))?;
-        Ok(RedbKv { db, writes, leases: Arc::default() })
+        Ok(RedbKv { db, writes, leases: Arc::default(), pruned: Default::default() })
     }
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static str>) -> Result<T, KvError>) -> Result<T, KvError> {
@@ -161,26 +166,33 @@ impl Kv for RedbKv {
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
         Box::pin(async move {
-            self.write(|t| local::forget_old_events(t, crate::unix_now(), 10_000)).await?;
+            let prune = {
+                let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+                let due = pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+                if due {
+                    *pruned = Some(std::time::Instant::now());
+                }
+                due
+            };
+            if prune {
+                self.write(|t| local::forget_old_events(t, crate::unix_now(), 10_000)).await?;
+            }
             let prefix = super::keys::pending("");
             self.read(|t| Ok(scan(t, &prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect()))
         })
     }
     fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
-        let taken = self.leases.lease(name, token, ttl);
-        Box::pin(async move { Ok(taken) })
+        local::ready(self.leases.lease(name, token, ttl))
     }
     fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
-        self.leases.release(name, token);
-        Box::pin(async { Ok(()) })
+        local::ready(self.leases.release(name, token))
     }
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         let (customer, token, entry, leases) = (customer.to_string(), token.to_string(), entry.map(str::to_string), self.leases.clone());
         self.write(move |t| local::commit_sync(t, &leases, &customer, &token, generation, entry.as_deref()))
     }
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
-        let slot = self.leases.reserve(name, per_second, max_wait);
-        Box::pin(async move { Ok(slot) })
+        local::ready(self.leases.reserve(name, per_second, max_wait))
     }
 }
 
