@@ -78,7 +78,8 @@ impl Kv for MemoryKv {
         local::ready(self.leases.lease(name, token, ttl))
     }
     fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
-        local::ready(self.leases.release(name, token))
+        self.leases.release(name, token);
+        local::ready(())
     }
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         self.with(|m| local::commit_sync(m, &self.leases, customer, token, generation, entry))

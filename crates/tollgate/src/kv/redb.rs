@@ -185,7 +185,8 @@ impl Kv for RedbKv {
         local::ready(self.leases.lease(name, token, ttl))
     }
     fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
-        local::ready(self.leases.release(name, token))
+        self.leases.release(name, token);
+        local::ready(())
     }
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         let (customer, token, entry, leases) = (customer.to_string(), token.to_string(), entry.map(str::to_string), self.leases.clone());
