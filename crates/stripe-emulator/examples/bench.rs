@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, receiver).await });
 
     let config = EmulatorConfig {
-        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
+        seed: Some(test_support::SEED.into()),
         webhooks: vec![StartupWebhook { url: hook_url, secret: Some(SECRET.into()), enabled_events: vec!["customer.created".into()] }],
         ..EmulatorConfig::for_tests()
     };
@@ -103,13 +103,11 @@ async fn main() -> anyhow::Result<()> {
         errors += e;
     }
     latencies.sort();
-    let pct =
-        |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
     println!(
         "GET /v1/subscriptions (expanded PM), {connections} connections, {seconds}s: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors",
         latencies.len() as f64 / seconds as f64,
-        pct(0.50).as_secs_f64() * 1000.0,
-        pct(0.99).as_secs_f64() * 1000.0
+        test_support::percentile_ms(&latencies, 0.50),
+        test_support::percentile_ms(&latencies, 0.99)
     );
 
     // 2. Webhook deliveries: events made in-process as fast as possible, timed until all are verified.

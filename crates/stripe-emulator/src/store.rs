@@ -20,9 +20,13 @@ const IDEMPOTENCY_LIMIT: usize = 100_000;
 /// How many delivery attempts `GET /_emulator/deliveries` keeps; older ones are dropped.
 const DELIVERY_LOG_LIMIT: usize = 100_000;
 
+/// `len` random letters and digits: ids, secrets.
+pub fn random_alphanumeric(len: usize) -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
 pub fn new_id(prefix: &str) -> String {
-    let suffix: String = rand::thread_rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
-    format!("{prefix}{suffix}")
+    format!("{prefix}{}", random_alphanumeric(24))
 }
 
 pub fn unix_now() -> i64 {

@@ -1,17 +1,11 @@
-//! "May this user use the product?" answered from the KV alone (no Stripe call), and the
-//! `Entitled` extractor that guards product routes.
+//! "May this user use the product?" answered from the KV alone (no Stripe call); the `Entitled`
+//! extractor (`http::extract`) asks it for every gated request.
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-
-use crate::auth::{CurrentUser, User};
 use crate::billing::{Billing, BillingError};
-use crate::domain::{CustomerId, SubscriptionCache};
-use crate::http::error::{Failure, Surface};
+use crate::domain::{CustomerId, SubscriptionCache, User};
 use crate::kv::keys;
-use crate::state::AppState;
 
 /// The user's cached subscription. A customer whose entry is missing or unreadable is synced once.
 pub async fn cached_subscription(billing: &Arc<Billing>, user: &User) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
@@ -24,23 +18,4 @@ pub async fn cached_subscription(billing: &Arc<Billing>, user: &User) -> Result<
         Some(Err(_)) | None => billing.sync(&customer).await?,
     };
     Ok((Some(customer), entry))
-}
-
-/// A signed-in user whose subscription grants access. Otherwise: sign-in, or the pricing page
-/// (JSON callers get 401 / 402).
-pub struct Entitled(pub User, pub SubscriptionCache);
-
-impl FromRequestParts<AppState> for Entitled {
-    type Rejection = Failure;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
-        let CurrentUser(user) = CurrentUser::from_request_parts(parts, state).await?;
-        let surface = Surface::of(parts);
-        let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
-        if state.policy.grants(entry.status()) {
-            Ok(Entitled(user, entry))
-        } else {
-            Err(Failure::not_entitled(surface))
-        }
-    }
 }

@@ -74,7 +74,6 @@ pub struct Settings {
     pub bind: IpAddr,
     /// Where users reach the app; `None` means `http://localhost:{bound port}`.
     pub public_url: Option<String>,
-    pub data_dir: PathBuf,
     pub kv: KvSettings,
     pub stripe: StripeSettings,
     /// The prices offered, in display order; `None` in emulator mode means the seeded plans.
@@ -101,28 +100,10 @@ fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { variable, message: message.into() }
 }
 
-/// Lines `KEY=VALUE` of a `.env` file; `#` comments and blank lines skipped, optional quotes removed.
-pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
-        .map(|(k, v)| {
-            let v = v.trim();
-            let unquoted = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            (k.trim().to_string(), unquoted.to_string())
-        })
-        .collect()
-}
-
 impl Settings {
     /// The process environment over `.env` in the working directory (the environment wins).
     pub fn from_env() -> Result<Settings, ConfigError> {
-        let mut vars = std::fs::read_to_string(".env").map(|t| parse_dotenv(&t)).unwrap_or_default();
+        let mut vars = read_dotenv(std::path::Path::new(".env"))?;
         vars.extend(std::env::vars());
         Settings::from_vars(&vars)
     }
@@ -236,21 +217,19 @@ impl Settings {
                 error("RECONCILE_INTERVAL", format!("'{v}' is not an interval of at least a minute, like 30m, 6h or 1d (or off)"))
             })?),
         };
-        Ok(Settings {
-            port,
-            bind,
-            public_url,
-            data_dir,
-            kv,
-            stripe,
-            plans,
-            auth,
-            past_due_grace,
-            trial_days,
-            stripe_rate_limit,
-            reconcile_every,
-        })
+        Ok(Settings { port, bind, public_url, kv, stripe, plans, auth, past_due_grace, trial_days, stripe_rate_limit, reconcile_every })
     }
+}
+
+/// The variables of a `.env` file (dotenvy's syntax: quotes, escapes, comments, `${VAR}`), without
+/// touching the process environment; none when there is no file.
+pub fn read_dotenv(path: &std::path::Path) -> Result<HashMap<String, String>, ConfigError> {
+    let lines = match dotenvy::from_path_iter(path) {
+        Ok(lines) => lines,
+        Err(e) if e.not_found() => return Ok(HashMap::new()),
+        Err(e) => return Err(error(".env", e.to_string())),
+    };
+    lines.map(|line| line.map_err(|e| error(".env", e.to_string()))).collect()
 }
 
 /// `90s`, `30m`, `6h`, `1d` (at least a minute: a reconcile pass costs a Stripe call per customer).
@@ -342,10 +321,21 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_lines() {
-        let parsed = parse_dotenv("# comment\nPORT=4000\nexport BIND=\"0.0.0.0\"\n\nX='y z'\n");
+    fn dotenv_files() {
+        let dir = std::env::temp_dir().join(format!("tollgate-dotenv-{}", crate::random_token(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(&path, "# comment\nPORT=4000 # inline comment\nexport BIND=\"0.0.0.0\"\n\nX='y z'\nY=\"a\\\"b\"\nZ=${PORT}0\n")
+            .unwrap();
+        let parsed = read_dotenv(&path).unwrap();
         assert_eq!(parsed["PORT"], "4000");
         assert_eq!(parsed["BIND"], "0.0.0.0");
         assert_eq!(parsed["X"], "y z");
+        assert_eq!(parsed["Y"], "a\"b");
+        assert_eq!(parsed["Z"], "40000");
+        assert!(read_dotenv(&dir.join("absent")).unwrap().is_empty());
+        std::fs::write(&path, "NOT VALID LINE\n").unwrap();
+        assert_eq!(read_dotenv(&path).unwrap_err().variable, ".env");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -61,6 +61,13 @@ impl UserId {
     }
 }
 
+/// A signed-in user, as every auth provider reports one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+}
+
 /// A normalised email address: trimmed, lower-cased, one `@`, a dotted domain, at most 254 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -109,12 +109,32 @@ impl Application {
         let drain = tokio::spawn(drain::run(billing.clone(), self.wakeups));
         let reconcile = self.reconcile_every.map(|every| tokio::spawn(reconcile::run_periodically(billing, every)));
         let _stop_background = AbortOnDrop(std::iter::once(drain).chain(reconcile).collect());
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_requested()).await
+        // In-flight requests have finished here, so every KV write they made has committed; the
+        // drain stops with `_stop_background`, and its pending marks stay in the KV for the next
+        // start's sweep.
     }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM, as a container runtime sends it: stop taking connections, let the
+/// requests in flight finish.
+async fn shutdown_requested() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still stops the server");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
 }
 
 /// Billing for these settings, with the receiving end of its drain's wake-ups (for the server, or

@@ -1,37 +1,6 @@
-//! Logging: the subscriber set-up, and one span per request (request id, method, matched route)
-//! in which each failure is logged once, with its internal cause.
-
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
-
-use crate::http::error::ErrorDetail;
+//! Logging set-up (the per-request span is `http::trace`).
 
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
-}
-
-pub async fn trace_requests(request: Request, next: Next) -> Response {
-    let request_id = crate::random_token(12);
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("request", id = %request_id, method = %request.method(), route = %route);
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let _entered = span.enter();
-    match response.extensions().get::<ErrorDetail>() {
-        Some(ErrorDetail(detail)) if status >= 500 => tracing::error!(status, elapsed_ms, error = %detail, "request failed"),
-        Some(ErrorDetail(detail)) => tracing::info!(status, elapsed_ms, reason = %detail, "request refused"),
-        None => tracing::debug!(status, elapsed_ms, "request"),
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    response
 }

@@ -1,8 +1,6 @@
 //! `/v1/webhook_endpoints`: where events are delivered, and with which secret they are signed.
 
 use axum::extract::{Path, State};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::{list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, ApiResult};
@@ -10,11 +8,10 @@ use crate::app::Emulator;
 use crate::error::ApiError;
 use crate::form::Params;
 use crate::http::ApiRequest;
-use crate::store::{new_id, Store, API_VERSION};
+use crate::store::{new_id, random_alphanumeric, Store, API_VERSION};
 
 pub fn new_secret() -> String {
-    let random: String = rand::thread_rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
-    format!("whsec_{random}")
+    format!("whsec_{}", random_alphanumeric(32))
 }
 
 /// Store an endpoint and its secret; returns the endpoint with `secret`, as the create call answers.

@@ -6,7 +6,8 @@ use axum::routing::post;
 use reqwest::Method;
 use serde_json::Value;
 use stripe_emulator::config::StartupWebhook;
-use stripe_emulator::{Emulator, EmulatorConfig};
+use stripe_emulator::EmulatorConfig;
+pub use test_support::{encode, Reply};
 
 pub const KEY: &str = "sk_test_emulator_suite";
 
@@ -18,24 +19,15 @@ pub struct TestEmulator {
 
 /// Start the emulator with the test seed (`price_pro_monthly`, `price_pro_yearly`) and optional webhooks.
 pub async fn spawn_emulator(webhooks: Vec<StartupWebhook>) -> TestEmulator {
-    let config = EmulatorConfig {
-        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
-        webhooks,
-        ..EmulatorConfig::for_tests()
-    };
-    let (_, url, _) = Emulator::build(config).await.expect("emulator starts").spawn();
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestEmulator { url, client }
-}
-
-pub struct Reply {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Value,
-    pub text: String,
+    TestEmulator::at(test_support::spawn_emulator(EmulatorConfig { webhooks, ..test_support::seeded() }).await)
 }
 
 impl TestEmulator {
+    /// A client for the emulator at `url` (redirects are not followed: tests look at them).
+    pub fn at(url: String) -> TestEmulator {
+        TestEmulator { url, client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap() }
+    }
+
     /// Any API call with the test key; `form` goes in the query for GET/DELETE and in the body for POST.
     pub async fn call(&self, method: Method, path: &str, form: &[(&str, &str)]) -> Reply {
         self.call_with(method, path, form, &[("authorization", &format!("Bearer {KEY}"))]).await
@@ -54,7 +46,7 @@ impl TestEmulator {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        reply(request.send().await.expect("request sent")).await
+        Reply::read(request.send().await.expect("request sent")).await
     }
 
     pub async fn raw_post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Reply {
@@ -64,7 +56,7 @@ impl TestEmulator {
             .header("authorization", format!("Bearer {KEY}"))
             .header("content-type", content_type)
             .body(body);
-        reply(request.send().await.unwrap()).await
+        Reply::read(request.send().await.unwrap()).await
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
@@ -106,7 +98,7 @@ impl TestEmulator {
             .post(format!("{}{path}", self.url))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body.to_string());
-        reply(request.send().await.unwrap()).await
+        Reply::read(request.send().await.unwrap()).await
     }
 
     /// Pay a session through the control endpoint.
@@ -125,22 +117,6 @@ impl TestEmulator {
             .await;
         (customer, sub)
     }
-}
-
-async fn reply(response: reqwest::Response) -> Reply {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply { status, headers, body, text }
-}
-
-pub fn encode(form: &[(&str, &str)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in form {
-        s.append_pair(k, v);
-    }
-    s.finish()
 }
 
 pub fn id(v: &Value) -> String {

@@ -2,15 +2,13 @@
 //! idempotency (a 429 is never replayed), and recovers as the bucket refills.
 
 use reqwest::Method;
-use stripe_emulator::{Emulator, EmulatorConfig};
+use stripe_emulator::EmulatorConfig;
 
 use crate::helpers::{TestEmulator, KEY};
 
 #[tokio::test]
 async fn requests_above_the_limit_get_stripes_429() {
-    let config = EmulatorConfig { rate_limit: Some(10), ..EmulatorConfig::for_tests() };
-    let (_, url, _) = Emulator::build(config).await.unwrap().spawn();
-    let emulator = TestEmulator { url, client: reqwest::Client::new() };
+    let emulator = TestEmulator::at(test_support::spawn_emulator(EmulatorConfig { rate_limit: Some(10), ..test_support::seeded() }).await);
     let mut statuses = Vec::new();
     for _ in 0..15 {
         statuses.push(emulator.call(Method::GET, "/v1/customers", &[]).await);

@@ -1,6 +1,6 @@
 //! What the benchmarks share: starting the release binaries, signing events, percentiles.
 
-#![allow(dead_code)] // each benchmark uses its own part
+#![allow(dead_code, unused_imports)] // each benchmark uses its own part
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -42,9 +42,8 @@ pub fn start(mut command: Command) -> anyhow::Result<(Proc, String)> {
 
 /// The release `stripe-emulator` with the test seed, plus `args`.
 pub fn emulator(args: &[&str]) -> anyhow::Result<(Proc, String)> {
-    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/seed.json");
     let mut command = Command::new(target_dir().join("stripe-emulator"));
-    command.args(["--port", "0", "--seed"]).arg(&seed).args(args);
+    command.args(["--port", "0", "--seed", test_support::SEED]).args(args);
     start(command)
 }
 
@@ -63,14 +62,8 @@ pub fn tollgate_command(stripe_url: &str, kv_url: &str, env: &[(&str, &str)]) ->
     c
 }
 
-pub fn now() -> i64 {
-    tollgate::unix_now()
-}
-
-/// The `p` quantile of sorted latencies, in milliseconds.
-pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-}
+pub use test_support::percentile_ms as percentile;
+pub use tollgate::unix_now as now;
 
 /// The emulator's counters: `/v1` requests served, and how many were answered 429.
 pub async fn emulator_stats(http: &reqwest::Client, stripe: &str) -> anyhow::Result<(u64, u64)> {

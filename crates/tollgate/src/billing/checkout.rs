@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use super::{Billing, BillingError};
-use crate::auth::User;
-use crate::domain::{CustomerId, PriceId};
+use crate::domain::{CustomerId, PriceId, User};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, PortalSession};
 

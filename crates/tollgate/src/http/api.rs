@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{Failure, Surface};
+use super::extract::CurrentUser;
 use crate::access::cached_subscription;
-use crate::auth::CurrentUser;
 use crate::domain::PriceId;
 use crate::state::AppState;
 

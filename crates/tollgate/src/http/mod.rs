@@ -1,9 +1,14 @@
-//! The HTTP surface: the router (every route and layer), pages, the JSON API, the webhook, health.
+//! The HTTP surface: the router (every route and layer), pages, the JSON API, the webhook, health,
+//! the extractors and middleware, the templates' view models, and static assets.
 
 pub mod api;
+pub mod assets;
+pub mod csrf;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod pages;
 pub mod router;
+pub mod trace;
 pub mod views;
 pub mod webhook;

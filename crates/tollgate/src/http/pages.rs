@@ -4,16 +4,17 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
+use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
-use super::views;
-use crate::access::{cached_subscription, Entitled};
-use crate::auth::csrf::CsrfToken;
+use super::extract::{CurrentUser, Entitled};
+use super::views::{AppHome, AuthPage, Dashboard, Landing, PlanCard};
+use crate::access::cached_subscription;
 use crate::auth::local::{AccountError, SESSION_COOKIE, SESSION_DAYS};
-use crate::auth::{CurrentUser, User};
+use crate::domain::User;
 use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
@@ -46,10 +47,20 @@ pub async fn landing(
     user: Option<CurrentUser>,
     CsrfToken(csrf): CsrfToken,
     Query(query): Query<PageQuery>,
-) -> Result<Html<String>, Failure> {
+) -> Result<Response, Failure> {
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.map_err(|e| Failure::from_billing(Surface::Page, e))?;
     let user = user.map(|u| u.0);
-    Ok(Html(views::landing(&plans, user.as_ref(), &csrf, notice_text(query.notice.as_deref()))))
+    let page = Landing {
+        user: user.as_ref(),
+        csrf: &csrf,
+        notice: notice_text(query.notice.as_deref()),
+        plans: plans.iter().map(PlanCard::of).collect(),
+    };
+    Ok(page.into_response())
+}
+
+fn auth_page_for<'a>(csrf: &'a str, next: &'a str, email: &'a str) -> AuthPage<'a> {
+    AuthPage { user: None, csrf, notice: None, next, email, sign_in_error: None, sign_up_error: None }
 }
 
 pub async fn auth_page(user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Response {
@@ -57,7 +68,7 @@ pub async fn auth_page(user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Qu
     if user.is_some() {
         return Redirect::to(&next).into_response();
     }
-    Html(views::auth_page(&views::AuthForm { next: &next, email: "", sign_in_error: None, sign_up_error: None }, &csrf)).into_response()
+    auth_page_for(&csrf, &next, "").into_response()
 }
 
 #[derive(Deserialize)]
@@ -96,13 +107,12 @@ fn auth_error(csrf: &str, form: &Credentials, error: AccountError, sign_up: bool
     };
     let message = error.to_string();
     let next = safe_next(form.next.as_deref());
-    let page = views::AuthForm {
-        next: &next,
-        email: &form.email,
+    let page = AuthPage {
         sign_in_error: (!sign_up).then_some(message.as_str()),
         sign_up_error: sign_up.then_some(message.as_str()),
+        ..auth_page_for(csrf, &next, &form.email)
     };
-    (status, Html(views::auth_page(&page, csrf))).into_response()
+    (status, page).into_response()
 }
 
 pub async fn sign_up(state: State<AppState>, csrf: CsrfToken, form: Result<Form<Credentials>, FormRejection>) -> Response {
@@ -153,13 +163,13 @@ pub async fn dashboard(
     CurrentUser(user): CurrentUser,
     CsrfToken(csrf): CsrfToken,
     Query(query): Query<PageQuery>,
-) -> Result<Html<String>, Failure> {
+) -> Result<Response, Failure> {
     let failure = |e| Failure::from_billing(Surface::Page, e);
     let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(failure)?;
     // The plan's name is a nicety: without Stripe the dashboard still shows the cached entry.
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
     let entitled = state.policy.grants(entry.status());
-    Ok(Html(views::dashboard(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref()))))
+    Ok(Dashboard::new(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref())).into_response())
 }
 
 /// `/success` and `/api/success-sync`: the user is back from Checkout, possibly before the webhooks;
@@ -172,6 +182,6 @@ pub async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUs
     Ok(Redirect::to("/dashboard"))
 }
 
-pub async fn app_home(Entitled(user, _): Entitled, CsrfToken(csrf): CsrfToken) -> Html<String> {
-    Html(views::app_home(&user, &csrf))
+pub async fn app_home(Entitled(user, _): Entitled, CsrfToken(csrf): CsrfToken) -> Response {
+    AppHome { user: Some(&user), csrf: &csrf, notice: None }.into_response()
 }

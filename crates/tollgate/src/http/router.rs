@@ -8,8 +8,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{api, health, pages, webhook};
-use crate::auth::csrf;
+use super::{api, assets, csrf, health, pages, trace, webhook};
 use crate::state::AppState;
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -32,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/billing-portal", post(api::billing_portal))
         .route("/api/subscription", get(api::subscription))
         .route("/api/stripe-webhook", post(webhook::stripe_webhook))
+        .route("/assets/style.css", get(assets::stylesheet))
         // Operations
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -41,7 +41,7 @@ pub fn router(state: AppState) -> Router {
         // limit, then cross-site protection (which reads form bodies) just before the handlers.
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(from_fn(crate::telemetry::trace_requests))
+        .layer(from_fn(trace::trace_requests))
         .with_state(state)
 }
 

@@ -9,3 +9,11 @@ pub use client::{StripeClient, StripeError};
 /// The API version every request pins, so object shapes never drift with the account's default.
 /// Subscription periods are read from items (basil and later), with a fallback for older payloads.
 pub const API_VERSION: &str = "2026-10-28.endive";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_emulator_speaks_the_pinned_version() {
+        assert_eq!(super::API_VERSION, stripe_emulator::store::API_VERSION, "pin one API version in both crates");
+    }
+}

@@ -109,3 +109,48 @@ async fn sync_one_customer_or_all_of_them() {
     assert!(!offline.status.success() && String::from_utf8_lossy(&offline.stderr).contains("STRIPE_SECRET_KEY"));
     let _ = std::fs::remove_file(kv_file);
 }
+
+/// SIGTERM (what a container runtime sends) while a request waits on a slow Stripe: the request
+/// still gets its full answer, then the process exits cleanly.
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let config = stripe_emulator::EmulatorConfig { latency: std::time::Duration::from_millis(700), ..test_support::seeded() };
+    let stripe = test_support::spawn_emulator(config).await;
+    let port = crate::redis_server::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_clear()
+        .envs([
+            ("PORT", port.to_string()),
+            ("KV_URL", "memory:".to_string()),
+            ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
+            ("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET.to_string()),
+            ("STRIPE_API_BASE", stripe),
+            ("PLANS", crate::helpers::MONTHLY.to_string()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{url}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The pricing page reads the plans from Stripe: two calls of 700 ms each.
+    let pricing = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move { http.get(format!("{url}/")).header("accept", "text/html").send().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let page = pricing.await.unwrap().expect("the request in flight is answered");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("subscribe-price_pro_monthly"), "the whole page");
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "a clean exit after SIGTERM: {exit:?}");
+    assert!(http.get(format!("{url}/healthz")).send().await.is_err(), "no longer listening");
+}

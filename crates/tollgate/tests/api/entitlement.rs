@@ -56,7 +56,7 @@ async fn past_due_grace_is_a_setting() {
             &[("default_payment_method", pm["id"].as_str().unwrap())],
         )
         .await;
-        let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - crate::helpers::now() + 60;
+        let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - tollgate::unix_now() + 60;
         let advanced = app
             .http
             .post(format!("{}/_emulator/clock/advance", app.stripe_url))
@@ -83,7 +83,7 @@ async fn a_trial_grants_access_and_shows_its_end() {
     assert_eq!(api["entitled"], true);
     let expected = app.expected_cache(&customer).await;
     assert_eq!(api["trialEnd"], expected["trialEnd"]);
-    assert!(api["trialEnd"].as_i64().unwrap() - crate::helpers::now() > 13 * 86_400);
+    assert!(api["trialEnd"].as_i64().unwrap() - tollgate::unix_now() > 13 * 86_400);
     let dashboard = browser.get("/dashboard").await.text;
     assert!(dashboard.contains("id=\"status\">trialing") && dashboard.contains("Trial ends"));
     assert_eq!(browser.get("/app").await.status, 200);

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde_json::Value;
-use stripe_emulator::{Emulator, EmulatorConfig};
+pub use test_support::{encode, Reply};
 use tollgate::config::Settings;
 use tollgate::startup::Application;
 use tollgate::state::AppState;
@@ -34,18 +34,9 @@ impl Default for Options {
     }
 }
 
+/// The emulator with the suites' seed, in this process.
 pub async fn spawn_emulator() -> String {
-    spawn_emulator_with_latency(std::time::Duration::ZERO).await
-}
-
-pub async fn spawn_emulator_with_latency(latency: std::time::Duration) -> String {
-    let config = EmulatorConfig {
-        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
-        latency,
-        ..EmulatorConfig::for_tests()
-    };
-    let (_, url, _) = Emulator::build(config).await.expect("emulator starts").spawn();
-    url
+    test_support::spawn_emulator(test_support::seeded()).await
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -81,25 +72,6 @@ pub async fn spawn_app_against(stripe_url: &str, options: Options) -> TestApp {
     TestApp { url, stripe_url: stripe_url.to_string(), state, http }
 }
 
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text))
-    }
-    pub fn location(&self) -> &str {
-        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-}
-
-async fn reply(response: reqwest::Response) -> Reply {
-    Reply { status: response.status().as_u16(), headers: response.headers().clone(), text: response.text().await.unwrap_or_default() }
-}
-
 /// A browser-like client: keeps cookies, sends the CSRF token back with posts.
 #[derive(Clone)]
 pub struct Browser {
@@ -133,7 +105,7 @@ impl TestApp {
             .post(format!("{}/_emulator/checkout/sessions/{session_id}/complete", self.stripe_url))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(encode(&[("card_number", card)]));
-        reply(request.send().await.unwrap()).await
+        Reply::read(request.send().await.unwrap()).await
     }
 
     /// Sign up, start Checkout for `price`, pay with 4242. Returns the browser and the customer id.
@@ -222,7 +194,7 @@ impl TestAppHandle {
 
     pub async fn deliver(&self, event: &Value) -> Reply {
         let body = serde_json::to_vec(event).unwrap();
-        self.deliver_raw(&body, &signature(&body, now())).await
+        self.deliver_raw(&body, &signature(&body, tollgate::unix_now())).await
     }
 
     /// Deliver a body with the given `Stripe-Signature`, as Stripe's POST would.
@@ -233,7 +205,7 @@ impl TestAppHandle {
             .header("content-type", "application/json")
             .header("stripe-signature", signature)
             .body(body.to_vec());
-        reply(request.send().await.unwrap()).await
+        Reply::read(request.send().await.unwrap()).await
     }
 }
 
@@ -247,7 +219,7 @@ pub async fn stripe_api(http: &reqwest::Client, base: &str, method: Method, path
         if method == Method::POST {
             request = request.header("content-type", "application/x-www-form-urlencoded").body(encoded.clone());
         }
-        let r = reply(request.send().await.unwrap()).await;
+        let r = Reply::read(request.send().await.unwrap()).await;
         if r.status == 429 {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
@@ -295,20 +267,8 @@ pub async fn expected_cache(http: &reqwest::Client, stripe_url: &str, customer: 
     expected
 }
 
-pub fn now() -> i64 {
-    tollgate::unix_now()
-}
-
 pub fn signature(body: &[u8], t: i64) -> String {
     stripe_emulator::webhooks::signature_header(WEBHOOK_SECRET, t, body)
-}
-
-pub fn encode(form: &[(&str, &str)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in form {
-        s.append_pair(k, v);
-    }
-    s.finish()
 }
 
 impl Browser {
@@ -343,7 +303,7 @@ impl Browser {
         if let Some(body) = body {
             request = request.body(body);
         }
-        let r = reply(request.send().await.unwrap()).await;
+        let r = Reply::read(request.send().await.unwrap()).await;
         self.keep_cookies(&r.headers);
         r
     }
@@ -386,4 +346,21 @@ impl Browser {
         )
         .await
     }
+}
+
+/// Page text with HTML's five escapes undone (named or numeric), to find shown text in it.
+pub fn shown_text(html: &str) -> String {
+    [
+        ("&#60;", "<"),
+        ("&lt;", "<"),
+        ("&#62;", ">"),
+        ("&gt;", ">"),
+        ("&#34;", "\""),
+        ("&quot;", "\""),
+        ("&#39;", "'"),
+        ("&#38;", "&"),
+        ("&amp;", "&"),
+    ]
+    .iter()
+    .fold(html.to_string(), |text, (entity, plain)| text.replace(entity, plain))
 }

@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::Value;
-use stripe_emulator::{Emulator, EmulatorConfig};
+use stripe_emulator::EmulatorConfig;
 use tollgate::kv::Kv;
 
 use crate::helpers::{expected_cache, signature, stripe_api as stripe, MONTHLY, WEBHOOK_SECRET, YEARLY};
@@ -115,13 +115,8 @@ async fn deliver(http: &reqwest::Client, urls: &[String], first: usize, event: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_converge_on_stripes_state() {
     let redis = RedisServer::start();
-    let config = EmulatorConfig {
-        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
-        latency: Duration::from_millis(30),
-        rate_limit: Some(60),
-        ..EmulatorConfig::for_tests()
-    };
-    let (_, stripe_url, _) = Emulator::build(config).await.unwrap().spawn();
+    let config = EmulatorConfig { latency: Duration::from_millis(30), rate_limit: Some(60), ..test_support::seeded() };
+    let stripe_url = test_support::spawn_emulator(config).await;
     let http = reqwest::Client::new();
 
     let mut customers = Vec::new();

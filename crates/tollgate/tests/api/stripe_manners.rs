@@ -4,18 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use stripe_emulator::{Emulator, EmulatorConfig};
+use stripe_emulator::EmulatorConfig;
 
 use crate::helpers::{customers_with_subscriptions, spawn_app_against, Options, MONTHLY};
 use crate::redis_server::RedisServer;
 
 async fn emulator(rate_limit: Option<u32>) -> String {
-    let config = EmulatorConfig {
-        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
-        rate_limit,
-        ..EmulatorConfig::for_tests()
-    };
-    Emulator::build(config).await.unwrap().spawn().1
+    test_support::spawn_emulator(EmulatorConfig { rate_limit, ..test_support::seeded() }).await
 }
 
 fn parse(id: &str) -> tollgate::domain::CustomerId {

@@ -4,7 +4,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{now, signature, spawn_app, spawn_app_against, Options, MONTHLY, WEBHOOK_SECRET};
+use tollgate::unix_now as now;
+
+use crate::helpers::{signature, spawn_app, spawn_app_against, Options, MONTHLY, WEBHOOK_SECRET};
 
 #[tokio::test]
 async fn bad_missing_stale_and_replayed_signatures_change_nothing() {
@@ -104,12 +106,7 @@ async fn stripe_down_the_event_is_kept_and_synced_once_stripe_is_back() {
     assert!(!r.text.contains(&closed.to_string()), "no internals in the answer");
 
     // Stripe comes back at the same address: the drain's retry brings the customer in step.
-    let config = stripe_emulator::EmulatorConfig {
-        bind: closed,
-        seed: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json").into()),
-        ..stripe_emulator::EmulatorConfig::for_tests()
-    };
-    let _stripe = stripe_emulator::Emulator::build(config).await.expect("the port is still free").spawn();
+    let _stripe = test_support::spawn_emulator(stripe_emulator::EmulatorConfig { bind: closed, ..test_support::seeded() }).await;
     app.settled().await;
     assert_eq!(app.cache(customer).await.unwrap(), json!({ "status": "none" }), "synced: Stripe knows no subscription for it");
     let _ = WEBHOOK_SECRET;

@@ -9,8 +9,8 @@ use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::cookie;
-use crate::http::error::{Failure, Surface};
+use super::error::{Failure, Surface};
+use crate::auth::cookie;
 use crate::state::AppState;
 
 pub const CSRF_COOKIE: &str = "tollgate_csrf";

@@ -1,0 +1,63 @@
+//! What the black-box tests and benchmarks of both crates share (a dev-dependency only): the
+//! emulator started with the suites' seed, form encoding, a reply with its body read once, and
+//! latency percentiles.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use stripe_emulator::{Emulator, EmulatorConfig};
+
+/// The catalogue every suite uses: `price_pro_monthly` ($10) and `price_pro_yearly` ($100).
+pub const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json");
+
+/// A test emulator config (free port, fast retries) with the suites' seed.
+pub fn seeded() -> EmulatorConfig {
+    EmulatorConfig { seed: Some(SEED.into()), ..EmulatorConfig::for_tests() }
+}
+
+/// Start an emulator in this process; its base URL.
+pub async fn spawn_emulator(config: EmulatorConfig) -> String {
+    let (_, url, _) = Emulator::build(config).await.expect("the emulator starts").spawn();
+    url
+}
+
+pub fn encode(form: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// An HTTP answer, read whole: status, headers, the text, and the text as JSON (`Null` if not).
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, text, body }
+    }
+
+    /// The body as JSON; a test that expects JSON fails here, saying what came instead.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text))
+    }
+
+    pub fn location(&self) -> &str {
+        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// The `p` quantile (0–1) of sorted latencies, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+}

@@ -1,0 +1,32 @@
+//! One span per request (request id, method, matched route) in which each failure is logged once,
+//! with its internal cause; the request id goes back in `X-Request-Id`.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use super::error::ErrorDetail;
+
+pub async fn trace_requests(request: Request, next: Next) -> Response {
+    let request_id = crate::random_token(12);
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!("request", id = %request_id, method = %request.method(), route = %route);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _entered = span.enter();
+    match response.extensions().get::<ErrorDetail>() {
+        Some(ErrorDetail(detail)) if status >= 500 => tracing::error!(status, elapsed_ms, error = %detail, "request failed"),
+        Some(ErrorDetail(detail)) => tracing::info!(status, elapsed_ms, reason = %detail, "request refused"),
+        None => tracing::debug!(status, elapsed_ms, "request"),
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
