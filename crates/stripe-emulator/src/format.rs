@@ -1,11 +1,7 @@
-//! Small text helpers for server-rendered pages (also used by Tollgate's own pages).
+//! Small text helpers for the pages' view models (also used by Tollgate's own pages); escaping is
+//! the templates' job.
 
 use crate::calendar::civil_from_days;
-
-/// Escape text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
 
 /// An amount in minor units as people read it: `$12.00`, `€9.50`, `1200.00 JPY`.
 pub fn money(amount: i64, currency: &str) -> String {
@@ -39,7 +35,6 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
         assert_eq!(money(1200, "usd"), "$12.00");
         assert_eq!(money(5, "eur"), "€0.05");
         assert_eq!(money(120000, "jpy"), "1200.00 JPY");

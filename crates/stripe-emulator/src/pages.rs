@@ -1,6 +1,7 @@
 //! The pages Stripe hosts: Checkout (`/c/pay/{id}`) and the billing portal (`/p/session/{id}`).
-//! Plain server-rendered HTML, no JavaScript.
+//! Plain server-rendered HTML from askama templates (`templates/`), no JavaScript.
 
+use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,7 +13,7 @@ use crate::app::Emulator;
 use crate::billing::{self, is_ended};
 use crate::cards::{self, TestCard};
 use crate::error::ApiError;
-use crate::format::{date, escape, money};
+use crate::format::{date, money};
 use crate::resources::checkout::PaymentForm;
 use crate::resources::str_field;
 
@@ -23,34 +24,73 @@ fn per_interval(price: &Value) -> String {
     )
 }
 
-const STYLE: &str = r#"
-*{box-sizing:border-box}body{margin:0;font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,sans-serif;background:#f6f9fc;color:#1a1f36}
-.wrap{max-width:960px;margin:0 auto;padding:32px 20px;display:flex;flex-wrap:wrap;gap:32px}
-.col{flex:1 1 340px}.card{background:#fff;border-radius:10px;box-shadow:0 2px 8px rgba(50,50,93,.1);padding:24px}
-h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:0 0 12px}.amount{font-size:34px;font-weight:600;margin:8px 0}
-.muted{color:#697386;font-size:14px}label{display:block;font-size:13px;color:#4f566b;margin:14px 0 6px}
-input,select{width:100%;padding:10px 12px;border:1px solid #cfd7df;border-radius:6px;font-size:16px}
-.row{display:flex;gap:10px}.row>div{flex:1}button{margin-top:18px;width:100%;padding:12px;border:0;border-radius:6px;background:#635bff;color:#fff;font-size:16px;font-weight:600;cursor:pointer}
-button.secondary{background:#fff;color:#635bff;border:1px solid #635bff}.error{background:#fdecea;color:#b3261e;border-radius:6px;padding:10px 12px;margin-top:14px;font-size:14px}
-.notice{background:#e6f4ea;color:#1e6b34;border-radius:6px;padding:10px 12px;margin-bottom:14px;font-size:14px}
-.badge{display:inline-block;background:#e3e8ee;border-radius:4px;padding:2px 8px;font-size:12px;font-weight:600;text-transform:uppercase}
-.test{background:#ffde92;color:#5c3b00;text-align:center;font-size:12px;padding:4px}a{color:#635bff}.line{display:flex;justify-content:space-between;margin:6px 0}
-"#;
+/// A page from its template (`templates/`, auto-escaped by askama), with `status`.
+fn render(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", format!("page rendering failed: {e}")).into_response(),
+    }
+}
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{STYLE}</style></head><body><div class=\"test\">TEST MODE · Stripe emulator</div>{body}</body></html>",
-        escape(title)
-    )
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    text: &'a str,
 }
 
 fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
-    let body = format!(
-        "<div class=\"wrap\"><div class=\"col card\"><h1>{}</h1><p class=\"muted\">{}</p></div></div>",
-        escape(title),
-        escape(text)
-    );
-    (status, Html(page(title, &body))).into_response()
+    render(status, MessagePage { title, text })
+}
+
+#[derive(Template)]
+#[template(path = "checkout.html")]
+struct CheckoutPage<'a> {
+    id: &'a str,
+    product: String,
+    /// "$12.00", or "14 days free" during a trial.
+    headline: String,
+    /// "per month", or "Then $12.00 per month".
+    headline_note: String,
+    lines: Vec<LineView>,
+    due_today: String,
+    /// Known from the customer: shown read-only.
+    email: Option<String>,
+    card_optional: bool,
+    error: Option<&'a str>,
+    cancel_url: Option<String>,
+    button: &'static str,
+}
+
+struct LineView {
+    description: String,
+    quantity: i64,
+    amount: String,
+    per_interval: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal.html")]
+struct PortalPage {
+    id: String,
+    return_url: Option<String>,
+    email: String,
+    notice: Option<String>,
+    subscriptions: Vec<PortalSubscription>,
+}
+
+struct PortalSubscription {
+    id: String,
+    product: String,
+    status: String,
+    amount: String,
+    per_interval: String,
+    renewal: String,
+    card: String,
+    /// Not yet set to cancel: offer "Cancel plan" (else "Renew plan").
+    cancellable: bool,
+    /// Other prices of the same product: (price id, label).
+    other_prices: Vec<(String, String)>,
 }
 
 pub async fn checkout_page(State(emu): State<Emulator>, Path(id): Path<String>) -> Response {
@@ -78,54 +118,38 @@ fn render_checkout(emu: &Emulator, id: &str, error: Option<&str>, status: Status
     let trial_days = pending.as_ref().and_then(|p| p.trial_days);
     let email = pending.as_ref().and_then(|p| p.email.clone());
     let currency = session["currency"].as_str().unwrap_or("usd");
-    let mut lines = String::new();
-    for line in session["line_items"]["data"].as_array().into_iter().flatten() {
-        lines.push_str(&format!(
-            "<div class=\"line\"><span>{} × {}</span><span>{} {}</span></div>",
-            escape(line["description"].as_str().unwrap_or("Subscription")),
-            line["quantity"],
-            money(line["amount_total"].as_i64().unwrap_or(0), currency),
-            per_interval(&line["price"])
-        ));
-    }
+    let lines = session["line_items"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|line| LineView {
+            description: line["description"].as_str().unwrap_or("Subscription").to_string(),
+            quantity: line["quantity"].as_i64().unwrap_or(1),
+            amount: money(line["amount_total"].as_i64().unwrap_or(0), currency),
+            per_interval: per_interval(&line["price"]),
+        })
+        .collect();
     let first_price = &session["line_items"]["data"][0]["price"];
     let product = store.get(first_price["product"].as_str().unwrap_or_default()).map(|p| str_field(p, "name")).unwrap_or_default();
     let total = money(session["amount_total"].as_i64().unwrap_or(0), currency);
-    let headline = match trial_days {
-        Some(days) => {
-            format!("<div class=\"amount\">{days} days free</div><p class=\"muted\">Then {total} {}</p>", per_interval(first_price))
-        }
-        None => format!("<div class=\"amount\">{total}</div><p class=\"muted\">{}</p>", per_interval(first_price)),
+    let (headline, headline_note) = match trial_days {
+        Some(days) => (format!("{days} days free"), format!("Then {total} {}", per_interval(first_price))),
+        None => (total.clone(), per_interval(first_price)),
     };
-    let email_field = match &email {
-        Some(e) => format!("<label>Email</label><input name=\"email\" value=\"{}\" readonly>", escape(e)),
-        None => "<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required>"
-            .to_string(),
+    let page = CheckoutPage {
+        id,
+        product,
+        headline,
+        headline_note,
+        lines,
+        due_today: if trial_days.is_some() { money(0, currency) } else { total },
+        email,
+        card_optional: session["payment_method_collection"] == "if_required" && trial_days.is_some(),
+        error,
+        cancel_url: session["cancel_url"].as_str().map(str::to_string),
+        button: if trial_days.is_some() { "Start trial" } else { "Subscribe" },
     };
-    let card_optional = session["payment_method_collection"] == "if_required" && trial_days.is_some();
-    let error_box = error.map(|e| format!("<div class=\"error\" role=\"alert\" id=\"error\">{}</div>", escape(e))).unwrap_or_default();
-    let cancel = session["cancel_url"]
-        .as_str()
-        .map(|u| format!("<p><a href=\"{}\" id=\"cancel\">← Cancel and go back</a></p>", escape(u)))
-        .unwrap_or_default();
-    let button = if trial_days.is_some() { "Start trial" } else { "Subscribe" };
-    let body = format!(
-        r#"<div class="wrap">
-<div class="col">{cancel}<p class="muted">Subscribe to {product}</p>{headline}<div class="card">{lines}<div class="line"><strong>Total due today</strong><strong>{today}</strong></div></div></div>
-<div class="col card"><h2>Pay with card</h2>
-<form method="post" action="/c/pay/{id}">{email_field}
-<label for="card_number">Card number{optional}</label><input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number" placeholder="4242 4242 4242 4242" {required}>
-<div class="row"><div><label for="exp">Expiry</label><input id="exp" name="exp" placeholder="MM / YY" autocomplete="cc-exp"></div><div><label for="cvc">CVC</label><input id="cvc" name="cvc" placeholder="CVC" autocomplete="cc-csc"></div></div>
-<label for="name">Name on card</label><input id="name" name="name" autocomplete="cc-name">
-{error_box}<button type="submit" id="submit">{button}</button></form>
-<p class="muted">Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 9995 and 4000 0000 0000 0002 are declined.</p></div></div>"#,
-        product = escape(&product),
-        today = if trial_days.is_some() { money(0, currency) } else { total.clone() },
-        id = escape(id),
-        optional = if card_optional { " (optional during the trial)" } else { "" },
-        required = if card_optional { "" } else { "required" },
-    );
-    (status, Html(page(&format!("Subscribe to {product}"), &body))).into_response()
+    render(status, page)
 }
 
 pub async fn checkout_submit(
@@ -167,29 +191,13 @@ pub async fn portal_page(State(emu): State<Emulator>, Path(id): Path<String>, Qu
     let customer_id = str_field(&session, "customer");
     let customer = store.get(&customer_id).cloned().unwrap_or_default();
     let customer_pm = customer["invoice_settings"]["default_payment_method"].as_str().map(str::to_string);
-    let mut subs_html = String::new();
+    let mut subscriptions = Vec::new();
     for sub in store.iter_kind("subscription", Some(&customer_id)).filter(|s| !is_ended(s)) {
         let item = &sub["items"]["data"][0];
         let price = &item["price"];
-        let product = store.get(price["product"].as_str().unwrap_or_default()).map(|p| str_field(p, "name")).unwrap_or_default();
-        let sub_id = escape(&str_field(sub, "id"));
         let period_end = item["current_period_end"].as_i64().unwrap_or(0);
-        let renewal = match sub["cancel_at"].as_i64() {
-            Some(t) => format!("Cancels on {}", date(t)),
-            None if sub["status"] == "trialing" => format!("Trial ends on {}", date(sub["trial_end"].as_i64().unwrap_or(period_end))),
-            None => format!("Renews on {}", date(period_end)),
-        };
         let pm_id = sub["default_payment_method"].as_str().map(str::to_string).or_else(|| customer_pm.clone());
-        let card = pm_id
-            .and_then(|pm| store.get(&pm).cloned())
-            .map(|pm| format!("{} •••• {}", str_field(&pm["card"], "brand"), str_field(&pm["card"], "last4")))
-            .unwrap_or_else(|| "No card on file".into());
-        let cancel_button = if sub["cancel_at"].is_null() {
-            format!("<form method=\"post\" action=\"/p/session/{}/cancel\"><input type=\"hidden\" name=\"subscription\" value=\"{sub_id}\"><button class=\"secondary\" id=\"cancel-{sub_id}\">Cancel plan</button></form>", escape(&id))
-        } else {
-            format!("<form method=\"post\" action=\"/p/session/{}/renew\"><input type=\"hidden\" name=\"subscription\" value=\"{sub_id}\"><button id=\"renew-{sub_id}\">Renew plan</button></form>", escape(&id))
-        };
-        let options: String = store
+        let other_prices = store
             .iter_kind("price", None)
             .filter(|p| {
                 p["product"] == price["product"]
@@ -199,44 +207,41 @@ pub async fn portal_page(State(emu): State<Emulator>, Path(id): Path<String>, Qu
                     && p["currency"] == price["currency"]
             })
             .map(|p| {
-                format!(
-                    "<option value=\"{}\">{} {}</option>",
-                    escape(&str_field(p, "id")),
+                let label = format!(
+                    "{} {}",
                     money(p["unit_amount"].as_i64().unwrap_or(0), p["currency"].as_str().unwrap_or("usd")),
                     per_interval(p)
-                )
+                );
+                (str_field(p, "id"), label)
             })
             .collect();
-        let switch = if options.is_empty() {
-            String::new()
-        } else {
-            format!("<form method=\"post\" action=\"/p/session/{}/switch\"><input type=\"hidden\" name=\"subscription\" value=\"{sub_id}\"><label for=\"price-{sub_id}\">Switch plan</label><select id=\"price-{sub_id}\" name=\"price\">{options}</select><button class=\"secondary\">Switch plan</button></form>", escape(&id))
-        };
-        subs_html.push_str(&format!(
-            "<div class=\"card\" style=\"margin-bottom:16px\"><h2>{} <span class=\"badge\">{}</span></h2><p>{} {}</p><p class=\"muted\">{}</p><p>Payment method: <strong id=\"card-{sub_id}\">{}</strong></p>{cancel_button}{switch}</div>",
-            escape(&product),
-            escape(sub["status"].as_str().unwrap_or_default()),
-            money(price["unit_amount"].as_i64().unwrap_or(0), price["currency"].as_str().unwrap_or("usd")),
-            per_interval(price),
-            escape(&renewal),
-            escape(&card),
-        ));
+        subscriptions.push(PortalSubscription {
+            id: str_field(sub, "id"),
+            product: store.get(price["product"].as_str().unwrap_or_default()).map(|p| str_field(p, "name")).unwrap_or_default(),
+            status: sub["status"].as_str().unwrap_or_default().to_string(),
+            amount: money(price["unit_amount"].as_i64().unwrap_or(0), price["currency"].as_str().unwrap_or("usd")),
+            per_interval: per_interval(price),
+            renewal: match sub["cancel_at"].as_i64() {
+                Some(t) => format!("Cancels on {}", date(t)),
+                None if sub["status"] == "trialing" => format!("Trial ends on {}", date(sub["trial_end"].as_i64().unwrap_or(period_end))),
+                None => format!("Renews on {}", date(period_end)),
+            },
+            card: pm_id
+                .and_then(|pm| store.get(&pm).cloned())
+                .map(|pm| format!("{} •••• {}", str_field(&pm["card"], "brand"), str_field(&pm["card"], "last4")))
+                .unwrap_or_else(|| "No card on file".into()),
+            cancellable: sub["cancel_at"].is_null(),
+            other_prices,
+        });
     }
-    if subs_html.is_empty() {
-        subs_html = "<div class=\"card\"><p>You have no active subscriptions.</p></div>".into();
-    }
-    let notice = query.message.map(|m| format!("<div class=\"notice\" id=\"notice\">{}</div>", escape(&m))).unwrap_or_default();
-    let back = session["return_url"]
-        .as_str()
-        .map(|u| format!("<p><a href=\"{}\" id=\"return\">← Return to the site</a></p>", escape(u)))
-        .unwrap_or_default();
-    let body = format!(
-        r#"<div class="wrap"><div class="col">{back}<h1>Billing</h1><p class="muted">{email}</p>{notice}{subs_html}</div>
-<div class="col card"><h2>Update card</h2><form method="post" action="/p/session/{id}/card"><label for="card_number">Card number</label><input id="card_number" name="card_number" inputmode="numeric" placeholder="4242 4242 4242 4242" required><button>Save card</button></form></div></div>"#,
-        email = escape(customer["email"].as_str().unwrap_or_default()),
-        id = escape(&id),
-    );
-    (StatusCode::OK, Html(page("Billing", &body))).into_response()
+    let page = PortalPage {
+        id: id.clone(),
+        return_url: session["return_url"].as_str().map(str::to_string),
+        email: customer["email"].as_str().unwrap_or_default().to_string(),
+        notice: query.message,
+        subscriptions,
+    };
+    render(StatusCode::OK, page)
 }
 
 #[derive(Deserialize)]

@@ -61,3 +61,21 @@ impl Reply {
 pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
 }
+
+/// Page text with HTML's five escapes undone (named or numeric): what a reader sees, so a test can
+/// find hostile text shown as text (and check separately that no raw markup came through).
+pub fn shown_text(html: &str) -> String {
+    [
+        ("&#60;", "<"),
+        ("&lt;", "<"),
+        ("&#62;", ">"),
+        ("&gt;", ">"),
+        ("&#34;", "\""),
+        ("&quot;", "\""),
+        ("&#39;", "'"),
+        ("&#38;", "&"),
+        ("&amp;", "&"),
+    ]
+    .iter()
+    .fold(html.to_string(), |text, (entity, plain)| text.replace(entity, plain))
+}

@@ -51,7 +51,19 @@ async fn hostile_text_is_escaped() {
         .await;
     let (_, html) = page(&emu, &format!("/c/pay/{}", id(&session))).await;
     assert!(!html.contains("<script>alert(1)"));
-    assert!(html.contains("&lt;script&gt;"));
+    assert!(test_support::shown_text(&html).contains("Subscribe to <script>alert(1)</script>"));
+
+    // The portal shows the customer's email and the product's name as text too.
+    let email = "<b>x</b>'@example.com";
+    let customer = id(&emu.post("/v1/customers", &[("email", email)]).await);
+    emu.post("/v1/subscriptions", &[("customer", &customer), ("items[0][price]", &id(&price)), ("default_payment_method", "pm_card_visa")])
+        .await;
+    let portal = emu.post("/v1/billing_portal/sessions", &[("customer", &customer), ("return_url", "http://127.0.0.1:9/\"><b>")]).await;
+    let (status, html) = page(&emu, portal["url"].as_str().unwrap().trim_start_matches(&emu.url)).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("<script>alert(1)") && !html.contains("<b>"), "{html}");
+    let shown = test_support::shown_text(&html);
+    assert!(shown.contains("<script>alert(1)</script>") && shown.contains(email), "{html}");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
-use super::views::{AppHome, AuthPage, Dashboard, Landing, PlanCard};
+use super::views::{AppHome, AuthPage, Dashboard, Frame, Landing, PlanCard};
 use crate::access::cached_subscription;
 use crate::auth::local::{AccountError, SESSION_COOKIE, SESSION_DAYS};
 use crate::domain::User;
@@ -51,16 +51,14 @@ pub async fn landing(
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.map_err(|e| Failure::from_billing(Surface::Page, e))?;
     let user = user.map(|u| u.0);
     let page = Landing {
-        user: user.as_ref(),
-        csrf: &csrf,
-        notice: notice_text(query.notice.as_deref()),
+        frame: Frame { user: user.as_ref(), csrf: &csrf, notice: notice_text(query.notice.as_deref()) },
         plans: plans.iter().map(PlanCard::of).collect(),
     };
     Ok(page.into_response())
 }
 
 fn auth_page_for<'a>(csrf: &'a str, next: &'a str, email: &'a str) -> AuthPage<'a> {
-    AuthPage { user: None, csrf, notice: None, next, email, sign_in_error: None, sign_up_error: None }
+    AuthPage { frame: Frame { csrf, ..Frame::default() }, next, email, sign_in_error: None, sign_up_error: None }
 }
 
 pub async fn auth_page(user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Response {
@@ -183,5 +181,5 @@ pub async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUs
 }
 
 pub async fn app_home(Entitled(user, _): Entitled, CsrfToken(csrf): CsrfToken) -> Response {
-    AppHome { user: Some(&user), csrf: &csrf, notice: None }.into_response()
+    AppHome { frame: Frame { user: Some(&user), csrf: &csrf, notice: None } }.into_response()
 }

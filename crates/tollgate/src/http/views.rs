@@ -10,12 +10,19 @@ use stripe_emulator::format::{date, money, per_interval};
 
 use crate::domain::{CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
 
-#[derive(Template, WebTemplate)]
-#[template(path = "landing.html")]
-pub struct Landing<'a> {
+/// What `layout.html` shows around every page: who is signed in (for the navigation and the
+/// sign-out form's CSRF token) and an optional notice.
+#[derive(Default)]
+pub struct Frame<'a> {
     pub user: Option<&'a User>,
     pub csrf: &'a str,
     pub notice: Option<&'a str>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "landing.html")]
+pub struct Landing<'a> {
+    pub frame: Frame<'a>,
     pub plans: Vec<PlanCard>,
 }
 
@@ -65,9 +72,7 @@ pub fn plan_label(plan: &Plan) -> String {
 #[derive(Template, WebTemplate)]
 #[template(path = "auth.html")]
 pub struct AuthPage<'a> {
-    pub user: Option<&'a User>,
-    pub csrf: &'a str,
-    pub notice: Option<&'a str>,
+    pub frame: Frame<'a>,
     pub next: &'a str,
     pub email: &'a str,
     pub sign_in_error: Option<&'a str>,
@@ -77,9 +82,7 @@ pub struct AuthPage<'a> {
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
 pub struct Dashboard<'a> {
-    pub user: Option<&'a User>,
-    pub csrf: &'a str,
-    pub notice: Option<&'a str>,
+    pub frame: Frame<'a>,
     pub email: &'a str,
     pub subscription: Option<SubscriptionView>,
     pub entitled: bool,
@@ -134,31 +137,27 @@ impl<'a> Dashboard<'a> {
             let plan = plans.iter().find(|p| Some(p.price_id.as_str()) == sub.price_id.as_deref());
             SubscriptionView::of(sub, plan)
         });
-        Dashboard { user: Some(user), csrf, notice, email: user.email.as_str(), subscription, entitled }
+        Dashboard { frame: Frame { user: Some(user), csrf, notice }, email: user.email.as_str(), subscription, entitled }
     }
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "app.html")]
 pub struct AppHome<'a> {
-    pub user: Option<&'a User>,
-    pub csrf: &'a str,
-    pub notice: Option<&'a str>,
+    pub frame: Frame<'a>,
 }
 
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
-    pub user: Option<&'a User>,
-    pub csrf: &'a str,
-    pub notice: Option<&'a str>,
+    pub frame: Frame<'a>,
     pub reason: &'a str,
     pub message: &'a str,
 }
 
 /// The error page for `status`, as HTML text (the caller sets the status).
 pub fn error_page(status: StatusCode, message: &str) -> String {
-    let page = ErrorPage { user: None, csrf: "", notice: None, reason: status.canonical_reason().unwrap_or("Error"), message };
+    let page = ErrorPage { frame: Frame::default(), reason: status.canonical_reason().unwrap_or("Error"), message };
     page.render().unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Something went wrong.</p>".into())
 }
 

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde_json::Value;
-pub use test_support::{encode, Reply};
+pub use test_support::{encode, shown_text, Reply};
 use tollgate::config::Settings;
 use tollgate::startup::Application;
 use tollgate::state::AppState;
@@ -346,21 +346,4 @@ impl Browser {
         )
         .await
     }
-}
-
-/// Page text with HTML's five escapes undone (named or numeric), to find shown text in it.
-pub fn shown_text(html: &str) -> String {
-    [
-        ("&#60;", "<"),
-        ("&lt;", "<"),
-        ("&#62;", ">"),
-        ("&gt;", ">"),
-        ("&#34;", "\""),
-        ("&quot;", "\""),
-        ("&#39;", "'"),
-        ("&#38;", "&"),
-        ("&amp;", "&"),
-    ]
-    .iter()
-    .fold(html.to_string(), |text, (entity, plain)| text.replace(entity, plain))
 }
