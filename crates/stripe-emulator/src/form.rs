@@ -13,6 +13,13 @@ pub enum Node {
     Map(Vec<(String, Node)>),
 }
 
+/// Stripe's deepest parameters have five parts (`line_items[0][price_data][recurring][interval]`);
+/// anything much deeper is refused before it is parsed, so input cannot drive recursion deep.
+const MAX_KEY_PARTS: usize = 8;
+/// More pairs than any Stripe request needs (50 metadata keys, 100 line items …): refused, so
+/// one request cannot cost seconds of parsing.
+const MAX_PAIRS: usize = 1000;
+
 /// Keys appended with `[]` get this mark before their index, so a hash (`metadata`) can refuse
 /// array syntax while arrays accept both `[]` and `[0]`.
 const APPENDED: char = '\u{1}';
@@ -80,12 +87,23 @@ impl Params {
 
     /// Add more pairs (the query string after the body, say) to these parameters.
     pub fn extend(&mut self, raw: &[u8]) -> Result<(), ApiError> {
-        for (key, value) in form_urlencoded::parse(raw) {
+        for (n, (key, value)) in form_urlencoded::parse(raw).enumerate() {
+            if n >= MAX_PAIRS {
+                return Err(ApiError::bad_request(format!("Too many parameters: a request may send at most {MAX_PAIRS}.")));
+            }
             if key.is_empty() {
                 continue;
             }
+            let shown: String = key.chars().take(80).collect();
             let parts = split_key(&key)
-                .ok_or_else(|| ApiError::invalid(format!("Invalid parameter name: {key}"), Some(&key), "parameter_unknown"))?;
+                .ok_or_else(|| ApiError::invalid(format!("Invalid parameter name: {shown}"), Some(&shown), "parameter_unknown"))?;
+            if parts.len() > MAX_KEY_PARTS {
+                return Err(ApiError::invalid(
+                    format!("Parameter {shown}… is nested too deeply (at most {MAX_KEY_PARTS} levels)."),
+                    Some(parts[0]),
+                    "parameter_unknown",
+                ));
+            }
             insert(&mut self.entries, &parts, value.into_owned(), &key)?;
         }
         Ok(())

@@ -280,9 +280,20 @@ pub struct ApiRequest {
     pub path: String,
 }
 
+/// More expansions than any real request needs; each costs a walk of the response.
+const MAX_EXPANSIONS: usize = 50;
+
 impl ApiRequest {
     pub fn expand(&self) -> Result<Vec<String>, ApiError> {
-        self.params.str_list("expand")
+        let paths = self.params.str_list("expand")?;
+        if paths.len() > MAX_EXPANSIONS {
+            return Err(ApiError::invalid(
+                format!("You may expand at most {MAX_EXPANSIONS} properties in one request."),
+                Some("expand"),
+                "parameter_invalid_value",
+            ));
+        }
+        Ok(paths)
     }
 }
 

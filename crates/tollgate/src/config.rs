@@ -148,6 +148,14 @@ impl Settings {
             }
         };
         let stripe = match get("STRIPE_SECRET_KEY") {
+            // A public https site without Stripe keys is a deployment that forgot them: it would take
+            // "payments" on the emulator. Only an explicit STRIPE_EMULATOR=true allows it.
+            None if public_url.as_deref().is_some_and(|u| u.starts_with("https://")) && get("STRIPE_EMULATOR") != Some("true") => {
+                return Err(error(
+                    "STRIPE_SECRET_KEY",
+                    "is required when PUBLIC_URL is https (set STRIPE_EMULATOR=true to run the emulator there on purpose)",
+                ))
+            }
             None => {
                 let port = match get("STRIPE_EMULATOR_PORT") {
                     None => 12111,
@@ -297,9 +305,17 @@ mod tests {
             (vec![("KV_URL", "rediss://h"), ("KV_TLS_CA_FILE", "/nonexistent/ca.pem")], "KV_TLS_CA_FILE"),
             (vec![("STRIPE_RATE_LIMIT", "fast")], "STRIPE_RATE_LIMIT"),
             (vec![("RECONCILE_INTERVAL", "5s")], "RECONCILE_INTERVAL"),
+            (vec![("PUBLIC_URL", "https://app.example.com")], "STRIPE_SECRET_KEY"),
         ] {
             assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
         }
+    }
+
+    #[test]
+    fn the_emulator_runs_behind_https_only_when_asked() {
+        let asked = Settings::from_vars(&vars(&[("PUBLIC_URL", "https://demo.example.com"), ("STRIPE_EMULATOR", "true")])).unwrap();
+        assert!(matches!(asked.stripe, StripeSettings::Emulator { .. }));
+        assert!(Settings::from_vars(&vars(&[("PUBLIC_URL", "http://localhost:3000")])).is_ok(), "plain http: a local run");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use tollgate::startup::Application;
 
 #[tokio::main]
 async fn main() {
+    tollgate::return_large_allocations();
     tollgate::telemetry::init();
     let cli = Cli::parse();
     let settings = match Settings::from_env() {

@@ -145,8 +145,14 @@ pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, stripe: StripeClien
         None => DEMO_PLANS.iter().map(|id| PriceId::parse(id).expect("demo ids are valid")).collect(),
     };
     let (drain, wakeups) = Drain::new();
-    let billing =
-        Billing { stripe: Arc::new(stripe), kv, drain, catalog: Catalog::new(price_ids), public_url, trial_days: settings.trial_days };
+    let billing = Billing {
+        stripe: Arc::new(stripe),
+        kv,
+        drain,
+        catalog: Arc::new(Catalog::new(price_ids)),
+        public_url,
+        trial_days: settings.trial_days,
+    };
     (Arc::new(billing), wakeups)
 }
 

@@ -343,3 +343,24 @@ fn base64(input: &str) -> String {
     }
     out
 }
+
+/// Input that once aborted the process or cost seconds: deep nesting, huge parameter counts, and
+/// floods of `expand[]` get Stripe-shaped 400s at once, and the emulator keeps answering.
+#[tokio::test]
+async fn hostile_forms_are_refused_quickly() {
+    let emu = spawn_emulator(vec![]).await;
+    let deep = format!("metadata{}=x", "[a]".repeat(10_000));
+    let many: String = (0..2_000).map(|i| format!("metadata[k{i}]=v&")).collect();
+    let expands = "expand[]=customer&".repeat(50_000); // 900 KB, under the 1 MiB body limit
+    for (what, body) in [("deep nesting", deep), ("2,000 parameters", many), ("50,000 expand[]", expands)] {
+        let started = std::time::Instant::now();
+        let r = emu.raw_post("/v1/customers", "application/x-www-form-urlencoded", body).await;
+        assert_stripe_error(r.status, &r.body, 400, what);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{what} took {:?}", started.elapsed());
+    }
+    let listed = emu.call(Method::GET, &format!("/v1/customers?{}", "expand[]=data.x&".repeat(60)), &[]).await;
+    assert_stripe_error(listed.status, &listed.body, 400, "too many expansions");
+    assert_eq!(listed.body["error"]["param"], "expand");
+    // Still serving.
+    assert_eq!(emu.call(Method::GET, "/v1/customers", &[]).await.status, 200);
+}

@@ -41,9 +41,17 @@ pub enum AccountError {
     /// Deliberately vague: it does not say whether the email or the password was wrong.
     #[error("That email and password do not match an account.")]
     BadCredentials,
+    /// Too many password hashes queued: shed rather than exhaust memory (each takes 19 MiB).
+    #[error("Too many sign-ins at once. Try again in a moment.")]
+    Busy,
     #[error(transparent)]
     Kv(#[from] KvError),
 }
+
+/// Password hashes computed at once (argon2id with the default 19 MiB each), and how long a
+/// request waits for a turn before it is shed with 503.
+const HASHES_IN_FLIGHT: usize = 2;
+const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 const COMMON_PASSWORDS: &[&str] = &[
     "password", "password1", "password123", "1234567890", "qwertyuiop", "iloveyou12", "letmein123", "welcome123", "abc1234567",
@@ -75,41 +83,59 @@ pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
 
 pub struct LocalAccounts {
     kv: SharedKv,
-}
-
-/// A real argon2id hash of a random password, made once on first use (not at start-up: it is slow).
-async fn decoy_hash() -> String {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(hash) = DECOY.get() {
-        return hash.clone();
-    }
-    let made = tokio::task::spawn_blocking(|| {
-        Argon2::default()
-            .hash_password(crate::random_token(24).as_bytes(), &SaltString::generate(&mut OsRng))
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
-    DECOY.get_or_init(|| made).clone()
+    hashing: std::sync::Arc<tokio::sync::Semaphore>,
+    /// A real argon2id hash of a random password, checked when the account does not exist so the
+    /// answer takes as long; made once, on first use (not at start-up: it is slow).
+    decoy: tokio::sync::OnceCell<String>,
 }
 
 impl LocalAccounts {
     pub fn new(kv: SharedKv) -> LocalAccounts {
-        LocalAccounts { kv }
+        LocalAccounts { kv, hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHES_IN_FLIGHT)), decoy: Default::default() }
+    }
+
+    async fn decoy_hash(&self) -> Result<String, AccountError> {
+        let made = self
+            .decoy
+            .get_or_try_init(|| {
+                self.hash_work(|| {
+                    Argon2::default()
+                        .hash_password(crate::random_token(24).as_bytes(), &SaltString::generate(&mut OsRng))
+                        .map(|h| h.to_string())
+                        .unwrap_or_default()
+                })
+            })
+            .await?;
+        Ok(made.clone())
+    }
+
+    /// Run password-hashing work off the async workers, at most [`HASHES_IN_FLIGHT`] at a time; a
+    /// request that waits longer than [`HASH_QUEUE_WAIT`] for a turn is shed. The turn is held by
+    /// the work itself, so a client that hangs up does not free it early. (Freed hash memory goes
+    /// back to the system: `crate::return_large_allocations`.)
+    async fn hash_work<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, AccountError> {
+        let turn = tokio::time::timeout(HASH_QUEUE_WAIT, self.hashing.clone().acquire_owned())
+            .await
+            .map_err(|_| AccountError::Busy)?
+            .map_err(|_| AccountError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            work()
+        })
+        .await
+        .map_err(|e| AccountError::Kv(KvError::Unavailable(format!("password hashing failed: {e}"))))
     }
 
     pub async fn sign_up(&self, email: &str, password: &str) -> Result<User, AccountError> {
         let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
         check_password(password, email.as_str())?;
         let password = password.to_string();
-        // Hashing is deliberately slow; keep it off the async workers.
-        let password_hash = tokio::task::spawn_blocking(move || {
-            Argon2::default().hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng)).map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| KvError::Unavailable(e.to_string()))?
-        .map_err(|e| KvError::Unavailable(format!("password hashing failed: {e}")))?;
+        let password_hash = self
+            .hash_work(move || {
+                Argon2::default().hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng)).map(|h| h.to_string())
+            })
+            .await?
+            .map_err(|e| KvError::Unavailable(format!("password hashing failed: {e}")))?;
         let account = Account { id: UserId::generate(), email: email.clone(), password_hash, created_at: crate::unix_now() };
         let json = serde_json::to_string(&account).expect("an account serialises");
         if !self.kv.set_if_absent(&keys::account(email.as_str()), &json).await? {
@@ -127,14 +153,14 @@ impl LocalAccounts {
         // Without an account, verify against a decoy hash anyway so timing does not reveal which part was wrong.
         let hash = match &account {
             Some(a) => a.password_hash.clone(),
-            None => decoy_hash().await,
+            None => self.decoy_hash().await?,
         };
         let password = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let matches = self
+            .hash_work(move || {
+                PasswordHash::new(&hash).map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()).unwrap_or(false)
+            })
+            .await?;
         match account {
             Some(account) if matches => Ok(User { id: account.id, email: account.email }),
             _ => Err(AccountError::BadCredentials),

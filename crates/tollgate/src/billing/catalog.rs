@@ -1,47 +1,74 @@
 //! The plans on offer, read from Stripe (name, amount, interval) and kept for a few minutes.
+//!
+//! No lock is held across a Stripe call: a stale copy is served at once while one background
+//! refresh runs, and the very first load has a budget of [`FIRST_LOAD_BUDGET`], so a hung Stripe
+//! costs the pricing page seconds, not minutes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::Mutex;
 
 use super::BillingError;
 use crate::domain::{Plan, PriceId};
 use crate::stripe::wire::{Expandable, Price};
-use crate::stripe::StripeClient;
+use crate::stripe::{StripeClient, StripeError};
 
 const FRESH_FOR: Duration = Duration::from_secs(300);
+const FIRST_LOAD_BUDGET: Duration = Duration::from_secs(2);
 
 pub struct Catalog {
     pub price_ids: Vec<PriceId>,
-    cached: Mutex<Option<(Instant, Vec<Plan>)>>,
+    fresh_for: Duration,
+    cached: Mutex<Option<(Instant, Arc<Vec<Plan>>)>>,
+    refreshing: AtomicBool,
 }
 
 impl Catalog {
     pub fn new(price_ids: Vec<PriceId>) -> Catalog {
-        Catalog { price_ids, cached: Mutex::new(None) }
+        Catalog { price_ids, fresh_for: FRESH_FOR, cached: Mutex::new(None), refreshing: AtomicBool::new(false) }
     }
 
-    /// The plans in configured order; a stale copy is used when Stripe cannot be reached.
-    pub async fn plans(&self, stripe: &StripeClient) -> Result<Vec<Plan>, BillingError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((at, plans)) = cached.as_ref() {
-            if at.elapsed() < FRESH_FOR {
-                return Ok(plans.clone());
-            }
-        }
-        match self.fetch(stripe).await {
-            Ok(plans) => {
-                *cached = Some((Instant::now(), plans.clone()));
+    fn snapshot(&self) -> Option<(Instant, Arc<Vec<Plan>>)> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn store(&self, plans: Vec<Plan>) -> Arc<Vec<Plan>> {
+        let plans = Arc::new(plans);
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), plans.clone()));
+        plans
+    }
+
+    /// The plans in configured order. A stale copy is returned at once (and refreshed in the
+    /// background); without any copy, Stripe gets [`FIRST_LOAD_BUDGET`] to answer.
+    pub async fn plans(self: &Arc<Self>, stripe: &Arc<StripeClient>) -> Result<Arc<Vec<Plan>>, BillingError> {
+        match self.snapshot() {
+            Some((at, plans)) if at.elapsed() < self.fresh_for => Ok(plans),
+            Some((_, plans)) => {
+                self.refresh_in_background(stripe);
                 Ok(plans)
             }
-            Err(e) => match cached.as_ref() {
-                Some((_, plans)) => {
-                    tracing::warn!(error = %e, "using the last known plans");
-                    Ok(plans.clone())
-                }
-                None => Err(e),
+            None => match tokio::time::timeout(FIRST_LOAD_BUDGET, self.fetch(stripe)).await {
+                Ok(fetched) => Ok(self.store(fetched?)),
+                Err(_) => Err(StripeError::Unavailable(format!("the plans did not load within {} s", FIRST_LOAD_BUDGET.as_secs())).into()),
             },
         }
+    }
+
+    /// One refresh at a time; a failure keeps the stale copy (and is tried again next time).
+    fn refresh_in_background(self: &Arc<Self>, stripe: &Arc<StripeClient>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (catalog, stripe) = (self.clone(), stripe.clone());
+        tokio::spawn(async move {
+            match catalog.fetch(&stripe).await {
+                Ok(plans) => {
+                    catalog.store(plans);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not refresh the plans; serving the last known ones"),
+            }
+            catalog.refreshing.store(false, Ordering::Release);
+        });
     }
 
     async fn fetch(&self, stripe: &StripeClient) -> Result<Vec<Plan>, BillingError> {
@@ -63,5 +90,39 @@ impl Catalog {
             });
         }
         Ok(plans)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[tokio::test]
+    async fn a_hung_stripe_never_holds_the_pricing_page() {
+        // Accepts connections and never answers.
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stripe = Arc::new(StripeClient::new(&format!("http://{}", hung.local_addr().unwrap()), Secret::new("sk_test_x"), None));
+        let catalog = Arc::new(Catalog { fresh_for: Duration::ZERO, ..Catalog::new(vec![PriceId::parse("price_a").unwrap()]) });
+
+        let started = Instant::now();
+        assert!(catalog.plans(&stripe).await.is_err(), "nothing known yet, nothing to show");
+        assert!(started.elapsed() < FIRST_LOAD_BUDGET + Duration::from_millis(500), "{:?}", started.elapsed());
+
+        let known = Plan {
+            price_id: PriceId::parse("price_a").unwrap(),
+            product_name: "Pro".into(),
+            unit_amount: 100,
+            currency: "usd".into(),
+            interval: "month".into(),
+            interval_count: 1,
+        };
+        catalog.store(vec![known.clone()]);
+        let started = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(*catalog.plans(&stripe).await.unwrap(), vec![known.clone()], "the stale copy, at once");
+        }
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(catalog.refreshing.load(Ordering::Acquire), "one refresh runs in the background");
     }
 }

@@ -36,7 +36,7 @@ pub struct Billing {
     pub kv: SharedKv,
     /// Wakes this instance's drain when the webhook records a customer.
     pub drain: drain::Drain,
-    pub catalog: catalog::Catalog,
+    pub catalog: Arc<catalog::Catalog>,
     pub public_url: String,
     pub trial_days: Option<u32>,
 }

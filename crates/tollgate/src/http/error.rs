@@ -96,6 +96,11 @@ impl Failure {
         }
     }
 
+    /// Too much work queued (password hashing): shed, with `Retry-After`.
+    pub fn busy(surface: Surface) -> Failure {
+        Failure::unavailable(surface, "Signing in", "password hashing is at capacity".into())
+    }
+
     pub fn from_kv(surface: Surface, e: KvError) -> Failure {
         Failure::unavailable(surface, "Storage", e.to_string())
     }

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod csrf;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod health;
 pub mod pages;
 pub mod router;

@@ -17,6 +17,26 @@ use crate::auth::local::{AccountError, SESSION_COOKIE, SESSION_DAYS};
 use crate::domain::User;
 use crate::state::AppState;
 
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_a_path_on_this_site_or_the_dashboard() {
+        for good in ["/", "/app", "/app?tab=billing&x=1", "/dashboard?notice=welcome", "/a-b_c~d%20e"] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
+        for bad in [
+            "https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/x", "/\r\nSet-Cookie:x", "evil.example",
+            "/../admin", "/app/./x", "", "/\u{2028}", "/@evil", "/:x", "/x y",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/dashboard", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/dashboard");
+        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(600)))), "/dashboard");
+    }
+}
+
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
     notice: Option<String>,
@@ -34,10 +54,15 @@ fn notice_text(code: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// Only same-site relative paths are followed after sign-in (no open redirects).
-fn safe_next(next: Option<&str>) -> String {
+/// Only a path on this site, from a strict set of characters, is followed after sign-in; anything
+/// else (another host, `//host`, backslashes, tabs or newlines that browsers skip or that cannot
+/// go in a header) goes to the dashboard.
+pub fn safe_next(next: Option<&str>) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~?=&%+,".contains(c);
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 512 => n.to_string(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains("/.") && n.len() < 512 && n.chars().all(allowed) => {
+            n.to_string()
+        }
         _ => "/dashboard".to_string(),
     }
 }
@@ -99,6 +124,7 @@ async fn signed_in(state: &AppState, user: &User, next: &str) -> Response {
 fn auth_error(csrf: &str, form: &Credentials, error: AccountError, sign_up: bool) -> Response {
     let status = match &error {
         AccountError::Kv(e) => return Failure::from_kv(Surface::Page, e.clone()).into_response(),
+        AccountError::Busy => return Failure::busy(Surface::Page).into_response(),
         AccountError::EmailTaken => StatusCode::CONFLICT,
         AccountError::BadCredentials => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,

@@ -6,6 +6,7 @@ mod cli;
 mod entitlement;
 mod flow;
 mod helpers;
+mod hostile;
 mod instances;
 mod kv;
 mod layers;

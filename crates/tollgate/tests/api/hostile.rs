@@ -1,0 +1,162 @@
+//! A hostile client against the real binary or app: floods of sign-ins, open-redirect variants,
+//! a hung Stripe, and the headers every answer carries. One test per attack, each asserting the
+//! safe outcome.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{spawn_app, spawn_app_against, spawn_emulator, Options, MONTHLY, WEBHOOK_SECRET};
+use crate::redis_server::free_port;
+
+/// The binary against `stripe`, on a free port, in-memory KV; killed when dropped.
+struct Binary {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Binary {
+    async fn start(stripe: &str) -> Binary {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env_clear()
+            .envs([
+                ("PORT", port.to_string()),
+                ("KV_URL", "memory:".into()),
+                ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".into()),
+                ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+                ("STRIPE_API_BASE", stripe.to_string()),
+                ("PLANS", MONTHLY.into()),
+                ("RUST_LOG", "error".into()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..250 {
+            if reqwest::get(format!("{url}/healthz")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Binary { child, url }
+    }
+
+    /// The process's peak resident memory (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+        kib / 1024.0
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn four_hundred_concurrent_sign_ins_are_answered_in_bounded_memory() {
+    let binary = Binary::start(&spawn_emulator().await).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = http.get(format!("{}/auth", binary.url)).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let csrf = cookie.trim_start_matches("tollgate_csrf=").to_string();
+    let started = Instant::now();
+    let mut attempts = tokio::task::JoinSet::new();
+    for n in 0..400 {
+        let (http, url, cookie, csrf) = (http.clone(), binary.url.clone(), cookie.clone(), csrf.clone());
+        attempts.spawn(async move {
+            let body = format!("email=guess{n}%40example.com&password=wrong+password+{n}&csrf={csrf}");
+            let r = http
+                .post(format!("{url}/auth/sign-in"))
+                .header("cookie", cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers().contains_key("retry-after"))
+        });
+    }
+    let answers = attempts.join_all().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "400 sign-ins took {took:?}");
+    for (status, retry_after) in &answers {
+        assert!([401, 429, 503].contains(status), "status {status}");
+        if *status != 401 {
+            assert!(retry_after, "a shed answer says when to retry");
+        }
+    }
+    assert!(answers.iter().any(|(s, _)| *s == 401), "some were really checked");
+    let peak = binary.peak_rss_mib();
+    eprintln!("peak RSS after 400 concurrent sign-ins: {peak:.1} MiB");
+    assert!(peak < 128.0, "peak RSS {peak:.1} MiB");
+}
+
+#[tokio::test]
+async fn redirects_after_sign_in_stay_on_this_site() {
+    let app = spawn_app().await;
+    let browser = app.signed_in("redirect@example.com").await;
+    for next in ["/%09/evil.example", "/%0a/x", "/%0d%0aSet-Cookie:%20x=1", "/%5Cevil.example", "%2F%2Fevil.example", "https:evil.example"]
+    {
+        let r = browser.get(&format!("/auth?next={next}")).await;
+        assert_eq!((r.status, r.location()), (303, "/dashboard"), "GET /auth?next={next}");
+        let form = [("email", "redirect@example.com"), ("password", "a long enough password"), ("next", next)];
+        let decoded: Vec<(&str, String)> =
+            form.iter().map(|(k, v)| (*k, form_urlencoded::parse(format!("x={v}").as_bytes()).next().unwrap().1.into_owned())).collect();
+        let fields: Vec<(&str, &str)> = decoded.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = browser.form("/auth/sign-in", &fields).await;
+        assert_eq!((r.status, r.location()), (303, "/dashboard"), "sign-in with next={next}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn every_answer_carries_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/", "/auth", "/nowhere", "/healthz"] {
+        let r = app.browser().get(path).await;
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'none'"), "{path}: {csp}");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(r.headers["referrer-policy"], "strict-origin-when-cross-origin", "{path}");
+        assert!(!r.headers.contains_key("strict-transport-security"), "no HSTS over plain http");
+    }
+}
+
+/// Stripe accepts connections and never answers (a stopped process): the pricing page answers in
+/// under 3 s — an error page before the plans were ever loaded, the known plans after.
+#[tokio::test]
+async fn a_hung_stripe_costs_the_pricing_page_seconds() {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = spawn_app_against(&format!("http://{}", hung.local_addr().unwrap()), Options::default()).await;
+    let started = Instant::now();
+    let r = app.browser().get("/").await;
+    assert_eq!(r.status, 503);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    drop(hung);
+
+    let loaded = spawn_app().await;
+    assert_eq!(loaded.browser().get("/").await.status, 200);
+    let started = Instant::now();
+    let mut pages = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let browser = loaded.browser();
+        pages.spawn(async move { browser.get("/").await.status });
+    }
+    assert!(pages.join_all().await.iter().all(|s| *s == 200));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn an_https_site_without_stripe_keys_does_not_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_clear()
+        .envs([("PUBLIC_URL", "https://app.example.com"), ("PORT", "0"), ("KV_URL", "memory:")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STRIPE_SECRET_KEY"));
+}
