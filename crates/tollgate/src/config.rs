@@ -87,6 +87,9 @@ pub struct Settings {
     pub stripe_rate_limit: Option<u32>,
     /// How often one instance re-syncs every customer, healing what a lost webhook left behind.
     pub reconcile_every: Option<std::time::Duration>,
+    /// How long after its period ended a cached subscription still grants access without a
+    /// fresh read from Stripe.
+    pub period_end_grace: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -225,7 +228,25 @@ impl Settings {
                 error("RECONCILE_INTERVAL", format!("'{v}' is not an interval of at least a minute, like 30m, 6h or 1d (or off)"))
             })?),
         };
-        Ok(Settings { port, bind, public_url, kv, stripe, plans, auth, past_due_grace, trial_days, stripe_rate_limit, reconcile_every })
+        let period_end_grace = match get("PERIOD_END_GRACE") {
+            None => std::time::Duration::from_secs(86_400),
+            Some(v) => parse_interval(v)
+                .ok_or_else(|| error("PERIOD_END_GRACE", format!("'{v}' is not an interval of at least a minute, like 6h or 1d")))?,
+        };
+        Ok(Settings {
+            port,
+            bind,
+            public_url,
+            kv,
+            stripe,
+            plans,
+            auth,
+            past_due_grace,
+            trial_days,
+            stripe_rate_limit,
+            reconcile_every,
+            period_end_grace,
+        })
     }
 }
 
@@ -306,6 +327,7 @@ mod tests {
             (vec![("STRIPE_RATE_LIMIT", "fast")], "STRIPE_RATE_LIMIT"),
             (vec![("RECONCILE_INTERVAL", "5s")], "RECONCILE_INTERVAL"),
             (vec![("PUBLIC_URL", "https://app.example.com")], "STRIPE_SECRET_KEY"),
+            (vec![("PERIOD_END_GRACE", "soon")], "PERIOD_END_GRACE"),
         ] {
             assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
         }

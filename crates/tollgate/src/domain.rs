@@ -216,9 +216,18 @@ impl SubscriptionCache {
 #[derive(Debug, Clone, Copy)]
 pub struct AccessPolicy {
     pub past_due_grace: bool,
+    /// How long after its period ended a cached grant is still believed without asking Stripe
+    /// (webhooks may have been lost; renewals normally arrive within minutes of the period end).
+    pub stale_after_period_end: i64,
 }
 
 impl AccessPolicy {
+    /// Should a cached entry that grants access be re-read from Stripe before it is trusted?
+    pub fn needs_fresh_read(&self, entry: &SubscriptionCache, now: i64) -> bool {
+        let period_end = entry.subscription().and_then(|s| s.trial_end.max(s.current_period_end));
+        self.grants(entry.status()) && period_end.is_some_and(|end| end + self.stale_after_period_end < now)
+    }
+
     pub fn grants(&self, status: SubscriptionStatus) -> bool {
         match status {
             SubscriptionStatus::Active | SubscriptionStatus::Trialing => true,
@@ -289,8 +298,8 @@ mod tests {
 
     #[test]
     fn access_policy() {
-        let strict = AccessPolicy { past_due_grace: false };
-        let lenient = AccessPolicy { past_due_grace: true };
+        let strict = AccessPolicy { past_due_grace: false, stale_after_period_end: 86_400 };
+        let lenient = AccessPolicy { past_due_grace: true, stale_after_period_end: 86_400 };
         assert!(strict.grants(SubscriptionStatus::Active) && strict.grants(SubscriptionStatus::Trialing));
         assert!(!strict.grants(SubscriptionStatus::PastDue) && lenient.grants(SubscriptionStatus::PastDue));
         for s in [
@@ -302,5 +311,15 @@ mod tests {
         ] {
             assert!(!lenient.grants(s));
         }
+        let entry = |status: &str, end: i64| -> SubscriptionCache {
+            serde_json::from_value(serde_json::json!({"subscriptionId": "sub_1", "status": status, "priceId": "price_1",
+                "currentPeriodStart": end - 100, "currentPeriodEnd": end, "cancelAtPeriodEnd": false, "paymentMethod": null}))
+            .unwrap()
+        };
+        let now = 1_000_000;
+        assert!(!strict.needs_fresh_read(&entry("active", now - 3600), now), "within a day of the period end: trusted");
+        assert!(strict.needs_fresh_read(&entry("active", now - 2 * 86_400), now), "long past the period end: asked again");
+        assert!(!strict.needs_fresh_read(&entry("canceled", now - 2 * 86_400), now), "no access to confirm");
+        assert!(!strict.needs_fresh_read(&SubscriptionCache::none(), now));
     }
 }

@@ -94,9 +94,13 @@ impl Application {
             billing,
             auth,
             accounts,
-            policy: AccessPolicy { past_due_grace: settings.past_due_grace },
+            policy: AccessPolicy {
+                past_due_grace: settings.past_due_grace,
+                stale_after_period_end: settings.period_end_grace.as_secs() as i64,
+            },
             webhook_secret,
             secure_cookies: public_url.starts_with("https://"),
+            readiness: Default::default(),
             public_origin,
         });
         let router = crate::http::router::router(state.clone());
@@ -109,7 +113,7 @@ impl Application {
         let drain = tokio::spawn(drain::run(billing.clone(), self.wakeups));
         let reconcile = self.reconcile_every.map(|every| tokio::spawn(reconcile::run_periodically(billing, every)));
         let _stop_background = AbortOnDrop(std::iter::once(drain).chain(reconcile).collect());
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_requested()).await
+        crate::http::serve::serve(self.listener, self.router, shutdown_requested()).await
         // In-flight requests have finished here, so every KV write they made has committed; the
         // drain stops with `_stop_background`, and its pending marks stay in the KV for the next
         // start's sweep.

@@ -21,6 +21,9 @@ pub struct Inner {
     /// `scheme://host[:port]` of `PUBLIC_URL`, compared with `Origin` on form posts.
     pub public_origin: String,
     pub secure_cookies: bool,
+    /// The last `/readyz` check (when, KV ready, Stripe ready), shared by every probe for a few
+    /// seconds; `http::health` owns its meaning.
+    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, bool, bool)>>,
 }
 
 impl AppState {

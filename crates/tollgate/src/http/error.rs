@@ -96,6 +96,11 @@ impl Failure {
         }
     }
 
+    /// The request ran past its deadline (`http::deadline`).
+    pub fn timed_out(surface: Surface) -> Failure {
+        Failure::unavailable(surface, "This page", "the request ran past its deadline".into())
+    }
+
     /// Too much work queued (password hashing): shed, with `Retry-After`.
     pub fn busy(surface: Surface) -> Failure {
         Failure::unavailable(surface, "Signing in", "password hashing is at capacity".into())

@@ -42,7 +42,8 @@ impl OptionalFromRequestParts<AppState> for CurrentUser {
 }
 
 /// A signed-in user whose subscription grants access. Otherwise: sign-in, or the pricing page
-/// (JSON callers get 401 / 402).
+/// (JSON callers get 401 / 402). A cached grant long past its period's end is checked with Stripe
+/// first (`AccessPolicy::needs_fresh_read`).
 pub struct Entitled(pub User, pub SubscriptionCache);
 
 impl FromRequestParts<AppState> for Entitled {
@@ -51,7 +52,12 @@ impl FromRequestParts<AppState> for Entitled {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let CurrentUser(user) = <CurrentUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
         let surface = Surface::of(parts);
-        let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
+        let failure = |e| Failure::from_billing(surface, e);
+        let (customer, mut entry) = cached_subscription(&state.billing, &user).await.map_err(failure)?;
+        // A grant whose period ended long ago may be one whose webhooks were lost: ask Stripe.
+        if let Some(customer) = customer.filter(|_| state.policy.needs_fresh_read(&entry, crate::unix_now())) {
+            entry = state.billing.sync(&customer).await.map_err(failure)?;
+        }
         if state.policy.grants(entry.status()) {
             Ok(Entitled(user, entry))
         } else {

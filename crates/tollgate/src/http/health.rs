@@ -1,4 +1,10 @@
-//! `/healthz` (the process answers) and `/readyz` (the KV and Stripe answer too).
+//! `/healthz` (the process answers) and `/readyz` (the KV takes a write and Stripe answers).
+//!
+//! Readiness is checked at most every [`CHECK_EVERY`] (probes from every load balancer and
+//! monitor would otherwise each cost a Stripe call and a write), each check within
+//! [`CHECK_BUDGET`], and anonymous callers see only which part failed; the reasons go to the log.
+
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,18 +14,58 @@ use serde_json::{json, Value};
 use crate::state::AppState;
 use crate::stripe::wire::List;
 
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+const CHECK_BUDGET: Duration = Duration::from_secs(2);
+
+struct Readiness {
+    kv: bool,
+    stripe: bool,
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let kv = state.billing.kv.ping().await.map_err(|e| e.to_string());
-    let stripe = state.billing.stripe.get::<List<Value>>("/v1/products", &[("limit", "1")]).await.map(|_| ()).map_err(|e| e.to_string());
-    let check = |r: &Result<(), String>| match r {
-        Ok(()) => json!({ "ok": true }),
-        Err(e) => json!({ "ok": false, "error": e }),
+    // The lock also makes concurrent probes share one check.
+    let mut cached = state.readiness.lock().await;
+    let readiness = match *cached {
+        Some((at, kv, stripe)) if at.elapsed() < CHECK_EVERY => Readiness { kv, stripe },
+        _ => {
+            let readiness = check(&state).await;
+            *cached = Some((Instant::now(), readiness.kv, readiness.stripe));
+            readiness
+        }
     };
-    let ready = kv.is_ok() && stripe.is_ok();
+    let ready = readiness.kv && readiness.stripe;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "kv": check(&kv), "stripe": check(&stripe) })))
+    (status, Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "kv": readiness.kv, "stripe": readiness.stripe })))
+}
+
+async fn check(state: &AppState) -> Readiness {
+    let kv = async {
+        let stamp = crate::unix_now().to_string();
+        state.billing.kv.set("tollgate:ready", &stamp).await?;
+        match state.billing.kv.get("tollgate:ready").await? {
+            Some(read) if read == stamp => Ok(()),
+            other => Err(crate::kv::KvError::Unavailable(format!("read back {other:?} after writing {stamp}"))),
+        }
+    };
+    let stripe = state.billing.stripe.get::<List<Value>>("/v1/products", &[("limit", "1")]);
+    let (kv, stripe) = tokio::join!(tokio::time::timeout(CHECK_BUDGET, kv), tokio::time::timeout(CHECK_BUDGET, stripe));
+    let ok = |what: &str, outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(check = what, error = %e, "not ready");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(check = what, "not ready: no answer within {} s", CHECK_BUDGET.as_secs());
+            false
+        }
+    };
+    Readiness {
+        kv: ok("kv", kv.map(|r| r.map_err(|e| e.to_string()))),
+        stripe: ok("stripe", stripe.map(|r| r.map(|_| ()).map_err(|e| e.to_string()))),
+    }
 }

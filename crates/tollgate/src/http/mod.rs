@@ -4,12 +4,14 @@
 pub mod api;
 pub mod assets;
 pub mod csrf;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod headers;
 pub mod health;
 pub mod pages;
 pub mod router;
+pub mod serve;
 pub mod trace;
 pub mod views;
 pub mod webhook;

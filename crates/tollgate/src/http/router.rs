@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{api, assets, csrf, headers, health, pages, trace, webhook};
+use super::{api, assets, csrf, deadline, headers, health, pages, trace, webhook};
 use crate::state::AppState;
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -38,10 +38,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outermost last: the request span and log wrap everything, then the security
-        // headers on every answer, then the body limit, then cross-site protection (which reads
-        // form bodies) just before the handlers.
+        // headers on every answer, then the request deadline, then the body limit, then
+        // cross-site protection (which reads form bodies) just before the handlers. The accept
+        // loop (`http::serve`) adds the header deadline and the connection cap below all of this.
         .layer(from_fn_with_state(state.clone(), csrf::protect))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(deadline::request_deadline))
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
         .layer(from_fn(trace::trace_requests))
         .with_state(state)

@@ -95,7 +95,12 @@ impl StripeClient {
             Ok(None) => {
                 Err(StripeError::Unavailable(format!("more requests are queued than {}/s allows within the deadline", limit.per_second)))
             }
-            Err(e) => Err(StripeError::Unavailable(format!("the shared rate limit is unreadable: {e}"))),
+            // The limit protects Stripe; Stripe's own 429s (retried here) back it up. Without the
+            // KV, calls go unpaced rather than not at all.
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared Stripe rate limit is unreadable; calling without it");
+                Ok(())
+            }
         }
     }
 

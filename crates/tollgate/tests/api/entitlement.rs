@@ -37,6 +37,32 @@ async fn the_app_is_for_subscribers() {
     assert!(dashboard.contains("id=\"status\">canceled") && dashboard.contains("Subscribe again"));
 }
 
+/// Webhooks lost: the cache still says "active" long after the period ended, while Stripe says the
+/// subscription was canceled. Access is checked with Stripe before it is granted again.
+#[tokio::test]
+async fn a_grant_long_past_its_period_is_checked_with_stripe() {
+    let app = spawn_app().await;
+    let (paid, customer) = app.subscribed("lapsed@example.com", MONTHLY).await;
+    paid.get("/success").await;
+    let sub = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await["data"][0]["id"].as_str().unwrap().to_string();
+    app.stripe(Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[]).await; // no webhook delivered
+    let key = format!("stripe:customer:{customer}");
+    let mut entry = app.cache(&customer).await.unwrap();
+    assert_eq!(entry["status"], "active");
+
+    // Within a day of the period's end the cache is trusted (no Stripe call per request).
+    entry["currentPeriodEnd"] = (tollgate::unix_now() - 3600).into();
+    app.state.billing.kv.set(&key, &entry.to_string()).await.unwrap();
+    assert_eq!(paid.get("/app").await.status, 200);
+
+    // Two days past it, Stripe is asked, and its answer wins.
+    entry["currentPeriodEnd"] = (tollgate::unix_now() - 2 * 86_400).into();
+    app.state.billing.kv.set(&key, &entry.to_string()).await.unwrap();
+    let r = paid.get("/app").await;
+    assert_eq!((r.status, r.location()), (303, "/?notice=subscribe"));
+    assert_eq!(app.cache(&customer).await.unwrap()["status"], "canceled", "and the cache was brought up to date");
+}
+
 #[tokio::test]
 async fn past_due_grace_is_a_setting() {
     for (grace, expected) in [("false", 402), ("true", 200)] {

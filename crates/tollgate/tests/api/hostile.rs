@@ -160,3 +160,47 @@ fn an_https_site_without_stripe_keys_does_not_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("STRIPE_SECRET_KEY"));
 }
+
+/// A client that sends part of its headers and then nothing (slowloris) is disconnected once the
+/// header deadline passes; others are served meanwhile.
+#[tokio::test]
+async fn slow_clients_are_disconnected_at_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        slow.push(stream);
+    }
+    assert_eq!(app.browser().get("/healthz").await.status, 200, "served while the slow ones hang");
+    let started = Instant::now();
+    for mut stream in slow {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(tollgate::http::serve::HEADER_TIMEOUT + Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "still open after the header deadline");
+    }
+    assert!(started.elapsed() < tollgate::http::serve::HEADER_TIMEOUT + Duration::from_secs(3));
+}
+
+/// `/readyz` proves the KV takes a write, asks Stripe at most once per few seconds however often
+/// it is probed, and shows anonymous callers no internals.
+#[tokio::test]
+async fn readiness_is_cheap_to_probe_and_says_little() {
+    let app = spawn_app().await;
+    let before = app.stripe_requests();
+    for _ in 0..20 {
+        let r = app.browser().get_json("/readyz").await;
+        assert_eq!((r.status, r.json()), (200, serde_json::json!({"status": "ready", "kv": true, "stripe": true})));
+    }
+    assert_eq!(app.stripe_requests() - before, 1, "one Stripe call for twenty probes");
+    assert!(app.state.billing.kv.get("tollgate:ready").await.unwrap().is_some(), "the KV check wrote");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = spawn_app_against(&format!("http://{closed}"), Options::default()).await;
+    let r = down.browser().get_json("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(!r.text.contains("127.0.0.1") && !r.text.contains("error"), "{}", r.text);
+}

@@ -87,7 +87,8 @@ async fn redis_killed_mid_flow_loses_no_acknowledged_event() {
         app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customers[0])]).await["data"][0]["id"].as_str().unwrap().to_string();
     app.stripe(Method::POST, &format!("/v1/subscriptions/{sub}"), &[("cancel_at_period_end", "true")]).await;
     unacknowledged.push(event_for(&customers[0], 100));
-    assert_eq!(app.browser().get("/readyz").await.status, 503);
+    let ready = app.browser().get_json("/readyz").await;
+    assert_eq!((ready.status, ready.json()), (503, json!({"status": "unavailable", "kv": false, "stripe": true})), "no internals shown");
 
     redis.restart();
     // Stripe redelivers what was not acknowledged, until it is.
