@@ -65,7 +65,8 @@ pub fn router(emulator: Emulator) -> Router {
     let pages = Router::new()
         .route("/c/pay/{id}", get(crate::pages::checkout_page).post(crate::pages::checkout_submit))
         .route("/p/session/{id}", get(crate::pages::portal_page))
-        .route("/p/session/{id}/{action}", post(crate::pages::portal_action));
+        .route("/p/session/{id}/{action}", post(crate::pages::portal_action))
+        .layer(middleware::from_fn_with_state(emulator.clone(), same_site_only));
 
     let control = Router::new()
         .route("/_emulator/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
@@ -73,9 +74,34 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/_emulator/deliveries", get(crate::resources::control::deliveries))
         .route("/_emulator/stats", get(crate::resources::control::stats))
         .route("/_emulator/checkout/sessions/{id}/complete", post(crate::resources::control::complete_checkout))
-        .route("/_emulator/clock/advance", post(crate::resources::control::advance_clock));
+        .route("/_emulator/clock/advance", post(crate::resources::control::advance_clock))
+        .layer(middleware::from_fn_with_state(emulator.clone(), same_site_only));
 
     Router::new().merge(pages).merge(control).merge(api).with_state(emulator)
+}
+
+/// The hosted pages and control endpoints answer only requests addressed to this emulator (its
+/// public host or loopback: a page on another site cannot reach them through DNS rebinding) and
+/// refuse form posts sent from another site (the page of a site the developer visits, say).
+async fn same_site_only(State(emulator): State<Emulator>, request: Request, next: Next) -> Response {
+    let host_of = |authority: &str| authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_ascii_lowercase();
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(host_of).unwrap_or_default();
+    let own_host = emulator.public_url.split("://").nth(1).map(host_of).unwrap_or_default();
+    if !["localhost", "127.0.0.1", "[::1]", own_host.as_str()].contains(&host.as_str()) {
+        return ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", "This emulator does not answer for that host.")
+            .into_response();
+    }
+    if request.method() != Method::GET {
+        let from_elsewhere = request.headers().get("sec-fetch-site").is_some_and(|v| v == "cross-site")
+            || request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|origin| {
+                let authority = origin.split("://").nth(1).unwrap_or_default();
+                request.headers().get(header::HOST).and_then(|h| h.to_str().ok()) != Some(authority)
+            });
+        if from_elsewhere {
+            return ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", "Cross-site form posts are refused.").into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn unrecognized_url(method: Method, uri: axum::http::Uri) -> ApiError {

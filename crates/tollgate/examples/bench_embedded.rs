@@ -259,6 +259,9 @@ async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> a
         .send()
         .await?;
     let session = set_cookie(&signup, "tollgate_session=").ok_or_else(|| anyhow::anyhow!("sign-up failed: {}", signup.status()))?;
+    // Signing in rotates the CSRF token.
+    let csrf_cookie = set_cookie(&signup, "tollgate_csrf=").unwrap_or(csrf_cookie);
+    let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
     let cookie = format!("{csrf_cookie}; {session}");
     let started: Value = serde_json::from_str(
         &http

@@ -85,7 +85,8 @@ impl Application {
             }
         };
         let (billing, wakeups) = billing(&settings, kv.clone(), stripe, public_url.clone());
-        let accounts = Arc::new(LocalAccounts::new(kv.clone()));
+        let secure_cookies = public_url.starts_with("https://");
+        let accounts = Arc::new(LocalAccounts::new(kv.clone(), secure_cookies));
         let auth = match settings.auth {
             AuthSettings::Local => accounts.clone(),
         };
@@ -99,7 +100,7 @@ impl Application {
                 stale_after_period_end: settings.period_end_grace.as_secs() as i64,
             },
             webhook_secret,
-            secure_cookies: public_url.starts_with("https://"),
+            secure_cookies,
             readiness: Default::default(),
             public_origin,
         });

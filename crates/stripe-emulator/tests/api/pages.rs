@@ -108,3 +108,28 @@ async fn portal_cancels_renews_switches_and_replaces_the_card() {
     let (status, _, _) = form(&emu, &format!("{path}/card"), "card_number=4000000000000002").await;
     assert_eq!(status, 402);
 }
+
+/// Hosted pages and control endpoints answer only for the emulator's own host (no DNS rebinding)
+/// and refuse form posts from other sites; the API is unaffected.
+#[tokio::test]
+async fn other_hosts_and_cross_site_posts_are_refused() {
+    let emu = spawn_emulator(vec![]).await;
+    let (_, session) = emu.open_session(&[]).await;
+    let own_host = emu.url.trim_start_matches("http://").to_string();
+    let send = |method: reqwest::Method, path: String, headers: Vec<(&'static str, String)>| {
+        let mut request =
+            emu.client.request(method, format!("{}{path}", emu.url)).header("content-type", "application/x-www-form-urlencoded");
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        async move { request.body("card_number=4242424242424242").send().await.unwrap().status().as_u16() }
+    };
+    let complete = format!("/_emulator/checkout/sessions/{session}/complete");
+    assert_eq!(send(reqwest::Method::GET, format!("/c/pay/{session}"), vec![("host", "evil.example".into())]).await, 403);
+    assert_eq!(send(reqwest::Method::POST, complete.clone(), vec![("host", "rebound.evil.example:80".into())]).await, 403);
+    assert_eq!(send(reqwest::Method::POST, complete.clone(), vec![("origin", "https://evil.example".into())]).await, 403);
+    assert_eq!(send(reqwest::Method::POST, format!("/c/pay/{session}"), vec![("sec-fetch-site", "cross-site".into())]).await, 403);
+    assert_eq!(emu.call(reqwest::Method::GET, "/v1/customers", &[]).await.status, 200, "the API is not affected");
+    // The same origin still pays.
+    assert_eq!(send(reqwest::Method::POST, complete, vec![("origin", format!("http://{own_host}"))]).await, 303);
+}

@@ -10,7 +10,15 @@ use super::{cookie, AuthFuture, AuthProvider, User};
 use crate::domain::{Email, UserId};
 use crate::kv::{keys, KvError, SharedKv};
 
-pub const SESSION_COOKIE: &str = "tollgate_session";
+/// The session cookie's name; under https the `__Host-` prefix makes browsers insist that it is
+/// Secure, for this host only, on every path (no subdomain can set or shadow it).
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-tollgate_session"
+    } else {
+        "tollgate_session"
+    }
+}
 pub const SESSION_DAYS: i64 = 30;
 
 #[derive(Serialize, Deserialize)]
@@ -83,6 +91,7 @@ pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
 
 pub struct LocalAccounts {
     kv: SharedKv,
+    session_cookie: &'static str,
     hashing: std::sync::Arc<tokio::sync::Semaphore>,
     /// A real argon2id hash of a random password, checked when the account does not exist so the
     /// answer takes as long; made once, on first use (not at start-up: it is slow).
@@ -90,8 +99,17 @@ pub struct LocalAccounts {
 }
 
 impl LocalAccounts {
-    pub fn new(kv: SharedKv) -> LocalAccounts {
-        LocalAccounts { kv, hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHES_IN_FLIGHT)), decoy: Default::default() }
+    pub fn new(kv: SharedKv, secure_cookies: bool) -> LocalAccounts {
+        LocalAccounts {
+            kv,
+            session_cookie: session_cookie_name(secure_cookies),
+            hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHES_IN_FLIGHT)),
+            decoy: Default::default(),
+        }
+    }
+
+    pub fn session_cookie(&self) -> &'static str {
+        self.session_cookie
     }
 
     async fn decoy_hash(&self) -> Result<String, AccountError> {
@@ -177,22 +195,24 @@ impl LocalAccounts {
     }
 
     pub async fn end_session(&self, parts: &Parts) -> Result<(), KvError> {
-        match session_token(parts) {
+        match self.session_token(parts) {
             Some(token) => self.kv.delete(&keys::session(token)).await,
             None => Ok(()),
         }
     }
 }
 
-/// A session cookie value, if it has the shape of one (anything else is never looked up).
-fn session_token(parts: &Parts) -> Option<&str> {
-    cookie(parts, SESSION_COOKIE).filter(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+impl LocalAccounts {
+    /// A session cookie value, if it has the shape of one (anything else is never looked up).
+    fn session_token<'p>(&self, parts: &'p Parts) -> Option<&'p str> {
+        cookie(parts, self.session_cookie).filter(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+    }
 }
 
 impl AuthProvider for LocalAccounts {
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         Box::pin(async move {
-            let Some(token) = session_token(parts) else { return Ok(None) };
+            let Some(token) = self.session_token(parts) else { return Ok(None) };
             let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(None) };
             let Ok(record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
             if record.expires_at <= crate::unix_now() {
@@ -222,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn sign_up_sign_in_and_sessions() {
         let kv: SharedKv = Arc::new(crate::kv::memory::MemoryKv::default());
-        let accounts = LocalAccounts::new(kv.clone());
+        let accounts = LocalAccounts::new(kv.clone(), false);
         let user = accounts.sign_up(" Ada@Example.com ", "analytical engine").await.unwrap();
         assert_eq!(user.email.as_str(), "ada@example.com");
         assert!(matches!(accounts.sign_up("ada@example.com", "another long one").await, Err(AccountError::EmailTaken)));
@@ -234,7 +254,7 @@ mod tests {
         assert!(stored.contains("$argon2id$") && !stored.contains("analytical engine"));
 
         let token = accounts.start_session(&user).await.unwrap();
-        let request = axum::http::Request::builder().header("cookie", format!("other=1; {SESSION_COOKIE}={token}")).body(()).unwrap();
+        let request = axum::http::Request::builder().header("cookie", format!("other=1; tollgate_session={token}")).body(()).unwrap();
         let (parts, _) = request.into_parts();
         assert_eq!(accounts.authenticate(&parts).await.unwrap(), Some(user));
         accounts.end_session(&parts).await.unwrap();

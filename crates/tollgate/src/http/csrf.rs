@@ -13,7 +13,25 @@ use super::error::{Failure, Surface};
 use crate::auth::cookie;
 use crate::state::AppState;
 
-pub const CSRF_COOKIE: &str = "tollgate_csrf";
+/// The CSRF cookie's name (`__Host-` prefixed under https, like the session's).
+pub fn csrf_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-tollgate_csrf"
+    } else {
+        "tollgate_csrf"
+    }
+}
+
+fn token_cookie(state: &AppState, token: &str) -> HeaderValue {
+    let name = csrf_cookie_name(state.secure_cookies);
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax{secure}")).expect("cookie text is ASCII")
+}
+
+/// A `Set-Cookie` with a fresh token (sign-in rotates it).
+pub fn new_token_cookie(state: &AppState) -> HeaderValue {
+    token_cookie(state, &crate::random_token(32))
+}
 /// Form posts are small; a larger one is refused before it is read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -34,7 +52,7 @@ fn valid_token(t: &str) -> bool {
 
 pub async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let existing = cookie(&parts, CSRF_COOKIE).filter(|t| valid_token(t)).map(str::to_string);
+    let existing = cookie(&parts, csrf_cookie_name(state.secure_cookies)).filter(|t| valid_token(t)).map(str::to_string);
     let token = existing.clone().unwrap_or_else(|| crate::random_token(32));
     parts.extensions.insert(CsrfToken(token.clone()));
     let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -64,10 +82,7 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
     }
     let mut response = next.run(request).await;
     if existing.is_none() {
-        let cookie = format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{}", if state.secure_cookies { "; Secure" } else { "" });
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
+        response.headers_mut().append(header::SET_COOKIE, token_cookie(&state, &token));
     }
     response
 }

@@ -13,7 +13,7 @@ use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
 use super::views::{AppHome, AuthPage, Dashboard, Frame, Landing, PlanCard};
 use crate::access::cached_subscription;
-use crate::auth::local::{AccountError, SESSION_COOKIE, SESSION_DAYS};
+use crate::auth::local::{AccountError, SESSION_DAYS};
 use crate::domain::User;
 use crate::state::AppState;
 
@@ -105,7 +105,8 @@ pub struct Credentials {
 
 fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
+    let name = state.accounts.session_cookie();
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
         .expect("cookie text is ASCII")
 }
 
@@ -115,6 +116,8 @@ async fn signed_in(state: &AppState, user: &User, next: &str) -> Response {
         Ok(token) => {
             let mut response = Redirect::to(next).into_response();
             response.headers_mut().append(header::SET_COOKIE, session_cookie(state, &token, SESSION_DAYS * 86_400));
+            // A new CSRF token with the new session: one planted before sign-in is worthless after.
+            response.headers_mut().append(header::SET_COOKIE, super::csrf::new_token_cookie(state));
             response
         }
         Err(e) => Failure::from_kv(Surface::Page, e).into_response(),

@@ -277,7 +277,8 @@ impl Browser {
     }
 
     pub fn csrf(&self) -> Option<String> {
-        self.cookies.lock().unwrap().get("tollgate_csrf").cloned()
+        let jar = self.cookies.lock().unwrap();
+        jar.get("tollgate_csrf").or_else(|| jar.get("__Host-tollgate_csrf")).cloned()
     }
 
     fn keep_cookies(&self, headers: &HeaderMap) {

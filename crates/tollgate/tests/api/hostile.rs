@@ -204,3 +204,42 @@ async fn readiness_is_cheap_to_probe_and_says_little() {
     assert_eq!(r.status, 503);
     assert!(!r.text.contains("127.0.0.1") && !r.text.contains("error"), "{}", r.text);
 }
+
+/// Signing in replaces the CSRF token (a token planted before sign-in is worthless after), and
+/// under https both cookies carry the `__Host-` prefix and `Secure`.
+#[tokio::test]
+async fn sign_in_rotates_the_csrf_token_and_https_cookies_are_host_only() {
+    let app = spawn_app().await;
+    let browser = app.browser();
+    browser.get("/auth").await;
+    let planted = browser.csrf().unwrap();
+    let r = browser.form("/auth/sign-up", &[("email", "rotate@example.com"), ("password", "a long enough password")]).await;
+    assert_eq!(r.status, 303);
+    let rotated = browser.csrf().unwrap();
+    assert_ne!(planted, rotated);
+    let stale = browser
+        .send(
+            reqwest::Method::POST,
+            "/auth/sign-out",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(format!("csrf={planted}").into_bytes()),
+        )
+        .await;
+    assert_eq!(stale.status, 403, "the pre-sign-in token no longer works");
+
+    let secure =
+        crate::helpers::spawn_app_with(Options { extra: vec![("PUBLIC_URL", "https://app.example.com".into())], ..Options::default() })
+            .await;
+    let browser = secure.browser();
+    let page = browser.get("/auth").await;
+    let csrf_cookie = page.headers["set-cookie"].to_str().unwrap();
+    assert!(csrf_cookie.starts_with("__Host-tollgate_csrf=") && csrf_cookie.contains("; Secure"), "{csrf_cookie}");
+    assert!(page.headers["strict-transport-security"].to_str().unwrap().contains("max-age="));
+    let r = browser.form("/auth/sign-up", &[("email", "secure@example.com"), ("password", "a long enough password")]).await;
+    let cookies: Vec<&str> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("__Host-tollgate_session=") && c.contains("; Secure") && c.contains("Path=/")),
+        "{cookies:?}"
+    );
+    assert_eq!(browser.get("/dashboard").await.status, 200, "the prefixed cookies sign the user in");
+}
