@@ -74,14 +74,34 @@ pub struct User {
 pub struct Email(String);
 
 impl Email {
+    /// Visually identical addresses are one address: the text is NFKC-normalised (full-width
+    /// letters become ASCII, composed and decomposed accents agree), invisible characters are
+    /// refused, the domain is put in its IDNA ASCII form, a local part may not mix scripts
+    /// (Latin with look-alike Cyrillic, say), and all of it is lower-cased.
     pub fn parse(raw: &str) -> Result<Email, ParseError> {
-        let email = raw.trim().to_lowercase();
+        use icu_properties::props::{DefaultIgnorableCodePoint, Script};
+        use icu_properties::{CodePointMapData, CodePointSetData};
         let invalid = || ParseError("Enter a valid email address, like name@example.com.".into());
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let invisible = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+        if raw.len() > 1024 || raw.chars().any(|c| invisible.contains(c)) {
+            return Err(invalid());
+        }
+        let email = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(raw.trim()).to_lowercase();
+        if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-        if local.is_empty()
+        let scripts = CodePointMapData::<Script>::new();
+        let mut letter_scripts = local.chars().map(|c| scripts.get(c)).filter(|s| ![Script::Common, Script::Inherited].contains(s));
+        if let Some(first) = letter_scripts.next() {
+            if letter_scripts.any(|s| s != first) {
+                return Err(invalid());
+            }
+        }
+        let domain = idna::domain_to_ascii(domain).map_err(|_| invalid())?;
+        let email = format!("{local}@{domain}");
+        if email.len() > 254
+            || local.is_empty()
             || domain.contains('@')
             || !domain.contains('.')
             || domain.starts_with('.')
@@ -269,6 +289,21 @@ mod tests {
         for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a@b@c.com", "a b@c.com", "ada@.com", "ada@example..com"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+        // Visually identical spellings are one address.
+        let one = |raw: &str| Email::parse(raw).unwrap().as_str().to_string();
+        assert_eq!(one("jose\u{301}@example.com"), one("jos\u{e9}@example.com"), "NFD and NFC");
+        assert_eq!(one("\u{ff41}\u{ff44}\u{ff41}@\u{ff45}xample.com"), "ada@example.com", "full-width letters");
+        assert_eq!(one("ada@b\u{fc}cher.example"), "ada@xn--bcher-kva.example", "IDNA domains in their ASCII form");
+        assert_eq!(one("ada@BÜCHER.example"), one("ada@bücher.example"));
+        // Invisible characters and mixed scripts are refused rather than made into another account.
+        for bad in ["ad\u{200b}a@example.com", "\u{feff}ada@example.com", "ada\u{2060}@example.com", "p\u{430}ypal@example.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            one("\u{43f}\u{430}\u{432}\u{435}\u{43b}@example.com"),
+            "\u{43f}\u{430}\u{432}\u{435}\u{43b}@example.com",
+            "one script is fine"
+        );
     }
 
     #[test]
