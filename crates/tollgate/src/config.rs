@@ -90,6 +90,8 @@ pub struct Settings {
     /// How long after its period ended a cached subscription still grants access without a
     /// fresh read from Stripe.
     pub period_end_grace: std::time::Duration,
+    /// A built-in account's session ends this long after it was last used.
+    pub session_ttl: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -233,6 +235,11 @@ impl Settings {
             Some(v) => parse_interval(v)
                 .ok_or_else(|| error("PERIOD_END_GRACE", format!("'{v}' is not an interval of at least a minute, like 6h or 1d")))?,
         };
+        let session_ttl = match get("SESSION_TTL") {
+            None => std::time::Duration::from_secs(30 * 86_400),
+            Some(v) => parse_interval(v)
+                .ok_or_else(|| error("SESSION_TTL", format!("'{v}' is not an interval of at least a minute, like 12h or 30d")))?,
+        };
         Ok(Settings {
             port,
             bind,
@@ -246,6 +253,7 @@ impl Settings {
             stripe_rate_limit,
             reconcile_every,
             period_end_grace,
+            session_ttl,
         })
     }
 }
@@ -328,6 +336,7 @@ mod tests {
             (vec![("RECONCILE_INTERVAL", "5s")], "RECONCILE_INTERVAL"),
             (vec![("PUBLIC_URL", "https://app.example.com")], "STRIPE_SECRET_KEY"),
             (vec![("PERIOD_END_GRACE", "soon")], "PERIOD_END_GRACE"),
+            (vec![("SESSION_TTL", "forever")], "SESSION_TTL"),
         ] {
             assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
         }

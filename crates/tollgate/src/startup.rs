@@ -86,7 +86,7 @@ impl Application {
         };
         let (billing, wakeups) = billing(&settings, kv.clone(), stripe, public_url.clone());
         let secure_cookies = public_url.starts_with("https://");
-        let accounts = Arc::new(LocalAccounts::new(kv.clone(), secure_cookies));
+        let accounts = Arc::new(LocalAccounts::new(kv.clone(), secure_cookies, settings.session_ttl));
         let auth = match settings.auth {
             AuthSettings::Local => accounts.clone(),
         };

@@ -19,7 +19,8 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
         "tollgate_session"
     }
 }
-pub const SESSION_DAYS: i64 = 30;
+/// How long a browser keeps the session cookie; the server-side session decides (`SESSION_TTL`).
+pub const SESSION_COOKIE_DAYS: i64 = 400;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,7 +36,14 @@ struct Account {
 struct SessionRecord {
     user_id: UserId,
     email: Email,
+    /// Unix milliseconds; a session older than the user's last "sign out everywhere" is revoked.
+    #[serde(default)]
+    created_at_ms: i64,
     expires_at: i64,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +100,8 @@ pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
 pub struct LocalAccounts {
     kv: SharedKv,
     session_cookie: &'static str,
+    /// A session ends this long after it was last used (sliding).
+    session_ttl: std::time::Duration,
     hashing: std::sync::Arc<tokio::sync::Semaphore>,
     /// A real argon2id hash of a random password, checked when the account does not exist so the
     /// answer takes as long; made once, on first use (not at start-up: it is slow).
@@ -99,10 +109,11 @@ pub struct LocalAccounts {
 }
 
 impl LocalAccounts {
-    pub fn new(kv: SharedKv, secure_cookies: bool) -> LocalAccounts {
+    pub fn new(kv: SharedKv, secure_cookies: bool, session_ttl: std::time::Duration) -> LocalAccounts {
         LocalAccounts {
             kv,
             session_cookie: session_cookie_name(secure_cookies),
+            session_ttl,
             hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHES_IN_FLIGHT)),
             decoy: Default::default(),
         }
@@ -188,10 +199,24 @@ impl LocalAccounts {
     /// A new session for `user`; returns the token for the cookie.
     pub async fn start_session(&self, user: &User) -> Result<String, KvError> {
         let token = crate::random_token(32);
-        let record =
-            SessionRecord { user_id: user.id.clone(), email: user.email.clone(), expires_at: crate::unix_now() + SESSION_DAYS * 86_400 };
-        self.kv.set(&keys::session(&token), &serde_json::to_string(&record).expect("a session serialises")).await?;
+        let record = SessionRecord {
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            created_at_ms: unix_ms(),
+            expires_at: crate::unix_now() + self.session_ttl.as_secs() as i64,
+        };
+        self.store_session(&token, &record).await?;
         Ok(token)
+    }
+
+    async fn store_session(&self, token: &str, record: &SessionRecord) -> Result<(), KvError> {
+        let json = serde_json::to_string(record).expect("a session serialises");
+        self.kv.set_expiring(&keys::session(token), &json, self.session_ttl).await
+    }
+
+    /// End every session of this user, on every device (this one included).
+    pub async fn end_all_sessions(&self, user: &User) -> Result<(), KvError> {
+        self.kv.set(&keys::signed_out_before(&user.id), &unix_ms().to_string()).await
     }
 
     pub async fn end_session(&self, parts: &Parts) -> Result<(), KvError> {
@@ -214,10 +239,22 @@ impl AuthProvider for LocalAccounts {
         Box::pin(async move {
             let Some(token) = self.session_token(parts) else { return Ok(None) };
             let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(None) };
-            let Ok(record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
-            if record.expires_at <= crate::unix_now() {
+            let Ok(mut record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
+            let now = crate::unix_now();
+            if record.expires_at <= now {
                 self.kv.delete(&keys::session(token)).await?;
                 return Ok(None);
+            }
+            let revoked_before = self.kv.get(&keys::signed_out_before(&record.user_id)).await?.and_then(|t| t.parse::<i64>().ok());
+            if revoked_before.is_some_and(|t| record.created_at_ms <= t) {
+                self.kv.delete(&keys::session(token)).await?;
+                return Ok(None);
+            }
+            // Sliding expiry, written at most once a day per session.
+            let ttl = self.session_ttl.as_secs() as i64;
+            if record.expires_at - now < ttl - (ttl / 2).min(86_400) {
+                record.expires_at = now + ttl;
+                self.store_session(token, &record).await?;
             }
             Ok(Some(User { id: record.user_id, email: record.email }))
         })
@@ -242,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn sign_up_sign_in_and_sessions() {
         let kv: SharedKv = Arc::new(crate::kv::memory::MemoryKv::default());
-        let accounts = LocalAccounts::new(kv.clone(), false);
+        let accounts = LocalAccounts::new(kv.clone(), false, std::time::Duration::from_secs(30 * 86_400));
         let user = accounts.sign_up(" Ada@Example.com ", "analytical engine").await.unwrap();
         assert_eq!(user.email.as_str(), "ada@example.com");
         assert!(matches!(accounts.sign_up("ada@example.com", "another long one").await, Err(AccountError::EmailTaken)));

@@ -13,7 +13,7 @@ use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
 use super::views::{AppHome, AuthPage, Dashboard, Frame, Landing, PlanCard};
 use crate::access::cached_subscription;
-use crate::auth::local::{AccountError, SESSION_DAYS};
+use crate::auth::local::{AccountError, SESSION_COOKIE_DAYS};
 use crate::domain::User;
 use crate::state::AppState;
 
@@ -115,7 +115,7 @@ async fn signed_in(state: &AppState, user: &User, next: &str) -> Response {
     match state.accounts.start_session(user).await {
         Ok(token) => {
             let mut response = Redirect::to(next).into_response();
-            response.headers_mut().append(header::SET_COOKIE, session_cookie(state, &token, SESSION_DAYS * 86_400));
+            response.headers_mut().append(header::SET_COOKIE, session_cookie(state, &token, SESSION_COOKIE_DAYS * 86_400));
             // A new CSRF token with the new session: one planted before sign-in is worthless after.
             response.headers_mut().append(header::SET_COOKIE, super::csrf::new_token_cookie(state));
             response
@@ -174,6 +174,16 @@ async fn submit_credentials(
         Ok(user) => signed_in(&state, &user, &safe_next(form.next.as_deref())).await,
         Err(e) => auth_error(&csrf, &form, e, sign_up),
     }
+}
+
+/// Revoke every session of the signed-in user, on every device, then sign this browser out too.
+pub async fn sign_out_everywhere(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Response {
+    if let Err(e) = state.accounts.end_all_sessions(&user).await {
+        return Failure::from_kv(Surface::Page, e).into_response();
+    }
+    let mut response = Redirect::to("/?notice=signed-out").into_response();
+    response.headers_mut().append(header::SET_COOKIE, session_cookie(&state, "", 0));
+    response
 }
 
 pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {

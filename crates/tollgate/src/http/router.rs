@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sign-up", post(pages::sign_up))
         .route("/auth/sign-in", post(pages::sign_in))
         .route("/auth/sign-out", post(pages::sign_out))
+        .route("/auth/sign-out-everywhere", post(pages::sign_out_everywhere))
         .route("/dashboard", get(pages::dashboard))
         .route("/success", get(pages::success))
         .route("/app", get(pages::app_home))

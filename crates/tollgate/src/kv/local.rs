@@ -56,11 +56,24 @@ pub fn pending_customers(table: &dyn Table, limit: usize) -> Result<Vec<String>,
     Ok(table.scan(&prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect())
 }
 
-/// Forget event ids older than [`EVENT_MEMORY`] (Redis expires them by itself).
-pub fn forget_old_events(table: &mut dyn Table, now_unix: i64, limit: usize) -> Result<(), KvError> {
+pub fn set_expiring(table: &mut dyn Table, key: &str, value: &str, ttl: std::time::Duration, now_unix: i64) -> Result<(), KvError> {
+    table.insert(key, value)?;
+    table.insert(&keys::expiry(key), &(now_unix + ttl.as_secs() as i64).to_string())
+}
+
+/// Forget event ids older than [`EVENT_MEMORY`] and keys set to expire by now (Redis expires
+/// both by itself).
+pub fn forget_expired(table: &mut dyn Table, now_unix: i64, limit: usize) -> Result<(), KvError> {
     for (key, expires) in table.scan(&keys::event(""), limit)? {
         if expires.parse::<i64>().map_or(true, |e| e <= now_unix) {
             table.remove(&key)?;
+        }
+    }
+    let marks = keys::expiry("");
+    for (mark, expires) in table.scan(&marks, limit)? {
+        if expires.parse::<i64>().map_or(true, |e| e <= now_unix) {
+            table.remove(&mark[marks.len()..])?;
+            table.remove(&mark)?;
         }
     }
     Ok(())

@@ -59,6 +59,9 @@ impl Kv for MemoryKv {
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
         self.with(|m| m.remove(key))
     }
+    fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
+        self.with(|m| local::set_expiring(m, key, value, ttl, crate::unix_now()))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         local::ready(())
     }
@@ -70,7 +73,7 @@ impl Kv for MemoryKv {
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
         self.with(|m| {
-            local::forget_old_events(m, crate::unix_now(), 10_000)?;
+            local::forget_expired(m, crate::unix_now(), 10_000)?;
             local::pending_customers(m, limit)
         })
     }

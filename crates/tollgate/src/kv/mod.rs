@@ -4,7 +4,8 @@
 //! - `stripe:user:{userId}` → Stripe customer id (the recipe's key; written once, if absent)
 //! - `stripe:customer:{customerId}` → the subscription cache JSON (the recipe's key; written only by a sync)
 //! - `tollgate:account:{email}` → local account JSON (id, email, password hash)
-//! - `tollgate:session:{token}` → local session JSON (user id, email, expiry)
+//! - `tollgate:session:{sha256(token)}` → local session JSON (user id, email, created, expiry)
+//! - `tollgate:signed-out-before:{userId}` → sessions created before this instant (ms) are revoked
 //! - `tollgate:sync:pending` → which customers need a sync, with a generation each (the durable
 //!   intake queue; a Redis hash, or one `tollgate:sync:pending:{customerId}` key each locally)
 //! - `tollgate:event:{eventId}` → a webhook event already recorded (kept 3 days, Stripe's retry window)
@@ -61,6 +62,8 @@ pub trait Kv: Send + Sync {
     /// of a call whose answer was lost still learns that it won.
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool>;
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()>;
+    /// `set`, and forget the key after `ttl` (Redis expires it; the local stores prune it).
+    fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()>;
     /// A cheap round trip, for `/readyz`.
     fn ping(&self) -> KvFuture<'_, ()>;
 
@@ -113,8 +116,20 @@ pub mod keys {
         format!("tollgate:account:{email}")
     }
 
+    /// Stored under a hash of the token: whoever reads the store cannot sign in with what they read.
     pub fn session(token: &str) -> String {
-        format!("tollgate:session:{token}")
+        use sha2::{Digest, Sha256};
+        format!("tollgate:session:{}", hex::encode(Sha256::digest(token.as_bytes())))
+    }
+
+    /// Sessions of this user created before this time (unix ms) are no longer valid.
+    pub fn signed_out_before(user: &UserId) -> String {
+        format!("tollgate:signed-out-before:{user}")
+    }
+
+    /// When a local store forgets `key` (see `Kv::set_expiring`).
+    pub fn expiry(key: &str) -> String {
+        format!("tollgate:expires:{key}")
     }
 
     /// The Redis hash of pending customers.

@@ -152,6 +152,10 @@ impl Kv for RedbKv {
         let key = key.to_string();
         self.write(move |t| t.remove(&key))
     }
+    fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |t| local::set_expiring(t, &key, &value, ttl, crate::unix_now()))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ()).map_err(unavailable)) })
     }
@@ -175,7 +179,7 @@ impl Kv for RedbKv {
                 due
             };
             if prune {
-                self.write(|t| local::forget_old_events(t, crate::unix_now(), 10_000)).await?;
+                self.write(|t| local::forget_expired(t, crate::unix_now(), 10_000)).await?;
             }
             let prefix = super::keys::pending("");
             self.read(|t| Ok(scan(t, &prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect()))

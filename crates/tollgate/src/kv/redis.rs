@@ -170,6 +170,9 @@ impl Kv for RedisKv {
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
         Box::pin(self.run(redis::cmd("DEL").arg(key).clone()))
     }
+    fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
+        Box::pin(self.run(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).clone()))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })
     }

@@ -243,3 +243,46 @@ async fn sign_in_rotates_the_csrf_token_and_https_cookies_are_host_only() {
     );
     assert_eq!(browser.get("/dashboard").await.status, 200, "the prefixed cookies sign the user in");
 }
+
+/// Sessions: stored under a hash of the token (a read of the store signs nobody in), ended by
+/// their expiry (sliding with use), and revocable on every device at once.
+#[tokio::test]
+async fn sessions_are_hashed_expire_and_can_all_be_revoked() {
+    use sha2::{Digest, Sha256};
+    let app = spawn_app().await;
+    let laptop = app.signed_in("sessions@example.com").await;
+    let token = laptop.cookie_header().split("; ").find_map(|c| c.strip_prefix("tollgate_session=")).unwrap().to_string();
+    let kv = &app.state.billing.kv;
+    assert_eq!(kv.get(&format!("tollgate:session:{token}")).await.unwrap(), None, "the token itself is no key");
+    let key = format!("tollgate:session:{}", hex::encode(Sha256::digest(token.as_bytes())));
+    let mut record: serde_json::Value = serde_json::from_str(&kv.get(&key).await.unwrap().unwrap()).unwrap();
+
+    // Used after more than a day: the expiry slides forward.
+    record["expiresAt"] = (tollgate::unix_now() + 3600).into();
+    kv.set(&key, &record.to_string()).await.unwrap();
+    assert_eq!(laptop.get("/dashboard").await.status, 200);
+    let slid: serde_json::Value = serde_json::from_str(&kv.get(&key).await.unwrap().unwrap()).unwrap();
+    assert!(slid["expiresAt"].as_i64().unwrap() > tollgate::unix_now() + 29 * 86_400, "{slid}");
+    // Past its expiry: signed out.
+    record["expiresAt"] = (tollgate::unix_now() - 1).into();
+    kv.set(&key, &record.to_string()).await.unwrap();
+    assert_eq!(laptop.get("/dashboard").await.status, 303);
+
+    // Two devices; "sign out on every device" from one ends both.
+    let laptop = app.browser();
+    let phone = app.browser();
+    for device in [&laptop, &phone] {
+        let r = device.form("/auth/sign-in", &[("email", "sessions@example.com"), ("password", "a long enough password")]).await;
+        assert_eq!(r.status, 303);
+        assert_eq!(device.get("/dashboard").await.status, 200);
+    }
+    assert!(laptop.get("/dashboard").await.text.contains("sign-out-everywhere"));
+    let r = laptop.form("/auth/sign-out-everywhere", &[]).await;
+    assert_eq!((r.status, r.location()), (303, "/?notice=signed-out"));
+    assert_eq!(phone.get("/dashboard").await.status, 303, "the other device is signed out too");
+    assert_eq!(laptop.get("/dashboard").await.status, 303);
+    // Signing in again afterwards works.
+    let r = phone.form("/auth/sign-in", &[("email", "sessions@example.com"), ("password", "a long enough password")]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(phone.get("/dashboard").await.status, 200);
+}

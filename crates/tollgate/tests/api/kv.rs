@@ -27,6 +27,8 @@ async fn contract(kv: SharedKv) {
     assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some(awkward), "values are binary-safe");
     kv.delete(&key).await.unwrap();
     assert_eq!(kv.get(&key).await.unwrap(), None);
+    kv.set_expiring(&key, "for a while", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(kv.get(&key).await.unwrap().as_deref(), Some("for a while"));
     kv.ping().await.unwrap();
 
     // Concurrent set-if-absent: one winner, and the stored value is the winner's.

@@ -29,6 +29,12 @@ async fn the_recipe_app_and_tollgate_share_one_redis() {
         "stripe:customer:cus_written_by_nextjs",
         r#"{"subscriptionId":"sub_x","status":"trialing","priceId":"price_pro_monthly","currentPeriodEnd":1900000000,"currentPeriodStart":1890000000,"cancelAtPeriodEnd":false,"paymentMethod":null}"#,
     ]);
+    // Sessions expire in Redis itself (and are stored under a hash of their token).
+    let session_keys = redis.cli(&["--scan", "--pattern", "tollgate:session:*"]);
+    let first = session_keys.lines().next().expect("a session key");
+    assert_eq!(first.len(), "tollgate:session:".len() + 64, "a SHA-256 hex digest: {first}");
+    let ttl: i64 = redis.cli(&["PTTL", first]).parse().unwrap();
+    assert!(ttl > 29 * 86_400 * 1000, "expires with the session: {ttl} ms");
     let api = other.get_json("/api/subscription").await.json();
     assert_eq!(
         (api["status"].as_str(), api["entitled"].as_bool(), api["subscriptionId"].as_str()),
