@@ -57,6 +57,9 @@ pub enum AccountError {
     /// Deliberately vague: it does not say whether the email or the password was wrong.
     #[error("That email and password do not match an account.")]
     BadCredentials,
+    /// Too many failed attempts for this account or address: wait this many seconds.
+    #[error("Too many attempts. Try again in {0} seconds.")]
+    Throttled(u64),
     /// Too many password hashes queued: shed rather than exhaust memory (each takes 19 MiB).
     #[error("Too many sign-ins at once. Try again in a moment.")]
     Busy,
@@ -99,6 +102,7 @@ pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
 
 pub struct LocalAccounts {
     kv: SharedKv,
+    throttle: super::throttle::Throttle,
     session_cookie: &'static str,
     /// A session ends this long after it was last used (sliding).
     session_ttl: std::time::Duration,
@@ -111,6 +115,7 @@ pub struct LocalAccounts {
 impl LocalAccounts {
     pub fn new(kv: SharedKv, secure_cookies: bool, session_ttl: std::time::Duration) -> LocalAccounts {
         LocalAccounts {
+            throttle: super::throttle::Throttle::new(kv.clone()),
             kv,
             session_cookie: session_cookie_name(secure_cookies),
             session_ttl,
@@ -173,8 +178,25 @@ impl LocalAccounts {
         Ok(User { id: account.id, email })
     }
 
-    pub async fn sign_in(&self, email: &str, password: &str) -> Result<User, AccountError> {
-        let Ok(email) = Email::parse(email) else { return Err(AccountError::BadCredentials) };
+    /// Check the password, within the throttle's limits for this account and `address`.
+    pub async fn sign_in(&self, email: &str, password: &str, address: Option<std::net::IpAddr>) -> Result<User, AccountError> {
+        let parsed = Email::parse(email);
+        let account_key = parsed.as_ref().map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_string());
+        let attempt = super::throttle::Attempt { account: &account_key, address };
+        if let Some(seconds) = self.throttle.must_wait(&attempt).await? {
+            return Err(AccountError::Throttled(seconds));
+        }
+        let outcome = self.check_password(parsed, password).await;
+        match &outcome {
+            Ok(_) => self.throttle.succeeded(&attempt).await?,
+            Err(AccountError::BadCredentials) => self.throttle.failed(&attempt).await?,
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    async fn check_password(&self, email: Result<Email, crate::domain::ParseError>, password: &str) -> Result<User, AccountError> {
+        let Ok(email) = email else { return Err(AccountError::BadCredentials) };
         let account: Option<Account> = match self.kv.get(&keys::account(email.as_str())).await? {
             Some(json) => Some(serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored account is corrupt: {e}")))?),
             None => None,
@@ -283,9 +305,9 @@ mod tests {
         let user = accounts.sign_up(" Ada@Example.com ", "analytical engine").await.unwrap();
         assert_eq!(user.email.as_str(), "ada@example.com");
         assert!(matches!(accounts.sign_up("ada@example.com", "another long one").await, Err(AccountError::EmailTaken)));
-        assert_eq!(accounts.sign_in("ADA@example.com", "analytical engine").await.unwrap(), user);
-        let wrong_password = accounts.sign_in("ada@example.com", "difference engine").await.unwrap_err();
-        let no_account = accounts.sign_in("bob@example.com", "analytical engine").await.unwrap_err();
+        assert_eq!(accounts.sign_in("ADA@example.com", "analytical engine", None).await.unwrap(), user);
+        let wrong_password = accounts.sign_in("ada@example.com", "difference engine", None).await.unwrap_err();
+        let no_account = accounts.sign_in("bob@example.com", "analytical engine", None).await.unwrap_err();
         assert_eq!(wrong_password.to_string(), no_account.to_string(), "the message does not tell which part was wrong");
         let stored = kv.get(&keys::account("ada@example.com")).await.unwrap().unwrap();
         assert!(stored.contains("$argon2id$") && !stored.contains("analytical engine"));

@@ -2,6 +2,7 @@
 //! accounts. The extractors that ask a provider (`http::extract`) sit above this module.
 
 pub mod local;
+pub mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;

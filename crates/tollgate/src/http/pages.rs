@@ -1,11 +1,13 @@
 //! The HTML pages and their form posts: pricing, sign-in and sign-up, dashboard, success, the gated app.
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::csrf::CsrfToken;
@@ -128,6 +130,7 @@ fn auth_error(csrf: &str, form: &Credentials, error: AccountError, sign_up: bool
     let status = match &error {
         AccountError::Kv(e) => return Failure::from_kv(Surface::Page, e.clone()).into_response(),
         AccountError::Busy => return Failure::busy(Surface::Page).into_response(),
+        AccountError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         AccountError::EmailTaken => StatusCode::CONFLICT,
         AccountError::BadCredentials => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,
@@ -139,15 +142,22 @@ fn auth_error(csrf: &str, form: &Credentials, error: AccountError, sign_up: bool
         sign_up_error: sign_up.then_some(message.as_str()),
         ..auth_page_for(csrf, &next, &form.email)
     };
-    (status, page).into_response()
+    let mut response = (status, page).into_response();
+    if let AccountError::Throttled(seconds) = error {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
+
+/// The client's address as the accept loop saw it (`http::serve`), for sign-in throttling.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 pub async fn sign_up(state: State<AppState>, csrf: CsrfToken, form: Result<Form<Credentials>, FormRejection>) -> Response {
-    submit_credentials(state, csrf, form, true).await
+    submit_credentials(state, csrf, None, form, true).await
 }
 
-pub async fn sign_in(state: State<AppState>, csrf: CsrfToken, form: Result<Form<Credentials>, FormRejection>) -> Response {
-    submit_credentials(state, csrf, form, false).await
+pub async fn sign_in(state: State<AppState>, csrf: CsrfToken, peer: Peer, form: Result<Form<Credentials>, FormRejection>) -> Response {
+    submit_credentials(state, csrf, peer, form, false).await
 }
 
 /// Create the account (`sign_up`) or check the password, then start a session; errors re-render
@@ -155,6 +165,7 @@ pub async fn sign_in(state: State<AppState>, csrf: CsrfToken, form: Result<Form<
 async fn submit_credentials(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
+    peer: Peer,
     form: Result<Form<Credentials>, FormRejection>,
     sign_up: bool,
 ) -> Response {
@@ -164,7 +175,7 @@ async fn submit_credentials(
     let result = if sign_up {
         state.accounts.sign_up(&form.email, &form.password).await
     } else {
-        state.accounts.sign_in(&form.email, &form.password).await
+        state.accounts.sign_in(&form.email, &form.password, peer.map(|Extension(ConnectInfo(addr))| addr.ip())).await
     };
     match result {
         // A new account lands on its dashboard with a welcome, unless it was on its way elsewhere.

@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tower::ServiceExt;
 
 /// How long a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,7 +25,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
     let slots = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(connection) => connection,
                 Err(e) => {
@@ -40,7 +41,12 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             continue; // over capacity: the stream is dropped, which closes it
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers see the peer's address as axum's `ConnectInfo` (sign-in throttling uses it).
+        let service =
+            TowerToHyperService::new(router.clone().map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                request
+            }));
         let (mut stopped, done) = (stopped.clone(), done.clone());
         tokio::spawn(async move {
             let (_slot, _done) = (slot, done);

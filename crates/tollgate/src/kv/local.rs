@@ -61,6 +61,17 @@ pub fn set_expiring(table: &mut dyn Table, key: &str, value: &str, ttl: std::tim
     table.insert(&keys::expiry(key), &(now_unix + ttl.as_secs() as i64).to_string())
 }
 
+pub fn increment(table: &mut dyn Table, key: &str, ttl: std::time::Duration, now_unix: i64) -> Result<u64, KvError> {
+    let expired = table.get(&keys::expiry(key))?.and_then(|e| e.parse::<i64>().ok()).is_none_or(|e| e <= now_unix);
+    let count = if expired { 1 } else { table.get(key)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1 };
+    if expired {
+        set_expiring(table, key, &count.to_string(), ttl, now_unix)?;
+    } else {
+        table.insert(key, &count.to_string())?;
+    }
+    Ok(count)
+}
+
 /// Forget event ids older than [`EVENT_MEMORY`] and keys set to expire by now (Redis expires
 /// both by itself).
 pub fn forget_expired(table: &mut dyn Table, now_unix: i64, limit: usize) -> Result<(), KvError> {

@@ -62,6 +62,9 @@ impl Kv for MemoryKv {
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
         self.with(|m| local::set_expiring(m, key, value, ttl, crate::unix_now()))
     }
+    fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
+        self.with(|m| local::increment(m, key, ttl, crate::unix_now()))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         local::ready(())
     }

@@ -64,6 +64,8 @@ pub trait Kv: Send + Sync {
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()>;
     /// `set`, and forget the key after `ttl` (Redis expires it; the local stores prune it).
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()>;
+    /// Add one to a counter that is forgotten `ttl` after its first increment; the new count.
+    fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64>;
     /// A cheap round trip, for `/readyz`.
     fn ping(&self) -> KvFuture<'_, ()>;
 
@@ -125,6 +127,11 @@ pub mod keys {
     /// Sessions of this user created before this time (unix ms) are no longer valid.
     pub fn signed_out_before(user: &UserId) -> String {
         format!("tollgate:signed-out-before:{user}")
+    }
+
+    /// Failed sign-ins counted for an account or a client address (`auth::throttle`).
+    pub fn throttle(kind: &str, subject: &str) -> String {
+        format!("tollgate:throttle:{kind}:{subject}")
     }
 
     /// When a local store forgets `key` (see `Kv::set_expiring`).

@@ -156,6 +156,10 @@ impl Kv for RedbKv {
         let (key, value) = (key.to_string(), value.to_string());
         self.write(move |t| local::set_expiring(t, &key, &value, ttl, crate::unix_now()))
     }
+    fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
+        let key = key.to_string();
+        self.write(move |t| local::increment(t, &key, ttl, crate::unix_now()))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ()).map_err(unavailable)) })
     }

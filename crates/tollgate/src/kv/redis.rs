@@ -31,6 +31,12 @@ if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then ret
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 return 1";
 
+/// KEYS: counter. ARGV: ttl in ms, set with the first increment.
+const INCREMENT: &str = r"
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count";
+
 /// KEYS: lease. ARGV: token, ttl in ms.
 const LEASE: &str = r"
 local holder = redis.call('GET', KEYS[1])
@@ -69,6 +75,7 @@ return wait";
 
 struct Scripts {
     set_if_absent: Script,
+    increment: Script,
     mark_pending: Script,
     lease: Script,
     release: Script,
@@ -115,6 +122,7 @@ impl RedisKv {
             connection,
             scripts: Scripts {
                 set_if_absent: Script::new(SET_IF_ABSENT),
+                increment: Script::new(INCREMENT),
                 mark_pending: Script::new(MARK_PENDING),
                 lease: Script::new(LEASE),
                 release: Script::new(RELEASE),
@@ -172,6 +180,9 @@ impl Kv for RedisKv {
     }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
         Box::pin(self.run(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).clone()))
+    }
+    fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
+        Box::pin(async move { self.script(&self.scripts.increment, &[key], &[&ttl.as_millis().max(1).to_string()]).await })
     }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })

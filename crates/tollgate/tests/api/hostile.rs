@@ -286,3 +286,35 @@ async fn sessions_are_hashed_expire_and_can_all_be_revoked() {
     assert_eq!(r.status, 303);
     assert_eq!(phone.get("/dashboard").await.status, 200);
 }
+
+/// Guessing passwords: after five failures an account gets growing waits (429 with
+/// `Retry-After`), whether or not it exists, on every instance sharing the KV; the right
+/// password after the wait signs in and clears the count.
+#[tokio::test]
+async fn password_guessing_is_throttled_across_instances() {
+    let redis = crate::redis_server::RedisServer::start();
+    let stripe = spawn_emulator().await;
+    let options = || Options { kv_url: redis.url(), ..Options::default() };
+    let (a, b) = (spawn_app_against(&stripe, options()).await, spawn_app_against(&stripe, options()).await);
+    a.signed_in("guessed@example.com").await;
+    for email in ["guessed@example.com", "nobody-here@example.com"] {
+        let guess = |app: &crate::helpers::TestApp, password: &'static str| {
+            let browser = app.browser();
+            async move { browser.form("/auth/sign-in", &[("email", email), ("password", password)]).await }
+        };
+        for n in 0..5 {
+            let app = if n % 2 == 0 { &a } else { &b };
+            assert_eq!(guess(app, "not the password").await.status, 401, "{email}: guess {n}");
+        }
+        let throttled = guess(&b, "a long enough password").await;
+        assert_eq!(throttled.status, 429, "{email}: even the right password waits");
+        let wait: u64 = throttled.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=2).contains(&wait), "{wait}");
+        assert!(throttled.text.contains("Too many attempts"));
+        tokio::time::sleep(Duration::from_millis(wait * 1000 + 100)).await;
+    }
+    let r = a.browser().form("/auth/sign-in", &[("email", "guessed@example.com"), ("password", "a long enough password")]).await;
+    assert_eq!(r.status, 303, "after the wait the right password signs in");
+    let r = a.browser().form("/auth/sign-in", &[("email", "guessed@example.com"), ("password", "one more wrong")]).await;
+    assert_eq!(r.status, 401, "and the count started again");
+}
