@@ -210,6 +210,10 @@ pub struct CachedSubscription {
     pub cancel_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial_end: Option<i64>,
+    /// Set only when Stripe holds more than one live subscription for the customer (it should
+    /// not: checkout allows one): how many. The entry describes the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_subscriptions: Option<usize>,
 }
 
 impl SubscriptionCache {
@@ -318,6 +322,7 @@ mod tests {
             payment_method: Some(PaymentMethodSummary { brand: Some("visa".into()), last4: Some("4242".into()) }),
             cancel_at: None,
             trial_end: None,
+            live_subscriptions: None,
         });
         assert_eq!(
             serde_json::to_value(&entry).unwrap(),

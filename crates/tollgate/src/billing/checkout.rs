@@ -5,7 +5,13 @@ use std::sync::Arc;
 use super::{Billing, BillingError};
 use crate::domain::{CustomerId, PriceId, User};
 use crate::kv::keys;
-use crate::stripe::wire::{CheckoutSession, Created, PortalSession};
+use crate::stripe::wire::{CheckoutSession, Created, List, PortalSession};
+use crate::stripe::StripeError;
+
+/// How long a checkout request waits for another one of the same user, and how long a lease
+/// outlives a dead holder.
+const CHECKOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const CHECKOUT_LEASE: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub struct CheckoutStart {
     pub url: String,
@@ -54,9 +60,33 @@ impl Billing {
         CustomerId::parse(&created.id).map_err(|e| BillingError::Corrupt(e.to_string()))
     }
 
-    /// Create a Checkout Session for one of the offered plans (the first when none is named).
-    /// Refused while the user has a subscription to manage; the check reads Stripe, not the cache.
+    /// Start Checkout for one of the offered plans (the first when none is named). Refused while
+    /// the user has a subscription to manage (the check reads Stripe, not the cache). At most one
+    /// session can be paid: the user's open session for this plan is reused and any other open one
+    /// is expired, one request at a time per user (a lease, across instances), so eight parallel
+    /// clicks cannot become two subscriptions. The work is spawned: a click abandoned half-way
+    /// does not leave the lease held.
     pub async fn start_checkout(self: &Arc<Self>, user: &User, price: Option<&PriceId>) -> Result<CheckoutStart, BillingError> {
+        let (billing, user, price) = (self.clone(), user.clone(), price.cloned());
+        tokio::spawn(async move {
+            let lease = format!("checkout:{}", user.id);
+            let token = crate::random_token(20);
+            let deadline = tokio::time::Instant::now() + CHECKOUT_WAIT;
+            while !billing.kv.lease(&lease, &token, CHECKOUT_LEASE).await? {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(StripeError::Unavailable("another checkout for this user is still being prepared".into()).into());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let started = billing.start_checkout_alone(&user, price.as_ref()).await;
+            let _ = billing.kv.release(&lease, &token).await;
+            started
+        })
+        .await
+        .map_err(|e| BillingError::Corrupt(format!("the checkout task failed: {e}")))?
+    }
+
+    async fn start_checkout_alone(self: &Arc<Self>, user: &User, price: Option<&PriceId>) -> Result<CheckoutStart, BillingError> {
         let plans = self.catalog.plans(&self.stripe).await?;
         let plan = match price {
             Some(id) => plans.iter().find(|p| &p.price_id == id).ok_or(BillingError::PlanNotOffered)?,
@@ -66,6 +96,9 @@ impl Billing {
         if self.sync(&customer).await?.status().blocks_new_checkout() {
             return Err(BillingError::AlreadySubscribed);
         }
+        if let Some(open) = self.reuse_open_session(&customer, &plan.price_id).await? {
+            return Ok(open);
+        }
         match self.create_session(user, &customer, &plan.price_id).await {
             Err(BillingError::Stripe(e)) if e.is_missing_customer() => {
                 let replacement = self.replace_missing_customer(user, &customer).await?;
@@ -73,6 +106,36 @@ impl Billing {
             }
             other => other,
         }
+    }
+
+    /// The customer's open session for `price`, if there is one; every other open session is expired.
+    async fn reuse_open_session(&self, customer: &CustomerId, price: &PriceId) -> Result<Option<CheckoutStart>, BillingError> {
+        let open: List<CheckoutSession> = match self
+            .stripe
+            .get(
+                "/v1/checkout/sessions",
+                &[("customer", customer.as_str()), ("status", "open"), ("limit", "100"), ("expand[]", "data.customer")],
+            )
+            .await
+        {
+            Ok(open) => open,
+            Err(e) if e.is_missing_customer() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // A customer deleted in Stripe cannot pay: its sessions are not reused (checkout replaces it).
+        if open.data.iter().any(|s| s.customer.as_ref().is_some_and(|c| c["deleted"] == true)) {
+            return Ok(None);
+        }
+        let mut reused = None;
+        for session in open.data {
+            match (&reused, session.metadata.get("priceId"), session.url) {
+                (None, Some(id), Some(url)) if id == price.as_str() => reused = Some(CheckoutStart { url, session_id: session.id }),
+                _ => {
+                    let _: CheckoutSession = self.stripe.post(&format!("/v1/checkout/sessions/{}/expire", session.id), &[], None).await?;
+                }
+            }
+        }
+        Ok(reused)
     }
 
     async fn create_session(&self, user: &User, customer: &CustomerId, price: &PriceId) -> Result<CheckoutStart, BillingError> {
@@ -88,6 +151,7 @@ impl Billing {
             ("cancel_url", cancel_url.as_str()),
             ("client_reference_id", user.id.as_str()),
             ("metadata[userId]", user.id.as_str()),
+            ("metadata[priceId]", price.as_str()),
             ("subscription_data[metadata][userId]", user.id.as_str()),
         ];
         if let Some(days) = &trial {

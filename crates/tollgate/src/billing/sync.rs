@@ -44,7 +44,11 @@ pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &Customer
             ],
         )
         .await?;
-    Ok(cache_entry(&list.data))
+    let entry = cache_entry(&list.data);
+    if let Some(n) = entry.subscription().and_then(|s| s.live_subscriptions) {
+        tracing::error!(customer = %customer, live = n, "the customer has more than one live subscription; the newest is cached");
+    }
+    Ok(entry)
 }
 
 /// The recipe's `syncStripeDataToKV`, fenced: read the customer's subscriptions from Stripe, then
@@ -195,6 +199,7 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
         payment_method,
         cancel_at: sub.cancel_at,
         trial_end: sub.trial_end,
+        live_subscriptions: Some(subscriptions.iter().filter(|s| status_of(s).is_live()).count()).filter(|n| *n > 1),
     })
 }
 

@@ -100,6 +100,8 @@ pub struct SubscriptionView {
     /// Set to end at the period's end (or a date) while still live.
     pub cancels: bool,
     pub live: bool,
+    /// More than one live subscription (a second charge): how many.
+    pub duplicates: Option<usize>,
 }
 
 impl SubscriptionView {
@@ -127,6 +129,7 @@ impl SubscriptionView {
             },
             cancels: ending.is_some() && sub.status.is_live(),
             live: sub.status.is_live(),
+            duplicates: sub.live_subscriptions,
         }
     }
 }

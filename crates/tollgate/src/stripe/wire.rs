@@ -106,6 +106,11 @@ pub struct Created {
 pub struct CheckoutSession {
     pub id: String,
     pub url: Option<String>,
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
+    /// An id, or the customer when expanded (`{"deleted": true}` once it was deleted).
+    #[serde(default)]
+    pub customer: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

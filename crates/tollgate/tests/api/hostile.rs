@@ -318,3 +318,68 @@ async fn password_guessing_is_throttled_across_instances() {
     let r = a.browser().form("/auth/sign-in", &[("email", "guessed@example.com"), ("password", "one more wrong")]).await;
     assert_eq!(r.status, 401, "and the count started again");
 }
+
+/// Eight parallel "Subscribe" clicks, then paying every URL they returned: one subscription.
+/// Choosing another plan expires the open session of the first, so it cannot be paid as well.
+#[tokio::test]
+async fn parallel_checkouts_end_with_one_subscription() {
+    let app = spawn_app().await;
+    let browser = app.signed_in("clicker@example.com").await;
+    let mut clicks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let browser = browser.clone();
+        clicks.spawn(async move { browser.json_post("/api/generate-stripe-checkout", &serde_json::json!({ "priceId": MONTHLY })).await });
+    }
+    let mut sessions: Vec<String> = clicks
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json()["sessionId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    sessions.sort();
+    sessions.dedup();
+    assert_eq!(sessions.len(), 1, "one open session, reused: {sessions:?}");
+    for session in &sessions {
+        assert_eq!(app.pay(session, "4242424242424242").await.status, 303);
+    }
+    let customer = app.state.billing.kv.get(&format!("stripe:user:{}", user_id(&app, "clicker@example.com").await)).await.unwrap().unwrap();
+    let subs = app.stripe(reqwest::Method::GET, "/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await;
+    assert_eq!(subs["data"].as_array().unwrap().len(), 1, "exactly one subscription");
+
+    // Switching plans before paying: the first plan's session is expired.
+    let other = app.signed_in("switcher@example.com").await;
+    let monthly = other.json_post("/api/generate-stripe-checkout", &serde_json::json!({ "priceId": MONTHLY })).await.json();
+    let yearly = other.json_post("/api/generate-stripe-checkout", &serde_json::json!({ "priceId": crate::helpers::YEARLY })).await.json();
+    assert_ne!(monthly["sessionId"], yearly["sessionId"]);
+    assert_ne!(app.pay(monthly["sessionId"].as_str().unwrap(), "4242424242424242").await.status, 303, "the expired one cannot be paid");
+    assert_eq!(app.pay(yearly["sessionId"].as_str().unwrap(), "4242424242424242").await.status, 303);
+}
+
+async fn user_id(app: &crate::helpers::TestApp, email: &str) -> String {
+    let account = app.state.billing.kv.get(&format!("tollgate:account:{email}")).await.unwrap().unwrap();
+    serde_json::from_str::<serde_json::Value>(&account).unwrap()["id"].as_str().unwrap().to_string()
+}
+
+/// If Stripe still ends with two live subscriptions (made outside Tollgate, say), the cache
+/// describes the newest, says how many there are, and the dashboard warns about the second charge.
+#[tokio::test]
+async fn two_live_subscriptions_are_flagged() {
+    let app = spawn_app().await;
+    let (browser, customer) = app.subscribed("twice@example.com", MONTHLY).await;
+    let second = app
+        .stripe(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            &[("customer", &customer), ("items[0][price]", crate::helpers::YEARLY), ("default_payment_method", "pm_card_visa")],
+        )
+        .await;
+    browser.get("/success").await;
+    let cached = app.cache(&customer).await.unwrap();
+    assert_eq!(cached["liveSubscriptions"], 2);
+    assert_eq!(cached["subscriptionId"], second["id"], "the newest one, whichever instance syncs");
+    let dashboard = browser.get("/dashboard").await.text;
+    assert!(dashboard.contains("id=\"duplicates\">You have 2 active subscriptions"), "{dashboard}");
+}
