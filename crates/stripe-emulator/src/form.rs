@@ -363,4 +363,23 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), Params::parse(b"a=2&b[c]=2").unwrap().fingerprint());
     }
+
+    proptest::proptest! {
+        /// Any bytes, or any mix of bracketed keys: no panic, a quick answer, and what parses can
+        /// be read back.
+        #[test]
+        fn any_form_parses_or_is_refused(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let _ = Params::parse(&raw);
+        }
+
+        #[test]
+        fn bracketed_keys_parse_or_are_refused(pairs in proptest::collection::vec(("[a-c]{1,2}(\\[[a-c0-9]{0,2}\\]){0,12}", "[ -~]{0,8}"), 0..40)) {
+            let body: String = pairs.iter().map(|(k, v)| format!("{}={}&", k, form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>())).collect();
+            let started = std::time::Instant::now();
+            if let Ok(params) = Params::parse(body.as_bytes()) {
+                proptest::prop_assert!(params.keys().count() <= pairs.len());
+            }
+            proptest::prop_assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        }
+    }
 }

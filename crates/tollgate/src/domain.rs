@@ -310,6 +310,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any text: no panic; an accepted address is already normal (parsing it again changes
+        /// nothing), has one `@`, a dotted ASCII domain and nothing invisible.
+        #[test]
+        fn email_normalisation_is_stable(local in proptest::prelude::any::<String>(), domain in "[a-zA-Z\u{e0}-\u{ff}\u{ff41}-\u{ff5a}.-]{0,20}") {
+            let raw = format!("{local}@{domain}");
+            if let Ok(email) = Email::parse(&raw) {
+                let again = Email::parse(email.as_str()).expect("a normal address parses");
+                proptest::prop_assert_eq!(again.as_str(), email.as_str());
+                proptest::prop_assert_eq!(email.as_str().matches('@').count(), 1);
+                let (_, domain) = email.as_str().split_once('@').unwrap();
+                proptest::prop_assert!(domain.is_ascii() && domain.contains('.'));
+                proptest::prop_assert!(!email.as_str().chars().any(|c| c.is_whitespace() || c.is_control()));
+            }
+        }
+    }
+
     #[test]
     fn cache_json_is_the_recipes_shape() {
         let entry = SubscriptionCache::Subscribed(CachedSubscription {

@@ -37,6 +37,19 @@ mod tests {
         assert_eq!(safe_next(None), "/dashboard");
         assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(600)))), "/dashboard");
     }
+
+    proptest::proptest! {
+        /// Whatever comes in, what goes out is this site's dashboard or a same-site path that is a
+        /// valid `Location` header.
+        #[test]
+        fn next_never_leaves_the_site(raw in proptest::prelude::any::<String>(), prefix in "[/\\\\a%.:]{0,3}") {
+            let input = format!("{prefix}{raw}");
+            let next = safe_next(Some(&input));
+            proptest::prop_assert!(next == "/dashboard" || next == input);
+            proptest::prop_assert!(next.starts_with('/') && !next.starts_with("//") && !next.contains('\\'));
+            proptest::prop_assert!(axum::http::HeaderValue::from_str(&next).is_ok());
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

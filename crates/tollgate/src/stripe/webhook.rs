@@ -79,4 +79,21 @@ mod tests {
         let only_v0 = header.replace("v1=", "v0=");
         assert_eq!(verify(body, Some(&only_v0), SECRET, 1_000_000), Err(SignatureError::Malformed));
     }
+
+    proptest::proptest! {
+        /// Any `Stripe-Signature` text: no panic, and only a correct signature of these exact bytes
+        /// is accepted.
+        #[test]
+        fn only_the_signed_bytes_verify(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), header in proptest::prelude::any::<String>(), flip in 0usize..256) {
+            let now = 1_000_000;
+            proptest::prop_assert!(verify(&body, Some(&header), SECRET, now).is_err() || header.contains("v1="));
+            let signed = signature_header(SECRET, now, &body);
+            proptest::prop_assert_eq!(verify(&body, Some(&signed), SECRET, now), Ok(()));
+            if !body.is_empty() {
+                let mut tampered = body.clone();
+                tampered[flip % body.len()] ^= 0x01;
+                proptest::prop_assert!(verify(&tampered, Some(&signed), SECRET, now).is_err());
+            }
+        }
+    }
 }
