@@ -3,9 +3,13 @@
 //! Reads run directly. Writes go to one writer thread that commits whatever has queued up in a
 //! single durable (fsync'd) transaction and then answers every caller: each write is on disk
 //! before its caller continues, and a burst of writes shares one fsync.
+//!
+//! After a failed write transaction (a full disk, an I/O error) redb refuses every later one, so
+//! the writer closes the file and opens it again before its next batch; until that succeeds,
+//! reads and writes answer "unavailable" (and `/readyz` says so).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,8 +28,11 @@ const QUEUE: usize = 4096;
 type Job = Box<dyn FnOnce(&mut dyn Table) -> Result<Finish, KvError> + Send>;
 type Finish = Box<dyn FnOnce(Result<(), KvError>) + Send>;
 
+/// The open database; `None` while the writer is reopening it.
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
+
 pub struct RedbKv {
-    db: Arc<Database>,
+    db: Slot,
     writes: mpsc::Sender<Job>,
     leases: Arc<Leases>,
     /// When expired event ids were last removed (a write transaction: not on every sweep).
@@ -74,20 +81,17 @@ impl RedbKv {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", dir.display()))?;
         }
-        let db = Arc::new(Database::create(path).map_err(|e| anyhow::anyhow!("cannot open the KV file {}: {e}", path.display()))?);
-        {
-            let tx = db.begin_write()?;
-            tx.open_table(TABLE)?;
-            tx.commit()?;
-        }
+        let db = open_database(path).map_err(|e| anyhow::anyhow!("cannot open the KV file {}: {e}", path.display()))?;
+        let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writes, queue) = mpsc::channel(QUEUE);
-        let writer_db = db.clone();
-        std::thread::Builder::new().name("kv-writer".into()).spawn(move || writer(writer_db, queue))?;
+        let (writer_db, writer_path) = (db.clone(), path.to_path_buf());
+        std::thread::Builder::new().name("kv-writer".into()).spawn(move || writer(writer_db, writer_path, queue))?;
         Ok(RedbKv { db, writes, leases: Arc::default(), pruned: Default::default() })
     }
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static str>) -> Result<T, KvError>) -> Result<T, KvError> {
-        let tx = self.db.begin_read().map_err(unavailable)?;
+        let db = current(&self.db)?;
+        let tx = db.begin_read().map_err(unavailable)?;
         let table = tx.open_table(TABLE).map_err(unavailable)?;
         f(&table)
     }
@@ -109,14 +113,51 @@ impl RedbKv {
     }
 }
 
-/// Commit queued writes in batches, one fsync per batch.
-fn writer(db: Arc<Database>, mut queue: mpsc::Receiver<Job>) {
+fn open_database(path: &Path) -> Result<Database, redb::Error> {
+    let db = Database::create(path)?;
+    let tx = db.begin_write()?;
+    tx.open_table(TABLE)?;
+    tx.commit()?;
+    Ok(db)
+}
+
+fn current(slot: &Slot) -> Result<Arc<Database>, KvError> {
+    slot.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| KvError::Unavailable("the KV file is being reopened".into()))
+}
+
+/// Close the database and open it again (the file lock is released once the last reader lets go).
+fn reopen(slot: &Slot, path: &Path) -> Result<(), KvError> {
+    slot.write().unwrap_or_else(|p| p.into_inner()).take();
+    let mut last = None;
+    for _ in 0..50 {
+        match open_database(path) {
+            Ok(db) => {
+                *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                tracing::warn!(path = %path.display(), "the KV file was reopened after a failed write");
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(KvError::Unavailable(format!("cannot reopen the KV file: {}", last.map(|e| e.to_string()).unwrap_or_default())))
+}
+
+/// Commit queued writes in batches, one fsync per batch; reopen the file after a failed batch.
+fn writer(slot: Slot, path: PathBuf, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
         }
         let result = (|| -> Result<Vec<Finish>, KvError> {
+            let db = match current(&slot) {
+                Ok(db) => db,
+                Err(_) => {
+                    reopen(&slot, &path)?;
+                    current(&slot)?
+                }
+            };
             let tx = db.begin_write().map_err(unavailable)?;
             let mut finishes = Vec::with_capacity(batch.len());
             {
@@ -131,7 +172,12 @@ fn writer(db: Arc<Database>, mut queue: mpsc::Receiver<Job>) {
         match result {
             Ok(finishes) => finishes.into_iter().for_each(|finish| finish(Ok(()))),
             // The jobs' repliers are dropped with them: their callers hear that the write failed.
-            Err(e) => tracing::error!(error = %e, "a KV write transaction failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "a KV write transaction failed; reopening the file");
+                if let Err(e) = reopen(&slot, &path) {
+                    tracing::error!(error = %e, "reopening failed; the next write tries again");
+                }
+            }
         }
     }
 }

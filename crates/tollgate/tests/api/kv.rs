@@ -230,3 +230,47 @@ async fn hang_ups_never_leak_between_users_on_redis() {
     let redis = RedisServer::start();
     hang_up_scenario(redis.url()).await;
 }
+
+/// A full disk: redb writes fail (and nothing is damaged); once there is room again the store
+/// reopens its file and writes succeed, without a restart. Needs root, to mount a small tmpfs.
+#[tokio::test]
+async fn redb_recovers_from_a_full_disk() {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("tollgate-full-{}", tollgate::random_token(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&dir).status().unwrap();
+    assert!(mounted.success(), "mounting a 4 MiB tmpfs needs root (the test script runs as root)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _unmount = Unmount(dir.clone());
+    let kv = tollgate::kv::redb::RedbKv::open(&dir.join("kv.redb")).unwrap();
+    kv.set("kept", "before the disk filled").await.unwrap();
+    let filler = dir.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 8 << 20]); // fills the disk (the write itself fails part-way)
+    let value = "x".repeat(64 * 1024);
+    let mut failed = false;
+    for n in 0..200 {
+        if kv.set(&format!("big{n}"), &value).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "a write must fail on a full disk");
+    std::fs::remove_file(&filler).unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if kv.set("after", "room again").await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "writes work again once there is room");
+    assert_eq!(kv.get("after").await.unwrap().as_deref(), Some("room again"));
+    assert_eq!(kv.get("kept").await.unwrap().as_deref(), Some("before the disk filled"), "nothing stored was lost");
+}
