@@ -224,22 +224,21 @@ impl Settings {
                 _ => return Err(error("STRIPE_RATE_LIMIT", format!("'{v}' must be requests per second (1-10000), or off"))),
             },
         };
+        // `30m`, `6h`, `1d` …; absent: `None`.
+        let interval = |name: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
+            get(name)
+                .map(|v| {
+                    parse_interval(v)
+                        .ok_or_else(|| error(name, format!("'{v}' is not an interval of at least a minute, like 30m, 6h or 1d")))
+                })
+                .transpose()
+        };
         let reconcile_every = match get("RECONCILE_INTERVAL") {
-            None | Some("0") | Some("off") => None,
-            Some(v) => Some(parse_interval(v).ok_or_else(|| {
-                error("RECONCILE_INTERVAL", format!("'{v}' is not an interval of at least a minute, like 30m, 6h or 1d (or off)"))
-            })?),
+            Some("0") | Some("off") => None,
+            _ => interval("RECONCILE_INTERVAL")?,
         };
-        let period_end_grace = match get("PERIOD_END_GRACE") {
-            None => std::time::Duration::from_secs(86_400),
-            Some(v) => parse_interval(v)
-                .ok_or_else(|| error("PERIOD_END_GRACE", format!("'{v}' is not an interval of at least a minute, like 6h or 1d")))?,
-        };
-        let session_ttl = match get("SESSION_TTL") {
-            None => std::time::Duration::from_secs(30 * 86_400),
-            Some(v) => parse_interval(v)
-                .ok_or_else(|| error("SESSION_TTL", format!("'{v}' is not an interval of at least a minute, like 12h or 30d")))?,
-        };
+        let period_end_grace = interval("PERIOD_END_GRACE")?.unwrap_or(std::time::Duration::from_secs(86_400));
+        let session_ttl = interval("SESSION_TTL")?.unwrap_or(std::time::Duration::from_secs(30 * 86_400));
         Ok(Settings {
             port,
             bind,

@@ -134,34 +134,36 @@ impl RedisKv {
         Ok(kv)
     }
 
-    /// One command, tried again once if the connection broke under it, within [`TIMEOUT`].
-    async fn run<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, KvError> {
+    /// `attempt` on the shared connection, once more if the connection broke under it (the
+    /// manager reconnects meanwhile), all within [`TIMEOUT`].
+    async fn retried<T, F: std::future::Future<Output = redis::RedisResult<T>>>(
+        &self,
+        attempt: impl Fn(ConnectionManager) -> F,
+    ) -> Result<T, KvError> {
         let attempts = async {
-            let mut connection = self.connection.clone();
-            match cmd.query_async(&mut connection).await {
-                Err(e) if connection_failed(&e) => cmd.query_async(&mut connection).await.map_err(unavailable),
+            match attempt(self.connection.clone()).await {
+                Err(e) if connection_failed(&e) => attempt(self.connection.clone()).await.map_err(unavailable),
                 other => other.map_err(unavailable),
             }
         };
         tokio::time::timeout(TIMEOUT, attempts).await.unwrap_or_else(|_| Err(KvError::Unavailable("redis did not answer in time".into())))
     }
 
+    async fn run<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, KvError> {
+        let cmd = &cmd;
+        self.retried(move |mut connection| async move { cmd.query_async(&mut connection).await }).await
+    }
+
     async fn script<T: FromRedisValue>(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<T, KvError> {
-        let attempts = async {
-            let mut invocation = script.prepare_invoke();
-            for key in keys {
-                invocation.key(*key);
-            }
-            for arg in args {
-                invocation.arg(*arg);
-            }
-            let mut connection = self.connection.clone();
-            match invocation.invoke_async(&mut connection).await {
-                Err(e) if connection_failed(&e) => invocation.invoke_async(&mut connection).await.map_err(unavailable),
-                other => other.map_err(unavailable),
-            }
-        };
-        tokio::time::timeout(TIMEOUT, attempts).await.unwrap_or_else(|_| Err(KvError::Unavailable("redis did not answer in time".into())))
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let invocation = &invocation;
+        self.retried(move |mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
 }
 
