@@ -1,8 +1,8 @@
 //! The HTML pages and their form posts: pricing, sign-in and sign-up, dashboard, success, the gated app.
 
-use axum::extract::rejection::FormRejection;
 use std::net::SocketAddr;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -18,39 +18,6 @@ use crate::access::cached_subscription;
 use crate::auth::local::{AccountError, SESSION_COOKIE_DAYS};
 use crate::domain::User;
 use crate::state::AppState;
-
-#[cfg(test)]
-mod tests {
-    use super::safe_next;
-
-    #[test]
-    fn next_is_a_path_on_this_site_or_the_dashboard() {
-        for good in ["/", "/app", "/app?tab=billing&x=1", "/dashboard?notice=welcome", "/a-b_c~d%20e"] {
-            assert_eq!(safe_next(Some(good)), good);
-        }
-        for bad in [
-            "https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/x", "/\r\nSet-Cookie:x", "evil.example",
-            "/../admin", "/app/./x", "", "/\u{2028}", "/@evil", "/:x", "/x y",
-        ] {
-            assert_eq!(safe_next(Some(bad)), "/dashboard", "{bad:?}");
-        }
-        assert_eq!(safe_next(None), "/dashboard");
-        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(600)))), "/dashboard");
-    }
-
-    proptest::proptest! {
-        /// Whatever comes in, what goes out is this site's dashboard or a same-site path that is a
-        /// valid `Location` header.
-        #[test]
-        fn next_never_leaves_the_site(raw in proptest::prelude::any::<String>(), prefix in "[/\\\\a%.:]{0,3}") {
-            let input = format!("{prefix}{raw}");
-            let next = safe_next(Some(&input));
-            proptest::prop_assert!(next == "/dashboard" || next == input);
-            proptest::prop_assert!(next.starts_with('/') && !next.starts_with("//") && !next.contains('\\'));
-            proptest::prop_assert!(axum::http::HeaderValue::from_str(&next).is_ok());
-        }
-    }
-}
 
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
@@ -245,4 +212,37 @@ pub async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUs
 
 pub async fn app_home(Entitled(user, _): Entitled, CsrfToken(csrf): CsrfToken) -> Response {
     AppHome { frame: Frame { user: Some(&user), csrf: &csrf, notice: None } }.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_a_path_on_this_site_or_the_dashboard() {
+        for good in ["/", "/app", "/app?tab=billing&x=1", "/dashboard?notice=welcome", "/a-b_c~d%20e"] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
+        for bad in [
+            "https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/x", "/\r\nSet-Cookie:x", "evil.example",
+            "/../admin", "/app/./x", "", "/\u{2028}", "/@evil", "/:x", "/x y",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/dashboard", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/dashboard");
+        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(600)))), "/dashboard");
+    }
+
+    proptest::proptest! {
+        /// Whatever comes in, what goes out is this site's dashboard or a same-site path that is a
+        /// valid `Location` header.
+        #[test]
+        fn next_never_leaves_the_site(raw in proptest::prelude::any::<String>(), prefix in "[/\\\\a%.:]{0,3}") {
+            let input = format!("{prefix}{raw}");
+            let next = safe_next(Some(&input));
+            proptest::prop_assert!(next == "/dashboard" || next == input);
+            proptest::prop_assert!(next.starts_with('/') && !next.starts_with("//") && !next.contains('\\'));
+            proptest::prop_assert!(axum::http::HeaderValue::from_str(&next).is_ok());
+        }
+    }
 }
