@@ -43,7 +43,12 @@ pub fn return_large_allocations() {
 
 /// Seconds since the Unix epoch (session expiry, webhook signature age).
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    unix_now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch (session creation, against "signed out everywhere").
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A random token of letters and digits (session ids, CSRF tokens, request ids).

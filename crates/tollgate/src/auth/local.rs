@@ -42,10 +42,6 @@ struct SessionRecord {
     expires_at: i64,
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error("{0}")]
@@ -181,7 +177,9 @@ impl LocalAccounts {
     /// Check the password, within the throttle's limits for this account and `address`.
     pub async fn sign_in(&self, email: &str, password: &str, address: Option<std::net::IpAddr>) -> Result<User, AccountError> {
         let parsed = Email::parse(email);
-        let account_key = parsed.as_ref().map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_string());
+        // Unparseable input is counted too (an address guessing junk is still guessing), cut short.
+        let account_key =
+            parsed.as_ref().map_or_else(|_| email.trim().to_lowercase().chars().take(254).collect(), |e| e.as_str().to_string());
         let attempt = super::throttle::Attempt { account: &account_key, address };
         if let Some(seconds) = self.throttle.must_wait(&attempt).await? {
             return Err(AccountError::Throttled(seconds));
@@ -224,7 +222,7 @@ impl LocalAccounts {
         let record = SessionRecord {
             user_id: user.id.clone(),
             email: user.email.clone(),
-            created_at_ms: unix_ms(),
+            created_at_ms: crate::unix_now_ms(),
             expires_at: crate::unix_now() + self.session_ttl.as_secs() as i64,
         };
         self.store_session(&token, &record).await?;
@@ -238,7 +236,7 @@ impl LocalAccounts {
 
     /// End every session of this user, on every device (this one included).
     pub async fn end_all_sessions(&self, user: &User) -> Result<(), KvError> {
-        self.kv.set(&keys::signed_out_before(&user.id), &unix_ms().to_string()).await
+        self.kv.set(&keys::signed_out_before(&user.id), &crate::unix_now_ms().to_string()).await
     }
 
     pub async fn end_session(&self, parts: &Parts) -> Result<(), KvError> {
