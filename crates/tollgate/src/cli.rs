@@ -7,8 +7,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::billing::Billing;
 use crate::config::{Settings, StripeSettings};
 use crate::domain::CustomerId;
-use crate::stripe::client::RateLimit;
-use crate::stripe::StripeClient;
 
 /// Signup and Stripe subscription billing, offline by default.
 #[derive(Parser, Debug)]
@@ -48,9 +46,7 @@ pub async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Result<()> 
         anyhow::bail!("STRIPE_SECRET_KEY: `tollgate sync` reads Stripe; without a key there is only the emulator inside `tollgate serve`");
     };
     let kv = crate::kv::open(&settings.kv).await?;
-    let rate_limit = settings.stripe_rate_limit.map(|per_second| RateLimit { kv: kv.clone(), per_second });
-    let stripe = StripeClient::new(api_base, secret_key.clone(), rate_limit);
-    let (billing, _no_drain) = crate::startup::billing(&settings, kv, stripe, String::new());
+    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new());
     let customers = match target.customer {
         Some(customer) => {
             // A mistyped id would otherwise be cached as "no subscription".

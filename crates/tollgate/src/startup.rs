@@ -60,11 +60,10 @@ impl Application {
         let addr = listener.local_addr()?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
         let kv = crate::kv::open(&settings.kv).await?;
-        let rate_limit = settings.stripe_rate_limit.map(|per_second| RateLimit { kv: kv.clone(), per_second });
 
-        let (stripe, webhook_secret, emulator_url) = match &settings.stripe {
+        let ((api_base, api_key), webhook_secret, emulator_url) = match &settings.stripe {
             StripeSettings::Remote { secret_key, webhook_secret, api_base } => {
-                (StripeClient::new(api_base, secret_key.clone(), rate_limit), webhook_secret.clone(), None)
+                ((api_base.clone(), secret_key.clone()), webhook_secret.clone(), None)
             }
             StripeSettings::Emulator { port } => {
                 let secret = stripe_emulator::resources::webhook_endpoints::new_secret();
@@ -81,10 +80,10 @@ impl Application {
                 };
                 let running = Emulator::build(config).await.context("STRIPE_EMULATOR_PORT: the Stripe emulator could not start")?;
                 let (_, url, _) = running.spawn();
-                (StripeClient::new(&url, Secret::new("sk_test_tollgate_emulator"), rate_limit), Secret::new(secret), Some(url))
+                ((url.clone(), Secret::new("sk_test_tollgate_emulator")), Secret::new(secret), Some(url))
             }
         };
-        let (billing, wakeups) = billing(&settings, kv.clone(), stripe, public_url.clone());
+        let (billing, wakeups) = billing(&settings, kv.clone(), &api_base, api_key, public_url.clone());
         let secure_cookies = public_url.starts_with("https://");
         let accounts = Arc::new(LocalAccounts::new(kv.clone(), secure_cookies, settings.session_ttl));
         let auth = match settings.auth {
@@ -142,9 +141,12 @@ async fn shutdown_requested() {
     tracing::info!("shutting down: finishing the requests in flight");
 }
 
-/// Billing for these settings, with the receiving end of its drain's wake-ups (for the server, or
-/// a command that syncs without serving).
-pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, stripe: StripeClient, public_url: String) -> (Arc<Billing>, Wakeups) {
+/// Billing for these settings against the Stripe API at `api_base` (paced by `STRIPE_RATE_LIMIT`
+/// through `kv`), with the receiving end of its drain's wake-ups (for the server, or a command
+/// that syncs without serving).
+pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, api_base: &str, key: Secret, public_url: String) -> (Arc<Billing>, Wakeups) {
+    let rate_limit = settings.stripe_rate_limit.map(|per_second| RateLimit { kv: kv.clone(), per_second });
+    let stripe = StripeClient::new(api_base, key, rate_limit);
     let price_ids = match &settings.plans {
         Some(ids) => ids.clone(),
         None => DEMO_PLANS.iter().map(|id| PriceId::parse(id).expect("demo ids are valid")).collect(),
