@@ -16,13 +16,17 @@ pub fn ready<'a, T: Send + 'a>(value: T) -> KvFuture<'a, T> {
     Box::pin(async move { Ok(value) })
 }
 
-/// An ordered string table inside one atomic step (a redb write transaction, a locked map).
-pub trait Table {
+/// An ordered string table to read (a redb read transaction, a locked map).
+pub trait ReadTable {
     fn get(&self, key: &str) -> Result<Option<String>, KvError>;
-    fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError>;
-    fn remove(&mut self, key: &str) -> Result<(), KvError>;
     /// Keys starting with `prefix`, in order, at most `limit`, with their values.
     fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError>;
+}
+
+/// The same table inside one atomic write step (a redb write transaction, a locked map).
+pub trait Table: ReadTable {
+    fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError>;
+    fn remove(&mut self, key: &str) -> Result<(), KvError>;
 }
 
 /// Stored, or already holding exactly this value (see `Kv::set_if_absent`).
@@ -47,11 +51,11 @@ pub fn mark_pending(table: &mut dyn Table, customer: &str, event_id: Option<&str
     Ok(true)
 }
 
-pub fn pending_generation(table: &dyn Table, customer: &str) -> Result<Option<u64>, KvError> {
+pub fn pending_generation(table: &dyn ReadTable, customer: &str) -> Result<Option<u64>, KvError> {
     Ok(table.get(&keys::pending(customer))?.and_then(|v| v.parse().ok()))
 }
 
-pub fn pending_customers(table: &dyn Table, limit: usize) -> Result<Vec<String>, KvError> {
+pub fn pending_customers(table: &dyn ReadTable, limit: usize) -> Result<Vec<String>, KvError> {
     let prefix = keys::pending("");
     Ok(table.scan(&prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect())
 }

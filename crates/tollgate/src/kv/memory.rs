@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::local::{self, Leases, Table};
+use super::local::{self, Leases, ReadTable, Table};
 use super::{Commit, Kv, KvError, KvFuture};
 
 #[derive(Default)]
@@ -17,9 +17,6 @@ pub struct MemoryKv {
 struct Map<'a>(&'a mut BTreeMap<String, String>);
 
 impl Table for Map<'_> {
-    fn get(&self, key: &str) -> Result<Option<String>, KvError> {
-        Ok(self.0.get(key).cloned())
-    }
     fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError> {
         self.0.insert(key.to_string(), value.to_string());
         Ok(())
@@ -27,6 +24,12 @@ impl Table for Map<'_> {
     fn remove(&mut self, key: &str) -> Result<(), KvError> {
         self.0.remove(key);
         Ok(())
+    }
+}
+
+impl ReadTable for Map<'_> {
+    fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        Ok(self.0.get(key).cloned())
     }
     fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
         Ok(self

@@ -15,7 +15,7 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::local::{self, Leases, Table};
+use super::local::{self, Leases, ReadTable, Table};
 use super::{Commit, Kv, KvError, KvFuture};
 
 const TABLE: TableDefinition<&str, &str> = TableDefinition::new("kv");
@@ -50,18 +50,37 @@ fn unavailable(e: impl std::fmt::Display) -> KvError {
 struct WriteTable<'a, 'tx>(&'a mut redb::Table<'tx, &'static str, &'static str>);
 
 impl Table for WriteTable<'_, '_> {
-    fn get(&self, key: &str) -> Result<Option<String>, KvError> {
-        Ok(self.0.get(key).map_err(unavailable)?.map(|v| v.value().to_string()))
-    }
     fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError> {
         self.0.insert(key, value).map(|_| ()).map_err(unavailable)
     }
     fn remove(&mut self, key: &str) -> Result<(), KvError> {
         self.0.remove(key).map(|_| ()).map_err(unavailable)
     }
+}
+
+impl ReadTable for WriteTable<'_, '_> {
+    fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        get(self.0, key)
+    }
     fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
         scan(self.0, prefix, limit)
     }
+}
+
+/// A read transaction's table, seen through the shared [`ReadTable`] interface.
+struct ReadRows<'a>(&'a redb::ReadOnlyTable<&'static str, &'static str>);
+
+impl ReadTable for ReadRows<'_> {
+    fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        get(self.0, key)
+    }
+    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+        scan(self.0, prefix, limit)
+    }
+}
+
+fn get(table: &impl ReadableTable<&'static str, &'static str>, key: &str) -> Result<Option<String>, KvError> {
+    Ok(table.get(key).map_err(unavailable)?.map(|v| v.value().to_string()))
 }
 
 fn scan(table: &impl ReadableTable<&'static str, &'static str>, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
@@ -89,11 +108,11 @@ impl RedbKv {
         Ok(RedbKv { db, writes, leases: Arc::default(), pruned: Default::default() })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static str>) -> Result<T, KvError>) -> Result<T, KvError> {
+    fn read<T>(&self, f: impl FnOnce(&dyn ReadTable) -> Result<T, KvError>) -> Result<T, KvError> {
         let db = current(&self.db)?;
         let tx = db.begin_read().map_err(unavailable)?;
         let table = tx.open_table(TABLE).map_err(unavailable)?;
-        f(&table)
+        f(&ReadRows(&table))
     }
 
     /// Run `op` in the writer's next transaction; the answer comes after the commit.
@@ -184,7 +203,7 @@ fn writer(slot: Slot, path: PathBuf, mut queue: mpsc::Receiver<Job>) {
 
 impl Kv for RedbKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.read(|t| Ok(t.get(key).map_err(unavailable)?.map(|v| v.value().to_string()))) })
+        Box::pin(async move { self.read(|t| t.get(key)) })
     }
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
         let (key, value) = (key.to_string(), value.to_string());
@@ -207,16 +226,14 @@ impl Kv for RedbKv {
         self.write(move |t| local::increment(t, &key, ttl, crate::unix_now()))
     }
     fn ping(&self) -> KvFuture<'_, ()> {
-        Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ()).map_err(unavailable)) })
+        Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ())) })
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         let (customer, event_id) = (customer.to_string(), event_id.map(str::to_string));
         self.write(move |t| local::mark_pending(t, &customer, event_id.as_deref(), crate::unix_now()))
     }
     fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
-        Box::pin(async move {
-            self.read(|t| Ok(t.get(super::keys::pending(customer).as_str()).map_err(unavailable)?.and_then(|v| v.value().parse().ok())))
-        })
+        Box::pin(async move { self.read(|t| local::pending_generation(t, customer)) })
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
         Box::pin(async move {
@@ -231,8 +248,7 @@ impl Kv for RedbKv {
             if prune {
                 self.write(|t| local::forget_expired(t, crate::unix_now(), 10_000)).await?;
             }
-            let prefix = super::keys::pending("");
-            self.read(|t| Ok(scan(t, &prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect()))
+            self.read(|t| local::pending_customers(t, limit))
         })
     }
     fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
