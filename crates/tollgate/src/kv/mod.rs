@@ -11,6 +11,8 @@
 //! - `tollgate:event:{eventId}` → a webhook event already recorded (kept 3 days, Stripe's retry window)
 //! - `tollgate:lease:{name}` → who may sync a customer (or reconcile) right now, with an expiry
 //! - `tollgate:rate:{name}` → the shared Stripe request pacing (Redis only)
+//! - `tollgate:throttle:{kind}:{subject}` → failed sign-ins and locks (`auth::throttle`)
+//! - `tollgate:ready` → `/readyz`'s write check
 //!
 //! Besides plain strings the trait offers the few atomic steps that coordinate syncs across
 //! instances (pending marks, leases, a fenced commit, a shared rate limit). Redis runs each as
