@@ -28,6 +28,23 @@ function startTollgate() {
   });
 }
 
+// After the sign-up form: the "check your email" page points at the local outbox (no SMTP);
+// open the newest message to `email`, follow its link and confirm.
+async function signUpByEmail(page, email) {
+  await Promise.all([page.waitForSelector('#check-email'), page.click('#sign-up-submit')]);
+  assert.equal(await page.textContent('#sent-to'), email);
+  await Promise.all([page.waitForURL('**/dev/outbox'), page.click('#open-outbox')]);
+  await followEmailedLink(page, email, 'Confirm your email');
+  await Promise.all([page.waitForURL('**/dashboard?notice=welcome'), page.click('#confirm-submit')]);
+}
+
+// In the outbox, click the link of the newest message to `email` whose subject matches.
+async function followEmailedLink(page, email, subject) {
+  const mail = page.locator('.mail', { has: page.locator('.mail-to', { hasText: email }) })
+    .filter({ has: page.locator('.mail-subject', { hasText: subject }) }).first();
+  await Promise.all([page.waitForLoadState('load'), mail.locator('a.mail-link').click()]);
+}
+
 before(async () => { app = await startTollgate(); browser = await launchBrowser(); });
 after(async () => { await browser?.close(); app?.stop(); });
 
@@ -38,7 +55,7 @@ test('sign up, subscribe, pay, and see the subscription; then cancel in the port
   await page.click('#sign-in');
   await page.fill('#up-email', 'Person@Example.com');
   await page.fill('#up-password', 'correct horse battery');
-  await Promise.all([page.waitForURL('**/dashboard?notice=welcome'), page.click('#sign-up-submit')]);
+  await signUpByEmail(page, 'person@example.com');
   assert.match(await page.textContent('#notice'), /Welcome/);
   assert.equal(await page.textContent('#email'), 'person@example.com');
 
@@ -71,5 +88,39 @@ test('sign up, subscribe, pay, and see the subscription; then cancel in the port
   }
   assert.match(await page.textContent('#cancels'), /cancel at the end of the billing period/);
   assert.equal(await page.textContent('#status'), 'active');
+  await page.close();
+});
+
+test('sign up, confirm by email, forget the password, reset it by email, sign in with the new one', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${app.url}/auth`);
+  await page.fill('#up-email', 'forgetful@example.com');
+  await page.fill('#up-password', 'first long password');
+  await signUpByEmail(page, 'forgetful@example.com');
+  assert.equal(await page.textContent('#email'), 'forgetful@example.com');
+  await Promise.all([page.waitForURL(/\/\?notice=signed-out/), page.click('#sign-out')]);
+
+  await page.goto(`${app.url}/auth`);
+  await Promise.all([page.waitForURL('**/auth/reset'), page.click('#forgot-password')]);
+  await page.fill('#reset-email', 'forgetful@example.com');
+  await Promise.all([page.waitForSelector('#check-email'), page.click('#reset-submit')]);
+  await Promise.all([page.waitForURL('**/dev/outbox'), page.click('#open-outbox')]);
+  assert.match(await page.textContent('body'), /Reset your password/);
+  await followEmailedLink(page, 'forgetful@example.com', 'Reset your password');
+  assert.match(page.url(), /\/auth\/reset\/new\?token=/);
+  await page.fill('#new-password', 'short');
+  await Promise.all([page.waitForSelector('#new-password-error'), page.click('#new-password-submit')]);
+  assert.match(await page.textContent('#new-password-error'), /at least 10 characters/);
+  await page.fill('#new-password', 'second long password');
+  await Promise.all([page.waitForURL('**/auth?notice=password-changed'), page.click('#new-password-submit')]);
+  assert.match(await page.textContent('#notice'), /Your password was changed/);
+
+  await page.fill('#in-email', 'forgetful@example.com');
+  await page.fill('#in-password', 'first long password');
+  await Promise.all([page.waitForSelector('#sign-in-error'), page.click('#sign-in-submit')]);
+  assert.match(await page.textContent('#sign-in-error'), /do not match an account/);
+  await page.fill('#in-password', 'second long password');
+  await Promise.all([page.waitForURL('**/dashboard'), page.click('#sign-in-submit')]);
+  assert.equal(await page.textContent('#email'), 'forgetful@example.com');
   await page.close();
 });

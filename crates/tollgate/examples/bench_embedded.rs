@@ -251,13 +251,22 @@ async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> a
     };
     let csrf_cookie = set_cookie(&page, "tollgate_csrf=").ok_or_else(|| anyhow::anyhow!("no csrf cookie"))?;
     let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
-    let signup = http
-        .post(format!("{url}/auth/sign-up"))
-        .header("cookie", &csrf_cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("email=reader%40example.com&password=a+long+enough+password&csrf={csrf}"))
-        .send()
-        .await?;
+    let post_form = |path: &str, body: String| {
+        http.post(format!("{url}{path}"))
+            .header("cookie", &csrf_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("{body}&csrf={csrf}"))
+            .send()
+    };
+    post_form("/auth/sign-up", "email=reader%40example.com&password=a+long+enough+password".into()).await?.error_for_status()?;
+    // No SMTP: the link that finishes the sign-up is in the local outbox.
+    let outbox = http.get(format!("{url}/dev/outbox")).send().await?.text().await?;
+    let token = outbox
+        .split("/auth/confirm?token=")
+        .nth(1)
+        .map(|rest| rest.chars().take(32).collect::<String>())
+        .ok_or_else(|| anyhow::anyhow!("no sign-up link in the outbox"))?;
+    let signup = post_form("/auth/confirm", format!("token={token}")).await?;
     let session = set_cookie(&signup, "tollgate_session=").ok_or_else(|| anyhow::anyhow!("sign-up failed: {}", signup.status()))?;
     // Signing in rotates the CSRF token.
     let csrf_cookie = set_cookie(&signup, "tollgate_csrf=").unwrap_or(csrf_cookie);

@@ -63,6 +63,16 @@ pub enum StripeSettings {
     },
 }
 
+/// How account emails (verification, password reset) leave.
+#[derive(Debug, Clone)]
+pub enum MailSettings {
+    /// No `SMTP_URL`: a local outbox, read at `/dev/outbox` (for development only).
+    Outbox,
+    /// `SMTP_URL=smtp[s]://[user:password@]host[:port]`, sent as `MAIL_FROM`. `shown` is the URL
+    /// with its password replaced, for printing.
+    Smtp { url: Secret, shown: String, from: String },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthSettings {
     Local,
@@ -79,6 +89,7 @@ pub struct Settings {
     /// The prices offered, in display order; `None` in emulator mode means the seeded plans.
     pub plans: Option<Vec<PriceId>>,
     pub auth: AuthSettings,
+    pub mail: MailSettings,
     /// Whether `past_due` still grants access (a grace period while Stripe retries the card).
     pub past_due_grace: bool,
     /// Free trial length offered at Checkout, if any.
@@ -199,6 +210,29 @@ impl Settings {
             Some("clerk") => return Err(error("AUTH_PROVIDER", "clerk is not available in this build yet; use local")),
             Some(v) => return Err(error("AUTH_PROVIDER", format!("'{v}' is not a provider (local)"))),
         };
+        let mail = match get("SMTP_URL") {
+            // Links that sign people in must not sit in a page anyone can open on a public site.
+            None if public_url.as_deref().is_some_and(|u| u.starts_with("https://")) && get("MAIL_OUTBOX") != Some("true") => {
+                return Err(error(
+                    "SMTP_URL",
+                    "is required when PUBLIC_URL is https (set MAIL_OUTBOX=true to keep the local outbox there on purpose)",
+                ))
+            }
+            None => MailSettings::Outbox,
+            Some(url) => {
+                use lettre::{AsyncSmtpTransport, Tokio1Executor};
+                let shown = redact_url(url);
+                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                    return Err(error("SMTP_URL", format!("'{shown}' must be an smtp:// or smtps:// URL")));
+                }
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|_| error("SMTP_URL", format!("'{shown}' is not an SMTP URL (smtps://user:password@host:465)")))?;
+                let from = get("MAIL_FROM").ok_or_else(|| error("MAIL_FROM", "is required when SMTP_URL is set"))?;
+                from.parse::<lettre::message::Mailbox>()
+                    .map_err(|_| error("MAIL_FROM", format!("'{from}' is not an address like Example <no-reply@example.com>")))?;
+                MailSettings::Smtp { url: Secret::new(url), shown, from: from.to_string() }
+            }
+        };
         let past_due_grace = match get("PAST_DUE_GRACE") {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
@@ -247,6 +281,7 @@ impl Settings {
             stripe,
             plans,
             auth,
+            mail,
             past_due_grace,
             trial_days,
             stripe_rate_limit,
@@ -336,6 +371,10 @@ mod tests {
             (vec![("PUBLIC_URL", "https://app.example.com")], "STRIPE_SECRET_KEY"),
             (vec![("PERIOD_END_GRACE", "soon")], "PERIOD_END_GRACE"),
             (vec![("SESSION_TTL", "forever")], "SESSION_TTL"),
+            (vec![("PUBLIC_URL", "https://demo.example.com"), ("STRIPE_EMULATOR", "true")], "SMTP_URL"),
+            (vec![("SMTP_URL", "mail.example.com:25")], "SMTP_URL"),
+            (vec![("SMTP_URL", "smtps://mail.example.com")], "MAIL_FROM"),
+            (vec![("SMTP_URL", "smtps://mail.example.com"), ("MAIL_FROM", "not an address")], "MAIL_FROM"),
         ] {
             assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
         }
@@ -343,8 +382,11 @@ mod tests {
 
     #[test]
     fn the_emulator_runs_behind_https_only_when_asked() {
-        let asked = Settings::from_vars(&vars(&[("PUBLIC_URL", "https://demo.example.com"), ("STRIPE_EMULATOR", "true")])).unwrap();
+        let asked =
+            Settings::from_vars(&vars(&[("PUBLIC_URL", "https://demo.example.com"), ("STRIPE_EMULATOR", "true"), ("MAIL_OUTBOX", "true")]))
+                .unwrap();
         assert!(matches!(asked.stripe, StripeSettings::Emulator { .. }));
+        assert!(matches!(asked.mail, MailSettings::Outbox));
         assert!(Settings::from_vars(&vars(&[("PUBLIC_URL", "http://localhost:3000")])).is_ok(), "plain http: a local run");
     }
 
@@ -355,10 +397,13 @@ mod tests {
             ("STRIPE_WEBHOOK_SECRET", "whsec_alsosecret"),
             ("PLANS", "price_a, price_b"),
             ("KV_URL", "rediss://tollgate:p%40ss-secret@cache.example.com:6380/2"),
+            ("SMTP_URL", "smtps://mailer:smtp-secret@mail.example.com:465"),
+            ("MAIL_FROM", "Tollgate <no-reply@example.com>"),
         ]))
         .unwrap();
         let printed = format!("{s:?}");
         assert!(!printed.contains("supersecret") && !printed.contains("alsosecret") && !printed.contains("ss-secret"), "{printed}");
+        assert!(!printed.contains("smtp-secret") && printed.contains("smtps://mailer:[redacted]@mail.example.com:465"), "{printed}");
         assert!(printed.contains("rediss://tollgate:[redacted]@cache.example.com:6380/2"), "{printed}");
         assert_eq!(s.stripe_rate_limit, Some(20), "test-mode keys stay under Stripe's 25/s");
         let bad = Settings::from_vars(&vars(&[("KV_URL", "redis://u:hunter2@h/x")])).unwrap_err();

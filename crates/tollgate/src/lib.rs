@@ -25,6 +25,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod kv;
+pub mod mail;
 pub mod startup;
 pub mod state;
 pub mod stripe;

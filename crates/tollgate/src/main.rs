@@ -42,6 +42,9 @@ async fn main() {
             "Stripe emulator at {emulator} (no STRIPE_SECRET_KEY set). Test card 4242 4242 4242 4242; 4000 0000 0000 9995 is declined."
         );
     }
+    if app.state.mailer.is_outbox() {
+        println!("No SMTP_URL: account emails (sign-up and reset links) go to {}/dev/outbox", app.public_url);
+    }
     if let Err(e) = app.run_until_stopped().await {
         eprintln!("tollgate: server error: {e}");
         std::process::exit(1);

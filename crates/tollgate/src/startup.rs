@@ -85,7 +85,8 @@ impl Application {
         };
         let (billing, wakeups) = billing(&settings, kv.clone(), &api_base, api_key, public_url.clone());
         let secure_cookies = public_url.starts_with("https://");
-        let accounts = Arc::new(LocalAccounts::new(kv.clone(), secure_cookies, settings.session_ttl));
+        let mailer = Arc::new(crate::mail::Mailer::new(&settings.mail)?);
+        let accounts = Arc::new(LocalAccounts::new(kv.clone(), mailer.clone(), public_url.clone(), secure_cookies, settings.session_ttl));
         let auth = match settings.auth {
             AuthSettings::Local => accounts.clone(),
         };
@@ -94,6 +95,7 @@ impl Application {
             billing,
             auth,
             accounts,
+            mailer,
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,
                 stale_after_period_end: settings.period_end_grace.as_secs() as i64,

@@ -16,6 +16,8 @@ pub struct Inner {
     pub auth: Arc<dyn AuthProvider>,
     /// The built-in accounts (sign-up, sign-in, sign-out); the same object as `auth` when local.
     pub accounts: Arc<LocalAccounts>,
+    /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
+    pub mailer: Arc<crate::mail::Mailer>,
     pub policy: AccessPolicy,
     pub webhook_secret: Secret,
     /// `scheme://host[:port]` of `PUBLIC_URL`, compared with `Origin` on form posts.

@@ -1,14 +1,25 @@
 //! Tollgate's built-in accounts: email + password (argon2id), server-side sessions in the KV.
+//!
+//! An account exists only once its owner has opened the emailed link: a sign-up waits in the KV
+//! (under a hash of the link's token, for [`SIGN_UP_LINK_TTL`]), so nobody can take an address
+//! they cannot read. Sign-up and password-reset forms answer the same whether or not the email has
+//! an account; the difference goes to the inbox (a "you already have an account" or "there is no
+//! account" message instead of a link).
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::throttle::{Attempt, MailDecision, Throttle};
 use super::{cookie, AuthFuture, AuthProvider, User};
 use crate::domain::{Email, UserId};
 use crate::kv::{keys, KvError, SharedKv};
+use crate::mail::{Mail, Mailer};
 
 /// The session cookie's name; under https the `__Host-` prefix makes browsers insist that it is
 /// Secure, for this host only, on every path (no subdomain can set or shadow it).
@@ -21,6 +32,9 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
 }
 /// How long a browser keeps the session cookie; the server-side session decides (`SESSION_TTL`).
 pub const SESSION_COOKIE_DAYS: i64 = 400;
+/// How long the link that finishes a sign-up stays valid, and a password-reset link.
+pub const SIGN_UP_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const RESET_LINK_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,6 +43,35 @@ struct Account {
     email: Email,
     password_hash: String,
     created_at: i64,
+}
+
+/// A sign-up waiting for its link: the account it becomes (its id chosen now, so a retried
+/// confirmation recognises its own account).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingSignUp {
+    id: UserId,
+    email: Email,
+    password_hash: String,
+}
+
+/// A password-reset link's record. `password` fingerprints the hash the link was made for, so
+/// once the password changes every older link stops working.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResetRecord {
+    email: Email,
+    password: String,
+}
+
+fn fingerprint(password_hash: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(password_hash.as_bytes())[..8])
+}
+
+/// Whether text has the shape of one of our tokens (anything else is never looked up).
+pub fn is_token(t: &str) -> bool {
+    t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -48,12 +91,17 @@ pub enum AccountError {
     InvalidEmail(String),
     #[error("{0}")]
     WeakPassword(String),
-    #[error("An account with this email already exists. Sign in instead.")]
+    #[error("An account with this email already exists. Sign in, or reset your password.")]
     EmailTaken,
+    #[error("This link has expired or was already used. Ask for a new one.")]
+    LinkExpired,
+    /// The email could not be sent (SMTP down): retryable.
+    #[error("{0}")]
+    Mail(String),
     /// Deliberately vague: it does not say whether the email or the password was wrong.
     #[error("That email and password do not match an account.")]
     BadCredentials,
-    /// Too many failed attempts for this account or address: wait this many seconds.
+    /// Too many failed attempts (or emails) for this account or address: wait this many seconds.
     #[error("Too many attempts. Try again in {0} seconds.")]
     Throttled(u64),
     /// Too many password hashes queued: shed rather than exhaust memory (each takes 19 MiB).
@@ -66,7 +114,7 @@ pub enum AccountError {
 /// Password hashes computed at once (argon2id with the default 19 MiB each), and how long a
 /// request waits for a turn before it is shed with 503.
 const HASHES_IN_FLIGHT: usize = 2;
-const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 const COMMON_PASSWORDS: &[&str] = &[
     "password", "password1", "password123", "1234567890", "qwertyuiop", "iloveyou12", "letmein123", "welcome123", "abc1234567",
@@ -98,10 +146,13 @@ pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
 
 pub struct LocalAccounts {
     kv: SharedKv,
-    throttle: super::throttle::Throttle,
+    throttle: Throttle,
+    mailer: Arc<Mailer>,
+    /// Where the emailed links point.
+    public_url: String,
     session_cookie: &'static str,
     /// A session ends this long after it was last used (sliding).
-    session_ttl: std::time::Duration,
+    session_ttl: Duration,
     hashing: std::sync::Arc<tokio::sync::Semaphore>,
     /// A real argon2id hash of a random password, checked when the account does not exist so the
     /// answer takes as long; made once, on first use (not at start-up: it is slow).
@@ -109,10 +160,12 @@ pub struct LocalAccounts {
 }
 
 impl LocalAccounts {
-    pub fn new(kv: SharedKv, secure_cookies: bool, session_ttl: std::time::Duration) -> LocalAccounts {
+    pub fn new(kv: SharedKv, mailer: Arc<Mailer>, public_url: String, secure_cookies: bool, session_ttl: Duration) -> LocalAccounts {
         LocalAccounts {
-            throttle: super::throttle::Throttle::new(kv.clone()),
+            throttle: Throttle::new(kv.clone()),
             kv,
+            mailer,
+            public_url,
             session_cookie: session_cookie_name(secure_cookies),
             session_ttl,
             hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHES_IN_FLIGHT)),
@@ -156,31 +209,190 @@ impl LocalAccounts {
         .map_err(|e| AccountError::Kv(KvError::Unavailable(format!("password hashing failed: {e}"))))
     }
 
-    pub async fn sign_up(&self, email: &str, password: &str) -> Result<User, AccountError> {
-        let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
-        check_password(password, email.as_str())?;
+    async fn hash_password(&self, password: &str) -> Result<String, AccountError> {
         let password = password.to_string();
-        let password_hash = self
+        let hashed = self
             .hash_work(move || {
                 Argon2::default().hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng)).map(|h| h.to_string())
             })
-            .await?
-            .map_err(|e| KvError::Unavailable(format!("password hashing failed: {e}")))?;
-        let account = Account { id: UserId::generate(), email: email.clone(), password_hash, created_at: crate::unix_now() };
-        let json = serde_json::to_string(&account).expect("an account serialises");
-        if !self.kv.set_if_absent(&keys::account(email.as_str()), &json).await? {
-            return Err(AccountError::EmailTaken);
+            .await?;
+        Ok(hashed.map_err(|e| KvError::Unavailable(format!("password hashing failed: {e}")))?)
+    }
+
+    async fn account(&self, email: &Email) -> Result<Option<Account>, KvError> {
+        match self.kv.get(&keys::account(email.as_str())).await? {
+            Some(json) => {
+                Ok(Some(serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored account is corrupt: {e}")))?))
+            }
+            None => Ok(None),
         }
-        Ok(User { id: account.id, email })
+    }
+
+    /// Email `mail` unless its recipient already had enough for now; `decision` came from the
+    /// throttle (a refusal was answered before any work).
+    async fn send(&self, decision: MailDecision, mail: Mail) -> Result<(), AccountError> {
+        if decision != MailDecision::Send {
+            tracing::warn!("an account email was not sent: its recipient had enough for now");
+            return Ok(());
+        }
+        self.mailer.send(mail).await.map_err(|e| AccountError::Mail(e.to_string()))
+    }
+
+    /// Count an email to `email` from `address`; a refusal ends the request before any work.
+    async fn mail_allowed(&self, email: &Email, address: Option<IpAddr>) -> Result<MailDecision, AccountError> {
+        match self.throttle.mail_requested(email.as_str(), address).await? {
+            MailDecision::Refuse(seconds) => Err(AccountError::Throttled(seconds)),
+            decision => Ok(decision),
+        }
+    }
+
+    /// Start a sign-up: email a link that creates the account (or, when the email already has
+    /// one, a note saying so). The caller learns only the normalised email, either way; the
+    /// password is hashed either way so the answer takes as long. `continue_to` is the same-site
+    /// path the link leads to after confirming.
+    pub async fn sign_up(&self, email: &str, password: &str, continue_to: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
+        let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
+        check_password(password, email.as_str())?;
+        let decision = self.mail_allowed(&email, address).await?;
+        let password_hash = self.hash_password(password).await?;
+        let mail = if self.account(&email).await?.is_some() {
+            Mail {
+                to: email.clone(),
+                subject: "Someone tried to sign up with your email".into(),
+                text: format!(
+                    "Someone, maybe you, tried to create an account with this email, but you already have one.\n\n\
+                     To sign in: {url}/auth\nForgot your password? Reset it: {url}/auth/reset\n\n\
+                     If it was not you, you can ignore this message: nothing changed.\n",
+                    url = self.public_url
+                ),
+            }
+        } else {
+            let token = crate::random_token(32);
+            let pending = PendingSignUp { id: UserId::generate(), email: email.clone(), password_hash };
+            let json = serde_json::to_string(&pending).expect("a sign-up serialises");
+            self.kv.set_expiring(&keys::sign_up(&token), &json, SIGN_UP_LINK_TTL).await?;
+            let next = match continue_to {
+                "/dashboard" => String::new(),
+                path => format!("&next={}", form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()),
+            };
+            Mail {
+                to: email.clone(),
+                subject: "Confirm your email to finish signing up".into(),
+                text: format!(
+                    "Someone, hopefully you, asked to create an account with this email.\n\n\
+                     To finish, open this link within 24 hours:\n{}/auth/confirm?token={token}{next}\n\n\
+                     If it was not you, ignore this message: no account is made without the link.\n",
+                    self.public_url
+                ),
+            }
+        };
+        self.send(decision, mail).await?;
+        Ok(email)
+    }
+
+    /// Whether a sign-up link is still good (for the page that asks to confirm it).
+    pub async fn sign_up_link_valid(&self, token: &str) -> Result<bool, AccountError> {
+        Ok(is_token(token) && self.kv.get(&keys::sign_up(token)).await?.is_some())
+    }
+
+    /// The emailed link was opened: create the account. Repeating a confirmation that was cut
+    /// short (the account made, the link not yet spent) finds its own account and succeeds.
+    pub async fn confirm_sign_up(&self, token: &str) -> Result<User, AccountError> {
+        if !is_token(token) {
+            return Err(AccountError::LinkExpired);
+        }
+        let Some(json) = self.kv.get(&keys::sign_up(token)).await? else { return Err(AccountError::LinkExpired) };
+        let pending: PendingSignUp =
+            serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored sign-up is corrupt: {e}")))?;
+        let account =
+            Account { id: pending.id, email: pending.email.clone(), password_hash: pending.password_hash, created_at: crate::unix_now() };
+        let json = serde_json::to_string(&account).expect("an account serialises");
+        if !self.kv.set_if_absent(&keys::account(account.email.as_str()), &json).await? {
+            // Someone confirmed another sign-up for this email first, or this one already ran.
+            match self.account(&account.email).await? {
+                Some(existing) if existing.id == account.id => {}
+                _ => return Err(AccountError::EmailTaken),
+            }
+        }
+        self.kv.delete(&keys::sign_up(token)).await?;
+        Ok(User { id: account.id, email: account.email })
+    }
+
+    /// Email a password-reset link when the email has an account, or a note that it has none.
+    pub async fn request_password_reset(&self, email: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
+        let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
+        let decision = self.mail_allowed(&email, address).await?;
+        let mail = match self.account(&email).await? {
+            Some(account) => {
+                let token = crate::random_token(32);
+                let record = ResetRecord { email: email.clone(), password: fingerprint(&account.password_hash) };
+                let json = serde_json::to_string(&record).expect("a reset serialises");
+                self.kv.set_expiring(&keys::password_reset(&token), &json, RESET_LINK_TTL).await?;
+                Mail {
+                    to: email.clone(),
+                    subject: "Reset your password".into(),
+                    text: format!(
+                        "Someone, hopefully you, asked to reset the password of your account.\n\n\
+                         To choose a new one, open this link within an hour:\n{}/auth/reset/new?token={token}\n\n\
+                         If it was not you, ignore this message: your password stays as it is.\n",
+                        self.public_url
+                    ),
+                }
+            }
+            None => Mail {
+                to: email.clone(),
+                subject: "Password reset requested".into(),
+                text: format!(
+                    "Someone, maybe you, asked to reset a password for this email, but it has no account.\n\n\
+                     To create one: {}/auth\n\nIf it was not you, you can ignore this message.\n",
+                    self.public_url
+                ),
+            },
+        };
+        self.send(decision, mail).await?;
+        Ok(email)
+    }
+
+    /// The account a reset link is for, while the link is good: not expired, and made for the
+    /// account's current password.
+    async fn reset_link_account(&self, token: &str) -> Result<Option<Account>, AccountError> {
+        if !is_token(token) {
+            return Ok(None);
+        }
+        let Some(json) = self.kv.get(&keys::password_reset(token)).await? else { return Ok(None) };
+        let record: ResetRecord =
+            serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored reset link is corrupt: {e}")))?;
+        Ok(self.account(&record.email).await?.filter(|a| fingerprint(&a.password_hash) == record.password))
+    }
+
+    pub async fn reset_link_valid(&self, token: &str) -> Result<bool, AccountError> {
+        Ok(self.reset_link_account(token).await?.is_some())
+    }
+
+    /// Set a new password through a reset link, and sign the account out everywhere. The sessions
+    /// end before the password changes, so a request cut short between the two never leaves a
+    /// changed password with the old sessions alive (the link stays good until the change).
+    pub async fn reset_password(&self, token: &str, password: &str) -> Result<User, AccountError> {
+        let account = self.reset_link_account(token).await?.ok_or(AccountError::LinkExpired)?;
+        check_password(password, account.email.as_str())?;
+        let password_hash = self.hash_password(password).await?;
+        let user = User { id: account.id.clone(), email: account.email.clone() };
+        self.end_all_sessions(&user).await?;
+        let json = serde_json::to_string(&Account { password_hash, ..account }).expect("an account serialises");
+        self.kv.set(&keys::account(user.email.as_str()), &json).await?;
+        self.kv.delete(&keys::password_reset(token)).await?;
+        // Whoever was locked out by guessing can sign in with the new password at once.
+        self.throttle.succeeded(&Attempt { account: user.email.as_str(), address: None }).await?;
+        Ok(user)
     }
 
     /// Check the password, within the throttle's limits for this account and `address`.
-    pub async fn sign_in(&self, email: &str, password: &str, address: Option<std::net::IpAddr>) -> Result<User, AccountError> {
+    pub async fn sign_in(&self, email: &str, password: &str, address: Option<IpAddr>) -> Result<User, AccountError> {
         let parsed = Email::parse(email);
         // Unparseable input is counted too (an address guessing junk is still guessing), cut short.
         let account_key =
             parsed.as_ref().map_or_else(|_| email.trim().to_lowercase().chars().take(254).collect(), |e| e.as_str().to_string());
-        let attempt = super::throttle::Attempt { account: &account_key, address };
+        let attempt = Attempt { account: &account_key, address };
         if let Some(seconds) = self.throttle.must_wait(&attempt).await? {
             return Err(AccountError::Throttled(seconds));
         }
@@ -195,10 +407,7 @@ impl LocalAccounts {
 
     async fn check_password(&self, email: Result<Email, crate::domain::ParseError>, password: &str) -> Result<User, AccountError> {
         let Ok(email) = email else { return Err(AccountError::BadCredentials) };
-        let account: Option<Account> = match self.kv.get(&keys::account(email.as_str())).await? {
-            Some(json) => Some(serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored account is corrupt: {e}")))?),
-            None => None,
-        };
+        let account = self.account(&email).await?;
         // Without an account, verify against a decoy hash anyway so timing does not reveal which part was wrong.
         let hash = match &account {
             Some(a) => a.password_hash.clone(),
@@ -250,7 +459,7 @@ impl LocalAccounts {
 impl LocalAccounts {
     /// A session cookie value, if it has the shape of one (anything else is never looked up).
     fn session_token<'p>(&self, parts: &'p Parts) -> Option<&'p str> {
-        cookie(parts, self.session_cookie).filter(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        cookie(parts, self.session_cookie).filter(|t| is_token(t))
     }
 }
 
@@ -296,13 +505,32 @@ mod tests {
         assert!(check_password("adalovelace", "ada@example.com").is_ok());
     }
 
-    #[tokio::test]
-    async fn sign_up_sign_in_and_sessions() {
+    fn accounts() -> (SharedKv, Arc<Mailer>, LocalAccounts) {
         let kv: SharedKv = Arc::new(crate::kv::memory::MemoryKv::default());
-        let accounts = LocalAccounts::new(kv.clone(), false, std::time::Duration::from_secs(30 * 86_400));
-        let user = accounts.sign_up(" Ada@Example.com ", "analytical engine").await.unwrap();
-        assert_eq!(user.email.as_str(), "ada@example.com");
-        assert!(matches!(accounts.sign_up("ada@example.com", "another long one").await, Err(AccountError::EmailTaken)));
+        let mailer = Arc::new(Mailer::new(&crate::config::MailSettings::Outbox).unwrap());
+        let accounts = LocalAccounts::new(kv.clone(), mailer.clone(), "http://app.test".into(), false, Duration::from_secs(30 * 86_400));
+        (kv, mailer, accounts)
+    }
+
+    /// The token in the newest outbox message's link to `path`.
+    fn link_token(mailer: &Mailer, path: &str) -> String {
+        let text = mailer.outbox().unwrap()[0].mail.text.clone();
+        let start = text.find(&format!("{path}?token=")).unwrap_or_else(|| panic!("no {path} link in {text}")) + path.len() + 7;
+        text[start..start + 32].to_string()
+    }
+
+    #[tokio::test]
+    async fn sign_up_by_link_then_sign_in_and_sessions() {
+        let (kv, mailer, accounts) = accounts();
+        let email = accounts.sign_up(" Ada@Example.com ", "analytical engine", "/dashboard", None).await.unwrap();
+        assert_eq!(email.as_str(), "ada@example.com");
+        assert!(accounts.sign_in("ada@example.com", "analytical engine", None).await.is_err(), "no account before the link");
+        let token = link_token(&mailer, "/auth/confirm");
+        let user = accounts.confirm_sign_up(&token).await.unwrap();
+        assert!(matches!(accounts.confirm_sign_up(&token).await, Err(AccountError::LinkExpired)), "a link works once");
+        // A second sign-up for the same email is answered alike; the inbox hears the difference.
+        accounts.sign_up("ada@example.com", "another long one", "/dashboard", None).await.unwrap();
+        assert!(mailer.outbox().unwrap()[0].mail.text.contains("you already have one"));
         assert_eq!(accounts.sign_in("ADA@example.com", "analytical engine", None).await.unwrap(), user);
         let wrong_password = accounts.sign_in("ada@example.com", "difference engine", None).await.unwrap_err();
         let no_account = accounts.sign_in("bob@example.com", "analytical engine", None).await.unwrap_err();
@@ -316,5 +544,202 @@ mod tests {
         assert_eq!(accounts.authenticate(&parts).await.unwrap(), Some(user));
         accounts.end_session(&parts).await.unwrap();
         assert_eq!(accounts.authenticate(&parts).await.unwrap(), None);
+    }
+
+    /// Two sign-ups for one address, both links opened: the first makes the account, the second
+    /// is refused (and a confirmation cut short after creating the account can be repeated).
+    #[tokio::test]
+    async fn the_first_confirmed_sign_up_wins() {
+        let (kv, mailer, accounts) = accounts();
+        accounts.sign_up("eve@example.com", "first password here", "/app", None).await.unwrap();
+        let first = link_token(&mailer, "/auth/confirm");
+        assert!(mailer.outbox().unwrap()[0].mail.text.contains("&next=%2Fapp"), "the link carries where to go next");
+        accounts.sign_up("eve@example.com", "second password here", "/dashboard", None).await.unwrap();
+        let second = link_token(&mailer, "/auth/confirm");
+        let user = accounts.confirm_sign_up(&first).await.unwrap();
+        assert!(matches!(accounts.confirm_sign_up(&second).await, Err(AccountError::EmailTaken)));
+        assert!(accounts.sign_in("eve@example.com", "first password here", None).await.is_ok());
+        // A confirmation whose account was written but whose link was not yet spent.
+        accounts.sign_up("sam@example.com", "sams long password", "/dashboard", None).await.unwrap();
+        let token = link_token(&mailer, "/auth/confirm");
+        let made = accounts.confirm_sign_up(&token).await.unwrap();
+        let pending = PendingSignUp {
+            id: made.id.clone(),
+            email: made.email.clone(),
+            password_hash: accounts.hash_password("sams long password").await.unwrap(),
+        };
+        kv.set(&keys::sign_up(&token), &serde_json::to_string(&pending).unwrap()).await.unwrap();
+        assert_eq!(accounts.confirm_sign_up(&token).await.unwrap(), made);
+        assert_ne!(user, made);
+    }
+
+    #[tokio::test]
+    async fn password_reset_links_work_once_and_end_every_session() {
+        let (_, mailer, accounts) = accounts();
+        accounts.sign_up("lin@example.com", "old long password", "/dashboard", None).await.unwrap();
+        let user = accounts.confirm_sign_up(&link_token(&mailer, "/auth/confirm")).await.unwrap();
+        let session = accounts.start_session(&user).await.unwrap();
+        accounts.request_password_reset("ghost@example.com", None).await.unwrap();
+        assert!(mailer.outbox().unwrap()[0].mail.text.contains("it has no account"));
+        accounts.request_password_reset("LIN@example.com", None).await.unwrap();
+        let older = link_token(&mailer, "/auth/reset/new");
+        accounts.request_password_reset("lin@example.com", None).await.unwrap();
+        let newer = link_token(&mailer, "/auth/reset/new");
+        assert!(accounts.reset_link_valid(&older).await.unwrap());
+        assert!(matches!(accounts.reset_password(&newer, "short").await, Err(AccountError::WeakPassword(_))));
+        // The session was made in this millisecond at the latest; revocation is by time.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        accounts.reset_password(&newer, "new long password").await.unwrap();
+        assert!(accounts.sign_in("lin@example.com", "old long password", None).await.is_err());
+        assert!(accounts.sign_in("lin@example.com", "new long password", None).await.is_ok());
+        let request = axum::http::Request::builder().header("cookie", format!("tollgate_session={session}")).body(()).unwrap();
+        assert_eq!(accounts.authenticate(&request.into_parts().0).await.unwrap(), None, "the old session ended");
+        for spent in [&newer, &older] {
+            assert!(matches!(accounts.reset_password(spent, "third long password").await, Err(AccountError::LinkExpired)));
+        }
+    }
+
+    /// A store whose every operation from the `n`th on never finishes, as if the client hung up
+    /// there (the future is then dropped).
+    struct StopsAt {
+        inner: crate::kv::memory::MemoryKv,
+        left: std::sync::atomic::AtomicI64,
+        stopped: tokio::sync::Notify,
+    }
+
+    impl StopsAt {
+        /// `op` starts only once the gate lets it (the in-memory store does its work when called).
+        fn pass<'a, T: Send + 'a>(&'a self, op: impl FnOnce() -> crate::kv::KvFuture<'a, T> + Send + 'a) -> crate::kv::KvFuture<'a, T> {
+            Box::pin(async move {
+                if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+                    self.stopped.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                op().await
+            })
+        }
+    }
+
+    impl crate::kv::Kv for StopsAt {
+        fn get<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, Option<String>> {
+            self.pass(move || self.inner.get(key))
+        }
+        fn set<'a>(&'a self, key: &'a str, value: &'a str) -> crate::kv::KvFuture<'a, ()> {
+            self.pass(move || self.inner.set(key, value))
+        }
+        fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> crate::kv::KvFuture<'a, bool> {
+            self.pass(move || self.inner.set_if_absent(key, value))
+        }
+        fn delete<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, ()> {
+            self.pass(move || self.inner.delete(key))
+        }
+        fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> crate::kv::KvFuture<'a, ()> {
+            self.pass(move || self.inner.set_expiring(key, value, ttl))
+        }
+        fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> crate::kv::KvFuture<'a, u64> {
+            self.pass(move || self.inner.increment(key, ttl))
+        }
+        fn ping(&self) -> crate::kv::KvFuture<'_, ()> {
+            self.pass(move || self.inner.ping())
+        }
+        fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> crate::kv::KvFuture<'a, bool> {
+            self.pass(move || self.inner.mark_pending(customer, event_id))
+        }
+        fn pending_generation<'a>(&'a self, customer: &'a str) -> crate::kv::KvFuture<'a, Option<u64>> {
+            self.pass(move || self.inner.pending_generation(customer))
+        }
+        fn pending_customers(&self, limit: usize) -> crate::kv::KvFuture<'_, Vec<String>> {
+            self.pass(move || self.inner.pending_customers(limit))
+        }
+        fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> crate::kv::KvFuture<'a, bool> {
+            self.pass(move || self.inner.lease(name, token, ttl))
+        }
+        fn release<'a>(&'a self, name: &'a str, token: &'a str) -> crate::kv::KvFuture<'a, ()> {
+            self.pass(move || self.inner.release(name, token))
+        }
+        fn commit_sync<'a>(
+            &'a self,
+            customer: &'a str,
+            token: &'a str,
+            generation: u64,
+            entry: Option<&'a str>,
+        ) -> crate::kv::KvFuture<'a, crate::kv::Commit> {
+            self.pass(move || self.inner.commit_sync(customer, token, generation, entry))
+        }
+        fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> crate::kv::KvFuture<'a, Option<Duration>> {
+            self.pass(move || self.inner.reserve_rate(name, per_second, max_wait))
+        }
+    }
+
+    /// A confirmation or a reset cut short after any number of store operations (the client hung
+    /// up) leaves things so that repeating the link finishes the job, and never a new password
+    /// beside the old sessions.
+    #[tokio::test]
+    async fn links_cut_short_anywhere_can_be_repeated() {
+        let kv = Arc::new(StopsAt { inner: Default::default(), left: i64::MAX.into(), stopped: Default::default() });
+        let mailer = Arc::new(Mailer::new(&crate::config::MailSettings::Outbox).unwrap());
+        let accounts = LocalAccounts::new(kv.clone(), mailer.clone(), "http://app.test".into(), false, Duration::from_secs(86_400));
+        let stop_after = |n: i64| kv.left.store(n, std::sync::atomic::Ordering::SeqCst);
+        // Run `work` until it finishes (Some) or stops at the store (None: the future is dropped).
+        async fn cut_short<T>(kv: &StopsAt, work: impl std::future::Future<Output = T>) -> Option<T> {
+            tokio::select! {
+                done = work => Some(done),
+                _ = kv.stopped.notified() => None,
+            }
+        }
+        accounts.sign_up("cut@example.com", "first long password", "/dashboard", None).await.unwrap();
+        let token = link_token(&mailer, "/auth/confirm");
+        let mut stops = 0;
+        let user = loop {
+            stop_after(stops);
+            let attempt = cut_short(&kv, accounts.confirm_sign_up(&token)).await;
+            stop_after(i64::MAX);
+            match attempt {
+                Some(done) => break done.unwrap_or_else(|e| panic!("confirmation cut after {stops} steps, then: {e}")),
+                None => stops += 1,
+            }
+        };
+        assert!(stops >= 3, "the confirmation was cut at each of its steps ({stops})");
+        let session = accounts.start_session(&user).await.unwrap();
+        let request = axum::http::Request::builder().header("cookie", format!("tollgate_session={session}")).body(()).unwrap();
+        let parts = request.into_parts().0;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        accounts.request_password_reset("cut@example.com", None).await.unwrap();
+        let token = link_token(&mailer, "/auth/reset/new");
+        let mut stops = 0;
+        let reset_for = loop {
+            stop_after(stops);
+            let attempt = cut_short(&kv, accounts.reset_password(&token, "second long password")).await;
+            stop_after(i64::MAX);
+            let changed = accounts.check_password(Email::parse("cut@example.com"), "second long password").await.is_ok();
+            let old_session = accounts.authenticate(&parts).await.unwrap().is_some();
+            assert!(!(changed && old_session), "cut after {stops} steps: a new password beside the old session");
+            match attempt {
+                Some(done) => break done.unwrap(),
+                None if changed => break user.clone(), // the password changed; the spent link is refused from now on
+                None => stops += 1,
+            }
+        };
+        assert_eq!(reset_for, user);
+        assert!(stops >= 4, "the reset was cut at each of its steps ({stops})");
+    }
+
+    #[tokio::test]
+    async fn a_recipient_gets_a_few_emails_and_an_address_is_refused_after_more() {
+        let (_, mailer, accounts) = accounts();
+        let address = Some(IpAddr::from([203, 0, 113, 9]));
+        for _ in 0..5 {
+            accounts.request_password_reset("flood@example.com", address).await.unwrap();
+        }
+        assert_eq!(mailer.outbox().unwrap().len(), 3, "three emails to one recipient per window; the rest answer alike");
+        let mut refused = None;
+        for n in 0..60 {
+            if let Err(e) = accounts.request_password_reset(&format!("r{n}@example.com"), address).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(refused, Some(AccountError::Throttled(_))), "{refused:?}");
+        assert!(accounts.request_password_reset("other@example.com", Some(IpAddr::from([203, 0, 113, 10]))).await.is_ok());
     }
 }

@@ -2,6 +2,9 @@
 //! so the limits hold across instances; past a few free attempts each failure imposes a growing
 //! wait (2 s, 4 s, … 32 s), then a lock for the rest of the window. The same answer comes whether
 //! or not the account exists, and a success clears the account's count.
+//!
+//! Emails (sign-up and reset links) are limited too, so the forms cannot be used to flood an
+//! inbox or to send mail in bulk: a few per recipient, more per client address, in each window.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -16,6 +19,20 @@ const FREE_PER_ACCOUNT: u64 = 5;
 const FREE_PER_ADDRESS: u64 = 50;
 /// Growing waits after the free attempts, before the lock.
 const GROWING_WAITS: u64 = 5;
+/// Emails one recipient is sent, and one client address may cause (a whole office can share
+/// one), per window.
+const MAILS_PER_RECIPIENT: u64 = 3;
+const MAILS_PER_ADDRESS: u64 = 60;
+
+/// Whether a request may send its email.
+#[derive(Debug, PartialEq)]
+pub enum MailDecision {
+    Send,
+    /// This recipient had enough mail for now: answer as if sent (the answer must not differ).
+    Skip,
+    /// This address asked too often: refuse, for this many seconds at most.
+    Refuse(u64),
+}
 
 /// The wait a number of failures earns, if any.
 fn wait_after(failures: u64, free: u64) -> Option<Duration> {
@@ -73,6 +90,19 @@ impl Throttle {
             }
         }
         Ok(())
+    }
+
+    /// Count a request that would email `recipient`, from `address`.
+    pub async fn mail_requested(&self, recipient: &str, address: Option<IpAddr>) -> Result<MailDecision, KvError> {
+        if let Some(address) = address {
+            if self.kv.increment(&keys::throttle("mail-from", &address.to_string()), WINDOW).await? > MAILS_PER_ADDRESS {
+                return Ok(MailDecision::Refuse(WINDOW.as_secs()));
+            }
+        }
+        if self.kv.increment(&keys::throttle("mail-to", recipient), WINDOW).await? > MAILS_PER_RECIPIENT {
+            return Ok(MailDecision::Skip);
+        }
+        Ok(MailDecision::Send)
     }
 
     pub async fn succeeded(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {

@@ -106,6 +106,11 @@ impl Failure {
         Failure::unavailable(surface, "Signing in", "password hashing is at capacity".into())
     }
 
+    /// An account email could not be sent (the SMTP server is down or refused it).
+    pub fn mail_unavailable(surface: Surface, detail: String) -> Failure {
+        Failure::unavailable(surface, "Sending email", detail)
+    }
+
     pub fn from_kv(surface: Surface, e: KvError) -> Failure {
         Failure::unavailable(surface, "Storage", e.to_string())
     }

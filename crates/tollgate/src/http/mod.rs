@@ -1,6 +1,7 @@
 //! The HTTP surface: the router (every route and layer), pages, the JSON API, the webhook, health,
 //! the extractors and middleware, the templates' view models, and static assets.
 
+pub mod accounts;
 pub mod api;
 pub mod assets;
 pub mod csrf;

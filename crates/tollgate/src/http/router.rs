@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{api, assets, csrf, deadline, headers, health, pages, trace, webhook};
+use super::{accounts, api, assets, csrf, deadline, headers, health, pages, trace, webhook};
 use crate::state::AppState;
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -18,14 +18,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         // Pages
         .route("/", get(pages::landing))
-        .route("/auth", get(pages::auth_page))
-        .route("/auth/sign-up", post(pages::sign_up))
-        .route("/auth/sign-in", post(pages::sign_in))
-        .route("/auth/sign-out", post(pages::sign_out))
-        .route("/auth/sign-out-everywhere", post(pages::sign_out_everywhere))
         .route("/dashboard", get(pages::dashboard))
         .route("/success", get(pages::success))
         .route("/app", get(pages::app_home))
+        // Accounts
+        .route("/auth", get(accounts::auth_page))
+        .route("/auth/sign-up", post(accounts::sign_up))
+        .route("/auth/confirm", get(accounts::confirm_page).post(accounts::confirm))
+        .route("/auth/sign-in", post(accounts::sign_in))
+        .route("/auth/reset", get(accounts::reset_request_page).post(accounts::request_reset))
+        .route("/auth/reset/new", get(accounts::new_password_page_for).post(accounts::set_new_password))
+        .route("/auth/sign-out", post(accounts::sign_out))
+        .route("/auth/sign-out-everywhere", post(accounts::sign_out_everywhere))
+        .route("/dev/outbox", get(accounts::outbox))
         // API (the recipe's names)
         .route("/api/generate-stripe-checkout", post(api::generate_checkout))
         .route("/api/success-sync", get(pages::success))

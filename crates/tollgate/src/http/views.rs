@@ -80,6 +80,76 @@ pub struct AuthPage<'a> {
 }
 
 #[derive(Template, WebTemplate)]
+#[template(path = "check_email.html")]
+pub struct CheckEmail<'a> {
+    pub frame: Frame<'a>,
+    pub email: &'a str,
+    /// "finish signing up", "reset your password".
+    pub purpose: &'a str,
+    /// Mail goes to the local outbox: say where to read it.
+    pub outbox: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage<'a> {
+    pub frame: Frame<'a>,
+    pub token: &'a str,
+    pub next: &'a str,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "reset.html")]
+pub struct ResetPage<'a> {
+    pub frame: Frame<'a>,
+    pub email: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "new_password.html")]
+pub struct NewPasswordPage<'a> {
+    pub frame: Frame<'a>,
+    pub token: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "outbox.html")]
+pub struct OutboxPage<'a> {
+    pub frame: Frame<'a>,
+    pub messages: Vec<OutboxMessage>,
+}
+
+/// One outbox message as shown, with the links in its text (to this site) made clickable.
+pub struct OutboxMessage {
+    pub to: String,
+    pub subject: String,
+    pub sent: String,
+    pub text: String,
+    pub links: Vec<String>,
+}
+
+impl OutboxMessage {
+    pub fn of(sent: &crate::mail::SentMail, public_url: &str) -> OutboxMessage {
+        let prefix = format!("{public_url}/");
+        OutboxMessage {
+            to: sent.mail.to.as_str().to_string(),
+            subject: sent.mail.subject.clone(),
+            sent: format!(
+                "{} {:02}:{:02}:{:02} UTC",
+                date(sent.sent_at),
+                sent.sent_at % 86_400 / 3600,
+                sent.sent_at % 3600 / 60,
+                sent.sent_at % 60
+            ),
+            text: sent.mail.text.clone(),
+            links: sent.mail.text.split_whitespace().filter(|word| word.starts_with(&prefix)).map(str::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
 pub struct Dashboard<'a> {
     pub frame: Frame<'a>,

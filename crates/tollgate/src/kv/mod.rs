@@ -120,10 +120,25 @@ pub mod keys {
         format!("tollgate:account:{email}")
     }
 
-    /// Stored under a hash of the token: whoever reads the store cannot sign in with what they read.
-    pub fn session(token: &str) -> String {
+    /// Tokens are stored under their hash: whoever reads the store cannot sign in (or finish a
+    /// sign-up, or reset a password) with what they read.
+    fn hashed(kind: &str, token: &str) -> String {
         use sha2::{Digest, Sha256};
-        format!("tollgate:session:{}", hex::encode(Sha256::digest(token.as_bytes())))
+        format!("tollgate:{kind}:{}", hex::encode(Sha256::digest(token.as_bytes())))
+    }
+
+    pub fn session(token: &str) -> String {
+        hashed("session", token)
+    }
+
+    /// A sign-up waiting for its email link (`auth::local`).
+    pub fn sign_up(token: &str) -> String {
+        hashed("sign-up", token)
+    }
+
+    /// A password-reset link's record.
+    pub fn password_reset(token: &str) -> String {
+        hashed("password-reset", token)
     }
 
     /// Sessions of this user created before this time (unix ms) are no longer valid.
@@ -131,7 +146,8 @@ pub mod keys {
         format!("tollgate:signed-out-before:{user}")
     }
 
-    /// Failed sign-ins counted for an account or a client address (`auth::throttle`).
+    /// Failed sign-ins and emails sent, counted per account, recipient or client address
+    /// (`auth::throttle`).
     pub fn throttle(kind: &str, subject: &str) -> String {
         format!("tollgate:throttle:{kind}:{subject}")
     }

@@ -85,12 +85,39 @@ impl TestApp {
         Browser { app_url: self.url.clone(), http: self.http.clone(), cookies: Default::default() }
     }
 
-    /// A new account, signed in.
+    /// A new account, signed in: sign up, open the emailed link, confirm.
     pub async fn signed_in(&self, email: &str) -> Browser {
         let browser = self.browser();
         let r = browser.form("/auth/sign-up", &[("email", email), ("password", "a long enough password")]).await;
-        assert_eq!(r.status, 303, "sign-up: {}", r.text);
+        assert_eq!(r.status, 200, "sign-up: {}", r.text);
+        assert!(shown_text(&r.text).contains("Check your email"), "{}", r.text);
+        self.confirm(&browser, email).await;
         browser
+    }
+
+    /// Open the newest sign-up link emailed to `email` in `browser` and confirm it.
+    pub async fn confirm(&self, browser: &Browser, email: &str) -> Reply {
+        let link = self.emailed_link(email, "/auth/confirm");
+        let page = browser.get(&link).await;
+        assert_eq!(page.status, 200, "the confirmation page: {}", page.text);
+        // What the page's form posts: the link's token and where to go next.
+        let url = reqwest::Url::parse(&format!("http://link{link}")).unwrap();
+        let fields: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = browser.form("/auth/confirm", &fields).await;
+        assert_eq!(r.status, 303, "confirmed: {}", r.text);
+        r
+    }
+
+    /// The newest link to `path` (with its query) in the local outbox's email to `email`.
+    pub fn emailed_link(&self, email: &str, path: &str) -> String {
+        let outbox = self.state.mailer.outbox().expect("the test app has the local outbox");
+        let mail = outbox
+            .iter()
+            .find(|m| m.mail.to.as_str() == email.to_lowercase() && m.mail.text.contains(path))
+            .unwrap_or_else(|| panic!("no email to {email} with a {path} link"));
+        let word = mail.mail.text.split_whitespace().find(|w| w.contains(&format!("{path}?"))).unwrap();
+        word[word.find(path).unwrap()..].to_string()
     }
 
     /// Stripe API call on the emulator.

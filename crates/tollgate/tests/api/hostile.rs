@@ -214,7 +214,8 @@ async fn sign_in_rotates_the_csrf_token_and_https_cookies_are_host_only() {
     browser.get("/auth").await;
     let planted = browser.csrf().unwrap();
     let r = browser.form("/auth/sign-up", &[("email", "rotate@example.com"), ("password", "a long enough password")]).await;
-    assert_eq!(r.status, 303);
+    assert_eq!(r.status, 200);
+    app.confirm(&browser, "rotate@example.com").await;
     let rotated = browser.csrf().unwrap();
     assert_ne!(planted, rotated);
     let stale = browser
@@ -227,15 +228,19 @@ async fn sign_in_rotates_the_csrf_token_and_https_cookies_are_host_only() {
         .await;
     assert_eq!(stale.status, 403, "the pre-sign-in token no longer works");
 
-    let secure =
-        crate::helpers::spawn_app_with(Options { extra: vec![("PUBLIC_URL", "https://app.example.com".into())], ..Options::default() })
-            .await;
+    let secure = crate::helpers::spawn_app_with(Options {
+        extra: vec![("PUBLIC_URL", "https://app.example.com".into()), ("MAIL_OUTBOX", "true".into())],
+        ..Options::default()
+    })
+    .await;
     let browser = secure.browser();
     let page = browser.get("/auth").await;
     let csrf_cookie = page.headers["set-cookie"].to_str().unwrap();
     assert!(csrf_cookie.starts_with("__Host-tollgate_csrf=") && csrf_cookie.contains("; Secure"), "{csrf_cookie}");
     assert!(page.headers["strict-transport-security"].to_str().unwrap().contains("max-age="));
-    let r = browser.form("/auth/sign-up", &[("email", "secure@example.com"), ("password", "a long enough password")]).await;
+    browser.form("/auth/sign-up", &[("email", "secure@example.com"), ("password", "a long enough password")]).await;
+    let r = secure.confirm(&browser, "secure@example.com").await;
+    assert!(secure.emailed_link("secure@example.com", "/auth/confirm").starts_with("/auth/confirm?token="));
     let cookies: Vec<&str> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
     assert!(
         cookies.iter().any(|c| c.starts_with("__Host-tollgate_session=") && c.contains("; Secure") && c.contains("Path=/")),

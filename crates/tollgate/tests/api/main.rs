@@ -1,6 +1,7 @@
 //! Black-box tests: the real Tollgate on a free port, with the real Stripe emulator over HTTP and
 //! real KV backends (redb in a temp dir, a real redis-server where Redis is under test).
 
+mod accounts;
 mod checkout;
 mod cli;
 mod entitlement;

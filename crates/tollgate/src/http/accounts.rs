@@ -1,0 +1,329 @@
+//! The account pages and their form posts: sign-in, sign-up and its emailed confirmation, password
+//! reset, sign-out, and the development outbox. The rules behind them are in `auth::local`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+use super::csrf::CsrfToken;
+use super::error::{Failure, Surface};
+use super::extract::CurrentUser;
+use super::pages::{notice_text, PageQuery};
+use super::views::{AuthPage, CheckEmail, ConfirmPage, Frame, NewPasswordPage, OutboxMessage, OutboxPage, ResetPage};
+use crate::auth::local::{AccountError, SESSION_COOKIE_DAYS};
+use crate::domain::User;
+use crate::state::AppState;
+
+/// Only a path on this site, from a strict set of characters, is followed after sign-in; anything
+/// else (another host, `//host`, backslashes, tabs or newlines that browsers skip or that cannot
+/// go in a header) goes to the dashboard.
+pub fn safe_next(next: Option<&str>) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~?=&%+,".contains(c);
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains("/.") && n.len() < 512 && n.chars().all(allowed) => {
+            n.to_string()
+        }
+        _ => "/dashboard".to_string(),
+    }
+}
+
+/// The client's address as the accept loop saw it (`http::serve`), for throttling.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn address(peer: Peer) -> Option<IpAddr> {
+    peer.map(|Extension(ConnectInfo(addr))| addr.ip())
+}
+
+fn unreadable_form() -> Response {
+    Failure::bad_request(Surface::Page, "invalid_form", "The form could not be read.").into_response()
+}
+
+/// Show `page` (the form again, with the error in place) with the status `error` calls for, or
+/// the failure page of an error no form can fix (storage, email, capacity).
+fn form_error(error: &AccountError, page: impl IntoResponse) -> Response {
+    let status = match error {
+        AccountError::Kv(e) => return Failure::from_kv(Surface::Page, e.clone()).into_response(),
+        AccountError::Busy => return Failure::busy(Surface::Page).into_response(),
+        AccountError::Mail(detail) => return Failure::mail_unavailable(Surface::Page, detail.clone()).into_response(),
+        AccountError::LinkExpired => return link_expired(),
+        AccountError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+        AccountError::EmailTaken => StatusCode::CONFLICT,
+        AccountError::BadCredentials => StatusCode::UNAUTHORIZED,
+        AccountError::InvalidEmail(_) | AccountError::WeakPassword(_) => StatusCode::BAD_REQUEST,
+    };
+    let mut response = (status, page).into_response();
+    if let AccountError::Throttled(seconds) = error {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+    }
+    response
+}
+
+fn link_expired() -> Response {
+    Failure::new(Surface::Page, StatusCode::GONE, "link_expired", AccountError::LinkExpired.to_string()).into_response()
+}
+
+fn auth_page_for<'a>(csrf: &'a str, next: &'a str, email: &'a str) -> AuthPage<'a> {
+    AuthPage { frame: Frame { csrf, ..Frame::default() }, next, email, sign_in_error: None, sign_up_error: None }
+}
+
+pub async fn auth_page(user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Response {
+    let next = safe_next(query.next.as_deref());
+    if user.is_some() {
+        return Redirect::to(&next).into_response();
+    }
+    let page = auth_page_for(&csrf, &next, "");
+    AuthPage { frame: Frame { notice: notice_text(query.notice.as_deref()), ..page.frame }, ..page }.into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let name = state.accounts.session_cookie();
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
+        .expect("cookie text is ASCII")
+}
+
+/// Sign the user in (new session cookie) and continue to `next`.
+async fn signed_in(state: &AppState, user: &User, next: &str) -> Response {
+    match state.accounts.start_session(user).await {
+        Ok(token) => {
+            let mut response = Redirect::to(next).into_response();
+            response.headers_mut().append(header::SET_COOKIE, session_cookie(state, &token, SESSION_COOKIE_DAYS * 86_400));
+            // A new CSRF token with the new session: one planted before sign-in is worthless after.
+            response.headers_mut().append(header::SET_COOKIE, super::csrf::new_token_cookie(state));
+            response
+        }
+        Err(e) => Failure::from_kv(Surface::Page, e).into_response(),
+    }
+}
+
+/// "Check your email", after a sign-up or a reset request alike.
+fn check_email(state: &AppState, csrf: &str, email: &str, purpose: &str) -> Response {
+    CheckEmail { frame: Frame { csrf, ..Frame::default() }, email, purpose, outbox: state.mailer.is_outbox() }.into_response()
+}
+
+/// Start a sign-up: the answer is "check your email" whether or not the email has an account.
+pub async fn sign_up(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    peer: Peer,
+    form: Result<Form<Credentials>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else { return unreadable_form() };
+    let next = safe_next(form.next.as_deref());
+    match state.accounts.sign_up(&form.email, &form.password, &next, address(peer)).await {
+        Ok(email) => check_email(&state, &csrf, email.as_str(), "finish signing up"),
+        Err(e) => {
+            let message = e.to_string();
+            form_error(&e, AuthPage { sign_up_error: Some(&message), ..auth_page_for(&csrf, &next, &form.email) })
+        }
+    }
+}
+
+pub async fn sign_in(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    peer: Peer,
+    form: Result<Form<Credentials>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else { return unreadable_form() };
+    let next = safe_next(form.next.as_deref());
+    match state.accounts.sign_in(&form.email, &form.password, address(peer)).await {
+        Ok(user) => signed_in(&state, &user, &next).await,
+        Err(e) => {
+            let message = e.to_string();
+            form_error(&e, AuthPage { sign_in_error: Some(&message), ..auth_page_for(&csrf, &next, &form.email) })
+        }
+    }
+}
+
+/// An emailed link's query (`token`, and where to go after a sign-up).
+#[derive(Deserialize)]
+pub struct LinkQuery {
+    #[serde(default)]
+    token: String,
+    next: Option<String>,
+}
+
+/// The sign-up link's page: a button that confirms (a GET never creates the account, so a mail
+/// scanner that follows links does not spend it).
+pub async fn confirm_page(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(link): Query<LinkQuery>) -> Response {
+    match state.accounts.sign_up_link_valid(&link.token).await {
+        Ok(true) => {
+            let next = safe_next(link.next.as_deref());
+            ConfirmPage { frame: Frame { csrf: &csrf, ..Frame::default() }, token: &link.token, next: &next }.into_response()
+        }
+        Ok(false) => link_expired(),
+        Err(e) => form_error(&e, ()),
+    }
+}
+
+/// Create the account from its link and sign in; a new account lands on its dashboard with a
+/// welcome, unless it was on its way elsewhere.
+pub async fn confirm(State(state): State<AppState>, form: Result<Form<LinkQuery>, FormRejection>) -> Response {
+    let Ok(Form(link)) = form else { return unreadable_form() };
+    match state.accounts.confirm_sign_up(&link.token).await {
+        Ok(user) => {
+            let next = match safe_next(link.next.as_deref()) {
+                dashboard if dashboard == "/dashboard" => "/dashboard?notice=welcome".to_string(),
+                next => next,
+            };
+            signed_in(&state, &user, &next).await
+        }
+        Err(AccountError::EmailTaken) => {
+            Failure::new(Surface::Page, StatusCode::CONFLICT, "email_taken", AccountError::EmailTaken.to_string()).into_response()
+        }
+        Err(e) => form_error(&e, ()),
+    }
+}
+
+fn reset_page<'a>(csrf: &'a str, email: &'a str, error: Option<&'a str>) -> ResetPage<'a> {
+    ResetPage { frame: Frame { csrf, ..Frame::default() }, email, error }
+}
+
+pub async fn reset_request_page(CsrfToken(csrf): CsrfToken) -> Response {
+    reset_page(&csrf, "", None).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ResetRequest {
+    #[serde(default)]
+    email: String,
+}
+
+/// Email a reset link; the answer is the same whether or not the email has an account.
+pub async fn request_reset(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    peer: Peer,
+    form: Result<Form<ResetRequest>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else { return unreadable_form() };
+    match state.accounts.request_password_reset(&form.email, address(peer)).await {
+        Ok(email) => check_email(&state, &csrf, email.as_str(), "choose a new password"),
+        Err(e) => {
+            let message = e.to_string();
+            form_error(&e, reset_page(&csrf, &form.email, Some(&message)))
+        }
+    }
+}
+
+fn new_password_page<'a>(csrf: &'a str, token: &'a str, error: Option<&'a str>) -> NewPasswordPage<'a> {
+    NewPasswordPage { frame: Frame { csrf, ..Frame::default() }, token, error }
+}
+
+pub async fn new_password_page_for(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(link): Query<LinkQuery>) -> Response {
+    match state.accounts.reset_link_valid(&link.token).await {
+        Ok(true) => new_password_page(&csrf, &link.token, None).into_response(),
+        Ok(false) => link_expired(),
+        Err(e) => form_error(&e, ()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewPassword {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Set the new password; every session of the account ends (this browser's too), and the user
+/// signs in again with it.
+pub async fn set_new_password(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    form: Result<Form<NewPassword>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else { return unreadable_form() };
+    match state.accounts.reset_password(&form.token, &form.password).await {
+        Ok(_) => {
+            let mut response = Redirect::to("/auth?notice=password-changed").into_response();
+            response.headers_mut().append(header::SET_COOKIE, session_cookie(&state, "", 0));
+            response
+        }
+        Err(e) => {
+            let message = e.to_string();
+            form_error(&e, new_password_page(&csrf, &form.token, Some(&message)))
+        }
+    }
+}
+
+/// Revoke every session of the signed-in user, on every device, then sign this browser out too.
+pub async fn sign_out_everywhere(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Response {
+    if let Err(e) = state.accounts.end_all_sessions(&user).await {
+        return Failure::from_kv(Surface::Page, e).into_response();
+    }
+    signed_out(&state)
+}
+
+pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
+    if let Err(e) = state.accounts.end_session(&parts).await {
+        return Failure::from_kv(Surface::Page, e).into_response();
+    }
+    signed_out(&state)
+}
+
+fn signed_out(state: &AppState) -> Response {
+    let mut response = Redirect::to("/?notice=signed-out").into_response();
+    response.headers_mut().append(header::SET_COOKIE, session_cookie(state, "", 0));
+    response
+}
+
+/// The local outbox (no `SMTP_URL`): every account email this process would have sent. It exists
+/// only where `config` allows the outbox (not on an https site unless asked for).
+pub async fn outbox(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, parts: Parts) -> Response {
+    let Some(sent) = state.mailer.outbox() else {
+        return Failure::new(Surface::of(&parts), StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.").into_response();
+    };
+    let messages = sent.iter().map(|m| OutboxMessage::of(m, &state.billing.public_url)).collect();
+    let mut response = OutboxPage { frame: Frame { csrf: &csrf, ..Frame::default() }, messages }.into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_a_path_on_this_site_or_the_dashboard() {
+        for good in ["/", "/app", "/app?tab=billing&x=1", "/dashboard?notice=welcome", "/a-b_c~d%20e"] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
+        for bad in [
+            "https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/x", "/\r\nSet-Cookie:x", "evil.example",
+            "/../admin", "/app/./x", "", "/\u{2028}", "/@evil", "/:x", "/x y",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/dashboard", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/dashboard");
+        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(600)))), "/dashboard");
+    }
+
+    proptest::proptest! {
+        /// Whatever comes in, what goes out is this site's dashboard or a same-site path that is a
+        /// valid `Location` header.
+        #[test]
+        fn next_never_leaves_the_site(raw in proptest::prelude::any::<String>(), prefix in "[/\\\\a%.:]{0,3}") {
+            let input = format!("{prefix}{raw}");
+            let next = safe_next(Some(&input));
+            proptest::prop_assert!(next == "/dashboard" || next == input);
+            proptest::prop_assert!(next.starts_with('/') && !next.starts_with("//") && !next.contains('\\'));
+            proptest::prop_assert!(axum::http::HeaderValue::from_str(&next).is_ok());
+        }
+    }
+}
