@@ -15,7 +15,8 @@ from pathlib import Path
 import stripe
 
 ROOT = Path(__file__).resolve().parents[2]
-EMULATOR = os.environ.get("EMULATOR_BIN", str(ROOT / "target" / "debug" / "stripe-emulator"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+EMULATOR = os.environ.get("EMULATOR_BIN", str(TARGET / "debug" / "stripe-emulator"))
 SECRET = "whsec_python_suite"
 
 

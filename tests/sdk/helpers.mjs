@@ -29,7 +29,7 @@ export function startServer(bin, args, env = {}) {
   });
 }
 
-export const emulatorBin = process.env.EMULATOR_BIN || path.join(repoRoot, 'target', 'debug', 'stripe-emulator');
+export const emulatorBin = process.env.EMULATOR_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target'), 'debug', 'stripe-emulator');
 
 /** The emulator with the test seed and a webhook endpoint; retries compressed to milliseconds. */
 export async function startEmulator({ webhook, secret } = {}) {

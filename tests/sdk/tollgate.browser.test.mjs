@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { launchBrowser, repoRoot } from './helpers.mjs';
 
-const tollgateBin = process.env.TOLLGATE_BIN || path.join(repoRoot, 'target', 'debug', 'tollgate');
+const tollgateBin = process.env.TOLLGATE_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target'), 'debug', 'tollgate');
 let app;
 let browser;
 

@@ -76,6 +76,36 @@ pub enum MailSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthSettings {
     Local,
+    Clerk(ClerkSettings),
+}
+
+/// `AUTH_PROVIDER=clerk`: sessions are Clerk's; see `auth::clerk`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClerkSettings {
+    pub publishable_key: String,
+    /// The instance's Frontend API host, from the publishable key; tokens' `iss` is `https://` + it.
+    pub frontend_api: String,
+    pub secret_key: Secret,
+    /// `CLERK_JWT_KEY`: the instance's public key (PEM), to verify without fetching the JWKS.
+    pub jwt_key: Option<String>,
+    /// `CLERK_AUTHORIZED_PARTIES`: the origins a token's `azp` may name; `None`: `PUBLIC_URL`'s origin.
+    pub authorized_parties: Option<Vec<String>>,
+    /// `CLERK_WEBHOOK_SECRET` (`whsec_…`): without it `/api/clerk-webhook` answers 404.
+    pub webhook_secret: Option<Secret>,
+    /// `CLERK_API_URL`: the Backend API base (the JWKS, users, sessions).
+    pub api_url: String,
+}
+
+/// The Frontend API host a Clerk publishable key names: `pk_test_` or `pk_live_`, then base64 of
+/// `host$` (padding optional).
+pub fn clerk_frontend_api(publishable_key: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = publishable_key.strip_prefix("pk_test_").or_else(|| publishable_key.strip_prefix("pk_live_"))?;
+    let decoded = base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded.trim_end_matches('=')).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let host = text.strip_suffix('$').filter(|h| !h.contains('$'))?;
+    let valid = host.contains('.') && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':');
+    valid.then(|| host.to_string())
 }
 
 #[derive(Debug, Clone)]
@@ -207,8 +237,8 @@ impl Settings {
         };
         let auth = match get("AUTH_PROVIDER") {
             None | Some("local") => AuthSettings::Local,
-            Some("clerk") => return Err(error("AUTH_PROVIDER", "clerk is not available in this build yet; use local")),
-            Some(v) => return Err(error("AUTH_PROVIDER", format!("'{v}' is not a provider (local)"))),
+            Some("clerk") => AuthSettings::Clerk(clerk_settings(&get)?),
+            Some(v) => return Err(error("AUTH_PROVIDER", format!("'{v}' is not a provider (local or clerk)"))),
         };
         let mail = match get("SMTP_URL") {
             // Links that sign people in must not sit in a page anyone can open on a public site.
@@ -292,6 +322,63 @@ impl Settings {
     }
 }
 
+fn clerk_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<ClerkSettings, ConfigError> {
+    let publishable_key = get("CLERK_PUBLISHABLE_KEY")
+        .ok_or_else(|| error("CLERK_PUBLISHABLE_KEY", "is required with AUTH_PROVIDER=clerk (pk_test_… or pk_live_…)"))?;
+    let frontend_api = clerk_frontend_api(publishable_key).ok_or_else(|| {
+        error("CLERK_PUBLISHABLE_KEY", "is not a Clerk publishable key (pk_test_… or pk_live_… from the Dashboard's API keys)")
+    })?;
+    let secret_key = get("CLERK_SECRET_KEY").ok_or_else(|| error("CLERK_SECRET_KEY", "is required with AUTH_PROVIDER=clerk"))?;
+    if !secret_key.starts_with("sk_") {
+        return Err(error("CLERK_SECRET_KEY", "must be a Clerk secret key (sk_test_… or sk_live_…)"));
+    }
+    if publishable_key.starts_with("pk_live_") != secret_key.starts_with("sk_live_") {
+        return Err(error("CLERK_SECRET_KEY", "is not of the same instance kind (test or live) as CLERK_PUBLISHABLE_KEY"));
+    }
+    // `.env` files often keep a PEM on one line with `\n` escapes.
+    let jwt_key = get("CLERK_JWT_KEY").map(|pem| pem.replace("\\n", "\n"));
+    if let Some(pem) = &jwt_key {
+        jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes())
+            .map_err(|_| error("CLERK_JWT_KEY", "is not an RSA public key in PEM (Dashboard → API keys → JWT public key → PEM)"))?;
+    }
+    let authorized_parties = match get("CLERK_AUTHORIZED_PARTIES") {
+        None => None,
+        Some(list) => {
+            let origins: Vec<String> =
+                list.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
+            let is_origin = |o: &str| matches!(o.split_once("://"), Some(("http" | "https", host)) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']));
+            if let Some(bad) = origins.iter().find(|o| !is_origin(o)) {
+                return Err(error("CLERK_AUTHORIZED_PARTIES", format!("'{bad}' is not an origin like https://app.example.com")));
+            }
+            Some(origins)
+        }
+    };
+    let webhook_secret = match get("CLERK_WEBHOOK_SECRET") {
+        None => None,
+        Some(secret) => {
+            use base64::Engine;
+            let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+            base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .map_err(|_| error("CLERK_WEBHOOK_SECRET", "must be the endpoint's signing secret (whsec_ and base64)"))?;
+            Some(Secret::new(secret))
+        }
+    };
+    let api_url = get("CLERK_API_URL").unwrap_or("https://api.clerk.com").trim_end_matches('/').to_string();
+    if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
+        return Err(error("CLERK_API_URL", "must be an http:// or https:// URL"));
+    }
+    Ok(ClerkSettings {
+        publishable_key: publishable_key.to_string(),
+        frontend_api,
+        secret_key: Secret::new(secret_key),
+        jwt_key,
+        authorized_parties,
+        webhook_secret,
+        api_url,
+    })
+}
+
 /// The variables of a `.env` file (dotenvy's syntax: quotes, escapes, comments, `${VAR}`), without
 /// touching the process environment; none when there is no file.
 pub fn read_dotenv(path: &std::path::Path) -> Result<HashMap<String, String>, ConfigError> {
@@ -373,11 +460,72 @@ mod tests {
             (vec![("SESSION_TTL", "forever")], "SESSION_TTL"),
             (vec![("PUBLIC_URL", "https://demo.example.com"), ("STRIPE_EMULATOR", "true")], "SMTP_URL"),
             (vec![("SMTP_URL", "mail.example.com:25")], "SMTP_URL"),
+            (vec![("AUTH_PROVIDER", "clerk")], "CLERK_PUBLISHABLE_KEY"),
+            (vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", "pk_test_bm90IGEgaG9zdA")], "CLERK_PUBLISHABLE_KEY"),
+            (vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", "sk_test_x")], "CLERK_PUBLISHABLE_KEY"),
+            (vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", CLERK_TEST_KEY)], "CLERK_SECRET_KEY"),
+            (
+                vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", CLERK_TEST_KEY), ("CLERK_SECRET_KEY", "sk_live_1")],
+                "CLERK_SECRET_KEY",
+            ),
+            (
+                vec![
+                    ("AUTH_PROVIDER", "clerk"),
+                    ("CLERK_PUBLISHABLE_KEY", CLERK_TEST_KEY),
+                    ("CLERK_SECRET_KEY", "sk_test_1"),
+                    ("CLERK_JWT_KEY", "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"),
+                ],
+                "CLERK_JWT_KEY",
+            ),
+            (
+                vec![
+                    ("AUTH_PROVIDER", "clerk"),
+                    ("CLERK_PUBLISHABLE_KEY", CLERK_TEST_KEY),
+                    ("CLERK_SECRET_KEY", "sk_test_1"),
+                    ("CLERK_AUTHORIZED_PARTIES", "https://app.example.com/path"),
+                ],
+                "CLERK_AUTHORIZED_PARTIES",
+            ),
+            (
+                vec![
+                    ("AUTH_PROVIDER", "clerk"),
+                    ("CLERK_PUBLISHABLE_KEY", CLERK_TEST_KEY),
+                    ("CLERK_SECRET_KEY", "sk_test_1"),
+                    ("CLERK_WEBHOOK_SECRET", "whsec_***"),
+                ],
+                "CLERK_WEBHOOK_SECRET",
+            ),
             (vec![("SMTP_URL", "smtps://mail.example.com")], "MAIL_FROM"),
             (vec![("SMTP_URL", "smtps://mail.example.com"), ("MAIL_FROM", "not an address")], "MAIL_FROM"),
         ] {
             assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
         }
+    }
+
+    const CLERK_TEST_KEY: &str = "pk_test_ZXhhbXBsZS1hcHAtMTIuY2xlcmsuYWNjb3VudHMuZGV2JA";
+
+    /// The publishable-key vectors computed with Clerk's own algorithm.
+    #[test]
+    fn clerk_settings_from_the_keys() {
+        assert_eq!(clerk_frontend_api(CLERK_TEST_KEY).as_deref(), Some("example-app-12.clerk.accounts.dev"));
+        assert_eq!(clerk_frontend_api("pk_live_Y2xlcmsuZXhhbXBsZS5jb20k").as_deref(), Some("clerk.example.com"));
+        let s = Settings::from_vars(&vars(&[
+            ("AUTH_PROVIDER", "clerk"),
+            ("CLERK_PUBLISHABLE_KEY", CLERK_TEST_KEY),
+            ("CLERK_SECRET_KEY", "sk_test_clerk-secret"),
+            ("CLERK_AUTHORIZED_PARTIES", "https://app.example.com, http://localhost:3000/"),
+            ("CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ]))
+        .unwrap();
+        let AuthSettings::Clerk(clerk) = &s.auth else { panic!("clerk") };
+        assert_eq!(clerk.frontend_api, "example-app-12.clerk.accounts.dev");
+        assert_eq!(clerk.api_url, "https://api.clerk.com");
+        assert_eq!(
+            clerk.authorized_parties.as_deref(),
+            Some(&["https://app.example.com".to_string(), "http://localhost:3000".to_string()][..])
+        );
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("clerk-secret") && !printed.contains("MfKQ9r8"), "{printed}");
     }
 
     #[test]

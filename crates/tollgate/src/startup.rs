@@ -10,6 +10,7 @@ use stripe_emulator::seed::{SeedPrice, SeedProduct};
 use stripe_emulator::{Emulator, EmulatorConfig};
 use tokio::net::TcpListener;
 
+use crate::auth::clerk::ClerkAuth;
 use crate::auth::local::LocalAccounts;
 use crate::billing::drain::{self, Drain, Wakeups};
 use crate::billing::{catalog::Catalog, reconcile, Billing};
@@ -87,14 +88,20 @@ impl Application {
         let secure_cookies = public_url.starts_with("https://");
         let mailer = Arc::new(crate::mail::Mailer::new(&settings.mail)?);
         let accounts = Arc::new(LocalAccounts::new(kv.clone(), mailer.clone(), public_url.clone(), secure_cookies, settings.session_ttl));
-        let auth = match settings.auth {
-            AuthSettings::Local => accounts.clone(),
-        };
         let public_origin = origin_of(&public_url);
+        let clerk = match &settings.auth {
+            AuthSettings::Local => None,
+            AuthSettings::Clerk(clerk) => Some(Arc::new(ClerkAuth::new(clerk, &public_origin, kv.clone())?)),
+        };
+        let auth: Arc<dyn crate::auth::AuthProvider> = match &clerk {
+            Some(clerk) => clerk.clone(),
+            None => accounts.clone(),
+        };
         let state = AppState::new(Inner {
             billing,
             auth,
             accounts,
+            clerk,
             mailer,
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,

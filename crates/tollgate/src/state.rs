@@ -16,6 +16,8 @@ pub struct Inner {
     pub auth: Arc<dyn AuthProvider>,
     /// The built-in accounts (sign-up, sign-in, sign-out); the same object as `auth` when local.
     pub accounts: Arc<LocalAccounts>,
+    /// Clerk, when it is the provider (the same object as `auth`): its pages, sign-out, webhook.
+    pub clerk: Option<Arc<crate::auth::clerk::ClerkAuth>>,
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
     pub mailer: Arc<crate::mail::Mailer>,
     pub policy: AccessPolicy,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::throttle::{Attempt, MailDecision, Throttle};
-use super::{cookie, AuthFuture, AuthProvider, User};
+use super::{cookie, AuthFuture, AuthProvider, Session, User};
 use crate::domain::{Email, UserId};
 use crate::kv::{keys, KvError, SharedKv};
 use crate::mail::{Mail, Mailer};
@@ -464,29 +464,39 @@ impl LocalAccounts {
 }
 
 impl AuthProvider for LocalAccounts {
-    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+    fn session<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         Box::pin(async move {
-            let Some(token) = self.session_token(parts) else { return Ok(None) };
-            let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(None) };
-            let Ok(mut record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
-            let now = crate::unix_now();
-            if record.expires_at <= now {
-                self.kv.delete(&keys::session(token)).await?;
-                return Ok(None);
-            }
-            let revoked_before = self.kv.get(&keys::signed_out_before(&record.user_id)).await?.and_then(|t| t.parse::<i64>().ok());
-            if revoked_before.is_some_and(|t| record.created_at_ms <= t) {
-                self.kv.delete(&keys::session(token)).await?;
-                return Ok(None);
-            }
-            // Sliding expiry, written at most once a day per session.
-            let ttl = self.session_ttl.as_secs() as i64;
-            if record.expires_at - now < ttl - (ttl / 2).min(86_400) {
-                record.expires_at = now + ttl;
-                self.store_session(token, &record).await?;
-            }
-            Ok(Some(User { id: record.user_id, email: record.email }))
+            Ok(match self.authenticate(parts).await? {
+                Some(user) => Session::SignedIn(user),
+                None => Session::SignedOut,
+            })
         })
+    }
+}
+
+impl LocalAccounts {
+    /// The user whose session cookie this request carries, while the session lasts.
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Option<User>, KvError> {
+        let Some(token) = self.session_token(parts) else { return Ok(None) };
+        let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(None) };
+        let Ok(mut record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
+        let now = crate::unix_now();
+        if record.expires_at <= now {
+            self.kv.delete(&keys::session(token)).await?;
+            return Ok(None);
+        }
+        let revoked_before = self.kv.get(&keys::signed_out_before(&record.user_id)).await?.and_then(|t| t.parse::<i64>().ok());
+        if revoked_before.is_some_and(|t| record.created_at_ms <= t) {
+            self.kv.delete(&keys::session(token)).await?;
+            return Ok(None);
+        }
+        // Sliding expiry, written at most once a day per session.
+        let ttl = self.session_ttl.as_secs() as i64;
+        if record.expires_at - now < ttl - (ttl / 2).min(86_400) {
+            record.expires_at = now + ttl;
+            self.store_session(token, &record).await?;
+        }
+        Ok(Some(User { id: record.user_id, email: record.email }))
     }
 }
 

@@ -1,6 +1,7 @@
-//! Who is signed in: the provider interface (local accounts now, Clerk later) and the built-in
-//! accounts. The extractors that ask a provider (`http::extract`) sit above this module.
+//! Who is signed in: the provider interface, the built-in accounts (`local`) and Clerk (`clerk`).
+//! The extractors that ask a provider (`http::extract`) sit above this module.
 
+pub mod clerk;
 pub mod local;
 pub mod throttle;
 
@@ -12,11 +13,33 @@ use axum::http::request::Parts;
 use crate::domain::User;
 use crate::kv::KvError;
 
-pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<User>, KvError>> + Send + 'a>>;
+/// What a request's credentials say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Session {
+    SignedIn(User),
+    SignedOut,
+    /// The browser's auth client says it is signed in, but the token it sent is missing, stale or
+    /// expired (Clerk's tokens live 60 s): a page load should let the client refresh it.
+    NeedsRefresh,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// The auth provider's own service (Clerk's Backend API) is unreachable or failing: retryable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The user has no email address (a phone-only Clerk user): no Stripe customer can be made.
+    #[error("Your account has no email address. Add one to your profile, then try again.")]
+    NoEmail,
+}
+
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Session, AuthError>> + Send + 'a>>;
 
 /// A way of knowing who sent a request. Handlers never see which one is configured.
 pub trait AuthProvider: Send + Sync {
-    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
+    fn session<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
 }
 
 /// Reads one cookie from the request headers.

@@ -8,6 +8,7 @@ pub mod drain;
 pub mod events;
 pub mod reconcile;
 pub mod sync;
+pub mod users;
 
 use std::sync::Arc;
 

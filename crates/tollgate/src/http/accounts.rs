@@ -13,9 +13,10 @@ use serde::Deserialize;
 
 use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
-use super::extract::CurrentUser;
+use super::extract::{CurrentUser, REFRESHING_COOKIE};
 use super::pages::{notice_text, PageQuery};
-use super::views::{AuthPage, CheckEmail, ConfirmPage, Frame, NewPasswordPage, OutboxMessage, OutboxPage, ResetPage};
+use super::views::{AuthPage, CheckEmail, ClerkPage, ConfirmPage, Frame, NewPasswordPage, OutboxMessage, OutboxPage, ResetPage};
+use crate::auth::clerk::ClerkAuth;
 use crate::auth::local::{AccountError, SESSION_COOKIE_DAYS};
 use crate::domain::User;
 use crate::state::AppState;
@@ -68,14 +69,59 @@ fn link_expired() -> Response {
     Failure::new(Surface::Page, StatusCode::GONE, "link_expired", AccountError::LinkExpired.to_string()).into_response()
 }
 
+/// What a page that runs Clerk's SDK may load (Clerk's documented policy, no more).
+fn clerk_content_security_policy(frontend_api: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' https://{frontend_api} https://challenges.cloudflare.com https://*.protect.clerk.com; \
+         connect-src 'self' https://{frontend_api} https://*.protect.clerk.com; img-src 'self' data: https://img.clerk.com; \
+         worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; frame-src https://challenges.cloudflare.com https://*.protect.clerk.com; \
+         object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+}
+
+fn clerk_page(clerk: &ClerkAuth, csrf: &str, next: &str, refresh: bool) -> Response {
+    let page = ClerkPage {
+        frame: Frame { csrf, ..Frame::default() },
+        frontend_api: &clerk.frontend_api,
+        publishable_key: &clerk.publishable_key,
+        next,
+        refresh,
+    };
+    let mut response = page.into_response();
+    let policy = HeaderValue::from_str(&clerk_content_security_policy(&clerk.frontend_api)).expect("a host is header text");
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `/auth/refresh` (Clerk): a page whose token needs renewing comes here once; Clerk's SDK renews
+/// it and goes back to `next`. For a few seconds another need counts as signed out, so a token
+/// that cannot be renewed ends at the sign-in page rather than in a loop.
+pub async fn refresh_page(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Response {
+    let next = safe_next(query.next.as_deref());
+    let Some(clerk) = &state.clerk else { return Redirect::to(&next).into_response() };
+    let mut response = clerk_page(clerk, &csrf, &next, true);
+    let cookie = format!("{REFRESHING_COOKIE}=1; Path=/; HttpOnly; SameSite=Lax; Max-Age=10");
+    response.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie text is ASCII"));
+    response
+}
+
 fn auth_page_for<'a>(csrf: &'a str, next: &'a str, email: &'a str) -> AuthPage<'a> {
     AuthPage { frame: Frame { csrf, ..Frame::default() }, next, email, sign_in_error: None, sign_up_error: None }
 }
 
-pub async fn auth_page(user: Option<CurrentUser>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Response {
+pub async fn auth_page(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    CsrfToken(csrf): CsrfToken,
+    Query(query): Query<PageQuery>,
+) -> Response {
     let next = safe_next(query.next.as_deref());
     if user.is_some() {
         return Redirect::to(&next).into_response();
+    }
+    if let Some(clerk) = &state.clerk {
+        return clerk_page(clerk, &csrf, &next, false);
     }
     let page = auth_page_for(&csrf, &next, "");
     AuthPage { frame: Frame { notice: notice_text(query.notice.as_deref()), ..page.frame }, ..page }.into_response()
@@ -272,6 +318,18 @@ pub async fn sign_out_everywhere(State(state): State<AppState>, CurrentUser(user
 }
 
 pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
+    if let Some(clerk) = &state.clerk {
+        return match clerk.sign_out(&parts).await {
+            Ok(cookies) => {
+                let mut response = Redirect::to("/?notice=signed-out").into_response();
+                for cookie in cookies {
+                    response.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie text is ASCII"));
+                }
+                response
+            }
+            Err(e) => Failure::from_auth(Surface::Page, e).into_response(),
+        };
+    }
     if let Err(e) = state.accounts.end_session(&parts).await {
         return Failure::from_kv(Surface::Page, e).into_response();
     }

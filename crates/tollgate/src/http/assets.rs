@@ -1,5 +1,5 @@
-//! Static assets: the stylesheet, compiled into the binary and served under a URL that changes
-//! with its content, so browsers may cache it for a year.
+//! Static assets: the stylesheet and the script of the Clerk pages, compiled into the binary and
+//! served under URLs that change with their content, so browsers may cache them for a year.
 
 use std::sync::LazyLock;
 
@@ -8,15 +8,30 @@ use axum::response::IntoResponse;
 use sha2::{Digest, Sha256};
 
 const STYLESHEET: &str = include_str!("../../static/style.css");
+const CLERK_SCRIPT: &str = include_str!("../../static/clerk.js");
 
-static STYLESHEET_URL: LazyLock<String> =
-    LazyLock::new(|| format!("/assets/style.css?v={}", &hex::encode(Sha256::digest(STYLESHEET.as_bytes()))[..12]));
+fn versioned(path: &str, content: &str) -> String {
+    format!("{path}?v={}", &hex::encode(Sha256::digest(content.as_bytes()))[..12])
+}
+
+static STYLESHEET_URL: LazyLock<String> = LazyLock::new(|| versioned("/assets/style.css", STYLESHEET));
+static CLERK_SCRIPT_URL: LazyLock<String> = LazyLock::new(|| versioned("/assets/clerk.js", CLERK_SCRIPT));
 
 /// Where pages link the stylesheet (with its content version).
 pub fn stylesheet_url() -> &'static str {
     &STYLESHEET_URL
 }
 
+pub fn clerk_script_url() -> &'static str {
+    &CLERK_SCRIPT_URL
+}
+
+const FOREVER: (header::HeaderName, &str) = (header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+
 pub async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], STYLESHEET)
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), FOREVER], STYLESHEET)
+}
+
+pub async fn clerk_script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), FOREVER], CLERK_SCRIPT)
 }

@@ -1,5 +1,5 @@
-//! Cross-site request protection for everything that changes state (except Stripe's webhook, which
-//! is signed): the request's `Origin`, when sent, must be our own, and a per-browser token from the
+//! Cross-site request protection for everything that changes state (except the webhooks, which
+//! are signed): the request's `Origin`, when sent, must be our own, and a per-browser token from the
 //! `tollgate_csrf` cookie must come back as the `csrf` form field or the `X-CSRF-Token` header.
 
 use axum::body::{to_bytes, Body};
@@ -32,6 +32,8 @@ fn token_cookie(state: &AppState, token: &str) -> HeaderValue {
 pub fn new_token_cookie(state: &AppState) -> HeaderValue {
     token_cookie(state, &crate::random_token(32))
 }
+/// Posts that prove themselves with a signature instead.
+const SIGNED_WEBHOOKS: [&str; 2] = ["/api/stripe-webhook", "/api/clerk-webhook"];
 /// Form posts are small; a larger one is refused before it is read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -57,7 +59,7 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
     parts.extensions.insert(CsrfToken(token.clone()));
     let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let mut request = Request::from_parts(parts, body);
-    if unsafe_method && request.uri().path() != "/api/stripe-webhook" {
+    if unsafe_method && !SIGNED_WEBHOOKS.contains(&request.uri().path()) {
         let (parts, body) = request.into_parts();
         let surface = Surface::of(&parts);
         if let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {

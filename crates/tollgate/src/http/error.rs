@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::billing::BillingError;
 use crate::kv::KvError;
 use crate::stripe::StripeError;
@@ -66,6 +67,23 @@ impl Failure {
         Failure {
             redirect: Some(format!("/auth?next={next}")),
             ..Failure::new(surface, StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in to continue.")
+        }
+    }
+
+    /// A page load whose Clerk token needs renewing: through `/auth/refresh`, then back to `path`.
+    pub fn needs_refresh(path: &str) -> Failure {
+        let next = form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
+        Failure {
+            redirect: Some(format!("/auth/refresh?next={next}")),
+            ..Failure::new(Surface::Page, StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in to continue.")
+        }
+    }
+
+    pub fn from_auth(surface: Surface, e: AuthError) -> Failure {
+        match e {
+            AuthError::Kv(e) => Failure::from_kv(surface, e),
+            AuthError::Unavailable(detail) => Failure::unavailable(surface, "Signing in", detail),
+            no_email @ AuthError::NoEmail => Failure::new(surface, StatusCode::FORBIDDEN, "no_email", no_email.to_string()),
         }
     }
 

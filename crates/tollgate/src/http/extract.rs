@@ -3,29 +3,54 @@
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
+use axum::http::Method;
 
 use super::error::{Failure, Surface};
 use crate::access::cached_subscription;
+use crate::auth::{cookie, Session};
 use crate::domain::{SubscriptionCache, User};
 use crate::state::AppState;
 
 /// The signed-in user. Without one, an API call gets 401 JSON and a page visit goes to `/auth`.
 pub struct CurrentUser(pub User);
 
+/// The cookie `/auth/refresh` sets for a few seconds: a token that still needs renewing after the
+/// refresh counts as signed out (no loop).
+pub const REFRESHING_COOKIE: &str = "tollgate_refreshing";
+
+/// Where to come back to after signing in (or refreshing): the page asked for; a form post cannot
+/// be replayed, so it comes back to the pricing page instead.
+fn back_to(parts: &Parts) -> &str {
+    if parts.method == Method::GET {
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    } else {
+        "/"
+    }
+}
+
+/// The session of a request; a page load whose token needs renewing is sent through
+/// `/auth/refresh` once (the `Err`), other callers treat it as signed out.
+async fn session(parts: &Parts, state: &AppState) -> Result<Session, Failure> {
+    let surface = Surface::of(parts);
+    match state.auth.session(parts).await {
+        Ok(Session::NeedsRefresh)
+            if surface == Surface::Page && parts.method == Method::GET && cookie(parts, REFRESHING_COOKIE).is_none() =>
+        {
+            Err(Failure::needs_refresh(back_to(parts)))
+        }
+        Ok(Session::NeedsRefresh) => Ok(Session::SignedOut),
+        Ok(session) => Ok(session),
+        Err(e) => Err(Failure::from_auth(surface, e)),
+    }
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
-        match state.auth.authenticate(parts).await {
-            Ok(Some(user)) => Ok(CurrentUser(user)),
-            // After signing in, come back to the page asked for; a form post cannot be replayed, so
-            // it comes back to the pricing page instead.
-            Ok(None) => {
-                let back_to =
-                    if parts.method == axum::http::Method::GET { parts.uri.path_and_query().map_or("/", |p| p.as_str()) } else { "/" };
-                Err(Failure::signed_out(Surface::of(parts), back_to))
-            }
-            Err(e) => Err(Failure::from_kv(Surface::of(parts), e)),
+        match session(parts, state).await? {
+            Session::SignedIn(user) => Ok(CurrentUser(user)),
+            _ => Err(Failure::signed_out(Surface::of(parts), back_to(parts))),
         }
     }
 }
@@ -34,9 +59,9 @@ impl OptionalFromRequestParts<AppState> for CurrentUser {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Failure> {
-        match state.auth.authenticate(parts).await {
-            Ok(user) => Ok(user.map(CurrentUser)),
-            Err(e) => Err(Failure::from_kv(Surface::of(parts), e)),
+        match session(parts, state).await? {
+            Session::SignedIn(user) => Ok(Some(CurrentUser(user))),
+            _ => Ok(None),
         }
     }
 }

@@ -57,7 +57,8 @@ pub async fn dashboard(
     // The plan's name is a nicety: without Stripe the dashboard still shows the cached entry.
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
     let entitled = state.policy.grants(entry.status());
-    Ok(Dashboard::new(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref())).into_response())
+    let page = Dashboard::new(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref()));
+    Ok(Dashboard { local_accounts: state.clerk.is_none(), ..page }.into_response())
 }
 
 /// `/success` and `/api/success-sync`: the user is back from Checkout, possibly before the webhooks;

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{accounts, api, assets, csrf, deadline, headers, health, pages, trace, webhook};
+use super::{accounts, api, assets, clerk_webhook, csrf, deadline, headers, health, pages, trace, webhook};
 use crate::state::AppState;
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -21,16 +21,14 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard", get(pages::dashboard))
         .route("/success", get(pages::success))
         .route("/app", get(pages::app_home))
-        // Accounts
+        // Accounts (either provider)
         .route("/auth", get(accounts::auth_page))
-        .route("/auth/sign-up", post(accounts::sign_up))
-        .route("/auth/confirm", get(accounts::confirm_page).post(accounts::confirm))
-        .route("/auth/sign-in", post(accounts::sign_in))
-        .route("/auth/reset", get(accounts::reset_request_page).post(accounts::request_reset))
-        .route("/auth/reset/new", get(accounts::new_password_page_for).post(accounts::set_new_password))
+        .route("/auth/refresh", get(accounts::refresh_page))
         .route("/auth/sign-out", post(accounts::sign_out))
-        .route("/auth/sign-out-everywhere", post(accounts::sign_out_everywhere))
-        .route("/dev/outbox", get(accounts::outbox))
+        .route("/api/clerk-webhook", post(clerk_webhook::clerk_webhook))
+        .route("/assets/clerk.js", get(assets::clerk_script))
+        // The built-in accounts' own routes (not with Clerk, whose hosted pages do all this)
+        .merge(if state.clerk.is_none() { local_account_routes() } else { Router::new() })
         // API (the recipe's names)
         .route("/api/generate-stripe-checkout", post(api::generate_checkout))
         .route("/api/success-sync", get(pages::success))
@@ -53,6 +51,17 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
         .layer(from_fn(trace::trace_requests))
         .with_state(state)
+}
+
+fn local_account_routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/sign-up", post(accounts::sign_up))
+        .route("/auth/confirm", get(accounts::confirm_page).post(accounts::confirm))
+        .route("/auth/sign-in", post(accounts::sign_in))
+        .route("/auth/reset", get(accounts::reset_request_page).post(accounts::request_reset))
+        .route("/auth/reset/new", get(accounts::new_password_page_for).post(accounts::set_new_password))
+        .route("/auth/sign-out-everywhere", post(accounts::sign_out_everywhere))
+        .route("/dev/outbox", get(accounts::outbox))
 }
 
 async fn not_found(parts: Parts) -> Failure {

@@ -79,6 +79,18 @@ pub struct AuthPage<'a> {
     pub sign_up_error: Option<&'a str>,
 }
 
+/// Clerk's sign-in (and sign-up) mounted from the instance's Frontend API, or the page that lets
+/// Clerk's SDK renew a session token (`refresh`).
+#[derive(Template, WebTemplate)]
+#[template(path = "clerk.html")]
+pub struct ClerkPage<'a> {
+    pub frame: Frame<'a>,
+    pub frontend_api: &'a str,
+    pub publishable_key: &'a str,
+    pub next: &'a str,
+    pub refresh: bool,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "check_email.html")]
 pub struct CheckEmail<'a> {
@@ -156,6 +168,8 @@ pub struct Dashboard<'a> {
     pub email: &'a str,
     pub subscription: Option<SubscriptionView>,
     pub entitled: bool,
+    /// Built-in accounts offer "sign out on every device" (Clerk users manage devices at Clerk).
+    pub local_accounts: bool,
 }
 
 /// The subscription as the dashboard shows it.
@@ -210,7 +224,13 @@ impl<'a> Dashboard<'a> {
             let plan = plans.iter().find(|p| Some(p.price_id.as_str()) == sub.price_id.as_deref());
             SubscriptionView::of(sub, plan)
         });
-        Dashboard { frame: Frame { user: Some(user), csrf, notice }, email: user.email.as_str(), subscription, entitled }
+        Dashboard {
+            frame: Frame { user: Some(user), csrf, notice },
+            email: user.email.as_str(),
+            subscription,
+            entitled,
+            local_accounts: true,
+        }
     }
 }
 

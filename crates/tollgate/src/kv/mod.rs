@@ -146,6 +146,16 @@ pub mod keys {
         format!("tollgate:signed-out-before:{user}")
     }
 
+    /// A Clerk user's primary email (`auth::clerk`), kept for a day.
+    pub fn clerk_email(user: &UserId) -> String {
+        format!("tollgate:clerk:email:{user}")
+    }
+
+    /// A Clerk webhook delivery already handled (its `svix-id`).
+    pub fn clerk_delivery(svix_id: &str) -> String {
+        format!("tollgate:clerk:delivery:{svix_id}")
+    }
+
     /// Failed sign-ins and emails sent, counted per account, recipient or client address
     /// (`auth::throttle`).
     pub fn throttle(kind: &str, subject: &str) -> String {

@@ -119,6 +119,11 @@ impl StripeClient {
         self.send(Method::POST, path, form, Some(&key)).await
     }
 
+    /// A DELETE (Stripe's way to cancel a subscription at once); repeating one is harmless.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, StripeError> {
+        self.send(Method::DELETE, path, &[], None).await
+    }
+
     #[tracing::instrument(name = "stripe", skip_all, fields(method = %method, path = %path))]
     async fn send<T: DeserializeOwned>(
         &self,

@@ -303,6 +303,15 @@ impl Browser {
         self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }
 
+    /// Set a cookie as the browser's own scripts would (Clerk's SDK writes `__session`).
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.cookies.lock().unwrap().insert(name.to_string(), value.to_string());
+    }
+
+    pub fn has_cookie(&self, name: &str) -> bool {
+        self.cookies.lock().unwrap().contains_key(name)
+    }
+
     pub fn csrf(&self) -> Option<String> {
         let jar = self.cookies.lock().unwrap();
         jar.get("tollgate_csrf").or_else(|| jar.get("__Host-tollgate_csrf")).cloned()

@@ -3,6 +3,8 @@
 
 mod accounts;
 mod checkout;
+mod clerk;
+mod clerk_mock;
 mod cli;
 mod entitlement;
 mod flow;

@@ -1,0 +1,114 @@
+//! The few Backend API calls Tollgate makes (`{CLERK_API_URL}/v1`, the secret key as bearer): the
+//! JWKS, a user's primary email, and revoking a session at sign-out. Every failure (the network,
+//! a 429, a 5xx, an unexpected body) is an error the caller answers with a retryable 503.
+
+use serde::Deserialize;
+
+use crate::config::Secret;
+
+/// The Backend API version Tollgate speaks (what `@clerk/backend` sends).
+const API_VERSION: &str = "2026-05-12";
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub struct BackendApi {
+    http: reqwest::Client,
+    base: String,
+    secret_key: Secret,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("Clerk Backend API: {0}")]
+pub struct BackendError(String);
+
+#[derive(Deserialize)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+pub struct Jwk {
+    pub kid: Option<String>,
+    pub kty: String,
+    #[serde(default)]
+    pub n: String,
+    #[serde(default)]
+    pub e: String,
+}
+
+#[derive(Deserialize)]
+struct UserJson {
+    primary_email_address_id: Option<String>,
+    #[serde(default)]
+    email_addresses: Vec<EmailAddressJson>,
+}
+
+#[derive(Deserialize)]
+struct EmailAddressJson {
+    id: String,
+    email_address: String,
+}
+
+/// A user as far as Tollgate cares: `None` when Clerk does not know them (deleted).
+pub enum UserLookup {
+    Found { primary_email: Option<String> },
+    Missing,
+}
+
+impl BackendApi {
+    pub fn new(base: &str, secret_key: Secret) -> BackendApi {
+        let http = reqwest::Client::builder().timeout(TIMEOUT).build().expect("an HTTP client builds");
+        BackendApi { http, base: base.trim_end_matches('/').to_string(), secret_key }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/v1{path}", self.base))
+            .bearer_auth(self.secret_key.expose())
+            .header("Clerk-API-Version", API_VERSION)
+            .header("User-Agent", concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, BackendError> {
+        let response = request.send().await.map_err(|e| BackendError(format!("unreachable: {e}")))?;
+        let status = response.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+            Ok(response)
+        } else {
+            Err(BackendError(format!("answered {status}")))
+        }
+    }
+
+    pub async fn jwks(&self) -> Result<JwkSet, BackendError> {
+        let response = self.send(self.request(reqwest::Method::GET, "/jwks")).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(BackendError("no JWKS at /v1/jwks (is CLERK_API_URL right?)".into()));
+        }
+        read_json(response, "the JWKS").await
+    }
+
+    pub async fn user(&self, user_id: &str) -> Result<UserLookup, BackendError> {
+        let response = self.send(self.request(reqwest::Method::GET, &format!("/users/{user_id}"))).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(UserLookup::Missing);
+        }
+        let user: UserJson = read_json(response, "the user").await?;
+        let primary_email =
+            user.primary_email_address_id.and_then(|id| user.email_addresses.into_iter().find(|e| e.id == id)).map(|e| e.email_address);
+        Ok(UserLookup::Found { primary_email })
+    }
+
+    /// End a session (sign-out); one already ended or unknown (a 4xx) is fine.
+    pub async fn revoke_session(&self, session_id: &str) -> Result<(), BackendError> {
+        let path = format!("/sessions/{}/revoke", form_urlencoded::byte_serialize(session_id.as_bytes()).collect::<String>());
+        let response = self.request(reqwest::Method::POST, &path).send().await.map_err(|e| BackendError(format!("unreachable: {e}")))?;
+        match response.status() {
+            status if status.is_success() || status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS => Ok(()),
+            status => Err(BackendError(format!("answered {status}"))),
+        }
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response, what: &str) -> Result<T, BackendError> {
+    let body = response.bytes().await.map_err(|e| BackendError(format!("{what} was cut short: {e}")))?;
+    serde_json::from_slice(&body).map_err(|e| BackendError(format!("{what} is unreadable: {e}")))
+}

@@ -1,0 +1,315 @@
+//! Clerk as the auth provider, black-box: the real Tollgate with `AUTH_PROVIDER=clerk` against the
+//! loopback Clerk (`clerk_mock`) and the emulator. Who is signed in follows Clerk's rules (token
+//! sources, `__client_uat`, refresh), the whole subscribe flow works with the same KV keys, and
+//! the Svix-signed webhook keeps the user's email and data in step.
+
+use std::sync::atomic::Ordering;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::clerk_mock::{session_token, MockClerk, COOKIE_SUFFIX, INSTANCE_PUBLIC_KEY, PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET};
+use crate::helpers::{spawn_app_with, Browser, Options, TestApp, MONTHLY};
+
+const ADA: &str = "user_2d3v6qUerRVCQi42MBRn8RBBC64";
+
+async fn clerk_app(clerk: &MockClerk, extra: Vec<(&'static str, String)>) -> TestApp {
+    let mut vars = vec![
+        ("AUTH_PROVIDER", "clerk".to_string()),
+        ("CLERK_PUBLISHABLE_KEY", PUBLISHABLE_KEY.into()),
+        ("CLERK_SECRET_KEY", SECRET_KEY.into()),
+        ("CLERK_API_URL", clerk.url.clone()),
+        ("CLERK_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+    ];
+    vars.extend(extra);
+    spawn_app_with(Options { extra: vars, ..Options::default() }).await
+}
+
+/// A browser whose Clerk SDK holds a fresh session for `user` (the suffixed cookies, as clerk-js
+/// writes them).
+fn signed_in_browser(app: &TestApp, user: &str) -> Browser {
+    let browser = app.browser();
+    let token = session_token(user, &origin(app), |_, _| {});
+    browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &token);
+    browser.set_cookie(&format!("__client_uat_{COOKIE_SUFFIX}"), &(tollgate::unix_now() - 30).to_string());
+    browser
+}
+
+fn origin(app: &TestApp) -> String {
+    app.state.billing.public_url.clone()
+}
+
+#[tokio::test]
+async fn sign_up_subscribe_pay_and_see_the_dashboard_with_clerk() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("Ada@Example.com"));
+    let app = clerk_app(&clerk, vec![]).await;
+    let browser = signed_in_browser(&app, ADA);
+    let dashboard = browser.get("/dashboard").await;
+    assert_eq!(dashboard.status, 200, "{}", dashboard.text);
+    assert!(dashboard.text.contains("ada@example.com"), "the email comes from the Backend API");
+    assert!(!dashboard.text.contains("sign-out-everywhere"), "Clerk users manage their devices at Clerk");
+    let started = browser.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    assert_eq!(started.status, 200, "{}", started.text);
+    let session = started.json()["sessionId"].as_str().unwrap().to_string();
+    assert_eq!(app.pay(&session, "4242424242424242").await.status, 303);
+    assert_eq!(browser.get("/success").await.location(), "/dashboard");
+    let dashboard = browser.get("/dashboard").await;
+    assert!(dashboard.text.contains("id=\"status\">active"), "{}", dashboard.text);
+    // The recipe's keys, under the Clerk user id.
+    let customer = app.state.billing.kv.get(&format!("stripe:user:{ADA}")).await.unwrap().expect("stripe:user:{clerk id}");
+    assert_eq!(app.cache(&customer).await.unwrap()["status"], "active");
+    let stripe_customer = app.stripe(Method::GET, &format!("/v1/customers/{customer}"), &[]).await;
+    assert_eq!((stripe_customer["email"].as_str(), stripe_customer["metadata"]["userId"].as_str()), (Some("ada@example.com"), Some(ADA)));
+    // An API caller with the bearer token and no cookies.
+    let token = session_token(ADA, &origin(&app), |_, _| {});
+    let r = app.http.get(format!("{}/api/subscription", app.url)).bearer_auth(&token).send().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!((body["status"].as_str(), body["entitled"].as_bool()), (Some("active"), Some(true)));
+    assert_eq!(clerk.hits().1, 1, "the email was read from the Backend API once, then from the KV");
+}
+
+#[tokio::test]
+async fn tokens_come_from_the_header_then_the_suffixed_cookie_then_the_plain_one_and_obey_client_uat() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@example.com"));
+    clerk.add_user("user_grace", Some("grace@example.com"));
+    let app = clerk_app(&clerk, vec![]).await;
+    let azp = origin(&app);
+    let now = tollgate::unix_now();
+    let who = |browser: Browser| async move { browser.get_json("/api/subscription").await };
+
+    // The suffixed cookie wins over the plain one; the plain one alone works too.
+    let browser = app.browser();
+    browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &session_token(ADA, &azp, |_, _| {}));
+    browser.set_cookie("__session", &session_token("user_grace", &azp, |_, _| {}));
+    browser.set_cookie("__client_uat", &now.to_string());
+    assert!(browser.get("/dashboard").await.text.contains("ada@example.com"), "the suffixed cookie wins");
+    let plain = app.browser();
+    plain.set_cookie("__session", &session_token("user_grace", &azp, |_, _| {}));
+    plain.set_cookie("__client_uat", &now.to_string());
+    assert!(plain.get("/dashboard").await.text.contains("grace@example.com"));
+    // The header wins over both.
+    let r = browser
+        .send(
+            Method::GET,
+            "/dashboard",
+            &[("accept", "text/html"), ("authorization", &format!("Bearer {}", session_token("user_grace", &azp, |_, _| {})))],
+            None,
+        )
+        .await;
+    assert!(r.text.contains("grace@example.com"));
+
+    // `__client_uat` 0 or missing: signed out, whatever the cookie holds.
+    for uat in [Some("0"), None] {
+        let b = app.browser();
+        b.set_cookie("__session", &session_token(ADA, &azp, |_, _| {}));
+        if let Some(uat) = uat {
+            b.set_cookie("__client_uat", uat);
+        }
+        assert_eq!(b.get("/dashboard").await.location(), "/auth?next=%2Fdashboard", "uat {uat:?}");
+        assert_eq!(who(b).await.status, 401);
+    }
+
+    // Signed in by `__client_uat` but the token is missing, stale (issued before it) or expired:
+    // a page goes through the refresh once; an API call gets 401, never a redirect.
+    let needs_refresh = [
+        ("missing", None),
+        ("stale", Some(session_token(ADA, &azp, |_, c| c["iat"] = json!(now - 100)))),
+        ("expired", Some(session_token(ADA, &azp, |_, c| c["exp"] = json!(now - 30)))),
+    ];
+    for (case, token) in needs_refresh {
+        let b = app.browser();
+        if let Some(token) = &token {
+            b.set_cookie("__session", token);
+        }
+        b.set_cookie("__client_uat", &(now - 50).to_string());
+        let page = b.get("/dashboard?tab=1").await;
+        assert_eq!(page.location(), "/auth/refresh?next=%2Fdashboard%3Ftab%3D1", "{case}");
+        let api = who(b.clone()).await;
+        assert_eq!(api.status, 401, "{case}");
+        assert_eq!(api.json()["error"]["code"], "unauthenticated");
+        let refresh = b.get(page.location()).await;
+        assert_eq!(refresh.status, 200);
+        assert!(refresh.text.contains("https://example-app-12.clerk.accounts.dev/npm/@clerk/clerk-js@6/dist/clerk.browser.js"));
+        assert!(refresh.text.contains(&format!("data-clerk-publishable-key=\"{PUBLISHABLE_KEY}\"")));
+        assert!(refresh.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self' https://example-app-12.clerk.accounts.dev"));
+        assert!(b.has_cookie("tollgate_refreshing"));
+        // Still not renewed right after the refresh: signed out, not a loop.
+        assert_eq!(b.get("/dashboard").await.location(), "/auth?next=%2Fdashboard", "{case}");
+    }
+    // An expired bearer token never asks for a refresh.
+    let expired = session_token(ADA, &azp, |_, c| c["exp"] = json!(now - 30));
+    let r = app.http.get(format!("{}/dashboard", app.url)).bearer_auth(&expired).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/auth?next=%2Fdashboard");
+    // A token for another app (its azp) is refused.
+    let foreign = session_token(ADA, "https://evil.example", |_, _| {});
+    let r = app.http.get(format!("{}/api/subscription", app.url)).bearer_auth(&foreign).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn keys_are_fetched_once_an_unknown_kid_refetches_at_most_once_and_an_outage_is_a_503() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@example.com"));
+    let app = clerk_app(&clerk, vec![]).await;
+    let azp = origin(&app);
+    for _ in 0..5 {
+        let r =
+            app.http.get(format!("{}/api/subscription", app.url)).bearer_auth(session_token(ADA, &azp, |_, _| {})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(clerk.hits().0, 1, "the JWKS is cached");
+    for kid in ["ins_rotated", "ins_another"] {
+        let token = session_token(ADA, &azp, |h, _| h.kid = Some(kid.into()));
+        let r = app.http.get(format!("{}/api/subscription", app.url)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(clerk.hits().0, 2, "one refetch for unknown kids, then rate-limited");
+
+    // The Backend API down before any key was fetched: retryable, not "signed out".
+    let down = MockClerk::start().await;
+    down.add_user(ADA, Some("ada@example.com"));
+    down.state.failing.store(true, Ordering::SeqCst);
+    let app = clerk_app(&down, vec![]).await;
+    let r = app
+        .http
+        .get(format!("{}/api/subscription", app.url))
+        .bearer_auth(session_token(ADA, &origin(&app), |_, _| {}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    // Back up: the same request works.
+    down.state.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await; // failures are remembered for a second
+    let r = app
+        .http
+        .get(format!("{}/api/subscription", app.url))
+        .bearer_auth(session_token(ADA, &origin(&app), |_, _| {}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn with_the_pem_key_no_jwks_is_fetched_and_users_without_email_or_backend_get_clear_errors() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@example.com"));
+    clerk.add_user("user_phone_only", None);
+    let app = clerk_app(&clerk, vec![("CLERK_JWT_KEY", INSTANCE_PUBLIC_KEY.to_string())]).await;
+    let azp = origin(&app);
+    let call = |token: String| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move { http.get(format!("{url}/api/subscription")).bearer_auth(token).send().await.unwrap() }
+    };
+    assert_eq!(call(session_token(ADA, &azp, |h, _| h.kid = Some("ins_any".into()))).await.status(), 200, "PEM mode ignores kid");
+    assert_eq!(clerk.hits().0, 0, "no JWKS fetched");
+    let r = call(session_token("user_phone_only", &azp, |_, _| {})).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("no email address"));
+    clerk.add_user("user_new", Some("new@example.com"));
+    clerk.state.failing.store(true, Ordering::SeqCst);
+    let r = call(session_token("user_new", &azp, |_, _| {})).await;
+    assert_eq!(r.status(), 503, "no customer is ever made without an email");
+    assert_eq!(call(session_token(ADA, &azp, |_, _| {})).await.status(), 200, "a known user's email is in the KV");
+}
+
+#[tokio::test]
+async fn sign_out_revokes_the_clerk_session_and_the_built_in_account_routes_are_absent() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@example.com"));
+    let app = clerk_app(&clerk, vec![]).await;
+    let browser = signed_in_browser(&app, ADA);
+    assert_eq!(browser.get("/dashboard").await.status, 200);
+    let r = browser.form("/auth/sign-out", &[]).await;
+    assert_eq!((r.status, r.location()), (303, "/?notice=signed-out"));
+    assert_eq!(*clerk.state.revoked.lock().unwrap(), vec![format!("sess_{ADA}")]);
+    assert!(!browser.has_cookie(&format!("__session_{COOKIE_SUFFIX}")));
+    assert_eq!(browser.get("/dashboard").await.location(), "/auth?next=%2Fdashboard");
+    let auth = app.browser().get("/auth").await;
+    assert!(auth.text.contains("id=\"clerk-mount\"") && auth.text.contains("data-mode=\"sign-in\""));
+    for path in ["/auth/sign-up", "/auth/sign-in", "/auth/reset", "/auth/sign-out-everywhere"] {
+        assert_eq!(app.browser().form(path, &[("email", "x@example.com")]).await.status, 404, "{path}");
+    }
+    assert_eq!(app.browser().get("/dev/outbox").await.status, 404);
+}
+
+fn signed_delivery(id: &str, timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
+    let secret = tollgate::auth::clerk::svix::SigningSecret::parse(WEBHOOK_SECRET).unwrap();
+    vec![
+        ("svix-id", id.to_string()),
+        ("svix-timestamp", timestamp.to_string()),
+        ("svix-signature", secret.sign(id, timestamp, body.as_bytes())),
+        ("content-type", "application/json".into()),
+    ]
+}
+
+async fn deliver(app: &TestApp, headers: &[(&'static str, String)], body: &str) -> crate::helpers::Reply {
+    let mut request = app.http.post(format!("{}/api/clerk-webhook", app.url)).body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    crate::helpers::Reply::read(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn clerk_webhooks_are_verified_refresh_the_email_and_forget_deleted_users() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@example.com"));
+    let app = clerk_app(&clerk, vec![]).await;
+    let (_, customer) = {
+        let browser = signed_in_browser(&app, ADA);
+        let started = browser.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+        let session = started.json()["sessionId"].as_str().unwrap().to_string();
+        app.pay(&session, "4242424242424242").await;
+        browser.get("/success").await;
+        let customer = app.state.billing.kv.get(&format!("stripe:user:{ADA}")).await.unwrap().unwrap();
+        (browser, customer)
+    };
+    let now = tollgate::unix_now();
+
+    // The email changed at Clerk; the payload is not trusted, the Backend API is re-read.
+    clerk.add_user(ADA, Some("ada.lovelace@example.com"));
+    let updated = json!({"type": "user.updated", "object": "event", "data": {"id": ADA, "email_addresses": []}}).to_string();
+    let r = deliver(&app, &signed_delivery("msg_updated", now, &updated), &updated).await;
+    assert_eq!((r.status, r.json()["duplicate"].as_bool()), (200, Some(false)), "{}", r.text);
+    assert!(signed_in_browser(&app, ADA).get("/dashboard").await.text.contains("ada.lovelace@example.com"));
+    let stripe_customer = app.stripe(Method::GET, &format!("/v1/customers/{customer}"), &[]).await;
+    assert_eq!(stripe_customer["email"], "ada.lovelace@example.com");
+
+    // A replay of the same delivery is acknowledged and does nothing.
+    clerk.add_user(ADA, Some("changed-again@example.com"));
+    let hits = clerk.hits().1;
+    let r = deliver(&app, &signed_delivery("msg_updated", now, &updated), &updated).await;
+    assert_eq!((r.status, r.json()["duplicate"].as_bool()), (200, Some(true)));
+    assert_eq!(clerk.hits().1, hits);
+
+    // Bad, stale and unsigned deliveries are refused with 400, and change nothing.
+    let mut forged = signed_delivery("msg_forged", now, &updated);
+    forged[2].1 = "v1,bm90IHRoZSBzaWduYXR1cmU=".into();
+    let stale = signed_delivery("msg_stale", now - 301, &updated);
+    let unsigned: Vec<_> = signed_delivery("msg_unsigned", now, &updated).into_iter().filter(|(n, _)| *n != "svix-signature").collect();
+    for (case, headers) in [("forged", forged), ("stale", stale), ("unsigned", unsigned)] {
+        let r = deliver(&app, &headers, &updated).await;
+        assert_eq!(r.status, 400, "{case}");
+        assert_eq!(r.json()["error"]["code"], "invalid_signature", "{case}");
+    }
+    assert_eq!(clerk.hits().1, hits);
+
+    // The user is deleted: their subscription is cancelled and Tollgate forgets them.
+    let deleted = json!({"type": "user.deleted", "object": "event", "data": {"object": "user", "id": ADA, "deleted": true}}).to_string();
+    let r = deliver(&app, &signed_delivery("msg_deleted", now, &deleted), &deleted).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let subscriptions = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await;
+    assert_eq!(subscriptions["data"][0]["status"], "canceled");
+    let kv = &app.state.billing.kv;
+    assert_eq!(kv.get(&format!("stripe:user:{ADA}")).await.unwrap(), None);
+    assert_eq!(kv.get(&format!("tollgate:clerk:email:{ADA}")).await.unwrap(), None);
+    assert!(kv.get(&format!("stripe:customer:{customer}")).await.unwrap().is_some(), "the customer's cache entry stays, mirroring Stripe");
+}
