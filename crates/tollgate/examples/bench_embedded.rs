@@ -8,7 +8,9 @@
 //!   p50/p99, and emulator calls per event once the drain is done;
 //! - bursts: 8 simultaneous events per customer — emulator calls per event;
 //! - `GET /api/subscription` for one signed-in subscriber — requests/s, p50/p99;
-//! - peak RSS of the tollgate process (VmHWM) after all of it.
+//! - peak RSS of the tollgate process (VmHWM) after all of it;
+//! - `GET /api/subscription` with `AUTH_PROVIDER=clerk`: a Clerk session token verified on every
+//!   request (JWKS cached) — requests/s, p50/p99.
 
 mod common;
 
@@ -159,12 +161,51 @@ async fn main() -> anyhow::Result<()> {
         calls as f64 / (bursts * 8) as f64
     );
 
-    // A signed-in subscriber asking for their subscription. wrk (one thread) is the load generator
-    // when installed: it leaves more of the two cores to the server than an in-process client.
+    // A signed-in subscriber asking for their subscription.
     let cookie = subscriber_cookie(&http, &url, &stripe).await?;
-    let target = format!("{url}/api/subscription");
+    read_load(&http, &format!("{url}/api/subscription"), ("cookie", &cookie), seconds, "GET /api/subscription").await?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1024.0)
+            .unwrap_or(0.0)
+    };
+    println!("tollgate memory: peak RSS {:.1} MB, RSS now {:.1} MB", field("VmHWM:"), field("VmRSS:"));
+    drop(tollgate);
+    let _ = std::fs::remove_dir_all(&data);
+
+    // With Clerk: every request carries a session token that is verified (RS256, the JWKS cached
+    // after the first request, the email kept in the KV).
+    let clerk = clerk_backend_api().await?;
+    let azp = "http://localhost:3000";
+    let (_clerk_tollgate, clerk_url) = start(tollgate_command(
+        &stripe,
+        "memory:",
+        &[
+            ("AUTH_PROVIDER", "clerk"),
+            ("CLERK_PUBLISHABLE_KEY", CLERK_PUBLISHABLE_KEY),
+            ("CLERK_SECRET_KEY", "sk_test_bench"),
+            ("CLERK_API_URL", &clerk),
+            ("PUBLIC_URL", azp),
+        ],
+    ))?;
+    let token = clerk_session_token(azp, seconds);
+    let bearer = format!("Bearer {token}");
+    let first = http.get(format!("{clerk_url}/api/subscription")).header("authorization", &bearer).send().await?;
+    anyhow::ensure!(first.status().is_success(), "the Clerk token was refused: {}", first.status());
+    read_load(&http, &format!("{clerk_url}/api/subscription"), ("authorization", &bearer), seconds, "GET /api/subscription, Clerk token")
+        .await?;
+    Ok(())
+}
+
+/// `target` under load from 32 connections for `seconds`, each request with `header`. wrk (one
+/// thread) is the load generator when installed: it leaves more of the two cores to the server
+/// than an in-process client.
+async fn read_load(http: &reqwest::Client, target: &str, header: (&str, &str), seconds: u64, label: &str) -> anyhow::Result<()> {
     let wrk = Command::new("wrk")
-        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", &format!("cookie: {cookie}"), &target])
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", &format!("{}: {}", header.0, header.1), target])
         .output();
     match wrk {
         Ok(out) if out.status.success() => {
@@ -179,48 +220,68 @@ async fn main() -> anyhow::Result<()> {
             };
             let non_2xx = text.lines().find(|l| l.contains("Non-2xx")).map(|l| l.trim().to_string()).unwrap_or_else(|| "0 non-2xx".into());
             println!(
-                "GET /api/subscription (wrk, {CONNECTIONS} connections, {seconds}s): {} requests/s, p50 {}, p99 {}, {non_2xx}",
+                "{label} (wrk, {CONNECTIONS} connections, {seconds}s): {} requests/s, p50 {}, p99 {}, {non_2xx}",
                 find("Requests/sec:"),
                 find("50%"),
                 find("99%")
             );
         }
         _ => {
-            let latencies = client_load(&http, &target, &cookie, seconds).await?;
+            let latencies = client_load(http, target, header, seconds).await?;
             println!(
-                "GET /api/subscription (in-process client, {CONNECTIONS} connections, {seconds}s; install wrk for a lighter load generator): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+                "{label} (in-process client, {CONNECTIONS} connections, {seconds}s; install wrk for a lighter load generator): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
                 latencies.len() as f64 / seconds as f64,
                 percentile(&latencies, 0.5),
                 percentile(&latencies, 0.99)
             );
         }
     }
-
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1024.0)
-            .unwrap_or(0.0)
-    };
-    println!("tollgate memory: peak RSS {:.1} MB, RSS now {:.1} MB", field("VmHWM:"), field("VmRSS:"));
-    drop(tollgate);
-    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
 
-/// GET `target` with the cookie from 32 connections for `seconds`; the sorted latencies of good answers.
-async fn client_load(http: &reqwest::Client, target: &str, cookie: &str, seconds: u64) -> anyhow::Result<Vec<Duration>> {
+const CLERK_PUBLISHABLE_KEY: &str = "pk_test_ZXhhbXBsZS1hcHAtMTIuY2xlcmsuYWNjb3VudHMuZGV2JA";
+const CLERK_INSTANCE_KEY: &str = include_str!("../tests/fixtures/clerk-instance.key.pem");
+
+/// A stand-in for Clerk's Backend API (the JWKS and one user), on loopback in this process.
+async fn clerk_backend_api() -> anyhow::Result<String> {
+    use axum::routing::get;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    let mut jwk =
+        Jwk::from_encoding_key(&jsonwebtoken::EncodingKey::from_rsa_pem(CLERK_INSTANCE_KEY.as_bytes())?, jsonwebtoken::Algorithm::RS256)?;
+    jwk.common.key_id = Some("ins_bench".into());
+    let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] })?;
+    let user = r#"{"object":"user","id":"user_bench","primary_email_address_id":"idn_1","email_addresses":[{"id":"idn_1","email_address":"bench@example.com"}]}"#;
+    let router =
+        axum::Router::new().route("/v1/jwks", get(move || async move { jwks })).route("/v1/users/{id}", get(move || async move { user }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
+
+/// A session token as the instance signs one, valid for the whole run.
+fn clerk_session_token(azp: &str, seconds: u64) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("ins_bench".into());
+    header.extras.insert("cat", "cl_B7d4PD111AAA");
+    let now = now();
+    let claims = serde_json::json!({"sub": "user_bench", "sid": "sess_bench", "iss": "https://example-app-12.clerk.accounts.dev",
+        "azp": azp, "iat": now, "nbf": now - 10, "exp": now + seconds as i64 + 60});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(CLERK_INSTANCE_KEY.as_bytes()).expect("the fixture key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("a token")
+}
+
+/// GET `target` with `header` from 32 connections for `seconds`; the sorted latencies of good answers.
+async fn client_load(http: &reqwest::Client, target: &str, header: (&str, &str), seconds: u64) -> anyhow::Result<Vec<Duration>> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
-        let (http, target, cookie) = (http.clone(), target.to_string(), cookie.to_string());
+        let (http, target, name, value) = (http.clone(), target.to_string(), header.0.to_string(), header.1.to_string());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let started = Instant::now();
-                if let Ok(r) = http.get(&target).header("cookie", &cookie).send().await {
+                if let Ok(r) = http.get(&target).header(&name, &value).send().await {
                     if r.status().is_success() && r.bytes().await.is_ok_and(|b| b.starts_with(b"{")) {
                         latencies.push(started.elapsed());
                     }

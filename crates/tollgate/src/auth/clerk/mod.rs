@@ -62,6 +62,7 @@ impl ClerkAuth {
             keys,
             issuer: format!("https://{}", settings.frontend_api),
             authorized_parties: settings.authorized_parties.clone().unwrap_or_else(|| vec![public_origin.to_string()]),
+            verified: Default::default(),
         };
         let webhook_secret = match &settings.webhook_secret {
             Some(secret) => {

@@ -173,6 +173,30 @@ pub struct Verifier {
     /// `https://` + the Frontend API host.
     pub issuer: String,
     pub authorized_parties: Vec<String>,
+    /// Tokens whose signature already verified, with their claims: a browser sends the same token
+    /// for up to a minute, and the RSA check is most of a request's cost. The claims are checked
+    /// again on every use (the token may have expired since).
+    pub verified: VerifiedTokens,
+}
+
+/// At most this many verified tokens are remembered; when full, all are forgotten at once.
+const VERIFIED_TOKENS_KEPT: usize = 10_000;
+
+#[derive(Default)]
+pub struct VerifiedTokens(std::sync::Mutex<HashMap<String, std::sync::Arc<Map<String, Value>>>>);
+
+impl VerifiedTokens {
+    fn get(&self, token: &str) -> Option<std::sync::Arc<Map<String, Value>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
+    }
+
+    fn keep(&self, token: &str, claims: std::sync::Arc<Map<String, Value>>) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= VERIFIED_TOKENS_KEPT {
+            kept.clear();
+        }
+        kept.insert(token.to_string(), claims);
+    }
 }
 
 fn segment(part: &str) -> Result<Map<String, Value>, Rejection> {
@@ -193,6 +217,9 @@ fn number(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>
 impl Verifier {
     /// Verify `token` at `now_ms` (unix milliseconds).
     pub async fn verify(&self, token: &str, now_ms: i64) -> Result<SessionClaims, VerifyError> {
+        if let Some(claims) = self.verified.get(token) {
+            return Ok(self.check_claims(&claims, now_ms)?);
+        }
         let parts: Vec<&str> = token.split('.').collect();
         let [header, _, _] = parts[..] else { return Err(Rejection::Invalid("not three parts").into()) };
         let header = segment(header)?;
@@ -222,11 +249,13 @@ impl Verifier {
         signature_only.validate_nbf = false;
         signature_only.validate_aud = false;
         let claims = match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &signature_only) {
-            Ok(data) => data.claims,
+            Ok(data) => std::sync::Arc::new(data.claims),
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => return Err(Rejection::Signature.into()),
             Err(_) => return Err(Rejection::Claims("unreadable").into()),
         };
-        Ok(self.check_claims(&claims, now_ms)?)
+        let checked = self.check_claims(&claims, now_ms)?;
+        self.verified.keep(token, claims);
+        Ok(checked)
     }
 
     fn check_claims(&self, claims: &Map<String, Value>, now_ms: i64) -> Result<SessionClaims, Rejection> {
@@ -279,6 +308,7 @@ mod tests {
             keys: KeySource::Pem(DecodingKey::from_rsa_pem(INSTANCE_PUBLIC_KEY.as_bytes()).unwrap()),
             issuer: ISSUER.into(),
             authorized_parties: vec![APP.into(), "https://app.example.com".into()],
+            verified: Default::default(),
         }
     }
 
@@ -336,6 +366,17 @@ mod tests {
         assert!(check(&sign(&ignore_tag, &claims(), INSTANCE_KEY)).await.is_ok());
         assert!(check(&changed(|c| _ = c.insert("exp".into(), json!(NOW - 4)))).await.is_ok(), "inside the 5 s skew");
         assert!(check(&changed(|c| _ = c.remove("iat"))).await.is_ok(), "iat is optional");
+    }
+
+    /// A token verified once is not checked with RSA again, but its time is checked on every use.
+    #[tokio::test]
+    async fn a_remembered_token_still_expires() {
+        let verifier = verifier();
+        let token = token_with(claims());
+        assert!(verifier.verify(&token, NOW * 1000).await.is_ok());
+        assert!(verifier.verified.get(&token).is_some());
+        let later = (NOW + 66) * 1000;
+        assert!(matches!(verifier.verify(&token, later).await, Err(VerifyError::Rejected(Rejection::Expired))));
     }
 
     #[tokio::test]
