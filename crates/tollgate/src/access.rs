@@ -1,14 +1,15 @@
-//! "May this user use the product?" answered from the KV alone (no Stripe call); the `Entitled`
-//! extractor (`http::extract`) asks it for every gated request.
+//! "May this user use the product?" answered from the KV alone (no Stripe call, except for a
+//! grant long past its period's end); the `Entitled` extractor, the gateway, forward-auth and the
+//! service endpoint all ask `entitlement`.
 
 use std::sync::Arc;
 
 use crate::billing::{Billing, BillingError};
-use crate::domain::{CustomerId, SubscriptionCache, User};
+use crate::domain::{AccessPolicy, CustomerId, SubscriptionCache, UserId};
 use crate::kv::keys;
 
 /// The user's cached subscription. A customer whose entry is missing or unreadable is synced once.
-pub async fn cached_subscription(billing: &Arc<Billing>, user: &User) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
+pub async fn cached_subscription(billing: &Arc<Billing>, user: &UserId) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
     let Some(customer) = billing.customer_of(user).await? else {
         return Ok((None, SubscriptionCache::none()));
     };
@@ -18,4 +19,20 @@ pub async fn cached_subscription(billing: &Arc<Billing>, user: &User) -> Result<
         Some(Err(_)) | None => billing.sync(&customer).await?,
     };
     Ok((Some(customer), entry))
+}
+
+/// What the policy says about a user, with the entry it read.
+pub struct Entitlement {
+    pub entry: SubscriptionCache,
+    pub entitled: bool,
+}
+
+/// Whether `user` may use the product. A cached grant long past its period's end may be one
+/// whose webhooks were lost: it is checked with Stripe first (`AccessPolicy::needs_fresh_read`).
+pub async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<Entitlement, BillingError> {
+    let (customer, mut entry) = cached_subscription(billing, user).await?;
+    if let Some(customer) = customer.filter(|_| policy.needs_fresh_read(&entry, crate::unix_now())) {
+        entry = billing.sync(&customer).await?;
+    }
+    Ok(Entitlement { entitled: policy.grants(entry.status()), entry })
 }

@@ -133,6 +133,22 @@ pub struct Settings {
     pub period_end_grace: std::time::Duration,
     /// A built-in account's session ends this long after it was last used.
     pub session_ttl: std::time::Duration,
+    /// `UPSTREAM_URL`: run as a gateway in front of the product (`gateway`).
+    pub gateway: Option<GatewaySettings>,
+    /// `SERVICE_TOKEN`: the bearer token of `GET /api/users/{id}/entitlement`.
+    pub service_token: Option<Secret>,
+    /// `GATEWAY_SECRET`: signs the `X-Tollgate-Assertion` JWT (HS256), in gateway and forward-auth answers.
+    pub gateway_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `http://host:port` of the product (no path).
+    pub upstream: String,
+    /// Path prefixes that need an entitled user (`GATED_PATHS`, default `/app`).
+    pub gated_paths: Vec<String>,
+    /// How long the product may take to start answering (`UPSTREAM_TIMEOUT`).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -303,6 +319,16 @@ impl Settings {
         };
         let period_end_grace = interval("PERIOD_END_GRACE")?.unwrap_or(std::time::Duration::from_secs(86_400));
         let session_ttl = interval("SESSION_TTL")?.unwrap_or(std::time::Duration::from_secs(30 * 86_400));
+        let gateway = match get("UPSTREAM_URL") {
+            None => None,
+            Some(url) => Some(gateway_settings(url, &get)?),
+        };
+        let long_secret = |name: &'static str| match get(name) {
+            Some(secret) if secret.len() < 32 => Err(error(name, "must be at least 32 characters (openssl rand -hex 32)")),
+            secret => Ok(secret.map(Secret::new)),
+        };
+        let service_token = long_secret("SERVICE_TOKEN")?;
+        let gateway_secret = long_secret("GATEWAY_SECRET")?;
         Ok(Settings {
             port,
             bind,
@@ -318,8 +344,37 @@ impl Settings {
             reconcile_every,
             period_end_grace,
             session_ttl,
+            gateway,
+            service_token,
+            gateway_secret,
         })
     }
+}
+
+fn gateway_settings<'v>(url: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Result<GatewaySettings, ConfigError> {
+    let upstream = url.trim_end_matches('/');
+    let authority = upstream.strip_prefix("http://").ok_or_else(|| {
+        error(
+            "UPSTREAM_URL",
+            format!("'{url}' must be an http:// URL (Tollgate speaks plain HTTP to the product beside it; TLS ends in front of Tollgate)"),
+        )
+    })?;
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) || upstream.parse::<axum::http::Uri>().is_err() {
+        return Err(error("UPSTREAM_URL", format!("'{url}' must be http://host[:port], without a path")));
+    }
+    let gated_paths: Vec<String> =
+        get("GATED_PATHS").unwrap_or("/app").split(',').map(|p| p.trim().trim_end_matches('/').to_string()).collect();
+    if let Some(bad) = gated_paths.iter().find(|p| !p.starts_with('/') || p.contains(['?', '#', ' ', '*'])) {
+        return Err(error("GATED_PATHS", format!("'{bad}' is not a path prefix like /app")));
+    }
+    let timeout = match get("UPSTREAM_TIMEOUT") {
+        None => std::time::Duration::from_secs(20),
+        Some(v) => match v.trim_end_matches('s').parse::<u64>() {
+            Ok(seconds) if (1..=24).contains(&seconds) => std::time::Duration::from_secs(seconds),
+            _ => return Err(error("UPSTREAM_TIMEOUT", format!("'{v}' must be seconds from 1 to 24 (within the 25 s request deadline)"))),
+        },
+    };
+    Ok(GatewaySettings { upstream: upstream.to_string(), gated_paths, timeout })
 }
 
 fn clerk_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<ClerkSettings, ConfigError> {
@@ -460,6 +515,12 @@ mod tests {
             (vec![("SESSION_TTL", "forever")], "SESSION_TTL"),
             (vec![("PUBLIC_URL", "https://demo.example.com"), ("STRIPE_EMULATOR", "true")], "SMTP_URL"),
             (vec![("SMTP_URL", "mail.example.com:25")], "SMTP_URL"),
+            (vec![("UPSTREAM_URL", "https://product.internal")], "UPSTREAM_URL"),
+            (vec![("UPSTREAM_URL", "http://product.internal/base")], "UPSTREAM_URL"),
+            (vec![("UPSTREAM_URL", "http://product:8080"), ("GATED_PATHS", "app")], "GATED_PATHS"),
+            (vec![("GATEWAY_SECRET", "short")], "GATEWAY_SECRET"),
+            (vec![("UPSTREAM_URL", "http://product:8080"), ("UPSTREAM_TIMEOUT", "60")], "UPSTREAM_TIMEOUT"),
+            (vec![("SERVICE_TOKEN", "short")], "SERVICE_TOKEN"),
             (vec![("AUTH_PROVIDER", "clerk")], "CLERK_PUBLISHABLE_KEY"),
             (vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", "pk_test_bm90IGEgaG9zdA")], "CLERK_PUBLISHABLE_KEY"),
             (vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", "sk_test_x")], "CLERK_PUBLISHABLE_KEY"),

@@ -23,6 +23,7 @@ pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod mail;

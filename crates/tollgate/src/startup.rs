@@ -102,6 +102,9 @@ impl Application {
             auth,
             accounts,
             clerk,
+            gateway: settings.gateway.as_ref().map(|g| Arc::new(crate::gateway::Gateway::new(g))),
+            identity_headers: crate::gateway::IdentityHeaders::new(settings.gateway_secret.as_ref()),
+            service_token: settings.service_token.clone(),
             mailer,
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,

@@ -18,6 +18,12 @@ pub struct Inner {
     pub accounts: Arc<LocalAccounts>,
     /// Clerk, when it is the provider (the same object as `auth`): its pages, sign-out, webhook.
     pub clerk: Option<Arc<crate::auth::clerk::ClerkAuth>>,
+    /// Gateway mode (`UPSTREAM_URL`): the product behind Tollgate.
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
+    /// The identity headers of the gateway and forward-auth (`GATEWAY_SECRET` signs an assertion).
+    pub identity_headers: crate::gateway::IdentityHeaders,
+    /// `SERVICE_TOKEN`, for `GET /api/users/{id}/entitlement`.
+    pub service_token: Option<Secret>,
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
     pub mailer: Arc<crate::mail::Mailer>,
     pub policy: AccessPolicy,

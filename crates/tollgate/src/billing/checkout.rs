@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{Billing, BillingError};
-use crate::domain::{CustomerId, PriceId, User};
+use crate::domain::{CustomerId, PriceId, User, UserId};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, List, PortalSession};
 use crate::stripe::StripeError;
@@ -20,8 +20,8 @@ pub struct CheckoutStart {
 
 impl Billing {
     /// The user's customer id from the KV, if they have one.
-    pub async fn customer_of(&self, user: &User) -> Result<Option<CustomerId>, BillingError> {
-        match self.kv.get(&keys::user_customer(&user.id)).await? {
+    pub async fn customer_of(&self, user: &UserId) -> Result<Option<CustomerId>, BillingError> {
+        match self.kv.get(&keys::user_customer(user)).await? {
             None => Ok(None),
             Some(raw) => CustomerId::parse(&raw).map(Some).map_err(|e| BillingError::Corrupt(e.to_string())),
         }
@@ -32,14 +32,14 @@ impl Billing {
     /// only if absent (whoever loses reads the winner's).
     #[tracing::instrument(skip_all, fields(user = %user.id))]
     pub async fn get_or_create_customer(&self, user: &User) -> Result<CustomerId, BillingError> {
-        if let Some(existing) = self.customer_of(user).await? {
+        if let Some(existing) = self.customer_of(&user.id).await? {
             return Ok(existing);
         }
         let created = self.create_customer(user, &format!("tollgate-customer-{}", user.id)).await?;
         if self.kv.set_if_absent(&keys::user_customer(&user.id), created.as_str()).await? {
             return Ok(created);
         }
-        self.customer_of(user).await?.ok_or(BillingError::NoCustomer)
+        self.customer_of(&user.id).await?.ok_or(BillingError::NoCustomer)
     }
 
     /// Stripe no longer knows the mapped customer (deleted in the Dashboard, or the emulator was

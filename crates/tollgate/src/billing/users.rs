@@ -4,21 +4,14 @@
 //! the accounts need; its cache entry keeps mirroring Stripe (the subscriptions end `canceled`).
 
 use super::{Billing, BillingError};
-use crate::domain::{CustomerId, Email, SubscriptionStatus, UserId};
+use crate::domain::{Email, SubscriptionStatus, UserId};
 use crate::kv::keys;
 use crate::stripe::wire::{Created, List, Subscription};
 
 impl Billing {
-    async fn customer_of_id(&self, user: &UserId) -> Result<Option<CustomerId>, BillingError> {
-        match self.kv.get(&keys::user_customer(user)).await? {
-            None => Ok(None),
-            Some(raw) => CustomerId::parse(&raw).map(Some).map_err(|e| BillingError::Corrupt(e.to_string())),
-        }
-    }
-
     /// Give the user's Stripe customer (if any) this email.
     pub async fn user_email_changed(&self, user: &UserId, email: &Email) -> Result<(), BillingError> {
-        if let Some(customer) = self.customer_of_id(user).await? {
+        if let Some(customer) = self.customer_of(user).await? {
             let _: Created = self.stripe.post(&format!("/v1/customers/{customer}"), &[("email", email.as_str())], None).await?;
         }
         Ok(())
@@ -27,7 +20,7 @@ impl Billing {
     /// The user was deleted: cancel their live subscriptions now, have the cache follow, and drop
     /// the user → customer mapping. Each step is safe to repeat, so a failed run is retried whole.
     pub async fn user_deleted(&self, user: &UserId) -> Result<(), BillingError> {
-        let Some(customer) = self.customer_of_id(user).await? else { return Ok(()) };
+        let Some(customer) = self.customer_of(user).await? else { return Ok(()) };
         let subscriptions: List<Subscription> =
             self.stripe.get("/v1/subscriptions", &[("customer", customer.as_str()), ("status", "all"), ("limit", "100")]).await?;
         for subscription in &subscriptions.data {

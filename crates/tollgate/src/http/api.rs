@@ -1,9 +1,9 @@
 //! The JSON API (and the form posts that share its paths): checkout, portal, subscription state.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -11,9 +11,10 @@ use serde_json::json;
 
 use super::error::{Failure, Surface};
 use super::extract::CurrentUser;
-use crate::access::cached_subscription;
-use crate::domain::PriceId;
+use crate::access::entitlement;
+use crate::domain::{PriceId, UserId};
 use crate::state::AppState;
+use sha2::{Digest, Sha256};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -61,14 +62,38 @@ pub async fn billing_portal(State(state): State<AppState>, CurrentUser(user): Cu
     let surface = Surface::of(&parts);
     let failure = |e| Failure::from_billing(surface, e);
     let customer =
-        state.billing.customer_of(&user).await.map_err(failure)?.ok_or_else(|| failure(crate::billing::BillingError::NoCustomer))?;
+        state.billing.customer_of(&user.id).await.map_err(failure)?.ok_or_else(|| failure(crate::billing::BillingError::NoCustomer))?;
     Ok(Redirect::to(&state.billing.portal_url(&customer).await.map_err(failure)?))
+}
+
+/// `GET /api/users/{id}/entitlement` for workers and back ends (`Authorization: Bearer
+/// SERVICE_TOKEN`): whether the user may use the product, from the KV as every gated request asks.
+pub async fn user_entitlement(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Failure> {
+    let Some(expected) = &state.service_token else {
+        return Err(Failure::new(Surface::Api, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address."));
+    };
+    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    // Digests compared, so the time taken says nothing about the token.
+    if Sha256::digest(sent.as_bytes()) != Sha256::digest(expected.expose().as_bytes()) {
+        return Err(Failure::new(Surface::Api, StatusCode::UNAUTHORIZED, "unauthenticated", "A valid service token is required."));
+    }
+    let user = UserId::parse(&id).map_err(|e| Failure::bad_request(Surface::Api, "invalid_user", e.to_string()))?;
+    let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    let subscription = access.entry.subscription();
+    Ok(Json(json!({
+        "userId": user,
+        "entitled": access.entitled,
+        "status": access.entry.status().as_str(),
+        "priceId": subscription.and_then(|s| s.price_id.clone()),
+        "currentPeriodEnd": subscription.and_then(|s| s.current_period_end),
+    }))
+    .into_response())
 }
 
 /// The cache entry as the recipe stores it, plus `"entitled"`.
 pub async fn subscription(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<Response, Failure> {
-    let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
-    let mut body = serde_json::to_value(&entry).unwrap_or_default();
-    body["entitled"] = json!(state.policy.grants(entry.status()));
+    let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    let mut body = serde_json::to_value(&access.entry).unwrap_or_default();
+    body["entitled"] = json!(access.entitled);
     Ok((StatusCode::OK, Json(body)).into_response())
 }

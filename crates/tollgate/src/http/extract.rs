@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::Method;
 
 use super::error::{Failure, Surface};
-use crate::access::cached_subscription;
+use crate::access::entitlement;
 use crate::auth::{cookie, Session};
 use crate::domain::{SubscriptionCache, User};
 use crate::state::AppState;
@@ -77,14 +77,9 @@ impl FromRequestParts<AppState> for Entitled {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let CurrentUser(user) = <CurrentUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
         let surface = Surface::of(parts);
-        let failure = |e| Failure::from_billing(surface, e);
-        let (customer, mut entry) = cached_subscription(&state.billing, &user).await.map_err(failure)?;
-        // A grant whose period ended long ago may be one whose webhooks were lost: ask Stripe.
-        if let Some(customer) = customer.filter(|_| state.policy.needs_fresh_read(&entry, crate::unix_now())) {
-            entry = state.billing.sync(&customer).await.map_err(failure)?;
-        }
-        if state.policy.grants(entry.status()) {
-            Ok(Entitled(user, entry))
+        let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
+        if access.entitled {
+            Ok(Entitled(user, access.entry))
         } else {
             Err(Failure::not_entitled(surface))
         }

@@ -14,6 +14,9 @@ const CONTENT_SECURITY_POLICY: &str =
 
 pub async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
+    if response.extensions().get::<super::gateway::FromProduct>().is_some() {
+        return response; // the product's own page, with its own policy
+    }
     let headers = response.headers_mut();
     // A page that loads Clerk's SDK sets its own, wider policy (`http::accounts`).
     headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));

@@ -53,7 +53,7 @@ pub async fn dashboard(
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Failure> {
     let failure = |e| Failure::from_billing(Surface::Page, e);
-    let (_, entry) = cached_subscription(&state.billing, &user).await.map_err(failure)?;
+    let (_, entry) = cached_subscription(&state.billing, &user.id).await.map_err(failure)?;
     // The plan's name is a nicety: without Stripe the dashboard still shows the cached entry.
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
     let entitled = state.policy.grants(entry.status());
@@ -65,7 +65,7 @@ pub async fn dashboard(
 /// sync now so the dashboard is already right.
 pub async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);
-    let customer = state.billing.customer_of(&user).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let customer = state.billing.customer_of(&user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
     let Some(customer) = customer else { return Ok(Redirect::to("/")) };
     state.billing.sync(&customer).await.map_err(|e| Failure::from_billing(surface, e))?;
     Ok(Redirect::to("/dashboard"))

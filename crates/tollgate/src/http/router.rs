@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{accounts, api, assets, clerk_webhook, csrf, deadline, headers, health, pages, trace, webhook};
+use super::{accounts, api, assets, clerk_webhook, csrf, deadline, gateway, headers, health, pages, trace, webhook};
 use crate::state::AppState;
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -20,7 +20,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::landing))
         .route("/dashboard", get(pages::dashboard))
         .route("/success", get(pages::success))
-        .route("/app", get(pages::app_home))
+        // The example gated page, unless a product of its own is behind Tollgate
+        .merge(if state.gateway.is_none() { Router::new().route("/app", get(pages::app_home)) } else { Router::new() })
         // Accounts (either provider)
         .route("/auth", get(accounts::auth_page))
         .route("/auth/refresh", get(accounts::refresh_page))
@@ -35,18 +36,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/billing-portal", post(api::billing_portal))
         .route("/api/subscription", get(api::subscription))
         .route("/api/stripe-webhook", post(webhook::stripe_webhook))
+        .route("/api/users/{id}/entitlement", get(api::user_entitlement))
         .route("/assets/style.css", get(assets::stylesheet))
+        // Forward-auth for a proxy in front of another app
+        .route("/auth/verify", get(gateway::verify))
         // Operations
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Cross-site protection (which reads form bodies) and the body limit guard Tollgate's own
+        // routes, just before their handlers; what goes on to the product is the product's own.
+        .route_layer(from_fn_with_state(state.clone(), csrf::protect))
+        .route_layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Everything else: on to the product in gateway mode (`http::gateway`), else 404.
+        .fallback(gateway::proxy)
         // Layers run outermost last: the request span and log wrap everything, then the security
-        // headers on every answer, then the request deadline, then the body limit, then
-        // cross-site protection (which reads form bodies) just before the handlers. The accept
-        // loop (`http::serve`) adds the header deadline and the connection cap below all of this.
-        .layer(from_fn_with_state(state.clone(), csrf::protect))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // headers on every answer of Tollgate's own, then the request deadline. The accept loop
+        // (`http::serve`) adds the header deadline and the connection cap below all of this.
         .layer(from_fn(deadline::request_deadline))
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
         .layer(from_fn(trace::trace_requests))
@@ -62,10 +68,6 @@ fn local_account_routes() -> Router<AppState> {
         .route("/auth/reset/new", get(accounts::new_password_page_for).post(accounts::set_new_password))
         .route("/auth/sign-out-everywhere", post(accounts::sign_out_everywhere))
         .route("/dev/outbox", get(accounts::outbox))
-}
-
-async fn not_found(parts: Parts) -> Failure {
-    Failure::new(Surface::of(&parts), StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.")
 }
 
 async fn method_not_allowed(parts: Parts) -> Failure {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Lowest first: a module may use only modules before it.
-const LAYERS: [&str; 13] =
-    ["domain", "config", "telemetry", "kv", "mail", "stripe", "billing", "auth", "access", "state", "http", "startup", "cli"];
+const LAYERS: [&str; 14] =
+    ["domain", "config", "telemetry", "kv", "mail", "stripe", "billing", "auth", "access", "gateway", "state", "http", "startup", "cli"];
 
 /// Every `crate::name` named in `text`.
 fn crate_paths(text: &str) -> Vec<String> {

@@ -1,0 +1,112 @@
+//! The product's side of Tollgate: the gateway (every request no Tollgate route answers goes on
+//! to `UPSTREAM_URL`, gated paths only for entitled users), and forward-auth (`GET /auth/verify`,
+//! for nginx `auth_request`, Traefik ForwardAuth and Caddy `forward_auth` in front of any app).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{Failure, Surface};
+use super::extract::{CurrentUser, Entitled};
+use crate::access::entitlement;
+use crate::auth::Session;
+use crate::gateway::{GatewayError, Identity};
+use crate::state::AppState;
+
+/// Marks an answer that came from the product: Tollgate's security headers leave it as it is.
+#[derive(Clone, Copy)]
+pub struct FromProduct;
+
+/// Who is signed in, as identity headers: for a gated path only an entitled user passes (others
+/// get Tollgate's sign-in or pricing answer); elsewhere anyone passes, signed in or not.
+async fn identity(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Option<Identity>, Failure> {
+    if gated {
+        let Entitled(user, entry) = Entitled::from_request_parts(parts, state).await?;
+        return Ok(Some(Identity::of(&user, &entry, true)));
+    }
+    let Some(CurrentUser(user)) = <CurrentUser as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state).await? else {
+        return Ok(None);
+    };
+    let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(Surface::of(parts), e))?;
+    Ok(Some(Identity::of(&user, &access.entry, access.entitled)))
+}
+
+/// The router's fallback: on to the product in gateway mode, 404 otherwise.
+pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let surface = Surface::of(&parts);
+    let Some(gateway) = state.gateway.clone() else {
+        return Failure::new(surface, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.").into_response();
+    };
+    let gated = gateway.is_gated(parts.uri.path());
+    let identity = match identity(&state, &mut parts, gated).await {
+        Ok(identity) => identity,
+        Err(failure) => return failure.into_response(),
+    };
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+    let proto = if state.secure_cookies { "https" } else { "http" };
+    let headers = identity.map(|i| state.identity_headers.of(&i)).unwrap_or_default();
+    match gateway.forward(Request::from_parts(parts, body), headers, peer, proto).await {
+        Ok(mut response) => {
+            response.extensions_mut().insert(FromProduct);
+            response
+        }
+        Err(e @ GatewayError::Timeout(_)) => Failure {
+            detail: Some(e.to_string()),
+            ..Failure::new(
+                surface,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "The product took too long to answer. Try again in a moment.",
+            )
+        }
+        .into_response(),
+        Err(e @ GatewayError::Unreachable(_)) => Failure {
+            detail: Some(e.to_string()),
+            ..Failure::new(
+                surface,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "The product is not answering right now. Try again in a moment.",
+            )
+        }
+        .into_response(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct VerifyQuery {
+    /// The status for a signed-in user without a subscription: 402 (the default), or 403 for
+    /// nginx, whose `auth_request` accepts only 2xx, 401 and 403.
+    deny: Option<u16>,
+}
+
+/// `GET /auth/verify`: 200 with the identity headers for an entitled user, 401 when signed out,
+/// 402 (or `?deny=403`) when not entitled. Never a redirect: the proxy in front decides.
+pub async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQuery>, parts: Parts) -> Response {
+    let answer = |status: StatusCode, code: &str| (status, Json(json!({ "error": { "code": code } }))).into_response();
+    let user = match state.auth.session(&parts).await {
+        Ok(Session::SignedIn(user)) => user,
+        Ok(_) => return answer(StatusCode::UNAUTHORIZED, "unauthenticated"),
+        Err(e) => return Failure::from_auth(Surface::Api, e).into_response(),
+    };
+    let access = match entitlement(&state.billing, &state.policy, &user.id).await {
+        Ok(access) => access,
+        Err(e) => return Failure::from_billing(Surface::Api, e).into_response(),
+    };
+    if !access.entitled {
+        let status = if query.deny == Some(403) { StatusCode::FORBIDDEN } else { StatusCode::PAYMENT_REQUIRED };
+        return answer(status, "subscription_required");
+    }
+    let mut response = Json(json!({ "userId": user.id, "entitled": true })).into_response();
+    for (name, value) in state.identity_headers.of(&Identity::of(&user, &access.entry, true)) {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}

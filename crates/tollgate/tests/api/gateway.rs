@@ -1,0 +1,354 @@
+//! Gateway and forward-auth, black-box: the real Tollgate in front of a real upstream server
+//! started here (and, for forward-auth, a real nginx with the README's configuration).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::helpers::{spawn_app_with, Browser, Options, TestApp, MONTHLY};
+
+const GATEWAY_SECRET: &str = "a gateway secret of at least thirty-two characters";
+const SERVICE_TOKEN: &str = "a service token of at least thirty-two characters";
+
+/// The product behind Tollgate: it shows what it received, and has a slow page, an upload that
+/// reports its first bytes, and a download that waits between its parts.
+#[derive(Default)]
+struct Product {
+    first_upload_bytes: Notify,
+    release_download: Notify,
+    requests: AtomicUsize,
+}
+
+async fn echo(State(product): State<Arc<Product>>, request: Request) -> Json<Value> {
+    product.requests.fetch_add(1, Ordering::SeqCst);
+    let headers: BTreeMap<String, String> =
+        request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    Json(json!({ "method": request.method().as_str(), "path": request.uri().to_string(), "headers": headers }))
+}
+
+async fn upload(State(product): State<Arc<Product>>, body: Body) -> Json<Value> {
+    let mut stream = body.into_data_stream();
+    let mut bytes = 0;
+    while let Some(chunk) = stream.next().await {
+        if bytes == 0 {
+            product.first_upload_bytes.notify_one();
+        }
+        bytes += chunk.unwrap().len();
+    }
+    Json(json!({ "bytes": bytes }))
+}
+
+async fn download(State(product): State<Arc<Product>>) -> Body {
+    let parts = futures_util::stream::unfold(0, move |part| {
+        let product = product.clone();
+        async move {
+            match part {
+                0 => Some((Ok::<_, std::io::Error>("first part\n".to_string()), 1)),
+                1 => {
+                    product.release_download.notified().await;
+                    Some((Ok("second part\n".to_string()), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    Body::from_stream(parts)
+}
+
+async fn start_product() -> (String, Arc<Product>) {
+    let product = Arc::new(Product::default());
+    let router = Router::new()
+        .route("/upload", post(upload))
+        .route("/download", get(download))
+        .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(3)).await }))
+        .fallback(any(echo))
+        .with_state(product.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, product)
+}
+
+/// A WebSocket-style product: answers an upgrade with 101, then echoes every byte.
+async fn start_echo_socket() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                if !head.contains("upgrade: websocket") {
+                    let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                }
+                let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n").await;
+                let (mut reader, mut writer) = stream.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    url
+}
+
+async fn gateway_app(upstream: &str, extra: Vec<(&'static str, String)>) -> TestApp {
+    let mut vars = vec![
+        ("UPSTREAM_URL", upstream.to_string()),
+        ("GATED_PATHS", "/app,/reports".into()),
+        ("GATEWAY_SECRET", GATEWAY_SECRET.into()),
+        ("SERVICE_TOKEN", SERVICE_TOKEN.into()),
+        ("UPSTREAM_TIMEOUT", "1".into()),
+    ];
+    vars.extend(extra);
+    spawn_app_with(Options { extra: vars, ..Options::default() }).await
+}
+
+/// What the product received, as its echo shows it.
+fn received(reply: &crate::helpers::Reply) -> Value {
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json()
+}
+
+const FORGED: [(&str, &str); 5] = [
+    ("x-forwarded-user", "user_admin"),
+    ("x-forwarded-email", "admin@example.com"),
+    ("x-tollgate-entitled", "true"),
+    ("x-tollgate-assertion", "forged"),
+    ("x-forwarded-groups", "admins"),
+];
+
+#[tokio::test]
+async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollgates_identity_headers() {
+    let (upstream, _) = start_product().await;
+    let app = gateway_app(&upstream, vec![]).await;
+    let forged = |browser: &Browser, path: &'static str| {
+        let browser = browser.clone();
+        async move {
+            let mut headers: Vec<(&str, &str)> = FORGED.to_vec();
+            headers.push(("accept", "application/json"));
+            headers.push(("cookie-ignored", "x"));
+            browser.send(reqwest::Method::GET, path, &headers, None).await
+        }
+    };
+
+    // A visitor: open paths pass with no identity (the forged headers are gone); gated ones do not.
+    let visitor = app.browser();
+    let seen = received(&forged(&visitor, "/docs/intro?x=1").await);
+    assert_eq!(seen["path"], "/docs/intro?x=1");
+    for (name, _) in FORGED {
+        assert!(seen["headers"].get(name).is_none(), "{name} reached the product: {seen}");
+    }
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert!(seen["headers"]["x-forwarded-host"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(visitor.get("/app/reports").await.location(), "/auth?next=%2Fapp%2Freports");
+    assert_eq!(visitor.get_json("/reports/1").await.status, 401);
+    assert_eq!(visitor.get("/apple").await.status, 200, "/apple is not under /app");
+
+    // Tollgate's own routes are still Tollgate's.
+    assert!(visitor.get("/").await.text.contains("id=\"plans\""));
+    assert_eq!(visitor.get_json("/healthz").await.status, 200);
+
+    // Signed in, not subscribed: open paths carry the identity, gated ones go to pricing / 402.
+    let member = app.signed_in("member@example.com").await;
+    member.set_cookie("theme", "dark");
+    let seen = received(&forged(&member, "/docs").await);
+    assert_eq!(seen["headers"]["x-forwarded-email"], "member@example.com");
+    assert!(seen["headers"]["x-forwarded-user"].as_str().unwrap().starts_with("user_"));
+    assert_eq!(seen["headers"]["x-tollgate-entitled"], "false");
+    assert_eq!(seen["headers"]["x-tollgate-status"], "none");
+    assert_eq!(seen["headers"]["cookie"], "theme=dark", "Tollgate's own cookies stay with Tollgate");
+    assert_eq!(member.get("/app").await.location(), "/?notice=subscribe");
+    assert_eq!(member.get_json("/app").await.status, 402);
+
+    // Subscribed: the gated path reaches the product with the subscription's facts.
+    let (subscriber, _) = app.subscribed("payer@example.com", MONTHLY).await;
+    subscriber.get("/success").await; // back from Checkout: synced
+    let seen = received(&forged(&subscriber, "/app/settings").await);
+    let headers = &seen["headers"];
+    assert_eq!((headers["x-forwarded-email"].as_str(), headers["x-tollgate-entitled"].as_str()), (Some("payer@example.com"), Some("true")));
+    assert_eq!((headers["x-tollgate-status"].as_str(), headers["x-tollgate-price"].as_str()), (Some("active"), Some(MONTHLY)));
+    assert!(headers.get("x-forwarded-groups").is_none());
+    // The product's answer is its own: no Tollgate policy headers added to it.
+    let page = subscriber.get("/app/settings").await;
+    assert!(page.headers.get("content-security-policy").is_none());
+
+    // The assertion verifies with a maintained JWT library, and fails once tampered or expired.
+    let assertion = headers["x-tollgate-assertion"].as_str().unwrap();
+    let key = jsonwebtoken::DecodingKey::from_secret(GATEWAY_SECRET.as_bytes());
+    let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    let claims: Value = jsonwebtoken::decode(assertion, &key, &validation).unwrap().claims;
+    assert_eq!((claims["sub"].clone(), claims["email"].as_str()), (headers["x-forwarded-user"].clone(), Some("payer@example.com")));
+    assert_eq!(
+        (claims["entitled"].as_bool(), claims["status"].as_str(), claims["price"].as_str()),
+        (Some(true), Some("active"), Some(MONTHLY))
+    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 60);
+    let [head, _, signature]: [&str; 3] = assertion.split('.').collect::<Vec<_>>().try_into().unwrap();
+    use base64::Engine;
+    let mut forged_claims = claims.clone();
+    forged_claims["sub"] = json!("user_admin");
+    let tampered = format!("{head}.{}.{signature}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_claims.to_string()));
+    assert_eq!(
+        jsonwebtoken::decode::<Value>(&tampered, &key, &validation).unwrap_err().kind(),
+        &jsonwebtoken::errors::ErrorKind::InvalidSignature
+    );
+    let mut a_minute_later = validation.clone();
+    a_minute_later.leeway = 0;
+    a_minute_later.reject_tokens_expiring_in_less_than = 61;
+    assert_eq!(
+        jsonwebtoken::decode::<Value>(assertion, &key, &a_minute_later).unwrap_err().kind(),
+        &jsonwebtoken::errors::ErrorKind::ExpiredSignature
+    );
+    let wrong_key = jsonwebtoken::DecodingKey::from_secret(b"another secret of at least thirty-two characters");
+    assert!(jsonwebtoken::decode::<Value>(assertion, &wrong_key, &validation).is_err());
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways_and_websockets_pass() {
+    let (upstream, product) = start_product().await;
+    let app = gateway_app(&upstream, vec![]).await;
+
+    // 20 MB up: the product sees the first bytes while the client is still holding the rest back.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let chunks = futures_util::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|c| (c, r)) });
+    let request = app.http.post(format!("{}/upload", app.url)).body(reqwest::Body::wrap_stream(chunks)).send();
+    let uploading = tokio::spawn(request);
+    sender.send(Ok(vec![7u8; 1024 * 1024])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), product.first_upload_bytes.notified())
+        .await
+        .expect("the product got the first megabyte before the upload was complete: nothing buffered it whole");
+    for _ in 1..20 {
+        sender.send(Ok(vec![7u8; 1024 * 1024])).await.unwrap();
+    }
+    drop(sender);
+    let answer = uploading.await.unwrap().unwrap();
+    let body: Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+    assert_eq!(body["bytes"], 20 * 1024 * 1024);
+
+    // Down: the client reads the first part while the product still holds the second back.
+    let mut download = app.http.get(format!("{}/download", app.url)).send().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), download.chunk()).await.expect("the first part arrived on its own").unwrap();
+    assert_eq!(first.as_deref(), Some(&b"first part\n"[..]));
+    product.release_download.notify_one();
+    assert_eq!(download.chunk().await.unwrap().as_deref(), Some(&b"second part\n"[..]));
+
+    // A WebSocket upgrade is spliced through: bytes echo both ways.
+    let sockets = gateway_app(&start_echo_socket().await, vec![]).await;
+    let mut stream = tokio::net::TcpStream::connect(sockets.url.trim_start_matches("http://")).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    for message in [&b"hello"[..], b"through the gateway"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+#[tokio::test]
+async fn a_product_that_is_down_or_slow_gets_a_clear_502_or_504() {
+    let (upstream, _) = start_product().await;
+    let slow = gateway_app(&upstream, vec![]).await;
+    let started = std::time::Instant::now();
+    let page = slow.browser().get("/slow").await;
+    assert_eq!(page.status, 504);
+    assert!(page.text.contains("took too long") && started.elapsed() < Duration::from_secs(3));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = gateway_app(&format!("http://{closed}"), vec![]).await;
+    let page = down.browser().get("/docs").await;
+    assert_eq!(page.status, 502);
+    assert!(page.text.contains("not answering") && page.text.contains("<html"), "a page for a browser");
+    let api = down.browser().get_json("/docs").await;
+    assert_eq!((api.status, api.json()["error"]["code"].as_str()), (502, Some("upstream_unavailable")));
+}
+
+#[tokio::test]
+async fn forward_auth_and_the_service_endpoint() {
+    let (upstream, _) = start_product().await;
+    let app = gateway_app(&upstream, vec![]).await;
+    assert_eq!(app.browser().get("/auth/verify").await.status, 401);
+    let member = app.signed_in("member@example.com").await;
+    assert_eq!(member.get("/auth/verify").await.status, 402);
+    assert_eq!(member.get("/auth/verify?deny=403").await.status, 403);
+    let (subscriber, _) = app.subscribed("payer@example.com", MONTHLY).await;
+    subscriber.get("/success").await; // back from Checkout: synced
+    let ok = subscriber.get("/auth/verify").await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.headers["x-forwarded-email"], "payer@example.com");
+    assert_eq!(ok.headers["x-tollgate-entitled"], "true");
+    assert!(ok.headers.contains_key("x-tollgate-assertion"));
+    let user_id = ok.headers["x-forwarded-user"].to_str().unwrap().to_string();
+
+    let ask = |id: String, token: &'static str| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move {
+            let r = http.get(format!("{url}/api/users/{id}/entitlement")).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = ask(user_id.clone(), SERVICE_TOKEN).await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (body["entitled"].as_bool(), body["status"].as_str(), body["priceId"].as_str()),
+        (Some(true), Some("active"), Some(MONTHLY))
+    );
+    assert_eq!(ask(user_id.clone(), "a wrong token of at least thirty-two characters").await.0, 401);
+    let (status, body) = ask("user_nobody".into(), SERVICE_TOKEN).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"entitled\":false") && body.contains("\"status\":\"none\""));
+    assert_eq!(ask("user_a.b%3Cscript%3E".into(), SERVICE_TOKEN).await.0, 400);
+    assert_eq!(ask("cus_123".into(), SERVICE_TOKEN).await.0, 400);
+}
+
+/// nginx in front of a product, asking Tollgate with `auth_request`, configured as the README says.
+#[tokio::test]
+async fn nginx_auth_request_with_the_readme_configuration() {
+    let (upstream, _) = start_product().await;
+    let app = spawn_app_with(Options::default()).await;
+    let nginx = crate::nginx::Nginx::start(&app.url, &upstream);
+    let through = |browser: Browser, path: &'static str| {
+        let url = nginx.url.clone();
+        async move {
+            let request =
+                browser.http_client().get(format!("{url}{path}")).header("cookie", browser.cookie_header()).header("accept", "text/html");
+            crate::helpers::Reply::read(request.send().await.unwrap()).await
+        }
+    };
+    let visitor = through(app.browser(), "/app/").await;
+    assert_eq!(visitor.status, 302);
+    assert!(visitor.location().ends_with("/auth?next=/app/"), "{}", visitor.location());
+    let member = through(app.signed_in("member@example.com").await, "/app/").await;
+    assert_eq!(member.status, 302);
+    assert!(member.location().ends_with("/?notice=subscribe"), "{}", member.location());
+    let (subscriber, _) = app.subscribed("payer@example.com", MONTHLY).await;
+    subscriber.get("/success").await; // back from Checkout: synced
+    let page = through(subscriber, "/app/").await;
+    let seen = received(&page);
+    assert_eq!(seen["headers"]["x-forwarded-email"], "payer@example.com");
+    assert!(seen["headers"]["x-forwarded-user"].as_str().unwrap().starts_with("user_"));
+}

@@ -1,0 +1,65 @@
+//! A real nginx (Debian's, installed by `scripts/test`) running the README's forward-auth
+//! configuration, with its ports pointed at the test's Tollgate and product. Stopped when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::redis_server::free_port;
+
+pub struct Nginx {
+    child: Child,
+    pub url: String,
+    dir: PathBuf,
+}
+
+/// The server block of the README's nginx example.
+fn readme_server_block() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme.find("```nginx\n# tollgate-nginx-example\n").expect("the README's nginx example") + "```nginx\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    readme[start..end].to_string()
+}
+
+impl Nginx {
+    /// nginx in front of `product`, asking the Tollgate at `tollgate` (both `http://host:port`).
+    pub fn start(tollgate: &str, product: &str) -> Nginx {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("tollgate-nginx-{}", tollgate::random_token(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = readme_server_block()
+            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
+            .replace("http://127.0.0.1:3000", tollgate)
+            .replace("http://127.0.0.1:8000", product);
+        let d = dir.display();
+        let config = format!(
+            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n \
+             uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), config).unwrap();
+        let binary = ["/usr/sbin/nginx", "nginx"].into_iter().find(|b| std::path::Path::new(b).exists()).unwrap_or("nginx");
+        let child = Command::new(binary)
+            .args(["-p", &dir.display().to_string(), "-c", &dir.join("nginx.conf").display().to_string(), "-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nginx starts (scripts/test installs it)");
+        let nginx = Nginx { child, url: format!("http://127.0.0.1:{port}"), dir };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return nginx;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nginx did not listen: {}", std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default());
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
