@@ -6,16 +6,17 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import http from 'node:http';
 import { launchBrowser, repoRoot } from './helpers.mjs';
 
 const tollgateBin = process.env.TOLLGATE_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target'), 'debug', 'tollgate');
 let app;
 let browser;
 
-function startTollgate() {
+function startTollgate(env = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-browser-'));
   return new Promise((resolve, reject) => {
-    const child = spawn(tollgateBin, [], { cwd: dir, env: { ...process.env, PORT: '0', BIND: '', PUBLIC_URL: '', STRIPE_SECRET_KEY: '', PLANS: '', STRIPE_EMULATOR_PORT: '0', KV_URL: 'memory:', RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(tollgateBin, [], { cwd: dir, env: { ...process.env, PORT: '0', BIND: '', PUBLIC_URL: '', STRIPE_SECRET_KEY: '', PLANS: '', STRIPE_EMULATOR_PORT: '0', KV_URL: 'memory:', RUST_LOG: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const timer = setTimeout(() => reject(new Error(`tollgate did not start: ${out}`)), 20000);
     child.stdout.on('data', (d) => {
@@ -123,4 +124,37 @@ test('sign up, confirm by email, forget the password, reset it by email, sign in
   await Promise.all([page.waitForURL('**/dashboard'), page.click('#sign-in-submit')]);
   assert.equal(await page.textContent('#email'), 'forgetful@example.com');
   await page.close();
+});
+
+// A product of its own behind Tollgate's gateway: it shows the email it read from the headers.
+test('through the gateway: sign up, subscribe, then the product sees who the user is', async () => {
+  const product = http.createServer((req, res) => {
+    const email = String(req.headers['x-forwarded-email'] || 'nobody').replace(/[<>&]/g, '');
+    res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><title>Product</title><p id="product-email">${email}</p><p id="entitled">${req.headers['x-tollgate-entitled']}</p>`);
+  });
+  await new Promise((resolve) => product.listen(0, '127.0.0.1', resolve));
+  const gateway = await startTollgate({ UPSTREAM_URL: `http://127.0.0.1:${product.address().port}`, GATED_PATHS: '/app' });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${gateway.url}/app/projects`);
+    assert.match(page.url(), /\/auth\?next=%2Fapp%2Fprojects$/, 'a visitor is sent to sign in');
+    await page.goto(`${gateway.url}/auth`);
+    await page.fill('#up-email', 'maker@example.com');
+    await page.fill('#up-password', 'correct horse battery');
+    await signUpByEmail(page, 'maker@example.com');
+    await page.goto(`${gateway.url}/app/projects`);
+    assert.match(page.url(), /notice=subscribe/, 'not subscribed yet: the pricing page');
+    await Promise.all([page.waitForURL(/\/c\/pay\/cs_test_/), page.click('#subscribe-price_tollgate_monthly')]);
+    await page.fill('#card_number', '4242 4242 4242 4242');
+    await page.fill('#exp', '12 / 34');
+    await page.fill('#cvc', '123');
+    await Promise.all([page.waitForURL(`${gateway.url}/dashboard`), page.click('#submit')]);
+    await page.goto(`${gateway.url}/app/projects`);
+    assert.equal(await page.textContent('#product-email'), 'maker@example.com');
+    assert.equal(await page.textContent('#entitled'), 'true');
+    await page.close();
+  } finally {
+    gateway.stop();
+    product.close();
+  }
 });

@@ -10,7 +10,9 @@
 //! - `GET /api/subscription` for one signed-in subscriber — requests/s, p50/p99;
 //! - peak RSS of the tollgate process (VmHWM) after all of it;
 //! - `GET /api/subscription` with `AUTH_PROVIDER=clerk`: a Clerk session token verified on every
-//!   request (JWKS cached) — requests/s, p50/p99.
+//!   request (JWKS cached) — requests/s, p50/p99;
+//! - gateway mode: an entitled user's page through Tollgate to a trivial product, and the same
+//!   page straight from the product — requests/s, p50/p99 of each.
 
 mod common;
 
@@ -197,6 +199,17 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(first.status().is_success(), "the Clerk token was refused: {}", first.status());
     read_load(&http, &format!("{clerk_url}/api/subscription"), ("authorization", &bearer), seconds, "GET /api/subscription, Clerk token")
         .await?;
+
+    // Gateway: an entitled user's request through Tollgate to a trivial product, against the
+    // same request straight to the product.
+    let product = trivial_product().await?;
+    let (_gateway, gateway_url) = start(tollgate_command(&stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app")]))?;
+    let cookie = subscriber_cookie(&http, &gateway_url, &stripe).await?;
+    let through = http.get(format!("{gateway_url}/app/page")).header("cookie", &cookie).send().await?;
+    anyhow::ensure!(through.status().is_success(), "the gateway refused the subscriber: {}", through.status());
+    read_load(&http, &format!("{product}/app/page"), ("cookie", &cookie), seconds, "the product directly").await?;
+    read_load(&http, &format!("{gateway_url}/app/page"), ("cookie", &cookie), seconds, "the product through the gateway, entitled user")
+        .await?;
     Ok(())
 }
 
@@ -356,4 +369,13 @@ async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> a
         serde_json::from_str(&http.get(format!("{url}/api/subscription")).header("cookie", &cookie).send().await?.text().await?)?;
     anyhow::ensure!(check["entitled"] == true, "the subscriber is not entitled: {check}");
     Ok(cookie)
+}
+
+/// A product that answers every request with a short page, on loopback in this process.
+async fn trivial_product() -> anyhow::Result<String> {
+    let router = axum::Router::new().fallback(|| async { "<!doctype html><p>the product</p>" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
 }

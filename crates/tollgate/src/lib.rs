@@ -10,10 +10,17 @@
 //! - [`kv`]: the `Kv` trait, its backends (redb, Redis, memory) and every key name.
 //! - [`stripe`]: the Stripe client, wire types, webhook signatures, the pinned API version.
 //! - [`billing`]: `sync_stripe_data_to_kv`, its coordination across instances, the drain, reconcile, checkout, portal, plans, tracked events.
-//! - [`auth`]: the provider interface, `CurrentUser`, local accounts and sessions, CSRF protection.
-//! - [`access`]: entitlement from the cache, and the `Entitled` extractor.
-//! - [`http`]: the router, pages, JSON API, webhook endpoint, health checks, one failure type.
+//! - [`auth`]: the provider interface, the built-in accounts and sessions, Clerk.
+//! - [`access`]: entitlement from the cache.
+//! - [`http`]: the router, pages, JSON API, webhooks, gateway and forward-auth, health checks,
+//!   the extractors (`CurrentUser`, `Entitled`), CSRF protection, one failure type.
+//! - [`mail`]: account emails by SMTP, or the local outbox.
+//! - [`gateway`]: the product behind Tollgate: the streaming proxy and the identity headers.
 //! - [`cli`]: the command line.
+//!
+//! Library mode: build an [`Application`], merge [`Application::routes`] into your own axum
+//! router, gate your handlers with [`Entitled`] (or [`CurrentUser`]), and [`Application::serve`]
+//! the result; `crates/example-product` shows it.
 
 #![recursion_limit = "256"]
 
@@ -31,6 +38,12 @@ pub mod startup;
 pub mod state;
 pub mod stripe;
 pub mod telemetry;
+
+pub use config::Settings;
+pub use domain::{SubscriptionCache, User};
+pub use http::extract::{CurrentUser, Entitled};
+pub use startup::Application;
+pub use state::AppState;
 
 /// Give large allocations back to the system when freed. Each password hash takes 19 MiB; glibc
 /// otherwise raises its mmap threshold after the first one and keeps every such block in the

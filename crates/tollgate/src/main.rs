@@ -36,14 +36,19 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("Tollgate listening on http://{} — open {}", app.addr, app.public_url);
+    // A closed stdout (a supervisor that stopped reading) must not stop the server: no `println!`.
+    let say = |line: String| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
+    say(format!("Tollgate listening on http://{} — open {}", app.addr, app.public_url));
     if let Some(emulator) = &app.emulator_url {
-        println!(
+        say(format!(
             "Stripe emulator at {emulator} (no STRIPE_SECRET_KEY set). Test card 4242 4242 4242 4242; 4000 0000 0000 9995 is declined."
-        );
+        ));
     }
     if app.state.mailer.is_outbox() {
-        println!("No SMTP_URL: account emails (sign-up and reset links) go to {}/dev/outbox", app.public_url);
+        say(format!("No SMTP_URL: account emails (sign-up and reset links) go to {}/dev/outbox", app.public_url));
     }
     if let Err(e) = app.run_until_stopped().await {
         eprintln!("tollgate: server error: {e}");

@@ -119,6 +119,20 @@ impl Application {
         Ok(Application { listener, router, addr, public_url, emulator_url, state, wakeups, reconcile_every: settings.reconcile_every })
     }
 
+    /// Tollgate's routes with their layers (library mode): merge them into your own axum router,
+    /// then `serve` the result. Your handlers gate themselves with `Entitled` / `CurrentUser`,
+    /// whose state is `state` (`Router::with_state(app.state.clone())`).
+    pub fn routes(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// Serve `router` (your routes with `routes()` merged in) in place of Tollgate's own, with
+    /// everything `run_until_stopped` runs beside it.
+    pub async fn serve(mut self, router: axum::Router) -> std::io::Result<()> {
+        self.router = router;
+        self.run_until_stopped().await
+    }
+
     /// Serve, with the drain (and the periodic reconcile, when set) running beside the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let billing = self.state.billing.clone();

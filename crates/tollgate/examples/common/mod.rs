@@ -30,7 +30,10 @@ pub fn start(mut command: Command) -> anyhow::Result<(Proc, String)> {
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
     let stdout = child.stdout.take().expect("piped");
     let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let mut reader = std::io::BufReader::new(stdout);
+    reader.read_line(&mut line)?;
+    // Keep reading what it prints later, as a terminal would.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let url = line
         .split("listening on ")
         .nth(1)

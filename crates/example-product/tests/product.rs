@@ -1,0 +1,113 @@
+//! The example product end to end: Tollgate as a library, its routes and the product's in one
+//! server, against the Stripe emulator. A visitor, a user and a subscriber each get what the
+//! `Entitled` and `CurrentUser` extractors allow.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use reqwest::Method;
+use test_support::{encode, Reply};
+
+struct Visitor {
+    http: reqwest::Client,
+    url: String,
+    cookies: Mutex<HashMap<String, String>>,
+}
+
+impl Visitor {
+    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<String>) -> Reply {
+        let cookie = self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).header("cookie", cookie);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let reply = Reply::read(request.send().await.unwrap()).await;
+        for value in reply.headers.get_all("set-cookie") {
+            let pair = value.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.lock().unwrap().insert(name.to_string(), value.to_string());
+        }
+        reply
+    }
+
+    async fn page(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[("accept", "text/html")], None).await
+    }
+
+    async fn json(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[("accept", "application/json")], None).await
+    }
+
+    fn csrf(&self) -> String {
+        self.cookies.lock().unwrap()["tollgate_csrf"].clone()
+    }
+
+    async fn form(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let mut fields = fields.to_vec();
+        let csrf = self.csrf();
+        fields.push(("csrf", &csrf));
+        let headers = [("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")];
+        self.send(Method::POST, path, &headers, Some(encode(&fields))).await
+    }
+}
+
+#[tokio::test]
+async fn the_product_is_gated_by_tollgates_extractors() {
+    let stripe = test_support::spawn_emulator(test_support::seeded()).await;
+    let vars: HashMap<String, String> = [
+        ("PORT", "0"),
+        ("KV_URL", "memory:"),
+        ("STRIPE_SECRET_KEY", "sk_test_example_product"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_example_product"),
+        ("STRIPE_API_BASE", &stripe),
+        ("PLANS", "price_pro_monthly"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let tollgate = tollgate::Application::build(tollgate::Settings::from_vars(&vars).unwrap()).await.unwrap();
+    let (url, state) = (format!("http://{}", tollgate.addr), tollgate.state.clone());
+    let app = example_product::app(&tollgate);
+    tokio::spawn(tollgate.serve(app));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let visitor = Visitor { http: http.clone(), url: url.clone(), cookies: Default::default() };
+
+    // A visitor: to sign-in, or 401.
+    assert_eq!(visitor.page("/product").await.location(), "/auth?next=%2Fproduct");
+    assert_eq!(visitor.json("/api/usage").await.status, 401);
+    assert!(visitor.page("/").await.text.contains("id=\"plans\""), "Tollgate's own pages are served too");
+
+    // Signed up (the link from the outbox), not subscribed: to pricing, or 402.
+    visitor.form("/auth/sign-up", &[("email", "maker@example.com"), ("password", "a long enough password")]).await;
+    let outbox = state.mailer.outbox().unwrap();
+    let text = &outbox[0].mail.text;
+    let token = &text[text.find("token=").unwrap() + 6..][..32];
+    assert_eq!(visitor.form("/auth/confirm", &[("token", token)]).await.status, 303);
+    assert_eq!(visitor.page("/product").await.location(), "/?notice=subscribe");
+    assert_eq!(visitor.json("/api/usage").await.status, 402);
+    assert_eq!(visitor.page("/hello").await.text, "hello maker@example.com");
+
+    // Subscribed: the product.
+    let headers = [("content-type", "application/json"), ("x-csrf-token", &visitor.csrf())];
+    let started =
+        visitor.send(Method::POST, "/api/generate-stripe-checkout", &headers, Some(r#"{"priceId":"price_pro_monthly"}"#.into())).await;
+    let session = started.json()["sessionId"].as_str().unwrap().to_string();
+    let paid = http
+        .post(format!("{stripe}/_emulator/checkout/sessions/{session}/complete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&[("card_number", "4242424242424242")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    assert_eq!(visitor.page("/success").await.location(), "/dashboard");
+    let page = visitor.page("/product").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("<p id=\"who\">maker@example.com</p>") && page.text.contains("<p id=\"plan\">active</p>"));
+    let usage = visitor.json("/api/usage").await;
+    assert_eq!(usage.json()["reportsThisMonth"], 3);
+    assert!(usage.json()["user"].as_str().unwrap().starts_with("user_"));
+}
