@@ -75,6 +75,7 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/_emulator/stats", get(crate::resources::control::stats))
         .route("/_emulator/checkout/sessions/{id}/complete", post(crate::resources::control::complete_checkout))
         .route("/_emulator/clock/advance", post(crate::resources::control::advance_clock))
+        .route("/_emulator/webhook_endpoints/{id}/test_delivery", post(crate::resources::control::test_delivery))
         .layer(middleware::from_fn_with_state(emulator.clone(), same_site_only));
 
     Router::new().merge(pages).merge(control).merge(api).with_state(emulator)

@@ -3,9 +3,11 @@
 //! their own processes and measures:
 //! - a renewal storm: 3 events for each of ~1,000 customers against an emulator with 150 ms
 //!   latency and a 100 requests/s limit, with `STRIPE_RATE_LIMIT=95` — time until every event is
-//!   accepted, time until every customer is settled, Stripe calls, 429s, customers lost;
+//!   accepted, time until every customer is settled, Stripe calls, 429s, customers lost, and the
+//!   drain's backlog gauge on `/metrics` rising and falling back to zero;
 //! - webhook intake: `wrk`, 32 connections, signed events spread over 5,000 customers —
-//!   requests/s and latency percentiles.
+//!   requests/s and latency percentiles, then the same while `/metrics` is scraped ten times a
+//!   second (what serving the metrics costs).
 //!
 //! Usage: `bench_redis [seconds of the intake phase] [customers in the storm]`.
 
@@ -61,6 +63,19 @@ async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize) -> anyho
             refused
         });
     }
+    // Meanwhile, the drain's backlog as /metrics shows it.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = tokio::spawn({
+        let (http, metrics, watching) = (http.clone(), format!("{url}/metrics"), watching.clone());
+        async move {
+            let mut seen = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(backlog(&http, &metrics).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        }
+    });
     let refused: u32 = senders.join_all().await.into_iter().sum();
     let accepted_in = started.elapsed();
     loop {
@@ -71,6 +86,10 @@ async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize) -> anyho
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let settled_in = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.await?;
+    let after = backlog(http, &format!("{url}/metrics")).await;
     let (calls_after, limited_after) = emulator_stats(http, &stripe).await?;
     let mut lost = 0;
     for (customer, subscription) in customers.iter() {
@@ -95,20 +114,62 @@ async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize) -> anyho
         calls as f64 / n,
         limited_after - limited_before
     );
+    println!(
+        "  /metrics drain backlog: peak {} customers over {} samples, {} once settled",
+        seen.iter().flatten().max().copied().unwrap_or(0),
+        seen.len(),
+        after.map_or("unreadable".to_string(), |b| b.to_string())
+    );
     Ok(())
 }
 
+/// `tollgate_drain_backlog_customers` from a /metrics page.
+async fn backlog(http: &reqwest::Client, metrics: &str) -> Option<i64> {
+    let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("tollgate_drain_backlog_customers ")).and_then(|v| v.trim().parse().ok())
+}
+
 async fn intake(seconds: u64) -> anyhow::Result<()> {
-    const CUSTOMERS: usize = 5000;
     let (_redis, kv_url) = redis_server()?;
     let (_emulator, stripe) = emulator(&[])?;
     let (tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "95")]))?;
+    let (plain, summary) = wrk_intake(&url, seconds, "plain").await?;
+    println!("webhook intake, Redis (wrk, {CONNECTIONS} connections, {INTAKE_CUSTOMERS} customers, {seconds}s): {summary}");
+    // The same, while /metrics is scraped ten times a second (Prometheus scrapes every 15 s or so).
+    let scraping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = tokio::spawn({
+        let (scraping, metrics) = (scraping.clone(), format!("{url}/metrics"));
+        async move {
+            let http = reqwest::Client::new();
+            let mut scrapes = 0u64;
+            while scraping.load(std::sync::atomic::Ordering::Relaxed) {
+                if http.get(&metrics).send().await.is_ok_and(|r| r.status().is_success()) {
+                    scrapes += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            scrapes
+        }
+    });
+    let (scraped, summary) = wrk_intake(&url, seconds, "scraped").await?;
+    scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.await?;
+    println!("webhook intake, Redis, /metrics scraped 10 times a second ({scrapes} scrapes): {summary}");
+    println!("  serving /metrics cost {:.1} % of intake throughput (target ≤ 3 %)", (plain - scraped) / plain * 100.0);
+    drop(tollgate);
+    Ok(())
+}
+
+const INTAKE_CUSTOMERS: usize = 5000;
+
+/// One wrk run of distinct signed events (ids prefixed with `run`); requests/s and a summary line.
+async fn wrk_intake(url: &str, seconds: u64, run: &str) -> anyhow::Result<(f64, String)> {
     // Distinct events for the whole run (signatures stay valid for five minutes), one per line.
     let events = (seconds as usize * 60_000).max(10_000);
-    let file = std::env::temp_dir().join(format!("tollgate-bench-events-{}.tsv", std::process::id()));
+    let file = std::env::temp_dir().join(format!("tollgate-bench-events-{}-{run}.tsv", std::process::id()));
     let mut lines = String::with_capacity(events * 400);
     for n in 0..events {
-        let (body, signature) = signed_event(&format!("evt_intake{n}"), "invoice.paid", &format!("cus_intake{}", n % CUSTOMERS));
+        let (body, signature) = signed_event(&format!("evt_{run}{n}"), "invoice.paid", &format!("cus_intake{}", n % INTAKE_CUSTOMERS));
         lines.push_str(&signature);
         lines.push('\t');
         lines.push_str(std::str::from_utf8(&body)?);
@@ -119,7 +180,7 @@ async fn intake(seconds: u64) -> anyhow::Result<()> {
     let out = Command::new("wrk")
         .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(&script)
-        .arg(&url)
+        .arg(url)
         .arg("--")
         .arg(&file)
         .output()
@@ -137,14 +198,14 @@ async fn intake(seconds: u64) -> anyhow::Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     let non_2xx = text.lines().find(|l| l.contains("Non-2xx")).map(|l| l.trim().to_string()).unwrap_or_else(|| "0 non-2xx".into());
-    println!(
-        "webhook intake, Redis (wrk, {CONNECTIONS} connections, {CUSTOMERS} customers, {seconds}s): {} requests/s, p50 {}, p90 {}, p99 {}, {non_2xx}{}",
-        find("Requests/sec:"),
-        find("50%"),
-        find("90%"),
-        find("99%"),
-        if requests as usize > events { format!(" ({} repeats of already-recorded events)", requests as usize - events) } else { String::new() }
-    );
-    drop(tollgate);
-    Ok(())
+    let per_second: f64 = find("Requests/sec:").parse().unwrap_or(0.0);
+    let repeats = if requests as usize > events {
+        format!(" ({} repeats of already-recorded events)", requests as usize - events)
+    } else {
+        String::new()
+    };
+    Ok((
+        per_second,
+        format!("{per_second:.0} requests/s, p50 {}, p90 {}, p99 {}, {non_2xx}{repeats}", find("50%"), find("90%"), find("99%")),
+    ))
 }

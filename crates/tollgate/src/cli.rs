@@ -1,4 +1,5 @@
-//! The command line: `tollgate` (= `tollgate serve`), `tollgate config` and `tollgate sync`.
+//! The command line: `tollgate` (= `tollgate serve`), `tollgate config`, `tollgate sync`,
+//! `tollgate doctor` and `tollgate setup`.
 
 use std::sync::Arc;
 
@@ -24,6 +25,60 @@ pub enum Command {
     Config,
     /// Re-read customers from Stripe into the KV now, within STRIPE_RATE_LIMIT.
     Sync(SyncTarget),
+    /// Check everything going live needs against the real services; exit 1 when anything is wrong.
+    Doctor {
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or update the Stripe webhook endpoint for PUBLIC_URL with exactly the tracked events.
+    Setup {
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// The Stripe client of these settings, without the shared rate limit (one-off commands).
+fn stripe_client(settings: &Settings) -> Option<crate::stripe::StripeClient> {
+    match &settings.stripe {
+        StripeSettings::Remote { secret_key, api_base, .. } => Some(crate::stripe::StripeClient::new(api_base, secret_key.clone(), None)),
+        StripeSettings::Emulator { .. } => None,
+    }
+}
+
+/// `tollgate doctor`: the report on stdout; whether every check passed.
+pub async fn doctor(settings: &Settings, json: bool) -> bool {
+    let checks = crate::doctor::run(settings, stripe_client(settings).as_ref()).await;
+    let passed = crate::doctor::passed(&checks);
+    if json {
+        println!("{}", serde_json::json!({ "ok": passed, "checks": checks }));
+    } else {
+        print!("{}", crate::doctor::render(&checks));
+        println!("{}", if passed { "Ready to go live." } else { "Fix the failures above, then run `tollgate doctor` again." });
+    }
+    passed
+}
+
+/// `tollgate setup`: prints what it did (and a new endpoint's secret, once).
+pub async fn setup(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
+    let stripe =
+        stripe_client(settings).ok_or_else(|| anyhow::anyhow!("STRIPE_SECRET_KEY: `tollgate setup` configures Stripe; set the key"))?;
+    let would = if dry_run { "would be " } else { "" };
+    match crate::doctor::setup(settings, &stripe, dry_run).await? {
+        crate::doctor::SetupOutcome::Created { id, secret } => {
+            println!(
+                "webhook endpoint {would}created: {id}, listening to the {} tracked events",
+                crate::billing::events::TRACKED_EVENTS.len()
+            );
+            if let Some(secret) = secret {
+                println!("store its signing secret where `serve` reads it:\nSTRIPE_WEBHOOK_SECRET={secret}");
+            }
+        }
+        crate::doctor::SetupOutcome::Updated { id, changes } => println!("webhook endpoint {id} {would}updated: {}", changes.join("; ")),
+        crate::doctor::SetupOutcome::Unchanged { id } => println!("webhook endpoint {id} is already as Tollgate needs it: nothing changed"),
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug, PartialEq)]

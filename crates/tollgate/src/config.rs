@@ -63,6 +63,15 @@ pub enum StripeSettings {
     },
 }
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, and a line for every request (an access log).
+    Json,
+}
+
 /// How account emails (verification, password reset) leave.
 #[derive(Debug, Clone)]
 pub enum MailSettings {
@@ -139,6 +148,10 @@ pub struct Settings {
     pub service_token: Option<Secret>,
     /// `GATEWAY_SECRET`: signs the `X-Tollgate-Assertion` JWT (HS256), in gateway and forward-auth answers.
     pub gateway_secret: Option<Secret>,
+    /// `LOG_FORMAT`: `text` (the default) or `json`.
+    pub log_format: LogFormat,
+    /// `METRICS_ADDR`: serve `/metrics` on this address only, instead of on the main port.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -329,6 +342,15 @@ impl Settings {
         };
         let service_token = long_secret("SERVICE_TOKEN")?;
         let gateway_secret = long_secret("GATEWAY_SECRET")?;
+        let log_format = match get("LOG_FORMAT") {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(error("LOG_FORMAT", format!("'{v}' is not text or json"))),
+        };
+        let metrics_addr = match get("METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| error("METRICS_ADDR", format!("'{v}' is not an address like 127.0.0.1:9100")))?),
+        };
         Ok(Settings {
             port,
             bind,
@@ -347,6 +369,8 @@ impl Settings {
             gateway,
             service_token,
             gateway_secret,
+            log_format,
+            metrics_addr,
         })
     }
 }
@@ -521,6 +545,8 @@ mod tests {
             (vec![("GATEWAY_SECRET", "short")], "GATEWAY_SECRET"),
             (vec![("UPSTREAM_URL", "http://product:8080"), ("UPSTREAM_TIMEOUT", "60")], "UPSTREAM_TIMEOUT"),
             (vec![("SERVICE_TOKEN", "short")], "SERVICE_TOKEN"),
+            (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (vec![("METRICS_ADDR", "9100")], "METRICS_ADDR"),
             (vec![("AUTH_PROVIDER", "clerk")], "CLERK_PUBLISHABLE_KEY"),
             (vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", "pk_test_bm90IGEgaG9zdA")], "CLERK_PUBLISHABLE_KEY"),
             (vec![("AUTH_PROVIDER", "clerk"), ("CLERK_PUBLISHABLE_KEY", "sk_test_x")], "CLERK_PUBLISHABLE_KEY"),

@@ -29,6 +29,7 @@ pub mod auth;
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod domain;
 pub mod gateway;
 pub mod http;

@@ -6,7 +6,6 @@ use tollgate::startup::Application;
 #[tokio::main]
 async fn main() {
     tollgate::return_large_allocations();
-    tollgate::telemetry::init();
     let cli = Cli::parse();
     let settings = match Settings::from_env() {
         Ok(s) => s,
@@ -15,6 +14,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    tollgate::telemetry::init_with(settings.log_format);
     match cli.command {
         Some(Command::Config) => {
             println!("{settings:#?}");
@@ -23,6 +23,14 @@ async fn main() {
         Some(Command::Sync(target)) => {
             if let Err(e) = tollgate::cli::sync(settings, target).await {
                 eprintln!("tollgate: sync: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Some(Command::Doctor { json }) => std::process::exit(if tollgate::cli::doctor(&settings, json).await { 0 } else { 1 }),
+        Some(Command::Setup { dry_run }) => {
+            if let Err(e) = tollgate::cli::setup(&settings, dry_run).await {
+                eprintln!("tollgate: setup: {e:#}");
                 std::process::exit(1);
             }
             return;

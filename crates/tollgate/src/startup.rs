@@ -33,6 +33,10 @@ pub struct Application {
     pub state: AppState,
     wakeups: Wakeups,
     reconcile_every: Option<std::time::Duration>,
+    /// `METRICS_ADDR`'s listener, when metrics have one of their own.
+    metrics_listener: Option<TcpListener>,
+    /// Where that listener is.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn demo_catalogue() -> Vec<SeedProduct> {
@@ -105,6 +109,7 @@ impl Application {
             gateway: settings.gateway.as_ref().map(|g| Arc::new(crate::gateway::Gateway::new(g))),
             identity_headers: crate::gateway::IdentityHeaders::new(settings.gateway_secret.as_ref()),
             service_token: settings.service_token.clone(),
+            metrics_on_main_port: settings.metrics_addr.is_none(),
             mailer,
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,
@@ -116,7 +121,23 @@ impl Application {
             public_origin,
         });
         let router = crate::http::router::router(state.clone());
-        Ok(Application { listener, router, addr, public_url, emulator_url, state, wakeups, reconcile_every: settings.reconcile_every })
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("METRICS_ADDR: cannot listen on {addr}"))?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        Ok(Application {
+            listener,
+            router,
+            addr,
+            public_url,
+            emulator_url,
+            state,
+            wakeups,
+            reconcile_every: settings.reconcile_every,
+            metrics_listener,
+            metrics_addr,
+        })
     }
 
     /// Tollgate's routes with their layers (library mode): merge them into your own axum router,
@@ -138,7 +159,13 @@ impl Application {
         let billing = self.state.billing.clone();
         let drain = tokio::spawn(drain::run(billing.clone(), self.wakeups));
         let reconcile = self.reconcile_every.map(|every| tokio::spawn(reconcile::run_periodically(billing, every)));
-        let _stop_background = AbortOnDrop(std::iter::once(drain).chain(reconcile).collect());
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = axum::Router::new().route("/metrics", axum::routing::get(crate::http::health::metrics));
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            })
+        });
+        let _stop_background = AbortOnDrop(std::iter::once(drain).chain(reconcile).chain(metrics).collect());
         crate::http::serve::serve(self.listener, self.router, shutdown_requested()).await
         // In-flight requests have finished here, so every KV write they made has committed; the
         // drain stops with `_stop_background`, and its pending marks stay in the KV for the next

@@ -24,6 +24,8 @@ pub struct Inner {
     pub identity_headers: crate::gateway::IdentityHeaders,
     /// `SERVICE_TOKEN`, for `GET /api/users/{id}/entitlement`.
     pub service_token: Option<Secret>,
+    /// `/metrics` is served on the main port (no `METRICS_ADDR`).
+    pub metrics_on_main_port: bool,
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
     pub mailer: Arc<crate::mail::Mailer>,
     pub policy: AccessPolicy,

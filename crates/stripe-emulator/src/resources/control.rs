@@ -25,6 +25,24 @@ pub async fn stats(State(emu): State<Emulator>) -> Json<serde_json::Value> {
     Json(json!({ "api_requests": count(&emu.api_requests), "rate_limited": count(&emu.rate_limited) }))
 }
 
+/// A test delivery for a webhook endpoint, signed with its secret (Stripe's Dashboard sends one on
+/// request; here a tool such as `tollgate doctor` checks the secret it holds against it):
+/// `{"payload", "signature"}`, the signature as the `Stripe-Signature` header would carry it.
+pub async fn test_delivery(State(emu): State<Emulator>, Path(id): Path<String>) -> Response {
+    let store = emu.lock_read();
+    let Some(secret) = store.webhook_secrets.get(&id) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("No such webhook endpoint: '{id}'")).into_response();
+    };
+    let now = store.now();
+    let payload = json!({
+        "id": format!("evt_test_{}", crate::store::random_alphanumeric(16)), "object": "event", "type": "test.webhook", "created": now,
+        "livemode": false, "api_version": crate::store::API_VERSION, "data": { "object": {} }, "pending_webhooks": 1,
+    })
+    .to_string();
+    let signature = crate::webhooks::signature_header(secret, now, payload.as_bytes());
+    Json(json!({ "payload": payload, "signature": signature })).into_response()
+}
+
 #[derive(Deserialize)]
 pub struct DeliveryFilter {
     event: Option<String>,

@@ -241,7 +241,10 @@ impl LocalAccounts {
     /// Count an email to `email` from `address`; a refusal ends the request before any work.
     async fn mail_allowed(&self, email: &Email, address: Option<IpAddr>) -> Result<MailDecision, AccountError> {
         match self.throttle.mail_requested(email.as_str(), address).await? {
-            MailDecision::Refuse(seconds) => Err(AccountError::Throttled(seconds)),
+            MailDecision::Refuse(seconds) => {
+                crate::telemetry::metrics::METRICS.sign_in_throttled.with_label_values(&["email"]).inc();
+                Err(AccountError::Throttled(seconds))
+            }
             decision => Ok(decision),
         }
     }
@@ -394,6 +397,7 @@ impl LocalAccounts {
             parsed.as_ref().map_or_else(|_| email.trim().to_lowercase().chars().take(254).collect(), |e| e.as_str().to_string());
         let attempt = Attempt { account: &account_key, address };
         if let Some(seconds) = self.throttle.must_wait(&attempt).await? {
+            crate::telemetry::metrics::METRICS.sign_in_throttled.with_label_values(&["sign_in"]).inc();
             return Err(AccountError::Throttled(seconds));
         }
         let outcome = self.check_password(parsed, password).await;

@@ -5,7 +5,8 @@
 //! losing this task, or the whole process, loses no update.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +46,8 @@ impl Drain {
 
 /// Run until the process stops.
 pub async fn run(billing: Arc<Billing>, mut wakeups: Wakeups) {
-    let mut queued: HashSet<CustomerId> = HashSet::new();
+    // Each customer queued here, with when this instance first saw it pending.
+    let mut queued: HashMap<CustomerId, Instant> = HashMap::new();
     let mut due: BinaryHeap<Reverse<(Instant, CustomerId)>> = BinaryHeap::new();
     let mut failures: HashMap<CustomerId, u32> = HashMap::new();
     let (done, mut finished) = mpsc::unbounded_channel::<(CustomerId, Result<Settled, BillingError>)>();
@@ -58,7 +60,8 @@ pub async fn run(billing: Arc<Billing>, mut wakeups: Wakeups) {
         let next = due.peek().map(|Reverse((at, _))| *at);
         tokio::select! {
             Some(customer) = wakeups.recv() => {
-                if queued.insert(customer.clone()) {
+                if let Entry::Vacant(slot) = queued.entry(customer.clone()) {
+                    slot.insert(Instant::now());
                     due.push(Reverse((Instant::now() + DEBOUNCE, customer)));
                 }
             }
@@ -66,6 +69,7 @@ pub async fn run(billing: Arc<Billing>, mut wakeups: Wakeups) {
                 Ok(_) => {
                     failures.remove(&customer);
                     queued.remove(&customer);
+                    report_backlog(&queued);
                 }
                 Err(e) => {
                     // Still pending in the KV; try again later (it stays queued here meanwhile).
@@ -79,10 +83,12 @@ pub async fn run(billing: Arc<Billing>, mut wakeups: Wakeups) {
                 Ok(pending) => {
                     let at = Instant::now() + DEBOUNCE;
                     for customer in pending.iter().filter_map(|c| CustomerId::parse(c).ok()) {
-                        if queued.insert(customer.clone()) {
+                        if let Entry::Vacant(slot) = queued.entry(customer.clone()) {
+                            slot.insert(Instant::now());
                             due.push(Reverse((at, customer)));
                         }
                     }
+                    report_backlog(&queued);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read pending syncs; will look again"),
             },
@@ -98,6 +104,13 @@ pub async fn run(billing: Arc<Billing>, mut wakeups: Wakeups) {
             _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some_and(|at| at > now) => {}
         }
     }
+}
+
+/// The backlog gauges: customers queued here, and how long the oldest has waited.
+fn report_backlog(queued: &HashMap<CustomerId, Instant>) {
+    let metrics = &crate::telemetry::metrics::METRICS;
+    metrics.drain_backlog.set(queued.len() as i64);
+    metrics.drain_oldest_pending.set(queued.values().min().map_or(0, |since| since.elapsed().as_secs() as i64));
 }
 
 /// 1 s, doubling to at most a minute, with jitter so that instances do not retry in step.

@@ -156,7 +156,18 @@ impl Billing {
                 self.kv.release(lease, token).await?;
                 return Ok(last.map_or(Settled::Idle, Settled::Synced));
             };
-            let (entry, commit) = sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation).await?;
+            let started = std::time::Instant::now();
+            let synced = sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation).await;
+            let outcome = match &synced {
+                Ok((_, Commit::Clean)) => "clean",
+                Ok((_, Commit::DirtyAgain)) => "dirty_again",
+                Ok((_, Commit::LeaseLost)) => "lease_lost",
+                Err(_) => "failed",
+            };
+            let metrics = &crate::telemetry::metrics::METRICS;
+            metrics.syncs.with_label_values(&[outcome]).inc();
+            metrics.sync_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+            let (entry, commit) = synced?;
             match commit {
                 Commit::LeaseLost => return Ok(last.map_or(Settled::Busy, Settled::Synced)),
                 // An event came during the read: read again, still holding the lease.

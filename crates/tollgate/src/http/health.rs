@@ -22,6 +22,11 @@ struct Readiness {
     stripe: bool,
 }
 
+/// `/metrics`: every series in the Prometheus text format (`telemetry::metrics`).
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], crate::telemetry::metrics::METRICS.render())
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         // Operations
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        // Metrics here, unless METRICS_ADDR gives them a listener of their own (`startup`)
+        .merge(if state.metrics_on_main_port { Router::new().route("/metrics", get(health::metrics)) } else { Router::new() })
         .method_not_allowed_fallback(method_not_allowed)
         // Cross-site protection (which reads form bodies) and the body limit guard Tollgate's own
         // routes, just before their handlers; what goes on to the product is the product's own.

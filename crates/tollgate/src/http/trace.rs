@@ -14,15 +14,32 @@ use super::error::ErrorDetail;
 pub async fn trace_requests(request: Request, next: Next) -> Response {
     let request_id = crate::random_token(12);
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("request", id = %request_id, method = %request.method(), route = %route);
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_ms = elapsed * 1000.0;
+    // Labels from bounded sets only: the route template, a known method, the status.
+    let route_label = if response.extensions().get::<super::gateway::FromProduct>().is_some() { "upstream" } else { route.as_str() };
+    let metrics = &crate::telemetry::metrics::METRICS;
+    metrics.http_requests.with_label_values(&[route_label, method, response.status().as_str()]).inc();
+    metrics.http_duration.with_label_values(&[route_label, method]).observe(elapsed);
     let _entered = span.enter();
     match response.extensions().get::<ErrorDetail>() {
         Some(ErrorDetail(detail)) if status >= 500 => tracing::error!(status, elapsed_ms, error = %detail, "request failed"),
         Some(ErrorDetail(detail)) => tracing::info!(status, elapsed_ms, reason = %detail, "request refused"),
+        None if crate::telemetry::access_log() => tracing::info!(status, elapsed_ms, "request"),
         None => tracing::debug!(status, elapsed_ms, "request"),
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -20,12 +20,18 @@ pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 
 #[tracing::instrument(name = "webhook", skip_all, fields(event = tracing::field::Empty, event_type = tracing::field::Empty))]
 pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
+    let counted = |event_type: &str, outcome: &str| {
+        crate::telemetry::metrics::METRICS.webhook_events.with_label_values(&[event_type, outcome]).inc();
+    };
     let Ok(payload) = to_bytes(body, MAX_EVENT_BYTES).await else {
+        counted("unknown", "rejected");
         return Err(Failure::too_large(Surface::Api));
     };
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    verify(&payload, signature, state.webhook_secret.expose(), crate::unix_now())
-        .map_err(|e| Failure::bad_request(Surface::Api, "invalid_signature", e.to_string()))?;
+    verify(&payload, signature, state.webhook_secret.expose(), crate::unix_now()).map_err(|e| {
+        counted("unknown", "rejected");
+        Failure::bad_request(Surface::Api, "invalid_signature", e.to_string())
+    })?;
     let event: Event = serde_json::from_slice(&payload)
         .map_err(|e| Failure::bad_request(Surface::Api, "invalid_event", format!("The signed body is not a Stripe event: {e}")))?;
     // The id becomes part of a KV key: Stripe's are `evt_` and letters or digits.
@@ -38,14 +44,24 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
     // `queued`: a sync of the customer was recorded; `duplicate`: this event id was recorded before.
     let acknowledged =
         |queued: bool, duplicate: bool| Json(json!({ "received": true, "queued": queued, "duplicate": duplicate })).into_response();
+    // A signed event's type is Stripe's: a bounded label.
+    let event_type = event.event_type.as_str();
     match route(&event) {
-        EventAction::Untracked => Ok(acknowledged(false, false)),
+        EventAction::Untracked => {
+            counted(event_type, "untracked");
+            Ok(acknowledged(false, false))
+        }
         EventAction::NoCustomer => {
+            counted(event_type, "no_customer");
             tracing::info!("tracked event without a customer id: acknowledged, nothing to sync");
             Ok(acknowledged(false, false))
         }
         EventAction::Sync(customer) => {
-            let recorded = state.billing.record_event(&customer, &event.id).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+            let recorded = state.billing.record_event(&customer, &event.id).await.map_err(|e| {
+                counted(event_type, "failed");
+                Failure::from_billing(Surface::Api, e)
+            })?;
+            counted(event_type, if recorded { "queued" } else { "duplicate" });
             Ok(acknowledged(recorded, !recorded))
         }
     }

@@ -20,6 +20,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod metered;
 pub mod redb;
 pub mod redis;
 
@@ -93,11 +94,12 @@ pub trait Kv: Send + Sync {
 pub type SharedKv = Arc<dyn Kv>;
 
 pub async fn open(settings: &KvSettings) -> anyhow::Result<SharedKv> {
-    Ok(match settings {
+    let store: SharedKv = match settings {
         KvSettings::Memory => Arc::new(memory::MemoryKv::default()),
         KvSettings::Embedded { path } => Arc::new(redb::RedbKv::open(path)?),
         KvSettings::Redis { url, ca_file, .. } => Arc::new(redis::RedisKv::connect(url.expose(), ca_file.as_deref()).await?),
-    })
+    };
+    Ok(Arc::new(metered::Metered(store)))
 }
 
 pub mod keys {

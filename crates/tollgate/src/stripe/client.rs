@@ -141,6 +141,10 @@ impl StripeClient {
         };
         let deadline = Instant::now() + DEADLINE;
         let mut attempt = 0;
+        let endpoint = crate::telemetry::metrics::endpoint_template(path);
+        let count = |status: &str| {
+            crate::telemetry::metrics::METRICS.stripe_requests.with_label_values(&[method.as_str(), endpoint.as_str(), status]).inc();
+        };
         loop {
             self.pace(deadline).await?;
             let url = if method == Method::GET && !encoded.is_empty() {
@@ -164,9 +168,16 @@ impl StripeClient {
                 Ok::<_, reqwest::Error>((status, should_retry, response.bytes().await?))
             };
             let outcome = match tokio::time::timeout_at(deadline, exchange).await {
-                Err(_) => Err((false, StripeError::Unavailable(format!("no answer within {} s", DEADLINE.as_secs())))),
-                Ok(Err(e)) => Err((true, StripeError::Unavailable(e.without_url().to_string()))),
+                Err(_) => {
+                    count("error");
+                    Err((false, StripeError::Unavailable(format!("no answer within {} s", DEADLINE.as_secs()))))
+                }
+                Ok(Err(e)) => {
+                    count("error");
+                    Err((true, StripeError::Unavailable(e.without_url().to_string())))
+                }
                 Ok(Ok((status, should_retry, body))) => {
+                    count(status.as_str());
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         self.rate_limited.fetch_add(1, Ordering::Relaxed);
                     }

@@ -154,3 +154,47 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     assert!(exit.success(), "a clean exit after SIGTERM: {exit:?}");
     assert!(http.get(format!("{url}/healthz")).send().await.is_err(), "no longer listening");
 }
+
+/// `LOG_FORMAT=json`: one JSON object per line, each request with its id, route, status and latency.
+#[tokio::test]
+async fn json_logs_give_one_object_per_request() {
+    let port = crate::redis_server::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_clear()
+        .envs([
+            ("PORT", port.to_string()),
+            ("KV_URL", "memory:".into()),
+            ("STRIPE_EMULATOR_PORT", "0".into()),
+            ("LOG_FORMAT", "json".into()),
+        ])
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{url}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let answered = http.get(format!("{url}/nowhere")).send().await.unwrap();
+    let request_id = answered.headers()["x-request-id"].to_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let output = tokio::task::spawn_blocking(move || {
+        child.wait().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut text).unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    let logs: Vec<serde_json::Value> = output.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let line = logs.iter().find(|l| l["span"]["id"] == request_id.as_str()).unwrap_or_else(|| panic!("no line for {request_id}: {output}"));
+    assert_eq!((line["span"]["route"].as_str(), line["fields"]["status"].as_u64()), (Some("unmatched"), Some(404)));
+    assert!(line["fields"]["elapsed_ms"].as_f64().is_some() && line["level"] == "INFO");
+    assert!(logs.iter().any(|l| l["span"]["route"] == "/healthz" && l["fields"]["status"] == 200), "successful requests too");
+}

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Lowest first: a module may use only modules before it.
-const LAYERS: [&str; 14] =
-    ["domain", "config", "telemetry", "kv", "mail", "stripe", "billing", "auth", "access", "gateway", "state", "http", "startup", "cli"];
+const LAYERS: [&str; 15] = [
+    "domain", "config", "telemetry", "kv", "mail", "stripe", "billing", "auth", "access", "gateway", "state", "http", "startup", "doctor",
+    "cli",
+];
 
 /// Every `crate::name` named in `text`.
 fn crate_paths(text: &str) -> Vec<String> {

@@ -6,6 +6,7 @@ mod checkout;
 mod clerk;
 mod clerk_mock;
 mod cli;
+mod doctor;
 mod entitlement;
 mod flow;
 mod gateway;

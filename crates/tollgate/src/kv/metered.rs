@@ -1,0 +1,64 @@
+//! Every store is wrapped in `Metered`, which counts failed operations by name
+//! (`tollgate_kv_errors_total`) and otherwise passes each call through unchanged.
+
+use std::time::Duration;
+
+use super::{Commit, Kv, KvFuture, SharedKv};
+
+pub struct Metered(pub SharedKv);
+
+/// The call's outcome, with a failure counted under `operation`.
+fn counted<'a, T: Send + 'a>(operation: &'static str, call: KvFuture<'a, T>) -> KvFuture<'a, T> {
+    Box::pin(async move {
+        let outcome = call.await;
+        if outcome.is_err() {
+            crate::telemetry::metrics::METRICS.kv_errors.with_label_values(&[operation]).inc();
+        }
+        outcome
+    })
+}
+
+impl Kv for Metered {
+    fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
+        counted("get", self.0.get(key))
+    }
+    fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
+        counted("set", self.0.set(key, value))
+    }
+    fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
+        counted("set_if_absent", self.0.set_if_absent(key, value))
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
+        counted("delete", self.0.delete(key))
+    }
+    fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
+        counted("set_expiring", self.0.set_expiring(key, value, ttl))
+    }
+    fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
+        counted("increment", self.0.increment(key, ttl))
+    }
+    fn ping(&self) -> KvFuture<'_, ()> {
+        counted("ping", self.0.ping())
+    }
+    fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
+        counted("mark_pending", self.0.mark_pending(customer, event_id))
+    }
+    fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
+        counted("pending_generation", self.0.pending_generation(customer))
+    }
+    fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
+        counted("pending_customers", self.0.pending_customers(limit))
+    }
+    fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
+        counted("lease", self.0.lease(name, token, ttl))
+    }
+    fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
+        counted("release", self.0.release(name, token))
+    }
+    fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
+        counted("commit_sync", self.0.commit_sync(customer, token, generation, entry))
+    }
+    fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
+        counted("reserve_rate", self.0.reserve_rate(name, per_second, max_wait))
+    }
+}

@@ -1,0 +1,33 @@
+//! Logs and metrics. Logging is set up here (text for a terminal, or one JSON object per line
+//! with `LOG_FORMAT=json`); the per-request span is `http::trace`. `metrics` holds every
+//! Prometheus series Tollgate exports at `/metrics`.
+
+pub mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::LogFormat;
+
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Text logs until settings are read (configuration errors print before that).
+pub fn init() {
+    init_with(LogFormat::Text);
+}
+
+pub fn init_with(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, Ordering::Relaxed);
+            builder.json().with_current_span(true).with_span_list(false).try_init()
+        }
+    };
+}
+
+/// Whether every request gets a log line (JSON logs are an access log; text logs stay quiet).
+pub fn access_log() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}

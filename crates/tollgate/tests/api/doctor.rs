@@ -1,0 +1,158 @@
+//! `tollgate setup` and `tollgate doctor`, run as the binary against the emulator: a healthy setup
+//! passes (exit 0); each broken one is named with its fix and exits 1.
+
+use std::process::Command;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{spawn_emulator, stripe_api, MONTHLY, YEARLY};
+
+const PUBLIC_URL: &str = "http://localhost:3999";
+
+struct Run {
+    code: i32,
+    out: String,
+}
+
+/// The binary with exactly these settings (nothing from the environment or a `.env`).
+async fn tollgate(args: &[&str], vars: &[(&str, String)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command.args(args).env_clear().env("RUST_LOG", "error").current_dir(std::env::temp_dir());
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    Run { code: output.status.code().unwrap_or(-1), out }
+}
+
+fn settings(stripe: &str, secret: &str) -> Vec<(&'static str, String)> {
+    let kv = std::env::temp_dir().join(format!("tollgate-doctor-{}.redb", tollgate::random_token(8)));
+    vec![
+        ("STRIPE_SECRET_KEY", "sk_test_doctor".into()),
+        ("STRIPE_WEBHOOK_SECRET", secret.into()),
+        ("STRIPE_API_BASE", stripe.into()),
+        ("PLANS", format!("{MONTHLY},{YEARLY}")),
+        ("PUBLIC_URL", PUBLIC_URL.into()),
+        ("KV_URL", format!("redb:{}", kv.display())),
+    ]
+}
+
+fn with(mut vars: Vec<(&'static str, String)>, name: &'static str, value: &str) -> Vec<(&'static str, String)> {
+    vars.retain(|(k, _)| *k != name);
+    vars.push((name, value.to_string()));
+    vars
+}
+
+/// Run `setup` and return the secret it printed.
+async fn set_up(stripe: &str) -> String {
+    let run = tollgate(&["setup"], &settings(stripe, "whsec_placeholder")).await;
+    assert_eq!(run.code, 0, "{}", run.out);
+    run.out.lines().find_map(|l| l.strip_prefix("STRIPE_WEBHOOK_SECRET=")).expect("setup prints the secret").to_string()
+}
+
+#[tokio::test]
+async fn setup_twice_leaves_one_endpoint_with_the_tracked_events_and_doctor_passes() {
+    let stripe = spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let dry = tollgate(&["setup", "--dry-run"], &settings(&stripe, "whsec_placeholder")).await;
+    assert!(dry.code == 0 && dry.out.contains("would be created"), "{}", dry.out);
+    let listed = stripe_api(&http, &stripe, Method::GET, "/v1/webhook_endpoints", &[]).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 0, "a dry run changes nothing");
+
+    let secret = set_up(&stripe).await;
+    let again = tollgate(&["setup"], &settings(&stripe, &secret)).await;
+    assert!(again.code == 0 && again.out.contains("nothing changed"), "{}", again.out);
+    let listed = stripe_api(&http, &stripe, Method::GET, "/v1/webhook_endpoints", &[]).await;
+    let endpoints = listed["data"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["url"], format!("{PUBLIC_URL}/api/stripe-webhook"));
+    assert_eq!(endpoints[0]["enabled_events"].as_array().unwrap().len(), tollgate::billing::events::TRACKED_EVENTS.len());
+
+    let doctor = tollgate(&["doctor"], &settings(&stripe, &secret)).await;
+    assert_eq!(doctor.code, 0, "{}", doctor.out);
+    for line in ["stripe key", "webhook endpoint", "webhook events", "webhook version", "webhook secret", "kv"] {
+        assert!(doctor.out.lines().any(|l| l.starts_with("ok") && l.contains(line)), "{line}: {}", doctor.out);
+    }
+    let json = tollgate(&["doctor", "--json"], &settings(&stripe, &secret)).await;
+    let report: Value = serde_json::from_str(&json.out).unwrap();
+    assert_eq!(report["ok"], true);
+
+    // Disabled, and an event removed in the Dashboard: setup repairs both; doctor saw them first.
+    let id = endpoints[0]["id"].as_str().unwrap();
+    stripe_api(
+        &http,
+        &stripe,
+        Method::POST,
+        &format!("/v1/webhook_endpoints/{id}"),
+        &[("disabled", "true"), ("enabled_events[]", "invoice.paid")],
+    )
+    .await;
+    let broken = tollgate(&["doctor"], &settings(&stripe, &secret)).await;
+    assert_eq!(broken.code, 1);
+    assert!(broken.out.contains("is disabled") && broken.out.contains("does not listen to checkout.session.completed"), "{}", broken.out);
+    let repaired = tollgate(&["setup"], &settings(&stripe, &secret)).await;
+    assert!(repaired.out.contains("updated") && repaired.out.contains("disabled → enabled"), "{}", repaired.out);
+    assert_eq!(tollgate(&["doctor"], &settings(&stripe, &secret)).await.code, 0);
+}
+
+#[tokio::test]
+async fn each_broken_setup_is_named_with_its_fix() {
+    let stripe = spawn_emulator().await;
+    let http = reqwest::Client::new();
+
+    // No endpoint at all.
+    let run = tollgate(&["doctor"], &settings(&stripe, "whsec_anything")).await;
+    assert_eq!(run.code, 1);
+    assert!(run.out.contains("FAIL  webhook endpoint") && run.out.contains("fix: run `tollgate setup`"), "{}", run.out);
+
+    let secret = set_up(&stripe).await;
+    let healthy = settings(&stripe, &secret);
+    type Case = (&'static str, Vec<(&'static str, String)>, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "wrong secret",
+            with(healthy.clone(), "STRIPE_WEBHOOK_SECRET", "whsec_not_the_one"),
+            "FAIL  webhook secret",
+            "set STRIPE_WEBHOOK_SECRET",
+        ),
+        ("unknown price", with(healthy.clone(), "PLANS", "price_pro_monthly,price_nope"), "price_nope", "create the price in Stripe"),
+        ("bad key", with(healthy.clone(), "STRIPE_SECRET_KEY", "sk_test_"), "FAIL  stripe key", "API keys"),
+        ("KV unwritable", with(healthy.clone(), "KV_URL", "redb:/proc/tollgate-doctor/kv.redb"), "FAIL  kv", "KV_URL"),
+    ];
+    for (case, vars, failure, fix) in cases {
+        let run = tollgate(&["doctor"], &vars).await;
+        assert_eq!(run.code, 1, "{case}: {}", run.out);
+        assert!(run.out.contains(failure) && run.out.contains(fix), "{case}: {}", run.out);
+    }
+
+    // A one-time price among the plans.
+    let product = stripe_api(&http, &stripe, Method::POST, "/v1/products", &[("name", "Sticker")]).await;
+    let one_time = stripe_api(
+        &http,
+        &stripe,
+        Method::POST,
+        "/v1/prices",
+        &[("product", product["id"].as_str().unwrap()), ("unit_amount", "300"), ("currency", "usd")],
+    )
+    .await;
+    let id = one_time["id"].as_str().unwrap();
+    let run = tollgate(&["doctor", "--json"], &with(healthy.clone(), "PLANS", &format!("{MONTHLY},{id}"))).await;
+    assert_eq!(run.code, 1);
+    let report: Value = serde_json::from_str(&run.out).unwrap();
+    let failing: Vec<&Value> = report["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "fail").collect();
+    assert_eq!(failing.len(), 1, "{report}");
+    assert!(failing[0]["detail"].as_str().unwrap().contains("one-time") && failing[0]["fix"].as_str().unwrap().contains("recurring"));
+
+    // An endpoint made by hand that misses an event.
+    let other = spawn_emulator().await;
+    let mut form: Vec<(&str, &str)> = tollgate::billing::events::TRACKED_EVENTS[1..].iter().map(|e| ("enabled_events[]", *e)).collect();
+    let url = format!("{PUBLIC_URL}/api/stripe-webhook");
+    form.extend([("url", url.as_str()), ("api_version", tollgate::stripe::API_VERSION)]);
+    let created = stripe_api(&http, &other, Method::POST, "/v1/webhook_endpoints", &form).await;
+    let run = tollgate(&["doctor"], &settings(&other, created["secret"].as_str().unwrap())).await;
+    assert_eq!(run.code, 1);
+    assert!(run.out.contains("FAIL  webhook events") && run.out.contains("does not listen to checkout.session.completed"), "{}", run.out);
+    assert!(run.out.contains("ok    webhook secret"), "the secret itself is right: {}", run.out);
+}

@@ -1,0 +1,139 @@
+"""Tollgate's /metrics after a scripted flow, parsed with the Prometheus project's own client
+library: the counts the flow produced are there (requests, webhook events, syncs, Stripe calls),
+and no label carries a user id or an email.
+
+Tollgate runs as shipped (`tollgate` with no Stripe keys), so its embedded emulator sends the
+webhooks; the metrics are served on their own port (METRICS_ADDR)."""
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import unittest
+import urllib.parse
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+TOLLGATE = os.environ.get("TOLLGATE_BIN", str(TARGET / "debug" / "tollgate"))
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Browser:
+    """Cookies kept, redirects not followed."""
+
+    def __init__(self, base):
+        self.base = urllib.parse.urlparse(base)
+        self.cookies = {}
+
+    def request(self, method, path, body=None, headers=None, base=None):
+        url = urllib.parse.urlparse(base) if base else self.base
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
+        headers = dict(headers or {})
+        if self.cookies and not base:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        text = response.read().decode("utf-8")
+        for value in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = value.partition("=")
+            self.cookies[name] = rest.split(";")[0]
+        conn.close()
+        return response.status, response.headers, text
+
+    def form(self, path, fields):
+        fields = dict(fields, csrf=self.cookies["tollgate_csrf"])
+        return self.request("POST", path, urllib.parse.urlencode(fields), {"Content-Type": "application/x-www-form-urlencoded"})
+
+
+class MetricsAfterAFlow(unittest.TestCase):
+    def setUp(self):
+        self.metrics_port = free_port()
+        env = dict(os.environ, PORT="0", BIND="", PUBLIC_URL="", STRIPE_SECRET_KEY="", PLANS="", STRIPE_EMULATOR_PORT="0",
+                   KV_URL="memory:", RUST_LOG="warn", METRICS_ADDR=f"127.0.0.1:{self.metrics_port}")
+        self.proc = subprocess.Popen([TOLLGATE], stdout=subprocess.PIPE, text=True, env=env, cwd="/tmp")
+        first, second = self.proc.stdout.readline(), self.proc.stdout.readline()
+        self.base = re.search(r"open (http://localhost:\d+)", first).group(1)
+        self.stripe = re.search(r"emulator at (http://[\d.:]+)", second).group(1)
+        threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True).start()
+
+    def tearDown(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def metrics(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode("utf-8")
+        conn.close()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return text, samples
+
+    def value(self, samples, name, **labels):
+        return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+    def test_a_flow_shows_in_the_metrics(self):
+        browser = Browser(self.base)
+        browser.request("GET", "/auth")
+        status, _, _ = browser.form("/auth/sign-up", {"email": "metrics@example.com", "password": "a long enough password"})
+        self.assertEqual(status, 200)
+        _, _, outbox = browser.request("GET", "/dev/outbox")
+        token = re.search(r"/auth/confirm\?token=([A-Za-z0-9]{32})", outbox).group(1)
+        status, _, _ = browser.form("/auth/confirm", {"token": token})
+        self.assertEqual(status, 303)
+        status, _, body = browser.request("POST", "/api/generate-stripe-checkout", json.dumps({"priceId": "price_tollgate_monthly"}),
+                                          {"Content-Type": "application/json", "X-CSRF-Token": browser.cookies["tollgate_csrf"]})
+        self.assertEqual(status, 200, body)
+        session = json.loads(body)["sessionId"]
+        status, _, _ = browser.request("POST", f"/_emulator/checkout/sessions/{session}/complete",
+                                       urllib.parse.urlencode({"card_number": "4242424242424242"}),
+                                       {"Content-Type": "application/x-www-form-urlencoded"}, base=self.stripe)
+        self.assertEqual(status, 303)
+        status, headers, _ = browser.request("GET", "/success")
+        self.assertEqual((status, headers["Location"]), (303, "/dashboard"))
+
+        # The webhooks arrive and are drained in the background: wait for their syncs.
+        deadline = time.time() + 10
+        while True:
+            text, samples = self.metrics()
+            queued = self.value(samples, "tollgate_webhook_events_total", type="checkout.session.completed", outcome="queued")
+            if queued >= 1 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+
+        self.assertEqual(self.value(samples, "tollgate_http_requests_total", route="/auth/sign-up", method="POST", status="200"), 1)
+        self.assertEqual(self.value(samples, "tollgate_http_requests_total", route="/auth/confirm", method="POST", status="303"), 1)
+        self.assertEqual(self.value(samples, "tollgate_http_requests_total", route="/api/generate-stripe-checkout", method="POST", status="200"), 1)
+        self.assertEqual(self.value(samples, "tollgate_http_requests_total", route="/success", method="GET", status="303"), 1)
+        self.assertEqual(self.value(samples, "tollgate_http_request_duration_seconds_count", route="/success", method="GET"), 1)
+        self.assertEqual(queued, 1, "checkout.session.completed arrived once, and was queued")
+        self.assertGreaterEqual(self.value(samples, "tollgate_webhook_events_total", type="invoice.paid", outcome="queued"), 1)
+        self.assertGreaterEqual(self.value(samples, "tollgate_syncs_total", outcome="clean"), 1)
+        self.assertEqual(self.value(samples, "tollgate_stripe_requests_total", method="POST", endpoint="/v1/customers", status="200"), 1)
+        self.assertEqual(self.value(samples, "tollgate_stripe_requests_total", method="POST", endpoint="/v1/checkout/sessions", status="200"), 1)
+        self.assertGreaterEqual(self.value(samples, "tollgate_stripe_requests_total", method="GET", endpoint="/v1/subscriptions", status="200"), 1)
+        self.assertIn("tollgate_drain_backlog_customers", text)
+        self.assertNotIn("metrics@example.com", text)
+        self.assertIsNone(re.search(r'"user_[A-Za-z0-9]+"', text), "no user id in a label")
+        # Not on the main port when METRICS_ADDR is set.
+        status, _, _ = browser.request("GET", "/metrics")
+        self.assertEqual(status, 404)
+
+
+if __name__ == "__main__":
+    unittest.main()
