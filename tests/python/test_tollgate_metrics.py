@@ -72,6 +72,7 @@ class MetricsAfterAFlow(unittest.TestCase):
     def tearDown(self):
         self.proc.kill()
         self.proc.wait()
+        self.proc.stdout.close()
 
     def metrics(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
