@@ -38,8 +38,8 @@ const OWN_COOKIES: [&str; 4] = ["tollgate_session", "__Host-tollgate_session", "
 
 pub struct Gateway {
     client: Client<HttpConnector, Body>,
-    /// `http://host:port`.
-    upstream: String,
+    /// `host:port` of the product (spoken to over plain http).
+    upstream: axum::http::uri::Authority,
     gated: Vec<String>,
     timeout: Duration,
 }
@@ -80,6 +80,50 @@ struct Assertion<'a> {
     exp: i64,
 }
 
+/// How long an identity is reused for the same credentials. Gateway and forward-auth answers
+/// may each cost several KV reads; within this moment the same browser (a page and its assets)
+/// is answered from memory. A sign-out on this instance forgets everything at once; on another
+/// instance it shows here within this time.
+pub const IDENTITY_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most this many identities are kept; when full, all are forgotten at once.
+const IDENTITIES_KEPT: usize = 10_000;
+
+/// Identity headers recently computed, by a hash of the credentials they were computed for.
+#[derive(Default)]
+pub struct IdentityCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Kept>>);
+
+#[derive(Clone)]
+pub struct Kept {
+    at: std::time::Instant,
+    pub entitled: bool,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn digest(credential: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(credential.as_bytes()).into()
+}
+
+impl IdentityCache {
+    pub fn get(&self, credential: &str) -> Option<Kept> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&digest(credential)).cloned()?;
+        (kept.at.elapsed() < IDENTITY_KEPT).then_some(kept)
+    }
+
+    pub fn keep(&self, credential: &str, entitled: bool, headers: Vec<(HeaderName, HeaderValue)>) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= IDENTITIES_KEPT {
+            kept.clear();
+        }
+        kept.insert(digest(credential), Kept { at: std::time::Instant::now(), entitled, headers });
+    }
+
+    /// Someone signed out (or every session of someone ended): keep nothing computed before.
+    pub fn forget_all(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("the product did not answer within {0:?}")]
@@ -95,7 +139,8 @@ impl Gateway {
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(256).build(connector);
-        Gateway { client, upstream: settings.upstream.clone(), gated: settings.gated_paths.clone(), timeout: settings.timeout }
+        let upstream = settings.upstream.trim_start_matches("http://").parse().expect("config checked UPSTREAM_URL");
+        Gateway { client, upstream, gated: settings.gated_paths.clone(), timeout: settings.timeout }
     }
 
     /// Whether `path` needs an entitled user: it is a gated prefix or below one (`/app`,
@@ -145,8 +190,11 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = format!("{}{path}", self.upstream).parse::<Uri>().map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+        let mut uri = axum::http::uri::Parts::default();
+        uri.scheme = Some(axum::http::uri::Scheme::HTTP);
+        uri.authority = Some(self.upstream.clone());
+        uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| axum::http::uri::PathAndQuery::from_static("/")));
+        parts.uri = Uri::from_parts(uri).map_err(|e| GatewayError::Unreachable(e.to_string()))?;
         let headers = &mut parts.headers;
         let protocol = upgrade.as_ref().and_then(|_| headers.get(header::UPGRADE).cloned());
         strip_hop_by_hop(headers);
@@ -205,21 +253,29 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers that `Connection` names are hop-by-hop too.
+    // Headers that `Connection` names are hop-by-hop too ("keep-alive" and "close" name none).
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty() && t != "keep-alive" && t != "close")
         .collect();
-    for name in HOP_BY_HOP.iter().map(|n| n.to_string()).chain(named) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in named {
         headers.remove(name.as_str());
     }
 }
 
 fn strip_own_cookies(headers: &mut HeaderMap) {
+    let ours = |pair: &str| OWN_COOKIES.iter().any(|own| pair.trim().split('=').next() == Some(own));
+    let any_ours = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).any(ours);
+    if !any_ours {
+        return;
+    }
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

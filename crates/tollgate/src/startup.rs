@@ -108,6 +108,7 @@ impl Application {
             clerk,
             gateway: settings.gateway.as_ref().map(|g| Arc::new(crate::gateway::Gateway::new(g))),
             identity_headers: crate::gateway::IdentityHeaders::new(settings.gateway_secret.as_ref()),
+            identity_cache: Default::default(),
             service_token: settings.service_token.clone(),
             metrics_on_main_port: settings.metrics_addr.is_none(),
             mailer,

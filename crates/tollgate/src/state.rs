@@ -22,6 +22,8 @@ pub struct Inner {
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
     /// The identity headers of the gateway and forward-auth (`GATEWAY_SECRET` signs an assertion).
     pub identity_headers: crate::gateway::IdentityHeaders,
+    /// Those headers, kept a moment per credential (`gateway::IDENTITY_KEPT`).
+    pub identity_cache: crate::gateway::IdentityCache,
     /// `SERVICE_TOKEN`, for `GET /api/users/{id}/entitlement`.
     pub service_token: Option<Secret>,
     /// `/metrics` is served on the main port (no `METRICS_ADDR`).

@@ -476,6 +476,10 @@ impl AuthProvider for LocalAccounts {
             })
         })
     }
+
+    fn credential(&self, parts: &Parts) -> Option<String> {
+        self.session_token(parts).map(str::to_string)
+    }
 }
 
 impl LocalAccounts {

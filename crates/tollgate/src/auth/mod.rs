@@ -40,6 +40,9 @@ pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Session, AuthError>
 /// A way of knowing who sent a request. Handlers never see which one is configured.
 pub trait AuthProvider: Send + Sync {
     fn session<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
+    /// What identifies the request's credentials (for answers kept a moment, `gateway`); `None`
+    /// when it carries none.
+    fn credential(&self, parts: &Parts) -> Option<String>;
 }
 
 /// Reads one cookie from the request headers.

@@ -298,6 +298,7 @@ pub async fn set_new_password(
     let Ok(Form(form)) = form else { return unreadable_form() };
     match state.accounts.reset_password(&form.token, &form.password).await {
         Ok(_) => {
+            state.identity_cache.forget_all();
             let mut response = Redirect::to("/auth?notice=password-changed").into_response();
             response.headers_mut().append(header::SET_COOKIE, session_cookie(&state, "", 0));
             response
@@ -321,6 +322,7 @@ pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
     if let Some(clerk) = &state.clerk {
         return match clerk.sign_out(&parts).await {
             Ok(cookies) => {
+                state.identity_cache.forget_all();
                 let mut response = Redirect::to("/?notice=signed-out").into_response();
                 for cookie in cookies {
                     response.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie text is ASCII"));
@@ -336,7 +338,9 @@ pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
     signed_out(&state)
 }
 
+/// After the sessions ended: nothing computed for them before is reused (`gateway::IdentityCache`).
 fn signed_out(state: &AppState) -> Response {
+    state.identity_cache.forget_all();
     let mut response = Redirect::to("/?notice=signed-out").into_response();
     response.headers_mut().append(header::SET_COOKIE, session_cookie(state, "", 0));
     response

@@ -82,6 +82,7 @@ pub async fn clerk_webhook(State(state): State<AppState>, headers: HeaderMap, bo
         }
         _ => {} // user.created and the rest: the customer is made when the user first subscribes
     }
+    state.identity_cache.forget_all(); // a new email, or a user gone
     kv.set_expiring(&keys::clerk_delivery(id), "1", DELIVERIES_REMEMBERED).await.map_err(|e| Failure::from_kv(Surface::Api, e))?;
     Ok(Json(json!({ "received": true, "duplicate": false })).into_response())
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -23,8 +23,24 @@ use crate::state::AppState;
 #[derive(Clone, Copy)]
 pub struct FromProduct;
 
-/// Who is signed in, as identity headers: for a gated path only an entitled user passes (others
-/// get Tollgate's sign-in or pricing answer); elsewhere anyone passes, signed in or not.
+/// Who is signed in, as identity headers (none for a visitor): for a gated path only an entitled
+/// user passes (others get Tollgate's sign-in or pricing answer); elsewhere anyone passes. The
+/// answer for the same credentials is reused for a moment (`gateway::IDENTITY_KEPT`).
+async fn identity_headers(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Vec<(HeaderName, HeaderValue)>, Failure> {
+    let credential = state.auth.credential(parts);
+    if let Some(kept) = credential.as_deref().and_then(|c| state.identity_cache.get(c)) {
+        if kept.entitled || !gated {
+            return Ok(kept.headers);
+        }
+    }
+    let Some(identity) = identity(state, parts, gated).await? else { return Ok(Vec::new()) };
+    let headers = state.identity_headers.of(&identity);
+    if let Some(credential) = credential {
+        state.identity_cache.keep(&credential, identity.entitled, headers.clone());
+    }
+    Ok(headers)
+}
+
 async fn identity(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Option<Identity>, Failure> {
     if gated {
         let Entitled(user, entry) = Entitled::from_request_parts(parts, state).await?;
@@ -45,13 +61,12 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         return Failure::new(surface, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.").into_response();
     };
     let gated = gateway.is_gated(parts.uri.path());
-    let identity = match identity(&state, &mut parts, gated).await {
-        Ok(identity) => identity,
+    let headers = match identity_headers(&state, &mut parts, gated).await {
+        Ok(headers) => headers,
         Err(failure) => return failure.into_response(),
     };
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
     let proto = if state.secure_cookies { "https" } else { "http" };
-    let headers = identity.map(|i| state.identity_headers.of(&i)).unwrap_or_default();
     match gateway.forward(Request::from_parts(parts, body), headers, peer, proto).await {
         Ok(mut response) => {
             response.extensions_mut().insert(FromProduct);
@@ -91,6 +106,15 @@ pub struct VerifyQuery {
 /// 402 (or `?deny=403`) when not entitled. Never a redirect: the proxy in front decides.
 pub async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQuery>, parts: Parts) -> Response {
     let answer = |status: StatusCode, code: &str| (status, Json(json!({ "error": { "code": code } }))).into_response();
+    let granted = |headers: Vec<(HeaderName, HeaderValue)>| {
+        let mut response = Json(json!({ "entitled": true })).into_response();
+        response.headers_mut().extend(headers);
+        response
+    };
+    let credential = state.auth.credential(&parts);
+    if let Some(kept) = credential.as_deref().and_then(|c| state.identity_cache.get(c)).filter(|k| k.entitled) {
+        return granted(kept.headers);
+    }
     let user = match state.auth.session(&parts).await {
         Ok(Session::SignedIn(user)) => user,
         Ok(_) => return answer(StatusCode::UNAUTHORIZED, "unauthenticated"),
@@ -104,9 +128,9 @@ pub async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQue
         let status = if query.deny == Some(403) { StatusCode::FORBIDDEN } else { StatusCode::PAYMENT_REQUIRED };
         return answer(status, "subscription_required");
     }
-    let mut response = Json(json!({ "userId": user.id, "entitled": true })).into_response();
-    for (name, value) in state.identity_headers.of(&Identity::of(&user, &access.entry, true)) {
-        response.headers_mut().insert(name, value);
+    let headers = state.identity_headers.of(&Identity::of(&user, &access.entry, true));
+    if let Some(credential) = credential {
+        state.identity_cache.keep(&credential, true, headers.clone());
     }
-    response
+    granted(headers)
 }

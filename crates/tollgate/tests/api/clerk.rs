@@ -313,3 +313,28 @@ async fn clerk_webhooks_are_verified_refresh_the_email_and_forget_deleted_users(
     assert_eq!(kv.get(&format!("tollgate:clerk:email:{ADA}")).await.unwrap(), None);
     assert!(kv.get(&format!("stripe:customer:{customer}")).await.unwrap().is_some(), "the customer's cache entry stays, mirroring Stripe");
 }
+
+/// `tollgate doctor` checks Clerk's keys against the Backend API.
+#[tokio::test]
+async fn doctor_checks_the_clerk_keys() {
+    let clerk = MockClerk::start().await;
+    let settings = |secret: &str| {
+        let vars: std::collections::HashMap<String, String> = [
+            ("KV_URL", "memory:"),
+            ("AUTH_PROVIDER", "clerk"),
+            ("CLERK_PUBLISHABLE_KEY", PUBLISHABLE_KEY),
+            ("CLERK_SECRET_KEY", secret),
+            ("CLERK_API_URL", clerk.url.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        tollgate::config::Settings::from_vars(&vars).unwrap()
+    };
+    let clerk_check = |checks: Vec<tollgate::doctor::Check>| checks.into_iter().find(|c| c.name == "clerk").expect("a clerk check");
+    let good = clerk_check(tollgate::doctor::run(&settings(SECRET_KEY), None).await);
+    assert_eq!(good.status, tollgate::doctor::Status::Ok, "{good:?}");
+    let bad = clerk_check(tollgate::doctor::run(&settings("sk_test_not_this_instance"), None).await);
+    assert_eq!(bad.status, tollgate::doctor::Status::Fail, "{bad:?}");
+    assert!(bad.fix.unwrap().contains("CLERK_SECRET_KEY"));
+}

@@ -352,3 +352,29 @@ async fn nginx_auth_request_with_the_readme_configuration() {
     assert_eq!(seen["headers"]["x-forwarded-email"], "payer@example.com");
     assert!(seen["headers"]["x-forwarded-user"].as_str().unwrap().starts_with("user_"));
 }
+
+/// The identity is reused for a moment per credential, but never after a sign-out here: the old
+/// session cookie, replayed at once, no longer passes.
+#[tokio::test]
+async fn a_signed_out_session_is_not_served_from_the_identity_cache() {
+    let (upstream, product) = start_product().await;
+    let app = gateway_app(&upstream, vec![]).await;
+    let (subscriber, _) = app.subscribed("payer@example.com", MONTHLY).await;
+    subscriber.get("/success").await;
+    let old_cookies = subscriber.cookie_header();
+    for _ in 0..3 {
+        assert_eq!(subscriber.get_json("/app/data").await.status, 200);
+    }
+    assert_eq!(product.requests.load(Ordering::SeqCst), 3);
+    subscriber.form("/auth/sign-out", &[]).await;
+    let replayed = app
+        .http
+        .get(format!("{}/app/data", app.url))
+        .header("cookie", old_cookies)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 401, "the ended session is not served from memory");
+    assert_eq!(product.requests.load(Ordering::SeqCst), 3);
+}

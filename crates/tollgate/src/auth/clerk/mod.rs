@@ -186,6 +186,12 @@ impl AuthProvider for ClerkAuth {
             Ok(Session::SignedIn(User { id, email }))
         })
     }
+
+    /// The token, where it came from, and `__client_uat` (all three decide the session).
+    fn credential(&self, parts: &Parts) -> Option<String> {
+        let (token, carrier) = self.token(parts)?;
+        Some(format!("{token} {} {}", matches!(carrier, Carrier::Header), self.client_uat(parts)))
+    }
 }
 
 #[cfg(test)]
