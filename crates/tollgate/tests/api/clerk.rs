@@ -175,26 +175,14 @@ async fn keys_are_fetched_once_an_unknown_kid_refetches_at_most_once_and_an_outa
     down.add_user(ADA, Some("ada@example.com"));
     down.state.failing.store(true, Ordering::SeqCst);
     let app = clerk_app(&down, vec![]).await;
-    let r = app
-        .http
-        .get(format!("{}/api/subscription", app.url))
-        .bearer_auth(session_token(ADA, &origin(&app), |_, _| {}))
-        .send()
-        .await
-        .unwrap();
+    let ask = || app.http.get(format!("{}/api/subscription", app.url)).bearer_auth(session_token(ADA, &origin(&app), |_, _| {})).send();
+    let r = ask().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     // Back up: the same request works.
     down.state.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await; // failures are remembered for a second
-    let r = app
-        .http
-        .get(format!("{}/api/subscription", app.url))
-        .bearer_auth(session_token(ADA, &origin(&app), |_, _| {}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(ask().await.unwrap().status(), 200);
 }
 
 #[tokio::test]

@@ -117,28 +117,16 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     let config = stripe_emulator::EmulatorConfig { latency: std::time::Duration::from_millis(700), ..test_support::seeded() };
     let stripe = test_support::spawn_emulator(config).await;
     let port = crate::redis_server::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .env_clear()
-        .envs([
-            ("PORT", port.to_string()),
-            ("KV_URL", "memory:".to_string()),
-            ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
-            ("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET.to_string()),
-            ("STRIPE_API_BASE", stripe),
-            ("PLANS", crate::helpers::MONTHLY.to_string()),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("PORT", port.to_string()),
+        ("KV_URL", "memory:".to_string()),
+        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
+        ("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET.to_string()),
+        ("STRIPE_API_BASE", stripe),
+        ("PLANS", crate::helpers::MONTHLY.to_string()),
+    ];
+    let (mut child, url) = serving(&env, std::process::Stdio::null()).await;
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
     // The pricing page reads the plans from Stripe: two calls of 700 ms each.
     let pricing = tokio::spawn({
         let (http, url) = (http.clone(), url.clone());
@@ -159,27 +147,10 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 #[tokio::test]
 async fn json_logs_give_one_object_per_request() {
     let port = crate::redis_server::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .env_clear()
-        .envs([
-            ("PORT", port.to_string()),
-            ("KV_URL", "memory:".into()),
-            ("STRIPE_EMULATOR_PORT", "0".into()),
-            ("LOG_FORMAT", "json".into()),
-        ])
-        .current_dir(std::env::temp_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let env =
+        [("PORT", port.to_string()), ("KV_URL", "memory:".into()), ("STRIPE_EMULATOR_PORT", "0".into()), ("LOG_FORMAT", "json".into())];
+    let (mut child, url) = serving(&env, std::process::Stdio::piped()).await;
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
     let answered = http.get(format!("{url}/nowhere")).send().await.unwrap();
     let request_id = answered.headers()["x-request-id"].to_str().unwrap().to_string();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -197,4 +168,26 @@ async fn json_logs_give_one_object_per_request() {
     assert_eq!((line["span"]["route"].as_str(), line["fields"]["status"].as_u64()), (Some("unmatched"), Some(404)));
     assert!(line["fields"]["elapsed_ms"].as_f64().is_some() && line["level"] == "INFO");
     assert!(logs.iter().any(|l| l["span"]["route"] == "/healthz" && l["fields"]["status"] == 200), "successful requests too");
+}
+
+/// The binary serving with exactly `env` (its `PORT` given), once it answers `/healthz`.
+async fn serving(env: &[(&str, String)], stdout: std::process::Stdio) -> (std::process::Child, String) {
+    let port = env.iter().find(|(k, _)| *k == "PORT").map(|(_, v)| v.clone()).expect("a PORT");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(std::env::temp_dir())
+        .stdout(stdout)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{url}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (child, url)
 }
