@@ -92,11 +92,14 @@ const IDENTITIES_KEPT: usize = 10_000;
 #[derive(Default)]
 pub struct IdentityCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Kept>>);
 
+/// The identity headers, shared (a cached answer is not copied).
+pub type Headers = std::sync::Arc<[(HeaderName, HeaderValue)]>;
+
 #[derive(Clone)]
 pub struct Kept {
     at: std::time::Instant,
     pub entitled: bool,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Headers,
 }
 
 fn digest(credential: &str) -> [u8; 32] {
@@ -110,7 +113,7 @@ impl IdentityCache {
         (kept.at.elapsed() < IDENTITY_KEPT).then_some(kept)
     }
 
-    pub fn keep(&self, credential: &str, entitled: bool, headers: Vec<(HeaderName, HeaderValue)>) {
+    pub fn keep(&self, credential: &str, entitled: bool, headers: Headers) {
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= IDENTITIES_KEPT {
             kept.clear();
@@ -157,7 +160,7 @@ impl IdentityHeaders {
         IdentityHeaders { assertion_key: secret.map(|s| jsonwebtoken::EncodingKey::from_secret(s.expose().as_bytes())) }
     }
 
-    pub fn of(&self, identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    pub fn of(&self, identity: &Identity) -> Headers {
         let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
         let mut headers = vec![
             (HeaderName::from_static("x-forwarded-user"), value(&identity.sub)),
@@ -173,7 +176,7 @@ impl IdentityHeaders {
                 headers.push((HeaderName::from_static("x-tollgate-assertion"), value(&token)));
             }
         }
-        headers
+        headers.into()
     }
 }
 
@@ -184,7 +187,7 @@ impl Gateway {
     pub async fn forward(
         &self,
         mut request: Request<Body>,
-        identity: Vec<(HeaderName, HeaderValue)>,
+        identity: Option<Headers>,
         peer: Option<IpAddr>,
         proto: &str,
     ) -> Result<Response<Body>, GatewayError> {
@@ -202,9 +205,11 @@ impl Gateway {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
         }
-        let names: Vec<HeaderName> = headers.keys().filter(|n| is_identity_header(n.as_str())).cloned().collect();
-        for name in names {
-            headers.remove(name);
+        if headers.keys().any(|n| is_identity_header(n.as_str())) {
+            let names: Vec<HeaderName> = headers.keys().filter(|n| is_identity_header(n.as_str())).cloned().collect();
+            for name in names {
+                headers.remove(name);
+            }
         }
         strip_own_cookies(headers);
         if let Some(host) = headers.remove(header::HOST) {
@@ -218,8 +223,8 @@ impl Gateway {
             headers.insert("x-forwarded-for", HeaderValue::from_str(&chain).unwrap_or_else(|_| HeaderValue::from_static("")));
         }
         headers.insert("x-forwarded-proto", HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("http")));
-        for (name, value) in identity {
-            headers.insert(name, value);
+        for (name, value) in identity.iter().flat_map(|h| h.iter()) {
+            headers.insert(name.clone(), value.clone());
         }
         let sent = self.client.request(Request::from_parts(parts, body));
         let mut response = match tokio::time::timeout(self.timeout, sent).await {

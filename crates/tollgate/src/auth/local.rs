@@ -477,8 +477,8 @@ impl AuthProvider for LocalAccounts {
         })
     }
 
-    fn credential(&self, parts: &Parts) -> Option<String> {
-        self.session_token(parts).map(str::to_string)
+    fn credential<'p>(&self, parts: &'p Parts) -> Option<std::borrow::Cow<'p, str>> {
+        self.session_token(parts).map(std::borrow::Cow::Borrowed)
     }
 }
 

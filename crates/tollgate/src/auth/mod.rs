@@ -42,7 +42,7 @@ pub trait AuthProvider: Send + Sync {
     fn session<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
     /// What identifies the request's credentials (for answers kept a moment, `gateway`); `None`
     /// when it carries none.
-    fn credential(&self, parts: &Parts) -> Option<String>;
+    fn credential<'p>(&self, parts: &'p Parts) -> Option<std::borrow::Cow<'p, str>>;
 }
 
 /// Reads one cookie from the request headers.

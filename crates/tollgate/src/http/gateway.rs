@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
 use crate::access::entitlement;
 use crate::auth::Session;
-use crate::gateway::{GatewayError, Identity};
+use crate::gateway::{GatewayError, Headers, Identity};
 use crate::state::AppState;
 
 /// Marks an answer that came from the product: Tollgate's security headers leave it as it is.
@@ -26,19 +26,19 @@ pub struct FromProduct;
 /// Who is signed in, as identity headers (none for a visitor): for a gated path only an entitled
 /// user passes (others get Tollgate's sign-in or pricing answer); elsewhere anyone passes. The
 /// answer for the same credentials is reused for a moment (`gateway::IDENTITY_KEPT`).
-async fn identity_headers(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Vec<(HeaderName, HeaderValue)>, Failure> {
-    let credential = state.auth.credential(parts);
-    if let Some(kept) = credential.as_deref().and_then(|c| state.identity_cache.get(c)) {
+async fn identity_headers(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Option<Headers>, Failure> {
+    if let Some(kept) = state.auth.credential(parts).and_then(|c| state.identity_cache.get(&c)) {
         if kept.entitled || !gated {
-            return Ok(kept.headers);
+            return Ok(Some(kept.headers));
         }
     }
-    let Some(identity) = identity(state, parts, gated).await? else { return Ok(Vec::new()) };
+    let credential = state.auth.credential(parts).map(|c| c.into_owned());
+    let Some(identity) = identity(state, parts, gated).await? else { return Ok(None) };
     let headers = state.identity_headers.of(&identity);
     if let Some(credential) = credential {
         state.identity_cache.keep(&credential, identity.entitled, headers.clone());
     }
-    Ok(headers)
+    Ok(Some(headers))
 }
 
 async fn identity(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Option<Identity>, Failure> {
@@ -106,9 +106,9 @@ pub struct VerifyQuery {
 /// 402 (or `?deny=403`) when not entitled. Never a redirect: the proxy in front decides.
 pub async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQuery>, parts: Parts) -> Response {
     let answer = |status: StatusCode, code: &str| (status, Json(json!({ "error": { "code": code } }))).into_response();
-    let granted = |headers: Vec<(HeaderName, HeaderValue)>| {
+    let granted = |headers: Headers| {
         let mut response = Json(json!({ "entitled": true })).into_response();
-        response.headers_mut().extend(headers);
+        response.headers_mut().extend(headers.iter().cloned());
         response
     };
     let credential = state.auth.credential(&parts);

@@ -13,7 +13,9 @@ use super::error::ErrorDetail;
 
 pub async fn trace_requests(request: Request, next: Next) -> Response {
     let request_id = crate::random_token(12);
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    // A clone of the matched path shares its text (no copy per request).
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let method: &'static str = match request.method().as_str() {
         "GET" => "GET",
         "HEAD" => "HEAD",
@@ -31,7 +33,7 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
     let elapsed = started.elapsed().as_secs_f64();
     let elapsed_ms = elapsed * 1000.0;
     // Labels from bounded sets only: the route template, a known method, the status.
-    let route_label = if response.extensions().get::<super::gateway::FromProduct>().is_some() { "upstream" } else { route.as_str() };
+    let route_label = if response.extensions().get::<super::gateway::FromProduct>().is_some() { "upstream" } else { route };
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.http_requests.with_label_values(&[route_label, method, response.status().as_str()]).inc();
     metrics.http_duration.with_label_values(&[route_label, method]).observe(elapsed);

@@ -188,9 +188,9 @@ impl AuthProvider for ClerkAuth {
     }
 
     /// The token, where it came from, and `__client_uat` (all three decide the session).
-    fn credential(&self, parts: &Parts) -> Option<String> {
+    fn credential<'p>(&self, parts: &'p Parts) -> Option<std::borrow::Cow<'p, str>> {
         let (token, carrier) = self.token(parts)?;
-        Some(format!("{token} {} {}", matches!(carrier, Carrier::Header), self.client_uat(parts)))
+        Some(format!("{token} {} {}", matches!(carrier, Carrier::Header), self.client_uat(parts)).into())
     }
 }
 
