@@ -249,20 +249,15 @@ async fn finish(settings: &Settings, mut checks: Vec<Check>) -> Vec<Check> {
             },
         });
     }
-    if let MailSettings::Smtp { url, shown, .. } = &settings.mail {
-        use lettre::{AsyncSmtpTransport, Tokio1Executor};
-        let reachable = match AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose()) {
-            Ok(builder) => {
-                let transport: AsyncSmtpTransport<Tokio1Executor> = builder.timeout(Some(std::time::Duration::from_secs(10))).build();
-                transport.test_connection().await.map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
+    if let MailSettings::Smtp { shown, .. } = &settings.mail {
+        // The mailer `serve` would send with.
+        let reachable = match crate::mail::Mailer::new(&settings.mail) {
+            Ok(mailer) => mailer.reachable().await,
+            Err(_) => false,
         };
         checks.push(match reachable {
-            Ok(true) => Check::ok("smtp", format!("{shown} answers")),
-            Ok(false) | Err(_) => {
-                Check::fail("smtp", format!("{shown} does not answer"), "check SMTP_URL (host, port, TLS, user and password)")
-            }
+            true => Check::ok("smtp", format!("{shown} answers")),
+            false => Check::fail("smtp", format!("{shown} does not answer"), "check SMTP_URL (host, port, TLS, user and password)"),
         });
     } else {
         checks.push(Check::skip("smtp", "no SMTP_URL: account emails go to the local outbox (development only)"));

@@ -83,6 +83,14 @@ impl Mailer {
         }
     }
 
+    /// Whether the SMTP server answers (the outbox always does).
+    pub async fn reachable(&self) -> bool {
+        match self {
+            Mailer::Smtp { transport, .. } => transport.test_connection().await.unwrap_or(false),
+            Mailer::Outbox(_) => true,
+        }
+    }
+
     pub fn is_outbox(&self) -> bool {
         matches!(self, Mailer::Outbox(_))
     }

@@ -350,7 +350,7 @@ fn signed_out(state: &AppState) -> Response {
 /// only where `config` allows the outbox (not on an https site unless asked for).
 pub async fn outbox(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, parts: Parts) -> Response {
     let Some(sent) = state.mailer.outbox() else {
-        return Failure::new(Surface::of(&parts), StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.").into_response();
+        return Failure::not_found(Surface::of(&parts)).into_response();
     };
     let messages = sent.iter().map(|m| OutboxMessage::of(m, &state.billing.public_url)).collect();
     let mut response = OutboxPage { frame: Frame { csrf: &csrf, ..Frame::default() }, messages }.into_response();

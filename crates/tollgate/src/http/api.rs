@@ -70,7 +70,7 @@ pub async fn billing_portal(State(state): State<AppState>, CurrentUser(user): Cu
 /// SERVICE_TOKEN`): whether the user may use the product, from the KV as every gated request asks.
 pub async fn user_entitlement(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Failure> {
     let Some(expected) = &state.service_token else {
-        return Err(Failure::new(Surface::Api, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address."));
+        return Err(Failure::not_found(Surface::Api));
     };
     let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     // Digests compared, so the time taken says nothing about the token.

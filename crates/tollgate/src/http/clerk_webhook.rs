@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -39,7 +39,7 @@ struct EventUser {
 
 #[tracing::instrument(name = "clerk_webhook", skip_all, fields(delivery = tracing::field::Empty, event_type = tracing::field::Empty))]
 pub async fn clerk_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
-    let not_found = || Failure::new(Surface::Api, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.");
+    let not_found = || Failure::not_found(Surface::Api);
     let clerk = state.clerk.as_ref().ok_or_else(not_found)?;
     let secret = clerk.webhook_secret.as_ref().ok_or_else(not_found)?;
     let Ok(payload) = to_bytes(body, MAX_EVENT_BYTES).await else { return Err(Failure::too_large(Surface::Api)) };

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::billing::BillingError;
+use crate::gateway::GatewayError;
 use crate::kv::KvError;
 use crate::stripe::StripeError;
 
@@ -62,21 +63,39 @@ impl Failure {
         Failure::new(surface, StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn signed_out(surface: Surface, path: &str) -> Failure {
+    pub fn not_found(surface: Surface) -> Failure {
+        Failure::new(surface, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.")
+    }
+
+    /// 401; a page goes to `page` (a sign-in step) and comes back to `path` after it.
+    fn unauthenticated(surface: Surface, page: &str, path: &str) -> Failure {
         let next = form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
         Failure {
-            redirect: Some(format!("/auth?next={next}")),
+            redirect: Some(format!("{page}?next={next}")),
             ..Failure::new(surface, StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in to continue.")
         }
     }
 
+    pub fn signed_out(surface: Surface, path: &str) -> Failure {
+        Failure::unauthenticated(surface, "/auth", path)
+    }
+
     /// A page load whose Clerk token needs renewing: through `/auth/refresh`, then back to `path`.
     pub fn needs_refresh(path: &str) -> Failure {
-        let next = form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
-        Failure {
-            redirect: Some(format!("/auth/refresh?next={next}")),
-            ..Failure::new(Surface::Page, StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in to continue.")
-        }
+        Failure::unauthenticated(Surface::Page, "/auth/refresh", path)
+    }
+
+    /// The product behind the gateway is slow (504) or down (502).
+    pub fn from_gateway(surface: Surface, e: GatewayError) -> Failure {
+        let (status, code, message) = match e {
+            GatewayError::Timeout(_) => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The product took too long to answer. Try again in a moment.")
+            }
+            GatewayError::Unreachable(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream_unavailable", "The product is not answering right now. Try again in a moment.")
+            }
+        };
+        Failure { detail: Some(e.to_string()), ..Failure::new(surface, status, code, message) }
     }
 
     pub fn from_auth(surface: Surface, e: AuthError) -> Failure {

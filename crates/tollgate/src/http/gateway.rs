@@ -16,7 +16,7 @@ use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
 use crate::access::entitlement;
 use crate::auth::Session;
-use crate::gateway::{GatewayError, Headers, Identity};
+use crate::gateway::{Headers, Identity};
 use crate::state::AppState;
 
 /// Marks an answer that came from the product: Tollgate's security headers leave it as it is.
@@ -58,7 +58,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     let (mut parts, body) = request.into_parts();
     let surface = Surface::of(&parts);
     let Some(gateway) = state.gateway.clone() else {
-        return Failure::new(surface, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.").into_response();
+        return Failure::not_found(surface).into_response();
     };
     let gated = gateway.is_gated(parts.uri.path());
     let headers = match identity_headers(&state, &mut parts, gated).await {
@@ -72,26 +72,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
             response.extensions_mut().insert(FromProduct);
             response
         }
-        Err(e @ GatewayError::Timeout(_)) => Failure {
-            detail: Some(e.to_string()),
-            ..Failure::new(
-                surface,
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "The product took too long to answer. Try again in a moment.",
-            )
-        }
-        .into_response(),
-        Err(e @ GatewayError::Unreachable(_)) => Failure {
-            detail: Some(e.to_string()),
-            ..Failure::new(
-                surface,
-                StatusCode::BAD_GATEWAY,
-                "upstream_unavailable",
-                "The product is not answering right now. Try again in a moment.",
-            )
-        }
-        .into_response(),
+        Err(e) => Failure::from_gateway(surface, e).into_response(),
     }
 }
 

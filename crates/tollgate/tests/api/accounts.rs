@@ -238,8 +238,22 @@ async fn with_smtp_the_emails_reach_the_server_and_a_down_server_is_a_retryable_
     assert!(browser.get("/dashboard").await.text.contains("smtp@example.com"));
     assert_eq!(browser.get("/dev/outbox").await.status, 404, "no outbox when email goes out by SMTP");
 
+    // `tollgate doctor` asks the same server.
+    let doctor_settings: std::collections::HashMap<String, String> = [
+        ("KV_URL", "memory:".to_string()),
+        ("SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port)),
+        ("MAIL_FROM", "Tollgate <no-reply@tollgate.test>".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let doctor_settings = tollgate::config::Settings::from_vars(&doctor_settings).unwrap();
+    let smtp_check = |checks: Vec<tollgate::doctor::Check>| checks.into_iter().find(|c| c.name == "smtp").unwrap().status;
+    assert_eq!(smtp_check(tollgate::doctor::run(&doctor_settings, None).await), tollgate::doctor::Status::Ok);
+
     let _ = smtp.child.kill();
     let _ = smtp.child.wait();
+    assert_eq!(smtp_check(tollgate::doctor::run(&doctor_settings, None).await), tollgate::doctor::Status::Fail);
     let r = app.browser().form("/auth/reset", &[("email", "smtp@example.com")]).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.headers.contains_key("retry-after") && r.text.contains("Sending email is unavailable"));
