@@ -326,3 +326,49 @@ async fn doctor_checks_the_clerk_keys() {
     assert_eq!(bad.status, tollgate::doctor::Status::Fail, "{bad:?}");
     assert!(bad.fix.unwrap().contains("CLERK_SECRET_KEY"));
 }
+
+/// A Backend API that never answers costs a few seconds and a retryable 503, not a hung request.
+#[tokio::test]
+async fn a_hung_backend_api_is_a_503_within_seconds() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user("user_new", Some("new@example.com"));
+    clerk.state.hanging.store(true, Ordering::SeqCst);
+    let app = clerk_app(&clerk, vec![("CLERK_JWT_KEY", INSTANCE_PUBLIC_KEY.to_string())]).await;
+    let started = std::time::Instant::now();
+    let r = app
+        .http
+        .get(format!("{}/api/subscription", app.url))
+        .bearer_auth(session_token("user_new", &origin(&app), |_, _| {}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+}
+
+/// Webhook deliveries that are too large, or signed but not a Clerk event, are refused with 4xx
+/// and change nothing.
+#[tokio::test]
+async fn oversized_and_malformed_clerk_deliveries_are_refused() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@example.com"));
+    let app = clerk_app(&clerk, vec![]).await;
+    let now = tollgate::unix_now();
+    let huge = format!("{{\"type\":\"user.updated\",\"data\":{{\"id\":\"{ADA}\"}},\"pad\":\"{}\"}}", "x".repeat(600 * 1024));
+    let r = deliver(&app, &signed_delivery("msg_huge", now, &huge), &huge).await;
+    assert_eq!(r.status, 413);
+    for (id, body) in [
+        ("msg_not_json", "not json at all".to_string()),
+        ("msg_no_user", json!({"type": "user.updated", "data": {}}).to_string()),
+        ("msg_bad_user", json!({"type": "user.deleted", "data": {"id": "../../admin"}}).to_string()),
+    ] {
+        let r = deliver(&app, &signed_delivery(id, now, &body), &body).await;
+        assert_eq!(r.status, 400, "{id}: {}", r.text);
+        assert!(r.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(clerk.hits().1, 0, "nothing was acted on");
+    let bad_header =
+        deliver(&app, &[("svix-id", "msg_x".into()), ("svix-timestamp", "soon".into()), ("svix-signature", "v1,x".into())], "{}").await;
+    assert_eq!(bad_header.status, 400);
+}

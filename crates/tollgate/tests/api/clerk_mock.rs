@@ -34,6 +34,8 @@ pub struct ClerkState {
     pub user_hits: AtomicUsize,
     /// Every Backend API call answers 503 while set.
     pub failing: AtomicBool,
+    /// Every call to a user hangs (never answers) while set.
+    pub hanging: AtomicBool,
 }
 
 pub struct MockClerk {
@@ -60,6 +62,9 @@ async fn jwks(State(state): State<Arc<ClerkState>>, headers: HeaderMap) -> Respo
 
 async fn user(State(state): State<Arc<ClerkState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     state.user_hits.fetch_add(1, Ordering::SeqCst);
+    if state.hanging.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     if state.failing.load(Ordering::SeqCst) || !authorized(&headers) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }

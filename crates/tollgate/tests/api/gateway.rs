@@ -43,7 +43,10 @@ async fn upload(State(product): State<Arc<Product>>, body: Body) -> Json<Value> 
         if bytes == 0 {
             product.first_upload_bytes.notify_one();
         }
-        bytes += chunk.unwrap().len();
+        match chunk {
+            Ok(chunk) => bytes += chunk.len(),
+            Err(_) => break, // the sender went away mid-upload
+        }
     }
     Json(json!({ "bytes": bytes }))
 }
@@ -377,4 +380,39 @@ async fn a_signed_out_session_is_not_served_from_the_identity_cache() {
         .unwrap();
     assert_eq!(replayed.status(), 401, "the ended session is not served from memory");
     assert_eq!(product.requests.load(Ordering::SeqCst), 3);
+}
+
+/// Clients that hang up mid-upload and mid-download leave the gateway's pooled connections to the
+/// product sound: many requests afterwards each get their own answer.
+#[tokio::test]
+async fn clients_hanging_up_mid_body_leave_the_pool_sound() {
+    let (upstream, product) = start_product().await;
+    let app = gateway_app(&upstream, vec![]).await;
+    for _ in 0..5 {
+        // Mid-upload: a megabyte sent, then the client is gone.
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+        let chunks = futures_util::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|c| (c, r)) });
+        let uploading = tokio::spawn(app.http.post(format!("{}/upload", app.url)).body(reqwest::Body::wrap_stream(chunks)).send());
+        sender.send(Ok(vec![1u8; 1024 * 1024])).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), product.first_upload_bytes.notified()).await.unwrap();
+        uploading.abort();
+        drop(sender);
+        // Mid-download: the first part read, then the client is gone.
+        let mut download = app.http.get(format!("{}/download", app.url)).send().await.unwrap();
+        assert!(download.chunk().await.unwrap().is_some());
+        drop(download);
+    }
+    let mut answers = tokio::task::JoinSet::new();
+    for n in 0..64 {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        answers.spawn(async move {
+            let r = http.get(format!("{url}/echo/{n}")).header("accept", "application/json").send().await.unwrap();
+            (n, r.status().as_u16(), r.text().await.unwrap())
+        });
+    }
+    for (n, status, text) in answers.join_all().await {
+        assert_eq!(status, 200, "{n}: {text}");
+        let seen: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(seen["path"], format!("/echo/{n}"), "each request gets its own answer");
+    }
 }
