@@ -2,8 +2,9 @@
 //!
 //! Reports API requests/s for `GET /v1/subscriptions` (one customer, one subscription, expanded
 //! payment method) under concurrent keep-alive connections, and signed webhook deliveries/s to a
-//! local receiver that verifies every signature. Load generator and receiver run in this process,
-//! on the same two cores as the emulator.
+//! local receiver that verifies every signature. The emulator keeps its state in a data file
+//! (`--data`), so every change is saved and synced. Load generator and receiver run in this
+//! process, on the same two cores as the emulator.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use stripe_emulator::config::StartupWebhook;
-use stripe_emulator::{Emulator, EmulatorConfig};
+use stripe_emulator::engine::customers::{create_customer, NewCustomer};
+use stripe_emulator::{Emulator, EmulatorConfig, StartupWebhook};
 
 const SECRET: &str = "whsec_bench";
 
@@ -47,8 +48,11 @@ async fn main() -> anyhow::Result<()> {
     let hook_url = format!("http://{}/hook", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, receiver).await });
 
+    let data_dir = std::env::temp_dir().join(format!("emulator-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)?;
     let config = EmulatorConfig {
         seed: Some(test_support::SEED.into()),
+        data_file: Some(data_dir.join("state.jsonl")),
         webhooks: vec![StartupWebhook { url: hook_url, secret: Some(SECRET.into()), enabled_events: vec!["customer.created".into()] }],
         ..EmulatorConfig::for_tests()
     };
@@ -113,11 +117,8 @@ async fn main() -> anyhow::Result<()> {
     // 2. Webhook deliveries: events made in-process as fast as possible, timed until all are verified.
     let start = Instant::now();
     for i in 0..deliveries {
-        let params = stripe_emulator::form::Params::parse(format!("email=load{i}@example.com").as_bytes())
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        emulator
-            .apply(&Default::default(), |store| stripe_emulator::resources::customers::create_in(store, &params))
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let customer = NewCustomer { email: Some(format!("load{i}@example.com")), ..Default::default() };
+        emulator.apply(&Default::default(), |store| create_customer(store, customer)).map_err(|e| anyhow::anyhow!(e.message))?;
     }
     while received.load(Ordering::Relaxed) < deliveries && start.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -129,6 +130,9 @@ async fn main() -> anyhow::Result<()> {
         received.load(Ordering::Relaxed) as f64 / elapsed,
         bad.load(Ordering::Relaxed)
     );
+    let size = std::fs::metadata(data_dir.join("state.jsonl")).map(|m| m.len()).unwrap_or(0);
+    println!("data file: {:.1} MB after the run", size as f64 / 1e6);
+    std::fs::remove_dir_all(&data_dir)?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Settings of one emulator instance, shared by the CLI and by apps that embed it.
+//! Settings of one emulator instance, shared by the CLI and by apps that embed it, and the shape
+//! of the seed file (`--seed`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -45,7 +46,11 @@ pub struct EmulatorConfig {
     pub retry: RetryPolicy,
     pub seed: Option<PathBuf>,
     /// Products and prices to load besides (after) the seed file; what an embedding app offers.
-    pub seed_products: Vec<crate::seed::SeedProduct>,
+    pub seed_products: Vec<SeedProduct>,
+    /// Keep the state in this file (`--data`): loaded at start, saved after every change.
+    pub data_file: Option<PathBuf>,
+    /// What happens to a subscription whose renewal cannot be paid.
+    pub dunning: Dunning,
     /// How long the hosted Checkout page holds its redirect while `checkout.session.completed` is delivered.
     pub checkout_redirect_wait: Duration,
     /// Added before each `/v1` answer, to look like a distant API (and to widen races in tests).
@@ -67,6 +72,8 @@ impl Default for EmulatorConfig {
             checkout_redirect_wait: Duration::from_secs(10),
             latency: Duration::ZERO,
             rate_limit: None,
+            data_file: None,
+            dunning: Dunning::default(),
         }
     }
 }
@@ -80,4 +87,69 @@ impl EmulatorConfig {
             ..Default::default()
         }
     }
+}
+
+/// Stripe's "manage failed payments" settings: when a failed renewal is tried again, and what
+/// becomes of the subscription when the last try fails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dunning {
+    /// Days between a failed attempt and the retry after it, one entry per retry (Stripe's
+    /// custom schedule has up to three or four; its Dashboard suggests 3, 5 and 7 days).
+    pub retry_days: Vec<i64>,
+    pub final_state: FinalState,
+}
+
+impl Default for Dunning {
+    fn default() -> Self {
+        Dunning { retry_days: vec![3, 5, 7], final_state: FinalState::Canceled }
+    }
+}
+
+/// The subscription's status once every retry has failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalState {
+    Canceled,
+    Unpaid,
+    PastDue,
+}
+
+impl std::str::FromStr for FinalState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "canceled" => Ok(FinalState::Canceled),
+            "unpaid" => Ok(FinalState::Unpaid),
+            "past_due" => Ok(FinalState::PastDue),
+            other => Err(format!("{other}: expected canceled, unpaid or past_due")),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedFile {
+    pub products: Vec<SeedProduct>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedProduct {
+    pub id: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub prices: Vec<SeedPrice>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPrice {
+    pub id: Option<String>,
+    pub unit_amount: i64,
+    pub currency: String,
+    /// `day`, `week`, `month` or `year`; absent for a one-time price.
+    pub interval: Option<String>,
+    pub interval_count: Option<i64>,
+    pub nickname: Option<String>,
+    pub lookup_key: Option<String>,
 }

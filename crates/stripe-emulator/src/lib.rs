@@ -1,37 +1,32 @@
 #![recursion_limit = "256"]
 //! A stateful, offline, Stripe-compatible API: the REST surface a subscription app uses, the pages
-//! Stripe hosts (Checkout and the billing portal), and signed webhooks with retries.
+//! Stripe hosts (Checkout and the billing portal), signed webhooks with retries, test clocks and
+//! dunning, with its state optionally kept in a data file.
 //!
-//! Module tour:
-//! - [`config`]: the settings of one emulator (port, webhooks, retry schedule, seed file).
-//! - [`app`]: [`Emulator`], the shared state and the `mutate` step that turns changes into events.
-//! - [`http`]: the router, API-key and idempotency middleware, and the request extractor.
-//! - [`form`]: Stripe's bracketed form encoding and typed parameter access.
-//! - [`error`]: Stripe-shaped errors.
-//! - [`store`]: every object as Stripe JSON, ordering, pagination.
-//! - [`expand`]: `expand[]` over stored objects.
-//! - [`resources`]: one module per API resource (products, prices, customers, …).
-//! - [`billing`]: subscriptions with their invoices and payment intents, cancellation, renewals.
-//! - [`cards`]: test cards and card payment methods; [`calendar`]: billing-period arithmetic.
-//! - [`webhooks`]: signing and background delivery with exponential backoff.
-//! - [`pages`]: the hosted Checkout and billing-portal HTML; [`format`]: escaping, money and dates for pages.
-//! - [`seed`]: loading products and prices from a JSON file.
+//! Layers, each importing only those before it (`tests/api/layers.rs` checks it):
+//! - [`config`]: the settings of one emulator and the seed file's shape.
+//! - [`model`]: ids, Stripe's errors, test cards and their outcomes, the billing calendar.
+//! - [`store`]: every object as Stripe JSON behind one lock, and the data file it is saved to.
+//! - [`engine`]: the billing lifecycle (creating, paying, renewing, retrying, test clocks), the
+//!   shared [`Emulator`] whose `mutate` turns changes into saved state and webhook deliveries.
+//! - [`api`]: form parsing, `expand[]`, lists and search, the layers around every call, one module
+//!   per resource, the control endpoints.
+//! - [`pages`]: the hosted Checkout and billing-portal HTML.
+//! - [`server`]: the router and serving.
+//!
+//! An app that embeds the emulator (Tollgate does, for its offline mode) needs only the items
+//! re-exported here: a config, [`Emulator::build`], and the running emulator's URL.
 
-pub mod app;
-pub mod billing;
-pub mod calendar;
-pub mod cards;
+pub mod api;
 pub mod config;
-pub mod error;
-pub mod expand;
-pub mod form;
-pub mod format;
-pub mod http;
+pub mod engine;
+pub mod model;
 pub mod pages;
-pub mod resources;
-pub mod seed;
+pub mod server;
 pub mod store;
-pub mod webhooks;
 
-pub use app::{Emulator, RunningEmulator};
-pub use config::EmulatorConfig;
+pub use config::{Dunning, EmulatorConfig, FinalState, RetryPolicy, SeedPrice, SeedProduct, StartupWebhook};
+pub use engine::webhooks::{new_secret as new_webhook_secret, signature_header};
+pub use engine::Emulator;
+pub use model::API_VERSION;
+pub use server::RunningEmulator;

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use stripe_emulator::config::{RetryPolicy, StartupWebhook};
-use stripe_emulator::{Emulator, EmulatorConfig};
+use stripe_emulator::{Dunning, Emulator, EmulatorConfig, FinalState, RetryPolicy, StartupWebhook};
 
 /// A stateful, offline Stripe-compatible API with hosted Checkout, a billing portal and signed webhooks.
 #[derive(Parser, Debug)]
@@ -46,6 +45,33 @@ struct Cli {
     /// (live mode allows 100, test mode 25). Unlimited when absent.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit: Option<u32>,
+    /// Keep the state in this file: loaded at start, saved after every change (memory only when absent).
+    #[arg(long, env = "STRIPE_EMULATOR_DATA")]
+    data: Option<PathBuf>,
+    /// Days between a failed renewal payment and each retry (comma-separated, at most four; empty: no retries).
+    #[arg(long, default_value = "3,5,7", value_parser = parse_retry_days)]
+    retry_days: RetryDays,
+    /// What a subscription becomes when its last retry fails: canceled, unpaid or past_due.
+    #[arg(long, default_value = "canceled")]
+    final_state: FinalState,
+}
+
+#[derive(Debug, Clone)]
+struct RetryDays(Vec<i64>);
+
+fn parse_retry_days(text: &str) -> Result<RetryDays, String> {
+    let days: Vec<i64> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse::<i64>().ok().filter(|n| (1..=60).contains(n)).ok_or_else(|| format!("{d}: expected a number of days from 1 to 60"))
+        })
+        .collect::<Result<_, _>>()?;
+    if days.len() > 4 {
+        return Err("at most four retries".into());
+    }
+    Ok(RetryDays(days))
 }
 
 #[tokio::main]
@@ -57,8 +83,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(secret) = &cli.webhook_secret {
         anyhow::ensure!(secret.starts_with("whsec_"), "--webhook-secret must start with whsec_");
     }
-    let secret =
-        cli.webhook.as_ref().map(|_| cli.webhook_secret.clone().unwrap_or_else(stripe_emulator::resources::webhook_endpoints::new_secret));
+    let secret = cli.webhook.as_ref().map(|_| cli.webhook_secret.clone().unwrap_or_else(stripe_emulator::new_webhook_secret));
     let config = EmulatorConfig {
         bind: SocketAddr::new(cli.bind, cli.port),
         public_url: cli.public_url,
@@ -75,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
         seed: cli.seed,
         latency: Duration::from_millis(cli.latency_ms),
         rate_limit: cli.rate_limit,
+        data_file: cli.data,
+        dunning: Dunning { retry_days: cli.retry_days.0, final_state: cli.final_state },
         ..Default::default()
     };
     let running = Emulator::build(config).await?;
@@ -94,5 +121,14 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn retry_days() {
+        assert_eq!(super::parse_retry_days("3, 5,7").unwrap().0, [3, 5, 7]);
+        assert!(super::parse_retry_days("").unwrap().0.is_empty());
+        assert!(super::parse_retry_days("1,2,3,4,5").is_err());
+        assert!(super::parse_retry_days("0").is_err());
+        assert!(super::parse_retry_days("x").is_err());
     }
 }

@@ -41,7 +41,7 @@ async fn quiet(http: &reqwest::Client, stripe: &str) -> anyhow::Result<u64> {
 }
 
 async fn post_event(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Duration, String> {
-    let signature = stripe_emulator::webhooks::signature_header(SECRET, now(), &body);
+    let signature = stripe_emulator::signature_header(SECRET, now(), &body);
     let started = Instant::now();
     let r = http
         .post(url)

@@ -52,9 +52,11 @@ fn redact_url(url: &str) -> String {
 
 #[derive(Debug, Clone)]
 pub enum StripeSettings {
-    /// No `STRIPE_SECRET_KEY`: run the Stripe emulator in-process on this port (0 = any free port).
+    /// No `STRIPE_SECRET_KEY`: run the Stripe emulator in-process on this port (0 = any free port),
+    /// keeping its state in `data_file` (in `DATA_DIR`; none with `KV_URL=memory:`).
     Emulator {
         port: u16,
+        data_file: Option<PathBuf>,
     },
     Remote {
         secret_key: Secret,
@@ -231,12 +233,19 @@ impl Settings {
                     "is required when PUBLIC_URL is https (set STRIPE_EMULATOR=true to run the emulator there on purpose)",
                 ))
             }
+            None if !cfg!(feature = "emulator") => {
+                return Err(error(
+                    "STRIPE_SECRET_KEY",
+                    "is required: this build has no embedded Stripe emulator (run the stripe-emulator binary and set STRIPE_API_BASE to use one)",
+                ))
+            }
             None => {
                 let port = match get("STRIPE_EMULATOR_PORT") {
                     None => 12111,
                     Some(v) => v.parse().map_err(|_| error("STRIPE_EMULATOR_PORT", format!("'{v}' is not a port number")))?,
                 };
-                StripeSettings::Emulator { port }
+                let data_file = (!matches!(kv, KvSettings::Memory)).then(|| data_dir.join("stripe-emulator.jsonl"));
+                StripeSettings::Emulator { port, data_file }
             }
             Some(key) => {
                 if !(key.starts_with("sk_") || key.starts_with("rk_")) {
@@ -513,7 +522,7 @@ mod tests {
     fn defaults_run_offline() {
         let s = Settings::from_vars(&vars(&[])).unwrap();
         assert_eq!(s.port, 3000);
-        assert!(matches!(s.stripe, StripeSettings::Emulator { port: 12111 }));
+        assert!(matches!(s.stripe, StripeSettings::Emulator { port: 12111, .. }));
         assert!(matches!(s.kv, KvSettings::Embedded { .. }));
         assert_eq!(s.auth, AuthSettings::Local);
     }

@@ -1,13 +1,10 @@
 //! Building the application from settings: the listener, the KV, Stripe (real, or the emulator
 //! started in-process with two seeded plans and its webhook pointed back here), auth, and the router.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use stripe_emulator::config::StartupWebhook;
-use stripe_emulator::seed::{SeedPrice, SeedProduct};
-use stripe_emulator::{Emulator, EmulatorConfig};
 use tokio::net::TcpListener;
 
 use crate::auth::clerk::ClerkAuth;
@@ -39,7 +36,10 @@ pub struct Application {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-fn demo_catalogue() -> Vec<SeedProduct> {
+/// The embedded emulator's catalogue: one product with the two demo plans.
+#[cfg(feature = "emulator")]
+fn demo_catalogue() -> Vec<stripe_emulator::SeedProduct> {
+    use stripe_emulator::{SeedPrice, SeedProduct};
     let price = |id: &str, amount: i64, interval: &str| SeedPrice {
         id: Some(id.into()),
         unit_amount: amount,
@@ -57,6 +57,36 @@ fn demo_catalogue() -> Vec<SeedProduct> {
     }]
 }
 
+/// Start the embedded Stripe emulator with the demo plans and its webhook pointed back at
+/// Tollgate's; its URL and the webhook's signing secret.
+#[cfg(feature = "emulator")]
+async fn start_emulator(port: u16, data_file: Option<std::path::PathBuf>, tollgate: SocketAddr) -> anyhow::Result<(String, String)> {
+    use std::net::{IpAddr, Ipv4Addr};
+    use stripe_emulator::{Emulator, EmulatorConfig, StartupWebhook};
+    let secret = format!("whsec_{}", crate::random_token(32));
+    let callback_host = if tollgate.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { tollgate.ip() };
+    let config = EmulatorConfig {
+        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        webhooks: vec![StartupWebhook {
+            url: format!("http://{}/api/stripe-webhook", SocketAddr::new(callback_host, tollgate.port())),
+            secret: Some(secret.clone()),
+            enabled_events: vec!["*".into()],
+        }],
+        seed_products: demo_catalogue(),
+        data_file,
+        ..Default::default()
+    };
+    let running = Emulator::build(config).await.context("STRIPE_EMULATOR_PORT: the Stripe emulator could not start")?;
+    let (_, url, _) = running.spawn();
+    Ok((url, secret))
+}
+
+/// Settings only choose the emulator when this build has one (see `config`).
+#[cfg(not(feature = "emulator"))]
+async fn start_emulator(_: u16, _: Option<std::path::PathBuf>, _: SocketAddr) -> anyhow::Result<(String, String)> {
+    anyhow::bail!("STRIPE_SECRET_KEY: is required: this build has no embedded Stripe emulator")
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let listener = TcpListener::bind((settings.bind, settings.port))
@@ -70,21 +100,8 @@ impl Application {
             StripeSettings::Remote { secret_key, webhook_secret, api_base } => {
                 ((api_base.clone(), secret_key.clone()), webhook_secret.clone(), None)
             }
-            StripeSettings::Emulator { port } => {
-                let secret = stripe_emulator::resources::webhook_endpoints::new_secret();
-                let callback_host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
-                let config = EmulatorConfig {
-                    bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port),
-                    webhooks: vec![StartupWebhook {
-                        url: format!("http://{}/api/stripe-webhook", SocketAddr::new(callback_host, addr.port())),
-                        secret: Some(secret.clone()),
-                        enabled_events: vec!["*".into()],
-                    }],
-                    seed_products: demo_catalogue(),
-                    ..Default::default()
-                };
-                let running = Emulator::build(config).await.context("STRIPE_EMULATOR_PORT: the Stripe emulator could not start")?;
-                let (_, url, _) = running.spawn();
+            StripeSettings::Emulator { port, data_file } => {
+                let (url, secret) = start_emulator(*port, data_file.clone(), addr).await?;
                 ((url.clone(), Secret::new("sk_test_tollgate_emulator")), Secret::new(secret), Some(url))
             }
         };

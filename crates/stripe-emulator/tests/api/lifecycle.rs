@@ -150,7 +150,12 @@ async fn renewals_trials_and_failed_payments_over_time() {
     assert_eq!(renewed["status"], "active");
     assert_eq!(period(&renewed).0, end, "the next period starts where the last ended");
     assert_eq!(renewed["latest_invoice"]["billing_reason"], "subscription_cycle");
-    assert_eq!(renewed["latest_invoice"]["status"], "paid");
+    assert_eq!(renewed["latest_invoice"]["status"], "draft", "a renewal invoice waits an hour as a draft, as in Stripe");
+    assert_eq!(renewed["latest_invoice"]["automatically_finalizes_at"], end + 3600);
+    advance(&emu, 3600).await;
+    let collected = emu.get(&path, &[("expand[]", "latest_invoice")]).await;
+    assert_eq!(collected["latest_invoice"]["status"], "paid");
+    assert_eq!(collected["latest_invoice"]["status_transitions"]["paid_at"], end + 3600, "paid at its own time, not the advance's");
 
     // A card that fails on charge: the renewal leaves the subscription past_due.
     let customer = emu.customer("fails@example.com").await;

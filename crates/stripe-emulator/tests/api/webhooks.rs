@@ -33,7 +33,8 @@ async fn deliveries_are_signed_and_ordered() {
     assert!(types.contains(&"checkout.session.completed".to_string()), "delivered before the redirect: {types:?}");
     let expected = [
         "customer.created", "payment_method.attached", "customer.subscription.created", "invoice.created", "invoice.finalized",
-        "payment_intent.created", "payment_intent.succeeded", "invoice.paid", "invoice.payment_succeeded", "checkout.session.completed",
+        "payment_intent.created", "payment_intent.succeeded", "charge.succeeded", "invoice.paid", "invoice.payment_succeeded",
+        "invoice_payment.paid", "checkout.session.completed",
     ];
     assert_eq!(types, expected, "one action's events arrive in Stripe's order");
     for (headers, body, _) in receiver.received.lock().unwrap().iter() {

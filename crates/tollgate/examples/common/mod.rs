@@ -82,7 +82,7 @@ pub fn signed_event(id: &str, event_type: &str, customer: &str) -> (Vec<u8>, Str
         "data": {"object": {"id": format!("in_{id}"), "object": "invoice", "customer": customer, "status": "paid"}},
     }))
     .unwrap();
-    let signature = stripe_emulator::webhooks::signature_header(SECRET, now(), &body);
+    let signature = stripe_emulator::signature_header(SECRET, now(), &body);
     (body, signature)
 }
 

@@ -9,6 +9,7 @@ pub mod csrf;
 pub mod deadline;
 pub mod error;
 pub mod extract;
+pub mod format;
 pub mod gateway;
 pub mod headers;
 pub mod health;

@@ -3,10 +3,10 @@
 //! here builds HTML by hand. Every page shares `layout.html`: navigation, the signed-in user, the
 //! optional notice.
 
+use crate::http::format::{date, money, per_interval};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::http::StatusCode;
-use stripe_emulator::format::{date, money, per_interval};
 
 use crate::domain::{CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
 

@@ -14,6 +14,6 @@ pub const API_VERSION: &str = "2026-10-28.endive";
 mod tests {
     #[test]
     fn the_emulator_speaks_the_pinned_version() {
-        assert_eq!(super::API_VERSION, stripe_emulator::store::API_VERSION, "pin one API version in both crates");
+        assert_eq!(super::API_VERSION, stripe_emulator::API_VERSION, "pin one API version in both crates");
     }
 }

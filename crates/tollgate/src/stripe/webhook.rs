@@ -50,7 +50,7 @@ pub fn verify(payload: &[u8], header: Option<&str>, secret: &str, now: i64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stripe_emulator::webhooks::signature_header;
+    use stripe_emulator::signature_header;
 
     const SECRET: &str = "whsec_test_secret";
 

@@ -82,7 +82,8 @@ async fn past_due_grace_is_a_setting() {
             &[("default_payment_method", pm["id"].as_str().unwrap())],
         )
         .await;
-        let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - tollgate::unix_now() + 60;
+        // The renewal invoice is charged an hour after the period ends, as in Stripe.
+        let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - tollgate::unix_now() + 3600 + 60;
         let advanced = app
             .http
             .post(format!("{}/_emulator/clock/advance", app.stripe_url))

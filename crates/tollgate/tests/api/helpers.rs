@@ -295,7 +295,7 @@ pub async fn expected_cache(http: &reqwest::Client, stripe_url: &str, customer: 
 }
 
 pub fn signature(body: &[u8], t: i64) -> String {
-    stripe_emulator::webhooks::signature_header(WEBHOOK_SECRET, t, body)
+    stripe_emulator::signature_header(WEBHOOK_SECRET, t, body)
 }
 
 impl Browser {

@@ -16,7 +16,7 @@ async fn bad_missing_stale_and_replayed_signatures_change_nothing() {
     assert_eq!(before.as_ref().unwrap()["status"], "none");
     let event = app.events_for(&customer).await.into_iter().find(|e| e["type"] == "invoice.paid").unwrap();
     let body = serde_json::to_vec(&event).unwrap();
-    let other_secret = stripe_emulator::webhooks::signature_header("whsec_not_ours", now(), &body);
+    let other_secret = stripe_emulator::signature_header("whsec_not_ours", now(), &body);
     let tampered = {
         let mut e = event.clone();
         e["data"]["object"]["customer"] = json!("cus_someoneelse");

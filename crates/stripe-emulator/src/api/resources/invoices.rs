@@ -1,0 +1,142 @@
+//! `/v1/invoices` (read-only: invoices are made by subscriptions), their lines, the previews of
+//! `POST /v1/invoices/create_preview`, and `/v1/invoice_payments`.
+
+use axum::extract::{Path, State};
+use serde_json::json;
+
+use crate::api::request::{ApiRequest, JsonBody};
+use crate::api::resources::subscriptions::recurring_price;
+use crate::api::{existing_customer, list_embedded, list_kind, retrieve_kind, ApiResult};
+use crate::engine::billing::{preview_invoice, subscription_item, swap_price};
+use crate::engine::Emulator;
+use crate::model::ApiError;
+
+pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    retrieve_kind(&emu, &req, "invoice", &id)
+}
+
+/// Invoices made under a test clock are listed only when the request names their customer,
+/// subscription or clock, as in Stripe.
+pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    let customer = p.non_empty_str("customer")?.map(str::to_string);
+    let subscription = p.non_empty_str("subscription")?.map(str::to_string);
+    let clock = p.non_empty_str("test_clock")?.map(str::to_string);
+    let status = p.one_of("status", &["draft", "open", "paid", "uncollectible", "void"])?.map(str::to_string);
+    let scoped = customer.is_some() || subscription.is_some();
+    let filters = ["customer", "subscription", "status", "collection_method", "due_date", "test_clock"];
+    list_kind(&emu, &req, "invoice", &filters, customer.as_deref(), |inv| {
+        subscription.as_ref().is_none_or(|s| inv["parent"]["subscription_details"]["subscription"] == s.as_str())
+            && status.as_ref().is_none_or(|st| inv["status"] == st.as_str())
+            && match &clock {
+                Some(c) => inv["test_clock"] == c.as_str(),
+                None => scoped || inv["test_clock"].is_null(),
+            }
+    })
+}
+
+/// `GET /v1/invoices/{id}/lines`.
+pub async fn lines(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    emu.read(|store| {
+        let invoice = store.get_kind("invoice", &id, Some("invoice"))?;
+        list_embedded(store, &req, &[], invoice["lines"]["data"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+    })
+}
+
+/// `GET /v1/invoice_payments`, by `invoice`, `status` or `payment[payment_intent]`.
+pub async fn list_payments(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    let invoice = p.non_empty_str("invoice")?.map(str::to_string);
+    let status = p.one_of("status", &["open", "paid", "canceled"])?.map(str::to_string);
+    let intent = match p.hash("payment")? {
+        None => None,
+        Some(payment) => {
+            payment.allow(&["type", "payment_intent", "payment_record"])?;
+            payment.one_of("type", &["payment_intent", "payment_record"])?;
+            payment.non_empty_str("payment_intent")?.map(str::to_string)
+        }
+    };
+    list_kind(&emu, &req, "invoice_payment", &["invoice", "status", "payment"], None, |pay| {
+        invoice.as_ref().is_none_or(|i| pay["invoice"] == i.as_str())
+            && status.as_ref().is_none_or(|s| pay["status"] == s.as_str())
+            && intent.as_ref().is_none_or(|pi| pay["payment"]["payment_intent"] == pi.as_str())
+    })
+}
+
+pub async fn retrieve_payment(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    retrieve_kind(&emu, &req, "invoice_payment", &id)
+}
+
+/// `POST /v1/invoices/create_preview`: the next invoice of `subscription`, optionally with
+/// `subscription_details[items]` changed, or the first one of a new subscription of `customer`.
+/// Prorations are not computed (the emulator bills whole periods).
+pub async fn create_preview(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    p.allow(&["customer", "subscription", "subscription_details", "preview_mode", "currency", "automatic_tax", "expand"])?;
+    p.one_of("preview_mode", &["next", "recurring"])?;
+    let details = p.hash("subscription_details")?;
+    let item_params = match &details {
+        Some(d) => {
+            d.allow(&[
+                "items", "proration_behavior", "proration_date", "resume_at", "billing_cycle_anchor", "cancel_at_period_end", "trial_end",
+            ])?;
+            d.one_of("proration_behavior", &["always_invoice", "create_prorations", "none"])?;
+            d.one_of("resume_at", &["now"])?;
+            d.list("items")?
+        }
+        None => Vec::new(),
+    };
+    let invoice = emu.read(|store| {
+        let customer = existing_customer(store, p, "customer")?;
+        let now = store.now();
+        let subscription = match p.non_empty_str("subscription")? {
+            Some(id) => {
+                let sub = store.get_kind("subscription", id, Some("subscription"))?.clone();
+                if customer.is_some_and(|c| sub["customer"] != c) {
+                    return Err(p.invalid("subscription", "The subscription does not belong to that customer."));
+                }
+                sub
+            }
+            None => {
+                let customer = customer.ok_or_else(|| p.missing("customer"))?;
+                if item_params.is_empty() {
+                    return Err(p.missing("subscription_details[items]"));
+                }
+                json!({ "id": null, "customer": customer, "status": "incomplete", "items": { "data": [] }, "metadata": {}, "test_clock": store.get(customer).map(|c| c["test_clock"].clone()) })
+            }
+        };
+        let mut items = subscription["items"].clone();
+        let sub_id = subscription["id"].as_str().unwrap_or_default().to_string();
+        for item in &item_params {
+            item.allow(&["id", "price", "quantity", "deleted"])?;
+            let quantity = item.int("quantity")?;
+            if quantity.is_some_and(|q| q < 1) {
+                return Err(item.invalid("quantity", "Quantity must be at least 1."));
+            }
+            let data = items["data"].as_array_mut().ok_or_else(|| ApiError::bad_request("subscription has no items"))?;
+            match item.non_empty_str("id")? {
+                Some(item_id) => {
+                    let position = data
+                        .iter()
+                        .position(|i| i["id"] == item_id)
+                        .ok_or_else(|| ApiError::missing("subscription item", item_id, Some("subscription_details[items][id]")))?;
+                    if item.bool("deleted")? == Some(true) {
+                        data.remove(position);
+                    } else if item.has("price") {
+                        data[position] = swap_price(&sub_id, &data[position], &recurring_price(store, item, "price")?, quantity, now);
+                    } else if let Some(q) = quantity {
+                        data[position]["quantity"] = json!(q);
+                    }
+                }
+                None => data.push(subscription_item(&sub_id, &recurring_price(store, item, "price")?, quantity.unwrap_or(1), (now, now), now)),
+            }
+        }
+        if items["data"].as_array().is_none_or(Vec::is_empty) {
+            return Err(ApiError::bad_request("A preview needs at least one subscription item."));
+        }
+        let mut subscription = subscription;
+        subscription["currency"] = items["data"][0]["price"]["currency"].clone();
+        Ok(preview_invoice(store, &subscription, Some(items)))
+    })?;
+    Ok(JsonBody::of(&invoice))
+}

@@ -1,0 +1,411 @@
+//! `/v1/subscriptions`.
+
+use axum::extract::{Path, State};
+use serde_json::{json, Map, Value};
+
+use crate::api::form::Params;
+use crate::api::request::{respond, ApiRequest};
+use crate::api::search::{search_kind, Field};
+use crate::api::{
+    existing_customer, list_embedded, list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, trial_end_behavior, ApiResult,
+};
+use crate::engine::billing::{self, NewSubscription};
+use crate::engine::payment_methods::resolve_payment_method;
+use crate::engine::Emulator;
+use crate::model::{is_ended, str_field, ApiError};
+use crate::store::Store;
+
+pub const STATUSES: &[&str] =
+    &["active", "all", "canceled", "ended", "incomplete", "incomplete_expired", "past_due", "paused", "trialing", "unpaid"];
+
+/// A recurring, active price for a subscription item.
+pub fn recurring_price(store: &Store, params: &Params, name: &str) -> Result<Value, ApiError> {
+    let id = params.required_str(name)?;
+    let price = store.get_kind("price", id, Some(&params.path(name)))?.clone();
+    if price["type"] != "recurring" {
+        return Err(params.invalid(name, format!("The price specified ({id}) is not recurring. Subscriptions need recurring prices.")));
+    }
+    if price["active"] != true {
+        return Err(params.invalid(name, format!("The price specified ({id}) is inactive. This field only accepts active prices.")));
+    }
+    Ok(price)
+}
+
+/// `trial_end`: a future timestamp or `now`.
+fn trial_end(params: &Params, now: i64) -> Result<Option<i64>, ApiError> {
+    match params.str("trial_end")? {
+        None => Ok(None),
+        Some("now") => Ok(Some(now)),
+        Some(_) => match params.int("trial_end")? {
+            Some(t) if t > now => Ok(Some(t)),
+            _ => Err(params.invalid("trial_end", "Invalid timestamp: must be in the future, or `now`.")),
+        },
+    }
+}
+
+pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    p.allow(&[
+        "customer", "items", "default_payment_method", "trial_period_days", "trial_end", "metadata", "description", "cancel_at_period_end",
+        "payment_behavior", "proration_behavior", "collection_method", "off_session", "trial_from_plan", "expand", "currency",
+        "trial_settings",
+    ])?;
+    let behavior = p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete"])?.unwrap_or("allow_incomplete");
+    p.one_of("collection_method", &["charge_automatically"])?;
+    p.one_of("proration_behavior", &["create_prorations", "none", "always_invoice"])?;
+    let trial_days = p.int("trial_period_days")?;
+    if trial_days.is_some_and(|d| !(1..=730).contains(&d)) {
+        return Err(p.invalid("trial_period_days", "trial_period_days must be between 1 and 730."));
+    }
+    let item_params = p.list("items")?;
+    if item_params.is_empty() {
+        return Err(p.missing("items"));
+    }
+    let meta = metadata(p, "metadata")?.unwrap_or_default();
+    let missing_payment_method = trial_end_behavior(p)?;
+    let created = emu.apply(&req.info, |store| {
+        let customer = existing_customer(store, p, "customer")?.ok_or_else(|| p.missing("customer"))?.to_string();
+        store.use_clock_of(&customer);
+        let mut items = Vec::new();
+        for item in &item_params {
+            item.allow(&["price", "quantity", "metadata"])?;
+            let quantity = item.int("quantity")?.unwrap_or(1);
+            if quantity < 1 {
+                return Err(item.invalid("quantity", "Quantity must be at least 1."));
+            }
+            items.push((recurring_price(store, item, "price")?, quantity));
+        }
+        let now = store.now();
+        let trial_end = match (trial_end(p, now)?, trial_days) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "You may only specify one of these parameters: trial_end, trial_period_days.",
+                    Some("trial_end"),
+                    "parameters_exclusive",
+                ))
+            }
+            (Some(t), None) if t > now => Some(t),
+            (Some(_), None) => None, // `trial_end=now`: no trial
+            (None, Some(days)) => Some(now + days * 86_400),
+            (None, None) => None,
+        };
+        let payment_method = match p.non_empty_str("default_payment_method")? {
+            Some(pm) => Some(resolve_payment_method(store, pm, &customer, "default_payment_method")?),
+            None => None,
+        };
+        let customer_default =
+            store.get(&customer).and_then(|c| c["invoice_settings"]["default_payment_method"].as_str().map(str::to_string));
+        if payment_method.is_none() && customer_default.is_none() && trial_end.is_none() {
+            // Without a trial the first invoice is charged now, so a card is needed.
+            return Err(ApiError::bad_request(
+                "This customer has no attached payment source or default payment method. Please consider adding a default payment method.",
+            ));
+        }
+        billing::create_subscription(
+            store,
+            NewSubscription {
+                customer,
+                items,
+                payment_method,
+                trial_end,
+                missing_payment_method,
+                metadata: meta,
+                description: p.non_empty_str("description")?.map(str::to_string),
+                cancel_at_period_end: p.bool("cancel_at_period_end")?.unwrap_or(false),
+                error_if_incomplete: behavior == "error_if_incomplete",
+            },
+        )
+    })?;
+    let sub = emu.read(|s| Ok(s.get(&created.subscription).cloned().unwrap_or_default()))?;
+    respond(&emu, &req, &sub)
+}
+
+pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    retrieve_kind(&emu, &req, "subscription", &id)
+}
+
+pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    p.allow(&[
+        "cancel_at_period_end", "cancel_at", "items", "metadata", "default_payment_method", "proration_behavior", "description",
+        "trial_end", "cancellation_details", "payment_behavior", "off_session", "pause_collection", "trial_settings", "expand",
+    ])?;
+    p.one_of("proration_behavior", &["create_prorations", "none", "always_invoice"])?;
+    p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete", "pending_if_incomplete"])?;
+    let item_params = p.list("items")?;
+    let sub = emu.apply(&req.info, |store| {
+        let current = store.get_kind("subscription", &id, Some("id"))?.clone();
+        store.use_clock_of(&str_field(&current, "customer"));
+        let now = store.now();
+        let mut changes = Map::new();
+        if let Some(m) = merged_metadata(&current["metadata"], p)? {
+            changes.insert("metadata".into(), m);
+        }
+        if let Some(details) = p.hash("cancellation_details")? {
+            details.allow(&["comment", "feedback"])?;
+            let mut merged = current["cancellation_details"].clone();
+            if let Some(c) = details.str("comment")? {
+                merged["comment"] = if c.is_empty() { Value::Null } else { json!(c) };
+            }
+            if let Some(f) = details.one_of(
+                "feedback",
+                &[
+                    "customer_service", "low_quality", "missing_features", "other", "switched_service", "too_complex", "too_expensive",
+                    "unused", "",
+                ],
+            )? {
+                merged["feedback"] = if f.is_empty() { Value::Null } else { json!(f) };
+            }
+            changes.insert("cancellation_details".into(), merged);
+        }
+        let only_allowed_when_ended = p.keys().all(|k| matches!(k, "metadata" | "cancellation_details" | "expand"));
+        if is_ended(&current) && !only_allowed_when_ended {
+            return Err(ApiError::bad_request("A canceled subscription can only update its cancellation_details and metadata."));
+        }
+        let period_end = current["items"]["data"][0]["current_period_end"].as_i64().unwrap_or(now);
+        if let Some(flag) = p.bool("cancel_at_period_end")? {
+            changes.insert("cancel_at_period_end".into(), json!(flag));
+            changes.insert("cancel_at".into(), if flag { json!(period_end) } else { Value::Null });
+        }
+        match p.str("cancel_at")? {
+            None => {}
+            Some("") => {
+                changes.insert("cancel_at".into(), Value::Null);
+            }
+            Some("min_period_end" | "max_period_end") => {
+                changes.insert("cancel_at".into(), json!(period_end));
+            }
+            Some(_) => match p.int("cancel_at")? {
+                Some(t) if t > now => {
+                    if p.bool("cancel_at_period_end")? == Some(true) {
+                        return Err(ApiError::invalid(
+                            "You may only specify one of these parameters: cancel_at, cancel_at_period_end.",
+                            Some("cancel_at"),
+                            "parameters_exclusive",
+                        ));
+                    }
+                    changes.insert("cancel_at".into(), json!(t));
+                    changes.insert("cancel_at_period_end".into(), json!(false));
+                }
+                _ => return Err(p.invalid("cancel_at", "Invalid cancel_at: must be a future timestamp.")),
+            },
+        }
+        nullable_strings(p, &["description"], &mut changes)?;
+        let customer = str_field(&current, "customer");
+        match p.str("default_payment_method")? {
+            None => {}
+            Some("") => {
+                changes.insert("default_payment_method".into(), Value::Null);
+            }
+            Some(pm) => {
+                let pm = resolve_payment_method(store, pm, &customer, "default_payment_method")?;
+                changes.insert("default_payment_method".into(), json!(pm));
+            }
+        }
+        if let Some(pause) = pause_collection(p, now)? {
+            if current["status"] == "paused" {
+                return Err(p.invalid("pause_collection", "A paused subscription cannot also pause collection; resume it first."));
+            }
+            changes.insert("pause_collection".into(), pause);
+        }
+        if p.has("trial_settings") {
+            let mut settings = current["trial_settings"].clone();
+            settings["end_behavior"]["missing_payment_method"] = json!(trial_end_behavior(p)?);
+            changes.insert("trial_settings".into(), settings);
+        }
+        let new_items = if item_params.is_empty() { None } else { Some(updated_items(store, &current, &item_params, now)?) };
+        let ends_trial = current["status"] == "trialing" && trial_end(p, now)? == Some(now);
+        if let Some(t) = trial_end(p, now)?.filter(|t| *t > now) {
+            if current["status"] != "trialing" {
+                return Err(p.invalid("trial_end", "Only a subscription in a trial can have its trial end moved."));
+            }
+            changes.insert("trial_end".into(), json!(t));
+            let mut items = changes.get("items").cloned().unwrap_or_else(|| current["items"].clone());
+            for item in items["data"].as_array_mut().into_iter().flatten() {
+                item["current_period_end"] = json!(t);
+            }
+            changes.insert("items".into(), items);
+        }
+        store.commit(&id, changes, "customer.subscription.updated");
+        if let Some(items) = new_items {
+            billing::replace_items(store, &id, items, &emu.config.dunning);
+        }
+        if ends_trial {
+            billing::restart_period(store, &id, &emu.config.dunning);
+        }
+        Ok(store.get(&id).cloned().unwrap_or_default())
+    })?;
+    respond(&emu, &req, &sub)
+}
+
+/// Apply `items[n][id|price|quantity|deleted]` to a copy of the subscription's items.
+fn updated_items(store: &Store, current: &Value, item_params: &[Params], now: i64) -> Result<Value, ApiError> {
+    let mut items = current["items"].clone();
+    let id = str_field(current, "id");
+    let data = items["data"].as_array_mut().ok_or_else(|| ApiError::bad_request("subscription has no items"))?;
+    for item in item_params {
+        item.allow(&["id", "price", "quantity", "deleted", "metadata"])?;
+        let quantity = item.int("quantity")?;
+        if quantity.is_some_and(|q| q < 1) {
+            return Err(item.invalid("quantity", "Quantity must be at least 1."));
+        }
+        match item.non_empty_str("id")? {
+            Some(item_id) => {
+                let position = data
+                    .iter()
+                    .position(|i| i["id"] == item_id)
+                    .ok_or_else(|| ApiError::missing("subscription item", item_id, Some("items[id]")))?;
+                if item.bool("deleted")? == Some(true) {
+                    data.remove(position);
+                    continue;
+                }
+                let existing = &mut data[position];
+                if item.has("price") {
+                    let price = recurring_price(store, item, "price")?;
+                    if price["currency"] != current["currency"] {
+                        return Err(item.invalid("price", "The new price must have the subscription's currency."));
+                    }
+                    *existing = billing::swap_price(&id, existing, &price, quantity, now);
+                } else if let Some(q) = quantity {
+                    existing["quantity"] = json!(q);
+                }
+            }
+            None => {
+                let price = recurring_price(store, item, "price")?;
+                let first = &data.first().cloned().unwrap_or_default();
+                let period = (first["current_period_start"].as_i64().unwrap_or(now), first["current_period_end"].as_i64().unwrap_or(now));
+                data.push(billing::subscription_item(&id, &price, quantity.unwrap_or(1), period, now));
+            }
+        }
+    }
+    if data.is_empty() {
+        return Err(ApiError::bad_request("A subscription must keep at least one item."));
+    }
+    let new_interval = &data[0]["price"]["recurring"];
+    if data.iter().any(|i| {
+        i["price"]["recurring"]["interval"] != new_interval["interval"]
+            || i["price"]["recurring"]["interval_count"] != new_interval["interval_count"]
+    }) {
+        return Err(ApiError::bad_request("All prices on a subscription must have the same recurring interval."));
+    }
+    Ok(items)
+}
+
+/// `pause_collection[behavior]` (`keep_as_draft`, `mark_uncollectible`, `void`) with an optional
+/// future `pause_collection[resumes_at]`; `pause_collection=` clears it.
+fn pause_collection(p: &Params, now: i64) -> Result<Option<Value>, ApiError> {
+    if !p.has("pause_collection") {
+        return Ok(None);
+    }
+    if p.str("pause_collection").ok().flatten() == Some("") {
+        return Ok(Some(Value::Null));
+    }
+    let pause = p.hash("pause_collection")?.unwrap_or_default();
+    pause.allow(&["behavior", "resumes_at"])?;
+    let behavior = pause.one_of("behavior", &["keep_as_draft", "mark_uncollectible", "void"])?.ok_or_else(|| pause.missing("behavior"))?;
+    let resumes_at = pause.int("resumes_at")?;
+    if resumes_at.is_some_and(|t| t <= now) {
+        return Err(pause.invalid("resumes_at", "resumes_at must be in the future."));
+    }
+    Ok(Some(json!({ "behavior": behavior, "resumes_at": resumes_at })))
+}
+
+pub async fn cancel(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    req.params.allow(&["invoice_now", "prorate", "cancellation_details", "expand"])?;
+    let sub = emu.apply(&req.info, |store| {
+        let current = store.get_kind("subscription", &id, Some("id"))?;
+        if is_ended(current) {
+            return Err(ApiError::bad_request(format!("This subscription ({id}) has already been canceled.")));
+        }
+        store.use_clock_of(&str_field(current, "customer"));
+        billing::cancel_now(store, &id, "cancellation_requested");
+        Ok(store.get(&id).cloned().unwrap_or_default())
+    })?;
+    respond(&emu, &req, &sub)
+}
+
+pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    let customer = p.non_empty_str("customer")?.map(str::to_string);
+    let price = p.non_empty_str("price")?.map(str::to_string);
+    let status = p.one_of("status", STATUSES)?.map(str::to_string);
+    // Subscriptions under a test clock are listed only when asked for by `test_clock` or `customer`.
+    let clock = p.non_empty_str("test_clock")?.map(str::to_string);
+    let scoped = customer.is_some();
+    list_kind(
+        &emu,
+        &req,
+        "subscription",
+        &["customer", "price", "status", "test_clock", "collection_method", "current_period_end", "current_period_start", "automatic_tax"],
+        customer.as_deref(),
+        |sub| {
+            let status_ok = match status.as_deref() {
+                Some("all") => true,
+                Some("ended") => is_ended(sub),
+                Some(s) => sub["status"] == s,
+                // Without a status, Stripe lists the subscriptions that have not ended.
+                None => !is_ended(sub),
+            };
+            let clock_ok = match &clock {
+                Some(c) => sub["test_clock"] == c.as_str(),
+                None => scoped || sub["test_clock"].is_null(),
+            };
+            status_ok
+                && clock_ok
+                && price.as_ref().is_none_or(|pr| {
+                    sub["items"]["data"].as_array().is_some_and(|items| items.iter().any(|i| i["price"]["id"] == pr.as_str()))
+                })
+        },
+    )
+}
+
+/// `GET /v1/subscriptions/search`.
+pub async fn search(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    const FIELDS: &[(&str, Field)] = &[("created", Field::Numeric), ("metadata", Field::Token), ("status", Field::Token)];
+    search_kind(&emu, &req, "subscription", FIELDS)
+}
+
+/// `POST /v1/subscriptions/{id}/resume`: a `paused` subscription starts a new period now and is charged.
+pub async fn resume(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    p.allow(&["billing_cycle_anchor", "proration_behavior", "proration_date", "payment_behavior", "expand"])?;
+    // The anchor comes as endive's `{type}` or the older string; only `now` is emulated.
+    match p.hash("billing_cycle_anchor") {
+        Ok(Some(anchor)) => {
+            anchor.allow(&["type"])?;
+            anchor.one_of("type", &["now"])?;
+        }
+        _ => {
+            p.one_of("billing_cycle_anchor", &["now"])?;
+        }
+    }
+    p.one_of("proration_behavior", &["always_invoice", "create_prorations", "none"])?;
+    p.one_of("payment_behavior", &["resume_on_payment_attempt"])?;
+    let sub = emu.apply(&req.info, |store| {
+        billing::resume(store, &id)?;
+        Ok(store.get(&id).cloned().unwrap_or_default())
+    })?;
+    respond(&emu, &req, &sub)
+}
+
+/// `GET /v1/subscription_items?subscription=…`.
+pub async fn list_items(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    let subscription = req.params.required_str("subscription")?;
+    emu.read(|store| {
+        let sub = store.get_kind("subscription", subscription, Some("subscription"))?;
+        list_embedded(store, &req, &["subscription"], sub["items"]["data"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+    })
+}
+
+/// `GET /v1/subscription_items/{id}`.
+pub async fn retrieve_item(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    req.params.allow(&["expand"])?;
+    let expand = req.expand()?;
+    emu.read(|store| {
+        let item = store
+            .iter_kind("subscription", None)
+            .find_map(|sub| sub["items"]["data"].as_array().and_then(|items| items.iter().find(|i| i["id"] == id.as_str())))
+            .ok_or_else(|| ApiError::missing("subscription_item", &id, Some("id")))?;
+        crate::api::expand::render(store, item, &expand).map(crate::api::request::JsonBody)
+    })
+}

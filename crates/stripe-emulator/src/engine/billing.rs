@@ -1,0 +1,1031 @@
+//! What happens when money moves: subscriptions with their invoices, payment intents and charges;
+//! renewals on the billing-cycle anchor; failed renewals retried on the dunning schedule until the
+//! configured end state; paused collection, paused subscriptions and resuming; the trial notice.
+//!
+//! Every function takes the locked [`Store`] and emits the events Stripe would, in Stripe's order.
+//! Time moves in [`catch_up`]: each due step (a renewal, a draft invoice's collection, a retry, a
+//! scheduled cancellation) runs at its own time, so its objects and events carry that time.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{Dunning, FinalState};
+use crate::model::calendar::add_interval;
+use crate::model::cards::Outcome;
+use crate::model::{is_ended, new_id, str_field, ApiError};
+use crate::store::Store;
+
+/// How long a renewal invoice stays a draft before it is finalized and charged (Stripe: about an hour).
+pub const DRAFT_SECONDS: i64 = 3600;
+/// `customer.subscription.trial_will_end` comes this long before the trial ends.
+pub const TRIAL_NOTICE_SECONDS: i64 = 3 * 86_400;
+/// An `incomplete` subscription whose first invoice is not paid within this becomes `incomplete_expired`.
+pub const INCOMPLETE_SECONDS: i64 = 23 * 3600;
+
+/// The legacy `plan` Stripe still renders beside each subscription item's `price`.
+fn plan_from_price(price: &Value) -> Value {
+    json!({
+        "id": price["id"],
+        "object": "plan",
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": price["billing_scheme"],
+        "created": price["created"],
+        "currency": price["currency"],
+        "interval": price["recurring"]["interval"],
+        "interval_count": price["recurring"]["interval_count"],
+        "livemode": false,
+        "metadata": price["metadata"],
+        "meter": null,
+        "nickname": price["nickname"],
+        "product": price["product"],
+        "tiers_mode": null,
+        "transform_usage": null,
+        "trial_period_days": price["recurring"]["trial_period_days"],
+        "usage_type": price["recurring"]["usage_type"],
+    })
+}
+
+pub fn subscription_item(subscription: &str, price: &Value, quantity: i64, period: (i64, i64), created: i64) -> Value {
+    json!({
+        "id": new_id("si_"),
+        "object": "subscription_item",
+        "billing_thresholds": null,
+        "created": created,
+        "current_period_end": period.1,
+        "current_period_start": period.0,
+        "current_trial": null,
+        "discounts": [],
+        "metadata": {},
+        "plan": plan_from_price(price),
+        "price": price,
+        "quantity": quantity,
+        "subscription": subscription,
+        "tax_rates": [],
+    })
+}
+
+/// An item given a new price (and maybe quantity): same id, creation and period, as a price swap keeps the item.
+pub fn swap_price(subscription: &str, item: &Value, price: &Value, quantity: Option<i64>, now: i64) -> Value {
+    let mut swapped = subscription_item(
+        subscription,
+        price,
+        quantity.or(item["quantity"].as_i64()).unwrap_or(1),
+        (item["current_period_start"].as_i64().unwrap_or(now), item["current_period_end"].as_i64().unwrap_or(now)),
+        item["created"].as_i64().unwrap_or(now),
+    );
+    swapped["id"] = item["id"].clone();
+    swapped
+}
+
+fn interval_of(price: &Value) -> (String, i64) {
+    (price["recurring"]["interval"].as_str().unwrap_or("month").to_string(), price["recurring"]["interval_count"].as_i64().unwrap_or(1))
+}
+
+/// The first period end after `after`, counted from the billing-cycle anchor: a subscription
+/// anchored on 31 January renews on 28 February, then 31 March (never from the previous end).
+pub fn next_period_end(anchor: i64, interval: &str, count: i64, after: i64) -> i64 {
+    (1..).map(|n| add_interval(anchor, interval, count * n)).find(|end| *end > after).expect("periods grow without bound")
+}
+
+/// What a new subscription is made of, whether it comes from Checkout or `POST /v1/subscriptions`.
+pub struct NewSubscription {
+    pub customer: String,
+    /// Recurring prices with their quantities.
+    pub items: Vec<(Value, i64)>,
+    pub payment_method: Option<String>,
+    pub trial_end: Option<i64>,
+    /// `trial_settings[end_behavior][missing_payment_method]`: `create_invoice`, `cancel` or `pause`.
+    pub missing_payment_method: String,
+    pub metadata: Map<String, Value>,
+    pub description: Option<String>,
+    pub cancel_at_period_end: bool,
+    /// `error_if_incomplete`: a declined first payment is an error and nothing is kept.
+    pub error_if_incomplete: bool,
+}
+
+/// The result of creating a subscription: its id and first invoice, or the card error of its first payment.
+pub struct Created {
+    pub subscription: String,
+    pub invoice: String,
+    pub payment_error: Option<ApiError>,
+}
+
+/// Create a subscription and charge its first invoice at once (nothing is charged during a trial).
+pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<Created, ApiError> {
+    store.use_clock_of(&spec.customer);
+    let now = store.now();
+    let first = &spec.items[0].0;
+    let currency = first["currency"].as_str().unwrap_or("usd").to_string();
+    if spec.items.iter().any(|(p, _)| p["currency"] != currency.as_str()) {
+        return Err(ApiError::bad_request("All prices on a subscription must have the same currency."));
+    }
+    let (interval, count) = interval_of(first);
+    if spec.items.iter().any(|(p, _)| interval_of(p) != (interval.clone(), count)) {
+        return Err(ApiError::bad_request("All prices on a subscription must have the same recurring interval."));
+    }
+    let outcome = spec.payment_method.as_ref().and_then(|pm| store.card_outcome(pm).cloned()).unwrap_or(Outcome::Succeeds);
+    if spec.error_if_incomplete && spec.trial_end.is_none() {
+        if let Some(err) = on_session(outcome).charge_error() {
+            return Err(err);
+        }
+    }
+    let id = new_id("sub_");
+    // The anchor is the trial's end, or now; every later period end is counted from it.
+    let anchor = spec.trial_end.unwrap_or(now);
+    let period_end = spec.trial_end.unwrap_or_else(|| next_period_end(anchor, &interval, count, now));
+    let items: Vec<Value> = spec.items.iter().map(|(price, qty)| subscription_item(&id, price, *qty, (now, period_end), now)).collect();
+    let test_clock = store.get(&spec.customer).map(|c| c["test_clock"].clone()).unwrap_or(Value::Null);
+    let subscription = json!({
+        "id": id,
+        "object": "subscription",
+        "application": null,
+        "application_fee_percent": null,
+        "automatic_tax": { "disabled_reason": null, "enabled": false, "liability": null },
+        "billing_cycle_anchor": anchor,
+        "billing_cycle_anchor_config": null,
+        "billing_mode": { "flexible": null, "type": "classic" },
+        "billing_schedules": [],
+        "billing_thresholds": null,
+        "cancel_at": if spec.cancel_at_period_end { json!(period_end) } else { Value::Null },
+        "cancel_at_period_end": spec.cancel_at_period_end,
+        "canceled_at": null,
+        "cancellation_details": { "comment": null, "feedback": null, "feedback_option": null, "reason": null },
+        "collection_method": "charge_automatically",
+        "created": now,
+        "currency": currency,
+        "customer": spec.customer,
+        "customer_account": null,
+        "days_until_due": null,
+        "default_payment_method": spec.payment_method,
+        "default_source": null,
+        "default_tax_rates": [],
+        "description": spec.description,
+        "discounts": [],
+        "ended_at": null,
+        "invoice_settings": { "account_tax_ids": null, "custom_fields": null, "description": null, "footer": null, "issuer": { "type": "self" } },
+        "items": { "object": "list", "data": items, "has_more": false, "url": format!("/v1/subscription_items?subscription={id}") },
+        "latest_invoice": null,
+        "livemode": false,
+        "managed_payments": null,
+        "metadata": spec.metadata,
+        "next_pending_invoice_item_invoice": null,
+        "on_behalf_of": null,
+        "pause_collection": null,
+        "payment_settings": { "payment_method_options": null, "payment_method_types": null, "save_default_payment_method": "off" },
+        "pending_invoice_item_interval": null,
+        "pending_setup_intent": null,
+        "pending_update": null,
+        "schedule": null,
+        "start_date": now,
+        "status": if spec.trial_end.is_some() { "trialing" } else { "incomplete" },
+        "test_clock": test_clock,
+        "transfer_data": null,
+        "trial_end": spec.trial_end,
+        "trial_settings": { "end_behavior": { "billing_cycle_anchor": null, "missing_payment_method": spec.missing_payment_method } },
+        "trial_start": spec.trial_end.map(|_| now),
+    });
+    store.insert(subscription);
+    // The first invoice covers the first period; during a trial it is for zero and needs no payment.
+    let amount = if spec.trial_end.is_some() { 0 } else { spec.items.iter().map(|(p, q)| unit_amount(p) * q).sum() };
+    let invoice = new_invoice(store, &id, amount, "subscription_create", (now, now), false);
+    finalize(store, &invoice);
+    let payment_error = attempt(store, &invoice, None, true);
+    let status = match (&spec.trial_end, &payment_error) {
+        (Some(_), _) => "trialing",
+        (None, None) => "active",
+        (None, Some(_)) => "incomplete",
+    };
+    store.update(&id, Map::from_iter([("status".to_string(), json!(status)), ("latest_invoice".to_string(), json!(invoice))]));
+    // Stripe announces the subscription once it exists in its first state, before the invoice events.
+    store.emit_for("customer.subscription.created", &id, None);
+    store.flush_deferred();
+    // A trial shorter than the notice period is announced at once.
+    if spec.trial_end.is_some_and(|end| end - now <= TRIAL_NOTICE_SECONDS) {
+        trial_will_end(store, &id);
+    }
+    Ok(Created { subscription: id, invoice, payment_error })
+}
+
+fn unit_amount(price: &Value) -> i64 {
+    price["unit_amount"].as_i64().unwrap_or(0)
+}
+
+/// A card that asks for authentication passes when the payer is present (Checkout's page).
+fn on_session(outcome: Outcome) -> Outcome {
+    if outcome == Outcome::AuthenticationRequired {
+        Outcome::Succeeds
+    } else {
+        outcome
+    }
+}
+
+/// The payment method a subscription's invoices are charged to: its own default, else the customer's.
+fn payment_method_of(store: &Store, subscription: &Value) -> Option<String> {
+    subscription["default_payment_method"].as_str().map(str::to_string).or_else(|| {
+        let customer = store.get(subscription["customer"].as_str().unwrap_or_default())?;
+        customer["invoice_settings"]["default_payment_method"].as_str().map(str::to_string)
+    })
+}
+
+/// Create a draft invoice for one period of a subscription (`invoice.created`, deferred).
+/// A renewal's draft waits [`DRAFT_SECONDS`] before it is finalized and charged.
+fn new_invoice(store: &mut Store, subscription_id: &str, amount: i64, reason: &str, period: (i64, i64), waits: bool) -> String {
+    let invoice_id = new_id("in_");
+    let subscription = store.get(subscription_id).cloned().unwrap_or_default();
+    let invoice = invoice_object(store, &invoice_id, &subscription, amount, reason, period, waits);
+    store.insert(invoice.clone());
+    store.defer("invoice.created", &invoice, None);
+    invoice_id
+}
+
+/// The invoice `POST /v1/invoices/create_preview` shows: the next one of `subscription` (or of a
+/// subscription with `items`, or a new one), never stored, its id starting `upcoming_in`.
+pub fn preview_invoice(store: &Store, subscription: &Value, items: Option<Value>) -> Value {
+    let now = store.now();
+    let mut subscription = subscription.clone();
+    if let Some(items) = items {
+        subscription["items"] = items;
+    }
+    let (start, end, reason) = match subscription["items"]["data"][0]["current_period_end"].as_i64() {
+        Some(end) if subscription["status"] != "incomplete" => {
+            let anchor = subscription["billing_cycle_anchor"].as_i64().unwrap_or(end);
+            let (interval, count) = interval_of(&subscription["items"]["data"][0]["price"]);
+            (end, next_period_end(anchor, &interval, count, end), "upcoming")
+        }
+        _ => {
+            let (interval, count) = interval_of(&subscription["items"]["data"][0]["price"]);
+            (now, add_interval(now, &interval, count), "subscription_create")
+        }
+    };
+    for item in subscription["items"]["data"].as_array_mut().into_iter().flatten() {
+        item["current_period_start"] = json!(start);
+        item["current_period_end"] = json!(end);
+    }
+    let amount = subscription["items"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| unit_amount(&item["price"]) * item["quantity"].as_i64().unwrap_or(1))
+        .sum();
+    let mut invoice = invoice_object(store, &format!("upcoming_{}", new_id("in_")), &subscription, amount, reason, (start, end), true);
+    invoice["created"] = json!(start);
+    invoice["automatically_finalizes_at"] = json!(start + DRAFT_SECONDS);
+    invoice["next_payment_attempt"] = json!(start + DRAFT_SECONDS);
+    invoice
+}
+
+fn invoice_object(
+    store: &Store,
+    invoice_id: &str,
+    subscription: &Value,
+    amount: i64,
+    reason: &str,
+    period: (i64, i64),
+    waits: bool,
+) -> Value {
+    let now = store.now();
+    let subscription_id = subscription["id"].as_str().unwrap_or_default();
+    let customer_id = str_field(subscription, "customer");
+    let customer = store.get(&customer_id).cloned().unwrap_or_default();
+    let currency = subscription["currency"].clone();
+    let lines: Vec<Value> = subscription["items"]["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            let unit = if amount == 0 { 0 } else { unit_amount(&item["price"]) };
+            let qty = item["quantity"].as_i64().unwrap_or(1);
+            json!({
+                "id": new_id("il_"),
+                "object": "line_item",
+                "amount": unit * qty,
+                "currency": currency,
+                "description": format!("{qty} × {} (at {} / {})", item["price"]["nickname"].as_str().unwrap_or("Subscription"), unit, item["price"]["recurring"]["interval"].as_str().unwrap_or("month")),
+                "discount_amounts": [],
+                "discountable": true,
+                "discounts": [],
+                "invoice": invoice_id,
+                "livemode": false,
+                "metadata": {},
+                "parent": {
+                    "invoice_item_details": null,
+                    "subscription_item_details": { "invoice_item": null, "proration": false, "proration_details": { "credited_items": null }, "subscription": subscription_id, "subscription_item": item["id"] },
+                    "type": "subscription_item_details",
+                },
+                "period": { "end": item["current_period_end"], "start": item["current_period_start"] },
+                "pretax_credit_amounts": [],
+                "pricing": { "price_details": { "price": item["price"]["id"], "product": item["price"]["product"] }, "type": "price_details", "unit_amount_decimal": unit.to_string() },
+                "quantity": qty,
+                "quantity_decimal": qty.to_string(),
+                "subscription": subscription_id,
+                "subtotal": unit * qty,
+                "taxes": [],
+            })
+        })
+        .collect();
+    let finalizes_at = if waits { json!(now + DRAFT_SECONDS) } else { Value::Null };
+    json!({
+        "id": invoice_id,
+        "object": "invoice",
+        "account_country": "US",
+        "account_name": "Stripe Emulator",
+        "account_tax_ids": null,
+        "amount_due": amount,
+        "amount_overpaid": 0,
+        "amount_paid": 0,
+        "amount_paid_off_stripe": 0,
+        "amount_remaining": amount,
+        "amount_shipping": 0,
+        "application": null,
+        "attempt_count": 0,
+        "attempted": false,
+        "auto_advance": waits,
+        "automatic_tax": { "disabled_reason": null, "enabled": false, "liability": null, "provider": null, "status": null },
+        "automatically_finalizes_at": finalizes_at,
+        "billing_reason": reason,
+        "collection_method": "charge_automatically",
+        "created": now,
+        "currency": currency,
+        "custom_fields": null,
+        "customer": customer_id,
+        "customer_account": null,
+        "customer_address": null,
+        "customer_email": customer["email"],
+        "customer_name": customer["name"],
+        "customer_phone": customer["phone"],
+        "customer_shipping": null,
+        "customer_tax_exempt": "none",
+        "customer_tax_ids": [],
+        "default_payment_method": null,
+        "default_source": null,
+        "default_tax_rates": [],
+        "description": null,
+        "discounts": [],
+        "due_date": null,
+        "effective_at": null,
+        "ending_balance": null,
+        "footer": null,
+        "from_invoice": null,
+        "hosted_invoice_url": null,
+        "invoice_pdf": null,
+        "issuer": { "type": "self" },
+        "last_finalization_error": null,
+        "latest_revision": null,
+        "lines": { "object": "list", "data": lines, "has_more": false, "url": format!("/v1/invoices/{invoice_id}/lines") },
+        "livemode": false,
+        "metadata": {},
+        "next_payment_attempt": finalizes_at,
+        "number": null,
+        "on_behalf_of": null,
+        "parent": {
+            "quote_details": null,
+            "subscription_details": { "metadata": subscription["metadata"], "subscription": subscription_id },
+            "type": "subscription_details",
+        },
+        "payment_settings": { "default_mandate": null, "payment_method_options": null, "payment_method_types": null },
+        "payments": { "object": "list", "data": [], "has_more": false, "url": "/v1/invoice_payments" },
+        "period_end": period.1,
+        "period_start": period.0,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": null,
+        "rendering": null,
+        "shipping_cost": null,
+        "shipping_details": null,
+        "starting_balance": 0,
+        "statement_descriptor": null,
+        "status": "draft",
+        "status_transitions": { "finalized_at": null, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null },
+        "subtotal": amount,
+        "subtotal_excluding_tax": amount,
+        "test_clock": subscription["test_clock"],
+        "total": amount,
+        "total_discount_amounts": [],
+        "total_excluding_tax": amount,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
+        "webhooks_delivered_at": now,
+    })
+}
+
+/// Finalize a draft: `open`, numbered, with the payment intent that will collect it and the
+/// default invoice payment that links the two (`invoice.finalized`, `payment_intent.created`).
+fn finalize(store: &mut Store, invoice_id: &str) {
+    let now = store.now();
+    let mut invoice = store.get(invoice_id).cloned().unwrap_or_default();
+    let amount = invoice["amount_due"].as_i64().unwrap_or(0);
+    // The number is the customer's next in sequence, given at finalization.
+    let customer_id = str_field(&invoice, "customer");
+    let customer = store.get(&customer_id).cloned().unwrap_or_default();
+    let sequence = customer["next_invoice_sequence"].as_i64().unwrap_or(1);
+    store.update(&customer_id, Map::from_iter([("next_invoice_sequence".to_string(), json!(sequence + 1))]));
+    invoice["number"] = json!(format!("{}-{:04}", customer["invoice_prefix"].as_str().unwrap_or("EMU"), sequence));
+    invoice["status"] = json!("open");
+    invoice["effective_at"] = json!(now);
+    invoice["ending_balance"] = json!(0);
+    invoice["automatically_finalizes_at"] = Value::Null;
+    invoice["status_transitions"]["finalized_at"] = json!(now);
+    if amount > 0 {
+        let customer = invoice["customer"].clone();
+        let pi_id = new_id("pi_");
+        let intent = json!({
+            "id": pi_id,
+            "object": "payment_intent",
+            "allowed_payment_method_types": null,
+            "amount": amount,
+            "amount_capturable": 0,
+            "amount_received": 0,
+            "application": null,
+            "application_fee_amount": null,
+            "automatic_payment_methods": null,
+            "canceled_at": null,
+            "cancellation_reason": null,
+            "capture_method": "automatic",
+            "client_secret": format!("{pi_id}_secret_{}", new_id("")),
+            "confirmation_method": "automatic",
+            "created": now,
+            "currency": invoice["currency"],
+            "customer": customer,
+            "customer_account": null,
+            "description": if invoice["billing_reason"] == "subscription_create" { "Subscription creation" } else { "Subscription update" },
+            "excluded_payment_method_types": null,
+            "last_payment_error": null,
+            "latest_charge": null,
+            "livemode": false,
+            "managed_payments": null,
+            "metadata": {},
+            "next_action": null,
+            "on_behalf_of": null,
+            "payment_method": null,
+            "payment_method_configuration_details": null,
+            "payment_method_options": null,
+            "payment_method_types": ["card"],
+            "payment_record": null,
+            "processing": null,
+            "receipt_email": null,
+            "review": null,
+            "setup_future_usage": "off_session",
+            "shipping": null,
+            "source": null,
+            "statement_descriptor": null,
+            "statement_descriptor_suffix": null,
+            "status": "requires_payment_method",
+            "transfer_data": null,
+            "transfer_group": null,
+        });
+        store.insert(intent.clone());
+        let payment = json!({
+            "id": new_id("inpay_"),
+            "object": "invoice_payment",
+            "amount_paid": null,
+            "amount_requested": amount,
+            "created": now,
+            "currency": invoice["currency"],
+            "invoice": invoice_id,
+            "is_default": true,
+            "livemode": false,
+            "payment": { "payment_intent": pi_id, "type": "payment_intent" },
+            "status": "open",
+            "status_transitions": { "canceled_at": null, "paid_at": null },
+        });
+        store.insert(payment.clone());
+        invoice["payments"]["data"] = json!([payment]);
+        store.replace(invoice.clone());
+        store.defer("invoice.finalized", &invoice, None);
+        store.defer("payment_intent.created", &intent, None);
+    } else {
+        store.replace(invoice.clone());
+        store.defer("invoice.finalized", &invoice, None);
+    }
+}
+
+/// Try to pay an open invoice with its subscription's payment method: `None` when it is paid, else
+/// the card error. `dunning` schedules the next retry after a failure (`None`: no retries, as for
+/// a subscription's first invoice); `present` says the payer is there to authenticate.
+/// Events are deferred, for the caller to order.
+fn attempt(store: &mut Store, invoice_id: &str, dunning: Option<&Dunning>, present: bool) -> Option<ApiError> {
+    let now = store.now();
+    let mut invoice = store.get(invoice_id).cloned().unwrap_or_default();
+    let subscription = store.get(invoice["parent"]["subscription_details"]["subscription"].as_str().unwrap_or_default()).cloned();
+    let amount = invoice["amount_due"].as_i64().unwrap_or(0);
+    if amount == 0 {
+        mark_paid(store, &mut invoice, now);
+        return None;
+    }
+    let payment_method = subscription.as_ref().and_then(|s| payment_method_of(store, s));
+    let attempts = invoice["attempt_count"].as_i64().unwrap_or(0) + 1;
+    invoice["attempted"] = json!(true);
+    invoice["attempt_count"] = json!(attempts);
+    let error = match &payment_method {
+        None => Some(ApiError::card_declined("no_payment_method", "The customer has no payment method to charge.")),
+        Some(pm) => {
+            let outcome = store.card_outcome(pm).cloned().unwrap_or(Outcome::Succeeds);
+            (if present { on_session(outcome) } else { outcome }).charge_error()
+        }
+    };
+    let pi_id = invoice["payments"]["data"][0]["payment"]["payment_intent"].as_str().unwrap_or_default().to_string();
+    let mut intent = store.get(&pi_id).cloned().unwrap_or_default();
+    intent["payment_method"] = json!(payment_method);
+    let needs_action = error.as_ref().is_some_and(|e| e.code.as_deref() == Some("authentication_required"));
+    let charge = match (&payment_method, needs_action) {
+        (Some(pm), false) => Some(new_charge(store, &intent, pm, error.as_ref())),
+        _ => None, // no card, or one waiting for authentication: nothing was charged
+    };
+    if let Some(charge) = &charge {
+        intent["latest_charge"] = charge["id"].clone();
+    }
+    let Some(err) = error else {
+        intent["status"] = json!("succeeded");
+        intent["amount_received"] = json!(amount);
+        intent["last_payment_error"] = Value::Null;
+        intent["next_action"] = Value::Null;
+        store.replace(intent.clone());
+        store.defer("payment_intent.succeeded", &intent, None);
+        if let Some(charge) = &charge {
+            store.defer("charge.succeeded", charge, None);
+        }
+        mark_paid(store, &mut invoice, now);
+        return None;
+    };
+    intent["status"] = json!(if needs_action { "requires_action" } else { "requires_payment_method" });
+    intent["next_action"] = if needs_action { json!({ "type": "use_stripe_sdk", "use_stripe_sdk": {} }) } else { Value::Null };
+    intent["last_payment_error"] = json!({
+        "code": err.code, "decline_code": err.decline_code, "doc_url": null, "message": err.message,
+        "param": null, "payment_method": payment_method.as_ref().and_then(|pm| store.get(pm)).cloned(), "type": "card_error",
+    });
+    store.replace(intent.clone());
+    if needs_action {
+        store.defer("payment_intent.requires_action", &intent, None);
+    } else {
+        store.defer("payment_intent.payment_failed", &intent, None);
+    }
+    if let Some(charge) = &charge {
+        store.defer("charge.failed", charge, None);
+    }
+    // Retry n waits its number of days after the attempt before it.
+    let next = dunning.and_then(|d| d.retry_days.get(attempts as usize - 1)).map(|days| now + days * 86_400);
+    invoice["next_payment_attempt"] = json!(next);
+    store.replace(invoice.clone());
+    store.defer("invoice.payment_failed", &invoice, None);
+    if needs_action {
+        store.defer("invoice.payment_action_required", &invoice, None);
+    }
+    Some(err)
+}
+
+fn mark_paid(store: &mut Store, invoice: &mut Value, now: i64) {
+    let amount = invoice["amount_due"].as_i64().unwrap_or(0);
+    invoice["status"] = json!("paid");
+    invoice["amount_paid"] = json!(amount);
+    invoice["amount_remaining"] = json!(0);
+    invoice["next_payment_attempt"] = Value::Null;
+    invoice["status_transitions"]["paid_at"] = json!(now);
+    let payment = invoice["payments"]["data"].get_mut(0).map(|p| {
+        p["status"] = json!("paid");
+        p["amount_paid"] = json!(amount);
+        p["status_transitions"]["paid_at"] = json!(now);
+        p.clone()
+    });
+    store.replace(invoice.clone());
+    store.defer("invoice.paid", invoice, None);
+    store.defer("invoice.payment_succeeded", invoice, None);
+    if let Some(payment) = payment {
+        store.replace(payment.clone());
+        store.defer("invoice_payment.paid", &payment, None);
+    }
+}
+
+/// A charge of a payment intent to a card, succeeded or failed with `error`.
+fn new_charge(store: &mut Store, intent: &Value, payment_method: &str, error: Option<&ApiError>) -> Value {
+    let now = store.now();
+    let pm = store.get(payment_method).cloned().unwrap_or_default();
+    let card = &pm["card"];
+    let paid = error.is_none();
+    let charge = json!({
+        "id": new_id("ch_"),
+        "object": "charge",
+        "amount": intent["amount"],
+        "amount_captured": if paid { intent["amount"].clone() } else { json!(0) },
+        "amount_refunded": 0,
+        "application": null,
+        "application_fee": null,
+        "application_fee_amount": null,
+        "balance_transaction": null,
+        "billing_details": pm["billing_details"],
+        "calculated_statement_descriptor": "STRIPE EMULATOR",
+        "captured": paid,
+        "created": now,
+        "currency": intent["currency"],
+        "customer": intent["customer"],
+        "description": intent["description"],
+        "disputed": false,
+        "failure_balance_transaction": null,
+        "failure_code": error.map(|e| e.code.clone()),
+        "failure_message": error.map(|e| e.message.clone()),
+        "fraud_details": {},
+        "livemode": false,
+        "metadata": {},
+        "on_behalf_of": null,
+        "outcome": {
+            "advice_code": null,
+            "network_advice_code": null,
+            "network_decline_code": null,
+            "network_status": if paid { "approved_by_network" } else { "declined_by_network" },
+            "reason": error.and_then(|e| e.decline_code.clone()),
+            "risk_level": "normal",
+            "seller_message": if paid { "Payment complete." } else { "The bank did not return any further details with this decline." },
+            "type": if paid { "authorized" } else { "issuer_declined" },
+        },
+        "paid": paid,
+        "payment_intent": intent["id"],
+        "payment_method": payment_method,
+        "payment_method_details": {
+            "card": {
+                "amount_authorized": if paid { intent["amount"].clone() } else { Value::Null },
+                "authorization_code": null,
+                "brand": card["brand"],
+                "checks": card["checks"],
+                "country": card["country"],
+                "exp_month": card["exp_month"],
+                "exp_year": card["exp_year"],
+                "fingerprint": card["fingerprint"],
+                "funding": card["funding"],
+                "installments": null,
+                "last4": card["last4"],
+                "mandate": null,
+                "network": card["brand"],
+                "network_transaction_id": null,
+                "regulated_status": card["regulated_status"],
+                "three_d_secure": null,
+                "transaction_link_id": null,
+                "wallet": null,
+            },
+            "type": "card",
+        },
+        "receipt_email": null,
+        "receipt_number": null,
+        "receipt_url": null,
+        "refunded": false,
+        "review": null,
+        "shipping": null,
+        "source": null,
+        "source_transfer": null,
+        "statement_descriptor": null,
+        "statement_descriptor_suffix": null,
+        "status": if paid { "succeeded" } else { "failed" },
+        "transfer_data": null,
+        "transfer_group": null,
+    });
+    store.insert(charge.clone());
+    charge
+}
+
+/// End a subscription now (`DELETE /v1/subscriptions/{id}`, a deleted customer, a period end with
+/// `cancel_at_period_end`, the last failed retry). Open invoices stop being retried.
+pub fn cancel_now(store: &mut Store, id: &str, reason: &str) {
+    let now = store.now();
+    let details = json!({ "comment": null, "feedback": null, "feedback_option": null, "reason": reason });
+    let previous = store.update(
+        id,
+        Map::from_iter([
+            ("status".to_string(), json!("canceled")),
+            ("canceled_at".to_string(), json!(now)),
+            ("ended_at".to_string(), json!(now)),
+            ("cancellation_details".to_string(), details),
+        ]),
+    );
+    if let Some(invoice) = store.get(id).and_then(|s| s["latest_invoice"].as_str()).map(str::to_string) {
+        if store.get(&invoice).is_some_and(|i| !i["next_payment_attempt"].is_null() || i["status"] == "draft") {
+            store.update(
+                &invoice,
+                Map::from_iter([("next_payment_attempt".to_string(), Value::Null), ("auto_advance".to_string(), json!(false))]),
+            );
+        }
+    }
+    store.emit_for("customer.subscription.deleted", id, Some(previous));
+}
+
+/// `customer.subscription.trial_will_end`, once per trial end.
+fn trial_will_end(store: &mut Store, id: &str) {
+    let trial_end = store.get(id).map(|s| s["trial_end"].clone()).unwrap_or_default();
+    if store.first_notice(format!("trial_will_end {id} {trial_end}")) {
+        store.emit_for("customer.subscription.trial_will_end", id, None);
+    }
+}
+
+/// A change to a subscription's fields with its `customer.subscription.updated`.
+fn set(store: &mut Store, id: &str, changes: Map<String, Value>) {
+    store.commit(id, changes, "customer.subscription.updated");
+}
+
+/// Start a new period at `boundary` (a renewal, a trial's end), with its draft invoice, which is
+/// collected [`DRAFT_SECONDS`] later, or at once with `now`. With `reset_anchor` the anchor moves
+/// to `boundary` (a trial ended early, a switch to a price with another interval).
+fn roll(store: &mut Store, id: &str, boundary: i64, reset_anchor: bool, dunning: &Dunning, now: bool) {
+    let Some(sub) = store.get(id).cloned() else { return };
+    let trial_ending = sub["status"] == "trialing";
+    let resuming = sub["status"] == "paused";
+    if trial_ending && payment_method_of(store, &sub).is_none() {
+        match sub["trial_settings"]["end_behavior"]["missing_payment_method"].as_str() {
+            Some("cancel") => return cancel_now(store, id, "cancellation_requested"),
+            Some("pause") => {
+                set(store, id, Map::from_iter([("status".to_string(), json!("paused"))]));
+                store.emit_for("customer.subscription.paused", id, None);
+                return;
+            }
+            _ => {} // create_invoice: the invoice fails for want of a card, and the subscription is past_due
+        }
+    }
+    let anchor = if reset_anchor { boundary } else { sub["billing_cycle_anchor"].as_i64().unwrap_or(boundary) };
+    let (interval, count) = interval_of(&sub["items"]["data"][0]["price"]);
+    let period_end = next_period_end(anchor, &interval, count, boundary);
+    let mut items = sub["items"].clone();
+    let mut amount = 0;
+    for item in items["data"].as_array_mut().into_iter().flatten() {
+        item["current_period_start"] = json!(boundary);
+        item["current_period_end"] = json!(period_end);
+        amount += unit_amount(&item["price"]) * item["quantity"].as_i64().unwrap_or(1);
+    }
+    store.update(id, Map::from_iter([("items".to_string(), items.clone())]));
+    let invoice = new_invoice(store, id, amount, "subscription_cycle", (boundary, period_end), !now);
+    let mut changes = Map::from_iter([("items".to_string(), items), ("latest_invoice".to_string(), json!(invoice))]);
+    // The update event describes the state before this period, items included.
+    store.update(id, Map::from_iter([("items".to_string(), sub["items"].clone())]));
+    if trial_ending || resuming {
+        changes.insert("status".into(), json!("active"));
+        if reset_anchor {
+            changes.insert("trial_end".into(), json!(boundary));
+        }
+    }
+    if reset_anchor {
+        changes.insert("billing_cycle_anchor".into(), json!(boundary));
+    }
+    if let Some(behavior) = sub["pause_collection"]["behavior"].as_str() {
+        hold(store, &invoice, behavior);
+        store.flush_deferred();
+        set(store, id, changes);
+        return;
+    }
+    store.flush_deferred();
+    set(store, id, changes);
+    if now {
+        collect(store, &invoice, dunning);
+    }
+}
+
+/// An invoice made while collection is paused: voided, kept as a draft, or marked uncollectible.
+fn hold(store: &mut Store, invoice_id: &str, behavior: &str) {
+    let now = store.now();
+    let mut changes = Map::from_iter([
+        ("auto_advance".to_string(), json!(false)),
+        ("automatically_finalizes_at".to_string(), Value::Null),
+        ("next_payment_attempt".to_string(), Value::Null),
+    ]);
+    match behavior {
+        "void" => {
+            finalize(store, invoice_id);
+            changes.insert("status".into(), json!("void"));
+            let mut transitions = store.get(invoice_id).map(|i| i["status_transitions"].clone()).unwrap_or_default();
+            transitions["voided_at"] = json!(now);
+            changes.insert("status_transitions".into(), transitions);
+            store.update(invoice_id, changes);
+            store.defer_for("invoice.voided", invoice_id);
+        }
+        "mark_uncollectible" => {
+            finalize(store, invoice_id);
+            changes.insert("status".into(), json!("uncollectible"));
+            let mut transitions = store.get(invoice_id).map(|i| i["status_transitions"].clone()).unwrap_or_default();
+            transitions["marked_uncollectible_at"] = json!(now);
+            changes.insert("status_transitions".into(), transitions);
+            store.update(invoice_id, changes);
+            store.defer_for("invoice.marked_uncollectible", invoice_id);
+        }
+        _ => {
+            store.update(invoice_id, changes); // keep_as_draft
+        }
+    }
+}
+
+/// Finalize a draft if needed and try to pay it; move its subscription as the result requires:
+/// paid makes a `past_due` or `unpaid` subscription `active`; a failure makes it `past_due`, and
+/// after the last retry the configured end state applies. Only the latest invoice moves the status.
+pub fn collect(store: &mut Store, invoice_id: &str, dunning: &Dunning) {
+    let Some(invoice) = store.get(invoice_id).cloned() else { return };
+    if invoice["status"] == "draft" {
+        finalize(store, invoice_id);
+    }
+    let failed = attempt(store, invoice_id, Some(dunning), false).is_some();
+    store.flush_deferred();
+    let sub_id = invoice["parent"]["subscription_details"]["subscription"].as_str().unwrap_or_default().to_string();
+    let Some(sub) = store.get(&sub_id).cloned() else { return };
+    if sub["latest_invoice"] != invoice_id || is_ended(&sub) {
+        return;
+    }
+    let status = sub["status"].as_str().unwrap_or_default();
+    if !failed {
+        if matches!(status, "past_due" | "unpaid" | "incomplete") {
+            set(store, &sub_id, Map::from_iter([("status".to_string(), json!("active"))]));
+        }
+        return;
+    }
+    let retries_left = store.get(invoice_id).is_some_and(|i| !i["next_payment_attempt"].is_null());
+    if retries_left {
+        if status != "past_due" {
+            set(store, &sub_id, Map::from_iter([("status".to_string(), json!("past_due"))]));
+        }
+        return;
+    }
+    match dunning.final_state {
+        FinalState::Canceled => cancel_now(store, &sub_id, "payment_failed"),
+        FinalState::Unpaid if status != "unpaid" => set(store, &sub_id, Map::from_iter([("status".to_string(), json!("unpaid"))])),
+        FinalState::PastDue if status != "past_due" => set(store, &sub_id, Map::from_iter([("status".to_string(), json!("past_due"))])),
+        _ => {}
+    }
+}
+
+/// Try the unpaid latest invoice of a `past_due` or `unpaid` subscription again now (a new card was given).
+pub fn retry_now(store: &mut Store, id: &str, dunning: &Dunning) {
+    let Some(sub) = store.get(id).filter(|s| matches!(s["status"].as_str(), Some("past_due" | "unpaid"))) else { return };
+    let Some(invoice) = sub["latest_invoice"].as_str().map(str::to_string) else { return };
+    if store.get(&invoice).is_some_and(|i| i["status"] == "open") {
+        collect(store, &invoice, dunning);
+    }
+}
+
+/// Start a new period now and charge it at once: a trial ended early, a switch to another interval.
+pub fn restart_period(store: &mut Store, id: &str, dunning: &Dunning) {
+    let now = store.now();
+    roll(store, id, now, true, dunning, true);
+}
+
+/// Replace a subscription's items (`customer.subscription.updated`); a new billing interval
+/// starts a new period at once, as in Stripe.
+pub fn replace_items(store: &mut Store, id: &str, items: Value, dunning: &Dunning) {
+    let before = store.get(id).map(|s| interval_of(&s["items"]["data"][0]["price"]));
+    let after = interval_of(&items["data"][0]["price"]);
+    set(store, id, Map::from_iter([("items".to_string(), items)]));
+    if before.is_some_and(|b| b != after) {
+        restart_period(store, id, dunning);
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/resume`: a `paused` subscription starts a new period now (the
+/// anchor moves to now) and its invoice is charged once, without retries.
+pub fn resume(store: &mut Store, id: &str) -> Result<(), ApiError> {
+    let sub = store.get_kind("subscription", id, Some("subscription"))?.clone();
+    if sub["status"] != "paused" {
+        return Err(ApiError::bad_request(format!(
+            "Only a subscription with status paused can be resumed; this one is {}.",
+            str_field(&sub, "status")
+        )));
+    }
+    store.use_clock_of(&str_field(&sub, "customer"));
+    let now = store.now();
+    let no_retries = Dunning { retry_days: Vec::new(), final_state: FinalState::PastDue };
+    roll(store, id, now, true, &no_retries, false);
+    let invoice = store.get(id).map(|s| str_field(s, "latest_invoice")).unwrap_or_default();
+    store.emit_for("customer.subscription.resumed", id, None);
+    collect(store, &invoice, &no_retries);
+    Ok(())
+}
+
+/// One step of a subscription's life that falls due at a time.
+#[derive(Debug, Clone, PartialEq)]
+enum Due {
+    TrialWillEnd,
+    Collect(String),
+    ResumeCollection,
+    Expire,
+    Cancel,
+    Renew(i64),
+}
+
+/// The earliest step of a subscription due by `now`, with its time.
+fn next_due(store: &Store, sub: &Value, now: i64) -> Option<(i64, Due)> {
+    if is_ended(sub) {
+        return None;
+    }
+    let id = str_field(sub, "id");
+    let status = sub["status"].as_str().unwrap_or_default();
+    let period_end = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap_or(i64::MAX);
+    let mut due: Vec<(i64, Due)> = Vec::new();
+    if status == "trialing" {
+        if let Some(end) = sub["trial_end"].as_i64() {
+            if !store.noticed(&format!("trial_will_end {id} {end}")) {
+                due.push(((end - TRIAL_NOTICE_SECONDS).max(sub["created"].as_i64().unwrap_or(0)), Due::TrialWillEnd));
+            }
+        }
+    }
+    if status == "incomplete" {
+        due.push((sub["created"].as_i64().unwrap_or(0) + INCOMPLETE_SECONDS, Due::Expire));
+    }
+    if let Some(invoice) = sub["latest_invoice"].as_str().and_then(|i| store.get(i)) {
+        let at = match invoice["status"].as_str() {
+            Some("draft") => invoice["automatically_finalizes_at"].as_i64(),
+            Some("open") if status != "incomplete" => invoice["next_payment_attempt"].as_i64(),
+            _ => None,
+        };
+        if let Some(at) = at {
+            due.push((at, Due::Collect(str_field(invoice, "id"))));
+        }
+    }
+    if let Some(at) = sub["pause_collection"]["resumes_at"].as_i64() {
+        due.push((at, Due::ResumeCollection));
+    }
+    match sub["cancel_at"].as_i64() {
+        Some(at) if at <= period_end => due.push((at, Due::Cancel)),
+        _ if sub["cancel_at_period_end"] == true => due.push((period_end, Due::Cancel)),
+        // A paused or unpaid subscription does not renew; an incomplete one has not started.
+        _ if !matches!(status, "paused" | "unpaid" | "incomplete") => due.push((period_end, Due::Renew(period_end))),
+        _ => {}
+    }
+    due.into_iter().filter(|(at, _)| *at <= now).min_by_key(|(at, _)| *at)
+}
+
+/// Which subscriptions a clock moves: those of one test clock, or those under none.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock<'a> {
+    Control,
+    Test(&'a str),
+}
+
+/// Bring the subscriptions of `clock` up to `now`, running every step that fell due in between at
+/// its own time (renewals, collections, retries, notices, cancellations).
+pub fn catch_up(store: &mut Store, clock: Clock, now: i64, dunning: &Dunning) {
+    let ids: Vec<String> = store
+        .iter_kind("subscription", None)
+        .filter(|s| match clock {
+            Clock::Control => s["test_clock"].is_null(),
+            Clock::Test(c) => s["test_clock"] == c,
+        })
+        .filter(|s| !is_ended(s))
+        .map(|s| str_field(s, "id"))
+        .collect();
+    for id in ids.into_iter().rev() {
+        // Bounded: a daily price advanced by years is at most a few thousand steps.
+        for _ in 0..20_000 {
+            let Some(sub) = store.get(&id).cloned() else { break };
+            let Some((at, step)) = next_due(store, &sub, now) else { break };
+            store.use_frozen_time(Some(at));
+            match step {
+                Due::TrialWillEnd => trial_will_end(store, &id),
+                Due::Collect(invoice) => collect(store, &invoice, dunning),
+                Due::ResumeCollection => {
+                    set(store, &id, Map::from_iter([("pause_collection".to_string(), Value::Null)]));
+                }
+                Due::Expire => expire_incomplete(store, &id),
+                Due::Cancel => cancel_now(store, &id, "cancellation_requested"),
+                Due::Renew(boundary) => roll(store, &id, boundary, false, dunning, false),
+            }
+        }
+    }
+    store.use_frozen_time(match clock {
+        Clock::Control => None,
+        Clock::Test(_) => Some(now),
+    });
+}
+
+/// An `incomplete` subscription whose first payment never came: `incomplete_expired`, its invoice void.
+fn expire_incomplete(store: &mut Store, id: &str) {
+    let now = store.now();
+    if let Some(invoice) = store.get(id).map(|s| str_field(s, "latest_invoice")).filter(|i| !i.is_empty()) {
+        let mut transitions = store.get(&invoice).map(|i| i["status_transitions"].clone()).unwrap_or_default();
+        transitions["voided_at"] = json!(now);
+        store.update(
+            &invoice,
+            Map::from_iter([
+                ("status".to_string(), json!("void")),
+                ("status_transitions".to_string(), transitions),
+                ("next_payment_attempt".to_string(), Value::Null),
+            ]),
+        );
+        store.emit_for("invoice.voided", &invoice, None);
+    }
+    let previous =
+        store.update(id, Map::from_iter([("status".to_string(), json!("incomplete_expired")), ("ended_at".to_string(), json!(now))]));
+    store.emit_for("customer.subscription.deleted", id, Some(previous));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::calendar::{civil_from_days, days_from_civil};
+
+    fn date(ts: i64) -> (i64, i64, i64) {
+        civil_from_days(ts.div_euclid(86_400))
+    }
+
+    #[test]
+    fn periods_count_from_the_anchor() {
+        let anchor = days_from_civil(2025, 1, 31) * 86_400 + 3600;
+        let feb = next_period_end(anchor, "month", 1, anchor);
+        assert_eq!(date(feb), (2025, 2, 28));
+        let mar = next_period_end(anchor, "month", 1, feb);
+        assert_eq!(date(mar), (2025, 3, 31), "the anchor day returns after a short month");
+        assert_eq!(date(next_period_end(anchor, "month", 1, mar)), (2025, 4, 30));
+        assert_eq!(mar % 86_400, 3600, "time of day kept");
+        assert_eq!(date(next_period_end(anchor, "year", 1, anchor)), (2026, 1, 31));
+    }
+}

@@ -1,0 +1,102 @@
+//! Stripe's test clocks: a frozen time for the customers created under a clock (and their
+//! subscriptions and invoices), moved forward by an advance that runs every step that fell due.
+//!
+//! An advance answers `advancing` at once and finishes in the background (see
+//! [`crate::engine::Emulator::advance_test_clock`]), as in Stripe, so clients poll until `ready`.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::Dunning;
+use crate::engine::billing::{self, Clock};
+use crate::engine::customers::delete_customer;
+use crate::model::calendar::add_interval;
+use crate::model::{is_ended, new_id, str_field, ApiError};
+use crate::store::Store;
+
+const KIND: &str = "test_helpers.test_clock";
+
+pub fn create(store: &mut Store, frozen_time: i64, name: Option<String>) -> Value {
+    let now = store.control_now();
+    let clock = json!({
+        "id": new_id("clock_"),
+        "object": KIND,
+        "created": now,
+        "deletes_after": now + 30 * 86_400,
+        "frozen_time": frozen_time,
+        "livemode": false,
+        "name": name,
+        "status": "ready",
+        "status_details": {},
+    });
+    store.insert(clock.clone());
+    store.emit("test_helpers.test_clock.created", &clock, None);
+    clock
+}
+
+/// Check an advance and mark the clock `advancing` toward `frozen_time`.
+pub fn start_advance(store: &mut Store, id: &str, frozen_time: i64) -> Result<Value, ApiError> {
+    let clock = store.get_kind(KIND, id, Some("id"))?.clone();
+    if clock["status"] != "ready" {
+        return Err(ApiError::bad_request(format!("The test clock {id} is advancing; wait until it is ready to advance it again.")));
+    }
+    let current = clock["frozen_time"].as_i64().unwrap_or(0);
+    if frozen_time <= current {
+        return Err(ApiError::invalid(
+            "The frozen_time must be later than the test clock's current frozen_time.",
+            Some("frozen_time"),
+            "parameter_invalid_integer",
+        ));
+    }
+    // At most two intervals of the shortest subscription on the clock ahead (two years without one).
+    let limit = store
+        .iter_kind("subscription", None)
+        .filter(|s| s["test_clock"] == id && !is_ended(s))
+        .map(|s| {
+            let recurring = &s["items"]["data"][0]["price"]["recurring"];
+            add_interval(current, recurring["interval"].as_str().unwrap_or("month"), 2 * recurring["interval_count"].as_i64().unwrap_or(1))
+        })
+        .min()
+        .unwrap_or_else(|| add_interval(current, "year", 2));
+    if frozen_time > limit {
+        return Err(ApiError::invalid(
+            format!("Cannot advance more than two intervals of the shortest subscription on this clock at once (up to {limit})."),
+            Some("frozen_time"),
+            "parameter_invalid_integer",
+        ));
+    }
+    let changes = Map::from_iter([
+        ("status".to_string(), json!("advancing")),
+        ("status_details".to_string(), json!({ "advancing": { "target_frozen_time": frozen_time } })),
+    ]);
+    Ok(store.commit(id, changes, "test_helpers.test_clock.advancing"))
+}
+
+/// Run everything due on the clock up to its target, then mark it `ready` at that time.
+pub fn finish_advance(store: &mut Store, id: &str, dunning: &Dunning) {
+    let Some(target) = store.get(id).and_then(|c| c["status_details"]["advancing"]["target_frozen_time"].as_i64()) else { return };
+    billing::catch_up(store, Clock::Test(id), target, dunning);
+    let changes = Map::from_iter([
+        ("status".to_string(), json!("ready")),
+        ("frozen_time".to_string(), json!(target)),
+        ("status_details".to_string(), json!({})),
+    ]);
+    store.commit(id, changes, "test_helpers.test_clock.ready");
+}
+
+/// Clocks left `advancing` (the emulator stopped mid-advance).
+pub fn advancing(store: &Store) -> Vec<String> {
+    store.iter_kind(KIND, None).filter(|c| c["status"] == "advancing").map(|c| str_field(c, "id")).collect()
+}
+
+/// Delete a clock with its customers, whose subscriptions are canceled.
+pub fn delete(store: &mut Store, id: &str) -> Result<Value, ApiError> {
+    let clock = store.get_kind(KIND, id, Some("id"))?.clone();
+    store.use_frozen_time(clock["frozen_time"].as_i64());
+    let customers: Vec<String> = store.iter_kind("customer", None).filter(|c| c["test_clock"] == id).map(|c| str_field(c, "id")).collect();
+    for customer in customers {
+        delete_customer(store, &customer)?;
+    }
+    let tombstone = store.delete(id);
+    store.emit("test_helpers.test_clock.deleted", &clock, None);
+    Ok(tombstone)
+}
