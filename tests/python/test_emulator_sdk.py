@@ -65,6 +65,7 @@ class EmulatorWithStripePython(unittest.TestCase):
         conn.request("POST", f"/_emulator/checkout/sessions/{session_id}/complete", body, {"Content-Type": "application/x-www-form-urlencoded"})
         response = conn.getresponse()
         response.read()
+        conn.close()
         return response.status, response.getheader("Location")
 
     def test_checkout_subscription_and_verified_webhooks(self):
@@ -114,6 +115,103 @@ class EmulatorWithStripePython(unittest.TestCase):
         with self.assertRaises(stripe.SignatureVerificationError):
             body, signature = Receiver.received[0]
             stripe.Webhook.construct_event(body, signature, "whsec_wrong")
+
+
+class DunningWithStripePython(unittest.TestCase):
+    """Test clocks, a failed renewal retried on the emulator's --retry-days to its --final-state,
+    search and the read endpoints, each object checked to be the SDK's own class."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.data = Path(os.environ.get("TMPDIR", "/tmp")) / f"emulator-python-{os.getpid()}.jsonl"
+        cls.proc = subprocess.Popen(
+            [EMULATOR, "--port", "0", "--seed", str(ROOT / "tests" / "fixtures" / "seed.json"), "--retry-days", "1,2", "--final-state", "unpaid", "--data", str(cls.data)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        cls.base = cls.proc.stdout.readline().split("listening on ")[1].strip()
+        stripe.api_key = "sk_test_python_dunning"
+        stripe.api_base = cls.base
+        stripe.max_network_retries = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.kill()
+        cls.proc.wait()
+        cls.proc.stdout.close()
+        cls.data.unlink(missing_ok=True)
+
+    def advance(self, clock, to):
+        advancing = stripe.test_helpers.TestClock.advance(clock.id, frozen_time=to)
+        self.assertIsInstance(advancing, stripe.test_helpers.TestClock)
+        self.assertEqual(advancing.status, "advancing")
+        for _ in range(200):
+            now = stripe.test_helpers.TestClock.retrieve(clock.id)
+            if now.status == "ready":
+                self.assertEqual(now.frozen_time, to)
+                return
+            time.sleep(0.01)
+        self.fail("the clock never became ready")
+
+    def test_test_clock_dunning_search_and_read_endpoints(self):
+        day = 86400
+        start = 1_767_261_600  # 1 January 2026, 10:00 UTC
+        clock = stripe.test_helpers.TestClock.create(frozen_time=start, name="python")
+        self.assertIsInstance(clock, stripe.test_helpers.TestClock)
+        self.assertIn(clock.id, [c.id for c in stripe.test_helpers.TestClock.list(limit=100).data])
+        customer = stripe.Customer.create(
+            email="py-dunning@example.com",
+            test_clock=clock.id,
+            payment_method="pm_card_visa",
+            invoice_settings={"default_payment_method": "pm_card_visa"},
+            metadata={"userId": "user_py_dunning"},
+        )
+        sub = stripe.Subscription.create(customer=customer.id, items=[{"price": "price_pro_monthly"}], trial_period_days=7)
+        self.assertEqual(sub.status, "trialing")
+        failing = stripe.PaymentMethod.attach("pm_card_chargeCustomerFail", customer=customer.id)
+        stripe.Subscription.modify(sub.id, default_payment_method=failing.id)
+
+        trial_end = start + 7 * day
+        self.advance(clock, trial_end + 3600 + 60)
+        current = stripe.Subscription.retrieve(sub.id, expand=["latest_invoice"])
+        self.assertEqual(current.status, "past_due")
+        self.assertIsInstance(current.latest_invoice, stripe.Invoice)
+        self.assertEqual(current.latest_invoice.next_payment_attempt, trial_end + 3600 + day)
+        self.advance(clock, trial_end + 3600 + day + 60)
+        self.assertEqual(stripe.Subscription.retrieve(sub.id).status, "past_due")
+        self.advance(clock, trial_end + 3600 + 3 * day + 60)
+        current = stripe.Subscription.retrieve(sub.id, expand=["latest_invoice"])
+        self.assertEqual(current.status, "unpaid", "the configured end state after the last retry")
+        self.assertEqual(current.latest_invoice.attempt_count, 3)
+        self.assertIsNone(current.latest_invoice.next_payment_attempt)
+        types = [e.type for e in stripe.Event.list(limit=100).data]
+        self.assertEqual(types.count("invoice.payment_failed"), 3)
+        self.assertIn("customer.subscription.trial_will_end", types)
+
+        items = stripe.SubscriptionItem.list(subscription=sub.id)
+        self.assertIsInstance(items.data[0], stripe.SubscriptionItem)
+        lines = stripe.Invoice.list_lines(current.latest_invoice.id)
+        self.assertIsInstance(lines.data[0], stripe.InvoiceLineItem)
+        payments = stripe.InvoicePayment.list(invoice=current.latest_invoice.id)
+        self.assertIsInstance(payments.data[0], stripe.InvoicePayment)
+        charges = stripe.Charge.list(customer=customer.id)
+        self.assertEqual([c.status for c in charges.data], ["failed"] * 3)
+        self.assertIsInstance(charges.data[0], stripe.Charge)
+        preview = stripe.Invoice.create_preview(customer=customer.id, subscription=sub.id)
+        self.assertTrue(preview.id.startswith("upcoming_in"))
+        configurations = stripe.billing_portal.Configuration.list()
+        self.assertIsInstance(configurations.data[0], stripe.billing_portal.Configuration)
+
+        found = stripe.Customer.search(query="metadata['userId']:'user_py_dunning'")
+        self.assertEqual([c.id for c in found.data], [customer.id])
+        unpaid = list(stripe.Subscription.search_auto_paging_iter(query="status:'unpaid'"))
+        self.assertEqual([s.id for s in unpaid], [sub.id])
+        with self.assertRaises(stripe.InvalidRequestError):
+            stripe.Customer.search(query="nonsense:'x'")
+
+        deleted = stripe.test_helpers.TestClock.delete(clock.id)
+        self.assertTrue(deleted.deleted)
+        self.assertTrue(self.data.stat().st_size > 0, "the state went to the --data file")
 
 
 if __name__ == "__main__":

@@ -160,6 +160,110 @@ test('a trial with a directly created subscription', async () => {
   assert.equal(pms.data[0].card.brand, 'mastercard');
 });
 
+test('test clocks, dunning, pause and resume through the SDK', async () => {
+  const { stripe } = emu;
+  const day = 86400;
+  const start = Date.UTC(2025, 0, 31, 10) / 1000; // 31 January: renewals keep the anchor's day
+  const clock = await stripe.testHelpers.testClocks.create({ frozen_time: start, name: 'sdk' });
+  keep('TestHelpers.TestClock', clock);
+  assert.equal(clock.status, 'ready');
+  const advance = async (to) => {
+    const advancing = await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: to });
+    keep('TestHelpers.TestClock', advancing);
+    assert.equal(advancing.status, 'advancing');
+    for (let i = 0; i < 200; i++) {
+      const now = await stripe.testHelpers.testClocks.retrieve(clock.id);
+      if (now.status === 'ready') { assert.equal(now.frozen_time, to); return; }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.fail('the clock never became ready');
+  };
+  const listed = await stripe.testHelpers.testClocks.list({ limit: 100 });
+  assert.ok(listed.data.some((c) => c.id === clock.id));
+
+  const customer = await stripe.customers.create({
+    email: 'dunning@example.com', test_clock: clock.id, payment_method: 'pm_card_visa',
+    invoice_settings: { default_payment_method: 'pm_card_visa' }, metadata: { userId: 'user_dunning' },
+  });
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: 'price_pro_monthly' }], metadata: { userId: 'user_dunning' } });
+  assert.equal(sub.status, 'active');
+  assert.equal(sub.test_clock, clock.id);
+  const failing = await stripe.paymentMethods.attach('pm_card_chargeCustomerFail', { customer: customer.id });
+  await stripe.subscriptions.update(sub.id, { default_payment_method: failing.id });
+
+  // The renewal (28 February, then 31 March from the anchor) fails, and is retried 3, 5 and 7 days apart.
+  const feb28 = Date.UTC(2025, 1, 28, 10) / 1000;
+  await advance(feb28 + 2 * 3600);
+  let current = await stripe.subscriptions.retrieve(sub.id, { expand: ['latest_invoice'] });
+  keep('Subscription', current);
+  assert.equal(current.status, 'past_due');
+  assert.equal(current.items.data[0].current_period_end, Date.UTC(2025, 2, 31, 10) / 1000);
+  assert.equal(current.latest_invoice.attempt_count, 1);
+  assert.equal(current.latest_invoice.next_payment_attempt, feb28 + 3600 + 3 * day);
+  for (const [days, attempts] of [[3, 2], [8, 3], [15, 4]]) {
+    await advance(feb28 + 3600 + days * day + 60);
+    current = await stripe.subscriptions.retrieve(sub.id, { expand: ['latest_invoice'] });
+    assert.equal(current.latest_invoice.attempt_count, attempts);
+  }
+  assert.equal(current.status, 'canceled', 'the default end state after the last retry');
+  assert.equal(current.cancellation_details.reason, 'payment_failed');
+  assert.equal(current.latest_invoice.next_payment_attempt, null);
+  const failures = await stripe.events.list({ type: 'invoice.payment_failed', limit: 10 });
+  assert.deepEqual(failures.data.map((e) => e.data.object.attempt_count), [4, 3, 2, 1]);
+
+  // The read endpoints an app calls around it.
+  const items = await stripe.subscriptionItems.list({ subscription: sub.id });
+  items.data.forEach((i) => keep('SubscriptionItem', i));
+  assert.equal(items.data[0].price.id, 'price_pro_monthly');
+  const lines = await stripe.invoices.listLineItems(current.latest_invoice.id);
+  lines.data.forEach((l) => keep('InvoiceLineItem', l));
+  assert.equal(lines.data[0].amount, 1000);
+  const payments = await stripe.invoicePayments.list({ invoice: current.latest_invoice.id });
+  payments.data.forEach((p) => keep('InvoicePayment', p));
+  assert.equal(payments.data[0].status, 'open');
+  const charges = await stripe.charges.list({ customer: customer.id, limit: 10 });
+  charges.data.forEach((c) => keep('Charge', c));
+  assert.deepEqual(charges.data.map((c) => c.status), ['failed', 'failed', 'failed', 'failed', 'succeeded']);
+  const invoice = await stripe.invoices.retrieve(current.latest_invoice.id, { expand: ['amount_paid_off_stripe'] });
+  keep('Invoice', invoice);
+  assert.equal(invoice.amount_paid_off_stripe, 0);
+  const configurations = await stripe.billingPortal.configurations.list();
+  configurations.data.forEach((c) => keep('BillingPortal.Configuration', c));
+  assert.equal(configurations.data[0].is_default, true);
+
+  // Search, as apps look a user up.
+  const byUser = await stripe.customers.search({ query: "metadata['userId']:'user_dunning'" });
+  assert.equal(byUser.object, 'search_result');
+  assert.deepEqual(byUser.data.map((c) => c.id), [customer.id]);
+  const canceled = await stripe.subscriptions.search({ query: "status:'canceled' AND metadata['userId']:'user_dunning'" }).autoPagingToArray({ limit: 10 });
+  assert.deepEqual(canceled.map((s) => s.id), [sub.id]);
+  await assert.rejects(stripe.customers.search({ query: "email:'a' AND name:'b' OR name:'c'" }), (err) => err instanceof Stripe.errors.StripeInvalidRequestError);
+
+  // A trial that ends without a card pauses; resuming with one starts a paid period.
+  const trial = await stripe.customers.create({ email: 'paused@example.com', test_clock: clock.id });
+  const paused = await stripe.subscriptions.create({
+    customer: trial.id, items: [{ price: 'price_pro_monthly' }], trial_period_days: 7,
+    trial_settings: { end_behavior: { missing_payment_method: 'pause' } },
+  });
+  const now = (await stripe.testHelpers.testClocks.retrieve(clock.id)).frozen_time;
+  await advance(now + 8 * day);
+  assert.equal((await stripe.subscriptions.retrieve(paused.id)).status, 'paused');
+  const card = await stripe.paymentMethods.attach('pm_card_visa', { customer: trial.id });
+  await stripe.customers.update(trial.id, { invoice_settings: { default_payment_method: card.id } });
+  const preview = await stripe.invoices.createPreview({ customer: trial.id, subscription: paused.id });
+  keep('Invoice', preview);
+  assert.match(preview.id, /^upcoming_in/);
+  const resumed = await stripe.subscriptions.resume(paused.id, { expand: ['latest_invoice'] });
+  keep('Subscription', resumed);
+  assert.equal(resumed.status, 'active');
+  assert.equal(resumed.latest_invoice.status, 'paid');
+  const types = (await stripe.events.list({ limit: 20 })).data.map((e) => e.type);
+  assert.ok(types.includes('customer.subscription.resumed') && types.includes('customer.subscription.paused'), types.join());
+
+  const gone = await stripe.testHelpers.testClocks.del(clock.id);
+  assert.equal(gone.deleted, true);
+});
+
 // The SDK accepts any JSON, so the responses kept above are also held against stripe-node's own
 // TypeScript definitions: a missing field or a wrong enum value fails `tsc`.
 test('responses match the stripe-node type definitions', () => {

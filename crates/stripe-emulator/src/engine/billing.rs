@@ -648,6 +648,7 @@ fn new_charge(store: &mut Store, intent: &Value, payment_method: &str, error: Op
                 "brand": card["brand"],
                 "checks": card["checks"],
                 "country": card["country"],
+                "electronic_commerce_indicator": null,
                 "exp_month": card["exp_month"],
                 "exp_year": card["exp_year"],
                 "fingerprint": card["fingerprint"],
