@@ -1012,7 +1012,77 @@ fn expire_incomplete(store: &mut Store, id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{SeedPrice, SeedProduct};
+    use crate::engine::catalog::seed;
+    use crate::engine::customers::{create_customer, NewCustomer};
+    use crate::engine::payment_methods::attach_payment_method;
     use crate::model::calendar::{civil_from_days, days_from_civil};
+
+    /// A store with one monthly price and a customer paying with `card` (a test payment method id).
+    fn customer_with(card: &str) -> (Store, String, Value) {
+        let mut store = Store::default();
+        let price = SeedPrice {
+            id: Some("price_m".into()),
+            unit_amount: 500,
+            currency: "usd".into(),
+            interval: Some("month".into()),
+            interval_count: None,
+            nickname: None,
+            lookup_key: None,
+        };
+        seed(&mut store, &[SeedProduct { id: Some("prod_m".into()), name: "M".into(), description: None, prices: vec![price] }]).unwrap();
+        let customer = str_field(&create_customer(&mut store, NewCustomer::default()).unwrap(), "id");
+        let pm = attach_payment_method(&mut store, card, &customer, "payment_method").unwrap();
+        let price = store.get("price_m").cloned().unwrap();
+        (store, pm, price)
+    }
+
+    fn types(store: &mut Store) -> Vec<String> {
+        store.take_events().iter().map(|e| str_field(e, "type")).collect()
+    }
+
+    #[test]
+    fn the_engine_renews_and_retries_without_http() {
+        let (mut store, pm, price) = customer_with("pm_card_chargeCustomerFail");
+        let customer = store.get(&pm).map(|p| str_field(p, "customer")).unwrap();
+        let spec = NewSubscription {
+            customer,
+            items: vec![(price, 1)],
+            payment_method: Some(pm),
+            trial_end: Some(store.now() + 86_400),
+            missing_payment_method: "create_invoice".into(),
+            metadata: Map::new(),
+            description: None,
+            cancel_at_period_end: false,
+            error_if_incomplete: false,
+        };
+        let created = create_subscription(&mut store, spec).unwrap();
+        assert!(types(&mut store).ends_with(&[
+            "customer.subscription.created".into(),
+            "invoice.created".into(),
+            "invoice.finalized".into(),
+            "invoice.paid".into(),
+            "invoice.payment_succeeded".into(),
+            "customer.subscription.trial_will_end".into()
+        ]));
+        let dunning = Dunning { retry_days: vec![2], final_state: FinalState::Unpaid };
+        let trial_end = store.get(&created.subscription).unwrap()["trial_end"].as_i64().unwrap();
+        catch_up(&mut store, Clock::Control, trial_end + DRAFT_SECONDS, &dunning);
+        let sub = store.get(&created.subscription).cloned().unwrap();
+        assert_eq!(sub["status"], "past_due");
+        let invoice = store.get(sub["latest_invoice"].as_str().unwrap()).cloned().unwrap();
+        assert_eq!(invoice["next_payment_attempt"], trial_end + DRAFT_SECONDS + 2 * 86_400);
+        assert_eq!(types(&mut store).last().map(String::as_str), Some("customer.subscription.updated"));
+        catch_up(&mut store, Clock::Control, trial_end + DRAFT_SECONDS + 2 * 86_400, &dunning);
+        assert_eq!(store.get(&created.subscription).unwrap()["status"], "unpaid");
+        assert_eq!(
+            types(&mut store),
+            ["payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "customer.subscription.updated"]
+        );
+        // Nothing more falls due for an unpaid subscription.
+        catch_up(&mut store, Clock::Control, trial_end + 400 * 86_400, &dunning);
+        assert!(types(&mut store).is_empty());
+    }
 
     fn date(ts: i64) -> (i64, i64, i64) {
         civil_from_days(ts.div_euclid(86_400))

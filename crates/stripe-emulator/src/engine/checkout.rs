@@ -1,4 +1,4 @@
-//! What paying a Checkout Session does, and sessions expiring.
+//! Checkout Sessions: creating one, what paying it does, and sessions expiring.
 
 use serde_json::{json, Map, Value};
 
@@ -6,8 +6,159 @@ use crate::engine::billing::{self, NewSubscription};
 use crate::engine::customers::{create_customer, NewCustomer};
 use crate::engine::payment_methods::{attach_payment_method, create_card_payment_method};
 use crate::model::cards::{Outcome, TestCard};
-use crate::model::{str_field, ApiError};
+use crate::model::{new_id, str_field, ApiError, PendingSubscription};
 use crate::store::Store;
+
+/// The fields of a new session that are only stored and shown back.
+pub struct SessionFields {
+    pub success_url: String,
+    pub cancel_url: Option<String>,
+    pub client_reference_id: Option<String>,
+    pub metadata: Map<String, Value>,
+    pub allow_promotion_codes: Option<bool>,
+    pub billing_address_collection: Option<String>,
+    /// `always` or `if_required` (a trial may then start without a card).
+    pub payment_method_collection: String,
+    pub excluded_payment_method_types: Vec<String>,
+    pub locale: Option<String>,
+}
+
+/// A subscription-mode session to create; the API has checked each field's form.
+pub struct NewSession {
+    pub customer: Option<String>,
+    pub customer_email: Option<String>,
+    /// Default: 24 hours from now; else between 30 minutes and 24 hours from now.
+    pub expires_at: Option<i64>,
+    /// Recurring prices with their quantities.
+    pub line_items: Vec<(Value, i64)>,
+    pub fields: SessionFields,
+    /// What paying will create (its `email` is filled in here).
+    pub pending: PendingSubscription,
+    /// Where the hosted page is served (the session's `url`).
+    pub public_url: String,
+}
+
+pub fn create_session(store: &mut Store, new: NewSession) -> Result<Value, ApiError> {
+    if new.customer.is_some() && new.customer_email.is_some() {
+        return Err(ApiError::invalid(
+            "You may only specify one of these parameters: customer, customer_email.",
+            Some("customer_email"),
+            "parameters_exclusive",
+        ));
+    }
+    let now = store.now();
+    let expires_at = match new.expires_at {
+        None => now + 24 * 3600,
+        Some(t) if t >= now + 30 * 60 && t <= now + 24 * 3600 => t,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "expires_at must be between 30 minutes and 24 hours from now.",
+                Some("expires_at"),
+                "parameter_invalid_value",
+            ))
+        }
+    };
+    let id = new_id("cs_test_");
+    let mut total = 0;
+    let lines: Vec<Value> = new
+        .line_items
+        .iter()
+        .map(|(price, quantity)| {
+            let amount = price["unit_amount"].as_i64().unwrap_or(0) * quantity;
+            total += amount;
+            let product_name = store.get(price["product"].as_str().unwrap_or_default()).map(|p| p["name"].clone()).unwrap_or(Value::Null);
+            json!({
+                "id": new_id("li_"),
+                "object": "item",
+                "adjustable_quantity": null,
+                "amount_discount": 0,
+                "amount_subtotal": amount,
+                "amount_tax": 0,
+                "amount_total": amount,
+                "currency": price["currency"],
+                "description": product_name,
+                "metadata": {},
+                "price": price,
+                "quantity": quantity,
+            })
+        })
+        .collect();
+    let currency = lines[0]["currency"].clone();
+    if lines.iter().any(|l| l["currency"] != currency) {
+        return Err(ApiError::invalid("All line items must use the same currency.", Some("line_items"), "parameter_invalid_value"));
+    }
+    let email = match &new.customer {
+        Some(c) => store.get(c).and_then(|c| c["email"].as_str().map(str::to_string)),
+        None => new.customer_email.clone(),
+    };
+    let fields = new.fields;
+    let session = json!({
+        "id": id,
+        "object": "checkout.session",
+        "adaptive_pricing": null,
+        "after_expiration": null,
+        "allow_promotion_codes": fields.allow_promotion_codes,
+        "allowed_payment_method_types": null,
+        "amount_subtotal": total,
+        "amount_total": total,
+        "automatic_tax": { "enabled": false, "liability": null, "provider": null, "status": null },
+        "billing_address_collection": fields.billing_address_collection,
+        "cancel_url": fields.cancel_url,
+        "client_reference_id": fields.client_reference_id,
+        "client_secret": null,
+        "collected_information": null,
+        "consent": null,
+        "consent_collection": null,
+        "created": now,
+        "currency": currency,
+        "currency_conversion": null,
+        "custom_fields": [],
+        "custom_text": { "after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null },
+        "customer": new.customer,
+        "customer_account": null,
+        "customer_creation": if new.customer.is_some() { Value::Null } else { json!("always") },
+        "customer_details": null,
+        "customer_email": new.customer_email,
+        "discounts": [],
+        "excluded_payment_method_types": fields.excluded_payment_method_types,
+        "expires_at": expires_at,
+        "integration_identifier": null,
+        "invoice": null,
+        "invoice_creation": null,
+        "line_items": { "object": "list", "data": lines, "has_more": false, "url": format!("/v1/checkout/sessions/{id}/line_items") },
+        "livemode": false,
+        "locale": fields.locale,
+        "managed_payments": null,
+        "metadata": fields.metadata,
+        "mode": "subscription",
+        "origin_context": null,
+        "payment_intent": null,
+        "payment_link": null,
+        "payment_method_collection": fields.payment_method_collection,
+        "payment_method_configuration_details": null,
+        "payment_method_options": {},
+        "payment_method_types": ["card"],
+        "payment_status": "unpaid",
+        "permissions": null,
+        "recovered_from": null,
+        "saved_payment_method_options": null,
+        "setup_intent": null,
+        "shipping_address_collection": null,
+        "shipping_cost": null,
+        "shipping_options": [],
+        "status": "open",
+        "submit_type": null,
+        "subscription": null,
+        "success_url": fields.success_url,
+        "total_details": { "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0 },
+        "ui_mode": "hosted_page",
+        "url": format!("{}/c/pay/{id}", new.public_url),
+        "wallet_options": null,
+    });
+    store.insert(session.clone());
+    store.set_pending_checkout(&id, Some(PendingSubscription { email, ..new.pending }));
+    Ok(session)
+}
 
 /// A session past its `expires_at` becomes `expired` (with its event) the next time it is looked at.
 pub fn expire_if_due(store: &mut Store, id: &str) {

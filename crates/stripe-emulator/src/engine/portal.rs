@@ -1,4 +1,4 @@
-//! What the billing portal's buttons do to a customer's subscriptions.
+//! Billing-portal sessions, and what the portal's buttons do to a customer's subscriptions.
 
 use serde_json::{json, Map, Value};
 
@@ -6,8 +6,39 @@ use crate::config::Dunning;
 use crate::engine::billing;
 use crate::engine::payment_methods::{attach_payment_method, create_card_payment_method};
 use crate::model::cards::TestCard;
-use crate::model::{is_ended, str_field, ApiError};
+use crate::model::{is_ended, new_id, str_field, ApiError};
 use crate::store::Store;
+
+/// The one portal configuration the emulator has (`GET /v1/billing_portal/configurations`).
+pub const CONFIGURATION_ID: &str = "bpc_emulator_default";
+
+/// A session for `customer`'s portal page, served under `public_url`.
+pub fn create_session(
+    store: &mut Store,
+    customer: &str,
+    return_url: Option<String>,
+    locale: Option<String>,
+    public_url: &str,
+) -> Result<Value, ApiError> {
+    store.get_kind("customer", customer, Some("customer"))?;
+    let id = new_id("bps_");
+    let session = json!({
+        "id": id,
+        "object": "billing_portal.session",
+        "configuration": CONFIGURATION_ID,
+        "created": store.now(),
+        "customer": customer,
+        "customer_account": null,
+        "flow": null,
+        "livemode": false,
+        "locale": locale,
+        "on_behalf_of": null,
+        "return_url": return_url,
+        "url": format!("{public_url}/p/session/{id}"),
+    });
+    store.insert(session.clone());
+    Ok(session)
+}
 
 /// One portal action, as the page's form names it.
 pub enum PortalAction<'a> {

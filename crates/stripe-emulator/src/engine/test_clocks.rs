@@ -15,7 +15,15 @@ use crate::store::Store;
 
 const KIND: &str = "test_helpers.test_clock";
 
-pub fn create(store: &mut Store, frozen_time: i64, name: Option<String>) -> Value {
+/// A new clock; with `customer` (an existing customer under no clock, as `2026-05-27.dahlia`
+/// allows) that customer and its subscriptions move under it.
+pub fn create(store: &mut Store, frozen_time: i64, name: Option<String>, customer: Option<&str>) -> Result<Value, ApiError> {
+    if let Some(customer) = customer {
+        let found = store.get_kind("customer", customer, Some("customer"))?;
+        if !found["test_clock"].is_null() {
+            return Err(ApiError::invalid("That customer already belongs to a test clock.", Some("customer"), "parameter_invalid_string"));
+        }
+    }
     let now = store.control_now();
     let clock = json!({
         "id": new_id("clock_"),
@@ -30,7 +38,15 @@ pub fn create(store: &mut Store, frozen_time: i64, name: Option<String>) -> Valu
     });
     store.insert(clock.clone());
     store.emit("test_helpers.test_clock.created", &clock, None);
-    clock
+    if let Some(customer) = customer {
+        let clock_id = json!(clock["id"]);
+        store.update(customer, Map::from_iter([("test_clock".to_string(), clock_id.clone())]));
+        let subscriptions: Vec<String> = store.iter_kind("subscription", Some(customer)).map(|s| str_field(s, "id")).collect();
+        for id in subscriptions {
+            store.update(&id, Map::from_iter([("test_clock".to_string(), clock_id.clone())]));
+        }
+    }
+    Ok(clock)
 }
 
 /// Check an advance and mark the clock `advancing` toward `frozen_time`.

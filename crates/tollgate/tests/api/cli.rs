@@ -170,6 +170,65 @@ async fn json_logs_give_one_object_per_request() {
     assert!(logs.iter().any(|l| l["span"]["route"] == "/healthz" && l["fields"]["status"] == 200), "successful requests too");
 }
 
+/// `cargo run` with no accounts: the embedded emulator keeps its state in `DATA_DIR` beside the
+/// KV, so after the whole app is killed and started again the user's subscription, customer and
+/// session are all still there, and the next Checkout reuses the same Stripe customer.
+#[tokio::test]
+async fn the_offline_app_keeps_a_subscription_across_a_restart() {
+    let data = std::env::temp_dir().join(format!("tollgate-restart-{}", tollgate::random_token(8)));
+    let port = crate::redis_server::free_port();
+    let env = [("PORT", port.to_string()), ("DATA_DIR", data.display().to_string()), ("STRIPE_EMULATOR_PORT", "0".into())];
+    let (mut first, url) = serving(&env, std::process::Stdio::null()).await;
+    let browser = crate::helpers::Browser::at(&url);
+    browser.sign_up_through_the_outbox("restart@example.com").await;
+    let checkout = browser.json_post("/api/generate-stripe-checkout", &serde_json::json!({})).await.json();
+    let session = checkout["sessionId"].as_str().unwrap();
+    let stripe_url = reqwest::Url::parse(checkout["url"].as_str().unwrap()).unwrap();
+    let emulator = format!("http://{}:{}", stripe_url.host_str().unwrap(), stripe_url.port().unwrap());
+    let paid = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{emulator}/_emulator/checkout/sessions/{session}/complete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("card_number=4242424242424242")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    browser.get("/success").await;
+    let before = browser.get_json("/api/subscription").await.json();
+    assert_eq!(before["status"], "active", "{before}");
+    let stripe = |base: &str, path: &str| {
+        let request = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth("sk_test_restart");
+        async move { test_support::Reply::read(request.send().await.unwrap()).await }
+    };
+    let customer = stripe(&emulator, &format!("/v1/checkout/sessions/{session}")).await.json()["customer"].clone();
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let (mut second, _) = serving(&env, std::process::Stdio::null()).await;
+    let after = browser.get_json("/api/subscription").await.json();
+    assert_eq!(after["subscriptionId"], before["subscriptionId"], "the same subscription: {after}");
+    assert_eq!(after["status"], "active");
+    // A sync asks the restarted emulator, which still knows the customer and the subscription.
+    browser.get("/success").await;
+    assert_eq!(browser.get_json("/api/subscription").await.json()["subscriptionId"], before["subscriptionId"]);
+    assert_eq!(browser.get_json("/app").await.status, 200, "still entitled");
+    // The restarted emulator (on a new port) still has the customer: the portal opens for it.
+    let portal = browser.json_post("/api/billing-portal", &serde_json::json!({})).await;
+    assert_eq!(portal.status, 303, "{}", portal.text);
+    let portal_url = reqwest::Url::parse(portal.location()).unwrap();
+    let emulator = format!("http://{}:{}", portal_url.host_str().unwrap(), portal_url.port().unwrap());
+    let sub = stripe(&emulator, &format!("/v1/subscriptions/{}", before["subscriptionId"].as_str().unwrap())).await;
+    assert_eq!((sub.status, sub.json()["customer"].clone()), (200, customer.clone()), "the subscription of the same customer");
+    let listed = stripe(&emulator, &format!("/v1/customers/{}", customer.as_str().unwrap())).await.json();
+    assert_eq!(listed["email"], "restart@example.com");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// The binary serving with exactly `env` (its `PORT` given), once it answers `/healthz`.
 async fn serving(env: &[(&str, String)], stdout: std::process::Stdio) -> (std::process::Child, String) {
     let port = env.iter().find(|(k, _)| *k == "PORT").map(|(_, v)| v.clone()).expect("a PORT");

@@ -299,6 +299,27 @@ pub fn signature(body: &[u8], t: i64) -> String {
 }
 
 impl Browser {
+    /// A browser for a Tollgate that is not a `TestApp` (the binary, started by a test).
+    pub fn at(url: &str) -> Browser {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Browser { app_url: url.to_string(), http, cookies: Default::default() }
+    }
+
+    /// Sign up as a person would on an instance with the local outbox: the form, the link read off
+    /// `/dev/outbox`, the confirmation.
+    pub async fn sign_up_through_the_outbox(&self, email: &str) {
+        let r = self.form("/auth/sign-up", &[("email", email), ("password", "a long enough password")]).await;
+        assert_eq!(r.status, 200, "sign-up: {}", r.text);
+        let outbox = shown_text(&self.get("/dev/outbox").await.text);
+        let start = outbox.find("/auth/confirm?").expect("a confirmation link in the outbox");
+        let link: String = outbox[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<').collect();
+        assert_eq!(self.get(&link).await.status, 200);
+        let url = reqwest::Url::parse(&format!("http://link{link}")).unwrap();
+        let fields: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(self.form("/auth/confirm", &fields).await.status, 303);
+    }
+
     pub fn cookie_header(&self) -> String {
         self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }

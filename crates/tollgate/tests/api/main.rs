@@ -15,6 +15,7 @@ mod hostile;
 mod instances;
 mod kv;
 mod layers;
+mod lifecycle;
 mod malformed;
 mod nginx;
 mod ordering;

@@ -6,8 +6,9 @@ use serde_json::json;
 
 use crate::api::request::{respond, ApiRequest, JsonBody};
 use crate::api::ApiResult;
+use crate::engine::portal;
 use crate::engine::Emulator;
-use crate::model::{new_id, ApiError};
+use crate::model::ApiError;
 
 pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
@@ -23,35 +24,15 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
         flow.allow(&["type", "after_completion", "subscription_cancel", "subscription_update", "subscription_update_confirm"])?;
         flow.one_of("type", &["payment_method_update", "subscription_cancel", "subscription_update", "subscription_update_confirm"])?;
     }
-    let session = emu.apply(&req.info, |store| {
-        store.get_kind("customer", &customer, Some("customer"))?;
-        let id = new_id("bps_");
-        let session = json!({
-            "id": id,
-            "object": "billing_portal.session",
-            "configuration": "bpc_emulator_default",
-            "created": store.now(),
-            "customer": customer,
-            "customer_account": null,
-            "flow": null,
-            "livemode": false,
-            "locale": p.non_empty_str("locale")?,
-            "on_behalf_of": null,
-            "return_url": return_url,
-            "url": format!("{}/p/session/{id}", emu.public_url),
-        });
-        store.insert(session.clone());
-        Ok(session)
-    })?;
+    let locale = p.non_empty_str("locale")?.map(str::to_string);
+    let session = emu.apply(&req.info, |store| portal::create_session(store, &customer, return_url, locale, &emu.public_url))?;
     respond(&emu, &req, &session)
 }
-
-const CONFIGURATION_ID: &str = "bpc_emulator_default";
 
 /// What the emulator's portal offers: cancel at period end, switch price, replace the card.
 fn configuration(created: i64) -> serde_json::Value {
     json!({
-        "id": CONFIGURATION_ID,
+        "id": portal::CONFIGURATION_ID,
         "object": "billing_portal.configuration",
         "active": true,
         "application": null,
@@ -105,7 +86,7 @@ pub async fn list_configurations(State(emu): State<Emulator>, req: ApiRequest) -
 
 pub async fn retrieve_configuration(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     req.params.allow(&["expand"])?;
-    if id != CONFIGURATION_ID {
+    if id != portal::CONFIGURATION_ID {
         return Err(ApiError::missing("billing_portal.configuration", &id, Some("configuration")));
     }
     let created = emu.read(|store| Ok(store.now()))?;

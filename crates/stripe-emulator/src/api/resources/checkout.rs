@@ -1,13 +1,14 @@
 //! `/v1/checkout/sessions` (subscription mode), and what paying one does.
 
 use axum::extract::{Path, State};
-use serde_json::{json, Map, Value};
+use serde_json::Map;
 
 use crate::api::request::{respond, ApiRequest};
+use crate::api::resources::subscriptions::recurring_price;
 use crate::api::{existing_customer, list_kind, metadata, retrieve_kind, trial_end_behavior, ApiResult};
-use crate::engine::checkout::{expire_if_due, mark_expired, Payment};
+use crate::engine::checkout::{create_session, expire_if_due, mark_expired, NewSession, Payment, SessionFields};
 use crate::engine::Emulator;
-use crate::model::{new_id, str_field, ApiError, PendingSubscription};
+use crate::model::{str_field, ApiError, PendingSubscription};
 
 /// Stripe's limit on recurring line items in subscription mode.
 const MAX_LINE_ITEMS: usize = 20;
@@ -74,126 +75,35 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     if item_params.len() > MAX_LINE_ITEMS {
         return Err(p.invalid("line_items", format!("A subscription-mode session can have at most {MAX_LINE_ITEMS} line items.")));
     }
+    let fields = SessionFields {
+        success_url,
+        cancel_url: p.non_empty_str("cancel_url")?.map(str::to_string),
+        client_reference_id: p.non_empty_str("client_reference_id")?.map(str::to_string),
+        metadata: metadata(p, "metadata")?.unwrap_or_default(),
+        allow_promotion_codes: p.bool("allow_promotion_codes")?,
+        billing_address_collection: p.one_of("billing_address_collection", &["auto", "required"])?.map(str::to_string),
+        payment_method_collection: collection,
+        excluded_payment_method_types: excluded,
+        locale: p.non_empty_str("locale")?.map(str::to_string),
+    };
+    let customer_email = p.non_empty_str("customer_email")?.map(str::to_string);
+    let expires_at = p.int("expires_at")?;
     let session = emu.apply(&req.info, |store| {
         let customer = existing_customer(store, p, "customer")?.map(str::to_string);
-        let customer_email = p.non_empty_str("customer_email")?;
-        if customer.is_some() && customer_email.is_some() {
-            return Err(ApiError::invalid(
-                "You may only specify one of these parameters: customer, customer_email.",
-                Some("customer_email"),
-                "parameters_exclusive",
-            ));
-        }
-        let now = store.now();
-        let expires_at = match p.int("expires_at")? {
-            None => now + 24 * 3600,
-            Some(t) if t >= now + 30 * 60 && t <= now + 24 * 3600 => t,
-            Some(_) => return Err(p.invalid("expires_at", "expires_at must be between 30 minutes and 24 hours from now.")),
-        };
-        let id = new_id("cs_test_");
-        let mut lines = Vec::new();
-        let mut total = 0;
+        let mut line_items = Vec::new();
         for item in &item_params {
             item.allow(&["price", "quantity", "adjustable_quantity"])?;
-            let price = crate::api::resources::subscriptions::recurring_price(store, item, "price")?;
+            let price = recurring_price(store, item, "price")?;
             let quantity = item.int("quantity")?.unwrap_or(1);
             if !(1..=999_999).contains(&quantity) {
                 return Err(item.invalid("quantity", "Quantity must be between 1 and 999999."));
             }
-            let amount = price["unit_amount"].as_i64().unwrap_or(0) * quantity;
-            total += amount;
-            let product_name = store.get(price["product"].as_str().unwrap_or_default()).map(|p| p["name"].clone()).unwrap_or(Value::Null);
-            lines.push(json!({
-                "id": new_id("li_"),
-                "object": "item",
-                "adjustable_quantity": null,
-                "amount_discount": 0,
-                "amount_subtotal": amount,
-                "amount_tax": 0,
-                "amount_total": amount,
-                "currency": price["currency"],
-                "description": product_name,
-                "metadata": {},
-                "price": price,
-                "quantity": quantity,
-            }));
+            line_items.push((price, quantity));
         }
-        let currency = lines[0]["currency"].clone();
-        if lines.iter().any(|l| l["currency"] != currency) {
-            return Err(p.invalid("line_items", "All line items must use the same currency."));
-        }
-        let email = match &customer {
-            Some(c) => store.get(c).and_then(|c| c["email"].as_str().map(str::to_string)),
-            None => customer_email.map(str::to_string),
-        };
-        let session = json!({
-            "id": id,
-            "object": "checkout.session",
-            "adaptive_pricing": null,
-            "after_expiration": null,
-            "allow_promotion_codes": p.bool("allow_promotion_codes")?,
-            "allowed_payment_method_types": null,
-            "amount_subtotal": total,
-            "amount_total": total,
-            "automatic_tax": { "enabled": false, "liability": null, "provider": null, "status": null },
-            "billing_address_collection": p.one_of("billing_address_collection", &["auto", "required"])?,
-            "cancel_url": p.non_empty_str("cancel_url")?,
-            "client_reference_id": p.non_empty_str("client_reference_id")?,
-            "client_secret": null,
-            "collected_information": null,
-            "consent": null,
-            "consent_collection": null,
-            "created": now,
-            "currency": currency,
-            "currency_conversion": null,
-            "custom_fields": [],
-            "custom_text": { "after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null },
-            "customer": customer,
-            "customer_account": null,
-            "customer_creation": if customer.is_some() { Value::Null } else { json!("always") },
-            "customer_details": null,
-            "customer_email": customer_email,
-            "discounts": [],
-            "excluded_payment_method_types": excluded,
-            "expires_at": expires_at,
-            "integration_identifier": null,
-            "invoice": null,
-            "invoice_creation": null,
-            "line_items": { "object": "list", "data": lines, "has_more": false, "url": format!("/v1/checkout/sessions/{id}/line_items") },
-            "livemode": false,
-            "locale": p.non_empty_str("locale")?,
-            "managed_payments": null,
-            "metadata": metadata(p, "metadata")?.unwrap_or_default(),
-            "mode": "subscription",
-            "origin_context": null,
-            "payment_intent": null,
-            "payment_link": null,
-            "payment_method_collection": collection,
-            "payment_method_configuration_details": null,
-            "payment_method_options": {},
-            "payment_method_types": ["card"],
-            "payment_status": "unpaid",
-            "permissions": null,
-            "recovered_from": null,
-            "saved_payment_method_options": null,
-            "setup_intent": null,
-            "shipping_address_collection": null,
-            "shipping_cost": null,
-            "shipping_options": [],
-            "status": "open",
-            "submit_type": null,
-            "subscription": null,
-            "success_url": success_url,
-            "total_details": { "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0 },
-            "ui_mode": "hosted_page",
-            "url": format!("{}/c/pay/{id}", emu.public_url),
-            "wallet_options": null,
-        });
-        store.insert(session.clone());
         let pending =
-            PendingSubscription { trial_days, metadata: sub_metadata, description: sub_description, email, missing_payment_method };
-        store.set_pending_checkout(&id, Some(pending));
-        Ok(session)
+            PendingSubscription { trial_days, metadata: sub_metadata, description: sub_description, email: None, missing_payment_method };
+        let new = NewSession { customer, customer_email, expires_at, line_items, fields, pending, public_url: emu.public_url.clone() };
+        create_session(store, new)
     })?;
     respond(&emu, &req, &session)
 }

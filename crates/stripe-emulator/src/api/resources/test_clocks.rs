@@ -10,7 +10,7 @@ const KIND: &str = "test_helpers.test_clock";
 
 pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
-    p.allow(&["frozen_time", "name", "expand"])?;
+    p.allow(&["frozen_time", "name", "customer", "expand"])?;
     let frozen_time = p.int("frozen_time")?.ok_or_else(|| p.missing("frozen_time"))?;
     if frozen_time < 0 {
         return Err(p.invalid("frozen_time", "frozen_time must be a Unix timestamp."));
@@ -19,7 +19,8 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     if name.as_ref().is_some_and(|n| n.chars().count() > 300) {
         return Err(p.invalid("name", "name can be at most 300 characters long."));
     }
-    let clock = emu.apply(&req.info, |store| Ok(test_clocks::create(store, frozen_time, name)))?;
+    let customer = p.non_empty_str("customer")?;
+    let clock = emu.apply(&req.info, |store| test_clocks::create(store, frozen_time, name, customer))?;
     respond(&emu, &req, &clock)
 }
 
