@@ -155,6 +155,8 @@ impl Emulator {
             store.request = request.clone();
             store.use_frozen_time(None);
             let result = change(&mut store);
+            // A test clock's time applies to the action that chose it, never to later reads.
+            store.use_frozen_time(None);
             let events = store.take_events();
             let deliveries = if result.is_ok() { self.dispatcher.plan(&mut store, events) } else { Vec::new() };
             // Writes made before an error are kept in memory too, so they are saved either way.
