@@ -234,6 +234,7 @@ test('test clocks, dunning, pause and resume through the SDK', async () => {
   // Search, as apps look a user up.
   const byUser = await stripe.customers.search({ query: "metadata['userId']:'user_dunning'" });
   assert.equal(byUser.object, 'search_result');
+  byUser.data.forEach((c) => keep('Customer', c));
   assert.deepEqual(byUser.data.map((c) => c.id), [customer.id]);
   const canceled = await stripe.subscriptions.search({ query: "status:'canceled' AND metadata['userId']:'user_dunning'" }).autoPagingToArray({ limit: 10 });
   assert.deepEqual(canceled.map((s) => s.id), [sub.id]);

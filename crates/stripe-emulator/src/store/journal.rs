@@ -74,6 +74,9 @@ impl Journal {
     /// Replace the file by exactly `records` (written beside it, synced, moved into place), open for appending.
     pub fn rewrite(path: &Path, records: &[Record]) -> std::io::Result<Journal> {
         let buffer = lines(records)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let temporary = path.with_extension("tmp");
         {
             let mut file = File::create(&temporary)?;
@@ -145,8 +148,7 @@ mod tests {
     #[test]
     fn a_store_reopened_from_its_file_is_the_same() {
         let dir = std::env::temp_dir().join(format!("emulator-journal-{}", crate::model::random_alphanumeric(8)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("state.jsonl");
+        let path = dir.join("not-yet").join("state.jsonl"); // directories are made as needed
         {
             let mut store = Store::open(&path).unwrap();
             store.insert(customer("cus_1"));

@@ -28,6 +28,7 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
     let cs_path = format!("/v1/checkout/sessions/{session}");
     let pm_path = format!("/v1/payment_methods/{pm}");
     let we_path = format!("/v1/webhook_endpoints/{endpoint}");
+    let resume_path = format!("{sub_path}/resume");
     let attach = format!("{pm_path}/attach");
 
     let cases: Vec<Case> = vec![
@@ -242,6 +243,65 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
             "parameter_invalid_value",
             Some("return_url"),
         ),
+        (Method::GET, "/v1/customers/search", vec![], 400, "parameter_missing", Some("query")),
+        (
+            Method::GET,
+            "/v1/customers/search",
+            vec![("query", "email:'a' OR name:'b' AND phone:'c'")],
+            400,
+            "parameter_invalid_string",
+            Some("query"),
+        ),
+        (Method::GET, "/v1/customers/search", vec![("query", "email:'a'"), ("limit", "0")], 400, "parameter_invalid_value", Some("limit")),
+        (Method::GET, "/v1/subscriptions/search", vec![("query", "customer:'cus_1'")], 400, "parameter_invalid_string", Some("query")),
+        (Method::GET, "/v1/subscription_items", vec![], 400, "parameter_missing", Some("subscription")),
+        (Method::GET, "/v1/subscription_items", vec![("subscription", "sub_nope")], 404, "resource_missing", Some("subscription")),
+        (Method::GET, "/v1/subscription_items/si_nope", vec![], 404, "resource_missing", Some("id")),
+        (Method::GET, "/v1/invoices/in_nope/lines", vec![], 404, "resource_missing", Some("invoice")),
+        (Method::GET, "/v1/invoice_payments", vec![("status", "happy")], 400, "parameter_invalid_value", Some("status")),
+        (Method::GET, "/v1/invoice_payments/inpay_nope", vec![], 404, "resource_missing", Some("id")),
+        (Method::GET, "/v1/charges/ch_nope", vec![], 404, "resource_missing", Some("id")),
+        (Method::GET, "/v1/charges", vec![("limit", "-1")], 400, "parameter_invalid_integer", Some("limit")),
+        (Method::POST, "/v1/invoices/create_preview", vec![], 400, "parameter_missing", Some("customer")),
+        (Method::POST, "/v1/invoices/create_preview", vec![("subscription", "sub_nope")], 404, "resource_missing", Some("subscription")),
+        (Method::POST, "/v1/subscriptions/sub_nope/resume", vec![], 404, "resource_missing", Some("subscription")),
+        (Method::POST, &resume_path, vec![], 400, "", None), // not paused
+        (
+            Method::POST,
+            &sub_path,
+            vec![("pause_collection[behavior]", "nap")],
+            400,
+            "parameter_invalid_value",
+            Some("pause_collection[behavior]"),
+        ),
+        (
+            Method::POST,
+            &sub_path,
+            vec![("pause_collection[resumes_at]", "1")],
+            400,
+            "parameter_missing",
+            Some("pause_collection[behavior]"),
+        ),
+        (Method::GET, "/v1/billing_portal/configurations/bpc_nope", vec![], 404, "resource_missing", Some("configuration")),
+        (Method::POST, "/v1/test_helpers/test_clocks", vec![], 400, "parameter_missing", Some("frozen_time")),
+        (
+            Method::POST,
+            "/v1/test_helpers/test_clocks",
+            vec![("frozen_time", "soon")],
+            400,
+            "parameter_invalid_integer",
+            Some("frozen_time"),
+        ),
+        (
+            Method::POST,
+            "/v1/test_helpers/test_clocks",
+            vec![("frozen_time", "1"), ("customer", "cus_nope")],
+            404,
+            "resource_missing",
+            Some("customer"),
+        ),
+        (Method::POST, "/v1/test_helpers/test_clocks/clock_nope/advance", vec![("frozen_time", "2")], 404, "resource_missing", Some("id")),
+        (Method::DELETE, "/v1/test_helpers/test_clocks/clock_nope", vec![], 404, "resource_missing", Some("id")),
     ];
     for (method, path, form, status, code, param) in &cases {
         let what = format!("{method} {path} {form:?}");
