@@ -66,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
     let customers_wanted: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let (_emulator, stripe) = emulator(&[])?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS * 2).redirect(reqwest::redirect::Policy::none()).build()?;
+    // `… -- 10 2000 gateway` runs the gateway phase alone.
+    if std::env::args().nth(3).as_deref() == Some("gateway") {
+        return gateway(&http, &stripe, seconds).await;
+    }
 
     // Customers, each with an active subscription.
     let customers: Vec<String> = subscribed_customers(&http, &stripe, customers_wanted).await?.into_iter().map(|(c, _)| c).collect();
@@ -200,15 +204,19 @@ async fn main() -> anyhow::Result<()> {
     read_load(&http, &format!("{clerk_url}/api/subscription"), ("authorization", &bearer), seconds, "GET /api/subscription, Clerk token")
         .await?;
 
-    // Gateway: an entitled user's request through Tollgate to a trivial product, against the
-    // same request straight to the product.
+    gateway(&http, &stripe, seconds).await
+}
+
+/// Gateway: an entitled user's request through Tollgate to a trivial product, against the same
+/// request straight to the product, in the same run.
+async fn gateway(http: &reqwest::Client, stripe: &str, seconds: u64) -> anyhow::Result<()> {
     let product = trivial_product().await?;
-    let (_gateway, gateway_url) = start(tollgate_command(&stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app")]))?;
-    let cookie = subscriber_cookie(&http, &gateway_url, &stripe).await?;
+    let (_gateway, gateway_url) = start(tollgate_command(stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app")]))?;
+    let cookie = subscriber_cookie(http, &gateway_url, stripe).await?;
     let through = http.get(format!("{gateway_url}/app/page")).header("cookie", &cookie).send().await?;
     anyhow::ensure!(through.status().is_success(), "the gateway refused the subscriber: {}", through.status());
-    read_load(&http, &format!("{product}/app/page"), ("cookie", &cookie), seconds, "the product directly").await?;
-    read_load(&http, &format!("{gateway_url}/app/page"), ("cookie", &cookie), seconds, "the product through the gateway, entitled user")
+    read_load(http, &format!("{product}/app/page"), ("cookie", &cookie), seconds, "the product directly").await?;
+    read_load(http, &format!("{gateway_url}/app/page"), ("cookie", &cookie), seconds, "the product through the gateway, entitled user")
         .await?;
     Ok(())
 }

@@ -29,9 +29,22 @@ const IDENTITY_HEADERS: [&str; 6] = [
     "x-auth-request-user",
 ];
 
-/// Headers of one connection, not of the message (RFC 9110 §7.6.1): never forwarded.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "upgrade"];
+/// Headers of one connection, not of the message (RFC 9110 §7.6.1): never forwarded. Names as
+/// constants, so removing them parses nothing per request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Tollgate's own cookies, which the product has no use for (and must not see).
 const OWN_COOKIES: [&str; 4] = ["tollgate_session", "__Host-tollgate_session", "tollgate_csrf", "__Host-tollgate_csrf"];
@@ -181,9 +194,14 @@ impl IdentityHeaders {
 }
 
 impl Gateway {
+    /// How long the product may take to answer (`UPSTREAM_TIMEOUT`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Send `request` on to the product and stream its answer back. `identity` holds the identity
     /// headers of who is signed in (none for an anonymous visitor), `peer` is the client's address,
-    /// `proto` the scheme users reach Tollgate by.
+    /// `proto` the scheme users reach Tollgate by. Not bounded in time here: see [`Gateway::timeout`].
     pub async fn forward(
         &self,
         mut request: Request<Body>,
@@ -213,25 +231,22 @@ impl Gateway {
         }
         strip_own_cookies(headers);
         if let Some(host) = headers.remove(header::HOST) {
-            headers.insert("x-forwarded-host", host);
+            headers.insert(X_FORWARDED_HOST, host);
         }
         if let Some(peer) = peer {
-            let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(earlier) => format!("{earlier}, {peer}"),
                 None => peer.to_string(),
             };
-            headers.insert("x-forwarded-for", HeaderValue::from_str(&chain).unwrap_or_else(|_| HeaderValue::from_static("")));
+            headers.insert(X_FORWARDED_FOR, HeaderValue::from_str(&chain).unwrap_or_else(|_| HeaderValue::from_static("")));
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("http")));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("http")));
         for (name, value) in identity.iter().flat_map(|h| h.iter()) {
             headers.insert(name.clone(), value.clone());
         }
-        let sent = self.client.request(Request::from_parts(parts, body));
-        let mut response = match tokio::time::timeout(self.timeout, sent).await {
-            Err(_) => return Err(GatewayError::Timeout(self.timeout)),
-            Ok(Err(e)) => return Err(GatewayError::Unreachable(e.to_string())),
-            Ok(Ok(response)) => response,
-        };
+        // The caller bounds this with `timeout` (one timer for the whole proxied request).
+        let mut response =
+            self.client.request(Request::from_parts(parts, body)).await.map_err(|e| GatewayError::Unreachable(e.to_string()))?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = upgrade {
                 let product_side = hyper::upgrade::on(&mut response);
@@ -267,7 +282,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty() && t != "keep-alive" && t != "close")
         .collect();
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     for name in named {

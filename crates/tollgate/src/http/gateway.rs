@@ -12,11 +12,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::deadline::REQUEST_DEADLINE;
 use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
 use crate::access::entitlement;
 use crate::auth::Session;
-use crate::gateway::{Headers, Identity};
+use crate::gateway::{GatewayError, Headers, Identity};
 use crate::state::AppState;
 
 /// Marks an answer that came from the product: Tollgate's security headers leave it as it is.
@@ -54,6 +55,10 @@ async fn identity(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Op
 }
 
 /// The router's fallback: on to the product in gateway mode, 404 otherwise.
+///
+/// One timer bounds the whole request (Tollgate's own routes have the deadline layer instead):
+/// finding who is signed in must end within the request deadline, and the product must answer
+/// within `UPSTREAM_TIMEOUT` of being asked.
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let surface = Surface::of(&parts);
@@ -61,13 +66,24 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         return Failure::not_found(surface).into_response();
     };
     let gated = gateway.is_gated(parts.uri.path());
-    let headers = match identity_headers(&state, &mut parts, gated).await {
+    let deadline = tokio::time::sleep(REQUEST_DEADLINE);
+    tokio::pin!(deadline);
+    let found = tokio::select! {
+        found = identity_headers(&state, &mut parts, gated) => found,
+        _ = &mut deadline => return Failure::timed_out(surface).into_response(),
+    };
+    let headers = match found {
         Ok(headers) => headers,
         Err(failure) => return failure.into_response(),
     };
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
     let proto = if state.secure_cookies { "https" } else { "http" };
-    match gateway.forward(Request::from_parts(parts, body), headers, peer, proto).await {
+    deadline.as_mut().reset(tokio::time::Instant::now() + gateway.timeout());
+    let answered = tokio::select! {
+        answered = gateway.forward(Request::from_parts(parts, body), headers, peer, proto) => answered,
+        _ = &mut deadline => Err(GatewayError::Timeout(gateway.timeout())),
+    };
+    match answered {
         Ok(mut response) => {
             response.extensions_mut().insert(FromProduct);
             response

@@ -47,15 +47,16 @@ pub fn router(state: AppState) -> Router {
         .merge(if state.metrics_on_main_port { Router::new().route("/metrics", get(health::metrics)) } else { Router::new() })
         .method_not_allowed_fallback(method_not_allowed)
         // Cross-site protection (which reads form bodies) and the body limit guard Tollgate's own
-        // routes, just before their handlers; what goes on to the product is the product's own.
+        // routes, just before their handlers, inside the request deadline; what goes on to the
+        // product is the product's own, and the proxy keeps its own deadline (one timer).
         .route_layer(from_fn_with_state(state.clone(), csrf::protect))
         .route_layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(from_fn(deadline::request_deadline))
         // Everything else: on to the product in gateway mode (`http::gateway`), else 404.
         .fallback(gateway::proxy)
         // Layers run outermost last: the request span and log wrap everything, then the security
-        // headers on every answer of Tollgate's own, then the request deadline. The accept loop
-        // (`http::serve`) adds the header deadline and the connection cap below all of this.
-        .layer(from_fn(deadline::request_deadline))
+        // headers on every answer of Tollgate's own. The accept loop (`http::serve`) adds the
+        // header deadline and the connection cap below all of this.
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
         .layer(from_fn(trace::trace_requests))
         .with_state(state)

@@ -3,10 +3,12 @@
 //! units, `snake_case`); labels take bounded values only (route templates, event types, status
 //! codes), never a user id or an email.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prometheus::{register_histogram_vec_with_registry, register_int_counter_vec_with_registry, register_int_gauge_with_registry};
-use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -104,6 +106,32 @@ impl Metrics {
     }
 }
 
+/// One route's request series, by method and status: its count and its durations.
+type RouteSeries = HashMap<(&'static str, u16), (IntCounter, Histogram)>;
+
+thread_local! {
+    /// The request series already resolved on this thread, by route: the hot path then takes no
+    /// lock shared with other threads (a labelled lookup takes the vector's).
+    static HTTP_SERIES: RefCell<HashMap<Box<str>, RouteSeries>> = RefCell::default();
+}
+
+/// Count one answered HTTP request and its duration.
+pub fn observe_http(route: &str, method: &'static str, status: u16, seconds: f64) {
+    HTTP_SERIES.with_borrow_mut(|series| {
+        let by_route = match series.get_mut(route) {
+            Some(found) => found,
+            None => series.entry(route.into()).or_default(),
+        };
+        let (count, duration) = by_route.entry((method, status)).or_insert_with(|| {
+            let metrics = &METRICS;
+            let status = status.to_string();
+            (metrics.http_requests.with_label_values(&[route, method, &status]), metrics.http_duration.with_label_values(&[route, method]))
+        });
+        count.inc();
+        duration.observe(seconds);
+    });
+}
+
 /// A Stripe path with its ids replaced by `{id}`, so the label has few values
 /// (`/v1/customers/cus_Q4x…` → `/v1/customers/{id}`).
 pub fn endpoint_template(path: &str) -> String {
@@ -127,5 +155,16 @@ mod tests {
         assert_eq!(super::endpoint_template("/v1/customers/cus_Q4xYz12"), "/v1/customers/{id}");
         assert_eq!(super::endpoint_template("/v1/checkout/sessions/cs_test_a1B2/expire"), "/v1/checkout/sessions/{id}/expire");
         assert_eq!(super::endpoint_template("/v1/billing_portal/sessions"), "/v1/billing_portal/sessions");
+    }
+
+    #[test]
+    fn requests_are_counted_through_the_thread_cache() {
+        let series = |status: &str| super::METRICS.http_requests.with_label_values(&["/cache-test", "GET", status]).get();
+        super::observe_http("/cache-test", "GET", 200, 0.001);
+        super::observe_http("/cache-test", "GET", 200, 0.002);
+        super::observe_http("/cache-test", "GET", 404, 0.002);
+        assert_eq!((series("200"), series("404")), (2, 1));
+        let duration = super::METRICS.http_duration.with_label_values(&["/cache-test", "GET"]);
+        assert_eq!(duration.get_sample_count(), 3);
     }
 }
