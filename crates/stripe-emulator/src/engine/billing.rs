@@ -239,14 +239,12 @@ fn new_invoice(store: &mut Store, subscription_id: &str, amount: i64, reason: &s
     invoice_id
 }
 
-/// The invoice `POST /v1/invoices/create_preview` shows: the next one of `subscription` (or of a
-/// subscription with `items`, or a new one), never stored, its id starting `upcoming_in`.
-pub fn preview_invoice(store: &Store, subscription: &Value, items: Option<Value>) -> Value {
+/// The invoice `POST /v1/invoices/create_preview` shows: the next one of `subscription` (as it
+/// is, or as a change would make it; a new one has no period yet), never stored, its id starting
+/// `upcoming_in`.
+pub fn preview_invoice(store: &Store, subscription: &Value) -> Value {
     let now = store.now();
     let mut subscription = subscription.clone();
-    if let Some(items) = items {
-        subscription["items"] = items;
-    }
     let (start, end, reason) = match subscription["items"]["data"][0]["current_period_end"].as_i64() {
         Some(end) if subscription["status"] != "incomplete" => {
             let anchor = subscription["billing_cycle_anchor"].as_i64().unwrap_or(end);

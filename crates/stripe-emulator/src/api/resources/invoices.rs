@@ -5,11 +5,10 @@ use axum::extract::{Path, State};
 use serde_json::json;
 
 use crate::api::request::{ApiRequest, JsonBody};
-use crate::api::resources::subscriptions::recurring_price;
+use crate::api::resources::subscriptions::updated_items;
 use crate::api::{existing_customer, list_embedded, list_kind, retrieve_kind, ApiResult};
-use crate::engine::billing::{preview_invoice, subscription_item, swap_price};
+use crate::engine::billing::preview_invoice;
 use crate::engine::Emulator;
-use crate::model::ApiError;
 
 pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     retrieve_kind(&emu, &req, "invoice", &id)
@@ -105,38 +104,16 @@ pub async fn create_preview(State(emu): State<Emulator>, req: ApiRequest) -> Api
                 json!({ "id": null, "customer": customer, "status": "incomplete", "items": { "data": [] }, "metadata": {}, "test_clock": store.get(customer).map(|c| c["test_clock"].clone()) })
             }
         };
-        let mut items = subscription["items"].clone();
-        let sub_id = subscription["id"].as_str().unwrap_or_default().to_string();
-        for item in &item_params {
-            item.allow(&["id", "price", "quantity", "deleted"])?;
-            let quantity = item.int("quantity")?;
-            if quantity.is_some_and(|q| q < 1) {
-                return Err(item.invalid("quantity", "Quantity must be at least 1."));
-            }
-            let data = items["data"].as_array_mut().ok_or_else(|| ApiError::bad_request("subscription has no items"))?;
-            match item.non_empty_str("id")? {
-                Some(item_id) => {
-                    let position = data
-                        .iter()
-                        .position(|i| i["id"] == item_id)
-                        .ok_or_else(|| ApiError::missing("subscription item", item_id, Some("subscription_details[items][id]")))?;
-                    if item.bool("deleted")? == Some(true) {
-                        data.remove(position);
-                    } else if item.has("price") {
-                        data[position] = swap_price(&sub_id, &data[position], &recurring_price(store, item, "price")?, quantity, now);
-                    } else if let Some(q) = quantity {
-                        data[position]["quantity"] = json!(q);
-                    }
-                }
-                None => data.push(subscription_item(&sub_id, &recurring_price(store, item, "price")?, quantity.unwrap_or(1), (now, now), now)),
-            }
-        }
-        if items["data"].as_array().is_none_or(Vec::is_empty) {
-            return Err(ApiError::bad_request("A preview needs at least one subscription item."));
-        }
+        // The same changes an update with these items would make, checked the same way.
+        let items = if item_params.is_empty() {
+            subscription["items"].clone()
+        } else {
+            updated_items(store, &subscription, &item_params, "subscription_details[items]", now)?
+        };
         let mut subscription = subscription;
         subscription["currency"] = items["data"][0]["price"]["currency"].clone();
-        Ok(preview_invoice(store, &subscription, Some(items)))
+        subscription["items"] = items;
+        Ok(preview_invoice(store, &subscription))
     })?;
     Ok(JsonBody::of(&invoice))
 }

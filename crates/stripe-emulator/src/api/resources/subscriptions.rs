@@ -213,7 +213,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             settings["end_behavior"]["missing_payment_method"] = json!(trial_end_behavior(p)?);
             changes.insert("trial_settings".into(), settings);
         }
-        let new_items = if item_params.is_empty() { None } else { Some(updated_items(store, &current, &item_params, now)?) };
+        let new_items = if item_params.is_empty() { None } else { Some(updated_items(store, &current, &item_params, "items", now)?) };
         let ends_trial = current["status"] == "trialing" && trial_end(p, now)? == Some(now);
         if let Some(t) = trial_end(p, now)?.filter(|t| *t > now) {
             if current["status"] != "trialing" {
@@ -238,8 +238,9 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     respond(&emu, &req, &sub)
 }
 
-/// Apply `items[n][id|price|quantity|deleted]` to a copy of the subscription's items.
-fn updated_items(store: &Store, current: &Value, item_params: &[Params], now: i64) -> Result<Value, ApiError> {
+/// Apply `items[n][id|price|quantity|deleted]` to a copy of the subscription's items (for an
+/// update, or for the preview of one: `items_param` names the list in errors).
+pub fn updated_items(store: &Store, current: &Value, item_params: &[Params], items_param: &str, now: i64) -> Result<Value, ApiError> {
     let mut items = current["items"].clone();
     let id = str_field(current, "id");
     let data = items["data"].as_array_mut().ok_or_else(|| ApiError::bad_request("subscription has no items"))?;
@@ -254,7 +255,7 @@ fn updated_items(store: &Store, current: &Value, item_params: &[Params], now: i6
                 let position = data
                     .iter()
                     .position(|i| i["id"] == item_id)
-                    .ok_or_else(|| ApiError::missing("subscription item", item_id, Some("items[id]")))?;
+                    .ok_or_else(|| ApiError::missing("subscription item", item_id, Some(&format!("{items_param}[id]"))))?;
                 if item.bool("deleted")? == Some(true) {
                     data.remove(position);
                     continue;
