@@ -101,19 +101,15 @@ pub fn list_embedded(store: &Store, request: &ApiRequest, filters: &[&str], item
         Some(n) if (1..=100).contains(&n) => n as usize,
         Some(_) => return Err(p.invalid("limit", "limit must be between 1 and 100.")),
     };
-    let position = |name: &str| -> Result<Option<usize>, ApiError> {
+    // A cursor must name one of these items (they are not stored objects a list could look up).
+    let cursor = |name: &str| -> Result<Option<String>, ApiError> {
         match p.non_empty_str(name)? {
-            None => Ok(None),
-            Some(id) => items.iter().position(|i| i["id"] == id).map(Some).ok_or_else(|| p.invalid(name, format!("No such item: {id}"))),
+            Some(id) if !items.iter().any(|i| i["id"] == id) => Err(p.invalid(name, format!("No such item: {id}"))),
+            found => Ok(found.map(str::to_string)),
         }
     };
-    let (start, end) = match (position("starting_after")?, position("ending_before")?) {
-        (Some(after), _) => (after + 1, (after + 1 + limit).min(items.len())),
-        (None, Some(before)) => (before.saturating_sub(limit), before),
-        (None, None) => (0, limit.min(items.len())),
-    };
-    let has_more = if p.has("ending_before") { start > 0 } else { end < items.len() };
-    let data: Vec<&Value> = items[start..end].iter().collect();
+    let page = ListParams { limit, starting_after: cursor("starting_after")?, ending_before: cursor("ending_before")? };
+    let (data, has_more) = paginate(items.iter(), &page);
     let tree = ExpandTree::for_list(store, &data, &request.expand()?)?;
     let body = ListPage { store, data, has_more, url: &request.path, tree: &tree, next_page: None };
     Ok(JsonBody(serde_json::to_vec(&body).unwrap_or_default()))

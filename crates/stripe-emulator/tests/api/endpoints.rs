@@ -23,6 +23,11 @@ async fn items_lines_payments_charges_previews_and_portal_configuration() {
     assert_eq!(lines["data"][0]["object"], "line_item");
     assert_eq!(lines["data"][0]["amount"], 1000);
     assert_eq!(lines["url"], format!("/v1/invoices/{invoice_id}/lines"));
+    let line = lines["data"][0]["id"].as_str().unwrap();
+    let after = emu.get(&format!("/v1/invoices/{invoice_id}/lines"), &[("starting_after", line)]).await;
+    assert_eq!((after["data"].as_array().unwrap().len(), after["has_more"].as_bool()), (0, Some(false)));
+    let unknown = emu.call(Method::GET, &format!("/v1/invoices/{invoice_id}/lines"), &[("ending_before", "il_nope")]).await;
+    assert_eq!((unknown.status, unknown.body["error"]["param"].as_str()), (400, Some("ending_before")));
     let invoice = emu.get(&format!("/v1/invoices/{invoice_id}"), &[("expand[]", "amount_paid_off_stripe")]).await;
     assert_eq!(invoice["amount_paid_off_stripe"], 0);
 
