@@ -185,10 +185,10 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
         "trial_settings": { "end_behavior": { "billing_cycle_anchor": null, "missing_payment_method": spec.missing_payment_method } },
         "trial_start": spec.trial_end.map(|_| now),
     });
-    store.insert(subscription);
+    store.insert(subscription.clone());
     // The first invoice covers the first period; during a trial it is for zero and needs no payment.
     let amount = if spec.trial_end.is_some() { 0 } else { spec.items.iter().map(|(p, q)| unit_amount(p) * q).sum() };
-    let invoice = new_invoice(store, &id, amount, "subscription_create", (now, now), false);
+    let invoice = new_invoice(store, &subscription, amount, "subscription_create", (now, now), false);
     finalize(store, &invoice);
     let payment_error = attempt(store, &invoice, None, true);
     let status = match (&spec.trial_end, &payment_error) {
@@ -230,10 +230,9 @@ fn payment_method_of(store: &Store, subscription: &Value) -> Option<String> {
 
 /// Create a draft invoice for one period of a subscription (`invoice.created`, deferred).
 /// A renewal's draft waits [`DRAFT_SECONDS`] before it is finalized and charged.
-fn new_invoice(store: &mut Store, subscription_id: &str, amount: i64, reason: &str, period: (i64, i64), waits: bool) -> String {
+fn new_invoice(store: &mut Store, subscription: &Value, amount: i64, reason: &str, period: (i64, i64), waits: bool) -> String {
     let invoice_id = new_id("in_");
-    let subscription = store.get(subscription_id).cloned().unwrap_or_default();
-    let invoice = invoice_object(store, &invoice_id, &subscription, amount, reason, period, waits);
+    let invoice = invoice_object(store, &invoice_id, subscription, amount, reason, period, waits);
     store.insert(invoice.clone());
     store.defer("invoice.created", &invoice, None);
     invoice_id
@@ -740,18 +739,16 @@ fn roll(store: &mut Store, id: &str, boundary: i64, reset_anchor: bool, dunning:
     let anchor = if reset_anchor { boundary } else { sub["billing_cycle_anchor"].as_i64().unwrap_or(boundary) };
     let (interval, count) = interval_of(&sub["items"]["data"][0]["price"]);
     let period_end = next_period_end(anchor, &interval, count, boundary);
-    let mut items = sub["items"].clone();
+    // The subscription as the new period has it: its invoice's lines are for that period.
+    let mut renewed = sub.clone();
     let mut amount = 0;
-    for item in items["data"].as_array_mut().into_iter().flatten() {
+    for item in renewed["items"]["data"].as_array_mut().into_iter().flatten() {
         item["current_period_start"] = json!(boundary);
         item["current_period_end"] = json!(period_end);
         amount += unit_amount(&item["price"]) * item["quantity"].as_i64().unwrap_or(1);
     }
-    store.update(id, Map::from_iter([("items".to_string(), items.clone())]));
-    let invoice = new_invoice(store, id, amount, "subscription_cycle", (boundary, period_end), !now);
-    let mut changes = Map::from_iter([("items".to_string(), items), ("latest_invoice".to_string(), json!(invoice))]);
-    // The update event describes the state before this period, items included.
-    store.update(id, Map::from_iter([("items".to_string(), sub["items"].clone())]));
+    let invoice = new_invoice(store, &renewed, amount, "subscription_cycle", (boundary, period_end), !now);
+    let mut changes = Map::from_iter([("items".to_string(), renewed["items"].take()), ("latest_invoice".to_string(), json!(invoice))]);
     if trial_ending || resuming {
         changes.insert("status".into(), json!("active"));
         if reset_anchor {
@@ -776,35 +773,40 @@ fn roll(store: &mut Store, id: &str, boundary: i64, reset_anchor: bool, dunning:
 
 /// An invoice made while collection is paused: voided, kept as a draft, or marked uncollectible.
 fn hold(store: &mut Store, invoice_id: &str, behavior: &str) {
-    let now = store.now();
-    let mut changes = Map::from_iter([
-        ("auto_advance".to_string(), json!(false)),
-        ("automatically_finalizes_at".to_string(), Value::Null),
-        ("next_payment_attempt".to_string(), Value::Null),
-    ]);
     match behavior {
         "void" => {
             finalize(store, invoice_id);
-            changes.insert("status".into(), json!("void"));
-            let mut transitions = store.get(invoice_id).map(|i| i["status_transitions"].clone()).unwrap_or_default();
-            transitions["voided_at"] = json!(now);
-            changes.insert("status_transitions".into(), transitions);
-            store.update(invoice_id, changes);
-            store.defer_for("invoice.voided", invoice_id);
+            close_invoice(store, invoice_id, "void", "voided_at", "invoice.voided");
         }
         "mark_uncollectible" => {
             finalize(store, invoice_id);
-            changes.insert("status".into(), json!("uncollectible"));
-            let mut transitions = store.get(invoice_id).map(|i| i["status_transitions"].clone()).unwrap_or_default();
-            transitions["marked_uncollectible_at"] = json!(now);
-            changes.insert("status_transitions".into(), transitions);
-            store.update(invoice_id, changes);
-            store.defer_for("invoice.marked_uncollectible", invoice_id);
+            close_invoice(store, invoice_id, "uncollectible", "marked_uncollectible_at", "invoice.marked_uncollectible");
         }
         _ => {
-            store.update(invoice_id, changes); // keep_as_draft
+            store.update(invoice_id, no_collection()); // keep_as_draft
         }
     }
+}
+
+/// What an invoice that will not be collected automatically has: no advance, no attempt.
+fn no_collection() -> Map<String, Value> {
+    Map::from_iter([
+        ("auto_advance".to_string(), json!(false)),
+        ("automatically_finalizes_at".to_string(), Value::Null),
+        ("next_payment_attempt".to_string(), Value::Null),
+    ])
+}
+
+/// End an invoice's collection with `status` (`void`, `uncollectible`), stamping
+/// `status_transitions[transition]` now; `event` is deferred.
+fn close_invoice(store: &mut Store, invoice_id: &str, status: &str, transition: &str, event: &str) {
+    let mut changes = no_collection();
+    let mut transitions = store.get(invoice_id).map(|i| i["status_transitions"].clone()).unwrap_or_default();
+    transitions[transition] = json!(store.now());
+    changes.insert("status".into(), json!(status));
+    changes.insert("status_transitions".into(), transitions);
+    store.update(invoice_id, changes);
+    store.defer_for(event, invoice_id);
 }
 
 /// Finalize a draft if needed and try to pay it; move its subscription as the result requires:
@@ -990,17 +992,8 @@ pub fn catch_up(store: &mut Store, clock: Clock, now: i64, dunning: &Dunning) {
 fn expire_incomplete(store: &mut Store, id: &str) {
     let now = store.now();
     if let Some(invoice) = store.get(id).map(|s| str_field(s, "latest_invoice")).filter(|i| !i.is_empty()) {
-        let mut transitions = store.get(&invoice).map(|i| i["status_transitions"].clone()).unwrap_or_default();
-        transitions["voided_at"] = json!(now);
-        store.update(
-            &invoice,
-            Map::from_iter([
-                ("status".to_string(), json!("void")),
-                ("status_transitions".to_string(), transitions),
-                ("next_payment_attempt".to_string(), Value::Null),
-            ]),
-        );
-        store.emit_for("invoice.voided", &invoice, None);
+        close_invoice(store, &invoice, "void", "voided_at", "invoice.voided");
+        store.flush_deferred();
     }
     let previous =
         store.update(id, Map::from_iter([("status".to_string(), json!("incomplete_expired")), ("ended_at".to_string(), json!(now))]));

@@ -235,4 +235,20 @@ async fn direct_subscription_with_declining_card() {
         "deleting a customer ends its subscriptions"
     );
     assert_eq!(emu.get(&format!("/v1/customers/{customer}"), &[]).await["deleted"], true);
+    // Unpaid for 23 hours, an incomplete subscription expires and its invoice is voided.
+    let other = emu.customer("expires@example.com").await;
+    let expiring = emu
+        .post(
+            "/v1/subscriptions",
+            &[("customer", &other), ("items[0][price]", "price_pro_monthly"), ("default_payment_method", "pm_card_chargeCustomerFail")],
+        )
+        .await;
+    let created = expiring["created"].as_i64().unwrap();
+    advance(&emu, 23 * 3600 + 60).await;
+    let expired = emu.get(&format!("/v1/subscriptions/{}", id(&expiring)), &[("expand[]", "latest_invoice")]).await;
+    assert_eq!(expired["status"], "incomplete_expired");
+    assert_eq!(expired["ended_at"], created + 23 * 3600);
+    assert_eq!(expired["latest_invoice"]["status"], "void");
+    assert_eq!(expired["latest_invoice"]["status_transitions"]["voided_at"], created + 23 * 3600);
+    assert!(expired["latest_invoice"]["next_payment_attempt"].is_null());
 }
