@@ -5,7 +5,6 @@ import http.client
 import http.server
 import json
 import os
-import subprocess
 import threading
 import time
 import unittest
@@ -14,10 +13,15 @@ from pathlib import Path
 
 import stripe
 
-ROOT = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-EMULATOR = os.environ.get("EMULATOR_BIN", str(TARGET / "debug" / "stripe-emulator"))
+from helpers import start_emulator, stop
+
 SECRET = "whsec_python_suite"
+
+
+def point_stripe_at(base, key):
+    stripe.api_key = key
+    stripe.api_base = base
+    stripe.max_network_retries = 0
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -39,22 +43,12 @@ class EmulatorWithStripePython(unittest.TestCase):
         cls.receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
         threading.Thread(target=cls.receiver.serve_forever, daemon=True).start()
         hook = f"http://127.0.0.1:{cls.receiver.server_address[1]}/hook"
-        cls.proc = subprocess.Popen(
-            [EMULATOR, "--port", "0", "--seed", str(ROOT / "tests" / "fixtures" / "seed.json"), "--webhook", hook, "--webhook-secret", SECRET],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        line = cls.proc.stdout.readline()
-        cls.base = line.split("listening on ")[1].strip()
-        stripe.api_key = "sk_test_python_suite"
-        stripe.api_base = cls.base
-        stripe.max_network_retries = 0
+        cls.proc, cls.base = start_emulator("--webhook", hook, "--webhook-secret", SECRET)
+        point_stripe_at(cls.base, "sk_test_python_suite")
 
     @classmethod
     def tearDownClass(cls):
-        cls.proc.kill()
-        cls.proc.wait()
-        cls.proc.stdout.close()
+        stop(cls.proc)
         cls.receiver.shutdown()
         cls.receiver.server_close()
 
@@ -124,21 +118,12 @@ class DunningWithStripePython(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.data = Path(os.environ.get("TMPDIR", "/tmp")) / f"emulator-python-{os.getpid()}.jsonl"
-        cls.proc = subprocess.Popen(
-            [EMULATOR, "--port", "0", "--seed", str(ROOT / "tests" / "fixtures" / "seed.json"), "--retry-days", "1,2", "--final-state", "unpaid", "--data", str(cls.data)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        cls.base = cls.proc.stdout.readline().split("listening on ")[1].strip()
-        stripe.api_key = "sk_test_python_dunning"
-        stripe.api_base = cls.base
-        stripe.max_network_retries = 0
+        cls.proc, cls.base = start_emulator("--retry-days", "1,2", "--final-state", "unpaid", "--data", str(cls.data))
+        point_stripe_at(cls.base, "sk_test_python_dunning")
 
     @classmethod
     def tearDownClass(cls):
-        cls.proc.kill()
-        cls.proc.wait()
-        cls.proc.stdout.close()
+        stop(cls.proc)
         cls.data.unlink(missing_ok=True)
 
     def advance(self, clock, to):

@@ -3,81 +3,16 @@ kept by scripts/test as target/debug/tollgate-lean) refuses to start without Str
 the whole flow against the standalone stripe-emulator binary: sign-up, Checkout, the signed
 webhook, the dashboard's subscription, the gated page."""
 
-import html
-import http.client
-import json
 import os
-import socket
 import subprocess
 import time
 import unittest
 import urllib.parse
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-EMULATOR = str(TARGET / "debug" / "stripe-emulator")
+from helpers import TARGET, Browser, free_port, start_emulator, stop, wait_until_serving
+
 LEAN = TARGET / "debug" / "tollgate-lean"
 SECRET = "whsec_lean_suite"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Browser:
-    """Cookies kept, the CSRF token sent back, redirects not followed."""
-
-    def __init__(self, port):
-        self.port = port
-        self.cookies = {}
-
-    def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        headers = dict(headers or {})
-        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        conn.request(method, path, body, headers)
-        response = conn.getresponse()
-        text = response.read().decode("utf-8")
-        for value in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = value.partition("=")
-            self.cookies[name] = rest.split(";")[0]
-        conn.close()
-        return response.status, response.headers, text
-
-    def csrf(self):
-        if "tollgate_csrf" not in self.cookies:
-            self.request("GET", "/auth")
-        return self.cookies["tollgate_csrf"]
-
-    def form(self, path, fields):
-        body = urllib.parse.urlencode({**fields, "csrf": self.csrf()})
-        return self.request("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"})
-
-    def json(self, method, path, body=None):
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers.update({"Content-Type": "application/json", "X-CSRF-Token": self.csrf()})
-            body = json.dumps(body)
-        status, _, text = self.request(method, path, body, headers)
-        return status, json.loads(text) if text else None
-
-
-def wait_until_serving(port, proc):
-    for _ in range(500):
-        if proc.poll() is not None:
-            raise AssertionError(f"exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise AssertionError("never answered /healthz")
 
 
 class LeanTollgateAgainstTheStandaloneEmulator(unittest.TestCase):
@@ -87,15 +22,7 @@ class LeanTollgateAgainstTheStandaloneEmulator(unittest.TestCase):
 
     def tearDown(self):
         for proc in self.procs:
-            proc.kill()
-            proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-
-    def start(self, args, env=None, **kwargs):
-        proc = subprocess.Popen(args, env=env, **kwargs)
-        self.procs.append(proc)
-        return proc
+            stop(proc)
 
     def test_without_keys_it_refuses_to_start(self):
         env = {"PATH": os.environ["PATH"], "PORT": str(free_port()), "KV_URL": "memory:"}
@@ -106,12 +33,8 @@ class LeanTollgateAgainstTheStandaloneEmulator(unittest.TestCase):
 
     def test_the_whole_flow(self):
         port = free_port()
-        emulator = self.start(
-            [EMULATOR, "--port", "0", "--seed", str(ROOT / "tests" / "fixtures" / "seed.json"), "--webhook", f"http://127.0.0.1:{port}/api/stripe-webhook", "--webhook-secret", SECRET],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        stripe_base = emulator.stdout.readline().split("listening on ")[1].strip()
+        emulator, stripe_base = start_emulator("--webhook", f"http://127.0.0.1:{port}/api/stripe-webhook", "--webhook-secret", SECRET)
+        self.procs.append(emulator)
         env = {
             "PATH": os.environ["PATH"],
             "PORT": str(port),
@@ -121,35 +44,25 @@ class LeanTollgateAgainstTheStandaloneEmulator(unittest.TestCase):
             "STRIPE_API_BASE": stripe_base,
             "PLANS": "price_pro_monthly",
         }
-        tollgate = self.start([str(LEAN)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tollgate = subprocess.Popen([str(LEAN)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(tollgate)
         wait_until_serving(port, tollgate)
 
-        browser = Browser(port)
-        status, _, _ = browser.form("/auth/sign-up", {"email": "lean@example.com", "password": "a long enough password"})
-        self.assertEqual(status, 200)
-        _, _, outbox = browser.request("GET", "/dev/outbox")
-        outbox = html.unescape(outbox)
-        start = outbox.index("/auth/confirm?")
-        link = outbox[start:].split()[0].split('"')[0].split("<")[0]
-        self.assertEqual(browser.request("GET", link)[0], 200)
-        fields = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(link).query))
-        self.assertEqual(browser.form("/auth/confirm", fields)[0], 303)
+        browser = Browser(f"http://127.0.0.1:{port}")
+        browser.sign_up("lean@example.com")
 
         status, checkout = browser.json("POST", "/api/generate-stripe-checkout", {})
         self.assertEqual(status, 200, checkout)
         self.assertTrue(checkout["url"].startswith(stripe_base), checkout)
-        pay = http.client.HTTPConnection(*urllib.parse.urlparse(stripe_base).netloc.split(":"))
-        pay.request(
+        status, headers, _ = browser.request(
             "POST",
             f"/_emulator/checkout/sessions/{checkout['sessionId']}/complete",
             urllib.parse.urlencode({"card_number": "4242424242424242"}),
             {"Content-Type": "application/x-www-form-urlencoded"},
+            base=stripe_base,
         )
-        paid = pay.getresponse()
-        paid.read()
-        pay.close()
-        self.assertEqual(paid.status, 303)
-        self.assertIn("/success", paid.getheader("Location"))
+        self.assertEqual(status, 303)
+        self.assertIn("/success", headers["Location"])
 
         # The webhook alone (no /success visit) brings the subscription to the dashboard.
         subscription = None

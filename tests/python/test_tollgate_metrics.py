@@ -6,7 +6,6 @@ Tollgate runs as shipped (`tollgate` with no Stripe keys), so its embedded emula
 webhooks; the metrics are served on their own port (METRICS_ADDR)."""
 
 import http.client
-import json
 import os
 import re
 import subprocess
@@ -14,48 +13,10 @@ import threading
 import time
 import unittest
 import urllib.parse
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-TOLLGATE = os.environ.get("TOLLGATE_BIN", str(TARGET / "debug" / "tollgate"))
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Browser:
-    """Cookies kept, redirects not followed."""
-
-    def __init__(self, base):
-        self.base = urllib.parse.urlparse(base)
-        self.cookies = {}
-
-    def request(self, method, path, body=None, headers=None, base=None):
-        url = urllib.parse.urlparse(base) if base else self.base
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
-        headers = dict(headers or {})
-        if self.cookies and not base:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        text = response.read().decode("utf-8")
-        for value in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = value.partition("=")
-            self.cookies[name] = rest.split(";")[0]
-        conn.close()
-        return response.status, response.headers, text
-
-    def form(self, path, fields):
-        fields = dict(fields, csrf=self.cookies["tollgate_csrf"])
-        return self.request("POST", path, urllib.parse.urlencode(fields), {"Content-Type": "application/x-www-form-urlencoded"})
+from helpers import TOLLGATE, Browser, free_port, stop
 
 
 class MetricsAfterAFlow(unittest.TestCase):
@@ -70,9 +31,7 @@ class MetricsAfterAFlow(unittest.TestCase):
         threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True).start()
 
     def tearDown(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
+        stop(self.proc)
 
     def metrics(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
@@ -90,17 +49,10 @@ class MetricsAfterAFlow(unittest.TestCase):
 
     def test_a_flow_shows_in_the_metrics(self):
         browser = Browser(self.base)
-        browser.request("GET", "/auth")
-        status, _, _ = browser.form("/auth/sign-up", {"email": "metrics@example.com", "password": "a long enough password"})
-        self.assertEqual(status, 200)
-        _, _, outbox = browser.request("GET", "/dev/outbox")
-        token = re.search(r"/auth/confirm\?token=([A-Za-z0-9]{32})", outbox).group(1)
-        status, _, _ = browser.form("/auth/confirm", {"token": token})
-        self.assertEqual(status, 303)
-        status, _, body = browser.request("POST", "/api/generate-stripe-checkout", json.dumps({"priceId": "price_tollgate_monthly"}),
-                                          {"Content-Type": "application/json", "X-CSRF-Token": browser.cookies["tollgate_csrf"]})
+        browser.sign_up("metrics@example.com")
+        status, body = browser.json("POST", "/api/generate-stripe-checkout", {"priceId": "price_tollgate_monthly"})
         self.assertEqual(status, 200, body)
-        session = json.loads(body)["sessionId"]
+        session = body["sessionId"]
         status, _, _ = browser.request("POST", f"/_emulator/checkout/sessions/{session}/complete",
                                        urllib.parse.urlencode({"card_number": "4242424242424242"}),
                                        {"Content-Type": "application/x-www-form-urlencoded"}, base=self.stripe)
