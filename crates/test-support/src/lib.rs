@@ -57,6 +57,20 @@ impl Reply {
     }
 }
 
+/// Every `.rs` file below `dir` (the layer checks of both crates read their sources with it).
+pub fn rust_sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            found.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// The `p` quantile (0–1) of sorted latencies, in milliseconds.
 pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)

@@ -9,17 +9,6 @@ use std::path::{Path, PathBuf};
 /// Lowest first: a module may use only modules of its own layer or the layers before it.
 const LAYERS: [&str; 7] = ["config", "model", "store", "engine", "api", "pages", "server"];
 
-fn files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            found.push(path);
-        }
-    }
-}
-
 /// `engine/billing.rs` → `engine::billing`; `engine/mod.rs` → `engine`.
 fn module_of(relative: &Path) -> String {
     let mut parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string()).collect();
@@ -45,8 +34,7 @@ fn resolve(path: &str, modules: &BTreeSet<String>) -> Option<String> {
 
 /// Every module-to-module edge in `src/`.
 fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut sources = Vec::new();
-    files(src, &mut sources);
+    let sources = test_support::rust_sources(src);
     let modules: BTreeSet<String> = sources.iter().map(|p| module_of(p.strip_prefix(src).unwrap())).collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for path in &sources {

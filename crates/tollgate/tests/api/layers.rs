@@ -19,22 +19,10 @@ fn crate_paths(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            found.push(path);
-        }
-    }
-}
-
 #[test]
 fn modules_import_only_lower_layers() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut sources = Vec::new();
-    files(&src, &mut sources);
+    let sources = test_support::rust_sources(&src);
     let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for path in &sources {
         let relative = path.strip_prefix(&src).unwrap();
