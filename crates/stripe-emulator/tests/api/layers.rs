@@ -4,7 +4,7 @@
 //! layers are in this order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Lowest first: a module may use only modules of its own layer or the layers before it.
 const LAYERS: [&str; 7] = ["config", "model", "store", "engine", "api", "pages", "server"];
