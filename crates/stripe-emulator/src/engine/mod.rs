@@ -153,9 +153,8 @@ impl Emulator {
         let (result, deliveries) = {
             let mut store = self.lock();
             store.request = request.clone();
-            store.use_frozen_time(None);
             let result = change(&mut store);
-            // A test clock's time applies to the action that chose it, never to later reads.
+            // A test clock's time applies to the action that chose it, never to later actions or reads.
             store.use_frozen_time(None);
             let events = store.take_events();
             let deliveries = if result.is_ok() { self.dispatcher.plan(&mut store, events) } else { Vec::new() };
