@@ -347,6 +347,31 @@ async fn a_hung_backend_api_is_a_503_within_seconds() {
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
 }
 
+/// The same through the gateway: a user's identity cannot be found while the Backend API hangs,
+/// so the gated page is a retryable 503 within seconds and the product is never asked.
+#[tokio::test]
+async fn a_hung_backend_api_behind_the_gateway_is_a_503_within_seconds() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user("user_new", Some("new@example.com"));
+    clerk.state.hanging.store(true, Ordering::SeqCst);
+    let (product_url, product) = crate::gateway::start_product().await;
+    let extra = vec![("CLERK_JWT_KEY", INSTANCE_PUBLIC_KEY.to_string()), ("UPSTREAM_URL", product_url), ("GATED_PATHS", "/app".into())];
+    let app = clerk_app(&clerk, extra).await;
+    let started = std::time::Instant::now();
+    let r = app
+        .http
+        .get(format!("{}/app/report", app.url))
+        .bearer_auth(session_token("user_new", &origin(&app), |_, _| {}))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    assert_eq!(product.requests.load(Ordering::SeqCst), 0, "nothing reached the product");
+}
+
 /// Webhook deliveries that are too large, or signed but not a Clerk event, are refused with 4xx
 /// and change nothing.
 #[tokio::test]

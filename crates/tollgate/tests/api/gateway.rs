@@ -23,10 +23,10 @@ const SERVICE_TOKEN: &str = "a service token of at least thirty-two characters";
 /// The product behind Tollgate: it shows what it received, and has a slow page, an upload that
 /// reports its first bytes, and a download that waits between its parts.
 #[derive(Default)]
-struct Product {
+pub struct Product {
     first_upload_bytes: Notify,
     release_download: Notify,
-    requests: AtomicUsize,
+    pub requests: AtomicUsize,
 }
 
 async fn echo(State(product): State<Arc<Product>>, request: Request) -> Json<Value> {
@@ -68,7 +68,8 @@ async fn download(State(product): State<Arc<Product>>) -> Body {
     Body::from_stream(parts)
 }
 
-async fn start_product() -> (String, Arc<Product>) {
+/// A product on loopback (echo, upload, download, slow), counting the requests it gets.
+pub async fn start_product() -> (String, Arc<Product>) {
     let product = Arc::new(Product::default());
     let router = Router::new()
         .route("/upload", post(upload))
