@@ -36,3 +36,14 @@ pub async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &U
     }
     Ok(Entitlement { entitled: policy.grants(entry.status()), entry })
 }
+
+/// Whether `user` is still entitled, from the cache alone and never a Stripe call (an open
+/// WebSocket tunnel asks this every `ENTITLEMENT_RECHECK`). A missing or unreadable entry, or a
+/// grant that would need a fresh read, counts as no: the client's next handshake goes through
+/// [`entitlement`], which reads Stripe.
+pub async fn entitled_from_cache(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<bool, BillingError> {
+    let Some(customer) = billing.customer_of(user).await? else { return Ok(false) };
+    let Some(json) = billing.kv.get(&keys::customer_cache(&customer)).await? else { return Ok(false) };
+    let Ok(entry) = serde_json::from_str::<SubscriptionCache>(&json) else { return Ok(false) };
+    Ok(policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, crate::unix_now()))
+}

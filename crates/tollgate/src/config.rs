@@ -18,6 +18,12 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `sent` is this secret. Digests are compared, so the time taken says nothing about it.
+    pub fn equals(&self, sent: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(sent.as_bytes()) == Sha256::digest(self.0.as_bytes())
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -144,8 +150,16 @@ pub struct Settings {
     pub period_end_grace: std::time::Duration,
     /// A built-in account's session ends this long after it was last used.
     pub session_ttl: std::time::Duration,
+    /// Which paths need an entitled user and how paths are read (gateway and forward-auth).
+    pub gate: GateSettings,
     /// `UPSTREAM_URL`: run as a gateway in front of the product (`gateway`).
     pub gateway: Option<GatewaySettings>,
+    /// `TRUSTED_PROXIES`: proxies whose `X-Forwarded-For` tells the client's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `MAX_HEADER_BYTES`: the most a request's head may take.
+    pub max_header_bytes: usize,
+    /// `GATEWAY_AUDIENCE`: the assertion's `aud` (default: the upstream's origin, else `PUBLIC_URL`'s).
+    pub gateway_audience: Option<String>,
     /// `SERVICE_TOKEN`: the bearer token of `GET /api/users/{id}/entitlement`.
     pub service_token: Option<Secret>,
     /// `GATEWAY_SECRET`: signs the `X-Tollgate-Assertion` JWT (HS256), in gateway and forward-auth answers.
@@ -154,16 +168,51 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `METRICS_ADDR`: serve `/metrics` on this address only, instead of on the main port.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `METRICS_TOKEN`: `/metrics` on the main port for `Authorization: Bearer` this token.
+    pub metrics_token: Option<Secret>,
+}
+
+/// How request paths are read and which need an entitled user (`gateway::path`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateSettings {
+    /// `GATED_PATHS` (default `/app`; `/` gates the whole product).
+    pub gated_paths: Vec<String>,
+    /// `OPEN_PATHS`: prefixes served to anyone even under a gated prefix (`/` is the root page alone).
+    pub open_paths: Vec<String>,
+    /// `GATED_PATHS_CASE_INSENSITIVE`: the product routes `/APP` as `/app`.
+    pub case_insensitive: bool,
+    /// `GATEWAY_ALLOW_ENCODED_SLASH`: `%2F` is forwarded as it came (and decided on decoded).
+    pub allow_encoded_slash: bool,
+    /// `FORWARD_AUTH_TRUST_URI`: `/auth/verify` decides on the proxy's `X-Forwarded-Uri` /
+    /// `X-Original-URI` (otherwise every path it is asked about is gated).
+    pub trust_forwarded_uri: bool,
+}
+
+/// Which `Host` the product receives (`UPSTREAM_HOST`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UpstreamHost {
+    /// The browser's (the public host), as Caddy, Traefik and oauth2-proxy send it.
+    Client,
+    /// The upstream's own `host:port`.
+    Upstream,
 }
 
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
     /// `http://host:port` of the product (no path).
     pub upstream: String,
-    /// Path prefixes that need an entitled user (`GATED_PATHS`, default `/app`).
-    pub gated_paths: Vec<String>,
     /// How long the product may take to start answering (`UPSTREAM_TIMEOUT`).
     pub timeout: std::time::Duration,
+    /// `UPSTREAM_HOST`: which `Host` the product receives.
+    pub host: UpstreamHost,
+    /// `UPSTREAM_IDLE_TIMEOUT`: a WebSocket tunnel with no bytes either way for this long closes.
+    pub idle_timeout: std::time::Duration,
+    /// `WEBSOCKET_MAX_LIFETIME`: a tunnel closes after this long whatever it does.
+    pub max_lifetime: std::time::Duration,
+    /// `ENTITLEMENT_RECHECK`: how often a tunnel on a gated path checks that its user is still entitled.
+    pub entitlement_recheck: std::time::Duration,
+    /// `FORWARD_CLERK_SESSION`: Clerk's session cookies and token reach the product too.
+    pub forward_clerk_session: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -341,10 +390,33 @@ impl Settings {
         };
         let period_end_grace = interval("PERIOD_END_GRACE")?.unwrap_or(std::time::Duration::from_secs(86_400));
         let session_ttl = interval("SESSION_TTL")?.unwrap_or(std::time::Duration::from_secs(30 * 86_400));
+        let gate = gate_settings(&get)?;
         let gateway = match get("UPSTREAM_URL") {
             None => None,
             Some(url) => Some(gateway_settings(url, &get)?),
         };
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|cidr| !cidr.is_empty())
+                .map(|cidr| {
+                    cidr.parse::<ipnet::IpNet>()
+                        .or_else(|_| cidr.parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map(|net| net.trunc())
+                        .map_err(|_| error("TRUSTED_PROXIES", format!("'{cidr}' is not an address or CIDR like 10.0.0.0/8")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let max_header_bytes = match get("MAX_HEADER_BYTES") {
+            None => 64 * 1024,
+            Some(v) => match parse_bytes(v) {
+                Some(bytes) if (8 * 1024..=1024 * 1024).contains(&bytes) => bytes,
+                _ => return Err(error("MAX_HEADER_BYTES", format!("'{v}' must be a size from 8KiB to 1MiB, like 64KiB"))),
+            },
+        };
+        let gateway_audience = get("GATEWAY_AUDIENCE").map(str::to_string);
         let long_secret = |name: &'static str| match get(name) {
             Some(secret) if secret.len() < 32 => Err(error(name, "must be at least 32 characters (openssl rand -hex 32)")),
             secret => Ok(secret.map(Secret::new)),
@@ -360,6 +432,7 @@ impl Settings {
             None => None,
             Some(v) => Some(v.parse().map_err(|_| error("METRICS_ADDR", format!("'{v}' is not an address like 127.0.0.1:9100")))?),
         };
+        let metrics_token = long_secret("METRICS_TOKEN")?;
         Ok(Settings {
             port,
             bind,
@@ -380,6 +453,11 @@ impl Settings {
             gateway_secret,
             log_format,
             metrics_addr,
+            metrics_token,
+            gate,
+            trusted_proxies,
+            max_header_bytes,
+            gateway_audience,
         })
     }
 }
@@ -395,11 +473,6 @@ fn gateway_settings<'v>(url: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Re
     if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) || upstream.parse::<axum::http::Uri>().is_err() {
         return Err(error("UPSTREAM_URL", format!("'{url}' must be http://host[:port], without a path")));
     }
-    let gated_paths: Vec<String> =
-        get("GATED_PATHS").unwrap_or("/app").split(',').map(|p| p.trim().trim_end_matches('/').to_string()).collect();
-    if let Some(bad) = gated_paths.iter().find(|p| !p.starts_with('/') || p.contains(['?', '#', ' ', '*'])) {
-        return Err(error("GATED_PATHS", format!("'{bad}' is not a path prefix like /app")));
-    }
     let timeout = match get("UPSTREAM_TIMEOUT") {
         None => std::time::Duration::from_secs(20),
         Some(v) => match v.trim_end_matches('s').parse::<u64>() {
@@ -407,7 +480,102 @@ fn gateway_settings<'v>(url: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Re
             _ => return Err(error("UPSTREAM_TIMEOUT", format!("'{v}' must be seconds from 1 to 24 (within the 25 s request deadline)"))),
         },
     };
-    Ok(GatewaySettings { upstream: upstream.to_string(), gated_paths, timeout })
+    let host = match get("UPSTREAM_HOST").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("client") => UpstreamHost::Client,
+        Some("upstream") => UpstreamHost::Upstream,
+        Some(v) => return Err(error("UPSTREAM_HOST", format!("'{v}' is not client or upstream"))),
+    };
+    let duration = |name: &'static str, default: u64, least: std::time::Duration| -> Result<std::time::Duration, ConfigError> {
+        match get(name) {
+            None => Ok(std::time::Duration::from_secs(default)),
+            Some(v) => parse_duration(v)
+                .filter(|d| *d >= least)
+                .ok_or_else(|| error(name, format!("'{v}' is not a duration of at least {least:?}, like 30s, 5m or 24h"))),
+        }
+    };
+    let second = std::time::Duration::from_secs(1);
+    Ok(GatewaySettings {
+        upstream: upstream.to_string(),
+        timeout,
+        host,
+        idle_timeout: duration("UPSTREAM_IDLE_TIMEOUT", 300, second)?,
+        max_lifetime: duration("WEBSOCKET_MAX_LIFETIME", 86_400, second)?,
+        entitlement_recheck: duration("ENTITLEMENT_RECHECK", 60, std::time::Duration::from_millis(100))?,
+        forward_clerk_session: flag(get, "FORWARD_CLERK_SESSION")?,
+    })
+}
+
+/// `true`/`false` (or `1`/`0`, any case); unset is false.
+fn flag<'v>(get: &impl Fn(&str) -> Option<&'v str>, name: &'static str) -> Result<bool, ConfigError> {
+    match get(name).map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(v) => Err(error(name, format!("'{v}' is not true or false"))),
+    }
+}
+
+/// `GATED_PATHS`, `OPEN_PATHS` and how paths are read. Each prefix must be a plain canonical path
+/// (no escapes, dot segments, `;` or doubled slashes): it is compared with canonical paths.
+fn gate_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<GateSettings, ConfigError> {
+    let prefixes = |name: &'static str, default: &str| -> Result<Vec<String>, ConfigError> {
+        let list: Vec<String> = get(name)
+            .unwrap_or(default)
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| if p == "/" { p.to_string() } else { p.trim_end_matches('/').to_string() })
+            .collect();
+        let plain = |p: &str| {
+            p.starts_with('/')
+                && !p.contains("//")
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+                && !p.split('/').any(|s| s == "." || s == "..")
+        };
+        match list.iter().find(|p| !plain(p)) {
+            Some(bad) => Err(error(name, format!("'{bad}' is not a path prefix like /app (letters, digits, - . _ ~ and /)"))),
+            None => Ok(list),
+        }
+    };
+    Ok(GateSettings {
+        gated_paths: prefixes("GATED_PATHS", "/app")?,
+        open_paths: prefixes("OPEN_PATHS", "")?,
+        case_insensitive: flag(get, "GATED_PATHS_CASE_INSENSITIVE")?,
+        allow_encoded_slash: flag(get, "GATEWAY_ALLOW_ENCODED_SLASH")?,
+        trust_forwarded_uri: flag(get, "FORWARD_AUTH_TRUST_URI")?,
+    })
+}
+
+/// A number and the unit after it (`30m` → 30, `m`), the unit in lower case and maybe empty.
+fn number_and_unit(value: &str) -> Option<(u64, String)> {
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    Some((number.parse().ok()?, unit.trim().to_ascii_lowercase()))
+}
+
+/// `500ms`, `30s`, `5m`, `6h`, `1d`, or plain seconds.
+fn parse_duration(value: &str) -> Option<std::time::Duration> {
+    let (number, unit) = number_and_unit(value)?;
+    let per: u64 = match unit.as_str() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(per).map(std::time::Duration::from_millis)
+}
+
+/// `65536`, `64KiB` / `64k`, `1MiB` / `1m`.
+fn parse_bytes(value: &str) -> Option<usize> {
+    let (number, unit) = number_and_unit(value)?;
+    let per: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return None,
+    };
+    number.checked_mul(per).and_then(|bytes| usize::try_from(bytes).ok())
 }
 
 fn clerk_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<ClerkSettings, ConfigError> {
@@ -480,16 +648,9 @@ pub fn read_dotenv(path: &std::path::Path) -> Result<HashMap<String, String>, Co
 
 /// `90s`, `30m`, `6h`, `1d` (at least a minute: a reconcile pass costs a Stripe call per customer).
 fn parse_interval(value: &str) -> Option<std::time::Duration> {
-    let split = value.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = value.split_at(split);
-    let seconds = number.parse::<u64>().ok()?.checked_mul(match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    })?;
-    (seconds >= 60).then(|| std::time::Duration::from_secs(seconds))
+    // A unit is required here (a bare number of what?).
+    let interval = parse_duration(value).filter(|_| value.ends_with(['s', 'm', 'h', 'd']) && !value.ends_with("ms"))?;
+    (interval.as_secs() >= 60).then_some(interval)
 }
 
 /// `PLANS`: `price_a,price_b`, or the path of a file holding ids separated by commas, spaces or lines.
@@ -592,6 +753,18 @@ mod tests {
                 "CLERK_WEBHOOK_SECRET",
             ),
             (vec![("SMTP_URL", "smtps://mail.example.com")], "MAIL_FROM"),
+            (vec![("GATED_PATHS", "/x/../app")], "GATED_PATHS"),
+            (vec![("GATED_PATHS", "/%61pp")], "GATED_PATHS"),
+            (vec![("OPEN_PATHS", "static")], "OPEN_PATHS"),
+            (vec![("GATED_PATHS_CASE_INSENSITIVE", "maybe")], "GATED_PATHS_CASE_INSENSITIVE"),
+            (vec![("TRUSTED_PROXIES", "10.0.0.0/33")], "TRUSTED_PROXIES"),
+            (vec![("TRUSTED_PROXIES", "proxy.internal")], "TRUSTED_PROXIES"),
+            (vec![("MAX_HEADER_BYTES", "1k")], "MAX_HEADER_BYTES"),
+            (vec![("MAX_HEADER_BYTES", "lots")], "MAX_HEADER_BYTES"),
+            (vec![("METRICS_TOKEN", "short")], "METRICS_TOKEN"),
+            (vec![("UPSTREAM_URL", "http://product:8080"), ("UPSTREAM_HOST", "browser")], "UPSTREAM_HOST"),
+            (vec![("UPSTREAM_URL", "http://product:8080"), ("ENTITLEMENT_RECHECK", "10ms")], "ENTITLEMENT_RECHECK"),
+            (vec![("UPSTREAM_URL", "http://product:8080"), ("UPSTREAM_IDLE_TIMEOUT", "soon")], "UPSTREAM_IDLE_TIMEOUT"),
             (vec![("SMTP_URL", "smtps://mail.example.com"), ("MAIL_FROM", "not an address")], "MAIL_FROM"),
         ] {
             assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
@@ -622,6 +795,34 @@ mod tests {
         );
         let printed = format!("{s:?}");
         assert!(!printed.contains("clerk-secret") && !printed.contains("MfKQ9r8"), "{printed}");
+    }
+
+    #[test]
+    fn the_gate_and_the_proxies_in_front() {
+        let s = Settings::from_vars(&vars(&[
+            ("UPSTREAM_URL", "http://product:8080/"),
+            ("GATED_PATHS", "/"),
+            ("OPEN_PATHS", "/static/, /favicon.ico, /"),
+            ("GATED_PATHS_CASE_INSENSITIVE", "TRUE"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7, ::1"),
+            ("MAX_HEADER_BYTES", "32KiB"),
+            ("UPSTREAM_HOST", "Upstream"),
+            ("ENTITLEMENT_RECHECK", "500ms"),
+            ("WEBSOCKET_MAX_LIFETIME", "2h"),
+        ]))
+        .unwrap();
+        assert_eq!(s.gate.gated_paths, ["/"]);
+        assert_eq!(s.gate.open_paths, ["/static", "/favicon.ico", "/"]);
+        assert!(s.gate.case_insensitive && !s.gate.allow_encoded_slash && !s.gate.trust_forwarded_uri);
+        assert_eq!(s.trusted_proxies.len(), 3);
+        assert!(s.trusted_proxies[1].contains(&"192.168.1.7".parse::<IpAddr>().unwrap()));
+        assert_eq!(s.max_header_bytes, 32 * 1024);
+        let gateway = s.gateway.unwrap();
+        assert_eq!((gateway.host, gateway.entitlement_recheck), (UpstreamHost::Upstream, std::time::Duration::from_millis(500)));
+        assert_eq!((gateway.max_lifetime.as_secs(), gateway.idle_timeout.as_secs()), (7200, 300));
+        let defaults = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!((defaults.gate.gated_paths, defaults.max_header_bytes), (vec!["/app".to_string()], 64 * 1024));
+        assert!(defaults.trusted_proxies.is_empty());
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - [`http`]: the router, pages, JSON API, webhooks, gateway and forward-auth, health checks,
 //!   the extractors (`CurrentUser`, `Entitled`), CSRF protection, one failure type.
 //! - [`mail`]: account emails by SMTP, or the local outbox.
-//! - [`gateway`]: the product behind Tollgate: the streaming proxy and the identity headers.
+//! - [`gateway`]: the product behind Tollgate: canonical paths and the gate's prefixes, the streaming
+//!   proxy, what is stripped and vouched for in headers, the identity and its assertion, tunnels.
 //! - [`cli`]: the command line.
 //!
 //! Library mode: build an [`Application`], merge [`Application::routes`] into your own axum
@@ -54,6 +55,17 @@ pub fn return_large_allocations() {
     // SAFETY: mallopt only changes allocator tuning; it is safe to call at any time.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Hand freed heap pages back to the system now (glibc keeps them in its arenas otherwise): the
+/// accept loop calls it after connections close, so a burst of large request heads does not stay
+/// resident.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

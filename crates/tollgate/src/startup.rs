@@ -13,7 +13,7 @@ use crate::billing::drain::{self, Drain, Wakeups};
 use crate::billing::{catalog::Catalog, reconcile, Billing};
 use crate::config::{AuthSettings, Secret, Settings, StripeSettings};
 use crate::domain::{AccessPolicy, PriceId};
-use crate::state::{AppState, Inner};
+use crate::state::{AppState, Inner, MetricsAccess};
 use crate::stripe::client::RateLimit;
 use crate::stripe::StripeClient;
 
@@ -23,6 +23,8 @@ pub const DEMO_PLANS: [&str; 2] = ["price_tollgate_monthly", "price_tollgate_yea
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// What every request passes before the router (`http::edge`).
+    edge: crate::http::edge::Edge,
     pub addr: SocketAddr,
     pub public_url: String,
     /// The embedded emulator's URL, when Tollgate runs without real Stripe keys.
@@ -118,16 +120,32 @@ impl Application {
             Some(clerk) => clerk.clone(),
             None => accounts.clone(),
         };
+        // WebSocket tunnels may take three quarters of the connections: the rest stay for requests.
+        let tunnels = crate::http::serve::connection_limit() * 3 / 4;
+        let clerk_issuer = clerk.as_ref().map(|c| format!("https://{}", c.frontend_api));
+        let gateway = settings.gateway.as_ref().map(|g| Arc::new(crate::gateway::Gateway::new(g, clerk_issuer, tunnels)));
+        let audience =
+            settings.gateway_audience.clone().or_else(|| gateway.as_ref().map(|g| g.origin())).unwrap_or_else(|| public_origin.clone());
+        let metrics_access = match (&settings.metrics_addr, &settings.metrics_token) {
+            (Some(_), _) => MetricsAccess::Elsewhere,
+            (None, _) if gateway.is_none() && !secure_cookies => MetricsAccess::Open,
+            (None, Some(token)) => MetricsAccess::Token(token.clone()),
+            (None, None) => MetricsAccess::Elsewhere,
+        };
+        let public_host = axum::http::HeaderValue::from_str(public_origin.split_once("://").map_or("localhost", |(_, host)| host))
+            .context("PUBLIC_URL: its host is not header text")?;
         let state = AppState::new(Inner {
             billing,
             auth,
             accounts,
             clerk,
-            gateway: settings.gateway.as_ref().map(|g| Arc::new(crate::gateway::Gateway::new(g))),
-            identity_headers: crate::gateway::IdentityHeaders::new(settings.gateway_secret.as_ref()),
+            gateway,
+            gate: crate::gateway::path::GatePaths::new(&settings.gate),
+            assertions: crate::gateway::identity::AssertionSigner::new(settings.gateway_secret.as_ref(), public_origin.clone(), audience),
             identity_cache: Default::default(),
+            public_host,
             service_token: settings.service_token.clone(),
-            metrics_on_main_port: settings.metrics_addr.is_none(),
+            metrics_access,
             mailer,
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,
@@ -144,9 +162,15 @@ impl Application {
             None => None,
         };
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let edge = crate::http::edge::Edge {
+            allow_encoded_slash: settings.gate.allow_encoded_slash,
+            trusted_proxies: settings.trusted_proxies.clone().into(),
+            max_header_bytes: settings.max_header_bytes,
+        };
         Ok(Application {
             listener,
             router,
+            edge,
             addr,
             public_url,
             emulator_url,
@@ -178,13 +202,13 @@ impl Application {
         let drain = tokio::spawn(drain::run(billing.clone(), self.wakeups));
         let reconcile = self.reconcile_every.map(|every| tokio::spawn(reconcile::run_periodically(billing, every)));
         let metrics = self.metrics_listener.map(|listener| {
-            let router = axum::Router::new().route("/metrics", axum::routing::get(crate::http::health::metrics));
+            let router = axum::Router::new().route("/metrics", axum::routing::get(crate::http::health::render_metrics));
             tokio::spawn(async move {
                 let _ = axum::serve(listener, router).await;
             })
         });
         let _stop_background = AbortOnDrop(std::iter::once(drain).chain(reconcile).chain(metrics).collect());
-        crate::http::serve::serve(self.listener, self.router, shutdown_requested()).await
+        crate::http::serve::serve(self.listener, self.router, self.edge, shutdown_requested()).await
         // In-flight requests have finished here, so every KV write they made has committed; the
         // drain stops with `_stop_background`, and its pending marks stay in the KV for the next
         // start's sweep.

@@ -11,6 +11,17 @@ use crate::domain::AccessPolicy;
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// Who may read `/metrics` on the main port.
+pub enum MetricsAccess {
+    /// Anyone: a local, plain-http Tollgate with no product behind it and no `METRICS_ADDR`.
+    Open,
+    /// Callers with `Authorization: Bearer METRICS_TOKEN` (in gateway mode, anyone else's
+    /// `/metrics` is the product's).
+    Token(Secret),
+    /// Nobody: `/metrics` is on `METRICS_ADDR`, or not served (in gateway mode, the product's).
+    Elsewhere,
+}
+
 pub struct Inner {
     pub billing: Arc<Billing>,
     pub auth: Arc<dyn AuthProvider>,
@@ -20,14 +31,19 @@ pub struct Inner {
     pub clerk: Option<Arc<crate::auth::clerk::ClerkAuth>>,
     /// Gateway mode (`UPSTREAM_URL`): the product behind Tollgate.
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
-    /// The identity headers of the gateway and forward-auth (`GATEWAY_SECRET` signs an assertion).
-    pub identity_headers: crate::gateway::IdentityHeaders,
-    /// Those headers, kept a moment per credential (`gateway::IDENTITY_KEPT`).
-    pub identity_cache: crate::gateway::IdentityCache,
+    /// Which of the product's paths need an entitled user, and how paths are read (gateway and
+    /// forward-auth).
+    pub gate: crate::gateway::path::GatePaths,
+    /// Signs the identity assertion of the gateway and forward-auth (`GATEWAY_SECRET`).
+    pub assertions: crate::gateway::identity::AssertionSigner,
+    /// Identities kept a moment per credential (`gateway::identity::IDENTITY_KEPT`).
+    pub identity_cache: crate::gateway::identity::IdentityCache,
+    /// `PUBLIC_URL`'s `host[:port]`: the product's `X-Forwarded-Host`.
+    pub public_host: axum::http::HeaderValue,
     /// `SERVICE_TOKEN`, for `GET /api/users/{id}/entitlement`.
     pub service_token: Option<Secret>,
-    /// `/metrics` is served on the main port (no `METRICS_ADDR`).
-    pub metrics_on_main_port: bool,
+    /// Who may read `/metrics` on the main port.
+    pub metrics_access: MetricsAccess,
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
     pub mailer: Arc<crate::mail::Mailer>,
     pub policy: AccessPolicy,

@@ -1,10 +1,16 @@
 //! Tollgate's built-in accounts: email + password (argon2id), server-side sessions in the KV.
 //!
-//! An account exists only once its owner has opened the emailed link: a sign-up waits in the KV
-//! (under a hash of the link's token, for [`SIGN_UP_LINK_TTL`]), so nobody can take an address
-//! they cannot read. Sign-up and password-reset forms answer the same whether or not the email has
-//! an account; the difference goes to the inbox (a "you already have an account" or "there is no
-//! account" message instead of a link).
+//! An account exists only once its owner has opened the emailed link, and its password is chosen
+//! there: sign-up takes only the email, and waits in the KV (under a hash of the link's token,
+//! for [`SIGN_UP_LINK_TTL`]). So nobody can take an address they cannot read, nor choose the
+//! password its owner's click would confirm. Sign-up and password-reset forms answer the same
+//! whether or not the email has an account; the difference goes to the inbox (a "you already
+//! have an account" or "there is no account" message instead of a link).
+//!
+//! Emailed links are spent by exactly one click (`Kv::take`), in a step a client hanging up cannot
+//! cut short. A session records a fingerprint of the password hash its sign-in checked, so a
+//! password change ends every session made with the old one — even one whose sign-in read the
+//! old hash a moment before the change.
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -45,14 +51,12 @@ struct Account {
     created_at: i64,
 }
 
-/// A sign-up waiting for its link: the account it becomes (its id chosen now, so a retried
-/// confirmation recognises its own account).
+/// A sign-up waiting for its link: the account it becomes (the password is chosen on the link's page).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PendingSignUp {
     id: UserId,
     email: Email,
-    password_hash: String,
 }
 
 /// A password-reset link's record. `password` fingerprints the hash the link was made for, so
@@ -69,6 +73,22 @@ fn fingerprint(password_hash: &str) -> String {
     hex::encode(&Sha256::digest(password_hash.as_bytes())[..8])
 }
 
+/// A user whose password (or emailed link) was just checked: what a session is started from.
+pub struct Authenticated {
+    pub user: User,
+    /// The fingerprint of the password hash that was checked.
+    password: String,
+}
+
+/// The device cookie's name (`__Host-` prefixed under https, like the session's).
+pub fn device_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-tollgate_device"
+    } else {
+        "tollgate_device"
+    }
+}
+
 /// Whether text has the shape of one of our tokens (anything else is never looked up).
 pub fn is_token(t: &str) -> bool {
     t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric())
@@ -79,6 +99,10 @@ pub fn is_token(t: &str) -> bool {
 struct SessionRecord {
     user_id: UserId,
     email: Email,
+    /// The fingerprint of the password hash the sign-in checked; none in sessions made before
+    /// fingerprints (those end with the next "sign out everywhere" or reset).
+    #[serde(default)]
+    password: String,
     /// Unix milliseconds; a session older than the user's last "sign out everywhere" is revoked.
     #[serde(default)]
     created_at_ms: i64,
@@ -109,6 +133,14 @@ pub enum AccountError {
     Busy,
     #[error(transparent)]
     Kv(#[from] KvError),
+}
+
+/// Run `work` to its end in a task of its own: a caller that goes away (a client hanging up
+/// drops the request's future) cannot stop it half-way.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, AccountError>> + Send + 'static,
+) -> Result<T, AccountError> {
+    tokio::spawn(work).await.map_err(|e| AccountError::Kv(KvError::Unavailable(format!("the account step failed: {e}"))))?
 }
 
 /// Password hashes computed at once (argon2id with the default 19 MiB each), and how long a
@@ -253,11 +285,9 @@ impl LocalAccounts {
     /// one, a note saying so). The caller learns only the normalised email, either way; the
     /// password is hashed either way so the answer takes as long. `continue_to` is the same-site
     /// path the link leads to after confirming.
-    pub async fn sign_up(&self, email: &str, password: &str, continue_to: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
+    pub async fn sign_up(&self, email: &str, continue_to: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
         let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
-        check_password(password, email.as_str())?;
         let decision = self.mail_allowed(&email, address).await?;
-        let password_hash = self.hash_password(password).await?;
         let mail = if self.account(&email).await?.is_some() {
             Mail {
                 to: email.clone(),
@@ -271,7 +301,7 @@ impl LocalAccounts {
             }
         } else {
             let token = crate::random_token(32);
-            let pending = PendingSignUp { id: UserId::generate(), email: email.clone(), password_hash };
+            let pending = PendingSignUp { id: UserId::generate(), email: email.clone() };
             let json = serde_json::to_string(&pending).expect("a sign-up serialises");
             self.kv.set_expiring(&keys::sign_up(&token), &json, SIGN_UP_LINK_TTL).await?;
             let next = match continue_to {
@@ -283,7 +313,7 @@ impl LocalAccounts {
                 subject: "Confirm your email to finish signing up".into(),
                 text: format!(
                     "Someone, hopefully you, asked to create an account with this email.\n\n\
-                     To finish, open this link within 24 hours:\n{}/auth/confirm?token={token}{next}\n\n\
+                     To finish, open this link within 24 hours and choose your password:\n{}/auth/confirm?token={token}{next}\n\n\
                      If it was not you, ignore this message: no account is made without the link.\n",
                     self.public_url
                 ),
@@ -298,27 +328,34 @@ impl LocalAccounts {
         Ok(is_token(token) && self.kv.get(&keys::sign_up(token)).await?.is_some())
     }
 
-    /// The emailed link was opened: create the account. Repeating a confirmation that was cut
-    /// short (the account made, the link not yet spent) finds its own account and succeeds.
-    pub async fn confirm_sign_up(&self, token: &str) -> Result<User, AccountError> {
+    /// The emailed link's page was sent with the password its owner chose: create the account.
+    /// The link is spent by one confirmation only; the account is written with set-if-absent, so
+    /// the first confirmed sign-up of an email wins.
+    pub async fn confirm_sign_up(&self, token: &str, password: &str) -> Result<Authenticated, AccountError> {
         if !is_token(token) {
             return Err(AccountError::LinkExpired);
         }
         let Some(json) = self.kv.get(&keys::sign_up(token)).await? else { return Err(AccountError::LinkExpired) };
         let pending: PendingSignUp =
             serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored sign-up is corrupt: {e}")))?;
-        let account =
-            Account { id: pending.id, email: pending.email.clone(), password_hash: pending.password_hash, created_at: crate::unix_now() };
-        let json = serde_json::to_string(&account).expect("an account serialises");
-        if !self.kv.set_if_absent(&keys::account(account.email.as_str()), &json).await? {
-            // Someone confirmed another sign-up for this email first, or this one already ran.
-            match self.account(&account.email).await? {
-                Some(existing) if existing.id == account.id => {}
-                _ => return Err(AccountError::EmailTaken),
+        check_password(password, pending.email.as_str())?;
+        let password_hash = self.hash_password(password).await?;
+        let kv = self.kv.clone();
+        let token = token.to_string();
+        // Spent and written in a task of its own: a client hanging up cannot stop it in between.
+        detached(async move {
+            let Some(json) = kv.take(&keys::sign_up(&token)).await? else { return Err(AccountError::LinkExpired) };
+            let pending: PendingSignUp =
+                serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored sign-up is corrupt: {e}")))?;
+            let password = fingerprint(&password_hash);
+            let account = Account { id: pending.id, email: pending.email, password_hash, created_at: crate::unix_now() };
+            let json = serde_json::to_string(&account).expect("an account serialises");
+            if !kv.set_if_absent(&keys::account(account.email.as_str()), &json).await? {
+                return Err(AccountError::EmailTaken); // another sign-up for this email was confirmed first
             }
-        }
-        self.kv.delete(&keys::sign_up(token)).await?;
-        Ok(User { id: account.id, email: account.email })
+            Ok(Authenticated { user: User { id: account.id, email: account.email }, password })
+        })
+        .await
     }
 
     /// Email a password-reset link when the email has an account, or a note that it has none.
@@ -372,44 +409,74 @@ impl LocalAccounts {
         Ok(self.reset_link_account(token).await?.is_some())
     }
 
-    /// Set a new password through a reset link, and sign the account out everywhere. The sessions
-    /// end before the password changes, so a request cut short between the two never leaves a
-    /// changed password with the old sessions alive (the link stays good until the change).
+    /// Set a new password through a reset link. Every session made with the old password ends
+    /// with it (their fingerprint no longer matches), and older ones too. The link is spent by
+    /// one reset only, in a step a client hanging up cannot cut short.
     pub async fn reset_password(&self, token: &str, password: &str) -> Result<User, AccountError> {
         let account = self.reset_link_account(token).await?.ok_or(AccountError::LinkExpired)?;
         check_password(password, account.email.as_str())?;
         let password_hash = self.hash_password(password).await?;
-        let user = User { id: account.id.clone(), email: account.email.clone() };
-        self.end_all_sessions(&user).await?;
-        let json = serde_json::to_string(&Account { password_hash, ..account }).expect("an account serialises");
-        self.kv.set(&keys::account(user.email.as_str()), &json).await?;
-        self.kv.delete(&keys::password_reset(token)).await?;
+        let (kv, token) = (self.kv.clone(), token.to_string());
+        let user = detached(async move {
+            let Some(json) = kv.take(&keys::password_reset(&token)).await? else { return Err(AccountError::LinkExpired) };
+            let record: ResetRecord =
+                serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored reset link is corrupt: {e}")))?;
+            let current = match kv.get(&keys::account(record.email.as_str())).await? {
+                Some(json) => {
+                    serde_json::from_str::<Account>(&json).map_err(|e| KvError::Unavailable(format!("stored account is corrupt: {e}")))?
+                }
+                None => return Err(AccountError::LinkExpired),
+            };
+            if fingerprint(&current.password_hash) != record.password {
+                return Err(AccountError::LinkExpired); // the password changed since the link was made
+            }
+            let user = User { id: current.id.clone(), email: current.email.clone() };
+            // Sessions from before fingerprints end by time.
+            kv.set(&keys::signed_out_before(&user.id), &crate::unix_now_ms().to_string()).await?;
+            let json = serde_json::to_string(&Account { password_hash, ..current }).expect("an account serialises");
+            kv.set(&keys::account(user.email.as_str()), &json).await?;
+            Ok(user)
+        })
+        .await?;
         // Whoever was locked out by guessing can sign in with the new password at once.
-        self.throttle.succeeded(&Attempt { account: user.email.as_str(), address: None }).await?;
+        self.throttle.succeeded(&Attempt { account: user.email.as_str(), known_device: None }).await?;
         Ok(user)
     }
 
-    /// Check the password, within the throttle's limits for this account and `address`.
-    pub async fn sign_in(&self, email: &str, password: &str, address: Option<IpAddr>) -> Result<User, AccountError> {
+    /// Check the password, within the throttle's limits for this account (or, from a browser
+    /// where it signed in before, `device`, for that browser alone). A success remembers the
+    /// browser: its device token is `device` when it had one, else a new one to set.
+    pub async fn sign_in(&self, email: &str, password: &str, device: Option<&str>) -> Result<(Authenticated, String), AccountError> {
         let parsed = Email::parse(email);
-        // Unparseable input is counted too (an address guessing junk is still guessing), cut short.
+        // Unparseable input is counted too (guessing junk is still guessing), cut short.
         let account_key =
             parsed.as_ref().map_or_else(|_| email.trim().to_lowercase().chars().take(254).collect(), |e| e.as_str().to_string());
-        let attempt = Attempt { account: &account_key, address };
+        let device = device.filter(|t| is_token(t));
+        let known_device = match device {
+            Some(token) if self.throttle.knows_device(token, &account_key).await? => Some(token),
+            _ => None,
+        };
+        let attempt = Attempt { account: &account_key, known_device };
         if let Some(seconds) = self.throttle.must_wait(&attempt).await? {
             crate::telemetry::metrics::METRICS.sign_in_throttled.with_label_values(&["sign_in"]).inc();
             return Err(AccountError::Throttled(seconds));
         }
-        let outcome = self.check_password(parsed, password).await;
-        match &outcome {
-            Ok(_) => self.throttle.succeeded(&attempt).await?,
-            Err(AccountError::BadCredentials) => self.throttle.failed(&attempt).await?,
-            Err(_) => {}
-        }
-        outcome
+        let authenticated = match self.check_password(parsed, password).await {
+            Ok(authenticated) => authenticated,
+            Err(e) => {
+                if matches!(e, AccountError::BadCredentials) {
+                    self.throttle.failed(&attempt).await?;
+                }
+                return Err(e);
+            }
+        };
+        self.throttle.succeeded(&attempt).await?;
+        let device = device.map_or_else(|| crate::random_token(32), str::to_string);
+        self.throttle.remember_device(&device, &account_key).await?;
+        Ok((authenticated, device))
     }
 
-    async fn check_password(&self, email: Result<Email, crate::domain::ParseError>, password: &str) -> Result<User, AccountError> {
+    async fn check_password(&self, email: Result<Email, crate::domain::ParseError>, password: &str) -> Result<Authenticated, AccountError> {
         let Ok(email) = email else { return Err(AccountError::BadCredentials) };
         let account = self.account(&email).await?;
         // Without an account, verify against a decoy hash anyway so timing does not reveal which part was wrong.
@@ -424,17 +491,21 @@ impl LocalAccounts {
             })
             .await?;
         match account {
-            Some(account) if matches => Ok(User { id: account.id, email: account.email }),
+            Some(account) if matches => {
+                Ok(Authenticated { password: fingerprint(&account.password_hash), user: User { id: account.id, email: account.email } })
+            }
             _ => Err(AccountError::BadCredentials),
         }
     }
 
-    /// A new session for `user`; returns the token for the cookie.
-    pub async fn start_session(&self, user: &User) -> Result<String, KvError> {
+    /// A new session for a user just authenticated; returns the token for the cookie.
+    pub async fn start_session(&self, authenticated: &Authenticated) -> Result<String, KvError> {
         let token = crate::random_token(32);
+        let user = &authenticated.user;
         let record = SessionRecord {
             user_id: user.id.clone(),
             email: user.email.clone(),
+            password: authenticated.password.clone(),
             created_at_ms: crate::unix_now_ms(),
             expires_at: crate::unix_now() + self.session_ttl.as_secs() as i64,
         };
@@ -493,8 +564,16 @@ impl LocalAccounts {
             self.kv.delete(&keys::session(token)).await?;
             return Ok(None);
         }
-        let revoked_before = self.kv.get(&keys::signed_out_before(&record.user_id)).await?.and_then(|t| t.parse::<i64>().ok());
-        if revoked_before.is_some_and(|t| record.created_at_ms <= t) {
+        let revoked_key = keys::signed_out_before(&record.user_id);
+        let (account, revoked_before) = tokio::try_join!(self.account(&record.email), self.kv.get(&revoked_key))?;
+        let revoked_before = revoked_before.and_then(|t| t.parse::<i64>().ok());
+        let password_changed = match &account {
+            Some(account) => {
+                account.id != record.user_id || (!record.password.is_empty() && fingerprint(&account.password_hash) != record.password)
+            }
+            None => true,
+        };
+        if password_changed || revoked_before.is_some_and(|t| record.created_at_ms <= t) {
             self.kv.delete(&keys::session(token)).await?;
             return Ok(None);
         }
@@ -537,66 +616,67 @@ mod tests {
         text[start..start + 32].to_string()
     }
 
+    fn request_with_session(token: &str) -> Parts {
+        axum::http::Request::builder().header("cookie", format!("other=1; tollgate_session={token}")).body(()).unwrap().into_parts().0
+    }
+
+    /// A new account through its emailed link, with a session.
+    async fn signed_up(accounts: &LocalAccounts, mailer: &Mailer, email: &str, password: &str) -> (User, Parts) {
+        accounts.sign_up(email, "/dashboard", None).await.unwrap();
+        let confirmed = accounts.confirm_sign_up(&link_token(mailer, "/auth/confirm"), password).await.unwrap();
+        let session = accounts.start_session(&confirmed).await.unwrap();
+        (confirmed.user, request_with_session(&session))
+    }
+
     #[tokio::test]
     async fn sign_up_by_link_then_sign_in_and_sessions() {
         let (kv, mailer, accounts) = accounts();
-        let email = accounts.sign_up(" Ada@Example.com ", "analytical engine", "/dashboard", None).await.unwrap();
+        let email = accounts.sign_up(" Ada@Example.com ", "/dashboard", None).await.unwrap();
         assert_eq!(email.as_str(), "ada@example.com");
-        assert!(accounts.sign_in("ada@example.com", "analytical engine", None).await.is_err(), "no account before the link");
+        assert!(mailer.outbox().unwrap()[0].mail.text.contains("choose your password"));
         let token = link_token(&mailer, "/auth/confirm");
-        let user = accounts.confirm_sign_up(&token).await.unwrap();
-        assert!(matches!(accounts.confirm_sign_up(&token).await, Err(AccountError::LinkExpired)), "a link works once");
+        assert!(matches!(accounts.confirm_sign_up(&token, "short").await, Err(AccountError::WeakPassword(_))));
+        assert!(accounts.sign_up_link_valid(&token).await.unwrap(), "a refused password leaves the link good");
+        let user = accounts.confirm_sign_up(&token, "analytical engine").await.unwrap().user;
+        assert!(matches!(accounts.confirm_sign_up(&token, "analytical engine").await, Err(AccountError::LinkExpired)), "a link works once");
         // A second sign-up for the same email is answered alike; the inbox hears the difference.
-        accounts.sign_up("ada@example.com", "another long one", "/dashboard", None).await.unwrap();
+        accounts.sign_up("ada@example.com", "/dashboard", None).await.unwrap();
         assert!(mailer.outbox().unwrap()[0].mail.text.contains("you already have one"));
-        assert_eq!(accounts.sign_in("ADA@example.com", "analytical engine", None).await.unwrap(), user);
-        let wrong_password = accounts.sign_in("ada@example.com", "difference engine", None).await.unwrap_err();
-        let no_account = accounts.sign_in("bob@example.com", "analytical engine", None).await.unwrap_err();
+        let (signed_in, device) = accounts.sign_in("ADA@example.com", "analytical engine", None).await.unwrap();
+        assert_eq!(signed_in.user, user);
+        assert!(is_token(&device), "a new browser is given a device token");
+        let wrong_password = accounts.sign_in("ada@example.com", "difference engine", None).await.err().unwrap();
+        let no_account = accounts.sign_in("bob@example.com", "analytical engine", None).await.err().unwrap();
         assert_eq!(wrong_password.to_string(), no_account.to_string(), "the message does not tell which part was wrong");
         let stored = kv.get(&keys::account("ada@example.com")).await.unwrap().unwrap();
         assert!(stored.contains("$argon2id$") && !stored.contains("analytical engine"));
 
-        let token = accounts.start_session(&user).await.unwrap();
-        let request = axum::http::Request::builder().header("cookie", format!("other=1; tollgate_session={token}")).body(()).unwrap();
-        let (parts, _) = request.into_parts();
+        let parts = request_with_session(&accounts.start_session(&signed_in).await.unwrap());
         assert_eq!(accounts.authenticate(&parts).await.unwrap(), Some(user));
         accounts.end_session(&parts).await.unwrap();
         assert_eq!(accounts.authenticate(&parts).await.unwrap(), None);
     }
 
-    /// Two sign-ups for one address, both links opened: the first makes the account, the second
-    /// is refused (and a confirmation cut short after creating the account can be repeated).
+    /// Someone signs up with another person's address: the owner's click sets the owner's password
+    /// (account pre-hijacking finds nothing to pre-set). Two sign-ups confirmed: the first wins.
     #[tokio::test]
-    async fn the_first_confirmed_sign_up_wins() {
-        let (kv, mailer, accounts) = accounts();
-        accounts.sign_up("eve@example.com", "first password here", "/app", None).await.unwrap();
+    async fn the_owner_of_the_address_chooses_the_password_and_the_first_confirmation_wins() {
+        let (_, mailer, accounts) = accounts();
+        accounts.sign_up("eve@example.com", "/app", None).await.unwrap(); // the attacker's sign-up
         let first = link_token(&mailer, "/auth/confirm");
         assert!(mailer.outbox().unwrap()[0].mail.text.contains("&next=%2Fapp"), "the link carries where to go next");
-        accounts.sign_up("eve@example.com", "second password here", "/dashboard", None).await.unwrap();
+        accounts.sign_up("eve@example.com", "/dashboard", None).await.unwrap();
         let second = link_token(&mailer, "/auth/confirm");
-        let user = accounts.confirm_sign_up(&first).await.unwrap();
-        assert!(matches!(accounts.confirm_sign_up(&second).await, Err(AccountError::EmailTaken)));
-        assert!(accounts.sign_in("eve@example.com", "first password here", None).await.is_ok());
-        // A confirmation whose account was written but whose link was not yet spent.
-        accounts.sign_up("sam@example.com", "sams long password", "/dashboard", None).await.unwrap();
-        let token = link_token(&mailer, "/auth/confirm");
-        let made = accounts.confirm_sign_up(&token).await.unwrap();
-        let pending = PendingSignUp {
-            id: made.id.clone(),
-            email: made.email.clone(),
-            password_hash: accounts.hash_password("sams long password").await.unwrap(),
-        };
-        kv.set(&keys::sign_up(&token), &serde_json::to_string(&pending).unwrap()).await.unwrap();
-        assert_eq!(accounts.confirm_sign_up(&token).await.unwrap(), made);
-        assert_ne!(user, made);
+        accounts.confirm_sign_up(&first, "the owners password").await.unwrap();
+        assert!(matches!(accounts.confirm_sign_up(&second, "second password here").await, Err(AccountError::EmailTaken)));
+        assert!(accounts.sign_in("eve@example.com", "the owners password", None).await.is_ok());
+        assert!(accounts.sign_in("eve@example.com", "second password here", None).await.is_err());
     }
 
     #[tokio::test]
     async fn password_reset_links_work_once_and_end_every_session() {
         let (_, mailer, accounts) = accounts();
-        accounts.sign_up("lin@example.com", "old long password", "/dashboard", None).await.unwrap();
-        let user = accounts.confirm_sign_up(&link_token(&mailer, "/auth/confirm")).await.unwrap();
-        let session = accounts.start_session(&user).await.unwrap();
+        let (user, session) = signed_up(&accounts, &mailer, "lin@example.com", "old long password").await;
         accounts.request_password_reset("ghost@example.com", None).await.unwrap();
         assert!(mailer.outbox().unwrap()[0].mail.text.contains("it has no account"));
         accounts.request_password_reset("LIN@example.com", None).await.unwrap();
@@ -605,40 +685,101 @@ mod tests {
         let newer = link_token(&mailer, "/auth/reset/new");
         assert!(accounts.reset_link_valid(&older).await.unwrap());
         assert!(matches!(accounts.reset_password(&newer, "short").await, Err(AccountError::WeakPassword(_))));
-        // The session was made in this millisecond at the latest; revocation is by time.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        accounts.reset_password(&newer, "new long password").await.unwrap();
+        assert_eq!(accounts.reset_password(&newer, "new long password").await.unwrap(), user);
         assert!(accounts.sign_in("lin@example.com", "old long password", None).await.is_err());
         assert!(accounts.sign_in("lin@example.com", "new long password", None).await.is_ok());
-        let request = axum::http::Request::builder().header("cookie", format!("tollgate_session={session}")).body(()).unwrap();
-        assert_eq!(accounts.authenticate(&request.into_parts().0).await.unwrap(), None, "the old session ended");
+        assert_eq!(accounts.authenticate(&session).await.unwrap(), None, "the old session ended");
         for spent in [&newer, &older] {
             assert!(matches!(accounts.reset_password(spent, "third long password").await, Err(AccountError::LinkExpired)));
         }
     }
 
-    /// A store whose every operation from the `n`th on never finishes, as if the client hung up
-    /// there (the future is then dropped).
-    struct StopsAt {
-        inner: crate::kv::memory::MemoryKv,
-        left: std::sync::atomic::AtomicI64,
-        stopped: tokio::sync::Notify,
+    /// A sign-in that checked the old password a moment before a reset changed it makes a session
+    /// that the reset still ends: sessions carry the fingerprint of the hash they were checked
+    /// against, not the time they were made.
+    #[tokio::test]
+    async fn a_session_from_a_sign_in_that_raced_a_reset_ends_with_the_old_password() {
+        let (_, mailer, accounts) = accounts();
+        signed_up(&accounts, &mailer, "raced@example.com", "old long password").await;
+        // The sign-in has checked the old password, and is about to store its session…
+        let (checked, _) = accounts.sign_in("raced@example.com", "old long password", None).await.unwrap();
+        accounts.request_password_reset("raced@example.com", None).await.unwrap();
+        accounts.reset_password(&link_token(&mailer, "/auth/reset/new"), "new long password").await.unwrap();
+        // … and stores it after the reset (later than the reset's "signed out before").
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let late = request_with_session(&accounts.start_session(&checked).await.unwrap());
+        assert_eq!(accounts.authenticate(&late).await.unwrap(), None, "a session of the old password");
+        let (fresh, _) = accounts.sign_in("raced@example.com", "new long password", None).await.unwrap();
+        let fresh = request_with_session(&accounts.start_session(&fresh).await.unwrap());
+        assert!(accounts.authenticate(&fresh).await.unwrap().is_some());
     }
 
-    impl StopsAt {
-        /// `op` starts only once the gate lets it (the in-memory store does its work when called).
+    /// Sixteen clicks of one link at once: exactly one spends it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_clicks_of_one_link_make_one_success() {
+        let (_, mailer, accounts) = accounts();
+        let accounts = Arc::new(accounts);
+        accounts.sign_up("twin@example.com", "/dashboard", None).await.unwrap();
+        let token = link_token(&mailer, "/auth/confirm");
+        let clicks = (0..16).map(|n| {
+            let (accounts, token) = (accounts.clone(), token.clone());
+            tokio::spawn(async move { accounts.confirm_sign_up(&token, &format!("password number {n}")).await.is_ok() })
+        });
+        let successes = futures_count(clicks).await;
+        assert_eq!(successes, 1);
+        accounts.request_password_reset("twin@example.com", None).await.unwrap();
+        let token = link_token(&mailer, "/auth/reset/new");
+        let clicks = (0..16).map(|n| {
+            let (accounts, token) = (accounts.clone(), token.clone());
+            tokio::spawn(async move { accounts.reset_password(&token, &format!("new password number {n}")).await.is_ok() })
+        });
+        assert_eq!(futures_count(clicks).await, 1);
+    }
+
+    async fn futures_count(tasks: impl Iterator<Item = tokio::task::JoinHandle<bool>>) -> usize {
+        let mut successes = 0;
+        for task in tasks.collect::<Vec<_>>() {
+            successes += task.await.unwrap() as usize;
+        }
+        successes
+    }
+
+    #[tokio::test]
+    async fn a_remembered_device_signs_in_while_the_account_is_locked() {
+        let (_, mailer, accounts) = accounts();
+        signed_up(&accounts, &mailer, "owner@example.com", "the right password").await;
+        let (_, device) = accounts.sign_in("owner@example.com", "the right password", None).await.unwrap();
+        for _ in 0..12 {
+            let _ = accounts.sign_in("owner@example.com", "a wrong guess!", None).await;
+        }
+        assert!(matches!(accounts.sign_in("owner@example.com", "the right password", None).await, Err(AccountError::Throttled(_))));
+        let (_, kept) = accounts.sign_in("owner@example.com", "the right password", Some(&device)).await.unwrap();
+        assert_eq!(kept, device, "the browser keeps its token");
+        let stranger = crate::random_token(32);
+        assert!(
+            matches!(accounts.sign_in("owner@example.com", "the right password", Some(&stranger)).await, Err(AccountError::Throttled(_))),
+            "a device cookie of no earlier success is no key"
+        );
+    }
+
+    /// A store whose `n`th operation from now tells the test to drop its caller's future (a
+    /// client hanging up there); the operation itself completes.
+    struct CutsAt {
+        inner: crate::kv::memory::MemoryKv,
+        left: std::sync::atomic::AtomicI64,
+        cut: tokio::sync::Notify,
+    }
+
+    impl CutsAt {
         fn pass<'a, T: Send + 'a>(&'a self, op: impl FnOnce() -> crate::kv::KvFuture<'a, T> + Send + 'a) -> crate::kv::KvFuture<'a, T> {
-            Box::pin(async move {
-                if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
-                    self.stopped.notify_one();
-                    std::future::pending::<()>().await;
-                }
-                op().await
-            })
+            if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                self.cut.notify_waiters();
+            }
+            op()
         }
     }
 
-    impl crate::kv::Kv for StopsAt {
+    impl crate::kv::Kv for CutsAt {
         fn get<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, Option<String>> {
             self.pass(move || self.inner.get(key))
         }
@@ -650,6 +791,9 @@ mod tests {
         }
         fn delete<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, ()> {
             self.pass(move || self.inner.delete(key))
+        }
+        fn take<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, Option<String>> {
+            self.pass(move || self.inner.take(key))
         }
         fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> crate::kv::KvFuture<'a, ()> {
             self.pass(move || self.inner.set_expiring(key, value, ttl))
@@ -689,57 +833,71 @@ mod tests {
         }
     }
 
-    /// A confirmation or a reset cut short after any number of store operations (the client hung
-    /// up) leaves things so that repeating the link finishes the job, and never a new password
-    /// beside the old sessions.
+    /// A confirmation or a reset whose client hangs up after any number of store operations
+    /// leaves one of two states, never a third: nothing done and the link still good, or all
+    /// done and the link spent (never a spent link without the account, never a new password
+    /// beside a session of the old one).
     #[tokio::test]
-    async fn links_cut_short_anywhere_can_be_repeated() {
-        let kv = Arc::new(StopsAt { inner: Default::default(), left: i64::MAX.into(), stopped: Default::default() });
+    async fn links_cut_short_anywhere_are_done_whole_or_not_at_all() {
+        use crate::kv::Kv as _;
+        let kv = Arc::new(CutsAt { inner: Default::default(), left: i64::MAX.into(), cut: Default::default() });
         let mailer = Arc::new(Mailer::new(&crate::config::MailSettings::Outbox).unwrap());
         let accounts = LocalAccounts::new(kv.clone(), mailer.clone(), "http://app.test".into(), false, Duration::from_secs(86_400));
-        let stop_after = |n: i64| kv.left.store(n, std::sync::atomic::Ordering::SeqCst);
-        // Run `work` until it finishes (Some) or stops at the store (None: the future is dropped).
-        async fn cut_short<T>(kv: &StopsAt, work: impl std::future::Future<Output = T>) -> Option<T> {
-            tokio::select! {
+        let cut_after = |n: i64| kv.left.store(n, std::sync::atomic::Ordering::SeqCst);
+        // Run `work` until it finishes (Some) or the store says to hang up (None: dropped), then
+        // let whatever it left running finish.
+        async fn cut_short<T>(kv: &CutsAt, work: impl std::future::Future<Output = T>) -> Option<T> {
+            let done = tokio::select! {
                 done = work => Some(done),
-                _ = kv.stopped.notified() => None,
+                _ = kv.cut.notified() => None,
+            };
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            done
+        }
+        let mut cuts = 0;
+        for n in 0.. {
+            let email = format!("cut{n}@example.com");
+            accounts.sign_up(&email, "/dashboard", None).await.unwrap();
+            let token = link_token(&mailer, "/auth/confirm");
+            cut_after(n);
+            let attempt = cut_short(&kv, accounts.confirm_sign_up(&token, "first long password")).await;
+            cut_after(i64::MAX);
+            let made = kv.inner.get(&keys::account(&email)).await.unwrap().is_some();
+            let link_good = accounts.sign_up_link_valid(&token).await.unwrap();
+            assert!(made != link_good, "cut after {n} steps: account made {made}, link still good {link_good}");
+            match attempt {
+                Some(done) => {
+                    done.unwrap();
+                    break;
+                }
+                None => cuts += 1,
             }
         }
-        accounts.sign_up("cut@example.com", "first long password", "/dashboard", None).await.unwrap();
-        let token = link_token(&mailer, "/auth/confirm");
-        let mut stops = 0;
-        let user = loop {
-            stop_after(stops);
-            let attempt = cut_short(&kv, accounts.confirm_sign_up(&token)).await;
-            stop_after(i64::MAX);
-            match attempt {
-                Some(done) => break done.unwrap_or_else(|e| panic!("confirmation cut after {stops} steps, then: {e}")),
-                None => stops += 1,
+        assert!(cuts >= 1, "the confirmation was cut ({cuts})");
+
+        let (_, session) = signed_up(&accounts, &mailer, "reset@example.com", "first long password").await;
+        let mut cuts = 0;
+        for n in 0.. {
+            accounts.request_password_reset("reset@example.com", None).await.unwrap();
+            let token = link_token(&mailer, "/auth/reset/new");
+            let password = format!("new password {n}");
+            cut_after(n);
+            let attempt = cut_short(&kv, accounts.reset_password(&token, &password)).await;
+            cut_after(i64::MAX);
+            let changed = accounts.check_password(Email::parse("reset@example.com"), &password).await.is_ok();
+            let link_good = accounts.reset_link_valid(&token).await.unwrap();
+            let old_session = accounts.authenticate(&session).await.unwrap().is_some();
+            assert!(changed != link_good, "cut after {n} steps: changed {changed}, link good {link_good}");
+            assert!(!(changed && old_session), "cut after {n} steps: a new password beside the old session");
+            if changed {
+                assert!(attempt.is_none() || attempt.unwrap().is_ok());
+                break;
             }
-        };
-        assert!(stops >= 3, "the confirmation was cut at each of its steps ({stops})");
-        let session = accounts.start_session(&user).await.unwrap();
-        let request = axum::http::Request::builder().header("cookie", format!("tollgate_session={session}")).body(()).unwrap();
-        let parts = request.into_parts().0;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        accounts.request_password_reset("cut@example.com", None).await.unwrap();
-        let token = link_token(&mailer, "/auth/reset/new");
-        let mut stops = 0;
-        let reset_for = loop {
-            stop_after(stops);
-            let attempt = cut_short(&kv, accounts.reset_password(&token, "second long password")).await;
-            stop_after(i64::MAX);
-            let changed = accounts.check_password(Email::parse("cut@example.com"), "second long password").await.is_ok();
-            let old_session = accounts.authenticate(&parts).await.unwrap().is_some();
-            assert!(!(changed && old_session), "cut after {stops} steps: a new password beside the old session");
-            match attempt {
-                Some(done) => break done.unwrap(),
-                None if changed => break user.clone(), // the password changed; the spent link is refused from now on
-                None => stops += 1,
-            }
-        };
-        assert_eq!(reset_for, user);
-        assert!(stops >= 4, "the reset was cut at each of its steps ({stops})");
+            cuts += 1;
+        }
+        assert!(cuts >= 2, "the reset was cut before it changed anything ({cuts})");
     }
 
     #[tokio::test]

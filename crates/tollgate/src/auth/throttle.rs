@@ -1,10 +1,17 @@
-//! Sign-in throttling. Failed attempts are counted per account and per client address in the KV,
-//! so the limits hold across instances; past a few free attempts each failure imposes a growing
-//! wait (2 s, 4 s, … 32 s), then a lock for the rest of the window. The same answer comes whether
-//! or not the account exists, and a success clears the account's count.
+//! Sign-in throttling. Failed attempts are counted per account in the KV, so the limits hold
+//! across instances; past a few free attempts each failure imposes a growing wait (2 s, 4 s, …
+//! 32 s), then a lock for the rest of the window. The same answer comes whether or not the
+//! account exists, and a success clears the account's count.
 //!
-//! Emails (sign-up and reset links) are limited too, so the forms cannot be used to flood an
-//! inbox or to send mail in bulk: a few per recipient, more per client address, in each window.
+//! A lock never shuts out an account's owner: a browser where the account signed in before (a
+//! remembered device, by cookie) counts its failures apart, so a correct password from it still
+//! signs in while someone elsewhere guesses. Nor does an address ever lock sign-ins: behind a
+//! proxy or in an office many people share one, and a lock per address lets one of them shut
+//! everyone out.
+//!
+//! Emails (sign-up and reset links) are limited per recipient and per client address, so the
+//! forms cannot be used to flood an inbox or to send mail in bulk: an address that asks too often
+//! is refused new sign-ups and resets for the rest of the window.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,10 +20,10 @@ use crate::kv::{keys, KvError, SharedKv};
 
 /// Failures are counted over this window (from the first one), and the lock lasts this long.
 const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Failures allowed before waits start: few for one account, many for one address (a whole office
-/// or a proxy can share it).
+/// Failures allowed before waits start, for an account (or for one remembered device of it).
 const FREE_PER_ACCOUNT: u64 = 5;
-const FREE_PER_ADDRESS: u64 = 50;
+/// How long a browser is remembered as one where an account signed in.
+pub const DEVICE_REMEMBERED: Duration = Duration::from_secs(180 * 86_400);
 /// Growing waits after the free attempts, before the lock.
 const GROWING_WAITS: u64 = 5;
 /// Emails one recipient is sent, and one client address may cause (a whole office can share
@@ -47,19 +54,21 @@ pub struct Throttle {
     kv: SharedKv,
 }
 
-/// Who an attempt counts against.
+/// Who an attempt counts against: the account, or — from a remembered device of it — that
+/// device alone.
 pub struct Attempt<'a> {
     pub account: &'a str,
-    pub address: Option<IpAddr>,
+    /// The device token of a browser where this account signed in before.
+    pub known_device: Option<&'a str>,
 }
 
 impl Attempt<'_> {
-    fn subjects(&self) -> Vec<(&'static str, String, u64)> {
-        let mut subjects = vec![("account", self.account.to_string(), FREE_PER_ACCOUNT)];
-        if let Some(address) = self.address {
-            subjects.push(("address", address.to_string(), FREE_PER_ADDRESS));
+    fn subject(&self) -> (&'static str, String) {
+        use sha2::{Digest, Sha256};
+        match self.known_device {
+            Some(token) => ("device", format!("{}:{}", &hex::encode(Sha256::digest(token.as_bytes()))[..32], self.account)),
+            None => ("account", self.account.to_string()),
         }
-        subjects
     }
 }
 
@@ -71,25 +80,29 @@ impl Throttle {
     /// Seconds to wait before this attempt may be checked, if it must wait.
     pub async fn must_wait(&self, attempt: &Attempt<'_>) -> Result<Option<u64>, KvError> {
         let now = crate::unix_now();
-        let mut longest = None;
-        for (kind, subject, _) in attempt.subjects() {
-            let until = self.kv.get(&keys::throttle(&format!("{kind}-lock"), &subject)).await?.and_then(|t| t.parse::<i64>().ok());
-            if let Some(until) = until.filter(|until| *until > now) {
-                longest = longest.max(Some((until - now) as u64));
-            }
-        }
-        Ok(longest)
+        let (kind, subject) = attempt.subject();
+        let until = self.kv.get(&keys::throttle(&format!("{kind}-lock"), &subject)).await?.and_then(|t| t.parse::<i64>().ok());
+        Ok(until.filter(|until| *until > now).map(|until| (until - now) as u64))
     }
 
     pub async fn failed(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {
-        for (kind, subject, free) in attempt.subjects() {
-            let failures = self.kv.increment(&keys::throttle(kind, &subject), WINDOW).await?;
-            if let Some(wait) = wait_after(failures, free) {
-                let until = crate::unix_now() + wait.as_secs() as i64;
-                self.kv.set_expiring(&keys::throttle(&format!("{kind}-lock"), &subject), &until.to_string(), wait).await?;
-            }
+        let (kind, subject) = attempt.subject();
+        let failures = self.kv.increment(&keys::throttle(kind, &subject), WINDOW).await?;
+        if let Some(wait) = wait_after(failures, FREE_PER_ACCOUNT) {
+            let until = crate::unix_now() + wait.as_secs() as i64;
+            self.kv.set_expiring(&keys::throttle(&format!("{kind}-lock"), &subject), &until.to_string(), wait).await?;
         }
         Ok(())
+    }
+
+    /// Whether `token` (a device cookie) belongs to a browser where `account` signed in before.
+    pub async fn knows_device(&self, token: &str, account: &str) -> Result<bool, KvError> {
+        Ok(self.kv.get(&keys::device(token, account)).await?.is_some())
+    }
+
+    /// `account` signed in from the browser holding `token`: remember it.
+    pub async fn remember_device(&self, token: &str, account: &str) -> Result<(), KvError> {
+        self.kv.set_expiring(&keys::device(token, account), "1", DEVICE_REMEMBERED).await
     }
 
     /// Count a request that would email `recipient`, from `address`.
@@ -106,6 +119,10 @@ impl Throttle {
     }
 
     pub async fn succeeded(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {
+        let (kind, subject) = attempt.subject();
+        if kind != "account" {
+            self.kv.delete(&keys::throttle(kind, &subject)).await?;
+        }
         self.kv.delete(&keys::throttle("account", attempt.account)).await
     }
 }
@@ -120,6 +137,5 @@ mod tests {
         assert_eq!(wait_after(5, 5), Some(Duration::from_secs(2)));
         assert_eq!(wait_after(9, 5), Some(Duration::from_secs(32)));
         assert_eq!(wait_after(10, 5), Some(WINDOW));
-        assert_eq!(wait_after(49, 50), None);
     }
 }

@@ -1,10 +1,10 @@
 //! The account pages and their form posts: sign-in, sign-up and its emailed confirmation, password
 //! reset, sign-out, and the development outbox. The rules behind them are in `auth::local`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,8 +17,11 @@ use super::extract::{CurrentUser, REFRESHING_COOKIE};
 use super::pages::{notice_text, PageQuery};
 use super::views::{AuthPage, CheckEmail, ClerkPage, ConfirmPage, Frame, NewPasswordPage, OutboxMessage, OutboxPage, ResetPage};
 use crate::auth::clerk::ClerkAuth;
-use crate::auth::local::{AccountError, SESSION_COOKIE_DAYS};
-use crate::domain::User;
+use crate::auth::cookie;
+use crate::auth::local::{device_cookie_name, AccountError, Authenticated, SESSION_COOKIE_DAYS};
+use crate::auth::throttle::DEVICE_REMEMBERED;
+use crate::domain::UserId;
+use crate::gateway::headers::ClientAddr;
 use crate::state::AppState;
 
 /// Only a path on this site, from a strict set of characters, is followed after sign-in; anything
@@ -34,11 +37,11 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// The client's address as the accept loop saw it (`http::serve`), for throttling.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+/// The client's address as the edge read it (`http::edge`, `TRUSTED_PROXIES`), for throttling.
+type Client = Option<Extension<ClientAddr>>;
 
-fn address(peer: Peer) -> Option<IpAddr> {
-    peer.map(|Extension(ConnectInfo(addr))| addr.ip())
+fn address(client: Client) -> Option<IpAddr> {
+    client.map(|Extension(client)| client.ip())
 }
 
 fn unreadable_form() -> Response {
@@ -136,19 +139,36 @@ pub struct Credentials {
     next: Option<String>,
 }
 
-fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+/// The sign-up form: an email (the password is chosen on the emailed link's page).
+#[derive(Deserialize)]
+pub struct SignUpForm {
+    #[serde(default)]
+    email: String,
+    next: Option<String>,
+}
+
+fn cookie_header(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
-    let name = state.accounts.session_cookie();
     HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
         .expect("cookie text is ASCII")
 }
 
-/// Sign the user in (new session cookie) and continue to `next`.
-async fn signed_in(state: &AppState, user: &User, next: &str) -> Response {
-    match state.accounts.start_session(user).await {
+fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    cookie_header(state, state.accounts.session_cookie(), value, max_age)
+}
+
+/// Sign the user in (new session cookie) and continue to `next`; `device` is this browser's
+/// token as one where the account signed in (`auth::throttle`), to keep in its cookie.
+async fn signed_in(state: &AppState, authenticated: &Authenticated, next: &str, device: Option<&str>) -> Response {
+    match state.accounts.start_session(authenticated).await {
         Ok(token) => {
             let mut response = Redirect::to(next).into_response();
             response.headers_mut().append(header::SET_COOKIE, session_cookie(state, &token, SESSION_COOKIE_DAYS * 86_400));
+            if let Some(device) = device {
+                let name = device_cookie_name(state.secure_cookies);
+                let cookie = cookie_header(state, name, device, DEVICE_REMEMBERED.as_secs() as i64);
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             // A new CSRF token with the new session: one planted before sign-in is worthless after.
             response.headers_mut().append(header::SET_COOKIE, super::csrf::new_token_cookie(state));
             response
@@ -166,12 +186,12 @@ fn check_email(state: &AppState, csrf: &str, email: &str, purpose: &str) -> Resp
 pub async fn sign_up(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
-    peer: Peer,
-    form: Result<Form<Credentials>, FormRejection>,
+    client: Client,
+    form: Result<Form<SignUpForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else { return unreadable_form() };
     let next = safe_next(form.next.as_deref());
-    match state.accounts.sign_up(&form.email, &form.password, &next, address(peer)).await {
+    match state.accounts.sign_up(&form.email, &next, address(client)).await {
         Ok(email) => check_email(&state, &csrf, email.as_str(), "finish signing up"),
         Err(e) => {
             let message = e.to_string();
@@ -183,13 +203,14 @@ pub async fn sign_up(
 pub async fn sign_in(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
-    peer: Peer,
+    parts: Parts,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else { return unreadable_form() };
     let next = safe_next(form.next.as_deref());
-    match state.accounts.sign_in(&form.email, &form.password, address(peer)).await {
-        Ok(user) => signed_in(&state, &user, &next).await,
+    let device = cookie(&parts, device_cookie_name(state.secure_cookies));
+    match state.accounts.sign_in(&form.email, &form.password, device).await {
+        Ok((authenticated, device)) => signed_in(&state, &authenticated, &next, Some(&device)).await,
         Err(e) => {
             let message = e.to_string();
             form_error(&e, AuthPage { sign_in_error: Some(&message), ..auth_page_for(&csrf, &next, &form.email) })
@@ -205,30 +226,50 @@ pub struct LinkQuery {
     next: Option<String>,
 }
 
-/// The sign-up link's page: a button that confirms (a GET never creates the account, so a mail
-/// scanner that follows links does not spend it).
+/// The sign-up link's page: its owner chooses the password there (a GET never creates the
+/// account, so a mail scanner that follows links does not spend it).
 pub async fn confirm_page(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(link): Query<LinkQuery>) -> Response {
     match state.accounts.sign_up_link_valid(&link.token).await {
         Ok(true) => {
             let next = safe_next(link.next.as_deref());
-            ConfirmPage { frame: Frame { csrf: &csrf, ..Frame::default() }, token: &link.token, next: &next }.into_response()
+            ConfirmPage { frame: Frame { csrf: &csrf, ..Frame::default() }, token: &link.token, next: &next, error: None }.into_response()
         }
         Ok(false) => link_expired(),
         Err(e) => form_error(&e, ()),
     }
 }
 
-/// Create the account from its link and sign in; a new account lands on its dashboard with a
-/// welcome, unless it was on its way elsewhere.
-pub async fn confirm(State(state): State<AppState>, form: Result<Form<LinkQuery>, FormRejection>) -> Response {
+/// The confirmation form: the link's token, the chosen password, where to go next.
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+/// Create the account from its link with the chosen password and sign in; a new account lands on
+/// its dashboard with a welcome, unless it was on its way elsewhere (Checkout, say).
+pub async fn confirm(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    form: Result<Form<ConfirmForm>, FormRejection>,
+) -> Response {
     let Ok(Form(link)) = form else { return unreadable_form() };
-    match state.accounts.confirm_sign_up(&link.token).await {
-        Ok(user) => {
+    match state.accounts.confirm_sign_up(&link.token, &link.password).await {
+        Ok(authenticated) => {
             let next = match safe_next(link.next.as_deref()) {
                 dashboard if dashboard == "/dashboard" => "/dashboard?notice=welcome".to_string(),
                 next => next,
             };
-            signed_in(&state, &user, &next).await
+            signed_in(&state, &authenticated, &next, None).await
+        }
+        Err(e @ AccountError::WeakPassword(_)) => {
+            let (message, next) = (e.to_string(), safe_next(link.next.as_deref()));
+            let page =
+                ConfirmPage { frame: Frame { csrf: &csrf, ..Frame::default() }, token: &link.token, next: &next, error: Some(&message) };
+            form_error(&e, page)
         }
         Err(AccountError::EmailTaken) => {
             Failure::new(Surface::Page, StatusCode::CONFLICT, "email_taken", AccountError::EmailTaken.to_string()).into_response()
@@ -255,11 +296,11 @@ pub struct ResetRequest {
 pub async fn request_reset(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
-    peer: Peer,
+    client: Client,
     form: Result<Form<ResetRequest>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else { return unreadable_form() };
-    match state.accounts.request_password_reset(&form.email, address(peer)).await {
+    match state.accounts.request_password_reset(&form.email, address(client)).await {
         Ok(email) => check_email(&state, &csrf, email.as_str(), "choose a new password"),
         Err(e) => {
             let message = e.to_string();
@@ -297,8 +338,8 @@ pub async fn set_new_password(
 ) -> Response {
     let Ok(Form(form)) = form else { return unreadable_form() };
     match state.accounts.reset_password(&form.token, &form.password).await {
-        Ok(_) => {
-            state.identity_cache.forget_all();
+        Ok(user) => {
+            forget(&state, Some(&user.id));
             let mut response = Redirect::to("/auth?notice=password-changed").into_response();
             response.headers_mut().append(header::SET_COOKIE, session_cookie(&state, "", 0));
             response
@@ -315,14 +356,19 @@ pub async fn sign_out_everywhere(State(state): State<AppState>, CurrentUser(user
     if let Err(e) = state.accounts.end_all_sessions(&user).await {
         return Failure::from_kv(Surface::Page, e).into_response();
     }
-    signed_out(&state)
+    signed_out(&state, Some(&user.id))
 }
 
 pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
+    // Whose tunnels to close (a failure here only leaves them to their next recheck).
+    let user = match state.auth.session(&parts).await {
+        Ok(crate::auth::Session::SignedIn(user)) => Some(user.id),
+        _ => None,
+    };
     if let Some(clerk) = &state.clerk {
         return match clerk.sign_out(&parts).await {
             Ok(cookies) => {
-                state.identity_cache.forget_all();
+                forget(&state, user.as_ref());
                 let mut response = Redirect::to("/?notice=signed-out").into_response();
                 for cookie in cookies {
                     response.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie text is ASCII"));
@@ -335,12 +381,20 @@ pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
     if let Err(e) = state.accounts.end_session(&parts).await {
         return Failure::from_kv(Surface::Page, e).into_response();
     }
-    signed_out(&state)
+    signed_out(&state, user.as_ref())
 }
 
-/// After the sessions ended: nothing computed for them before is reused (`gateway::IdentityCache`).
-fn signed_out(state: &AppState) -> Response {
+/// Sessions ended (of `user`, when known): nothing computed for them before is reused
+/// (`gateway::identity::IdentityCache`), and the user's open WebSocket tunnels on this instance close.
+pub fn forget(state: &AppState, user: Option<&UserId>) {
     state.identity_cache.forget_all();
+    if let (Some(gateway), Some(user)) = (&state.gateway, user) {
+        gateway.tunnels.close_user(user.as_str());
+    }
+}
+
+fn signed_out(state: &AppState, user: Option<&UserId>) -> Response {
+    forget(state, user);
     let mut response = Redirect::to("/?notice=signed-out").into_response();
     response.headers_mut().append(header::SET_COOKIE, session_cookie(state, "", 0));
     response

@@ -14,7 +14,6 @@ use super::extract::CurrentUser;
 use crate::access::entitlement;
 use crate::domain::{PriceId, UserId};
 use crate::state::AppState;
-use sha2::{Digest, Sha256};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -72,9 +71,7 @@ pub async fn user_entitlement(State(state): State<AppState>, Path(id): Path<Stri
     let Some(expected) = &state.service_token else {
         return Err(Failure::not_found(Surface::Api));
     };
-    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    // Digests compared, so the time taken says nothing about the token.
-    if Sha256::digest(sent.as_bytes()) != Sha256::digest(expected.expose().as_bytes()) {
+    if !super::extract::bearer(&headers).is_some_and(|sent| expected.equals(sent)) {
         return Err(Failure::new(Surface::Api, StatusCode::UNAUTHORIZED, "unauthenticated", "A valid service token is required."));
     }
     let user = UserId::parse(&id).map_err(|e| Failure::bad_request(Surface::Api, "invalid_user", e.to_string()))?;

@@ -79,6 +79,7 @@ pub async fn clerk_webhook(State(state): State<AppState>, headers: HeaderMap, bo
             let user = user()?;
             state.billing.user_deleted(&user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
             clerk.forget(&user).await.map_err(|e| Failure::from_auth(Surface::Api, e))?;
+            super::accounts::forget(&state, Some(&user)); // a user gone: their tunnels too
         }
         _ => {} // user.created and the rest: the customer is made when the user first subscribes
     }

@@ -3,7 +3,7 @@
 //! which travel to the request log instead.
 
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -25,16 +25,35 @@ impl Surface {
     /// Browsers (which accept HTML) get pages, even for a form posted to `/api/…`; other callers of
     /// `/api/…`, and callers that send or ask for JSON, get JSON.
     pub fn of(parts: &Parts) -> Surface {
-        let header_text = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("");
+        Surface::from_headers(&parts.headers, parts.uri.path())
+    }
+
+    pub fn from_headers(headers: &HeaderMap, path: &str) -> Surface {
+        let header_text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("");
         let accept = header_text(header::ACCEPT);
         if accept.contains("text/html") {
             return Surface::Page;
         }
         let json = accept.contains("application/json") || header_text(header::CONTENT_TYPE).starts_with("application/json");
-        if parts.uri.path().starts_with("/api/") || json {
+        if path.starts_with("/api/") || json {
             Surface::Api
         } else {
             Surface::Page
+        }
+    }
+
+    /// For the product's paths (the gateway): only a page navigation is a page — a request the
+    /// browser marks `Sec-Fetch-Mode: navigate`, or one that asks for HTML and is no WebSocket
+    /// handshake. A script's `fetch` (`Accept: */*`), an API client, a WebSocket get JSON.
+    pub fn for_product(parts: &Parts) -> Surface {
+        let header_text = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("");
+        if parts.headers.contains_key(header::UPGRADE) {
+            return Surface::Api;
+        }
+        match header_text(HeaderName::from_static("sec-fetch-mode")) {
+            "navigate" => Surface::Page,
+            "" if header_text(header::ACCEPT).contains("text/html") => Surface::Page,
+            _ => Surface::Api,
         }
     }
 }
@@ -94,6 +113,9 @@ impl Failure {
             GatewayError::Unreachable(_) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unavailable", "The product is not answering right now. Try again in a moment.")
             }
+            GatewayError::ForeignUpgrade(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream_protocol", "The product answered with a protocol switch that is not forwarded.")
+            }
         };
         Failure { detail: Some(e.to_string()), ..Failure::new(surface, status, code, message) }
     }
@@ -111,6 +133,16 @@ impl Failure {
             redirect: Some("/?notice=subscribe".into()),
             ..Failure::new(surface, StatusCode::PAYMENT_REQUIRED, "subscription_required", "This needs an active subscription.")
         }
+    }
+
+    /// The request's path cannot be given one meaning (`gateway::path`).
+    pub fn bad_path(surface: Surface, refusal: crate::gateway::path::PathRefusal) -> Failure {
+        Failure::bad_request(surface, "invalid_path", format!("This address cannot be used: {refusal}."))
+    }
+
+    /// No room for another WebSocket tunnel right now.
+    pub fn tunnels_full(surface: Surface) -> Failure {
+        Failure::unavailable(surface, "Opening a live connection", "the WebSocket tunnels are at capacity".into())
     }
 
     pub fn forbidden(surface: Surface, message: &str) -> Failure {
@@ -194,7 +226,15 @@ impl IntoResponse for Failure {
         let detail = self.detail.clone().unwrap_or_else(|| self.message.clone());
         let mut response = match (self.surface, &self.redirect) {
             (Surface::Page, Some(to)) => (StatusCode::SEE_OTHER, [(header::LOCATION, to.clone())]).into_response(),
-            (Surface::Api, _) => (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response(),
+            (Surface::Api, redirect) => {
+                let mut response = (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response();
+                // Where a browser would have been sent: a hint for the script or client that asked.
+                let hint = redirect.as_deref().filter(|_| matches!(self.status, StatusCode::UNAUTHORIZED | StatusCode::PAYMENT_REQUIRED));
+                if let Some(value) = hint.and_then(|to| HeaderValue::from_str(to).ok()) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                response
+            }
             (Surface::Page, None) => {
                 (self.status, axum::response::Html(crate::http::views::error_page(self.status, &self.message))).into_response()
             }

@@ -20,7 +20,7 @@ pub const REFRESHING_COOKIE: &str = "tollgate_refreshing";
 
 /// Where to come back to after signing in (or refreshing): the page asked for; a form post cannot
 /// be replayed, so it comes back to the pricing page instead.
-fn back_to(parts: &Parts) -> &str {
+pub fn back_to(parts: &Parts) -> &str {
     if parts.method == Method::GET {
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     } else {
@@ -31,7 +31,18 @@ fn back_to(parts: &Parts) -> &str {
 /// The session of a request; a page load whose token needs renewing is sent through
 /// `/auth/refresh` once (the `Err`), other callers treat it as signed out.
 async fn session(parts: &Parts, state: &AppState) -> Result<Session, Failure> {
-    let surface = Surface::of(parts);
+    session_for(parts, state, Surface::of(parts)).await
+}
+
+/// Who is signed in, for a caller answered as `surface` (the gateway decides its own).
+pub async fn signed_in_user(parts: &Parts, state: &AppState, surface: Surface) -> Result<Option<User>, Failure> {
+    match session_for(parts, state, surface).await? {
+        Session::SignedIn(user) => Ok(Some(user)),
+        _ => Ok(None),
+    }
+}
+
+async fn session_for(parts: &Parts, state: &AppState, surface: Surface) -> Result<Session, Failure> {
     match state.auth.session(parts).await {
         Ok(Session::NeedsRefresh)
             if surface == Surface::Page && parts.method == Method::GET && cookie(parts, REFRESHING_COOKIE).is_none() =>
@@ -84,4 +95,9 @@ impl FromRequestParts<AppState> for Entitled {
             Err(Failure::not_entitled(surface))
         }
     }
+}
+
+/// The token of an `Authorization: Bearer` header, if the request has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }

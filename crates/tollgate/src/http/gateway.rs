@@ -1,12 +1,15 @@
 //! The product's side of Tollgate: the gateway (every request no Tollgate route answers goes on
 //! to `UPSTREAM_URL`, gated paths only for entitled users), and forward-auth (`GET /auth/verify`,
 //! for nginx `auth_request`, Traefik ForwardAuth and Caddy `forward_auth` in front of any app).
+//! Both decide on the canonical path the edge made (`http::edge`, `gateway::path`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -14,44 +17,42 @@ use serde_json::json;
 
 use super::deadline::REQUEST_DEADLINE;
 use super::error::{Failure, Surface};
-use super::extract::{CurrentUser, Entitled};
-use crate::access::entitlement;
+use super::extract::{back_to, signed_in_user};
+use crate::access::{entitled_from_cache, entitlement};
 use crate::auth::Session;
-use crate::gateway::{GatewayError, Headers, Identity};
+use crate::domain::UserId;
+use crate::gateway::headers::{is_websocket_upgrade, ClientAddr};
+use crate::gateway::identity::{Bound, Identity, Kept};
+use crate::gateway::tunnel::{ConnectionSlot, Ends};
+use crate::gateway::{Forwarded, Forwarding, GatewayError};
 use crate::state::AppState;
+
+/// A tunnel's recheck in progress: whether it may stay open.
+type Check = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
 /// Marks an answer that came from the product: Tollgate's security headers leave it as it is.
 #[derive(Clone, Copy)]
 pub struct FromProduct;
 
-/// Who is signed in, as identity headers (none for a visitor): for a gated path only an entitled
-/// user passes (others get Tollgate's sign-in or pricing answer); elsewhere anyone passes. The
-/// answer for the same credentials is reused for a moment (`gateway::IDENTITY_KEPT`).
-async fn identity_headers(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Option<Headers>, Failure> {
-    if let Some(kept) = state.auth.credential(parts).and_then(|c| state.identity_cache.get(&c)) {
-        if kept.entitled || !gated {
-            return Ok(Some(kept.headers));
+/// Who sent `parts`, as the product will be told (kept a moment per credential), or `None` for a
+/// visitor. On a gated path a visitor, or a user who is not entitled, is the `Err`: sign-in or
+/// pricing for a page, 401 or 402 for anything else (`surface`).
+async fn identity_for(state: &AppState, parts: &Parts, gated: bool, surface: Surface) -> Result<Option<Kept>, Failure> {
+    let credential = state.auth.credential(parts);
+    if let Some(kept) = credential.as_deref().and_then(|c| state.identity_cache.get(c)) {
+        if kept.identity.entitled || !gated {
+            return Ok(Some(kept));
         }
     }
-    let credential = state.auth.credential(parts).map(|c| c.into_owned());
-    let Some(identity) = identity(state, parts, gated).await? else { return Ok(None) };
-    let headers = state.identity_headers.of(&identity);
-    if let Some(credential) = credential {
-        state.identity_cache.keep(&credential, identity.entitled, headers.clone());
-    }
-    Ok(Some(headers))
-}
-
-async fn identity(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Option<Identity>, Failure> {
-    if gated {
-        let Entitled(user, entry) = Entitled::from_request_parts(parts, state).await?;
-        return Ok(Some(Identity::of(&user, &entry, true)));
-    }
-    let Some(CurrentUser(user)) = <CurrentUser as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state).await? else {
-        return Ok(None);
+    let Some(user) = signed_in_user(parts, state, surface).await? else {
+        return if gated { Err(Failure::signed_out(surface, back_to(parts))) } else { Ok(None) };
     };
-    let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(Surface::of(parts), e))?;
-    Ok(Some(Identity::of(&user, &access.entry, access.entitled)))
+    let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(Identity::of(&user, &access.entry, access.entitled)));
+    if gated && !access.entitled {
+        return Err(Failure::not_entitled(surface));
+    }
+    Ok(Some(kept))
 }
 
 /// The router's fallback: on to the product in gateway mode, 404 otherwise.
@@ -60,35 +61,122 @@ async fn identity(state: &AppState, parts: &mut Parts, gated: bool) -> Result<Op
 /// finding who is signed in must end within the request deadline, and the product must answer
 /// within `UPSTREAM_TIMEOUT` of being asked.
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let surface = Surface::of(&parts);
+    let (parts, body) = request.into_parts();
     let Some(gateway) = state.gateway.clone() else {
-        return Failure::not_found(surface).into_response();
+        return Failure::not_found(Surface::of(&parts)).into_response();
     };
-    let gated = gateway.is_gated(parts.uri.path());
+    let surface = Surface::for_product(&parts);
+    let gated = match state.gate.is_gated(parts.uri.path()) {
+        Ok(gated) => gated,
+        Err(refusal) => return Failure::bad_path(surface, refusal).into_response(),
+    };
+    let tunnel = match is_websocket_upgrade(&parts.headers) {
+        false => None,
+        true => match gateway.tunnels.reserve() {
+            Some(reservation) => Some(reservation),
+            None => {
+                // The connection is closed too: it was to become a tunnel, and must not hold a slot.
+                let mut refused = Failure::tunnels_full(surface).into_response();
+                refused.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                return refused;
+            }
+        },
+    };
     let deadline = tokio::time::sleep(REQUEST_DEADLINE);
     tokio::pin!(deadline);
     let found = tokio::select! {
-        found = identity_headers(&state, &mut parts, gated) => found,
+        found = identity_for(&state, &parts, gated, surface) => found,
         _ = &mut deadline => return Failure::timed_out(surface).into_response(),
     };
-    let headers = match found {
-        Ok(headers) => headers,
+    let identity = match found {
+        Ok(identity) => identity,
         Err(failure) => return failure.into_response(),
     };
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-    let proto = if state.secure_cookies { "https" } else { "http" };
+    let assertion = identity
+        .as_ref()
+        .and_then(|k| state.assertions.sign(&k.identity, Some(Bound { method: parts.method.as_str(), path: parts.uri.path() })));
+    let client = parts.extensions.get::<ClientAddr>().cloned().unwrap_or_else(|| ClientAddr::direct(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+    // What a tunnel needs once the product has switched: its connection's slot, its user, and
+    // (on a gated path) the credentials to check again.
+    let tunnel = tunnel.map(|reservation| {
+        let slot = parts.extensions.get::<ConnectionSlot>().cloned();
+        let user = identity.as_ref().map(|k| k.identity.sub.clone());
+        let credentials = credential_headers(&parts.headers);
+        (reservation, slot, user, credentials)
+    });
+    let forwarding = Forwarding {
+        identity: identity.map(|kept| (kept.headers, assertion)),
+        client: &client,
+        proto: if state.secure_cookies { "https" } else { "http" },
+        public_host: &state.public_host,
+    };
     deadline.as_mut().reset(tokio::time::Instant::now() + gateway.timeout());
-    let answered = tokio::select! {
-        answered = gateway.forward(Request::from_parts(parts, body), headers, peer, proto) => answered,
+    let forwarded = tokio::select! {
+        forwarded = gateway.forward(Request::from_parts(parts, body), forwarding) => forwarded,
         _ = &mut deadline => Err(GatewayError::Timeout(gateway.timeout())),
     };
-    match answered {
-        Ok(mut response) => {
-            response.extensions_mut().insert(FromProduct);
-            response
+    let mut response = match forwarded {
+        Ok(Forwarded::Answer(response)) => response,
+        Ok(Forwarded::Tunnel { answer, client, product }) => {
+            if let Some((reservation, slot, user, credentials)) = tunnel {
+                let (state, gateway) = (state.clone(), gateway.clone());
+                tokio::spawn(async move {
+                    let (Ok(client), Ok(product)) = tokio::join!(client, product) else { return };
+                    let recheck = match (&user, gated) {
+                        (Some(user), true) => UserId::parse(user).ok().map(|user| still_entitled(state, credentials, user)),
+                        _ => None,
+                    };
+                    gateway.tunnels.run(Ends { reservation, slot, user, client, product }, recheck).await;
+                });
+            }
+            answer
         }
-        Err(e) => Failure::from_gateway(surface, e).into_response(),
+        Err(e) => return Failure::from_gateway(surface, e).into_response(),
+    };
+    response.extensions_mut().insert(FromProduct);
+    response
+}
+
+/// The headers that carry a request's credentials (all a provider reads), kept for a tunnel's rechecks.
+fn credential_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [axum::http::header::COOKIE, axum::http::header::AUTHORIZATION] {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// A tunnel's recheck: is its user still signed in with the same credentials (built-in
+/// accounts; a Clerk token is short-lived by design, so Clerk's user is checked by id) and still
+/// entitled, from the KV alone? A store that cannot answer three times running counts as no.
+fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId) -> impl FnMut() -> Check {
+    let failures = Arc::new(AtomicU32::new(0));
+    let (credentials, user) = (Arc::new(credentials), Arc::new(user));
+    move || {
+        let (state, credentials, user, failures) = (state.clone(), credentials.clone(), user.clone(), failures.clone());
+        Box::pin(async move {
+            let answer = async {
+                if state.clerk.is_none() {
+                    let mut request = axum::http::Request::new(());
+                    *request.headers_mut() = (*credentials).clone();
+                    let (parts, _) = request.into_parts();
+                    match state.auth.session(&parts).await.map_err(|_| ())? {
+                        Session::SignedIn(signed_in) if signed_in.id == *user => {}
+                        _ => return Ok(false),
+                    }
+                }
+                entitled_from_cache(&state.billing, &state.policy, &user).await.map_err(|_| ())
+            };
+            match answer.await {
+                Ok(entitled) => {
+                    failures.store(0, Ordering::Relaxed);
+                    entitled
+                }
+                Err(()) => failures.fetch_add(1, Ordering::Relaxed) < 2,
+            }
+        })
     }
 }
 
@@ -99,35 +187,49 @@ pub struct VerifyQuery {
     deny: Option<u16>,
 }
 
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+
 /// `GET /auth/verify`: 200 with the identity headers for an entitled user, 401 when signed out,
 /// 402 (or `?deny=403`) when not entitled. Never a redirect: the proxy in front decides.
+///
+/// Every request it is asked about is gated, unless `FORWARD_AUTH_TRUST_URI` lets it read the
+/// path from the proxy (`X-Forwarded-Uri`, Traefik and Caddy; `X-Original-URI`, nginx): that path
+/// is made canonical and decided on as the gateway would (400, or 403 for nginx, when it cannot
+/// be; 200 for a visitor on an open path, without identity headers).
 pub async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQuery>, parts: Parts) -> Response {
+    let deny = if query.deny == Some(403) { StatusCode::FORBIDDEN } else { StatusCode::PAYMENT_REQUIRED };
     let answer = |status: StatusCode, code: &str| (status, Json(json!({ "error": { "code": code } }))).into_response();
-    let granted = |headers: Headers| {
-        let mut response = Json(json!({ "entitled": true })).into_response();
-        response.headers_mut().extend(headers.iter().cloned());
-        response
+    let header = |names: [&HeaderName; 2]| names.iter().find_map(|n| parts.headers.get(*n).and_then(|v| v.to_str().ok()));
+    let (gated, bound) = match header([&X_FORWARDED_URI, &X_ORIGINAL_URI]).filter(|_| state.gate.trust_forwarded_uri) {
+        None => (true, None),
+        Some(uri) => {
+            let path = uri.split(['?', '#']).next().unwrap_or("");
+            let decided = state.gate.canonical(path).and_then(|canonical| Ok((state.gate.is_gated(&canonical)?, canonical.into_owned())));
+            match decided {
+                Ok((gated, canonical)) => (gated, Some(canonical)),
+                Err(_) if deny == StatusCode::FORBIDDEN => return answer(deny, "invalid_path"),
+                Err(refusal) => return Failure::bad_path(Surface::Api, refusal).into_response(),
+            }
+        }
     };
-    let credential = state.auth.credential(&parts);
-    if let Some(kept) = credential.as_deref().and_then(|c| state.identity_cache.get(c)).filter(|k| k.entitled) {
-        return granted(kept.headers);
-    }
-    let user = match state.auth.session(&parts).await {
-        Ok(Session::SignedIn(user)) => user,
-        Ok(_) => return answer(StatusCode::UNAUTHORIZED, "unauthenticated"),
-        Err(e) => return Failure::from_auth(Surface::Api, e).into_response(),
+    let kept = match identity_for(&state, &parts, gated, Surface::Api).await {
+        Ok(kept) => kept,
+        Err(failure) if failure.status == StatusCode::UNAUTHORIZED => return answer(StatusCode::UNAUTHORIZED, "unauthenticated"),
+        Err(failure) if failure.status == StatusCode::PAYMENT_REQUIRED => return answer(deny, "subscription_required"),
+        Err(failure) => return failure.into_response(),
     };
-    let access = match entitlement(&state.billing, &state.policy, &user.id).await {
-        Ok(access) => access,
-        Err(e) => return Failure::from_billing(Surface::Api, e).into_response(),
+    let Some(kept) = kept else {
+        return Json(json!({ "entitled": false })).into_response(); // a visitor on an open path
     };
-    if !access.entitled {
-        let status = if query.deny == Some(403) { StatusCode::FORBIDDEN } else { StatusCode::PAYMENT_REQUIRED };
-        return answer(status, "subscription_required");
+    let method = header([&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD]).unwrap_or("GET");
+    let assertion = state.assertions.sign(&kept.identity, bound.as_deref().map(|path| Bound { method, path }));
+    let mut response = Json(json!({ "entitled": kept.identity.entitled })).into_response();
+    response.headers_mut().extend(kept.headers.iter().cloned());
+    if let Some(assertion) = assertion {
+        response.headers_mut().insert(crate::gateway::identity::X_TOLLGATE_ASSERTION, assertion);
     }
-    let headers = state.identity_headers.of(&Identity::of(&user, &access.entry, true));
-    if let Some(credential) = credential {
-        state.identity_cache.keep(&credential, true, headers.clone());
-    }
-    granted(headers)
+    response
 }

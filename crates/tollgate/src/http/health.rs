@@ -6,12 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::state::AppState;
+use super::error::{Failure, Surface};
+use crate::state::{AppState, MetricsAccess};
 use crate::stripe::wire::List;
 
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -22,9 +24,27 @@ struct Readiness {
     stripe: bool,
 }
 
-/// `/metrics`: every series in the Prometheus text format (`telemetry::metrics`).
-pub async fn metrics() -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], crate::telemetry::metrics::METRICS.render())
+/// Every series in the Prometheus text format (`telemetry::metrics`): `METRICS_ADDR`'s listener.
+pub async fn render_metrics() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], crate::telemetry::metrics::METRICS.render()).into_response()
+}
+
+/// `/metrics` on the main port: for anyone on a local plain-http Tollgate, otherwise for
+/// `Authorization: Bearer METRICS_TOKEN`; in gateway mode anyone else's `/metrics` is the
+/// product's.
+pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    let allowed = match &state.metrics_access {
+        MetricsAccess::Open => true,
+        MetricsAccess::Token(token) => super::extract::bearer(request.headers()).is_some_and(|sent| token.equals(sent)),
+        MetricsAccess::Elsewhere => false,
+    };
+    match (allowed, &state.gateway) {
+        (true, _) => render_metrics().await,
+        (false, Some(_)) => super::gateway::proxy(State(state), request).await,
+        (false, None) => {
+            Failure::new(Surface::Api, StatusCode::UNAUTHORIZED, "unauthenticated", "A valid metrics token is required.").into_response()
+        }
+    }
 }
 
 pub async fn healthz() -> Json<Value> {

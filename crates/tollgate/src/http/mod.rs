@@ -7,6 +7,7 @@ pub mod assets;
 pub mod clerk_webhook;
 pub mod csrf;
 pub mod deadline;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod format;

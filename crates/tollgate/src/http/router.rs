@@ -9,7 +9,7 @@ use axum::Router;
 
 use super::error::{Failure, Surface};
 use super::{accounts, api, assets, clerk_webhook, csrf, deadline, gateway, headers, health, pages, trace, webhook};
-use crate::state::AppState;
+use crate::state::{AppState, MetricsAccess};
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -43,8 +43,11 @@ pub fn router(state: AppState) -> Router {
         // Operations
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        // Metrics here, unless METRICS_ADDR gives them a listener of their own (`startup`)
-        .merge(if state.metrics_on_main_port { Router::new().route("/metrics", get(health::metrics)) } else { Router::new() })
+        // Metrics here for whom `MetricsAccess` allows (otherwise on METRICS_ADDR, or the product's)
+        .merge(match state.metrics_access {
+            MetricsAccess::Elsewhere => Router::new(),
+            _ => Router::new().route("/metrics", get(health::metrics)),
+        })
         .method_not_allowed_fallback(method_not_allowed)
         // Cross-site protection (which reads form bodies) and the body limit guard Tollgate's own
         // routes, just before their handlers, inside the request deadline; what goes on to the

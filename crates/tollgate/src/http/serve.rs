@@ -1,30 +1,77 @@
 //! The accept loop: HTTP/1.1 connections served by hyper with the limits a public server needs,
 //! which `axum::serve` does not set — a deadline for each request's headers (a client that sends
-//! them slowly, or never, is disconnected), a cap on open connections (beyond it a new
-//! connection is closed at once), and graceful shutdown that lets requests in flight finish.
+//! them slowly, or never, is disconnected), a bound on a request head's size and on the header
+//! bytes held for all connections together (beyond it new connections wait in the kernel's
+//! backlog), a cap on open connections (beyond it a new connection is closed at once; WebSocket
+//! tunnels keep their connection's slot), freed buffers handed back to the system, and graceful
+//! shutdown that lets requests in flight finish. Every request passes the edge (`http::edge`)
+//! before the router sees it.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tower::ServiceExt;
+
+use super::edge::{Arrival, Edge};
+use crate::gateway::tunnel::ConnectionSlot;
 
 /// How long a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections open at once.
+/// Connections open at once, at most (fewer when the process may open fewer files).
 const MAX_CONNECTIONS: usize = 4096;
+/// Connections that may hold a whole request head of `MAX_HEADER_BYTES` at once.
+const HEADS_IN_MEMORY: usize = 512;
 
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+/// How many connections to serve at once: [`MAX_CONNECTIONS`], or fewer when the file limit
+/// (raised to its hard maximum first) cannot hold two descriptors each (the client's, and the
+/// product's behind the gateway) with room to spare.
+pub fn connection_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let files = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return MAX_CONNECTIONS;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    usize::try_from(files.saturating_sub(256) / 2).unwrap_or(MAX_CONNECTIONS).clamp(64, MAX_CONNECTIONS)
+}
+
+pub async fn serve(listener: TcpListener, router: Router, edge: Edge, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     // Closing `stop` asks every connection to finish; each holds a `done` sender until it has.
     let (stop, stopped) = watch::channel(());
     let (done, mut all_done) = mpsc::channel::<()>(1);
-    let slots = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(connection_limit()));
+    let heads = Arc::new(HeadBytes { held: AtomicUsize::new(0), limit: HEADS_IN_MEMORY * edge.max_header_bytes, freed: Notify::new() });
+    let closed = Arc::new(AtomicUsize::new(0));
+    let _trim = AbortOnDrop(tokio::spawn(give_back_memory(closed.clone())));
+    let edge = Arc::new(edge);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // Too many header bytes held already: new connections wait (in the kernel) for room.
+        while heads.held.load(Ordering::Relaxed) > heads.limit {
+            tokio::select! {
+                _ = heads.freed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = &mut shutdown => return finish(listener, stop, done, &mut all_done).await,
+            }
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(connection) => connection,
@@ -37,23 +84,38 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             },
             _ = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue; // over capacity: the stream is dropped, which closes it
         };
         let _ = stream.set_nodelay(true);
-        // Handlers see the peer's address as axum's `ConnectInfo` (sign-in throttling uses it).
-        let service =
-            TowerToHyperService::new(router.clone().map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                request
-            }));
-        let (mut stopped, done) = (stopped.clone(), done.clone());
+        let arrival = Arrival::new(peer, ConnectionSlot::new(permit));
+        let connection = Arc::new(ConnectionHead::default());
+        let max_header_bytes = edge.max_header_bytes;
+        let io = Counted { io: stream, heads: heads.clone(), connection: connection.clone(), most: max_header_bytes };
+        let (router, edge, heads) = (router.clone(), edge.clone(), heads.clone());
+        let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            connection.head_arrived(&heads);
+            let prepared = edge.prepare(&mut request, &arrival);
+            let (router, connection) = (router.clone(), connection.clone());
+            async move {
+                let response = match prepared {
+                    Ok(()) => router.oneshot(request.map(Body::new)).await,
+                    Err(refusal) => Ok(Edge::refused(&request, refusal)),
+                };
+                if let Ok(response) = &response {
+                    connection.answered(response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
+                }
+                response
+            }
+        });
+        let (mut stopped, done, closed) = (stopped.clone(), done.clone(), closed.clone());
         tokio::spawn(async move {
-            let (_slot, _done) = (slot, done);
+            let _done = done;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
+                .max_buf_size(max_header_bytes)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -63,11 +125,130 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
                     let _ = connection.await;
                 }
             }
+            closed.fetch_add(1, Ordering::Relaxed);
         });
     }
+    finish(listener, stop, done, &mut all_done).await
+}
+
+/// Stop accepting, ask every connection to finish, and wait until all have.
+async fn finish(
+    listener: TcpListener,
+    stop: watch::Sender<()>,
+    done: mpsc::Sender<()>,
+    all_done: &mut mpsc::Receiver<()>,
+) -> std::io::Result<()> {
     drop(listener);
     drop(stop);
     drop(done);
     let _ = all_done.recv().await; // every connection has finished
     Ok(())
+}
+
+/// After connections close, hand their freed buffers back to the system (glibc otherwise keeps
+/// freed heap pages in its arenas, so a burst of large request heads would stay resident).
+async fn give_back_memory(closed: Arc<AtomicUsize>) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = closed.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            let _ = tokio::task::spawn_blocking(crate::release_freed_memory).await;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Header bytes held by all connections that have not yet delivered their request's head.
+struct HeadBytes {
+    held: AtomicUsize,
+    limit: usize,
+    freed: Notify,
+}
+
+/// One connection's share of [`HeadBytes`]: bytes read while no request is being answered
+/// (what hyper holds until a head is complete), at most a head's worth.
+#[derive(Default)]
+struct ConnectionHead {
+    counted: AtomicUsize,
+    answering: AtomicBool,
+}
+
+impl ConnectionHead {
+    /// A request's head is complete: what was counted for it is free again.
+    fn head_arrived(&self, heads: &HeadBytes) {
+        self.answering.store(true, Ordering::Relaxed);
+        let counted = self.counted.swap(0, Ordering::Relaxed);
+        if counted > 0 {
+            heads.held.fetch_sub(counted, Ordering::Relaxed);
+            heads.freed.notify_waiters();
+        }
+    }
+
+    /// The answer's head is out: bytes read from now on belong to the next request's head, unless
+    /// the connection became a tunnel (whose bytes are never a head).
+    fn answered(&self, upgraded: bool) {
+        if !upgraded {
+            self.answering.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The connection's socket, counting the bytes read into request heads.
+struct Counted {
+    io: tokio::net::TcpStream,
+    heads: Arc<HeadBytes>,
+    connection: Arc<ConnectionHead>,
+    most: usize,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 && !self.connection.answering.load(Ordering::Relaxed) {
+            let counted = self.connection.counted.load(Ordering::Relaxed);
+            let added = read.min(self.most.saturating_sub(counted));
+            self.connection.counted.store(counted + added, Ordering::Relaxed);
+            self.heads.held.fetch_add(added, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let counted = self.connection.counted.swap(0, Ordering::Relaxed);
+        if counted > 0 {
+            self.heads.held.fetch_sub(counted, Ordering::Relaxed);
+            self.heads.freed.notify_waiters();
+        }
+    }
 }

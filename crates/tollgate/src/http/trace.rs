@@ -29,7 +29,12 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         "OPTIONS" => "OPTIONS",
         _ => "other",
     };
-    let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
+    // The client as the edge read it (`TRUSTED_PROXIES`), not the proxy in front.
+    let client = request.extensions().get::<crate::gateway::headers::ClientAddr>().map(|c| c.ip());
+    let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route, client = tracing::field::Empty);
+    if let Some(client) = client {
+        span.record("client", tracing::field::display(client));
+    }
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();

@@ -108,6 +108,7 @@ pub struct ConfirmPage<'a> {
     pub frame: Frame<'a>,
     pub token: &'a str,
     pub next: &'a str,
+    pub error: Option<&'a str>,
 }
 
 #[derive(Template, WebTemplate)]

@@ -37,6 +37,18 @@ pub fn set_if_absent(table: &mut dyn Table, key: &str, value: &str) -> Result<bo
     }
 }
 
+/// The value, removed (with its expiry); an expired value counts as absent.
+pub fn take(table: &mut dyn Table, key: &str, now_unix: i64) -> Result<Option<String>, KvError> {
+    let expiry = keys::expiry(key);
+    let expired = table.get(&expiry)?.and_then(|e| e.parse::<i64>().ok()).is_some_and(|e| e <= now_unix);
+    let value = table.get(key)?;
+    if value.is_some() {
+        table.remove(key)?;
+        table.remove(&expiry)?;
+    }
+    Ok(value.filter(|_| !expired))
+}
+
 pub fn mark_pending(table: &mut dyn Table, customer: &str, event_id: Option<&str>, now_unix: i64) -> Result<bool, KvError> {
     if let Some(id) = event_id {
         let key = keys::event(id);

@@ -62,6 +62,9 @@ impl Kv for MemoryKv {
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
         self.with(|m| m.remove(key))
     }
+    fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
+        self.with(|m| local::take(m, key, crate::unix_now()))
+    }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
         self.with(|m| local::set_expiring(m, key, value, ttl, crate::unix_now()))
     }

@@ -31,6 +31,9 @@ impl Kv for Metered {
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
         counted("delete", self.0.delete(key))
     }
+    fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
+        counted("take", self.0.take(key))
+    }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
         counted("set_expiring", self.0.set_expiring(key, value, ttl))
     }

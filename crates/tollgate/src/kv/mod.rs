@@ -6,6 +6,7 @@
 //! - `tollgate:account:{email}` → local account JSON (id, email, password hash)
 //! - `tollgate:session:{sha256(token)}` → local session JSON (user id, email, created, expiry)
 //! - `tollgate:signed-out-before:{userId}` → sessions created before this instant (ms) are revoked
+//! - `tollgate:device:{sha256(token)}:{email}` → a browser that signed in to this account before
 //! - `tollgate:sync:pending` → which customers need a sync, with a generation each (the durable
 //!   intake queue; a Redis hash, or one `tollgate:sync:pending:{customerId}` key each locally)
 //! - `tollgate:event:{eventId}` → a webhook event already recorded (kept 3 days, Stripe's retry window)
@@ -65,6 +66,9 @@ pub trait Kv: Send + Sync {
     /// of a call whose answer was lost still learns that it won.
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool>;
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()>;
+    /// Read and delete in one step: of any number of concurrent takes of a key, one gets the
+    /// value (an emailed link is spent by exactly one click).
+    fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>>;
     /// `set`, and forget the key after `ttl` (Redis expires it; the local stores prune it).
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()>;
     /// Add one to a counter that is forgotten `ttl` after its first increment; the new count.
@@ -141,6 +145,11 @@ pub mod keys {
     /// A password-reset link's record.
     pub fn password_reset(token: &str) -> String {
         hashed("password-reset", token)
+    }
+
+    /// A browser where `email`'s account signed in before (`auth::throttle`): its token's hash.
+    pub fn device(token: &str, email: &str) -> String {
+        format!("{}:{email}", hashed("device", token))
     }
 
     /// Sessions of this user created before this time (unix ms) are no longer valid.

@@ -34,6 +34,9 @@ type Slot = Arc<RwLock<Option<Arc<Database>>>>;
 pub struct RedbKv {
     db: Slot,
     writes: mpsc::Sender<Job>,
+    /// The writer thread, joined on drop: the file lock is released before `drop` returns, so
+    /// another process (a `tollgate sync` started right after) can open the file at once.
+    writer: Option<std::thread::JoinHandle<()>>,
     leases: Arc<Leases>,
     /// When expired event ids were last removed (a write transaction: not on every sweep).
     pruned: std::sync::Mutex<Option<std::time::Instant>>,
@@ -104,8 +107,8 @@ impl RedbKv {
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writes, queue) = mpsc::channel(QUEUE);
         let (writer_db, writer_path) = (db.clone(), path.to_path_buf());
-        std::thread::Builder::new().name("kv-writer".into()).spawn(move || writer(writer_db, writer_path, queue))?;
-        Ok(RedbKv { db, writes, leases: Arc::default(), pruned: Default::default() })
+        let writer = std::thread::Builder::new().name("kv-writer".into()).spawn(move || writer(writer_db, writer_path, queue))?;
+        Ok(RedbKv { db, writes, writer: Some(writer), leases: Arc::default(), pruned: Default::default() })
     }
 
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTable) -> Result<T, KvError>) -> Result<T, KvError> {
@@ -129,6 +132,18 @@ impl RedbKv {
             self.writes.send(job).await.map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         })
+    }
+}
+
+impl Drop for RedbKv {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once it has committed what was queued; the database
+        // itself closes when `db` drops right after this (the writer's copy of it is gone by then).
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.writes, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
@@ -217,6 +232,10 @@ impl Kv for RedbKv {
         let key = key.to_string();
         self.write(move |t| t.remove(&key))
     }
+    fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
+        let key = key.to_string();
+        self.write(move |t| local::take(t, &key, crate::unix_now()))
+    }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
         let (key, value) = (key.to_string(), value.to_string());
         self.write(move |t| local::set_expiring(t, &key, &value, ttl, crate::unix_now()))
@@ -280,8 +299,6 @@ mod tests {
             kv.set("kept", "value").await.unwrap();
             assert!(kv.mark_pending("cus_kept", Some("evt_1")).await.unwrap());
         }
-        // Give the writer thread of the dropped store a moment to exit and release the file.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let reopened = RedbKv::open(&path).unwrap();
         assert_eq!(reopened.get("kept").await.unwrap().as_deref(), Some("value"));
         assert_eq!(reopened.pending_customers(10).await.unwrap(), ["cus_kept"], "pending syncs survive a restart");

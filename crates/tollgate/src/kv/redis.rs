@@ -25,6 +25,12 @@ if not current then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
 if current == ARGV[1] then return 1 end
 return 0";
 
+/// KEYS: the key. Its value, deleted in the same step.
+const TAKE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then redis.call('DEL', KEYS[1]) end
+return current";
+
 /// KEYS: pending hash, [event key]. ARGV: customer, event memory in seconds.
 const MARK_PENDING: &str = r"
 if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
@@ -75,6 +81,7 @@ return wait";
 
 struct Scripts {
     set_if_absent: Script,
+    take: Script,
     increment: Script,
     mark_pending: Script,
     lease: Script,
@@ -122,6 +129,7 @@ impl RedisKv {
             connection,
             scripts: Scripts {
                 set_if_absent: Script::new(SET_IF_ABSENT),
+                take: Script::new(TAKE),
                 increment: Script::new(INCREMENT),
                 mark_pending: Script::new(MARK_PENDING),
                 lease: Script::new(LEASE),
@@ -179,6 +187,9 @@ impl Kv for RedisKv {
     }
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
         Box::pin(self.run(redis::cmd("DEL").arg(key).clone()))
+    }
+    fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
+        Box::pin(async move { self.script(&self.scripts.take, &[key], &[]).await })
     }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
         Box::pin(self.run(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).clone()))

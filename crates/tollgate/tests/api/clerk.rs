@@ -392,3 +392,41 @@ async fn oversized_and_malformed_clerk_deliveries_are_refused() {
         deliver(&app, &[("svix-id", "msg_x".into()), ("svix-timestamp", "soon".into()), ("svix-signature", "v1,x".into())], "{}").await;
     assert_eq!(bad_header.status, 400);
 }
+
+/// Through the gateway, Clerk's credentials stay with Tollgate: its session cookies (plain and
+/// suffixed), `__client_uat` and a bearer session token do not reach the product, unless
+/// `FORWARD_CLERK_SESSION=true`; the product's own cookies and its own API keys pass.
+#[tokio::test]
+async fn clerk_credentials_do_not_reach_the_product() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@example.com"));
+    let (product_url, _) = crate::gateway::start_product().await;
+    let gateway = |forward: &'static str| {
+        let extra = vec![
+            ("CLERK_JWT_KEY", INSTANCE_PUBLIC_KEY.to_string()),
+            ("UPSTREAM_URL", product_url.clone()),
+            ("GATED_PATHS", "/app".into()),
+            ("FORWARD_CLERK_SESSION", forward.into()),
+        ];
+        clerk_app(&clerk, extra)
+    };
+    let app = gateway("false").await;
+    let browser = signed_in_browser(&app, ADA);
+    browser.set_cookie("__session", "plain-session-token");
+    browser.set_cookie("theme", "dark");
+    let seen = crate::gateway::received(&browser.get_json("/docs").await);
+    assert_eq!(seen["headers"]["cookie"], "theme=dark", "{seen}");
+    assert!(seen["headers"]["x-forwarded-user"] == ADA, "the user is still known: {seen}");
+    let token = session_token(ADA, &origin(&app), |_, _| {});
+    let bearer = app.http.get(format!("{}/docs", app.url)).bearer_auth(&token).header("accept", "application/json").send().await.unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&bearer.text().await.unwrap()).unwrap();
+    assert!(seen["headers"].get("authorization").is_none(), "{seen}");
+    let own_key = app.http.get(format!("{}/docs", app.url)).bearer_auth("product-key-123").send().await.unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&own_key.text().await.unwrap()).unwrap();
+    assert_eq!(seen["headers"]["authorization"], "Bearer product-key-123");
+
+    let forwarding = gateway("true").await;
+    let browser = signed_in_browser(&forwarding, ADA);
+    let seen = crate::gateway::received(&browser.get_json("/docs").await);
+    assert!(seen["headers"]["cookie"].as_str().unwrap().contains(&format!("__session_{COOKIE_SUFFIX}=")), "{seen}");
+}

@@ -29,11 +29,25 @@ pub struct Product {
     pub requests: AtomicUsize,
 }
 
-async fn echo(State(product): State<Arc<Product>>, request: Request) -> Json<Value> {
+/// What the product received, as JSON; a WebSocket handshake is accepted and every byte echoed.
+async fn echo(State(product): State<Arc<Product>>, mut request: Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
     product.requests.fetch_add(1, Ordering::SeqCst);
+    let websocket = request.headers().get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if websocket {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            }
+        });
+        let headers = [("upgrade", "websocket"), ("connection", "upgrade"), ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")];
+        return (axum::http::StatusCode::SWITCHING_PROTOCOLS, headers).into_response();
+    }
     let headers: BTreeMap<String, String> =
         request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-    Json(json!({ "method": request.method().as_str(), "path": request.uri().to_string(), "headers": headers }))
+    Json(json!({ "method": request.method().as_str(), "path": request.uri().to_string(), "headers": headers })).into_response()
 }
 
 async fn upload(State(product): State<Arc<Product>>, body: Body) -> Json<Value> {
@@ -83,8 +97,9 @@ pub async fn start_product() -> (String, Arc<Product>) {
     (url, product)
 }
 
-/// A WebSocket-style product: answers an upgrade with 101, then echoes every byte.
-async fn start_echo_socket() -> String {
+/// A product speaking raw HTTP/1.1: it reads a request head, writes `answer(head)` (the head in
+/// lower case), and after a 101 echoes every byte.
+pub async fn start_raw_product(answer: fn(&str) -> &'static [u8]) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -95,12 +110,10 @@ async fn start_echo_socket() -> String {
                 while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
                     head.push(byte[0]);
                 }
-                let head = String::from_utf8_lossy(&head).to_lowercase();
-                if !head.contains("upgrade: websocket") {
-                    let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+                let answer = answer(&String::from_utf8_lossy(&head).to_lowercase());
+                if stream.write_all(answer).await.is_err() || !answer.starts_with(b"HTTP/1.1 101") {
                     return;
                 }
-                let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n").await;
                 let (mut reader, mut writer) = stream.split();
                 let _ = tokio::io::copy(&mut reader, &mut writer).await;
             });
@@ -109,7 +122,16 @@ async fn start_echo_socket() -> String {
     url
 }
 
-async fn gateway_app(upstream: &str, extra: Vec<(&'static str, String)>) -> TestApp {
+/// A WebSocket-style product: answers an upgrade with 101, then echoes every byte.
+pub async fn start_echo_socket() -> String {
+    start_raw_product(|head| match head.contains("upgrade: websocket") {
+        true => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        false => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+    })
+    .await
+}
+
+pub async fn gateway_app(upstream: &str, extra: Vec<(&'static str, String)>) -> TestApp {
     let mut vars = vec![
         ("UPSTREAM_URL", upstream.to_string()),
         ("GATED_PATHS", "/app,/reports".into()),
@@ -122,45 +144,83 @@ async fn gateway_app(upstream: &str, extra: Vec<(&'static str, String)>) -> Test
 }
 
 /// What the product received, as its echo shows it.
-fn received(reply: &crate::helpers::Reply) -> Value {
+pub fn received(reply: &crate::helpers::Reply) -> Value {
     assert_eq!(reply.status, 200, "{}", reply.text);
     reply.json()
 }
 
-const FORGED: [(&str, &str); 5] = [
+/// Headers a client sends to pass as someone, or to move where the product thinks the request
+/// came from, in the spellings frameworks read them by (case, `_` for `-`, repeated).
+const FORGED: [(&str, &str); 22] = [
     ("x-forwarded-user", "user_admin"),
+    ("X_Forwarded_User", "user_admin"),
     ("x-forwarded-email", "admin@example.com"),
-    ("x-tollgate-entitled", "true"),
+    ("x-forwarded-email", "second@example.com"),
+    ("X-Tollgate-Entitled", "true"),
+    ("X_Tollgate_Entitled", "true"),
+    ("X_Tollgate_Price", "price_enterprise"),
+    ("x-tollgate-status", "active"),
     ("x-tollgate-assertion", "forged"),
     ("x-forwarded-groups", "admins"),
+    ("x-auth-request-user", "user_admin"),
+    ("remote-user", "admin"),
+    ("Remote_User", "admin"),
+    ("x-remote-user", "admin"),
+    ("forwarded", "for=10.0.0.1;host=admin.internal"),
+    ("x-real-ip", "10.0.0.1"),
+    ("x-original-url", "/admin"),
+    ("x-rewrite-url", "/admin"),
+    ("x-forwarded-prefix", "/admin"),
+    ("x-forwarded-for", "10.0.0.1"),
+    ("x-forwarded-host", "admin.internal"),
+    ("x-forwarded-proto", "https"),
 ];
+
+/// The names the product saw, read as WSGI reads them (`_` for `-`, any case).
+fn seen_as_wsgi(seen: &Value) -> Vec<String> {
+    seen["headers"].as_object().unwrap().keys().map(|k| k.to_ascii_lowercase().replace('_', "-")).collect()
+}
 
 #[tokio::test]
 async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollgates_identity_headers() {
     let (upstream, _) = start_product().await;
     let app = gateway_app(&upstream, vec![]).await;
+    let public_host = app.state.billing.public_url.trim_start_matches("http://").to_string();
     let forged = |browser: &Browser, path: &'static str| {
         let browser = browser.clone();
         async move {
             let mut headers: Vec<(&str, &str)> = FORGED.to_vec();
             headers.push(("accept", "application/json"));
-            headers.push(("cookie-ignored", "x"));
             browser.send(reqwest::Method::GET, path, &headers, None).await
         }
     };
 
-    // A visitor: open paths pass with no identity (the forged headers are gone); gated ones do not.
+    // A visitor: open paths pass with no identity (every forged header gone); gated ones do not.
     let visitor = app.browser();
     let seen = received(&forged(&visitor, "/docs/intro?x=1").await);
     assert_eq!(seen["path"], "/docs/intro?x=1");
+    let names = seen_as_wsgi(&seen);
     for (name, _) in FORGED {
-        assert!(seen["headers"].get(name).is_none(), "{name} reached the product: {seen}");
+        let name = name.to_ascii_lowercase().replace('_', "-");
+        let vouched = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded"].contains(&name.as_str());
+        assert!(vouched || !names.contains(&name), "{name} reached the product: {seen}");
     }
-    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
-    assert!(seen["headers"]["x-forwarded-host"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(!names.iter().any(|n| n.contains("tollgate") || n.contains("user") || n == "x-real-ip"), "{names:?}");
+    // What Tollgate vouches for: the client's address, the scheme, the public host.
+    let headers = &seen["headers"];
+    assert_eq!((headers["x-forwarded-for"].as_str(), headers["x-forwarded-proto"].as_str()), (Some("127.0.0.1"), Some("http")));
+    assert_eq!(headers["x-forwarded-host"].as_str(), Some(public_host.as_str()), "PUBLIC_URL's host, never the client's");
+    assert_eq!(headers["forwarded"].as_str().unwrap(), format!("for=127.0.0.1;host=\"{public_host}\";proto=http"));
+    // The product gets the browser's Host, as Caddy, Traefik and oauth2-proxy send it.
+    assert_eq!(headers["host"].as_str(), Some(app.url.trim_start_matches("http://")));
     assert_eq!(visitor.get("/app/reports").await.location(), "/auth?next=%2Fapp%2Freports");
-    assert_eq!(visitor.get_json("/reports/1").await.status, 401);
+    let api = visitor.get_json("/reports/1").await;
+    assert_eq!((api.status, api.location()), (401, "/auth?next=%2Freports%2F1"), "a JSON 401 says where a browser would go");
+    // A script's fetch (`*/*`) or a client that names no type gets JSON, a navigation the page.
+    let fetch = visitor.send(reqwest::Method::GET, "/app/data", &[("accept", "*/*"), ("sec-fetch-mode", "cors")], None).await;
+    assert_eq!((fetch.status, fetch.json()["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    let navigation = visitor.send(reqwest::Method::GET, "/app/data", &[("accept", "*/*"), ("sec-fetch-mode", "navigate")], None).await;
+    assert_eq!(navigation.status, 303);
     assert_eq!(visitor.get("/apple").await.status, 200, "/apple is not under /app");
 
     // Tollgate's own routes are still Tollgate's.
@@ -175,9 +235,11 @@ async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollg
     assert!(seen["headers"]["x-forwarded-user"].as_str().unwrap().starts_with("user_"));
     assert_eq!(seen["headers"]["x-tollgate-entitled"], "false");
     assert_eq!(seen["headers"]["x-tollgate-status"], "none");
+    assert_eq!(seen["headers"]["x-tollgate-price"], "", "not the forged price");
     assert_eq!(seen["headers"]["cookie"], "theme=dark", "Tollgate's own cookies stay with Tollgate");
     assert_eq!(member.get("/app").await.location(), "/?notice=subscribe");
-    assert_eq!(member.get_json("/app").await.status, 402);
+    let api = member.get_json("/app").await;
+    assert_eq!((api.status, api.location()), (402, "/?notice=subscribe"));
 
     // Subscribed: the gated path reaches the product with the subscription's facts.
     let (subscriber, _) = app.subscribed("payer@example.com", MONTHLY).await;
@@ -191,17 +253,33 @@ async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollg
     let page = subscriber.get("/app/settings").await;
     assert!(page.headers.get("content-security-policy").is_none());
 
-    // The assertion verifies with a maintained JWT library, and fails once tampered or expired.
+    // The assertion verifies with a maintained JWT library (issuer and audience included), is
+    // bound to its request, and fails once tampered, expired or checked with another key.
     let assertion = headers["x-tollgate-assertion"].as_str().unwrap();
     let key = jsonwebtoken::DecodingKey::from_secret(GATEWAY_SECRET.as_bytes());
-    let validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&[app.state.billing.public_url.as_str()]);
+    validation.set_audience(&[upstream.as_str()]);
     let claims: Value = jsonwebtoken::decode(assertion, &key, &validation).unwrap().claims;
     assert_eq!((claims["sub"].clone(), claims["email"].as_str()), (headers["x-forwarded-user"].clone(), Some("payer@example.com")));
     assert_eq!(
         (claims["entitled"].as_bool(), claims["status"].as_str(), claims["price"].as_str()),
         (Some(true), Some("active"), Some(MONTHLY))
     );
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 60);
+    assert_eq!(
+        (claims["htm"].as_str(), claims["htu"].as_str()),
+        (Some("GET"), Some(format!("{}/app/settings", app.state.billing.public_url).as_str()))
+    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 30);
+    let again = received(&subscriber.get_json("/app/settings").await);
+    let again: Value = jsonwebtoken::decode(again["headers"]["x-tollgate-assertion"].as_str().unwrap(), &key, &validation).unwrap().claims;
+    assert_ne!(claims["jti"], again["jti"], "each request its own assertion");
+    let mut elsewhere = validation.clone();
+    elsewhere.set_audience(&["http://another-product.internal"]);
+    assert_eq!(
+        jsonwebtoken::decode::<Value>(assertion, &key, &elsewhere).unwrap_err().kind(),
+        &jsonwebtoken::errors::ErrorKind::InvalidAudience
+    );
     let [head, _, signature]: [&str; 3] = assertion.split('.').collect::<Vec<_>>().try_into().unwrap();
     use base64::Engine;
     let mut forged_claims = claims.clone();
@@ -211,15 +289,51 @@ async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollg
         jsonwebtoken::decode::<Value>(&tampered, &key, &validation).unwrap_err().kind(),
         &jsonwebtoken::errors::ErrorKind::InvalidSignature
     );
-    let mut a_minute_later = validation.clone();
-    a_minute_later.leeway = 0;
-    a_minute_later.reject_tokens_expiring_in_less_than = 61;
+    let mut half_a_minute_later = validation.clone();
+    half_a_minute_later.leeway = 0;
+    half_a_minute_later.reject_tokens_expiring_in_less_than = 31;
     assert_eq!(
-        jsonwebtoken::decode::<Value>(assertion, &key, &a_minute_later).unwrap_err().kind(),
+        jsonwebtoken::decode::<Value>(assertion, &key, &half_a_minute_later).unwrap_err().kind(),
         &jsonwebtoken::errors::ErrorKind::ExpiredSignature
     );
     let wrong_key = jsonwebtoken::DecodingKey::from_secret(b"another secret of at least thirty-two characters");
     assert!(jsonwebtoken::decode::<Value>(assertion, &wrong_key, &validation).is_err());
+}
+
+/// `UPSTREAM_HOST=upstream`: the product gets its own address as `Host` (for products that check
+/// it against a list of their own names), still told the public host in `X-Forwarded-Host`.
+#[tokio::test]
+async fn the_product_can_be_sent_its_own_host() {
+    let (upstream, _) = start_product().await;
+    let app = gateway_app(&upstream, vec![("UPSTREAM_HOST", "upstream".into())]).await;
+    let seen = received(&app.browser().get_json("/docs").await);
+    assert_eq!(seen["headers"]["host"].as_str(), Some(upstream.trim_start_matches("http://")));
+    assert_eq!(seen["headers"]["x-forwarded-host"].as_str(), Some(app.state.billing.public_url.trim_start_matches("http://")));
+}
+
+/// `/metrics` on the public port only for a local plain-http Tollgate without a product; in
+/// gateway mode the product's own `/metrics` answers, and Tollgate's needs `METRICS_TOKEN`.
+#[tokio::test]
+async fn metrics_are_not_public_in_front_of_a_product() {
+    let (upstream, product) = start_product().await;
+    const TOKEN: &str = "a metrics token of at least thirty-two characters";
+    let app = gateway_app(&upstream, vec![("GATED_PATHS", "/app".into()), ("METRICS_TOKEN", TOKEN.into())]).await;
+    let theirs = app.browser().get_json("/metrics").await;
+    assert_eq!(received(&theirs)["path"], "/metrics", "the product's own /metrics");
+    let ours = app.browser().send(reqwest::Method::GET, "/metrics", &[("authorization", &format!("Bearer {TOKEN}"))], None).await;
+    assert!(ours.status == 200 && ours.text.contains("tollgate_http_requests_total"), "{}", ours.text);
+    assert_eq!(product.requests.load(Ordering::SeqCst), 1);
+    let local = crate::helpers::spawn_app().await;
+    assert!(local.browser().get_json("/metrics").await.text.contains("tollgate_http_requests_total"), "local and plain: open");
+    let public = crate::helpers::spawn_app_with(Options {
+        extra: vec![("PUBLIC_URL", "https://app.example.com".into()), ("MAIL_OUTBOX", "true".into()), ("METRICS_TOKEN", TOKEN.into())],
+        ..Options::default()
+    })
+    .await;
+    let r = public.browser().get_json("/metrics").await;
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    let r = public.browser().send(reqwest::Method::GET, "/metrics", &[("authorization", &format!("Bearer {TOKEN}"))], None).await;
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
@@ -253,23 +367,10 @@ async fn bodies_stream_both_ways_and_websockets_pass() {
 
     // A WebSocket upgrade is spliced through: bytes echo both ways.
     let sockets = gateway_app(&start_echo_socket().await, vec![]).await;
-    let mut stream = tokio::net::TcpStream::connect(sockets.url.trim_start_matches("http://")).await.unwrap();
-    stream
-        .write_all(b"GET /chat HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let (head, mut stream) = crate::tunnels::handshake(sockets.url.trim_start_matches("http://"), "/chat", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     for message in [&b"hello"[..], b"through the gateway"] {
-        stream.write_all(message).await.unwrap();
-        let mut echoed = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
-        assert_eq!(echoed, message);
+        assert!(crate::tunnels::echoes(&mut stream, message).await);
     }
 }
 
@@ -329,32 +430,76 @@ async fn forward_auth_and_the_service_endpoint() {
     assert_eq!(ask("cus_123".into(), SERVICE_TOKEN).await.0, 400);
 }
 
-/// nginx in front of a product, asking Tollgate with `auth_request`, configured as the README says.
+/// nginx in front of a product, asking Tollgate with `auth_request`, configured as the README says:
+/// a visitor and a non-subscriber followed through every redirect end on Tollgate's sign-in and
+/// pricing pages (no loop); a forging subscriber's request reaches the product with Tollgate's
+/// identity and nothing forged; WebSockets pass, other upgrades do not.
 #[tokio::test]
 async fn nginx_auth_request_with_the_readme_configuration() {
     let (upstream, _) = start_product().await;
-    let app = spawn_app_with(Options::default()).await;
+    let app = spawn_app_with(Options { extra: vec![("GATEWAY_SECRET", GATEWAY_SECRET.into())], ..Options::default() }).await;
     let nginx = crate::nginx::Nginx::start(&app.url, &upstream);
-    let through = |browser: Browser, path: &'static str| {
-        let url = nginx.url.clone();
-        async move {
-            let request =
-                browser.http_client().get(format!("{url}{path}")).header("cookie", browser.cookie_header()).header("accept", "text/html");
-            crate::helpers::Reply::read(request.send().await.unwrap()).await
+    let through = |browser: &Browser, path: &str, headers: &[(&str, &str)]| {
+        let mut request = browser
+            .http_client()
+            .get(format!("{}{path}", nginx.url))
+            .header("cookie", browser.cookie_header())
+            .header("accept", "text/html");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
+        async move { crate::helpers::Reply::read(request.send().await.unwrap()).await }
     };
-    let visitor = through(app.browser(), "/app/").await;
-    assert_eq!(visitor.status, 302);
-    assert!(visitor.location().ends_with("/auth?next=/app/"), "{}", visitor.location());
-    let member = through(app.signed_in("member@example.com").await, "/app/").await;
-    assert_eq!(member.status, 302);
-    assert!(member.location().ends_with("/?notice=subscribe"), "{}", member.location());
+    // Followed through every redirect, as a browser would.
+    let follow = |browser: Browser, path: &'static str| async move {
+        let mut path = path.to_string();
+        for _ in 0..5 {
+            let r = through(&browser, &path, &[]).await;
+            if r.status != 302 && r.status != 303 {
+                return (path, r);
+            }
+            // nginx makes its redirects absolute: keep the path.
+            let location = r.location();
+            path = match location.split_once("://") {
+                Some((_, rest)) => rest[rest.find('/').unwrap_or(rest.len())..].to_string(),
+                None => location.to_string(),
+            };
+        }
+        panic!("a redirect loop from {path}");
+    };
+    let (landed, page) = follow(app.browser(), "/app/").await;
+    assert_eq!((landed.as_str(), page.status), ("/auth?next=/app/", 200));
+    assert!(page.text.contains("Sign in"));
+    let (landed, page) = follow(app.signed_in("member@example.com").await, "/app/").await;
+    assert_eq!((landed.as_str(), page.status), ("/?notice=subscribe", 200));
+    assert!(page.text.contains("id=\"plans\""), "Tollgate's pricing page, not the product's /");
+
     let (subscriber, _) = app.subscribed("payer@example.com", MONTHLY).await;
     subscriber.get("/success").await; // back from Checkout: synced
-    let page = through(subscriber, "/app/").await;
-    let seen = received(&page);
-    assert_eq!(seen["headers"]["x-forwarded-email"], "payer@example.com");
-    assert!(seen["headers"]["x-forwarded-user"].as_str().unwrap().starts_with("user_"));
+    let seen = received(&through(&subscriber, "/app/", &FORGED).await);
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-forwarded-email"], "payer@example.com");
+    assert!(headers["x-forwarded-user"].as_str().unwrap().starts_with("user_"));
+    assert_eq!((headers["x-tollgate-price"].as_str(), headers["x-tollgate-status"].as_str()), (Some(MONTHLY), Some("active")));
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-host"].as_str(), Some(nginx.url.trim_start_matches("http://")));
+    assert!(headers["x-tollgate-assertion"].as_str().is_some_and(|a| a.split('.').count() == 3));
+    let names = seen_as_wsgi(&seen);
+    for absent in [
+        "x-forwarded-groups", "x-auth-request-user", "remote-user", "x-remote-user", "forwarded", "x-real-ip", "x-original-url",
+        "x-rewrite-url", "x-forwarded-prefix",
+    ] {
+        assert!(!names.contains(&absent.to_string()), "{absent} reached the product: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains('_')), "underscore spellings are dropped: {names:?}");
+
+    // A WebSocket passes (the product echoes it); an h2c upgrade is dropped on the way.
+    let (head, mut stream) =
+        crate::tunnels::handshake(nginx.url.trim_start_matches("http://"), "/app/ws", &[("cookie", &subscriber.cookie_header())]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(crate::tunnels::echoes(&mut stream, b"through nginx").await);
+    let h2c = received(&through(&subscriber, "/app/", &[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")]).await);
+    assert!(h2c["headers"].get("upgrade").is_none(), "{h2c}");
 }
 
 /// The identity is reused for a moment per credential, but never after a sign-out here: the old

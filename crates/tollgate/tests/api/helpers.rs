@@ -10,6 +10,8 @@ use tollgate::startup::Application;
 use tollgate::state::AppState;
 
 pub const WEBHOOK_SECRET: &str = "whsec_tollgate_suite";
+/// The password every test account chooses on its sign-up link's page.
+pub const PASSWORD: &str = "a long enough password";
 pub const MONTHLY: &str = "price_pro_monthly";
 pub const YEARLY: &str = "price_pro_yearly";
 
@@ -88,23 +90,17 @@ impl TestApp {
     /// A new account, signed in: sign up, open the emailed link, confirm.
     pub async fn signed_in(&self, email: &str) -> Browser {
         let browser = self.browser();
-        let r = browser.form("/auth/sign-up", &[("email", email), ("password", "a long enough password")]).await;
+        let r = browser.form("/auth/sign-up", &[("email", email)]).await;
         assert_eq!(r.status, 200, "sign-up: {}", r.text);
         assert!(shown_text(&r.text).contains("Check your email"), "{}", r.text);
         self.confirm(&browser, email).await;
         browser
     }
 
-    /// Open the newest sign-up link emailed to `email` in `browser` and confirm it.
+    /// Open the newest sign-up link emailed to `email` in `browser`, choose [`PASSWORD`] there.
     pub async fn confirm(&self, browser: &Browser, email: &str) -> Reply {
         let link = self.emailed_link(email, "/auth/confirm");
-        let page = browser.get(&link).await;
-        assert_eq!(page.status, 200, "the confirmation page: {}", page.text);
-        // What the page's form posts: the link's token and where to go next.
-        let url = reqwest::Url::parse(&format!("http://link{link}")).unwrap();
-        let fields: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let r = browser.form("/auth/confirm", &fields).await;
+        let r = browser.confirm_link(&link).await;
         assert_eq!(r.status, 303, "confirmed: {}", r.text);
         r
     }
@@ -308,16 +304,25 @@ impl Browser {
     /// Sign up as a person would on an instance with the local outbox: the form, the link read off
     /// `/dev/outbox`, the confirmation.
     pub async fn sign_up_through_the_outbox(&self, email: &str) {
-        let r = self.form("/auth/sign-up", &[("email", email), ("password", "a long enough password")]).await;
+        let r = self.form("/auth/sign-up", &[("email", email)]).await;
         assert_eq!(r.status, 200, "sign-up: {}", r.text);
         let outbox = shown_text(&self.get("/dev/outbox").await.text);
         let start = outbox.find("/auth/confirm?").expect("a confirmation link in the outbox");
         let link: String = outbox[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<').collect();
-        assert_eq!(self.get(&link).await.status, 200);
+        assert_eq!(self.confirm_link(&link).await.status, 303);
+    }
+
+    /// Open a sign-up link (`/auth/confirm?token=…`), then post its page's form with [`PASSWORD`].
+    pub async fn confirm_link(&self, link: &str) -> Reply {
+        let page = self.get(link).await;
+        assert_eq!(page.status, 200, "the confirmation page: {}", page.text);
+        assert!(page.text.contains("name=\"password\""), "the page asks for the password");
+        // What the page's form posts: the link's token, where to go next, the chosen password.
         let url = reqwest::Url::parse(&format!("http://link{link}")).unwrap();
-        let fields: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let mut fields: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        fields.push(("password".into(), PASSWORD.into()));
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        assert_eq!(self.form("/auth/confirm", &fields).await.status, 303);
+        self.form("/auth/confirm", &fields).await
     }
 
     pub fn cookie_header(&self) -> String {

@@ -9,13 +9,18 @@ use crate::helpers::{spawn_app, spawn_app_against, spawn_emulator, Options, MONT
 use crate::redis_server::free_port;
 
 /// The binary against `stripe`, on a free port, in-memory KV; killed when dropped.
-struct Binary {
+pub struct Binary {
     child: std::process::Child,
-    url: String,
+    pub url: String,
 }
 
 impl Binary {
-    async fn start(stripe: &str) -> Binary {
+    pub async fn start(stripe: &str) -> Binary {
+        Binary::start_with(stripe, &[]).await
+    }
+
+    /// With more variables (`UPSTREAM_URL`, say).
+    pub async fn start_with(stripe: &str, extra: &[(&str, String)]) -> Binary {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .env_clear()
@@ -28,6 +33,7 @@ impl Binary {
                 ("PLANS", MONTHLY.into()),
                 ("RUST_LOG", "error".into()),
             ])
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -43,9 +49,18 @@ impl Binary {
     }
 
     /// The process's peak resident memory (VmHWM), in MiB.
-    fn peak_rss_mib(&self) -> f64 {
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// The process's resident memory now (VmRSS), in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+        let kib: f64 = status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
         kib / 1024.0
     }
 }
@@ -213,7 +228,7 @@ async fn sign_in_rotates_the_csrf_token_and_https_cookies_are_host_only() {
     let browser = app.browser();
     browser.get("/auth").await;
     let planted = browser.csrf().unwrap();
-    let r = browser.form("/auth/sign-up", &[("email", "rotate@example.com"), ("password", "a long enough password")]).await;
+    let r = browser.form("/auth/sign-up", &[("email", "rotate@example.com")]).await;
     assert_eq!(r.status, 200);
     app.confirm(&browser, "rotate@example.com").await;
     let rotated = browser.csrf().unwrap();
@@ -238,7 +253,7 @@ async fn sign_in_rotates_the_csrf_token_and_https_cookies_are_host_only() {
     let csrf_cookie = page.headers["set-cookie"].to_str().unwrap();
     assert!(csrf_cookie.starts_with("__Host-tollgate_csrf=") && csrf_cookie.contains("; Secure"), "{csrf_cookie}");
     assert!(page.headers["strict-transport-security"].to_str().unwrap().contains("max-age="));
-    browser.form("/auth/sign-up", &[("email", "secure@example.com"), ("password", "a long enough password")]).await;
+    browser.form("/auth/sign-up", &[("email", "secure@example.com")]).await;
     let r = secure.confirm(&browser, "secure@example.com").await;
     assert!(secure.emailed_link("secure@example.com", "/auth/confirm").starts_with("/auth/confirm?token="));
     let cookies: Vec<&str> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
@@ -387,4 +402,60 @@ async fn two_live_subscriptions_are_flagged() {
     assert_eq!(cached["subscriptionId"], second["id"], "the newest one, whichever instance syncs");
     let dashboard = browser.get("/dashboard").await.text;
     assert!(dashboard.contains("id=\"duplicates\">You have 2 active subscriptions"), "{dashboard}");
+}
+
+/// 1,500 connections each sending 390 KB of request head that never ends: a head is bounded
+/// (`MAX_HEADER_BYTES`, then 431 and the connection closes), the header bytes held for all
+/// connections together are bounded (beyond them new connections wait in the kernel's backlog),
+/// and the memory goes back to the system once the connections are gone.
+#[tokio::test]
+async fn endless_request_heads_are_bounded_and_their_memory_returns() {
+    use tokio::io::AsyncWriteExt;
+    crate::tunnels::more_files();
+    let binary = Binary::start(&spawn_emulator().await).await;
+    let http = reqwest::Client::new();
+    for _ in 0..20 {
+        assert_eq!(http.get(format!("{}/healthz", binary.url)).send().await.unwrap().status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the warm-up's buffers handed back
+    let baseline = binary.rss_mib();
+    let addr = binary.url.trim_start_matches("http://").to_string();
+    let line = format!("X-Padding: {}\r\n", "a".repeat(1000));
+    let all_sent = std::sync::Arc::new(tokio::sync::Barrier::new(1501));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..1500 {
+        let (addr, line, all_sent) = (addr.clone(), line.clone(), all_sent.clone());
+        clients.spawn(async move {
+            let sent = tokio::time::timeout(Duration::from_secs(20), async {
+                let mut stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
+                stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.ok()?;
+                for _ in 0..390 {
+                    if stream.write_all(line.as_bytes()).await.is_err() {
+                        break; // the server closed it: the head was too large
+                    }
+                }
+                Some(stream)
+            })
+            .await;
+            all_sent.wait().await;
+            drop(sent);
+        });
+    }
+    all_sent.wait().await;
+    let during = binary.rss_mib();
+    clients.join_all().await;
+    let peak = binary.peak_rss_mib();
+    let started = Instant::now();
+    let mut after = binary.rss_mib();
+    while after > baseline * 1.1 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = binary.rss_mib();
+    }
+    eprintln!(
+        "RSS: baseline {baseline:.1} MiB, while held {during:.1} MiB, peak {peak:.1} MiB, {after:.1} MiB {:?} after",
+        started.elapsed()
+    );
+    assert!(peak < baseline + 80.0, "peak {peak:.1} MiB over a baseline of {baseline:.1} MiB");
+    assert!(after <= baseline * 1.1, "RSS {after:.1} MiB 5 s after, baseline {baseline:.1} MiB");
+    assert_eq!(http.get(format!("{}/healthz", binary.url)).send().await.unwrap().status(), 200);
 }

@@ -9,9 +9,7 @@ async fn account_forms_explain_what_is_wrong() {
     let app = spawn_app().await;
     let browser = app.browser();
     let cases = [
-        ("/auth/sign-up", vec![("email", "not-an-email"), ("password", "a long enough password")], 400, "valid email address"),
-        ("/auth/sign-up", vec![("email", "ok@example.com"), ("password", "short")], 400, "at least 10 characters"),
-        ("/auth/sign-up", vec![("email", "ok@example.com"), ("password", "password123")], 400, "too easy to guess"),
+        ("/auth/sign-up", vec![("email", "not-an-email")], 400, "valid email address"),
         ("/auth/sign-up", vec![("password", "a long enough password")], 400, "valid email address"),
         ("/auth/sign-in", vec![("email", "ok@example.com"), ("password", "whatever it is")], 401, "do not match an account"),
     ];
@@ -23,7 +21,7 @@ async fn account_forms_explain_what_is_wrong() {
     }
     app.signed_in("Taken@Example.com").await;
     // Signing up again with a taken email answers like any sign-up: the difference goes to the inbox.
-    let r = browser.form("/auth/sign-up", &[("email", "taken@example.com"), ("password", "another long password")]).await;
+    let r = browser.form("/auth/sign-up", &[("email", "taken@example.com")]).await;
     assert_eq!(r.status, 200);
     assert!(r.text.contains("Check your email") && r.text.contains(">taken@example.com</strong>"), "{}", r.text);
     let inbox = app.state.mailer.outbox().unwrap();

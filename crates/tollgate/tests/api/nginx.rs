@@ -1,5 +1,6 @@
-//! A real nginx (Debian's, installed by `scripts/test`) running the README's forward-auth
-//! configuration, with its ports pointed at the test's Tollgate and product. Stopped when dropped.
+//! A real nginx (Debian's, installed by `scripts/test`): running the README's forward-auth
+//! configuration with its ports pointed at the test's Tollgate and product, or serving files as
+//! a product of its own, or balancing between instances. Stopped when dropped.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,16 +25,40 @@ fn readme_server_block() -> String {
 impl Nginx {
     /// nginx in front of `product`, asking the Tollgate at `tollgate` (both `http://host:port`).
     pub fn start(tollgate: &str, product: &str) -> Nginx {
+        Nginx::run(|port| {
+            readme_server_block()
+                .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
+                .replace("http://127.0.0.1:3000", tollgate)
+                .replace("http://127.0.0.1:8000", product)
+        })
+    }
+
+    /// nginx serving the files under `root` (as a product of its own: it decodes escapes,
+    /// resolves `..` and merges slashes before it looks for a file).
+    pub fn serve_files(root: &std::path::Path) -> Nginx {
+        Nginx::run(|port| format!("server {{ listen 127.0.0.1:{port}; root {}; }}", root.display()))
+    }
+
+    /// nginx balancing between `upstreams` (`host:port` each), passing the client's address in
+    /// `X-Forwarded-For` as a proxy in front of Tollgate does.
+    pub fn balance(upstreams: &[String]) -> Nginx {
+        let servers: String = upstreams.iter().map(|u| format!("server {u};")).collect();
+        Nginx::run(|port| {
+            format!(
+                "upstream tollgates {{ {servers} }}\nserver {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://tollgates; \
+                 proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}"
+            )
+        })
+    }
+
+    fn run(server: impl FnOnce(u16) -> String) -> Nginx {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("tollgate-nginx-{}", tollgate::random_token(8)));
         std::fs::create_dir_all(&dir).unwrap();
-        let server = readme_server_block()
-            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
-            .replace("http://127.0.0.1:3000", tollgate)
-            .replace("http://127.0.0.1:8000", product);
+        let server = server(port);
         let d = dir.display();
         let config = format!(
-            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n \
              uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
         );
@@ -58,7 +83,11 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: the master stops its workers too (SIGKILL would leave them running).
+        // SAFETY: kill only sends a signal to the process we started.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -1,0 +1,159 @@
+//! Who the product is told the user is: plain headers (for a product only Tollgate can reach) and,
+//! with `GATEWAY_SECRET`, an HS256 JWT of the same facts (`X-Tollgate-Assertion`) bound to one
+//! request — its issuer, audience, method and path, a unique id, 30 seconds of life — for a product
+//! that others can reach too. The plain headers of a credential are kept a second
+//! ([`IdentityCache`]); the assertion is signed for each request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::header::{HeaderName, HeaderValue};
+use serde::Serialize;
+
+use crate::domain::{SubscriptionCache, User};
+
+/// How long an assertion is good for: long enough for one request to reach the product.
+pub const ASSERTION_SECONDS: i64 = 30;
+
+pub const X_TOLLGATE_ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
+
+/// What the product is told about the user.
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    pub sub: String,
+    pub email: String,
+    pub entitled: bool,
+    pub status: String,
+    pub price: Option<String>,
+}
+
+impl Identity {
+    pub fn of(user: &User, entry: &SubscriptionCache, entitled: bool) -> Identity {
+        Identity {
+            sub: user.id.to_string(),
+            email: user.email.as_str().to_string(),
+            entitled,
+            status: entry.status().as_str().to_string(),
+            price: entry.subscription().and_then(|s| s.price_id.clone()),
+        }
+    }
+
+    /// The plain identity headers.
+    pub fn headers(&self) -> Headers {
+        let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
+        Arc::new([
+            (HeaderName::from_static("x-forwarded-user"), value(&self.sub)),
+            (HeaderName::from_static("x-forwarded-email"), value(&self.email)),
+            (HeaderName::from_static("x-tollgate-entitled"), HeaderValue::from_static(if self.entitled { "true" } else { "false" })),
+            (HeaderName::from_static("x-tollgate-status"), value(&self.status)),
+            (HeaderName::from_static("x-tollgate-price"), value(self.price.as_deref().unwrap_or(""))),
+        ])
+    }
+}
+
+/// The plain identity headers, shared (a kept answer is not copied).
+pub type Headers = Arc<[(HeaderName, HeaderValue)]>;
+
+/// Which request an assertion is for (DPoP's `htm` and `htu`).
+pub struct Bound<'a> {
+    pub method: &'a str,
+    /// The canonical path the decision was made on.
+    pub path: &'a str,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    #[serde(flatten)]
+    identity: &'a Identity,
+    iss: &'a str,
+    aud: &'a str,
+    jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    htm: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    htu: Option<String>,
+    iat: i64,
+    exp: i64,
+}
+
+/// Signs assertions when `GATEWAY_SECRET` is set.
+pub struct AssertionSigner {
+    key: Option<jsonwebtoken::EncodingKey>,
+    /// `iss`: `PUBLIC_URL` (its origin).
+    issuer: String,
+    /// `aud`: `GATEWAY_AUDIENCE`, else the upstream's origin, else `issuer`.
+    audience: String,
+}
+
+impl AssertionSigner {
+    pub fn new(secret: Option<&crate::config::Secret>, issuer: String, audience: String) -> AssertionSigner {
+        AssertionSigner { key: secret.map(|s| jsonwebtoken::EncodingKey::from_secret(s.expose().as_bytes())), issuer, audience }
+    }
+
+    /// The assertion for one request of `identity`, when a secret is set.
+    pub fn sign(&self, identity: &Identity, bound: Option<Bound<'_>>) -> Option<HeaderValue> {
+        let key = self.key.as_ref()?;
+        let now = crate::unix_now();
+        let claims = Claims {
+            identity,
+            iss: &self.issuer,
+            aud: &self.audience,
+            jti: crate::random_token(22),
+            htm: bound.as_ref().map(|b| b.method),
+            htu: bound.as_ref().map(|b| format!("{}{}", self.issuer, b.path)),
+            iat: now,
+            exp: now + ASSERTION_SECONDS,
+        };
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, key).ok()?;
+        HeaderValue::from_str(&token).ok()
+    }
+}
+
+/// How long an identity is reused for the same credentials. Gateway and forward-auth answers
+/// may each cost several KV reads; within this moment the same browser (a page and its assets)
+/// is answered from memory. A sign-out on this instance forgets everything at once; on another
+/// instance it shows here within this time.
+pub const IDENTITY_KEPT: Duration = Duration::from_secs(1);
+/// At most this many identities are kept; when full, all are forgotten at once.
+const IDENTITIES_KEPT: usize = 10_000;
+
+/// Identities recently looked up, by a hash of the credentials they were looked up for.
+#[derive(Default)]
+pub struct IdentityCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Kept>>);
+
+#[derive(Clone)]
+pub struct Kept {
+    at: Instant,
+    pub identity: Arc<Identity>,
+    pub headers: Headers,
+}
+
+/// A credential's digest: what caches and tunnels remember it by.
+pub fn digest(credential: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(credential.as_bytes()).into()
+}
+
+impl IdentityCache {
+    pub fn get(&self, credential: &str) -> Option<Kept> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&digest(credential)).cloned()?;
+        (kept.at.elapsed() < IDENTITY_KEPT).then_some(kept)
+    }
+
+    /// Keep `identity` for `credential` (a request without one is answered, not kept).
+    pub fn keep(&self, credential: Option<&str>, identity: Arc<Identity>) -> Kept {
+        let kept = Kept { at: Instant::now(), headers: identity.headers(), identity };
+        let Some(credential) = credential else { return kept };
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= IDENTITIES_KEPT {
+            all.clear();
+        }
+        all.insert(digest(credential), kept.clone());
+        kept
+    }
+
+    /// Someone signed out (or every session of someone ended): keep nothing computed before.
+    pub fn forget_all(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}

@@ -1,0 +1,194 @@
+//! WebSocket tunnels: after a `101`, the gateway sees only bytes, so a tunnel carries the gate with
+//! it. It holds its connection's slot (tunnels count against the accept loop's cap, and at most
+//! [`Tunnels`]' own share of it are open, so ordinary requests always find room), closes after
+//! `UPSTREAM_IDLE_TIMEOUT` without a byte either way and after `WEBSOCKET_MAX_LIFETIME` in any
+//! case, and — on a gated path — asks every `ENTITLEMENT_RECHECK` whether its user is still
+//! entitled, closing when not. A sign-out on this instance closes its user's tunnels at once.
+//! A product may therefore rely on "an open socket is a paying user".
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The accept loop's slot of one connection. It moves into the connection's tunnel when the
+/// connection is upgraded, so the tunnel keeps counting against the cap after hyper lets go.
+#[derive(Clone, Default)]
+pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnectionSlot {
+    pub fn new(permit: OwnedSemaphorePermit) -> ConnectionSlot {
+        ConnectionSlot(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelLimits {
+    pub idle: Duration,
+    pub max_lifetime: Duration,
+    pub recheck: Duration,
+}
+
+struct Open {
+    user: Option<String>,
+    close: Arc<Notify>,
+}
+
+/// The open tunnels of this instance.
+pub struct Tunnels {
+    open: Mutex<HashMap<u64, Open>>,
+    next: AtomicU64,
+    room: Arc<Semaphore>,
+    pub limits: TunnelLimits,
+}
+
+/// A tunnel's share of [`Tunnels`]' room, taken before the upgrade is forwarded.
+pub struct Reservation {
+    _room: OwnedSemaphorePermit,
+}
+
+/// What a tunnel is made of: its room, its connection's slot, its user, and both upgraded ends.
+pub struct Ends {
+    pub reservation: Reservation,
+    pub slot: Option<ConnectionSlot>,
+    pub user: Option<String>,
+    pub client: Upgraded,
+    pub product: Upgraded,
+}
+
+/// Who a tunnel is for, and how to tell it to close.
+pub struct Registration<'a> {
+    tunnels: &'a Tunnels,
+    id: u64,
+    close: Arc<Notify>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.tunnels.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
+impl Tunnels {
+    /// At most `max` tunnels at once.
+    pub fn new(max: usize, limits: TunnelLimits) -> Tunnels {
+        Tunnels { open: Default::default(), next: AtomicU64::new(0), room: Arc::new(Semaphore::new(max)), limits }
+    }
+
+    /// Room for one more tunnel, before the upgrade is forwarded.
+    pub fn reserve(&self) -> Option<Reservation> {
+        self.room.clone().try_acquire_owned().ok().map(|room| Reservation { _room: room })
+    }
+
+    fn register(&self, user: Option<String>) -> Registration<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Open { user, close: close.clone() });
+        Registration { tunnels: self, id, close }
+    }
+
+    /// Close every tunnel of `user` on this instance (they signed out, or every session ended).
+    pub fn close_user(&self, user: &str) {
+        for open in self.open.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            if open.user.as_deref() == Some(user) {
+                open.close.notify_one();
+            }
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Splice `client` and `product` until either side closes, the tunnel idles or outlives its
+    /// limits, it is told to close, or `still_allowed` (asked every `recheck`, when given) says no.
+    /// The tunnel holds its connection's `slot` meanwhile.
+    pub async fn run<F, Fut>(&self, ends: Ends, still_allowed: Option<F>)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let Ends { reservation: _reservation, slot, user, client, product } = ends;
+        let _slot = slot.as_ref().and_then(ConnectionSlot::take);
+        let registration = self.register(user);
+        let started = Instant::now();
+        let last_active = Arc::new(AtomicU64::new(0));
+        let mut client = Active { io: TokioIo::new(client), started, last_active: last_active.clone() };
+        let mut product = Active { io: TokioIo::new(product), started, last_active: last_active.clone() };
+        let mut copy = tokio::spawn(async move {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut product).await;
+        });
+        let limits = self.limits;
+        let end_of_life = started + limits.max_lifetime;
+        let mut next_recheck = still_allowed.as_ref().map(|_| started + limits.recheck);
+        let mut still_allowed = still_allowed;
+        loop {
+            let idle_until = started + Duration::from_millis(last_active.load(Ordering::Relaxed)) + limits.idle;
+            let wake = [Some(idle_until), Some(end_of_life), next_recheck].into_iter().flatten().min().expect("deadlines");
+            tokio::select! {
+                _ = &mut copy => break,
+                _ = registration.close.notified() => break,
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    let idle_until = started + Duration::from_millis(last_active.load(Ordering::Relaxed)) + limits.idle;
+                    if now >= end_of_life || now >= idle_until {
+                        break;
+                    }
+                    if let (Some(due), Some(check)) = (next_recheck, still_allowed.as_mut()) {
+                        if now >= due {
+                            if !check().await {
+                                break;
+                            }
+                            next_recheck = Some(Instant::now() + limits.recheck);
+                        }
+                    }
+                }
+            }
+        }
+        // Dropping both ends closes both connections.
+        copy.abort();
+    }
+}
+
+/// One end of a tunnel, noting when bytes last arrived from it.
+struct Active {
+    io: TokioIo<Upgraded>,
+    started: Instant,
+    last_active: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Active {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last_active.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Active {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
