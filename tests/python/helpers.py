@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -17,6 +18,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 EMULATOR = os.environ.get("EMULATOR_BIN", str(TARGET / "debug" / "stripe-emulator"))
 TOLLGATE = os.environ.get("TOLLGATE_BIN", str(TARGET / "debug" / "tollgate"))
 SEED = str(ROOT / "tests" / "fixtures" / "seed.json")
+PASSWORD = "a long enough password"
 
 
 def free_port():
@@ -32,8 +34,14 @@ def start_emulator(*args):
 
 
 def stop(proc):
-    proc.kill()
-    proc.wait()
+    """End `proc` as its supervisor would (SIGTERM: nginx takes its workers with it, Jupyter its
+    kernels), then for certain."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     if proc.stdout:
         proc.stdout.close()
 
@@ -76,18 +84,93 @@ class Browser:
         status, _, text = self.request(method, path, body, headers)
         return status, json.loads(text) if text else None
 
-    def sign_up(self, email):
+    def sign_up(self, email, password=PASSWORD):
         """Sign up as a person would with the local outbox: the form, the link read off
-        /dev/outbox, its page, the confirmation."""
-        status, _, _ = self.form("/auth/sign-up", {"email": email, "password": "a long enough password"})
+        /dev/outbox, its page, where the password is chosen."""
+        status, _, _ = self.form("/auth/sign-up", {"email": email})
         check(status == 200, f"sign-up answered {status}")
         outbox = html.unescape(self.request("GET", "/dev/outbox")[2])
         start = outbox.index("/auth/confirm?")
         link = outbox[start:].split()[0].split('"')[0].split("<")[0]
         check(self.request("GET", link)[0] == 200, "the confirmation page")
         fields = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(link).query))
-        status = self.form("/auth/confirm", fields)[0]
+        status = self.form("/auth/confirm", {**fields, "password": password})[0]
         check(status == 303, f"confirming answered {status}")
+
+
+def start_tollgate(**variables):
+    """The tollgate binary as shipped (embedded emulator, memory KV) on a free port, with
+    `variables` set: the process, its URL and its emulator's URL. Stop it with `stop`."""
+    env = dict(os.environ, PORT="0", BIND="", PUBLIC_URL="", STRIPE_SECRET_KEY="", PLANS="", STRIPE_EMULATOR_PORT="0",
+               KV_URL="memory:", RUST_LOG="warn", **variables)
+    proc = subprocess.Popen([TOLLGATE], stdout=subprocess.PIPE, text=True, env=env, cwd="/tmp")
+    first, second = proc.stdout.readline(), proc.stdout.readline()
+    listening = first.split("listening on ")[1].split()[0]
+    stripe = second.split("emulator at ")[1].split()[0]
+    threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
+    return proc, listening, stripe
+
+
+def subscribe(browser, stripe, email, price="price_tollgate_monthly"):
+    """Sign up as `email` and pay for `price` on the emulator's Checkout; back on /success."""
+    browser.sign_up(email)
+    status, body = browser.json("POST", "/api/generate-stripe-checkout", {"priceId": price})
+    check(status == 200, f"checkout: {status} {body}")
+    status, _, _ = browser.request("POST", f"/_emulator/checkout/sessions/{body['sessionId']}/complete",
+                                   urllib.parse.urlencode({"card_number": "4242424242424242"}),
+                                   {"Content-Type": "application/x-www-form-urlencoded"}, base=stripe)
+    check(status == 303, f"paying answered {status}")
+    status, headers, _ = browser.request("GET", "/success")
+    check(status == 303 and headers["Location"] == "/dashboard", f"/success answered {status}")
+
+
+def raw_get(base, target, headers=None, timeout=10):
+    """`GET target` sent byte for byte (no client library normalises it): status, head, body."""
+    url = urllib.parse.urlparse(base)
+    lines = [f"GET {target} HTTP/1.1", f"Host: {url.netloc}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as s:
+        head, body = exchange(s, "\r\n".join(lines) + "\r\n\r\n")
+    return int(head.split(" ")[1]), head, body
+
+
+def exchange(sock, request):
+    """Send `request` on `sock` and read one HTTP/1.1 answer: its head and its body (by
+    Content-Length, chunked, or to the end), leaving the connection open for the next."""
+    sock.sendall(request.encode("latin-1"))
+    reader = sock.makefile("rb")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = reader.readline()
+        if not line:
+            break
+        head += line
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)}
+    body = b""
+    if fields.get(b"transfer-encoding") == b"chunked":
+        while (size := int(reader.readline().strip() or b"0", 16)) > 0:
+            body += reader.read(size)
+            reader.readline()
+        reader.readline()
+    elif b"content-length" in fields:
+        body = reader.read(int(fields[b"content-length"]))
+    elif not head.startswith(b"HTTP/1.1 101") and b"close" in fields.get(b"connection", b"close"):
+        body = reader.read()
+    return head.decode("latin-1"), body.decode("utf-8", "replace")
+
+
+def hostile_targets():
+    """The corpus of tests/fixtures/hostile-targets.txt: (section, target) pairs."""
+    section, targets = None, []
+    for line in (ROOT / "tests" / "fixtures" / "hostile-targets.txt").read_text().splitlines():
+        line = line.rstrip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+        else:
+            targets.append((section, line))
+    return targets
 
 
 def check(condition, message):

@@ -6,29 +6,20 @@ Tollgate runs as shipped (`tollgate` with no Stripe keys), so its embedded emula
 webhooks; the metrics are served on their own port (METRICS_ADDR)."""
 
 import http.client
-import os
 import re
-import subprocess
-import threading
 import time
 import unittest
 import urllib.parse
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import TOLLGATE, Browser, free_port, stop
+from helpers import Browser, free_port, start_tollgate, stop
 
 
 class MetricsAfterAFlow(unittest.TestCase):
     def setUp(self):
         self.metrics_port = free_port()
-        env = dict(os.environ, PORT="0", BIND="", PUBLIC_URL="", STRIPE_SECRET_KEY="", PLANS="", STRIPE_EMULATOR_PORT="0",
-                   KV_URL="memory:", RUST_LOG="warn", METRICS_ADDR=f"127.0.0.1:{self.metrics_port}")
-        self.proc = subprocess.Popen([TOLLGATE], stdout=subprocess.PIPE, text=True, env=env, cwd="/tmp")
-        first, second = self.proc.stdout.readline(), self.proc.stdout.readline()
-        self.base = re.search(r"open (http://localhost:\d+)", first).group(1)
-        self.stripe = re.search(r"emulator at (http://[\d.:]+)", second).group(1)
-        threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True).start()
+        self.proc, self.base, self.stripe = start_tollgate(METRICS_ADDR=f"127.0.0.1:{self.metrics_port}")
 
     def tearDown(self):
         stop(self.proc)

@@ -30,12 +30,13 @@ function startTollgate(env = {}) {
 }
 
 // After the sign-up form: the "check your email" page points at the local outbox (no SMTP);
-// open the newest message to `email`, follow its link and confirm.
-async function signUpByEmail(page, email) {
+// open the newest message to `email`, follow its link and choose `password` there.
+async function signUpByEmail(page, email, password) {
   await Promise.all([page.waitForSelector('#check-email'), page.click('#sign-up-submit')]);
   assert.equal(await page.textContent('#sent-to'), email);
   await Promise.all([page.waitForURL('**/dev/outbox'), page.click('#open-outbox')]);
   await followEmailedLink(page, email, 'Confirm your email');
+  await page.fill('#confirm-password', password);
   await Promise.all([page.waitForURL('**/dashboard?notice=welcome'), page.click('#confirm-submit')]);
 }
 
@@ -55,8 +56,7 @@ test('sign up, subscribe, pay, and see the subscription; then cancel in the port
   assert.match(await page.textContent('#plans'), /Tollgate Pro[\s\S]*\$12\.00[\s\S]*\$120\.00/);
   await page.click('#sign-in');
   await page.fill('#up-email', 'Person@Example.com');
-  await page.fill('#up-password', 'correct horse battery');
-  await signUpByEmail(page, 'person@example.com');
+  await signUpByEmail(page, 'person@example.com', 'correct horse battery');
   assert.match(await page.textContent('#notice'), /Welcome/);
   assert.equal(await page.textContent('#email'), 'person@example.com');
 
@@ -96,8 +96,7 @@ test('sign up, confirm by email, forget the password, reset it by email, sign in
   const page = await browser.newPage();
   await page.goto(`${app.url}/auth`);
   await page.fill('#up-email', 'forgetful@example.com');
-  await page.fill('#up-password', 'first long password');
-  await signUpByEmail(page, 'forgetful@example.com');
+  await signUpByEmail(page, 'forgetful@example.com', 'first long password');
   assert.equal(await page.textContent('#email'), 'forgetful@example.com');
   await Promise.all([page.waitForURL(/\/\?notice=signed-out/), page.click('#sign-out')]);
 
@@ -140,8 +139,7 @@ test('through the gateway: sign up, subscribe, then the product sees who the use
     assert.match(page.url(), /\/auth\?next=%2Fapp%2Fprojects$/, 'a visitor is sent to sign in');
     await page.goto(`${gateway.url}/auth`);
     await page.fill('#up-email', 'maker@example.com');
-    await page.fill('#up-password', 'correct horse battery');
-    await signUpByEmail(page, 'maker@example.com');
+    await signUpByEmail(page, 'maker@example.com', 'correct horse battery');
     await page.goto(`${gateway.url}/app/projects`);
     assert.match(page.url(), /notice=subscribe/, 'not subscribed yet: the pricing page');
     await Promise.all([page.waitForURL(/\/c\/pay\/cs_test_/), page.click('#subscribe-price_tollgate_monthly')]);
