@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::billing::{Billing, BillingError};
+use crate::billing::{recipe, Billing, BillingError};
 use crate::domain::{AccessPolicy, CustomerId, SubscriptionCache, UserId};
 use crate::kv::keys;
 
@@ -13,10 +13,14 @@ pub async fn cached_subscription(billing: &Arc<Billing>, user: &UserId) -> Resul
     let Some(customer) = billing.customer_of(user).await? else {
         return Ok((None, SubscriptionCache::none()));
     };
-    let cached = billing.kv.get(&keys::customer_cache(&customer)).await?;
-    let entry = match cached.as_deref().map(serde_json::from_str::<SubscriptionCache>) {
-        Some(Ok(entry)) => entry,
-        Some(Err(_)) | None => billing.sync(&customer).await?,
+    let key = keys::customer_cache(&customer);
+    let entry = match billing.kv.get(&key).await?.map(|value| recipe::read_cache_entry(&value)) {
+        Some(Some(entry)) => entry,
+        Some(None) => {
+            recipe::unreadable("stripe:customer", &key);
+            billing.sync(&customer).await?
+        }
+        None => billing.sync(&customer).await?,
     };
     Ok((Some(customer), entry))
 }
@@ -43,7 +47,7 @@ pub async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &U
 /// [`entitlement`], which reads Stripe.
 pub async fn entitled_from_cache(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<bool, BillingError> {
     let Some(customer) = billing.customer_of(user).await? else { return Ok(false) };
-    let Some(json) = billing.kv.get(&keys::customer_cache(&customer)).await? else { return Ok(false) };
-    let Ok(entry) = serde_json::from_str::<SubscriptionCache>(&json) else { return Ok(false) };
+    let Some(value) = billing.kv.get(&keys::customer_cache(&customer)).await? else { return Ok(false) };
+    let Some(entry) = recipe::read_cache_entry(&value) else { return Ok(false) };
     Ok(policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, crate::unix_now()))
 }

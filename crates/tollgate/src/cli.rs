@@ -1,5 +1,5 @@
 //! The command line: `tollgate` (= `tollgate serve`), `tollgate config`, `tollgate sync`,
-//! `tollgate doctor` and `tollgate setup`.
+//! `tollgate import`, `tollgate doctor` and `tollgate setup`.
 
 use std::sync::Arc;
 
@@ -34,6 +34,13 @@ pub enum Command {
     /// Create or update the Stripe webhook endpoint for PUBLIC_URL with exactly the tracked events.
     Setup {
         /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Take over a recipe deployment's KV: check every stripe:user:* and stripe:customer:* against
+    /// Stripe (within STRIPE_RATE_LIMIT), re-write stale ones, report orphans.
+    Import {
+        /// List what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -78,6 +85,35 @@ pub async fn setup(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
         crate::doctor::SetupOutcome::Updated { id, changes } => println!("webhook endpoint {id} {would}updated: {}", changes.join("; ")),
         crate::doctor::SetupOutcome::Unchanged { id } => println!("webhook endpoint {id} is already as Tollgate needs it: nothing changed"),
     }
+    Ok(())
+}
+
+/// `tollgate import`: a progress bar, then every change (or, with `--dry-run`, every change it
+/// would make) and the totals.
+pub async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
+    let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
+        anyhow::bail!("STRIPE_SECRET_KEY: `tollgate import` reads Stripe; set the key of the account the recipe used");
+    };
+    let kv = crate::kv::open(&settings.kv).await?;
+    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new());
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos} keys checked, {per_sec} {msg}").expect("a valid template"));
+    let report = billing.import(dry_run, |done| progress.inc(done as u64)).await?;
+    progress.finish_and_clear();
+    let (would, repair) = if dry_run { ("would be ", "would repair") } else { ("", "repaired") };
+    for finding in &report.repaired {
+        println!("{repair}  {}: {}", finding.key, finding.what);
+    }
+    for finding in &report.orphaned {
+        println!("orphaned  {}: {}", finding.key, finding.what);
+    }
+    println!(
+        "users: {}, customers: {}, {would}repaired: {}, orphaned: {}",
+        report.users,
+        report.customers,
+        report.repaired.len(),
+        report.orphaned.len()
+    );
     Ok(())
 }
 

@@ -132,6 +132,8 @@ pub struct Settings {
     /// Where users reach the app; `None` means `http://localhost:{bound port}`.
     pub public_url: Option<String>,
     pub kv: KvSettings,
+    /// `KV_VALUE_ENCODING`: how the recipe's string values are written.
+    pub value_encoding: ValueEncoding,
     pub stripe: StripeSettings,
     /// The prices offered, in display order; `None` in emulator mode means the seeded plans.
     pub plans: Option<Vec<PriceId>>,
@@ -186,6 +188,17 @@ pub struct GateSettings {
     /// `FORWARD_AUTH_TRUST_URI`: `/auth/verify` decides on the proxy's `X-Forwarded-Uri` /
     /// `X-Original-URI` (otherwise every path it is asked about is gated).
     pub trust_forwarded_uri: bool,
+}
+
+/// How the recipe's string values (`stripe:user:{userId}` → `cus_…`) are written
+/// (`KV_VALUE_ENCODING`); both forms are always read.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ValueEncoding {
+    /// As they are, as `@upstash/redis` and `@vercel/kv` write a string: `cus_…`.
+    #[default]
+    Raw,
+    /// JSON-encoded, as wrappers that JSON-encode every value write it: `"cus_…"`.
+    Json,
 }
 
 /// Which `Host` the product receives (`UPSTREAM_HOST`).
@@ -272,6 +285,11 @@ impl Settings {
                     format!("'{}' is not supported: use redis[s]://host:port, redb:/path/file.redb or memory:", redact_url(v)),
                 ))
             }
+        };
+        let value_encoding = match get("KV_VALUE_ENCODING").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("raw") => ValueEncoding::Raw,
+            Some("json") => ValueEncoding::Json,
+            Some(v) => return Err(error("KV_VALUE_ENCODING", format!("'{v}' is not raw or json"))),
         };
         let stripe = match get("STRIPE_SECRET_KEY") {
             // A public https site without Stripe keys is a deployment that forgot them: it would take
@@ -438,6 +456,7 @@ impl Settings {
             bind,
             public_url,
             kv,
+            value_encoding,
             stripe,
             plans,
             auth,

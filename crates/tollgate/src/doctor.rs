@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::billing::events::TRACKED_EVENTS;
-use crate::config::{AuthSettings, MailSettings, Settings, StripeSettings};
+use crate::config::{AuthSettings, MailSettings, Settings, StripeSettings, ValueEncoding};
 use crate::stripe::wire::{List, Price};
 use crate::stripe::{StripeClient, StripeError, API_VERSION};
 
@@ -85,6 +85,49 @@ fn missing_events(endpoint: &Value) -> Vec<&'static str> {
 }
 
 /// Every check, in order. `stripe` is the client `serve` would use (`None` without keys).
+/// How many `stripe:user:*` values the value-form check reads.
+const VALUES_SAMPLED: usize = 500;
+
+/// Which form the recipe's mappings in the KV are written in, against `KV_VALUE_ENCODING`.
+async fn value_forms(kv: &dyn crate::kv::Kv, encoding: ValueEncoding) -> Check {
+    use crate::billing::recipe::{read_customer_id, StringForm};
+    let configured = match encoding {
+        ValueEncoding::Raw => "raw",
+        ValueEncoding::Json => "json",
+    };
+    let (mut raw, mut json, mut unreadable, mut cursor) = (0, 0, 0, String::new());
+    while raw + json + unreadable < VALUES_SAMPLED {
+        let Ok((keys, next)) = kv.scan_keys("stripe:user:", &cursor, 100).await else { break };
+        for key in keys {
+            match kv.get(&key).await.ok().flatten().as_deref().map(read_customer_id) {
+                Some(Some((_, StringForm::Raw))) => raw += 1,
+                Some(Some((_, StringForm::Json))) => json += 1,
+                Some(None) => unreadable += 1,
+                None => {}
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        cursor = next;
+    }
+    let seen = format!("{raw} raw (cus_…), {json} JSON-encoded (\"cus_…\"), {unreadable} unreadable stripe:user:* values");
+    let other = match encoding {
+        ValueEncoding::Raw => json,
+        ValueEncoding::Json => raw,
+    };
+    if unreadable > 0 {
+        Check::fail("kv values", seen, "run `tollgate import` to repair them from Stripe")
+    } else if other > 0 {
+        let fix = format!(
+            "set KV_VALUE_ENCODING to the form the other apps on this KV write, or run `tollgate import` to re-write them {configured}"
+        );
+        Check::fail("kv values", format!("{seen}; KV_VALUE_ENCODING={configured}"), fix)
+    } else {
+        Check::ok("kv values", format!("{seen}: KV_VALUE_ENCODING={configured} matches"))
+    }
+}
+
 pub async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> Vec<Check> {
     let mut checks = Vec::new();
     let live = matches!(&settings.stripe, StripeSettings::Remote { secret_key, .. } if secret_key.expose().contains("_live_"));
@@ -104,21 +147,26 @@ pub async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> Vec<Chec
         (Some(url), _) => checks.push(Check::ok("public url", url.clone())),
     }
 
-    // The KV takes a write and reads it back.
-    checks.push(match crate::kv::open(&settings.kv).await {
-        Err(e) => Check::fail("kv", format!("cannot open: {e:#}"), "check KV_URL (and that Redis is reachable and the credentials right)"),
+    // The KV takes a write and reads it back; its recipe values are in the form configured.
+    match crate::kv::open(&settings.kv).await {
+        Err(e) => checks.push(Check::fail(
+            "kv",
+            format!("cannot open: {e:#}"),
+            "check KV_URL (and that Redis is reachable and the credentials right)",
+        )),
         Ok(kv) => {
             let value = crate::random_token(16);
             let written = kv.set_expiring("tollgate:doctor", &value, std::time::Duration::from_secs(60)).await;
-            match (written, kv.get("tollgate:doctor").await) {
+            checks.push(match (written, kv.get("tollgate:doctor").await) {
                 (Ok(()), Ok(Some(read))) if read == value => Check::ok("kv", "a write was read back"),
                 (Err(e), _) | (_, Err(e)) => {
                     Check::fail("kv", format!("unwritable: {e}"), "give Tollgate's KV user write access (Redis ACL) or a writable DATA_DIR")
                 }
                 _ => Check::fail("kv", "a write was not read back", "check that KV_URL names one Redis, not a read replica"),
-            }
+            });
+            checks.push(value_forms(kv.as_ref(), settings.value_encoding).await);
         }
-    });
+    }
 
     let Some(stripe) = stripe else {
         checks.push(Check::skip("stripe", "no STRIPE_SECRET_KEY: the embedded emulator stands in (development only)"));

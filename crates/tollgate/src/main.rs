@@ -28,6 +28,13 @@ async fn main() {
             return;
         }
         Some(Command::Doctor { json }) => std::process::exit(if tollgate::cli::doctor(&settings, json).await { 0 } else { 1 }),
+        Some(Command::Import { dry_run }) => {
+            if let Err(e) = tollgate::cli::import(settings, dry_run).await {
+                eprintln!("tollgate: import: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Some(Command::Setup { dry_run }) => {
             if let Err(e) = tollgate::cli::setup(&settings, dry_run).await {
                 eprintln!("tollgate: setup: {e:#}");

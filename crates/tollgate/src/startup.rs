@@ -254,6 +254,7 @@ pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, api_base: &str, key
         catalog: Arc::new(Catalog::new(price_ids)),
         public_url,
         trial_days: settings.trial_days,
+        value_encoding: settings.value_encoding,
     };
     (Arc::new(billing), wakeups)
 }

@@ -804,6 +804,9 @@ mod tests {
         fn ping(&self) -> crate::kv::KvFuture<'_, ()> {
             self.pass(move || self.inner.ping())
         }
+        fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> crate::kv::KvFuture<'a, (Vec<String>, String)> {
+            self.pass(move || self.inner.scan_keys(prefix, cursor, limit))
+        }
         fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> crate::kv::KvFuture<'a, bool> {
             self.pass(move || self.inner.mark_pending(customer, event_id))
         }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Billing, BillingError};
+use super::{recipe, Billing, BillingError};
 use crate::domain::{CustomerId, PriceId, User, UserId};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, List, PortalSession};
@@ -19,11 +19,32 @@ pub struct CheckoutStart {
 }
 
 impl Billing {
-    /// The user's customer id from the KV, if they have one.
+    /// The user's customer id from the KV, if they have one, in either form the recipe's apps
+    /// write it (`billing::recipe`); a value in neither is repaired from Stripe first.
     pub async fn customer_of(&self, user: &UserId) -> Result<Option<CustomerId>, BillingError> {
-        match self.kv.get(&keys::user_customer(user)).await? {
+        let key = keys::user_customer(user);
+        match self.kv.get(&key).await? {
             None => Ok(None),
-            Some(raw) => CustomerId::parse(&raw).map(Some).map_err(|e| BillingError::Corrupt(e.to_string())),
+            Some(value) => match recipe::read_customer_id(&value) {
+                Some((customer, _)) => Ok(Some(customer)),
+                None => self.repair_mapping(user, &key).await,
+            },
+        }
+    }
+
+    /// An unreadable `stripe:user:{userId}`: find the user's customer in Stripe by the recipe's
+    /// reverse link (`metadata.userId`), and map it again (or unmap the user when there is none).
+    async fn repair_mapping(&self, user: &UserId, key: &str) -> Result<Option<CustomerId>, BillingError> {
+        recipe::unreadable("stripe:user", key);
+        match self.customer_named_by(user).await.map_err(|_| BillingError::Repairing(key.to_string()))? {
+            Some(customer) => {
+                self.kv.set(key, &recipe::write_customer_id(&customer, self.value_encoding)).await?;
+                Ok(Some(customer))
+            }
+            None => {
+                self.kv.delete(key).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -36,7 +57,8 @@ impl Billing {
             return Ok(existing);
         }
         let created = self.create_customer(user, &format!("tollgate-customer-{}", user.id)).await?;
-        if self.kv.set_if_absent(&keys::user_customer(&user.id), created.as_str()).await? {
+        let value = recipe::write_customer_id(&created, self.value_encoding);
+        if self.kv.set_if_absent(&keys::user_customer(&user.id), &value).await? {
             return Ok(created);
         }
         self.customer_of(&user.id).await?.ok_or(BillingError::NoCustomer)
@@ -48,7 +70,7 @@ impl Billing {
     async fn replace_missing_customer(&self, user: &User, missing: &CustomerId) -> Result<CustomerId, BillingError> {
         tracing::warn!(user = %user.id, customer = %missing, "the mapped Stripe customer no longer exists; creating a new one");
         let created = self.create_customer(user, &format!("tollgate-customer-{}-replaces-{missing}", user.id)).await?;
-        self.kv.set(&keys::user_customer(&user.id), created.as_str()).await?;
+        self.kv.set(&keys::user_customer(&user.id), &recipe::write_customer_id(&created, self.value_encoding)).await?;
         Ok(created)
     }
 

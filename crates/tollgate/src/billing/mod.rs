@@ -6,6 +6,8 @@ pub mod catalog;
 pub mod checkout;
 pub mod drain;
 pub mod events;
+pub mod import;
+pub mod recipe;
 pub mod reconcile;
 pub mod sync;
 pub mod users;
@@ -29,6 +31,9 @@ pub enum BillingError {
     NoCustomer,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A recipe key held a value nobody writes, and Stripe could not be asked to repair it now.
+    #[error("the value at {0} is unreadable and is being repaired")]
+    Repairing(String),
 }
 
 /// Everything billing needs, shared by handlers.
@@ -40,4 +45,6 @@ pub struct Billing {
     pub catalog: Arc<catalog::Catalog>,
     pub public_url: String,
     pub trial_days: Option<u32>,
+    /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
+    pub value_encoding: crate::config::ValueEncoding,
 }

@@ -116,7 +116,11 @@ impl Billing {
         loop {
             match self.settle(customer).await? {
                 Settled::Synced(entry) => return Ok(entry),
-                Settled::Idle => return self.cached_entry(customer).await,
+                Settled::Idle => match self.cached_entry(customer).await? {
+                    Some(entry) => return Ok(entry),
+                    // Deleted or overwritten since it was settled: settle it again.
+                    None => self.kv.mark_pending(customer.as_str(), None).await.map(drop)?,
+                },
                 Settled::Busy if tokio::time::Instant::now() >= deadline => {
                     return Err(StripeError::Unavailable("another sync of this customer is taking too long".into()).into())
                 }
@@ -125,11 +129,15 @@ impl Billing {
         }
     }
 
-    /// The stored entry; missing or unreadable only if something else deleted it since a sync.
-    async fn cached_entry(&self, customer: &CustomerId) -> Result<SubscriptionCache, BillingError> {
-        let raw =
-            self.kv.get(&keys::customer_cache(customer)).await?.ok_or_else(|| BillingError::Corrupt("cache entry vanished".into()))?;
-        serde_json::from_str(&raw).map_err(|e| BillingError::Corrupt(e.to_string()))
+    /// The stored entry; missing or unreadable only if something else wrote there since a sync.
+    async fn cached_entry(&self, customer: &CustomerId) -> Result<Option<SubscriptionCache>, BillingError> {
+        let key = keys::customer_cache(customer);
+        let value = self.kv.get(&key).await?;
+        let entry = value.as_deref().and_then(super::recipe::read_cache_entry);
+        if value.is_some() && entry.is_none() {
+            super::recipe::unreadable("stripe:customer", &key);
+        }
+        Ok(entry)
     }
 
     /// Sync `customer` while anything is pending for it, holding its lease. Errors leave the mark

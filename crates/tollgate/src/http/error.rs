@@ -145,6 +145,10 @@ impl Failure {
         Failure::unavailable(surface, "Opening a live connection", "the WebSocket tunnels are at capacity".into())
     }
 
+    fn with_message(self, message: &str) -> Failure {
+        Failure { message: message.to_string(), ..self }
+    }
+
     pub fn forbidden(surface: Surface, message: &str) -> Failure {
         Failure::new(surface, StatusCode::FORBIDDEN, "forbidden", message)
     }
@@ -213,6 +217,12 @@ impl Failure {
                     "You have no billing account yet. Subscribe to a plan first.",
                 )
             },
+            BillingError::Repairing(key) => Failure::unavailable(
+                surface,
+                "Billing for your account",
+                format!("the value at {key} is unreadable and Stripe could not be asked to repair it yet"),
+            )
+            .with_message("Billing for your account is being repaired. Please try again in a moment."),
             BillingError::Corrupt(detail) => Failure {
                 detail: Some(detail),
                 ..Failure::new(surface, StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side.")

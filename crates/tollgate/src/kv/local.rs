@@ -19,8 +19,9 @@ pub fn ready<'a, T: Send + 'a>(value: T) -> KvFuture<'a, T> {
 /// An ordered string table to read (a redb read transaction, a locked map).
 pub trait ReadTable {
     fn get(&self, key: &str) -> Result<Option<String>, KvError>;
-    /// Keys starting with `prefix`, in order, at most `limit`, with their values.
-    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError>;
+    /// Keys starting with `prefix`, in order from `start` (itself at or after `prefix`), at most
+    /// `limit`, with their values.
+    fn scan(&self, prefix: &str, start: &str, limit: usize) -> Result<Vec<(String, String)>, KvError>;
 }
 
 /// The same table inside one atomic write step (a redb write transaction, a locked map).
@@ -69,7 +70,17 @@ pub fn pending_generation(table: &dyn ReadTable, customer: &str) -> Result<Optio
 
 pub fn pending_customers(table: &dyn ReadTable, limit: usize) -> Result<Vec<String>, KvError> {
     let prefix = keys::pending("");
-    Ok(table.scan(&prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect())
+    Ok(table.scan(&prefix, &prefix, limit)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect())
+}
+
+/// Up to `limit` keys starting with `prefix` from the cursor on (`""`: the first), and the
+/// cursor of the next page (`""`: none).
+pub fn scan_keys(table: &dyn ReadTable, prefix: &str, cursor: &str, limit: usize) -> Result<(Vec<String>, String), KvError> {
+    let start = if cursor.is_empty() { prefix } else { cursor };
+    let keys: Vec<String> = table.scan(prefix, start, limit)?.into_iter().map(|(k, _)| k).collect();
+    // The next page starts just after the last key seen.
+    let next = if keys.len() < limit { String::new() } else { keys.last().map(|k| format!("{k}\0")).unwrap_or_default() };
+    Ok((keys, next))
 }
 
 pub fn set_expiring(table: &mut dyn Table, key: &str, value: &str, ttl: std::time::Duration, now_unix: i64) -> Result<(), KvError> {
@@ -91,13 +102,13 @@ pub fn increment(table: &mut dyn Table, key: &str, ttl: std::time::Duration, now
 /// Forget event ids older than [`EVENT_MEMORY`] and keys set to expire by now (Redis expires
 /// both by itself).
 pub fn forget_expired(table: &mut dyn Table, now_unix: i64, limit: usize) -> Result<(), KvError> {
-    for (key, expires) in table.scan(&keys::event(""), limit)? {
+    for (key, expires) in table.scan(&keys::event(""), &keys::event(""), limit)? {
         if expires.parse::<i64>().map_or(true, |e| e <= now_unix) {
             table.remove(&key)?;
         }
     }
     let marks = keys::expiry("");
-    for (mark, expires) in table.scan(&marks, limit)? {
+    for (mark, expires) in table.scan(&marks, &marks, limit)? {
         if expires.parse::<i64>().map_or(true, |e| e <= now_unix) {
             table.remove(&mark[marks.len()..])?;
             table.remove(&mark)?;

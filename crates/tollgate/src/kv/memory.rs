@@ -31,10 +31,10 @@ impl ReadTable for Map<'_> {
     fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         Ok(self.0.get(key).cloned())
     }
-    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+    fn scan(&self, prefix: &str, start: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
         Ok(self
             .0
-            .range(prefix.to_string()..)
+            .range(start.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -73,6 +73,9 @@ impl Kv for MemoryKv {
     }
     fn ping(&self) -> KvFuture<'_, ()> {
         local::ready(())
+    }
+    fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> KvFuture<'a, (Vec<String>, String)> {
+        self.with(|m| local::scan_keys(m, prefix, cursor, limit))
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         self.with(|m| local::mark_pending(m, customer, event_id, crate::unix_now()))

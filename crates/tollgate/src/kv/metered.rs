@@ -43,6 +43,9 @@ impl Kv for Metered {
     fn ping(&self) -> KvFuture<'_, ()> {
         counted("ping", self.0.ping())
     }
+    fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> KvFuture<'a, (Vec<String>, String)> {
+        counted("scan_keys", self.0.scan_keys(prefix, cursor, limit))
+    }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         counted("mark_pending", self.0.mark_pending(customer, event_id))
     }

@@ -75,6 +75,10 @@ pub trait Kv: Send + Sync {
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64>;
     /// A cheap round trip, for `/readyz`.
     fn ping(&self) -> KvFuture<'_, ()>;
+    /// Some keys starting with `prefix` (at most about `limit`), from `cursor` on (`""` at first),
+    /// and the cursor of the rest (`""` when there is none). A key present throughout the whole
+    /// walk is seen at least once (Redis `SCAN`'s promise).
+    fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> KvFuture<'a, (Vec<String>, String)>;
 
     /// Record that `customer` needs a sync, bumping its generation; with an event id, only the
     /// first time that id is seen (false: a duplicate, nothing recorded).

@@ -65,8 +65,8 @@ impl ReadTable for WriteTable<'_, '_> {
     fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         get(self.0, key)
     }
-    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
-        scan(self.0, prefix, limit)
+    fn scan(&self, prefix: &str, start: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+        scan(self.0, prefix, start, limit)
     }
 }
 
@@ -77,8 +77,8 @@ impl ReadTable for ReadRows<'_> {
     fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         get(self.0, key)
     }
-    fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
-        scan(self.0, prefix, limit)
+    fn scan(&self, prefix: &str, start: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+        scan(self.0, prefix, start, limit)
     }
 }
 
@@ -86,9 +86,14 @@ fn get(table: &impl ReadableTable<&'static str, &'static str>, key: &str) -> Res
     Ok(table.get(key).map_err(unavailable)?.map(|v| v.value().to_string()))
 }
 
-fn scan(table: &impl ReadableTable<&'static str, &'static str>, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
+fn scan(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    prefix: &str,
+    start: &str,
+    limit: usize,
+) -> Result<Vec<(String, String)>, KvError> {
     let mut found = Vec::new();
-    for row in table.range(prefix..).map_err(unavailable)? {
+    for row in table.range(start..).map_err(unavailable)? {
         let (k, v) = row.map_err(unavailable)?;
         if !k.value().starts_with(prefix) || found.len() >= limit {
             break;
@@ -246,6 +251,9 @@ impl Kv for RedbKv {
     }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ())) })
+    }
+    fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> KvFuture<'a, (Vec<String>, String)> {
+        Box::pin(async move { self.read(|t| local::scan_keys(t, prefix, cursor, limit)) })
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         let (customer, event_id) = (customer.to_string(), event_id.map(str::to_string));

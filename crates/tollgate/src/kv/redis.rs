@@ -200,6 +200,23 @@ impl Kv for RedisKv {
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })
     }
+    fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> KvFuture<'a, (Vec<String>, String)> {
+        Box::pin(async move {
+            // `*`, `?`, `[` and `\\` are pattern syntax in MATCH: escaped, the prefix is literal.
+            let mut pattern = String::with_capacity(prefix.len() + 1);
+            for c in prefix.chars() {
+                if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('*');
+            let start = if cursor.is_empty() { "0" } else { cursor };
+            let scan = redis::cmd("SCAN").arg(start).arg("MATCH").arg(pattern).arg("COUNT").arg(limit.max(10)).clone();
+            let (next, keys): (String, Vec<String>) = self.run(scan).await?;
+            Ok((keys, if next == "0" { String::new() } else { next }))
+        })
+    }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         Box::pin(async move {
             let event_key = event_id.map(keys::event);

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub drain_backlog: IntGauge,
     pub drain_oldest_pending: IntGauge,
     pub kv_errors: IntCounterVec,
+    pub kv_unreadable_values: IntCounterVec,
     pub sign_in_throttled: IntCounterVec,
 }
 
@@ -83,6 +84,12 @@ fn build() -> prometheus::Result<Metrics> {
             "kv_errors_total",
             "KV operations that failed, by operation",
             &["operation"],
+            r
+        )?,
+        kv_unreadable_values: register_int_counter_vec_with_registry!(
+            "kv_unreadable_values_total",
+            "Values of the recipe's keys that neither the recipe's clients nor Tollgate write, found and repaired from Stripe, by key (stripe:user, stripe:customer)",
+            &["key"],
             r
         )?,
         sign_in_throttled: register_int_counter_vec_with_registry!(

@@ -27,7 +27,7 @@ async fn clerk_app(clerk: &MockClerk, extra: Vec<(&'static str, String)>) -> Tes
 
 /// A browser whose Clerk SDK holds a fresh session for `user` (the suffixed cookies, as clerk-js
 /// writes them).
-fn signed_in_browser(app: &TestApp, user: &str) -> Browser {
+pub fn signed_in_browser(app: &TestApp, user: &str) -> Browser {
     let browser = app.browser();
     let token = session_token(user, &origin(app), |_, _| {});
     browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &token);

@@ -156,3 +156,41 @@ async fn each_broken_setup_is_named_with_its_fix() {
     assert!(run.out.contains("FAIL  webhook events") && run.out.contains("does not listen to checkout.session.completed"), "{}", run.out);
     assert!(run.out.contains("ok    webhook secret"), "the secret itself is right: {}", run.out);
 }
+
+/// The doctor reads which form the recipe's mappings in the KV are written in, and says whether
+/// `KV_VALUE_ENCODING` matches it (and that unreadable ones need `tollgate import`).
+#[tokio::test]
+async fn the_doctor_reports_the_form_of_the_recipes_values() {
+    use tollgate::kv::Kv;
+    let file = std::env::temp_dir().join(format!("tollgate-doctor-values-{}.redb", tollgate::random_token(8)));
+    {
+        let kv = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+        kv.set("stripe:user:user_a", "cus_a1").await.unwrap();
+        kv.set("stripe:user:user_b", "cus_b1").await.unwrap();
+    }
+    let check = |encoding: &'static str| {
+        let file = file.clone();
+        async move {
+            let vars: std::collections::HashMap<String, String> =
+                [("KV_URL", format!("redb:{}", file.display())), ("KV_VALUE_ENCODING", encoding.to_string())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+            let settings = tollgate::config::Settings::from_vars(&vars).unwrap();
+            tollgate::doctor::run(&settings, None).await.into_iter().find(|c| c.name == "kv values").unwrap()
+        }
+    };
+    let matching = check("raw").await;
+    assert_eq!(matching.status, tollgate::doctor::Status::Ok, "{}", matching.detail);
+    assert!(matching.detail.starts_with("2 raw"), "{}", matching.detail);
+    let other = check("json").await;
+    assert_eq!(other.status, tollgate::doctor::Status::Fail);
+    assert!(other.fix.unwrap().contains("KV_VALUE_ENCODING"));
+    {
+        let kv = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+        kv.set("stripe:user:user_c", "{garbage").await.unwrap();
+    }
+    let unreadable = check("raw").await;
+    assert!(unreadable.status == tollgate::doctor::Status::Fail && unreadable.fix.unwrap().contains("tollgate import"));
+    let _ = std::fs::remove_file(file);
+}

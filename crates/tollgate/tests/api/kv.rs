@@ -42,6 +42,45 @@ async fn contract(kv: SharedKv) {
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(kv.get(&race).await.unwrap(), Some(format!("v{}", winners[0])));
 
+    // Take: of any number of concurrent takes, one gets the value; an expired value is gone.
+    let link = format!("link:{}", tollgate::random_token(8));
+    kv.set_expiring(&link, "the record", Duration::from_secs(60)).await.unwrap();
+    let mut takes = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (kv, link) = (kv.clone(), link.clone());
+        takes.spawn(async move { kv.take(&link).await.unwrap() });
+    }
+    let taken: Vec<String> = takes.join_all().await.into_iter().flatten().collect();
+    assert_eq!(taken, ["the record"]);
+    assert_eq!(kv.get(&link).await.unwrap(), None);
+
+    // Scanning keys by prefix, page by page, finds every key once and no other.
+    let prefix = format!("scan:{}:", tollgate::random_token(6));
+    for n in 0..120 {
+        kv.set(&format!("{prefix}{n:03}"), "x").await.unwrap();
+    }
+    kv.set(&format!("{}other", &prefix[..prefix.len() - 1]), "x").await.unwrap();
+    let scan_all = |prefix: String| {
+        let kv = kv.clone();
+        async move {
+            // A page may be empty while more follow (Redis): walk the cursor to its end.
+            let (mut found, mut cursor) = (std::collections::BTreeSet::new(), String::new());
+            loop {
+                let (page, next) = kv.scan_keys(&prefix, &cursor, 25).await.unwrap();
+                found.extend(page);
+                if next.is_empty() {
+                    return found;
+                }
+                cursor = next;
+            }
+        }
+    };
+    let found = scan_all(prefix.clone()).await;
+    assert_eq!(found.len(), 120, "{found:?}");
+    assert!(found.iter().all(|k| k.starts_with(&prefix)));
+    assert!(scan_all("scan:nothing-here:".into()).await.is_empty());
+    assert_eq!(scan_all(format!("{prefix}05")).await.len(), 10, "the prefix is literal, and pages stay within it");
+
     recipe_values(kv.as_ref()).await;
     sync_bookkeeping(kv.as_ref()).await;
     cancellation(kv.clone()).await;

@@ -21,6 +21,7 @@ mod malformed;
 mod nginx;
 mod ordering;
 mod pages;
+mod recipe;
 mod redis;
 mod redis_server;
 mod stripe_manners;
