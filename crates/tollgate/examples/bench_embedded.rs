@@ -9,8 +9,8 @@
 //! - bursts: 8 simultaneous events per customer — emulator calls per event;
 //! - `GET /api/subscription` for one signed-in subscriber — requests/s, p50/p99;
 //! - peak RSS of the tollgate process (VmHWM) after all of it;
-//! - `GET /api/subscription` with `AUTH_PROVIDER=clerk`: a Clerk session token verified on every
-//!   request (JWKS cached) — requests/s, p50/p99;
+//! - `GET /api/subscription` with `AUTH_PROVIDER=clerk`: a Clerk session token (a bearer token,
+//!   then a browser's cookies) verified on every request (JWKS cached) — requests/s, p50/p99;
 //! - gateway mode: an entitled user's page through Tollgate to a trivial product, and the same
 //!   page straight from the product — requests/s, p50/p99 of each.
 
@@ -66,9 +66,11 @@ async fn main() -> anyhow::Result<()> {
     let customers_wanted: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let (_emulator, stripe) = emulator(&[])?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS * 2).redirect(reqwest::redirect::Policy::none()).build()?;
-    // `… -- 10 2000 gateway` runs the gateway phase alone.
-    if std::env::args().nth(3).as_deref() == Some("gateway") {
-        return gateway(&http, &stripe, seconds).await;
+    // `… -- 10 2000 gateway` (or `clerk`) runs that phase alone.
+    match std::env::args().nth(3).as_deref() {
+        Some("gateway") => return gateway(&http, &stripe, seconds).await,
+        Some("clerk") => return clerk(&http, &stripe, seconds).await,
+        _ => {}
     }
 
     // Customers, each with an active subscription.
@@ -182,12 +184,18 @@ async fn main() -> anyhow::Result<()> {
     drop(tollgate);
     let _ = std::fs::remove_dir_all(&data);
 
-    // With Clerk: every request carries a session token that is verified (RS256, the JWKS cached
-    // after the first request, the email kept in the KV).
+    clerk(&http, &stripe, seconds).await?;
+    gateway(&http, &stripe, seconds).await
+}
+
+/// With Clerk: every request carries a session token that is verified (RS256, the JWKS cached
+/// after the first request, the email kept in the KV): as a bearer token, then as a browser's
+/// cookies (both forms of each, the dev-browser token: Clerk's cookie rules read them all).
+async fn clerk(http: &reqwest::Client, stripe: &str, seconds: u64) -> anyhow::Result<()> {
     let clerk = clerk_backend_api().await?;
     let azp = "http://localhost:3000";
     let (_clerk_tollgate, clerk_url) = start(tollgate_command(
-        &stripe,
+        stripe,
         "memory:",
         &[
             ("AUTH_PROVIDER", "clerk"),
@@ -198,13 +206,20 @@ async fn main() -> anyhow::Result<()> {
         ],
     ))?;
     let token = clerk_session_token(azp, seconds);
+    let target = format!("{clerk_url}/api/subscription");
     let bearer = format!("Bearer {token}");
-    let first = http.get(format!("{clerk_url}/api/subscription")).header("authorization", &bearer).send().await?;
-    anyhow::ensure!(first.status().is_success(), "the Clerk token was refused: {}", first.status());
-    read_load(&http, &format!("{clerk_url}/api/subscription"), ("authorization", &bearer), seconds, "GET /api/subscription, Clerk token")
-        .await?;
-
-    gateway(&http, &stripe, seconds).await
+    let suffix = tollgate::auth::clerk::cookie_suffix(CLERK_PUBLISHABLE_KEY);
+    let uat = now() - 30;
+    let cookies = format!(
+        "__clerk_db_jwt=dvb_bench; __clerk_db_jwt_{suffix}=dvb_bench; __session={token}; __client_uat={uat}; \
+         __session_{suffix}={token}; __client_uat_{suffix}={uat}"
+    );
+    for (header, label) in [(("authorization", bearer.as_str()), "Clerk token"), (("cookie", cookies.as_str()), "Clerk cookies")] {
+        let first = http.get(&target).header(header.0, header.1).send().await?;
+        anyhow::ensure!(first.status().is_success(), "the Clerk {label} were refused: {}", first.status());
+        read_load(http, &target, header, seconds, &format!("GET /api/subscription, {label}")).await?;
+    }
+    Ok(())
 }
 
 /// Gateway: an entitled user's request through Tollgate to a trivial product, against the same

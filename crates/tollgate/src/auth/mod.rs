@@ -18,9 +18,9 @@ use crate::kv::KvError;
 pub enum Session {
     SignedIn(User),
     SignedOut,
-    /// The browser's auth client says it is signed in, but the token it sent is missing, stale or
-    /// expired (Clerk's tokens live 60 s): a page load should let the client refresh it.
-    NeedsRefresh,
+    /// Clerk's rules send this page load elsewhere first (a 307 with these headers): to the
+    /// Frontend API's handshake, which renews a stale or missing token, or back from one.
+    Redirect(Box<axum::http::HeaderMap>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,10 @@ pub enum AuthError {
     /// The user has no email address (a phone-only Clerk user): no Stripe customer can be made.
     #[error("Your account has no email address. Add one to your profile, then try again.")]
     NoEmail,
+    /// Clerk's handshake came back with a token that is not this instance's (a 400: the browser
+    /// holds another instance's cookies, or someone forged them).
+    #[error("{0}. Clear this site's cookies, then sign in again.")]
+    Handshake(String),
 }
 
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Session, AuthError>> + Send + 'a>>;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
-use super::extract::{CurrentUser, REFRESHING_COOKIE};
+use super::extract::CurrentUser;
 use super::pages::{notice_text, PageQuery};
 use super::views::{AuthPage, CheckEmail, ClerkPage, ConfirmPage, Frame, NewPasswordPage, OutboxMessage, OutboxPage, ResetPage};
 use crate::auth::clerk::ClerkAuth;
@@ -82,30 +82,17 @@ fn clerk_content_security_policy(frontend_api: &str) -> String {
     )
 }
 
-fn clerk_page(clerk: &ClerkAuth, csrf: &str, next: &str, refresh: bool) -> Response {
+fn clerk_page(clerk: &ClerkAuth, csrf: &str, next: &str) -> Response {
     let page = ClerkPage {
         frame: Frame { csrf, ..Frame::default() },
         frontend_api: &clerk.frontend_api,
         publishable_key: &clerk.publishable_key,
         next,
-        refresh,
     };
     let mut response = page.into_response();
     let policy = HeaderValue::from_str(&clerk_content_security_policy(&clerk.frontend_api)).expect("a host is header text");
     response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// `/auth/refresh` (Clerk): a page whose token needs renewing comes here once; Clerk's SDK renews
-/// it and goes back to `next`. For a few seconds another need counts as signed out, so a token
-/// that cannot be renewed ends at the sign-in page rather than in a loop.
-pub async fn refresh_page(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(query): Query<PageQuery>) -> Response {
-    let next = safe_next(query.next.as_deref());
-    let Some(clerk) = &state.clerk else { return Redirect::to(&next).into_response() };
-    let mut response = clerk_page(clerk, &csrf, &next, true);
-    let cookie = format!("{REFRESHING_COOKIE}=1; Path=/; HttpOnly; SameSite=Lax; Max-Age=10");
-    response.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie text is ASCII"));
     response
 }
 
@@ -124,7 +111,7 @@ pub async fn auth_page(
         return Redirect::to(&next).into_response();
     }
     if let Some(clerk) = &state.clerk {
-        return clerk_page(clerk, &csrf, &next, false);
+        return clerk_page(clerk, &csrf, &next);
     }
     let page = auth_page_for(&csrf, &next, "");
     AuthPage { frame: Frame { notice: notice_text(query.notice.as_deref()), ..page.frame }, ..page }.into_response()

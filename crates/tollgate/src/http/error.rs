@@ -71,11 +71,13 @@ pub struct Failure {
     /// Pages: go here instead of showing an error.
     pub redirect: Option<String>,
     pub detail: Option<String>,
+    /// A 307 with these headers instead of any answer of Tollgate's (Clerk's handshake).
+    pub clerk_redirect: Option<Box<HeaderMap>>,
 }
 
 impl Failure {
     pub fn new(surface: Surface, status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
-        Failure { surface, status, code, message: message.into(), redirect: None, detail: None }
+        Failure { surface, status, code, message: message.into(), redirect: None, detail: None, clerk_redirect: None }
     }
 
     pub fn bad_request(surface: Surface, code: &'static str, message: impl Into<String>) -> Failure {
@@ -99,9 +101,13 @@ impl Failure {
         Failure::unauthenticated(surface, "/auth", path)
     }
 
-    /// A page load whose Clerk token needs renewing: through `/auth/refresh`, then back to `path`.
-    pub fn needs_refresh(path: &str) -> Failure {
-        Failure::unauthenticated(Surface::Page, "/auth/refresh", path)
+    /// Clerk's rules send the request elsewhere first (`auth::Session::Redirect`): a 307 for
+    /// every caller, as Clerk's middleware answers (only page loads are ever sent).
+    pub fn clerk_redirect(surface: Surface, headers: HeaderMap) -> Failure {
+        Failure {
+            clerk_redirect: Some(Box::new(headers)),
+            ..Failure::new(surface, StatusCode::TEMPORARY_REDIRECT, "clerk_handshake", "Checking your session with Clerk.")
+        }
     }
 
     /// The product behind the gateway is slow (504) or down (502).
@@ -125,6 +131,7 @@ impl Failure {
             AuthError::Kv(e) => Failure::from_kv(surface, e),
             AuthError::Unavailable(detail) => Failure::unavailable(surface, "Signing in", detail),
             no_email @ AuthError::NoEmail => Failure::new(surface, StatusCode::FORBIDDEN, "no_email", no_email.to_string()),
+            refused @ AuthError::Handshake(_) => Failure::bad_request(surface, "clerk_handshake_refused", refused.to_string()),
         }
     }
 
@@ -233,6 +240,9 @@ impl Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
+        if let Some(headers) = self.clerk_redirect {
+            return (StatusCode::TEMPORARY_REDIRECT, *headers).into_response();
+        }
         let detail = self.detail.clone().unwrap_or_else(|| self.message.clone());
         let mut response = match (self.surface, &self.redirect) {
             (Surface::Page, Some(to)) => (StatusCode::SEE_OTHER, [(header::LOCATION, to.clone())]).into_response(),

@@ -7,18 +7,14 @@ use axum::http::Method;
 
 use super::error::{Failure, Surface};
 use crate::access::entitlement;
-use crate::auth::{cookie, Session};
+use crate::auth::Session;
 use crate::domain::{SubscriptionCache, User};
 use crate::state::AppState;
 
 /// The signed-in user. Without one, an API call gets 401 JSON and a page visit goes to `/auth`.
 pub struct CurrentUser(pub User);
 
-/// The cookie `/auth/refresh` sets for a few seconds: a token that still needs renewing after the
-/// refresh counts as signed out (no loop).
-pub const REFRESHING_COOKIE: &str = "tollgate_refreshing";
-
-/// Where to come back to after signing in (or refreshing): the page asked for; a form post cannot
+/// Where to come back to after signing in: the page asked for; a form post cannot
 /// be replayed, so it comes back to the pricing page instead.
 pub fn back_to(parts: &Parts) -> &str {
     if parts.method == Method::GET {
@@ -28,8 +24,8 @@ pub fn back_to(parts: &Parts) -> &str {
     }
 }
 
-/// The session of a request; a page load whose token needs renewing is sent through
-/// `/auth/refresh` once (the `Err`), other callers treat it as signed out.
+/// The session of a request; a page load Clerk's rules send elsewhere first (its handshake) is
+/// the `Err`, a 307.
 async fn session(parts: &Parts, state: &AppState) -> Result<Session, Failure> {
     session_for(parts, state, Surface::of(parts)).await
 }
@@ -44,12 +40,7 @@ pub async fn signed_in_user(parts: &Parts, state: &AppState, surface: Surface) -
 
 async fn session_for(parts: &Parts, state: &AppState, surface: Surface) -> Result<Session, Failure> {
     match state.auth.session(parts).await {
-        Ok(Session::NeedsRefresh)
-            if surface == Surface::Page && parts.method == Method::GET && cookie(parts, REFRESHING_COOKIE).is_none() =>
-        {
-            Err(Failure::needs_refresh(back_to(parts)))
-        }
-        Ok(Session::NeedsRefresh) => Ok(Session::SignedOut),
+        Ok(Session::Redirect(headers)) => Err(Failure::clerk_redirect(surface, *headers)),
         Ok(session) => Ok(session),
         Err(e) => Err(Failure::from_auth(surface, e)),
     }

@@ -217,7 +217,10 @@ pub async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQue
     };
     let kept = match identity_for(&state, &parts, gated, Surface::Api).await {
         Ok(kept) => kept,
-        Err(failure) if failure.status == StatusCode::UNAUTHORIZED => return answer(StatusCode::UNAUTHORIZED, "unauthenticated"),
+        // A proxy cannot follow Clerk's handshake for a subrequest (nginx takes 401 and 403 only).
+        Err(failure) if matches!(failure.status, StatusCode::UNAUTHORIZED | StatusCode::TEMPORARY_REDIRECT) => {
+            return answer(StatusCode::UNAUTHORIZED, "unauthenticated")
+        }
         Err(failure) if failure.status == StatusCode::PAYMENT_REQUIRED => return answer(deny, "subscription_required"),
         Err(failure) => return failure.into_response(),
     };

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod api;
 pub mod assets;
+pub mod clerk_handshake;
 pub mod clerk_webhook;
 pub mod csrf;
 pub mod deadline;

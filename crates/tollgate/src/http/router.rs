@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{accounts, api, assets, clerk_webhook, csrf, deadline, gateway, headers, health, pages, trace, webhook};
+use super::{accounts, api, assets, clerk_handshake, clerk_webhook, csrf, deadline, gateway, headers, health, pages, trace, webhook};
 use crate::state::{AppState, MetricsAccess};
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -24,7 +24,6 @@ pub fn router(state: AppState) -> Router {
         .merge(if state.gateway.is_none() { Router::new().route("/app", get(pages::app_home)) } else { Router::new() })
         // Accounts (either provider)
         .route("/auth", get(accounts::auth_page))
-        .route("/auth/refresh", get(accounts::refresh_page))
         .route("/auth/sign-out", post(accounts::sign_out))
         .route("/api/clerk-webhook", post(clerk_webhook::clerk_webhook))
         .route("/assets/clerk.js", get(assets::clerk_script))
@@ -57,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn(deadline::request_deadline))
         // Everything else: on to the product in gateway mode (`http::gateway`), else 404.
         .fallback(gateway::proxy)
+        // A browser back from Clerk's handshake: resolved once, before anything asks who it is.
+        .layer(from_fn_with_state(state.clone(), clerk_handshake::resolve))
         // Layers run outermost last: the request span and log wrap everything, then the security
         // headers on every answer of Tollgate's own. The accept loop (`http::serve`) adds the
         // header deadline and the connection cap below all of this.

@@ -79,8 +79,7 @@ pub struct AuthPage<'a> {
     pub sign_up_error: Option<&'a str>,
 }
 
-/// Clerk's sign-in (and sign-up) mounted from the instance's Frontend API, or the page that lets
-/// Clerk's SDK renew a session token (`refresh`).
+/// Clerk's sign-in (and sign-up) mounted from the instance's Frontend API.
 #[derive(Template, WebTemplate)]
 #[template(path = "clerk.html")]
 pub struct ClerkPage<'a> {
@@ -88,7 +87,6 @@ pub struct ClerkPage<'a> {
     pub frontend_api: &'a str,
     pub publishable_key: &'a str,
     pub next: &'a str,
-    pub refresh: bool,
 }
 
 #[derive(Template, WebTemplate)]

@@ -1,19 +1,22 @@
 //! Clerk as the auth provider, black-box: the real Tollgate with `AUTH_PROVIDER=clerk` against the
-//! loopback Clerk (`clerk_mock`) and the emulator. Who is signed in follows Clerk's rules (token
-//! sources, `__client_uat`, refresh), the whole subscribe flow works with the same KV keys, and
-//! the Svix-signed webhook keeps the user's email and data in step.
+//! loopback Clerk (`clerk_mock`) and the emulator. Who is signed in follows Clerk's rules (the
+//! oracle suite, `clerk_oracle`, compares them case by case; here, one browser's handshake), the
+//! whole subscribe flow works with the same KV keys, and the Svix-signed webhook keeps the user's
+//! email and data in step.
 
 use std::sync::atomic::Ordering;
 
 use reqwest::Method;
 use serde_json::json;
 
-use crate::clerk_mock::{session_token, MockClerk, COOKIE_SUFFIX, INSTANCE_PUBLIC_KEY, PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET};
+use crate::clerk_mock::{
+    session_description, session_token, MockClerk, COOKIE_SUFFIX, INSTANCE_PUBLIC_KEY, PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET,
+};
 use crate::helpers::{spawn_app_with, Browser, Options, TestApp, MONTHLY};
 
 const ADA: &str = "user_2d3v6qUerRVCQi42MBRn8RBBC64";
 
-async fn clerk_app(clerk: &MockClerk, extra: Vec<(&'static str, String)>) -> TestApp {
+pub async fn clerk_app(clerk: &MockClerk, extra: Vec<(&'static str, String)>) -> TestApp {
     let mut vars = vec![
         ("AUTH_PROVIDER", "clerk".to_string()),
         ("CLERK_PUBLISHABLE_KEY", PUBLISHABLE_KEY.into()),
@@ -25,13 +28,23 @@ async fn clerk_app(clerk: &MockClerk, extra: Vec<(&'static str, String)>) -> Tes
     spawn_app_with(Options { extra: vars, ..Options::default() }).await
 }
 
-/// A browser whose Clerk SDK holds a fresh session for `user` (the suffixed cookies, as clerk-js
-/// writes them).
+/// A browser whose Clerk SDK holds a fresh session for `user` on the development instance (the
+/// suffixed cookies and the dev-browser token, as clerk-js writes them).
 pub fn signed_in_browser(app: &TestApp, user: &str) -> Browser {
     let browser = app.browser();
     let token = session_token(user, &origin(app), |_, _| {});
+    browser.set_cookie(&format!("__clerk_db_jwt_{COOKIE_SUFFIX}"), DEV_BROWSER);
     browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &token);
     browser.set_cookie(&format!("__client_uat_{COOKIE_SUFFIX}"), &(tollgate::unix_now() - 30).to_string());
+    browser
+}
+
+const DEV_BROWSER: &str = "dvb_2d3vTollgateSuite";
+
+/// A browser on the development instance, signed out (Clerk's dev-browser token, no session).
+fn visitor(app: &TestApp) -> Browser {
+    let browser = app.browser();
+    browser.set_cookie("__clerk_db_jwt", DEV_BROWSER);
     browser
 }
 
@@ -69,86 +82,53 @@ async fn sign_up_subscribe_pay_and_see_the_dashboard_with_clerk() {
     assert_eq!(clerk.hits().1, 1, "the email was read from the Backend API once, then from the KV");
 }
 
+/// Who is signed in is decided as `@clerk/backend` decides it (`clerk_oracle` holds the cases);
+/// this follows one browser through Clerk's handshake: a page with a stale token goes to the
+/// Frontend API, comes back with a nonce, gets fresh cookies and its page. An API call is signed
+/// out instead, and a browser that keeps coming back stops at the sign-in page.
 #[tokio::test]
-async fn tokens_come_from_the_header_then_the_suffixed_cookie_then_the_plain_one_and_obey_client_uat() {
+async fn a_stale_session_goes_through_clerks_handshake_and_comes_back_signed_in() {
     let clerk = MockClerk::start().await;
     clerk.add_user(ADA, Some("ada@example.com"));
-    clerk.add_user("user_grace", Some("grace@example.com"));
     let app = clerk_app(&clerk, vec![]).await;
     let azp = origin(&app);
     let now = tollgate::unix_now();
-    let who = |browser: Browser| async move { browser.get_json("/api/subscription").await };
+    // Another tab signed in again since this token was issued: `__client_uat` is newer.
+    let browser = signed_in_browser(&app, ADA);
+    let stale = session_token(ADA, &azp, |_, c| (c["iat"], c["nbf"]) = (json!(now - 100), json!(now - 110)));
+    browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &stale);
+    assert_eq!(browser.get_json("/api/subscription").await.status, 401, "an API call cannot be redirected");
+    let page = browser.get("/dashboard?tab=1").await;
+    assert_eq!(page.status, 307, "{}", page.text);
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let to = reqwest::Url::parse(page.location()).unwrap();
+    assert_eq!((to.host_str(), to.path()), (Some("example-app-12.clerk.accounts.dev"), "/v1/client/handshake"));
+    let query: std::collections::HashMap<String, String> = to.query_pairs().into_owned().collect();
+    assert_eq!(query["redirect_url"], format!("{azp}/dashboard?tab=1"));
+    assert_eq!(query["__clerk_hs_reason"], "session-token-iat-before-client-uat");
+    assert_eq!((query["__clerk_db_jwt"].as_str(), query["suffixed_cookies"].as_str()), (DEV_BROWSER, "true"));
+    assert_eq!(query["__session"], stale);
+    assert!(browser.has_cookie("__clerk_redirect_count"));
 
-    // The suffixed cookie wins over the plain one; the plain one alone works too.
-    let browser = app.browser();
-    browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &session_token(ADA, &azp, |_, _| {}));
-    browser.set_cookie("__session", &session_token("user_grace", &azp, |_, _| {}));
-    browser.set_cookie("__client_uat", &now.to_string());
-    assert!(browser.get("/dashboard").await.text.contains("ada@example.com"), "the suffixed cookie wins");
-    let plain = app.browser();
-    plain.set_cookie("__session", &session_token("user_grace", &azp, |_, _| {}));
-    plain.set_cookie("__client_uat", &now.to_string());
-    assert!(plain.get("/dashboard").await.text.contains("grace@example.com"));
-    // The header wins over both.
-    let r = browser
-        .send(
-            Method::GET,
-            "/dashboard",
-            &[("accept", "text/html"), ("authorization", &format!("Bearer {}", session_token("user_grace", &azp, |_, _| {})))],
-            None,
-        )
-        .await;
-    assert!(r.text.contains("grace@example.com"));
+    // The Frontend API sends the browser back with a nonce; the Backend API knows its cookies.
+    let fresh = vec![session_description(crate::clerk_mock::ISSUER, ADA, &azp)];
+    let lines =
+        vec![format!("__session_{COOKIE_SUFFIX}={{{{t0}}}}; Path=/; SameSite=Lax"), format!("__client_uat_{COOKIE_SUFFIX}={now}; Path=/")];
+    clerk.state.nonces.lock().unwrap().insert("nonce_1".into(), (lines, fresh));
+    let back = browser.get("/dashboard?tab=1&__clerk_handshake_nonce=nonce_1").await;
+    assert_eq!((back.status, back.location()), (307, format!("{azp}/dashboard?tab=1").as_str()), "{}", back.text);
+    let dashboard = browser.get("/dashboard?tab=1").await;
+    assert_eq!(dashboard.status, 200, "{}", dashboard.text);
+    assert!(dashboard.text.contains("ada@example.com"));
 
-    // `__client_uat` 0 or missing: signed out, whatever the cookie holds.
-    for uat in [Some("0"), None] {
-        let b = app.browser();
-        b.set_cookie("__session", &session_token(ADA, &azp, |_, _| {}));
-        if let Some(uat) = uat {
-            b.set_cookie("__client_uat", uat);
-        }
-        assert_eq!(b.get("/dashboard").await.location(), "/auth?next=%2Fdashboard", "uat {uat:?}");
-        assert_eq!(who(b).await.status, 401);
-    }
-
-    // Signed in by `__client_uat` but the token is missing, stale (issued before it) or expired:
-    // a page goes through the refresh once; an API call gets 401, never a redirect.
-    let needs_refresh = [
-        ("missing", None),
-        ("stale", Some(session_token(ADA, &azp, |_, c| c["iat"] = json!(now - 100)))),
-        ("expired", Some(session_token(ADA, &azp, |_, c| c["exp"] = json!(now - 30)))),
-    ];
-    for (case, token) in needs_refresh {
-        let b = app.browser();
-        if let Some(token) = &token {
-            b.set_cookie("__session", token);
-        }
-        b.set_cookie("__client_uat", &(now - 50).to_string());
-        let page = b.get("/dashboard?tab=1").await;
-        assert_eq!(page.location(), "/auth/refresh?next=%2Fdashboard%3Ftab%3D1", "{case}");
-        let api = who(b.clone()).await;
-        assert_eq!(api.status, 401, "{case}");
-        assert_eq!(api.json()["error"]["code"], "unauthenticated");
-        let refresh = b.get(page.location()).await;
-        assert_eq!(refresh.status, 200);
-        assert!(refresh.text.contains("https://example-app-12.clerk.accounts.dev/npm/@clerk/clerk-js@6/dist/clerk.browser.js"));
-        assert!(refresh.text.contains(&format!("data-clerk-publishable-key=\"{PUBLISHABLE_KEY}\"")));
-        assert!(refresh.headers["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .contains("script-src 'self' https://example-app-12.clerk.accounts.dev"));
-        assert!(b.has_cookie("tollgate_refreshing"));
-        // Still not renewed right after the refresh: signed out, not a loop.
-        assert_eq!(b.get("/dashboard").await.location(), "/auth?next=%2Fdashboard", "{case}");
-    }
-    // An expired bearer token never asks for a refresh.
-    let expired = session_token(ADA, &azp, |_, c| c["exp"] = json!(now - 30));
-    let r = app.http.get(format!("{}/dashboard", app.url)).bearer_auth(&expired).header("accept", "text/html").send().await.unwrap();
-    assert_eq!(r.headers()["location"], "/auth?next=%2Fdashboard");
-    // A token for another app (its azp) is refused.
-    let foreign = session_token(ADA, "https://evil.example", |_, _| {});
-    let r = app.http.get(format!("{}/api/subscription", app.url)).bearer_auth(&foreign).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    // A browser that keeps coming back (keys of two instances): the fourth time, signed out.
+    let stuck = signed_in_browser(&app, ADA);
+    stuck.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &stale);
+    stuck.set_cookie("__clerk_redirect_count", "3");
+    assert_eq!(stuck.get("/dashboard").await.location(), "/auth?next=%2Fdashboard");
+    // A form post is no page load Clerk would redirect: signed out too.
+    let post = stuck.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    assert_eq!(post.status, 401, "{}", post.text);
 }
 
 #[tokio::test]
@@ -220,12 +200,16 @@ async fn sign_out_revokes_the_clerk_session_and_the_built_in_account_routes_are_
     assert_eq!(*clerk.state.revoked.lock().unwrap(), vec![format!("sess_{ADA}")]);
     assert!(!browser.has_cookie(&format!("__session_{COOKIE_SUFFIX}")));
     assert_eq!(browser.get("/dashboard").await.location(), "/auth?next=%2Fdashboard");
-    let auth = app.browser().get("/auth").await;
-    assert!(auth.text.contains("id=\"clerk-mount\"") && auth.text.contains("data-mode=\"sign-in\""));
+    let auth = visitor(&app).get("/auth").await;
+    assert!(auth.text.contains("id=\"clerk-mount\"") && auth.text.contains("clerk.browser.js"), "{}", auth.text);
     for path in ["/auth/sign-up", "/auth/sign-in", "/auth/reset", "/auth/sign-out-everywhere"] {
-        assert_eq!(app.browser().form(path, &[("email", "x@example.com")]).await.status, 404, "{path}");
+        assert_eq!(visitor(&app).form(path, &[("email", "x@example.com")]).await.status, 404, "{path}");
     }
-    assert_eq!(app.browser().get("/dev/outbox").await.status, 404);
+    assert_eq!(visitor(&app).get("/dev/outbox").await.status, 404);
+    // Without the dev-browser token, a page goes to the Frontend API first, as Clerk's middleware sends it.
+    let first_visit = app.browser().get("/auth").await;
+    assert_eq!(first_visit.status, 307);
+    assert!(first_visit.location().contains("__clerk_hs_reason=dev-browser-missing"), "{}", first_visit.location());
 }
 
 fn signed_delivery(id: &str, timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
@@ -412,7 +396,7 @@ async fn clerk_credentials_do_not_reach_the_product() {
     };
     let app = gateway("false").await;
     let browser = signed_in_browser(&app, ADA);
-    browser.set_cookie("__session", "plain-session-token");
+    browser.set_cookie("__session", &session_token(ADA, &origin(&app), |_, _| {}));
     browser.set_cookie("theme", "dark");
     let seen = crate::gateway::received(&browser.get_json("/docs").await);
     assert_eq!(seen["headers"]["cookie"], "theme=dark", "{seen}");

@@ -1,13 +1,15 @@
 //! Clerk cannot be reached from the tests, so this stands in for it on loopback, shaped from
 //! `../shared/reference/clerk.md` (itself checked against `@clerk/backend`): the Backend API's
-//! `/v1/jwks` (bearer secret key), `/v1/users/{id}` and `/v1/sessions/{id}/revoke`, with hit
-//! counters and a switch that makes it fail; and tokens minted as a Clerk instance signs them.
+//! `/v1/jwks` (bearer secret key), `/v1/users/{id}`, `/v1/sessions/{id}/revoke` and
+//! `/v1/clients/handshake_payload` (a nonce's `Set-Cookie` lines, tokens minted when asked), with
+//! hit counters and a switch that makes it fail; and tokens minted as a Clerk instance signs them,
+//! from a description (`mint`) that `tests/sdk/clerk-oracle.mjs` mints from too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,10 +22,17 @@ pub const PUBLISHABLE_KEY: &str = "pk_test_ZXhhbXBsZS1hcHAtMTIuY2xlcmsuYWNjb3Vud
 pub const ISSUER: &str = "https://example-app-12.clerk.accounts.dev";
 pub const COOKIE_SUFFIX: &str = "fiNgkcri";
 pub const SECRET_KEY: &str = "sk_test_tollgate_clerk_suite";
+/// A production instance's key (the same loopback Backend API answers both).
+pub const LIVE_SECRET_KEY: &str = "sk_live_tollgate_clerk_suite";
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const KID: &str = "ins_2GIoQhbUpy0hX7B2cVkuTMinXoD";
 pub const INSTANCE_KEY: &str = include_str!("../fixtures/clerk-instance.key.pem");
 pub const INSTANCE_PUBLIC_KEY: &str = include_str!("../fixtures/clerk-instance.pub.pem");
+pub const OTHER_KEY: &str = include_str!("../fixtures/clerk-other.key.pem");
+
+/// What a handshake nonce stands for: `Set-Cookie` lines, and the descriptions of the tokens they
+/// name (`{{tN}}`), minted when the nonce is exchanged.
+pub type HandshakeLines = (Vec<String>, Vec<Value>);
 
 #[derive(Default)]
 pub struct ClerkState {
@@ -36,6 +45,7 @@ pub struct ClerkState {
     pub failing: AtomicBool,
     /// Every call to a user hangs (never answers) while set.
     pub hanging: AtomicBool,
+    pub nonces: Mutex<HashMap<String, HandshakeLines>>,
 }
 
 pub struct MockClerk {
@@ -44,7 +54,8 @@ pub struct MockClerk {
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
-    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {SECRET_KEY}"))
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    bearer.is_some_and(|key| key == SECRET_KEY || key == LIVE_SECRET_KEY)
 }
 
 async fn jwks(State(state): State<Arc<ClerkState>>, headers: HeaderMap) -> Response {
@@ -56,7 +67,9 @@ async fn jwks(State(state): State<Arc<ClerkState>>, headers: HeaderMap) -> Respo
         return (StatusCode::UNAUTHORIZED, Json(json!({"errors": [{"code": "authentication_invalid"}]}))).into_response();
     }
     let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_rsa_pem(INSTANCE_KEY.as_bytes()).unwrap(), Algorithm::RS256).unwrap();
+    // As Clerk publishes its keys: `use` sig, `alg` RS256.
     jwk.common.key_id = Some(KID.into());
+    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
     Json(JwkSet { keys: vec![jwk] }).into_response()
 }
 
@@ -88,6 +101,18 @@ async fn revoke(State(state): State<Arc<ClerkState>>, headers: HeaderMap, Path(i
     Json(json!({"object": "session", "id": id, "status": "revoked"})).into_response()
 }
 
+async fn handshake_payload(State(state): State<Arc<ClerkState>>, headers: HeaderMap, query: Query<HashMap<String, String>>) -> Response {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"errors": [{"code": "authentication_invalid"}]}))).into_response();
+    }
+    let Some((lines, tokens)) = query.get("nonce").and_then(|nonce| state.nonces.lock().unwrap().get(nonce).cloned()) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"errors": [{"code": "resource_not_found"}]}))).into_response();
+    };
+    let now = tollgate::unix_now();
+    let minted = mint_all(&tokens, now);
+    Json(json!({"directives": lines.iter().map(|line| expand(line, now, &minted)).collect::<Vec<_>>()})).into_response()
+}
+
 impl MockClerk {
     pub async fn start() -> MockClerk {
         let state = Arc::new(ClerkState::default());
@@ -95,6 +120,7 @@ impl MockClerk {
             .route("/v1/jwks", get(jwks))
             .route("/v1/users/{id}", get(user))
             .route("/v1/sessions/{id}/revoke", post(revoke))
+            .route("/v1/clients/handshake_payload", get(handshake_payload))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -121,4 +147,93 @@ pub fn session_token(user: &str, azp: &str, change: impl FnOnce(&mut Header, &mu
                             "iat": now, "nbf": now - 10, "exp": now + 60, "v": 2, "sts": "active"});
     change(&mut header, &mut claims);
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_pem(INSTANCE_KEY.as_bytes()).unwrap()).unwrap()
+}
+
+/// The description of a session token as the instance `issuer` signs one for `sub`, for the app
+/// at `azp`, issued now and valid for a minute (`mint` makes it a token).
+pub fn session_description(issuer: &str, sub: &str, azp: &str) -> Value {
+    json!({
+        "alg": "RS256", "key": "instance", "pad": null,
+        "header": {"alg": "RS256", "typ": "JWT", "kid": KID, "cat": "cl_B7d4PD111AAA"},
+        "claims": {"sub": sub, "sid": format!("sess_{sub}"), "iss": issuer, "azp": azp,
+                   "iat": {"$now": 0}, "nbf": {"$now": -10}, "exp": {"$now": 60}, "v": 2, "sts": "active"},
+    })
+}
+
+/// `{{tN}}` (the N-th token minted), `{{now}}`, `{{now+N}}`, `{{now-N}}`.
+pub fn expand(text: &str, now: i64, tokens: &[String]) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}").map(|e| start + e) else { break };
+        out.push_str(&rest[..start]);
+        let name = &rest[start + 2..end];
+        match name.strip_prefix('t').and_then(|n| n.parse::<usize>().ok()) {
+            Some(index) => out.push_str(&tokens[index]),
+            None => {
+                let offset = name.strip_prefix("now").map(|o| if o.is_empty() { 0 } else { o.parse::<i64>().unwrap() });
+                out.push_str(&(now + offset.unwrap_or_else(|| panic!("unknown placeholder {name}"))).to_string());
+            }
+        }
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Claims with `{"$now": N}` made times and strings expanded.
+fn resolve(value: &Value, now: i64, tokens: &[String]) -> Value {
+    match value {
+        Value::Object(map) if map.contains_key("$now") => json!(now + map["$now"].as_i64().unwrap()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), resolve(v, now, tokens))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(v, now, tokens)).collect()),
+        Value::String(text) => Value::String(expand(text, now, tokens)),
+        other => other.clone(),
+    }
+}
+
+/// A segment of JSON, base64url; with `=` padding (and spaces to make some) when `pad`.
+fn segment(json: &Value, pad: bool) -> String {
+    use base64::Engine;
+    let mut text = json.to_string();
+    if !pad {
+        return base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    }
+    while text.len().is_multiple_of(3) {
+        text.push(' ');
+    }
+    base64::engine::general_purpose::URL_SAFE.encode(text)
+}
+
+/// A token from its description: `{"alg", "key": "instance"|"other", "header", "claims", "pad":
+/// "header"|"payload"|"signature"|null}`; the same description `clerk-oracle.mjs` mints from.
+pub fn mint(token: &Value, now: i64, earlier: &[String]) -> String {
+    use base64::Engine;
+    let pad = token["pad"].as_str();
+    let header = segment(&token["header"], pad == Some("header"));
+    let payload = segment(&resolve(&token["claims"], now, earlier), pad == Some("payload"));
+    let algorithm = match token["alg"].as_str().unwrap() {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        _ => Algorithm::RS512,
+    };
+    let key = if token["key"] == "other" { OTHER_KEY } else { INSTANCE_KEY };
+    let signed = format!("{header}.{payload}");
+    let signature = jsonwebtoken::crypto::sign(signed.as_bytes(), &EncodingKey::from_rsa_pem(key.as_bytes()).unwrap(), algorithm).unwrap();
+    let signature = match pad {
+        Some("signature") => {
+            base64::engine::general_purpose::URL_SAFE.encode(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&signature).unwrap())
+        }
+        _ => signature,
+    };
+    format!("{signed}.{signature}")
+}
+
+pub fn mint_all(tokens: &[Value], now: i64) -> Vec<String> {
+    let mut minted = Vec::new();
+    for token in tokens {
+        let next = mint(token, now, &minted);
+        minted.push(next);
+    }
+    minted
 }

@@ -5,6 +5,7 @@ mod accounts;
 mod checkout;
 mod clerk;
 mod clerk_mock;
+mod clerk_oracle;
 mod cli;
 mod doctor;
 mod entitlement;

@@ -1,5 +1,5 @@
 //! The few Backend API calls Tollgate makes (`{CLERK_API_URL}/v1`, the secret key as bearer): the
-//! JWKS, a user's primary email, and revoking a session at sign-out. Every failure (the network,
+//! JWKS, a user's primary email, a handshake's cookies, and revoking a session at sign-out. Every failure (the network,
 //! a 429, a 5xx, an unexpected body) is an error the caller answers with a retryable 503.
 
 use serde::Deserialize;
@@ -33,6 +33,11 @@ pub struct Jwk {
     pub n: String,
     #[serde(default)]
     pub e: String,
+    /// What WebCrypto holds a key to when Clerk imports it (`token::VerifyingKey`).
+    pub alg: Option<serde_json::Value>,
+    #[serde(rename = "use")]
+    pub use_: Option<serde_json::Value>,
+    pub key_ops: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +100,27 @@ impl BackendApi {
         let primary_email =
             user.primary_email_address_id.and_then(|id| user.email_addresses.into_iter().find(|e| e.id == id)).map(|e| e.email_address);
         Ok(UserLookup::Found { primary_email })
+    }
+
+    /// The `Set-Cookie` lines a handshake's nonce stands for (`GET /v1/clients/handshake_payload`).
+    /// A nonce the Backend API does not know (a 4xx) stands for none, as in Clerk's SDK.
+    pub async fn handshake_payload(&self, nonce: &str) -> Result<Vec<String>, BackendError> {
+        #[derive(Deserialize)]
+        struct Payload {
+            directives: Vec<serde_json::Value>,
+        }
+        let request = self.request(reqwest::Method::GET, "/clients/handshake_payload").query(&[("nonce", nonce)]);
+        let response = request.send().await.map_err(|e| BackendError(format!("unreachable: {e}")))?;
+        let status = response.status();
+        if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+            tracing::warn!(%status, "the Backend API does not know this handshake nonce");
+            return Ok(Vec::new());
+        }
+        if !status.is_success() {
+            return Err(BackendError(format!("answered {status}")));
+        }
+        let payload: Payload = read_json(response, "the handshake payload").await?;
+        Ok(payload.directives.into_iter().map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_string)).collect())
     }
 
     /// End a session (sign-out); one already ended or unknown (a 4xx) is fine.

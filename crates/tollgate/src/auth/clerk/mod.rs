@@ -1,13 +1,21 @@
 //! Clerk as the auth provider (`AUTH_PROVIDER=clerk`): a request is signed in exactly when
-//! `@clerk/backend` would say so. Tokens come from `Authorization: Bearer`, then the
-//! `__session_<suffix>` cookie, then `__session`; cookie tokens also answer to `__client_uat`
-//! (missing or 0: signed out; a token issued before it: stale). A token that is stale, expired or
-//! missing while `__client_uat` says signed in asks for a refresh (pages bounce through
-//! `/auth/refresh`, which lets Clerk's browser SDK renew it) rather than signing the user out.
+//! `@clerk/backend`'s `authenticateRequest` says so, and where it would answer with a handshake,
+//! so does Tollgate. `request` reads a request as Clerk does; `token` verifies tokens as Clerk
+//! does; `handshake` sends a page load to the Frontend API and takes the browser's cookies back;
+//! `js` holds the JavaScript rules those decisions lean on. The crate's oracle suite
+//! (`tests/api/clerk_oracle.rs`) runs `@clerk/backend` itself beside Tollgate on the same requests.
+//!
+//! Not reproduced, and said so in the README: satellite domains and multi-domain sync
+//! (`__clerk_redirect_url`, `__clerk_synced`), organization sync, and the Backend API refresh of
+//! an expired token from a `__refresh_` cookie (a handshake renews it instead).
+//!
 //! The user's email comes from the Backend API once and is kept in the KV for a day (webhooks
 //! refresh it at once).
 
 pub mod backend;
+pub mod handshake;
+pub mod js;
+pub mod request;
 pub mod svix;
 pub mod token;
 
@@ -15,11 +23,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use base64::Engine;
 
 use self::backend::{BackendApi, UserLookup};
-use self::token::{Jwks, KeySource, Rejection, SessionClaims, Verifier, VerifyError};
-use super::{cookie, AuthError, AuthFuture, AuthProvider, Session};
+use self::handshake::{Resolution, ResolveError};
+use self::js::Operand;
+use self::request::{ClerkRequest, Instance};
+use self::token::{is_machine_token, Jwks, KeySource, Rejection, SessionClaims, Verifier, VerifyError, VerifyingKey};
+use super::{AuthError, AuthFuture, AuthProvider, Session};
 use crate::config::ClerkSettings;
 use crate::domain::{Email, User, UserId};
 use crate::kv::{keys, SharedKv};
@@ -31,10 +43,10 @@ pub struct ClerkAuth {
     pub publishable_key: String,
     /// The Frontend API host, where the browser SDK and the hosted components load from.
     pub frontend_api: String,
+    instance: Instance,
     verifier: Verifier,
     backend: Arc<BackendApi>,
     kv: SharedKv,
-    cookie_suffix: String,
     pub webhook_secret: Option<svix::SigningSecret>,
 }
 
@@ -44,23 +56,41 @@ pub fn cookie_suffix(publishable_key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(digest)[..8].to_string()
 }
 
-/// Where a token came from: a cookie token also answers to `__client_uat`.
-enum Carrier {
-    Header,
-    Cookie,
+/// What Clerk's rules decide for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    SignedIn(SessionClaims),
+    SignedOut,
+    /// A 307 with these headers: to the Frontend API's handshake, or back from one.
+    Redirect(HeaderMap),
+}
+
+/// The decision a returning handshake made for its request (`http::clerk_handshake` resolves it
+/// once, before any handler); `None` when it was ignored and the request's cookies decide.
+#[derive(Debug, Clone)]
+pub struct ResolvedHandshake(pub Option<Verdict>);
+
+/// The reason Clerk gives the Frontend API for a handshake after a token was refused for its time.
+fn time_reason(reason: &Rejection) -> &'static str {
+    match reason {
+        // Tollgate never asks the Backend API to refresh (no `__refresh_` cookie is used).
+        Rejection::Expired => "session-token-expired-refresh-non-eligible-no-refresh-cookie",
+        Rejection::NotActiveYet => "session-token-nbf",
+        _ => "session-token-iat-in-the-future",
+    }
 }
 
 impl ClerkAuth {
-    /// `public_origin` is the default authorized party (`CLERK_AUTHORIZED_PARTIES` unset).
+    /// `public_origin` is the origin of every request's URL, and the default authorized party
+    /// (`CLERK_AUTHORIZED_PARTIES` unset).
     pub fn new(settings: &ClerkSettings, public_origin: &str, kv: SharedKv) -> anyhow::Result<ClerkAuth> {
         let backend = Arc::new(BackendApi::new(&settings.api_url, settings.secret_key.clone()));
         let keys = match &settings.jwt_key {
-            Some(pem) => KeySource::Pem(jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes())?),
+            Some(pem) => KeySource::Pem(VerifyingKey::from_pem(pem)?),
             None => KeySource::Jwks(Jwks::new(backend.clone())),
         };
         let verifier = Verifier {
             keys,
-            issuer: format!("https://{}", settings.frontend_api),
             authorized_parties: settings.authorized_parties.clone().unwrap_or_else(|| vec![public_origin.to_string()]),
             verified: Default::default(),
         };
@@ -70,58 +100,146 @@ impl ClerkAuth {
             }
             None => None,
         };
+        let instance = Instance::new(
+            cookie_suffix(&settings.publishable_key),
+            settings.frontend_api.clone(),
+            settings.publishable_key.starts_with("pk_test_"),
+            public_origin.trim_end_matches('/').to_string(),
+        );
         Ok(ClerkAuth {
             publishable_key: settings.publishable_key.clone(),
             frontend_api: settings.frontend_api.clone(),
+            instance,
             verifier,
             backend,
             kv,
-            cookie_suffix: cookie_suffix(&settings.publishable_key),
             webhook_secret,
         })
     }
 
-    /// A suffixed cookie (this instance's) before the plain one.
-    fn instance_cookie<'p>(&self, parts: &'p Parts, name: &str) -> Option<&'p str> {
-        cookie(parts, &format!("{name}_{}", self.cookie_suffix)).or_else(|| cookie(parts, name)).filter(|v| !v.is_empty())
+    fn read<'p>(&self, parts: &'p Parts) -> (ClerkRequest<'p>, f64) {
+        let now_ms = crate::unix_now_ms() as f64;
+        (ClerkRequest::read(parts, &self.instance, |token| self.verifier.decode(token).ok(), now_ms), now_ms)
     }
 
-    fn token<'p>(&self, parts: &'p Parts) -> Option<(&'p str, Carrier)> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        match header.map(|h| h.strip_prefix("Bearer ").unwrap_or(h).trim()) {
-            Some(token) if !token.is_empty() && !token.contains(' ') => Some((token, Carrier::Header)),
-            _ => self.instance_cookie(parts, "__session").map(|t| (t, Carrier::Cookie)),
-        }
-    }
-
-    /// `__client_uat`: when the browser's client last changed (unix seconds); 0 means signed out.
-    fn client_uat(&self, parts: &Parts) -> i64 {
-        self.instance_cookie(parts, "__client_uat").and_then(|v| v.parse().ok()).unwrap_or(0)
-    }
-
-    /// The verified session of a request, as `@clerk/backend`'s `authenticateRequest` decides it.
-    pub async fn claims(&self, parts: &Parts) -> Result<Result<SessionClaims, Session>, AuthError> {
-        let client_uat = self.client_uat(parts);
-        let (token, carrier) = match self.token(parts) {
-            Some(found) => found,
-            None if client_uat > 0 => return Ok(Err(Session::NeedsRefresh)),
-            None => return Ok(Err(Session::SignedOut)),
-        };
-        if matches!(carrier, Carrier::Cookie) && client_uat == 0 {
-            return Ok(Err(Session::SignedOut)); // signed out, perhaps in another tab
-        }
-        match self.verifier.verify(token, crate::unix_now_ms()).await {
-            Ok(claims) if matches!(carrier, Carrier::Cookie) && claims.issued_at.is_some_and(|iat| iat < client_uat) => {
-                tracing::info!(reason = "session-token-iat-before-client-uat", "Clerk session token is stale");
-                Ok(Err(Session::NeedsRefresh))
+    /// `authenticateRequest`, for a session token: the header's token if there is one, else the
+    /// cookies', in Clerk's order of checks.
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Verdict, AuthError> {
+        let (request, now_ms) = self.read(parts);
+        if let Some(token) = request.token_in_header.as_deref() {
+            let decoded = match self.verifier.decode(token) {
+                Ok(decoded) => decoded,
+                Err(reason) => {
+                    tracing::info!(%reason, "Clerk session token refused");
+                    return Ok(Verdict::SignedOut);
+                }
+            };
+            // Machine tokens and JWT templates are signed by the same key but are no sessions.
+            if is_machine_token(token, &decoded) || decoded.has_other_category() {
+                return Ok(Verdict::SignedOut);
             }
-            Ok(claims) => Ok(Ok(claims)),
+            return self.verified(&request, token, &decoded, now_ms, false).await;
+        }
+        if request.handshake_nonce.is_some() || request.handshake_token.is_some() {
+            if let Some(ResolvedHandshake(Some(verdict))) = parts.extensions.get() {
+                return Ok(verdict.clone());
+            }
+        }
+        if self.instance.development && request.dev_browser_in_query {
+            return Ok(self.handshake(&request, "dev-browser-sync"));
+        }
+        if self.instance.development && request.dev_browser_token.is_none() {
+            return Ok(self.handshake(&request, "dev-browser-missing"));
+        }
+        let active_client = request.client_uat != 0.0;
+        let Some(token) = request.session_token_in_cookie.as_deref() else {
+            return Ok(match active_client {
+                true => self.handshake(&request, "client-uat-but-no-session-token"),
+                false => Verdict::SignedOut,
+            });
+        };
+        if !active_client {
+            return Ok(self.handshake(&request, "session-token-but-no-client-uat"));
+        }
+        let Some(decoded) = &request.session_in_cookie_decoded else { return Ok(Verdict::SignedOut) };
+        if is_machine_token(token, decoded) || decoded.has_other_category() {
+            return Ok(Verdict::SignedOut);
+        }
+        // Unverified, as in Clerk: a token older than the client's last change is stale.
+        if Operand::of(decoded.payload.get("iat")).less_than(&Operand::Number(request.client_uat)) {
+            return Ok(self.handshake(&request, "session-token-iat-before-client-uat"));
+        }
+        self.verified(&request, token, decoded, now_ms, true).await
+    }
+
+    async fn verified(
+        &self,
+        request: &ClerkRequest<'_>,
+        token: &str,
+        decoded: &token::Decoded,
+        now_ms: f64,
+        from_cookie: bool,
+    ) -> Result<Verdict, AuthError> {
+        match self.verifier.verify_known(token, decoded, now_ms, token::CLOCK_SKEW_MS).await {
+            Ok(claims) => {
+                // A navigation from another site may come from a satellite domain signed in
+                // elsewhere: Clerk checks with the Frontend API once.
+                let cross_site = from_cookie
+                    && request.get
+                    && request.sec_fetch_dest.as_deref() == Some("document")
+                    && request.cross_origin_referrer(&self.instance)
+                    && !request.known_clerk_referrer(&self.instance)
+                    && request.redirect_count == 0.0;
+                if cross_site {
+                    return Ok(self.handshake(request, "primary-domain-cross-origin-sync"));
+                }
+                Ok(if claims.pending { Verdict::SignedOut } else { Verdict::SignedIn(claims) })
+            }
             Err(VerifyError::Rejected(reason)) => {
-                tracing::info!(reason = %reason, "Clerk session token refused");
-                let renewable = matches!(reason, Rejection::Expired | Rejection::NotActiveYet | Rejection::IssuedInTheFuture);
-                Ok(Err(if renewable && matches!(carrier, Carrier::Cookie) { Session::NeedsRefresh } else { Session::SignedOut }))
+                tracing::info!(%reason, "Clerk session token refused");
+                Ok(if reason.is_about_time() { self.handshake(request, time_reason(&reason)) } else { Verdict::SignedOut })
             }
             Err(e @ VerifyError::KeysUnavailable(_)) => Err(AuthError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// `handleMaybeHandshakeStatus`: a page load goes to the Frontend API; anything else (and a
+    /// fourth round trip) is signed out.
+    fn handshake(&self, request: &ClerkRequest<'_>, reason: &str) -> Verdict {
+        if !request.eligible_for_handshake() {
+            return Verdict::SignedOut;
+        }
+        tracing::info!(reason, "Clerk handshake");
+        handshake::redirect(request, &self.instance, reason).map_or(Verdict::SignedOut, Verdict::Redirect)
+    }
+
+    /// Whether a request may be coming back from a handshake (a cheap look before reading it).
+    pub fn may_carry_handshake<B>(&self, request: &axum::http::Request<B>) -> bool {
+        // Every request passes here: it must cost next to nothing.
+        const NAME: &[u8] = b"__clerk_handshake";
+        let in_query = request.uri().query().is_some_and(|q| memchr::memmem::find(q.as_bytes(), NAME).is_some());
+        // A cookie's name starts a `;`-separated part (spaces aside): only those starts are looked at.
+        let names_it = |line: &[u8]| {
+            std::iter::once(0).chain(memchr::memchr_iter(b';', line).map(|at| at + 1)).any(|start| {
+                let part = &line[start..];
+                let name_at = part.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(part.len());
+                part[name_at..].starts_with(NAME)
+            })
+        };
+        in_query || request.headers().get_all(axum::http::header::COOKIE).iter().any(|v| names_it(v.as_bytes()))
+    }
+
+    /// Resolve a request's returning handshake (`None`: it carries none, or a bearer token that
+    /// decides first).
+    pub async fn resolve_handshake(&self, parts: &Parts) -> Result<Option<Resolution>, AuthError> {
+        let (request, now_ms) = self.read(parts);
+        if request.token_in_header.is_some() || (request.handshake_nonce.is_none() && request.handshake_token.is_none()) {
+            return Ok(None);
+        }
+        match handshake::resolve(&request, &self.instance, &self.backend, &self.verifier, now_ms).await {
+            Ok(resolution) => Ok(Some(resolution)),
+            Err(refused @ ResolveError::Refused(_)) => Err(AuthError::Handshake(refused.to_string())),
+            Err(ResolveError::Unavailable(why)) => Err(AuthError::Unavailable(why)),
         }
     }
 
@@ -156,12 +274,12 @@ impl ClerkAuth {
     /// Sign-out: end the request's Clerk session with the Backend API (clerk-js would otherwise
     /// renew the cookie), and name the cookies the browser should drop.
     pub async fn sign_out(&self, parts: &Parts) -> Result<Vec<String>, AuthError> {
-        if let Ok(Ok(claims)) = self.claims(parts).await {
+        if let Ok(Verdict::SignedIn(claims)) = self.authenticate(parts).await {
             if let Some(session) = claims.session_id {
                 self.backend.revoke_session(&session).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
             }
         }
-        let suffix = &self.cookie_suffix;
+        let suffix = &self.instance.cookie_suffix;
         Ok(vec![
             "__session=; Path=/; Max-Age=0".into(),
             format!("__session_{suffix}=; Path=/; Max-Age=0"),
@@ -174,9 +292,10 @@ impl ClerkAuth {
 impl AuthProvider for ClerkAuth {
     fn session<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         Box::pin(async move {
-            let claims = match self.claims(parts).await? {
-                Ok(claims) => claims,
-                Err(session) => return Ok(session),
+            let claims = match self.authenticate(parts).await? {
+                Verdict::SignedIn(claims) => claims,
+                Verdict::SignedOut => return Ok(Session::SignedOut),
+                Verdict::Redirect(headers) => return Ok(Session::Redirect(Box::new(headers))),
             };
             let Ok(id) = UserId::parse(&claims.user_id) else {
                 tracing::info!(reason = "token-verification-failed: sub is not a user id", "Clerk session token refused");
@@ -187,10 +306,8 @@ impl AuthProvider for ClerkAuth {
         })
     }
 
-    /// The token, where it came from, and `__client_uat` (all three decide the session).
     fn credential<'p>(&self, parts: &'p Parts) -> Option<std::borrow::Cow<'p, str>> {
-        let (token, carrier) = self.token(parts)?;
-        Some(format!("{token} {} {}", matches!(carrier, Carrier::Header), self.client_uat(parts)).into())
+        self.read(parts).0.cache_key(&self.instance).map(std::borrow::Cow::Owned)
     }
 }
 
