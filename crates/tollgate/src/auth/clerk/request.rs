@@ -7,6 +7,7 @@
 //! the canonical path and query, so no `Host` a client sends can redirect anyone anywhere.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use axum::http::request::Parts;
@@ -82,27 +83,27 @@ fn header_text<'p>(parts: &'p Parts, name: &HeaderName) -> Option<Cow<'p, str>> 
     (!text.is_empty()).then_some(text)
 }
 
-/// `parseAuthorizationHeader`: `split(' ', 2)`; one part is the token itself, two parts need the
-/// scheme `Bearer` exactly ("Bearer  t" has the empty second part, so its token is "Bearer").
-fn token_in_header(authorization: &str) -> Option<&str> {
-    let mut parts = authorization.split(' ');
-    let scheme = parts.next().unwrap_or("");
-    match parts.next() {
-        None | Some("") => Some(scheme),
-        Some(token) if scheme == "Bearer" => Some(token),
-        Some(_) => None,
-    }
-    .filter(|token| !token.is_empty())
+/// `parseAuthorizationHeader`, as where the token lies in the header: `split(' ', 2)`; one part
+/// is the token itself, two parts need the scheme `Bearer` exactly ("Bearer  t" has an empty
+/// second part, so its token is "Bearer").
+fn token_range(authorization: &str) -> Option<Range<usize>> {
+    let scheme_end = authorization.find(' ').unwrap_or(authorization.len());
+    let start = scheme_end + 1;
+    let end = authorization.get(start..).map_or(start, |rest| start + rest.find(' ').unwrap_or(rest.len()));
+    let token = match end > start {
+        // One part, or an empty second one: the first is the token.
+        false => 0..scheme_end,
+        true if &authorization[..scheme_end] == "Bearer" => start..end,
+        true => return None,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
-/// `part` of `whole`, borrowed as long as `whole` is.
-fn part_of<'p>(whole: &Cow<'p, str>, part: &str) -> Cow<'p, str> {
-    match whole {
-        Cow::Borrowed(whole) => {
-            let at = part.as_ptr() as usize - whole.as_ptr() as usize;
-            Cow::Borrowed(&whole[at..at + part.len()])
-        }
-        Cow::Owned(_) => Cow::Owned(part.to_string()),
+/// `range` of `text`, borrowed as long as `text` is.
+fn slice<'p>(text: &Cow<'p, str>, range: Range<usize>) -> Cow<'p, str> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[range]),
+        Cow::Owned(text) => Cow::Owned(text[range].to_string()),
     }
 }
 
@@ -190,9 +191,10 @@ impl Instance {
         Instance { cookie_suffix, suffixed_names, frontend_api, development, public_origin }
     }
 
-    fn suffixed(&self, name: &str) -> &str {
-        let at = ["__session", "__client_uat", "__clerk_db_jwt"].iter().position(|n| *n == name).expect("a suffixed cookie of Clerk's");
-        &self.suffixed_names[at]
+    /// `name` with this instance's suffix (for the three cookies Clerk suffixes; others: itself).
+    fn suffixed<'n>(&'n self, name: &'n str) -> &'n str {
+        let at = ["__session", "__client_uat", "__clerk_db_jwt"].iter().position(|n| *n == name);
+        at.map_or(name, |at| &self.suffixed_names[at])
     }
 
     /// `tokenBelongsToInstance`: the unverified `iss` names this instance's Frontend API.
@@ -284,7 +286,7 @@ impl<'p> ClerkRequest<'p> {
         let authorization = header_text(parts, &header::AUTHORIZATION);
         ClerkRequest {
             get: parts.method == Method::GET,
-            token_in_header: authorization.as_ref().and_then(|text| Some(part_of(text, token_in_header(text)?))),
+            token_in_header: authorization.as_ref().and_then(|text| Some(slice(text, token_range(text)?))),
             session_token_in_cookie: chosen("__session"),
             session_in_cookie_decoded,
             client_uat: chosen("__client_uat").map(|uat| js::parse_int(&uat)).filter(|n| *n != 0.0 && !n.is_nan()).unwrap_or(0.0),
@@ -387,12 +389,14 @@ mod tests {
             ("Bearer abc", Some("abc")),
             ("Bearer  abc", Some("Bearer")),
             ("Bearer abc extra", Some("abc")),
+            ("abc ", Some("abc")),
+            ("Bearer", Some("Bearer")),
             ("abc", Some("abc")),
             ("bearer abc", None),
             ("Basic abc", None),
             (" abc", None),
         ] {
-            assert_eq!(token_in_header(header), token, "{header:?}");
+            assert_eq!(token_range(header).map(|range| &header[range]), token, "{header:?}");
         }
     }
 
