@@ -22,7 +22,11 @@ function startTollgate(env = {}) {
     child.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/open (http:\/\/localhost:\d+)/);
-      if (m) { clearTimeout(timer); resolve({ url: m[1], stop: () => child.kill('SIGKILL') }); }
+      if (m) {
+        clearTimeout(timer);
+        // Its working directory goes with it: the test script counts what tests leave in the temp dir.
+        resolve({ url: m[1], stop: () => { child.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); } });
+      }
     });
     child.stderr.on('data', (d) => { out += d; });
     child.on('exit', (code) => reject(new Error(`tollgate exited with ${code}: ${out}`)));

@@ -21,8 +21,13 @@ pub struct Cli {
 pub enum Command {
     /// Serve the app (the default). Configuration comes from the environment and `.env`.
     Serve,
-    /// Print the configuration as parsed, secrets redacted, and exit.
-    Config,
+    /// Print every variable with the value in effect (secrets redacted) and where it came from
+    /// (env, .env, default), then any configuration error; exit 2 when there is one.
+    Config {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-read customers from Stripe into the KV now, within STRIPE_RATE_LIMIT.
     Sync(SyncTarget),
     /// Check everything going live needs against the real services; exit 1 when anything is wrong.
@@ -54,15 +59,37 @@ fn stripe_client(settings: &Settings) -> Option<crate::stripe::StripeClient> {
     }
 }
 
-/// `tollgate doctor`: the report on stdout; whether every check passed.
+/// `tollgate config`: the table of variables, then the errors, if any; the exit code.
+pub fn config(environment: &crate::config::variables::Environment, json: bool) -> i32 {
+    use crate::config::variables;
+    let rows = environment.table();
+    let errors = Settings::from_environment(environment).err().map(|e| e.0).unwrap_or_default();
+    if json {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        println!("{}", serde_json::json!({ "variables": variables::render_json(&rows), "errors": errors }));
+    } else {
+        print!("{}", variables::render_text(&rows));
+        for e in &errors {
+            println!("error: {e}");
+        }
+    }
+    if errors.is_empty() {
+        0
+    } else {
+        2
+    }
+}
+
+/// `tollgate doctor`: the report on stdout; whether nothing failed.
 pub async fn doctor(settings: &Settings, json: bool) -> bool {
     let checks = crate::doctor::run(settings, stripe_client(settings).as_ref()).await;
-    let passed = crate::doctor::passed(&checks);
+    let verdict = crate::doctor::verdict(settings, &checks);
+    let passed = verdict != crate::doctor::Verdict::Failed;
     if json {
-        println!("{}", serde_json::json!({ "ok": passed, "checks": checks }));
+        println!("{}", serde_json::json!({ "ok": passed, "verdict": verdict, "summary": verdict.line(), "checks": checks }));
     } else {
         print!("{}", crate::doctor::render(&checks));
-        println!("{}", if passed { "Ready to go live." } else { "Fix the failures above, then run `tollgate doctor` again." });
+        println!("{}", verdict.line());
     }
     passed
 }
@@ -192,7 +219,7 @@ mod tests {
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
         assert_eq!(Cli::parse_from(["tollgate"]).command, None);
-        assert_eq!(Cli::parse_from(["tollgate", "config"]).command, Some(Command::Config));
+        assert_eq!(Cli::parse_from(["tollgate", "config"]).command, Some(Command::Config { json: false }));
         assert_eq!(Cli::parse_from(["tollgate", "sync", "--all"]).command, Some(Command::Sync(SyncTarget { customer: None, all: true })));
         assert!(Cli::try_parse_from(["tollgate", "sync"]).is_err(), "a target is required");
         assert!(Cli::try_parse_from(["tollgate", "sync", "--customer", "nope"]).is_err(), "customer ids are checked");

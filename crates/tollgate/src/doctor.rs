@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::billing::events::TRACKED_EVENTS;
-use crate::config::{AuthSettings, MailSettings, Settings, StripeSettings, ValueEncoding};
+use crate::config::{AuthSettings, KvSettings, MailSettings, Settings, StripeSettings, ValueEncoding};
 use crate::stripe::wire::{List, Price};
 use crate::stripe::{StripeClient, StripeError, API_VERSION};
 
@@ -45,6 +45,47 @@ impl Check {
 /// Whether every check passed (or could not apply).
 pub fn passed(checks: &[Check]) -> bool {
     checks.iter().all(|c| c.status != Status::Fail)
+}
+
+/// What the report adds up to. "Ready" only when every check ran and passed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Failed,
+    /// No Stripe keys: the offline demo, which has nothing to go live with.
+    OfflineDemo,
+    /// Nothing failed, but this many checks could not run here.
+    Unchecked(usize),
+    Ready,
+}
+
+pub fn verdict(settings: &Settings, checks: &[Check]) -> Verdict {
+    let skipped = checks.iter().filter(|c| c.status == Status::Skip).count();
+    if !passed(checks) {
+        Verdict::Failed
+    } else if matches!(settings.stripe, StripeSettings::Emulator { .. }) {
+        Verdict::OfflineDemo
+    } else if skipped > 0 {
+        Verdict::Unchecked(skipped)
+    } else {
+        Verdict::Ready
+    }
+}
+
+impl Verdict {
+    /// The report's last line.
+    pub fn line(self) -> String {
+        match self {
+            Verdict::Failed => "Fix the failures above, then run `tollgate doctor` again.".into(),
+            Verdict::OfflineDemo => {
+                "Offline demo: nothing to check for going live (set STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, PLANS and PUBLIC_URL to check a live set-up).".into()
+            }
+            Verdict::Unchecked(n) => {
+                format!("Nothing failed, but {n} check(s) could not run from here (skip, above): check those by hand before going live.")
+            }
+            Verdict::Ready => "Ready to go live.".into(),
+        }
+    }
 }
 
 /// The report as text: one line per check, the fix under a failure.
@@ -152,7 +193,10 @@ pub async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> Vec<Chec
         Err(e) => checks.push(Check::fail(
             "kv",
             format!("cannot open: {e:#}"),
-            "check KV_URL (and that Redis is reachable and the credentials right)",
+            match &settings.kv {
+                KvSettings::Embedded { .. } => "stop the process holding the file (one process at a time), or check DATA_DIR / KV_URL",
+                _ => "check KV_URL (and that Redis is reachable and the credentials right)",
+            },
         )),
         Ok(kv) => {
             let value = crate::random_token(16);

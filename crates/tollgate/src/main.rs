@@ -7,19 +7,29 @@ use tollgate::startup::Application;
 async fn main() {
     tollgate::return_large_allocations();
     let cli = Cli::parse();
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
+    let environment = match tollgate::config::environment() {
+        Ok(environment) => environment,
         Err(e) => {
             eprintln!("tollgate: configuration error: {e}");
             std::process::exit(2);
         }
     };
+    if let Some(Command::Config { json }) = cli.command {
+        // The table is printed even when the configuration is wrong: it shows what was read.
+        std::process::exit(tollgate::cli::config(&environment, json));
+    }
+    let settings = match Settings::from_environment(&environment) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("tollgate: configuration error: {e}");
+            }
+            std::process::exit(2);
+        }
+    };
     tollgate::telemetry::init_with(settings.log_format);
     match cli.command {
-        Some(Command::Config) => {
-            println!("{settings:#?}");
-            return;
-        }
+        Some(Command::Config { .. }) => unreachable!("handled above"),
         Some(Command::Sync(target)) => {
             if let Err(e) = tollgate::cli::sync(settings, target).await {
                 eprintln!("tollgate: sync: {e:#}");

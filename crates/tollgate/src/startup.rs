@@ -108,6 +108,9 @@ impl Application {
             }
         };
         let (billing, wakeups) = billing(&settings, kv.clone(), &api_base, api_key, public_url.clone());
+        if let (Some(_), Some(plans)) = (&emulator_url, &settings.plans) {
+            emulator_has_the_plans(&billing, plans).await?;
+        }
         let secure_cookies = public_url.starts_with("https://");
         let mailer = Arc::new(crate::mail::Mailer::new(&settings.mail)?);
         let accounts = Arc::new(LocalAccounts::new(kv.clone(), mailer.clone(), public_url.clone(), secure_cookies, settings.session_ttl));
@@ -257,6 +260,24 @@ pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, api_base: &str, key
         value_encoding: settings.value_encoding,
     };
     (Arc::new(billing), wakeups)
+}
+
+/// `PLANS` with the embedded emulator must name prices it has. Real price ids there mean the
+/// Stripe keys were meant to be set (a typo in their name, say): refused, with the ids it has.
+async fn emulator_has_the_plans(billing: &Billing, plans: &[PriceId]) -> anyhow::Result<()> {
+    let listed: crate::stripe::wire::List<serde_json::Value> =
+        billing.stripe.get("/v1/prices", &[("limit", "100")]).await.context("reading the embedded Stripe emulator's prices")?;
+    let mut known: Vec<&str> = listed.data.iter().filter_map(|price| price["id"].as_str()).collect();
+    known.sort_unstable();
+    let missing: Vec<&str> = plans.iter().map(PriceId::as_str).filter(|id| !known.contains(id)).collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "PLANS: {} is not a price of the embedded Stripe emulator, which has {} (no STRIPE_SECRET_KEY is set: leave PLANS unset for the demo plans, or set STRIPE_SECRET_KEY for your own)",
+            missing.join(", "),
+            known.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Stops the background tasks when the server stops (or its future is dropped).

@@ -147,8 +147,8 @@ mod tests {
 
     #[test]
     fn a_store_reopened_from_its_file_is_the_same() {
-        let dir = std::env::temp_dir().join(format!("emulator-journal-{}", crate::model::random_alphanumeric(8)));
-        let path = dir.join("not-yet").join("state.jsonl"); // directories are made as needed
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-yet").join("state.jsonl"); // directories are made as needed
         {
             let mut store = Store::open(&path).unwrap();
             store.insert(customer("cus_1"));
@@ -177,6 +177,5 @@ mod tests {
         // A damaged line that is not the last is an error, not silently dropped data.
         std::fs::write(&path, "garbage\n{\"clock_offset\":1}\n").unwrap();
         assert!(Store::open(&path).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -35,9 +35,8 @@ fn start(data: &std::path::Path) -> Process {
 
 #[tokio::test]
 async fn a_restart_on_the_same_data_file_keeps_everything() {
-    let dir = std::env::temp_dir().join(format!("emulator-data-{}", stripe_emulator::model::random_alphanumeric(8)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("state.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state.jsonl");
     let first = start(&data);
     let emu = &first.emulator;
     let (_, session) = emu.open_session(&[]).await;
@@ -94,5 +93,4 @@ async fn a_restart_on_the_same_data_file_keeps_everything() {
     let third = start(&data);
     assert_eq!(third.emulator.get(&format!("/v1/subscriptions/{sub_id}"), &[]).await["status"], "canceled");
     drop(third);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -56,6 +56,16 @@ pub async fn generate_checkout(
     })
 }
 
+/// `GET /api/generate-stripe-checkout?priceId=…`: the Subscribe link of a signed-out visitor. It
+/// leads through sign-in or sign-up (which come back here) and on to Checkout for that plan.
+pub async fn checkout_link(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Response, Failure> {
+    let surface = Surface::of(&parts);
+    let query = parts.uri.query().unwrap_or("").as_bytes();
+    let price = checkout_request(&parts, query, surface)?;
+    let started = state.billing.start_checkout(&user, price.as_ref()).await.map_err(|e| Failure::from_billing(surface, e))?;
+    Ok(Redirect::to(&started.url).into_response())
+}
+
 /// A billing-portal session for the signed-in customer; 303 to it.
 pub async fn billing_portal(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);

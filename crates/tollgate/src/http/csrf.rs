@@ -52,6 +52,13 @@ fn valid_token(t: &str) -> bool {
     t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+/// Browsers send `Sec-Fetch-Mode` (all current ones) and a `Mozilla/` user agent; curl and SDKs
+/// send neither.
+fn from_a_browser(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key("sec-fetch-mode")
+        || headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).is_some_and(|ua| ua.starts_with("Mozilla/"))
+}
+
 pub async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let existing = cookie(&parts, csrf_cookie_name(state.secure_cookies)).filter(|t| valid_token(t)).map(str::to_string);
@@ -76,9 +83,23 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .or_else(|| form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned()));
-        let matches = matches!((&existing, &sent), (Some(a), Some(b)) if a == b);
-        if !matches {
-            return Failure::forbidden(surface, "This form has expired. Reload the page and try again.").into_response();
+        let lacking = match (&existing, &sent) {
+            (Some(a), Some(b)) if a == b => None,
+            (None, _) => Some("the CSRF cookie (GET a page first and send its Set-Cookie back)"),
+            (Some(_), None) => Some("the `csrf` form field or the X-CSRF-Token header, holding the CSRF cookie's value"),
+            (Some(_), Some(_)) => Some("a `csrf` form field or X-CSRF-Token header that matches the CSRF cookie (the one sent does not)"),
+        };
+        if let Some(lacking) = lacking {
+            // A person in a browser reloads; a script is told what it left out.
+            let message = if from_a_browser(&parts.headers) {
+                "This form has expired. Reload the page and try again.".to_string()
+            } else {
+                format!(
+                    "Refused by cross-site request protection: this request lacks {lacking} ({}).",
+                    csrf_cookie_name(state.secure_cookies)
+                )
+            };
+            return Failure::forbidden(surface, &message).into_response();
         }
         request = Request::from_parts(parts, Body::from(bytes));
     }

@@ -108,7 +108,14 @@ impl RedbKv {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", dir.display()))?;
         }
-        let db = open_database(path).map_err(|e| anyhow::anyhow!("cannot open the KV file {}: {e}", path.display()))?;
+        let db = open_database(path).map_err(|e| match e {
+            // redb locks its file: only one process may have it open.
+            redb::Error::DatabaseAlreadyOpen => anyhow::anyhow!(
+                "a running tollgate holds {}: stop it, or use KV_URL=redis://… to share one KV between processes",
+                path.display()
+            ),
+            e => anyhow::anyhow!("cannot open the KV file {}: {e}", path.display()),
+        })?;
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writes, queue) = mpsc::channel(QUEUE);
         let (writer_db, writer_path) = (db.clone(), path.to_path_buf());
@@ -137,6 +144,14 @@ impl RedbKv {
             self.writes.send(job).await.map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         })
+    }
+}
+
+impl RedbKv {
+    /// Commit what is queued, stop the writer and release the file, off the async threads: when
+    /// this returns, another process can open the file.
+    pub async fn close(self) {
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }
 }
 
@@ -300,8 +315,8 @@ mod tests {
 
     #[tokio::test]
     async fn data_and_pending_syncs_persist() {
-        let dir = std::env::temp_dir().join(format!("tollgate-redb-{}", crate::random_token(8)));
-        let path = dir.join("kv.redb");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
         {
             let kv = RedbKv::open(&path).unwrap();
             kv.set("kept", "value").await.unwrap();
@@ -311,6 +326,5 @@ mod tests {
         assert_eq!(reopened.get("kept").await.unwrap().as_deref(), Some("value"));
         assert_eq!(reopened.pending_customers(10).await.unwrap(), ["cus_kept"], "pending syncs survive a restart");
         assert!(!reopened.mark_pending("cus_kept", Some("evt_1")).await.unwrap(), "and so do recorded event ids");
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

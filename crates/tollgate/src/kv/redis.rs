@@ -121,10 +121,12 @@ impl RedisKv {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
+        // The address tried is named (never the password, which is not part of it).
+        let address = client.get_connection_info().addr().to_string();
         let connection = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new_with_config(client, config))
             .await
-            .map_err(|_| anyhow::anyhow!("KV_URL: Redis did not answer within 10 s"))?
-            .map_err(|e| anyhow::anyhow!("KV_URL: cannot connect to Redis: {e}"))?;
+            .map_err(|_| anyhow::anyhow!("KV_URL: Redis at {address} did not answer within 10 s"))?
+            .map_err(|e| anyhow::anyhow!("KV_URL: cannot connect to Redis at {address}: {e}"))?;
         let kv = RedisKv {
             connection,
             scripts: Scripts {

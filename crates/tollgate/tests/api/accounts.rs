@@ -304,7 +304,11 @@ async fn post_form(
 async fn behind_a_proxy_an_attackers_failures_lock_out_nobody_else() {
     let redis = crate::redis_server::RedisServer::start();
     let stripe = crate::helpers::spawn_emulator().await;
-    let options = || Options { kv_url: redis.url(), extra: vec![("TRUSTED_PROXIES", "127.0.0.1/32".into()), ("BIND", "127.0.0.1".into())] };
+    let options = || Options {
+        kv_url: redis.url(),
+        extra: vec![("TRUSTED_PROXIES", "127.0.0.1/32".into()), ("BIND", "127.0.0.1".into())],
+        ..Options::default()
+    };
     let (a, b) = (crate::helpers::spawn_app_against(&stripe, options()).await, crate::helpers::spawn_app_against(&stripe, options()).await);
     a.signed_in("victim@example.com").await;
     let upstreams: Vec<String> = [&a, &b].iter().map(|app| app.url.trim_start_matches("http://").to_string()).collect();

@@ -77,3 +77,31 @@ async fn a_customer_deleted_in_stripe_is_replaced() {
     let user_id = app.stripe(Method::GET, &format!("/v1/customers/{new}"), &[]).await["metadata"]["userId"].as_str().unwrap().to_string();
     assert_eq!(app.state.billing.kv.get(&format!("stripe:user:{user_id}")).await.unwrap().as_deref(), Some(new), "remapped");
 }
+
+/// A signed-out visitor's Subscribe goes through sign-up and on to Checkout for the plan chosen,
+/// not back to the pricing page.
+#[tokio::test]
+async fn subscribe_while_signed_out_continues_to_checkout_after_sign_up() {
+    let app = spawn_app().await;
+    let browser = app.browser();
+    let link = format!("/api/generate-stripe-checkout?priceId={YEARLY}");
+    let landing = browser.get("/").await;
+    assert!(landing.text.contains(&format!("href=\"{link}\"")), "the pricing page links there: {}", landing.text);
+    let to_sign_in = browser.get(&link).await;
+    assert_eq!(to_sign_in.status, 303, "{}", to_sign_in.text);
+    let next = reqwest::Url::parse(&format!("http://app{}", to_sign_in.location())).unwrap();
+    let next = next.query_pairs().find(|(k, _)| k == "next").map(|(_, v)| v.into_owned()).expect("the way back");
+    assert_eq!(next, link);
+    let signed_up = browser.form("/auth/sign-up", &[("email", "later@example.com"), ("next", &next)]).await;
+    assert_eq!(signed_up.status, 200, "{}", signed_up.text);
+    let confirmed = app.confirm(&browser, "later@example.com").await;
+    assert_eq!(confirmed.location(), link, "back to the Subscribe link once the account exists");
+    let checkout = browser.get(confirmed.location()).await;
+    assert_eq!(checkout.status, 303, "{}", checkout.text);
+    let sessions = app.stripe(Method::GET, "/v1/checkout/sessions", &[("limit", "1")]).await;
+    let session = &sessions["data"][0];
+    assert!(checkout.location().starts_with(&app.stripe_url), "{}", checkout.location());
+    assert!(checkout.location().contains(session["id"].as_str().unwrap()), "{}", checkout.location());
+    let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{}", session["id"].as_str().unwrap()), &[]).await;
+    assert_eq!(session["line_items"]["data"][0]["price"]["id"], YEARLY, "the plan chosen before signing up");
+}

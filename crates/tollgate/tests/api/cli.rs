@@ -3,10 +3,14 @@
 use std::process::Command;
 
 fn tollgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", tollgate::random_token(8)));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new().prefix("tollgate-cli-").tempdir().unwrap();
+    tollgate_in(dir.path(), args, env)
+}
+
+/// The binary run in `dir` (where a `.env` may be).
+fn tollgate_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    command.args(args).current_dir(&dir);
+    command.args(args).current_dir(dir);
     for var in [
         "PORT", "BIND", "PUBLIC_URL", "DATA_DIR", "KV_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "PLANS",
         "AUTH_PROVIDER", "STRIPE_RATE_LIMIT", "RECONCILE_INTERVAL", "KV_TLS_CA_FILE",
@@ -14,9 +18,7 @@ fn tollgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
-    let output = command.output().expect("the tollgate binary runs");
-    let _ = std::fs::remove_dir_all(dir);
-    output
+    command.output().expect("the tollgate binary runs")
 }
 
 #[test]
@@ -38,6 +40,68 @@ fn bad_settings_stop_start_up_and_name_the_variable() {
     let out = tollgate(&[], &[("PORT", &port), ("KV_URL", "memory:")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PORT"));
+    // A Redis that refuses: the address tried is named.
+    let closed = crate::redis_server::free_port();
+    let out = tollgate(&[], &[("KV_URL", &format!("redis://:secret-pw@127.0.0.1:{closed}")), ("PORT", "0"), ("STRIPE_EMULATOR_PORT", "0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot connect to Redis at 127.0.0.1:{closed}")) && !stderr.contains("secret-pw"), "{stderr}");
+}
+
+/// The new user's typo: a `.env` with `STRIPE_SECRT_KEY` would have started the emulator, applied
+/// its `PLANS` there and shown a 502 home page. It stops start-up, naming the likely variable, and
+/// every other mistake of the same start is reported with it.
+#[test]
+fn a_typo_in_dotenv_stops_start_up_naming_the_variable_it_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "STRIPE_SECRT_KEY=sk_test_123\nPLANS=price_123\nPORT=eighty\n").unwrap();
+    let out = tollgate_in(dir.path(), &[], &[("KV_URL", "memory:")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("STRIPE_SECRT_KEY is not a Tollgate variable: did you mean STRIPE_SECRET_KEY?"), "{stderr}");
+    assert!(stderr.contains("PORT: 'eighty' is not a port number"), "all errors at once: {stderr}");
+    assert!(!stderr.contains("sk_test_123"), "{stderr}");
+    // Named in the environment with one of Tollgate's prefixes, the same.
+    let out = tollgate(&[], &[("CLERK_SECRET", "sk_test_1"), ("KV_URL", "memory:")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean CLERK_SECRET_KEY?"));
+    // Allowed on purpose, the unknown key is ignored (config shows what is in effect instead).
+    std::fs::write(dir.path().join(".env"), "STRIPE_SECRT_KEY=sk_test_123\nNEXT_PUBLIC_SITE=x\n").unwrap();
+    let out = tollgate_in(dir.path(), &["config"], &[("ALLOW_UNKNOWN_ENV", "TRUE")]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Without Stripe keys, `PLANS` must name the embedded emulator's prices: real ids there are a
+/// set-up gone wrong, refused with the ids the emulator has (not a 502 home page later).
+#[test]
+fn plans_the_emulator_lacks_stop_start_up() {
+    let out = tollgate(&[], &[("PLANS", "price_123"), ("KV_URL", "memory:"), ("PORT", "0"), ("STRIPE_EMULATOR_PORT", "0")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PLANS: price_123 is not a price of the embedded Stripe emulator"), "{stderr}");
+    assert!(stderr.contains("price_tollgate_monthly") && stderr.contains("price_tollgate_yearly"), "{stderr}");
+}
+
+/// Every missing variable is named in one start; names of choices are read in any case.
+#[test]
+fn all_missing_variables_are_reported_at_once() {
+    let out = tollgate(&[], &[("AUTH_PROVIDER", "Clerk"), ("STRIPE_SECRET_KEY", "sk_test_x"), ("KV_URL", "memory:")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for variable in ["CLERK_PUBLISHABLE_KEY", "CLERK_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "PLANS"] {
+        assert!(stderr.lines().any(|l| l.contains(&format!("error: {variable}:"))), "{variable}: {stderr}");
+    }
+    assert!(!stderr.contains("AUTH_PROVIDER:"), "Clerk is clerk: {stderr}");
+    for (value, said) in [
+        ("sk-test-1234", "starts 'sk-…', which is not a Stripe secret key"),
+        ("\"sk_test_1234\"", "is wrapped in quotes"),
+        ("pk_test_1234", "is a publishable key"),
+    ] {
+        let out = tollgate(&[], &[("STRIPE_SECRET_KEY", value), ("KV_URL", "memory:")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said) && !stderr.contains("1234"), "{value}: {stderr}");
+    }
+    let out = tollgate(&[], &[("KV_URL", "localhost:6379")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'localhost:6379' has no scheme: write redis://localhost:6379"));
 }
 
 #[test]
@@ -53,9 +117,18 @@ fn config_prints_settings_without_secrets() {
     );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("4321") && stdout.contains("price_a"));
     assert!(!stdout.contains("do_not_print"), "{stdout}");
-    assert!(stdout.contains("[redacted]"));
+    let row = |name: &str| stdout.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name}: {stdout}"));
+    assert_eq!(row("PORT").split_whitespace().collect::<Vec<_>>(), ["PORT", "4321", "env"]);
+    assert_eq!(row("STRIPE_SECRET_KEY").split_whitespace().collect::<Vec<_>>(), ["STRIPE_SECRET_KEY", "[redacted]", "env"]);
+    assert_eq!(row("BIND").split_whitespace().collect::<Vec<_>>(), ["BIND", "127.0.0.1", "default"]);
+    let json: serde_json::Value = serde_json::from_slice(&tollgate(&["config", "--json"], &[("PORT", "4321")]).stdout).unwrap();
+    assert_eq!(json["variables"]["PORT"], serde_json::json!({ "value": "4321", "source": "env" }));
+    assert_eq!(json["errors"], serde_json::json!([]));
+    // A wrong configuration is still shown, with its errors after it, and exits 2.
+    let out = tollgate(&["config"], &[("PORT", "eighty")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("error: PORT: 'eighty' is not a port number"));
 }
 
 #[tokio::test]
@@ -64,7 +137,8 @@ async fn sync_one_customer_or_all_of_them() {
     let stripe = crate::helpers::spawn_emulator().await;
     let http = reqwest::Client::new();
     let customers = crate::helpers::customers_with_subscriptions(&http, &stripe, 3).await;
-    let kv_file = std::env::temp_dir().join(format!("tollgate-cli-sync-{}.redb", tollgate::random_token(8)));
+    let dir = tempfile::Builder::new().prefix("tollgate-cli-sync-").tempdir().unwrap();
+    let kv_file = dir.path().join("kv.redb");
     let kv_url = format!("redb:{}", kv_file.display());
     let env = |extra: &[(&'static str, &'static str)]| {
         let mut env = vec![
@@ -146,14 +220,31 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 /// `LOG_FORMAT=json`: one JSON object per line, each request with its id, route, status and latency.
 #[tokio::test]
 async fn json_logs_give_one_object_per_request() {
+    let (output, request_id) = logs_of_one_request(&[("LOG_FORMAT", "json")]).await;
+    let logs: Vec<serde_json::Value> = output.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let line = logs.iter().find(|l| l["span"]["id"] == request_id.as_str()).unwrap_or_else(|| panic!("no line for {request_id}: {output}"));
+    assert_eq!((line["span"]["route"].as_str(), line["fields"]["status"].as_u64()), (Some("unmatched"), Some(404)));
+    assert!(line["fields"]["elapsed_ms"].as_f64().is_some() && line["level"] == "INFO");
+    assert!(logs.iter().any(|l| l["span"]["route"] == "/healthz" && l["fields"]["status"] == 200), "successful requests too");
+}
+
+/// Text logs written to a pipe or a file carry no colour codes.
+#[tokio::test]
+async fn text_logs_to_a_file_have_no_colour_codes() {
+    let (output, request_id) = logs_of_one_request(&[("RUST_LOG", "debug")]).await;
+    assert!(output.contains(&request_id), "the request is logged: {output}");
+    assert!(!output.contains('\x1b'), "no escape codes: {output:?}");
+}
+
+/// The app's stdout, piped, after one request to a missing page and a SIGTERM; that request's id.
+async fn logs_of_one_request(extra: &[(&str, &str)]) -> (String, String) {
     let port = crate::redis_server::free_port();
-    let env =
-        [("PORT", port.to_string()), ("KV_URL", "memory:".into()), ("STRIPE_EMULATOR_PORT", "0".into()), ("LOG_FORMAT", "json".into())];
+    let mut env = vec![("PORT", port.to_string()), ("KV_URL", "memory:".into()), ("STRIPE_EMULATOR_PORT", "0".into())];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let (mut child, url) = serving(&env, std::process::Stdio::piped()).await;
-    let http = reqwest::Client::new();
-    let answered = http.get(format!("{url}/nowhere")).send().await.unwrap();
+    let answered = reqwest::Client::new().get(format!("{url}/nowhere")).send().await.unwrap();
     let request_id = answered.headers()["x-request-id"].to_str().unwrap().to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // SIGTERM: the server finishes, and its log lines are written, before it exits.
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let output = tokio::task::spawn_blocking(move || {
         child.wait().unwrap();
@@ -163,11 +254,7 @@ async fn json_logs_give_one_object_per_request() {
     })
     .await
     .unwrap();
-    let logs: Vec<serde_json::Value> = output.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
-    let line = logs.iter().find(|l| l["span"]["id"] == request_id.as_str()).unwrap_or_else(|| panic!("no line for {request_id}: {output}"));
-    assert_eq!((line["span"]["route"].as_str(), line["fields"]["status"].as_u64()), (Some("unmatched"), Some(404)));
-    assert!(line["fields"]["elapsed_ms"].as_f64().is_some() && line["level"] == "INFO");
-    assert!(logs.iter().any(|l| l["span"]["route"] == "/healthz" && l["fields"]["status"] == 200), "successful requests too");
+    (output, request_id)
 }
 
 /// `cargo run` with no accounts: the embedded emulator keeps its state in `DATA_DIR` beside the
@@ -175,7 +262,8 @@ async fn json_logs_give_one_object_per_request() {
 /// session are all still there, and the next Checkout reuses the same Stripe customer.
 #[tokio::test]
 async fn the_offline_app_keeps_a_subscription_across_a_restart() {
-    let data = std::env::temp_dir().join(format!("tollgate-restart-{}", tollgate::random_token(8)));
+    let dir = tempfile::Builder::new().prefix("tollgate-restart-").tempdir().unwrap();
+    let data = dir.path().join("data");
     let port = crate::redis_server::free_port();
     let env = [("PORT", port.to_string()), ("DATA_DIR", data.display().to_string()), ("STRIPE_EMULATOR_PORT", "0".into())];
     let (mut first, url) = serving(&env, std::process::Stdio::null()).await;
@@ -226,7 +314,6 @@ async fn the_offline_app_keeps_a_subscription_across_a_restart() {
     assert_eq!(listed["email"], "restart@example.com");
     second.kill().unwrap();
     second.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// The binary serving with exactly `env` (its `PORT` given), once it answers `/healthz`.

@@ -28,14 +28,14 @@ async fn tollgate(args: &[&str], vars: &[(&str, String)]) -> Run {
 }
 
 fn settings(stripe: &str, secret: &str) -> Vec<(&'static str, String)> {
-    let kv = std::env::temp_dir().join(format!("tollgate-doctor-{}.redb", tollgate::random_token(8)));
     vec![
         ("STRIPE_SECRET_KEY", "sk_test_doctor".into()),
         ("STRIPE_WEBHOOK_SECRET", secret.into()),
         ("STRIPE_API_BASE", stripe.into()),
         ("PLANS", format!("{MONTHLY},{YEARLY}")),
         ("PUBLIC_URL", PUBLIC_URL.into()),
-        ("KV_URL", format!("redb:{}", kv.display())),
+        // The KV is checked the same whatever it is; an in-memory one leaves no file behind.
+        ("KV_URL", "memory:".into()),
     ]
 }
 
@@ -162,7 +162,8 @@ async fn each_broken_setup_is_named_with_its_fix() {
 #[tokio::test]
 async fn the_doctor_reports_the_form_of_the_recipes_values() {
     use tollgate::kv::Kv;
-    let file = std::env::temp_dir().join(format!("tollgate-doctor-values-{}.redb", tollgate::random_token(8)));
+    let dir = tempfile::Builder::new().prefix("tollgate-doctor-values-").tempdir().unwrap();
+    let file = dir.path().join("kv.redb");
     {
         let kv = tollgate::kv::redb::RedbKv::open(&file).unwrap();
         kv.set("stripe:user:user_a", "cus_a1").await.unwrap();
@@ -193,4 +194,37 @@ async fn the_doctor_reports_the_form_of_the_recipes_values() {
     let unreadable = check("raw").await;
     assert!(unreadable.status == tollgate::doctor::Status::Fail && unreadable.fix.unwrap().contains("tollgate import"));
     let _ = std::fs::remove_file(file);
+}
+
+/// Without keys the doctor says there is nothing to go live with (exit 0) instead of "Ready to go
+/// live" over skipped checks; a KV file a running Tollgate holds is named as such; and a file just
+/// closed (`RedbKv::close`) opens at once in the next process, 200 times in a row.
+#[tokio::test]
+async fn the_doctor_on_the_offline_demo_and_on_a_held_kv_file() {
+    use tollgate::kv::Kv;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tollgate.redb");
+    let vars = [("KV_URL", format!("redb:{}", file.display()))];
+    let demo = tollgate(&["doctor"], &vars).await;
+    assert_eq!(demo.code, 0, "{}", demo.out);
+    assert!(demo.out.contains("Offline demo: nothing to check for going live"), "{}", demo.out);
+    assert!(!demo.out.contains("Ready to go live"), "{}", demo.out);
+
+    let held = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+    let locked = tollgate(&["doctor"], &vars).await;
+    assert_eq!(locked.code, 1, "{}", locked.out);
+    assert!(locked.out.contains(&format!("a running tollgate holds {}", file.display())), "{}", locked.out);
+    assert!(locked.out.contains("KV_URL=redis://"), "{}", locked.out);
+    held.close().await;
+
+    for run in 0..200 {
+        let kv = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+        kv.set("stripe:user:user_run", &format!("cus_{run}")).await.unwrap();
+        kv.close().await;
+        let after = tollgate(&["doctor", "--json"], &vars).await;
+        let report: Value = serde_json::from_str(&after.out).unwrap_or_else(|_| panic!("run {run}: {}", after.out));
+        assert_eq!(report["verdict"], "offline_demo", "run {run}: {}", after.out);
+        let values = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "kv values").unwrap();
+        assert!(values["detail"].as_str().unwrap().starts_with("1 raw"), "run {run}: {values}");
+    }
 }

@@ -5,7 +5,6 @@
 //! what reaches it and in front of nginx serving files, and through the README's nginx asking
 //! `/auth/verify`. None reaches the gated page.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,11 +69,14 @@ fn addr_of(url: &str) -> String {
 }
 
 /// A directory of files for nginx to serve: the gated page and a public one.
-fn product_files() -> PathBuf {
-    let root = std::env::temp_dir().join(format!("tollgate-files-{}", tollgate::random_token(8)));
-    std::fs::create_dir_all(root.join("app")).unwrap();
-    std::fs::write(root.join("app/secret"), SECRET).unwrap();
-    std::fs::write(root.join("index.html"), "public").unwrap();
+/// Removed when the returned directory drops.
+fn product_files() -> tempfile::TempDir {
+    let root = tempfile::Builder::new().prefix("tollgate-files-").tempdir().unwrap();
+    // nginx's workers, started by root, read the files as another user.
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(root.path().join("app")).unwrap();
+    std::fs::write(root.path().join("app/secret"), SECRET).unwrap();
+    std::fs::write(root.path().join("index.html"), "public").unwrap();
     root
 }
 
@@ -140,7 +142,7 @@ async fn no_hostile_target_reaches_the_product_for_a_visitor_or_a_member() {
 #[tokio::test]
 async fn no_hostile_target_reaches_files_nginx_serves_behind_the_gateway() {
     let root = product_files();
-    let files = Nginx::serve_files(&root);
+    let files = Nginx::serve_files(root.path());
     let app = gateway_app(&files.url, vec![("GATED_PATHS", "/app".into())]).await;
     let member = app.signed_in("member@example.com").await;
     for cookie in ["", &member.cookie_header()] {
@@ -154,13 +156,12 @@ async fn no_hostile_target_reaches_files_nginx_serves_behind_the_gateway() {
         let answer = raw_get(&addr_of(&app.url), target, &[("cookie", &subscriber.cookie_header())]).await;
         assert!(answer.status == 200 && answer.body.contains(SECRET), "{target}: {} {}", answer.status, answer.head);
     }
-    let _ = std::fs::remove_dir_all(root);
 }
 
 #[tokio::test]
 async fn no_hostile_target_passes_forward_auth_behind_the_readme_nginx() {
     let root = product_files();
-    let files = Nginx::serve_files(&root);
+    let files = Nginx::serve_files(root.path());
     let app = spawn_app().await;
     let nginx = Nginx::start(&app.url, &files.url);
     let member = app.signed_in("member@example.com").await;
@@ -172,7 +173,6 @@ async fn no_hostile_target_passes_forward_auth_behind_the_readme_nginx() {
     subscriber.get("/success").await;
     let answer = raw_get(&addr_of(&nginx.url), "/app/secret", &[("cookie", &subscriber.cookie_header())]).await;
     assert!(answer.status == 200 && answer.body.contains(SECRET), "{} {}", answer.status, answer.head);
-    let _ = std::fs::remove_dir_all(root);
 }
 
 /// `FORWARD_AUTH_TRUST_URI`: `/auth/verify` decides on the proxy's `X-Forwarded-Uri` (or nginx's

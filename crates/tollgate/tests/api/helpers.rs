@@ -22,17 +22,21 @@ pub struct TestApp {
     pub stripe_url: String,
     pub state: AppState,
     pub http: reqwest::Client,
+    /// The app's data directory, removed when the test ends.
+    _data: tempfile::TempDir,
 }
 
 pub struct Options {
     pub kv_url: String,
     pub extra: Vec<(&'static str, String)>,
+    /// The default KV file's directory, removed with the app.
+    pub data: tempfile::TempDir,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        let dir = std::env::temp_dir().join(format!("tollgate-test-{}", tollgate::random_token(10)));
-        Options { kv_url: format!("redb:{}", dir.join("kv.redb").display()), extra: Vec::new() }
+        let data = tempfile::Builder::new().prefix("tollgate-test-").tempdir().expect("a temp dir");
+        Options { kv_url: format!("redb:{}", data.path().join("kv.redb").display()), extra: Vec::new(), data }
     }
 }
 
@@ -71,7 +75,7 @@ pub async fn spawn_app_against(stripe_url: &str, options: Options) -> TestApp {
     let state = app.state.clone();
     tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { url, stripe_url: stripe_url.to_string(), state, http }
+    TestApp { url, stripe_url: stripe_url.to_string(), state, http, _data: options.data }
 }
 
 /// A browser-like client: keeps cookies, sends the CSRF token back with posts.

@@ -58,12 +58,27 @@ async fn cross_site_posts_are_refused() {
         .send(
             Method::POST,
             "/api/generate-stripe-checkout",
-            &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")],
+            &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html"), ("sec-fetch-mode", "navigate")],
             Some(b"priceId=price_pro_monthly".to_vec()),
         )
         .await;
     assert_eq!(no_token.status, 403);
-    assert!(no_token.text.contains("expired"));
+    assert!(no_token.text.contains("This form has expired"), "a person is asked to reload: {}", no_token.text);
+    // A script (no browser headers) is told what it left out.
+    let from_curl = browser
+        .send(Method::POST, "/auth/sign-out", &[("content-type", "application/x-www-form-urlencoded"), ("user-agent", "curl/8.5.0")], None)
+        .await;
+    assert_eq!(from_curl.status, 403);
+    assert!(from_curl.text.contains("lacks the `csrf` form field or the X-CSRF-Token header"), "{}", from_curl.text);
+    let without_cookie = app
+        .http
+        .post(format!("{}/auth/sign-out", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=abc")
+        .send()
+        .await
+        .unwrap();
+    assert!(without_cookie.text().await.unwrap().contains("lacks the CSRF cookie"));
     let csrf = browser.csrf().unwrap();
     let other_site = browser
         .send(

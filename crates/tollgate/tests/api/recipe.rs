@@ -211,7 +211,7 @@ async fn share_one_redis(encoding: &str) {
     for user in [ada, bob, carol] {
         clerk.add_user(user, Some(&format!("{user}@example.com")));
     }
-    let options = Options { kv_url: redis.url(), extra: clerk_settings(&clerk, encoding) };
+    let options = Options { kv_url: redis.url(), extra: clerk_settings(&clerk, encoding), ..Options::default() };
     let tollgate = crate::helpers::spawn_app_against(&stripe, options).await;
     let recipe = RecipeApp::start(&redis.url(), &stripe, encoding);
     let kv = &tollgate.state.billing.kv;

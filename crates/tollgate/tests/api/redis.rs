@@ -63,7 +63,8 @@ async fn tls_and_an_acl_user_with_an_encoded_password() {
     }
 
     // The whole app over it, configured the way an operator would.
-    let app = spawn_app_with(Options { kv_url: url, extra: vec![("KV_TLS_CA_FILE", ca.display().to_string())] }).await;
+    let app =
+        spawn_app_with(Options { kv_url: url, extra: vec![("KV_TLS_CA_FILE", ca.display().to_string())], ..Options::default() }).await;
     let browser = app.signed_in("tls@example.com").await;
     assert_eq!(browser.get("/dashboard").await.status, 200);
 }

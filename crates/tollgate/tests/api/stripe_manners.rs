@@ -37,7 +37,7 @@ async fn a_stripe_that_answers_429_is_retried_until_it_accepts() {
 async fn two_instances_share_one_rate_limit() {
     let stripe = emulator(None).await;
     let redis = RedisServer::start();
-    let options = || Options { kv_url: redis.url(), extra: vec![("STRIPE_RATE_LIMIT", "20".into())] };
+    let options = || Options { kv_url: redis.url(), extra: vec![("STRIPE_RATE_LIMIT", "20".into())], ..Options::default() };
     let (a, b) = (spawn_app_against(&stripe, options()).await, spawn_app_against(&stripe, options()).await);
     let customers = customers_with_subscriptions(&a.http, &stripe, 20).await;
     let started = Instant::now();

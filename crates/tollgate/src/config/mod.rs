@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use crate::domain::PriceId;
 
+pub mod variables;
+
 /// A secret value: usable, never shown by `Debug` or `Display`.
 #[derive(Clone, PartialEq)]
 pub struct Secret(String);
@@ -45,7 +47,10 @@ pub enum KvSettings {
 
 /// `rediss://user:pass@host/0` → `rediss://user:[redacted]@host/0`.
 fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "[redacted]".into() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // No scheme: only a `user:password@` part could hold a secret.
+        return if url.contains('@') { "[redacted]".into() } else { url.to_string() };
+    };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rsplit_once('@') {
         Some((userinfo, host)) => {
@@ -239,160 +244,192 @@ fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { variable, message: message.into() }
 }
 
+/// Everything wrong with a configuration, reported at once (one line each).
+#[derive(Debug, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// Runs one section of the settings, keeping its error and going on, so that every mistake is
+/// reported in one start.
+#[derive(Default)]
+struct Gathered(Vec<ConfigError>);
+
+impl Gathered {
+    fn take<T>(&mut self, section: Result<T, ConfigError>) -> Option<T> {
+        section.map_err(|e| self.0.push(e)).ok()
+    }
+}
+
+/// The variables in effect: the process environment over `.env` in the working directory (the
+/// environment wins), each with its source.
+pub fn environment() -> Result<variables::Environment, ConfigError> {
+    Ok(variables::Environment::new(read_dotenv(std::path::Path::new(".env"))?, std::env::vars()))
+}
+
 impl Settings {
-    /// The process environment over `.env` in the working directory (the environment wins).
-    pub fn from_env() -> Result<Settings, ConfigError> {
-        let mut vars = read_dotenv(std::path::Path::new(".env"))?;
-        vars.extend(std::env::vars());
-        Settings::from_vars(&vars)
+    /// The process environment over `.env` in the working directory (the environment wins). A
+    /// variable that looks meant for Tollgate but is not its own stops start-up (a typo would
+    /// otherwise be silent), unless `ALLOW_UNKNOWN_ENV=true`.
+    pub fn from_env() -> Result<Settings, ConfigErrors> {
+        Settings::from_environment(&environment()?)
     }
 
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
-        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let port = match get("PORT") {
-            None => 3000,
-            Some(v) => v.parse().map_err(|_| error("PORT", format!("'{v}' is not a port number (0-65535)")))?,
+    pub fn from_environment(env: &variables::Environment) -> Result<Settings, ConfigErrors> {
+        let vars = env.vars();
+        let allow_unknown = flag(&|k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()), "ALLOW_UNKNOWN_ENV")?;
+        let unknown: Vec<ConfigError> = if allow_unknown {
+            Vec::new()
+        } else {
+            env.unknown()
+                .into_iter()
+                .map(|(name, meant)| {
+                    let hint = meant.map(|m| format!("did you mean {m}? ")).unwrap_or_default();
+                    error(
+                        "ALLOW_UNKNOWN_ENV",
+                        format!(
+                            "{name} is not a Tollgate variable: {hint}(the README lists them; ALLOW_UNKNOWN_ENV=true ignores unknown ones)"
+                        ),
+                    )
+                })
+                .collect()
         };
-        let bind = match get("BIND") {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(v) => v.parse().map_err(|_| error("BIND", format!("'{v}' is not an IP address")))?,
+        match (Settings::from_vars(&vars), unknown.is_empty()) {
+            (Ok(settings), true) => Ok(settings),
+            (Ok(_), false) => Err(ConfigErrors(unknown)),
+            (Err(ConfigErrors(errors)), _) => Err(ConfigErrors(unknown.into_iter().chain(errors).collect())),
+        }
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings, ConfigErrors> {
+        let get = |k: &str| {
+            debug_assert!(variables::variable(k).is_some(), "{k} is read but not listed in config::variables");
+            vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
         };
-        let public_url = match get("PUBLIC_URL") {
-            None => None,
+        // Names of choices are matched in any case.
+        let lower = |k: &str| get(k).map(str::to_ascii_lowercase);
+        let mut gathered = Gathered::default();
+        let port = gathered.take(match get("PORT") {
+            None => Ok(3000),
+            Some(v) => v.parse().map_err(|_| error("PORT", format!("'{v}' is not a port number (0-65535)"))),
+        });
+        let bind = gathered.take(match get("BIND") {
+            None => Ok(IpAddr::from([127, 0, 0, 1])),
+            Some(v) => v.parse().map_err(|_| error("BIND", format!("'{v}' is not an IP address like 127.0.0.1 or 0.0.0.0"))),
+        });
+        let public_url = gathered.take(match get("PUBLIC_URL") {
+            None => Ok(None),
             Some(v) if (v.starts_with("http://") || v.starts_with("https://")) && v.len() > 8 && !v.contains(char::is_whitespace) => {
-                Some(v.trim_end_matches('/').to_string())
+                Ok(Some(v.trim_end_matches('/').to_string()))
             }
-            Some(v) => return Err(error("PUBLIC_URL", format!("'{v}' must be an http:// or https:// URL"))),
-        };
+            Some(v) => Err(error("PUBLIC_URL", format!("'{v}' is not an http:// or https:// URL like https://app.example.com"))),
+        });
+        let https = public_url.as_ref().is_some_and(|u| u.as_deref().is_some_and(|u| u.starts_with("https://")));
         let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or("./data"));
-        let kv = match get("KV_URL") {
-            None => KvSettings::Embedded { path: data_dir.join("tollgate.redb") },
-            Some("memory:") => KvSettings::Memory,
-            Some(v) if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| v.starts_with(s)) => {
-                use redis::IntoConnectionInfo;
-                // The crate's own message; it never contains the password.
-                v.into_connection_info().map_err(|e| error("KV_URL", format!("'{}' is not a Redis URL: {e}", redact_url(v))))?;
-                let ca_file = get("KV_TLS_CA_FILE").map(PathBuf::from);
-                if let Some(path) = ca_file.as_ref().filter(|p| !p.is_file()) {
-                    return Err(error("KV_TLS_CA_FILE", format!("'{}' is not a readable file", path.display())));
-                }
-                KvSettings::Redis { url: Secret::new(v), shown: redact_url(v), ca_file }
-            }
-            Some(v) if v.starts_with("redb:") => KvSettings::Embedded { path: PathBuf::from(&v["redb:".len()..]) },
-            Some(v) => {
-                return Err(error(
-                    "KV_URL",
-                    format!("'{}' is not supported: use redis[s]://host:port, redb:/path/file.redb or memory:", redact_url(v)),
-                ))
-            }
-        };
-        let value_encoding = match get("KV_VALUE_ENCODING").map(str::to_ascii_lowercase).as_deref() {
-            None | Some("raw") => ValueEncoding::Raw,
-            Some("json") => ValueEncoding::Json,
-            Some(v) => return Err(error("KV_VALUE_ENCODING", format!("'{v}' is not raw or json"))),
-        };
-        let stripe = match get("STRIPE_SECRET_KEY") {
+        let kv = gathered.take(kv_settings(&get, &data_dir));
+        let value_encoding = gathered.take(match lower("KV_VALUE_ENCODING").as_deref() {
+            None | Some("raw") => Ok(ValueEncoding::Raw),
+            Some("json") => Ok(ValueEncoding::Json),
+            Some(v) => Err(error("KV_VALUE_ENCODING", format!("'{v}' is not raw or json"))),
+        });
+        let emulator_allowed = gathered.take(flag(&get, "STRIPE_EMULATOR"));
+        let stripe = gathered.take(match get("STRIPE_SECRET_KEY") {
             // A public https site without Stripe keys is a deployment that forgot them: it would take
             // "payments" on the emulator. Only an explicit STRIPE_EMULATOR=true allows it.
-            None if public_url.as_deref().is_some_and(|u| u.starts_with("https://")) && get("STRIPE_EMULATOR") != Some("true") => {
-                return Err(error(
-                    "STRIPE_SECRET_KEY",
-                    "is required when PUBLIC_URL is https (set STRIPE_EMULATOR=true to run the emulator there on purpose)",
-                ))
-            }
-            None if !cfg!(feature = "emulator") => {
-                return Err(error(
-                    "STRIPE_SECRET_KEY",
-                    "is required: this build has no embedded Stripe emulator (run the stripe-emulator binary and set STRIPE_API_BASE to use one)",
-                ))
-            }
-            None => {
-                let port = match get("STRIPE_EMULATOR_PORT") {
-                    None => 12111,
-                    Some(v) => v.parse().map_err(|_| error("STRIPE_EMULATOR_PORT", format!("'{v}' is not a port number")))?,
-                };
-                let data_file = (!matches!(kv, KvSettings::Memory)).then(|| data_dir.join("stripe-emulator.jsonl"));
-                StripeSettings::Emulator { port, data_file }
-            }
-            Some(key) => {
-                if !(key.starts_with("sk_") || key.starts_with("rk_")) {
-                    return Err(error("STRIPE_SECRET_KEY", "must be a secret key (sk_… or rk_…), not a publishable key"));
+            None if https && emulator_allowed == Some(false) => Err(error(
+                "STRIPE_SECRET_KEY",
+                "is required when PUBLIC_URL is https (set STRIPE_EMULATOR=true to run the emulator there on purpose)",
+            )),
+            None if !cfg!(feature = "emulator") => Err(error(
+                "STRIPE_SECRET_KEY",
+                "is required: this build has no embedded Stripe emulator (run the stripe-emulator binary and set STRIPE_API_BASE to use one)",
+            )),
+            None => match get("STRIPE_EMULATOR_PORT").map(str::parse).transpose() {
+                Err(_) => Err(error("STRIPE_EMULATOR_PORT", format!("'{}' is not a port number (0-65535)", get("STRIPE_EMULATOR_PORT").unwrap_or("")))),
+                Ok(port) => {
+                    let data_file = (!matches!(kv, Some(KvSettings::Memory))).then(|| data_dir.join("stripe-emulator.jsonl"));
+                    Ok(StripeSettings::Emulator { port: port.unwrap_or(12111), data_file })
                 }
-                let webhook_secret = get("STRIPE_WEBHOOK_SECRET")
-                    .ok_or_else(|| error("STRIPE_WEBHOOK_SECRET", "is required when STRIPE_SECRET_KEY is set"))?;
-                if !webhook_secret.starts_with("whsec_") {
-                    return Err(error("STRIPE_WEBHOOK_SECRET", "must start with whsec_"));
-                }
-                let api_base = get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com").trim_end_matches('/').to_string();
-                if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
-                    return Err(error("STRIPE_API_BASE", "must be an http:// or https:// URL"));
-                }
-                StripeSettings::Remote { secret_key: Secret::new(key), webhook_secret: Secret::new(webhook_secret), api_base }
+            },
+            Some(key) => remote_stripe_settings(key, &get),
+        });
+        let plans = gathered.take(match get("PLANS") {
+            None if get("STRIPE_SECRET_KEY").is_some() => {
+                Err(error("PLANS", "is required with STRIPE_SECRET_KEY: the price ids to offer, comma-separated, or a file of them"))
             }
-        };
-        let plans = match get("PLANS") {
-            None if matches!(stripe, StripeSettings::Remote { .. }) => {
-                return Err(error(
-                    "PLANS",
-                    "is required with STRIPE_SECRET_KEY: the price ids to offer, comma-separated, or a file of them",
-                ))
+            None => Ok(None),
+            Some(v) => parse_plans(v).map(Some),
+        });
+        let auth = match lower("AUTH_PROVIDER").as_deref() {
+            None | Some("local") => Some(AuthSettings::Local),
+            Some("clerk") => {
+                // Both keys are named when both are missing.
+                let missing: Vec<ConfigError> = ["CLERK_PUBLISHABLE_KEY", "CLERK_SECRET_KEY"]
+                    .into_iter()
+                    .filter(|name| get(name).is_none())
+                    .map(|name| {
+                        error(
+                            name,
+                            "is required with AUTH_PROVIDER=clerk (the Dashboard's API keys: pk_test_…/pk_live_…, sk_test_…/sk_live_…)",
+                        )
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    gathered.take(clerk_settings(&get).map(AuthSettings::Clerk))
+                } else {
+                    gathered.0.extend(missing);
+                    if get("CLERK_PUBLISHABLE_KEY").is_some_and(|key| clerk_frontend_api(key).is_none()) {
+                        gathered.0.push(error("CLERK_PUBLISHABLE_KEY", NOT_A_PUBLISHABLE_KEY));
+                    }
+                    None
+                }
             }
-            None => None,
-            Some(v) => Some(parse_plans(v)?),
+            Some(v) => gathered.take(Err(error("AUTH_PROVIDER", format!("'{v}' is not a provider (local or clerk)")))),
         };
-        let auth = match get("AUTH_PROVIDER") {
-            None | Some("local") => AuthSettings::Local,
-            Some("clerk") => AuthSettings::Clerk(clerk_settings(&get)?),
-            Some(v) => return Err(error("AUTH_PROVIDER", format!("'{v}' is not a provider (local or clerk)"))),
-        };
-        let mail = match get("SMTP_URL") {
+        let outbox_allowed = gathered.take(flag(&get, "MAIL_OUTBOX"));
+        let mail = gathered.take(match get("SMTP_URL") {
             // Links that sign people in must not sit in a page anyone can open on a public site.
-            None if public_url.as_deref().is_some_and(|u| u.starts_with("https://")) && get("MAIL_OUTBOX") != Some("true") => {
-                return Err(error(
-                    "SMTP_URL",
-                    "is required when PUBLIC_URL is https (set MAIL_OUTBOX=true to keep the local outbox there on purpose)",
-                ))
-            }
-            None => MailSettings::Outbox,
-            Some(url) => {
-                use lettre::{AsyncSmtpTransport, Tokio1Executor};
-                let shown = redact_url(url);
-                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-                    return Err(error("SMTP_URL", format!("'{shown}' must be an smtp:// or smtps:// URL")));
-                }
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|_| error("SMTP_URL", format!("'{shown}' is not an SMTP URL (smtps://user:password@host:465)")))?;
-                let from = get("MAIL_FROM").ok_or_else(|| error("MAIL_FROM", "is required when SMTP_URL is set"))?;
-                from.parse::<lettre::message::Mailbox>()
-                    .map_err(|_| error("MAIL_FROM", format!("'{from}' is not an address like Example <no-reply@example.com>")))?;
-                MailSettings::Smtp { url: Secret::new(url), shown, from: from.to_string() }
-            }
-        };
-        let past_due_grace = match get("PAST_DUE_GRACE") {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(v) => return Err(error("PAST_DUE_GRACE", format!("'{v}' is not true or false"))),
-        };
-        let trial_days = match get("TRIAL_DAYS") {
-            None | Some("0") => None,
+            None if https && outbox_allowed == Some(false) => Err(error(
+                "SMTP_URL",
+                "is required when PUBLIC_URL is https (set MAIL_OUTBOX=true to keep the local outbox there on purpose)",
+            )),
+            None => Ok(MailSettings::Outbox),
+            Some(url) => smtp_settings(url, &get),
+        });
+        let past_due_grace = gathered.take(flag(&get, "PAST_DUE_GRACE"));
+        let trial_days = gathered.take(match get("TRIAL_DAYS") {
+            None | Some("0") => Ok(None),
             Some(v) => match v.parse::<u32>() {
-                Ok(d) if (1..=730).contains(&d) => Some(d),
-                _ => return Err(error("TRIAL_DAYS", format!("'{v}' must be a whole number of days from 1 to 730"))),
+                Ok(d) if (1..=730).contains(&d) => Ok(Some(d)),
+                _ => Err(error("TRIAL_DAYS", format!("'{v}' must be a whole number of days from 1 to 730"))),
             },
-        };
-        let stripe_rate_limit = match get("STRIPE_RATE_LIMIT") {
+        });
+        let stripe_rate_limit = gathered.take(match lower("STRIPE_RATE_LIMIT").as_deref() {
             // Under Stripe's own limits (live 100/s, test mode 25/s), leaving room for other clients.
-            None => match &stripe {
-                StripeSettings::Emulator { .. } => None,
-                StripeSettings::Remote { secret_key, .. } if secret_key.expose().contains("_live_") => Some(90),
-                StripeSettings::Remote { .. } => Some(20),
-            },
-            Some("0") | Some("off") => None,
+            None => Ok(match get("STRIPE_SECRET_KEY") {
+                None => None,
+                Some(key) if key.contains("_live_") => Some(90),
+                Some(_) => Some(20),
+            }),
+            Some("0") | Some("off") => Ok(None),
             Some(v) => match v.parse::<u32>() {
-                Ok(n) if n <= 10_000 => Some(n),
-                _ => return Err(error("STRIPE_RATE_LIMIT", format!("'{v}' must be requests per second (1-10000), or off"))),
+                Ok(n) if n <= 10_000 => Ok(Some(n)),
+                _ => Err(error("STRIPE_RATE_LIMIT", format!("'{v}' must be requests per second (1-10000), or off"))),
             },
-        };
+        });
         // `30m`, `6h`, `1d` …; absent: `None`.
         let interval = |name: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
             get(name)
@@ -402,19 +439,16 @@ impl Settings {
                 })
                 .transpose()
         };
-        let reconcile_every = match get("RECONCILE_INTERVAL") {
-            Some("0") | Some("off") => None,
-            _ => interval("RECONCILE_INTERVAL")?,
-        };
-        let period_end_grace = interval("PERIOD_END_GRACE")?.unwrap_or(std::time::Duration::from_secs(86_400));
-        let session_ttl = interval("SESSION_TTL")?.unwrap_or(std::time::Duration::from_secs(30 * 86_400));
-        let gate = gate_settings(&get)?;
-        let gateway = match get("UPSTREAM_URL") {
-            None => None,
-            Some(url) => Some(gateway_settings(url, &get)?),
-        };
-        let trusted_proxies = match get("TRUSTED_PROXIES") {
-            None => Vec::new(),
+        let reconcile_every = gathered.take(match lower("RECONCILE_INTERVAL").as_deref() {
+            Some("0") | Some("off") => Ok(None),
+            _ => interval("RECONCILE_INTERVAL"),
+        });
+        let period_end_grace = gathered.take(interval("PERIOD_END_GRACE").map(|d| d.unwrap_or(std::time::Duration::from_secs(86_400))));
+        let session_ttl = gathered.take(interval("SESSION_TTL").map(|d| d.unwrap_or(std::time::Duration::from_secs(30 * 86_400))));
+        let gate = gathered.take(gate_settings(&get));
+        let gateway = gathered.take(get("UPSTREAM_URL").map(|url| gateway_settings(url, &get)).transpose());
+        let trusted_proxies = gathered.take(match get("TRUSTED_PROXIES") {
+            None => Ok(Vec::new()),
             Some(list) => list
                 .split(',')
                 .map(str::trim)
@@ -425,60 +459,138 @@ impl Settings {
                         .map(|net| net.trunc())
                         .map_err(|_| error("TRUSTED_PROXIES", format!("'{cidr}' is not an address or CIDR like 10.0.0.0/8")))
                 })
-                .collect::<Result<_, _>>()?,
-        };
-        let max_header_bytes = match get("MAX_HEADER_BYTES") {
-            None => 64 * 1024,
+                .collect(),
+        });
+        let max_header_bytes = gathered.take(match get("MAX_HEADER_BYTES") {
+            None => Ok(64 * 1024),
             Some(v) => match parse_bytes(v) {
-                Some(bytes) if (8 * 1024..=1024 * 1024).contains(&bytes) => bytes,
-                _ => return Err(error("MAX_HEADER_BYTES", format!("'{v}' must be a size from 8KiB to 1MiB, like 64KiB"))),
+                Some(bytes) if (8 * 1024..=1024 * 1024).contains(&bytes) => Ok(bytes),
+                _ => Err(error("MAX_HEADER_BYTES", format!("'{v}' must be a size from 8KiB to 1MiB, like 64KiB"))),
             },
-        };
+        });
         let gateway_audience = get("GATEWAY_AUDIENCE").map(str::to_string);
         let long_secret = |name: &'static str| match get(name) {
-            Some(secret) if secret.len() < 32 => Err(error(name, "must be at least 32 characters (openssl rand -hex 32)")),
+            Some(secret) if secret.len() < 32 => {
+                Err(error(name, format!("is {} characters long: it must be at least 32 (openssl rand -hex 32)", secret.chars().count())))
+            }
             secret => Ok(secret.map(Secret::new)),
         };
-        let service_token = long_secret("SERVICE_TOKEN")?;
-        let gateway_secret = long_secret("GATEWAY_SECRET")?;
-        let log_format = match get("LOG_FORMAT") {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(v) => return Err(error("LOG_FORMAT", format!("'{v}' is not text or json"))),
-        };
-        let metrics_addr = match get("METRICS_ADDR") {
-            None => None,
-            Some(v) => Some(v.parse().map_err(|_| error("METRICS_ADDR", format!("'{v}' is not an address like 127.0.0.1:9100")))?),
-        };
-        let metrics_token = long_secret("METRICS_TOKEN")?;
-        Ok(Settings {
-            port,
-            bind,
-            public_url,
-            kv,
-            value_encoding,
-            stripe,
-            plans,
-            auth,
-            mail,
-            past_due_grace,
-            trial_days,
-            stripe_rate_limit,
-            reconcile_every,
-            period_end_grace,
-            session_ttl,
-            gateway,
-            service_token,
-            gateway_secret,
-            log_format,
-            metrics_addr,
-            metrics_token,
-            gate,
-            trusted_proxies,
-            max_header_bytes,
-            gateway_audience,
-        })
+        let service_token = gathered.take(long_secret("SERVICE_TOKEN"));
+        let gateway_secret = gathered.take(long_secret("GATEWAY_SECRET"));
+        let log_format = gathered.take(match lower("LOG_FORMAT").as_deref() {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(v) => Err(error("LOG_FORMAT", format!("'{v}' is not text or json"))),
+        });
+        let metrics_addr = gathered.take(match get("METRICS_ADDR") {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| error("METRICS_ADDR", format!("'{v}' is not an address like 127.0.0.1:9100"))),
+        });
+        let metrics_token = gathered.take(long_secret("METRICS_TOKEN"));
+        let settings = (|| {
+            Some(Settings {
+                port: port?,
+                bind: bind?,
+                public_url: public_url?,
+                kv: kv?,
+                value_encoding: value_encoding?,
+                stripe: stripe?,
+                plans: plans?,
+                auth: auth?,
+                mail: mail?,
+                past_due_grace: past_due_grace?,
+                trial_days: trial_days?,
+                stripe_rate_limit: stripe_rate_limit?,
+                reconcile_every: reconcile_every?,
+                period_end_grace: period_end_grace?,
+                session_ttl: session_ttl?,
+                gateway: gateway?,
+                service_token: service_token?,
+                gateway_secret: gateway_secret?,
+                log_format: log_format?,
+                metrics_addr: metrics_addr?,
+                metrics_token: metrics_token?,
+                gate: gate?,
+                trusted_proxies: trusted_proxies?,
+                max_header_bytes: max_header_bytes?,
+                gateway_audience,
+            })
+        })();
+        match settings {
+            Some(settings) if gathered.0.is_empty() => Ok(settings),
+            _ => Err(ConfigErrors(gathered.0)),
+        }
     }
+}
+
+fn kv_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>, data_dir: &std::path::Path) -> Result<KvSettings, ConfigError> {
+    Ok(match get("KV_URL") {
+        None => KvSettings::Embedded { path: data_dir.join("tollgate.redb") },
+        Some("memory:") => KvSettings::Memory,
+        Some(v) if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| v.starts_with(s)) => {
+            use redis::IntoConnectionInfo;
+            // The crate's own message; it never contains the password.
+            v.into_connection_info().map_err(|e| error("KV_URL", format!("'{}' is not a Redis URL: {e}", redact_url(v))))?;
+            let ca_file = get("KV_TLS_CA_FILE").map(PathBuf::from);
+            if let Some(path) = ca_file.as_ref().filter(|p| !p.is_file()) {
+                return Err(error("KV_TLS_CA_FILE", format!("'{}' is not a readable file", path.display())));
+            }
+            KvSettings::Redis { url: Secret::new(v), shown: redact_url(v), ca_file }
+        }
+        Some(v) if v.starts_with("redb:") => KvSettings::Embedded { path: PathBuf::from(&v["redb:".len()..]) },
+        // `localhost:6379`, `cache.internal:6379`: a Redis address without its scheme.
+        Some(v) if !v.contains("://") && v.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) => {
+            let meant = redact_url(&format!("redis://{v}"));
+            return Err(error(
+                "KV_URL",
+                format!("'{}' has no scheme: write {meant} (or rediss:// for TLS)", meant.trim_start_matches("redis://")),
+            ));
+        }
+        Some(v) => {
+            return Err(error(
+                "KV_URL",
+                format!("'{}' is not supported: use redis[s]://host:port, redb:/path/file.redb or memory:", redact_url(v)),
+            ))
+        }
+    })
+}
+
+/// `STRIPE_SECRET_KEY` is set: real Stripe (or a Stripe-compatible API at `STRIPE_API_BASE`).
+fn remote_stripe_settings<'v>(key: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Result<StripeSettings, ConfigError> {
+    let kinds = "sk_test_…, sk_live_…, rk_test_… or rk_live_… (Dashboard → Developers → API keys)";
+    // The value is a secret: only its first characters are ever shown.
+    let start: String = key.chars().take(3).collect();
+    if key.starts_with(['"', '\'']) || key.ends_with(['"', '\'']) {
+        return Err(error("STRIPE_SECRET_KEY", format!("is wrapped in quotes: remove them (expected {kinds})")));
+    } else if key.starts_with("pk_") {
+        return Err(error("STRIPE_SECRET_KEY", format!("is a publishable key (pk_…): use the secret key, {kinds}")));
+    } else if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+        return Err(error("STRIPE_SECRET_KEY", format!("starts '{start}…', which is not a Stripe secret key: expected {kinds}")));
+    }
+    let webhook_secret = get("STRIPE_WEBHOOK_SECRET")
+        .ok_or_else(|| error("STRIPE_WEBHOOK_SECRET", "is required when STRIPE_SECRET_KEY is set (whsec_… of your webhook endpoint)"))?;
+    if !webhook_secret.starts_with("whsec_") {
+        return Err(error("STRIPE_WEBHOOK_SECRET", "is not a webhook signing secret: expected whsec_…"));
+    }
+    let api_base = get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com").trim_end_matches('/').to_string();
+    if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
+        return Err(error("STRIPE_API_BASE", format!("'{api_base}' is not an http:// or https:// URL")));
+    }
+    Ok(StripeSettings::Remote { secret_key: Secret::new(key), webhook_secret: Secret::new(webhook_secret), api_base })
+}
+
+fn smtp_settings<'v>(url: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Result<MailSettings, ConfigError> {
+    use lettre::{AsyncSmtpTransport, Tokio1Executor};
+    let shown = redact_url(url);
+    if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+        return Err(error("SMTP_URL", format!("'{shown}' must be an smtp:// or smtps:// URL")));
+    }
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|_| error("SMTP_URL", format!("'{shown}' is not an SMTP URL (smtps://user:password@host:465)")))?;
+    let from = get("MAIL_FROM").ok_or_else(|| error("MAIL_FROM", "is required when SMTP_URL is set"))?;
+    from.parse::<lettre::message::Mailbox>()
+        .map_err(|_| error("MAIL_FROM", format!("'{from}' is not an address like Example <no-reply@example.com>")))?;
+    Ok(MailSettings::Smtp { url: Secret::new(url), shown, from: from.to_string() })
 }
 
 fn gateway_settings<'v>(url: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Result<GatewaySettings, ConfigError> {
@@ -597,13 +709,13 @@ fn parse_bytes(value: &str) -> Option<usize> {
     number.checked_mul(per).and_then(|bytes| usize::try_from(bytes).ok())
 }
 
+const NOT_A_PUBLISHABLE_KEY: &str = "is not a Clerk publishable key (pk_test_… or pk_live_… from the Dashboard's API keys)";
+
 fn clerk_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<ClerkSettings, ConfigError> {
-    let publishable_key = get("CLERK_PUBLISHABLE_KEY")
-        .ok_or_else(|| error("CLERK_PUBLISHABLE_KEY", "is required with AUTH_PROVIDER=clerk (pk_test_… or pk_live_…)"))?;
-    let frontend_api = clerk_frontend_api(publishable_key).ok_or_else(|| {
-        error("CLERK_PUBLISHABLE_KEY", "is not a Clerk publishable key (pk_test_… or pk_live_… from the Dashboard's API keys)")
-    })?;
-    let secret_key = get("CLERK_SECRET_KEY").ok_or_else(|| error("CLERK_SECRET_KEY", "is required with AUTH_PROVIDER=clerk"))?;
+    let required = |name: &'static str| get(name).ok_or_else(|| error(name, "is required with AUTH_PROVIDER=clerk"));
+    let publishable_key = required("CLERK_PUBLISHABLE_KEY")?;
+    let secret_key = required("CLERK_SECRET_KEY")?;
+    let frontend_api = clerk_frontend_api(publishable_key).ok_or_else(|| error("CLERK_PUBLISHABLE_KEY", NOT_A_PUBLISHABLE_KEY))?;
     if !secret_key.starts_with("sk_") {
         return Err(error("CLERK_SECRET_KEY", "must be a Clerk secret key (sk_test_… or sk_live_…)"));
     }
@@ -786,7 +898,8 @@ mod tests {
             (vec![("UPSTREAM_URL", "http://product:8080"), ("UPSTREAM_IDLE_TIMEOUT", "soon")], "UPSTREAM_IDLE_TIMEOUT"),
             (vec![("SMTP_URL", "smtps://mail.example.com"), ("MAIL_FROM", "not an address")], "MAIL_FROM"),
         ] {
-            assert_eq!(Settings::from_vars(&vars(&pairs)).unwrap_err().variable, variable);
+            let errors = Settings::from_vars(&vars(&pairs)).unwrap_err().0;
+            assert!(errors.iter().any(|e| e.variable == variable), "{pairs:?}: {errors:?}");
         }
     }
 
@@ -877,9 +990,8 @@ mod tests {
 
     #[test]
     fn dotenv_files() {
-        let dir = std::env::temp_dir().join(format!("tollgate-dotenv-{}", crate::random_token(8)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(".env");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
         std::fs::write(&path, "# comment\nPORT=4000 # inline comment\nexport BIND=\"0.0.0.0\"\n\nX='y z'\nY=\"a\\\"b\"\nZ=${PORT}0\n")
             .unwrap();
         let parsed = read_dotenv(&path).unwrap();
@@ -888,9 +1000,8 @@ mod tests {
         assert_eq!(parsed["X"], "y z");
         assert_eq!(parsed["Y"], "a\"b");
         assert_eq!(parsed["Z"], "40000");
-        assert!(read_dotenv(&dir.join("absent")).unwrap().is_empty());
+        assert!(read_dotenv(&dir.path().join("absent")).unwrap().is_empty());
         std::fs::write(&path, "NOT VALID LINE\n").unwrap();
         assert_eq!(read_dotenv(&path).unwrap_err().variable, ".env");
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
