@@ -3,8 +3,8 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tollgate::telemetry::init();
     let settings = tollgate::Settings::from_env()?;
+    tollgate::init_logging(&settings);
     let tollgate = tollgate::Application::build(settings).await?;
     println!("The product on {} — subscribe, then open {}/product", tollgate.public_url, tollgate.public_url);
     let app = example_product::app(&tollgate);

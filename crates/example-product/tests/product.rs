@@ -56,7 +56,8 @@ impl Visitor {
 
 #[tokio::test]
 async fn the_product_is_gated_by_tollgates_extractors() {
-    let stripe = test_support::spawn_emulator(test_support::seeded()).await;
+    let seeded = stripe_emulator::EmulatorConfig { seed: Some(test_support::SEED.into()), ..stripe_emulator::EmulatorConfig::for_tests() };
+    let (_, stripe, _) = stripe_emulator::Emulator::build(seeded).await.expect("the emulator starts").spawn();
     let vars: HashMap<String, String> = [
         ("PORT", "0"),
         ("KV_URL", "memory:"),
@@ -82,7 +83,7 @@ async fn the_product_is_gated_by_tollgates_extractors() {
 
     // Signed up (the link from the outbox), not subscribed: to pricing, or 402.
     visitor.form("/auth/sign-up", &[("email", "maker@example.com")]).await;
-    let outbox = state.mailer.outbox().unwrap();
+    let outbox = state.mailer().outbox().unwrap();
     let text = &outbox[0].mail.text;
     let token = &text[text.find("token=").unwrap() + 6..][..32];
     assert_eq!(visitor.form("/auth/confirm", &[("token", token), ("password", "a long enough password")]).await.status, 303);

@@ -6,21 +6,10 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use stripe_emulator::{Emulator, EmulatorConfig};
 
-/// The catalogue every suite uses: `price_pro_monthly` ($10) and `price_pro_yearly` ($100).
+/// The catalogue every suite seeds its emulator with: `price_pro_monthly` ($10) and
+/// `price_pro_yearly` ($100). (This crate does not depend on the emulator, whose own tests use it.)
 pub const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed.json");
-
-/// A test emulator config (free port, fast retries) with the suites' seed.
-pub fn seeded() -> EmulatorConfig {
-    EmulatorConfig { seed: Some(SEED.into()), ..EmulatorConfig::for_tests() }
-}
-
-/// Start an emulator in this process; its base URL.
-pub async fn spawn_emulator(config: EmulatorConfig) -> String {
-    let (_, url, _) = Emulator::build(config).await.expect("the emulator starts").spawn();
-    url
-}
 
 pub fn encode(form: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());

@@ -208,7 +208,7 @@ async fn clerk(http: &reqwest::Client, stripe: &str, seconds: u64) -> anyhow::Re
     let token = clerk_session_token(azp, seconds);
     let target = format!("{clerk_url}/api/subscription");
     let bearer = format!("Bearer {token}");
-    let suffix = tollgate::auth::clerk::cookie_suffix(CLERK_PUBLISHABLE_KEY);
+    let suffix = CLERK_COOKIE_SUFFIX;
     let uat = now() - 30;
     let cookies = format!(
         "__clerk_db_jwt=dvb_bench; __clerk_db_jwt_{suffix}=dvb_bench; __session={token}; __client_uat={uat}; \
@@ -276,6 +276,8 @@ async fn read_load(http: &reqwest::Client, target: &str, header: (&str, &str), s
 }
 
 const CLERK_PUBLISHABLE_KEY: &str = "pk_test_ZXhhbXBsZS1hcHAtMTIuY2xlcmsuYWNjb3VudHMuZGV2JA";
+/// Clerk's suffix of that instance's cookie names (the Clerk suite's `clerk_mock::cookie_suffix`).
+const CLERK_COOKIE_SUFFIX: &str = "fiNgkcri";
 const CLERK_INSTANCE_KEY: &str = include_str!("../tests/fixtures/clerk-instance.key.pem");
 
 /// A stand-in for Clerk's Backend API (the JWKS and one user), on loopback in this process.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tollgate::kv::Kv;
+use tollgate_core::kv::Kv;
 
 const RATE_LIMIT: f64 = 95.0;
 
@@ -39,7 +39,7 @@ async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize) -> anyho
     println!("renewal storm: setting up {customers_wanted} subscribed customers on the emulator (it allows 100 requests/s)…");
     let customers = Arc::new(subscribed_customers(http, &stripe, customers_wanted).await?);
     let (_tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "95")]))?;
-    let kv = tollgate::kv::redis::RedisKv::connect(&kv_url, None).await?;
+    let kv = tollgate_core::kv::redis::RedisKv::connect(&kv_url, None).await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the emulator's bucket refill after the set-up
     let (calls_before, limited_before) = emulator_stats(http, &stripe).await?;
 

@@ -9,7 +9,10 @@ use crate::domain::{AccessPolicy, CustomerId, SubscriptionCache, UserId};
 use crate::kv::keys;
 
 /// The user's cached subscription. A customer whose entry is missing or unreadable is synced once.
-pub async fn cached_subscription(billing: &Arc<Billing>, user: &UserId) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
+pub(crate) async fn cached_subscription(
+    billing: &Arc<Billing>,
+    user: &UserId,
+) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
     let Some(customer) = billing.customer_of(user).await? else {
         return Ok((None, SubscriptionCache::none()));
     };
@@ -26,16 +29,16 @@ pub async fn cached_subscription(billing: &Arc<Billing>, user: &UserId) -> Resul
 }
 
 /// What the policy says about a user, with the entry it read.
-pub struct Entitlement {
-    pub entry: SubscriptionCache,
-    pub entitled: bool,
+pub(crate) struct Entitlement {
+    pub(crate) entry: SubscriptionCache,
+    pub(crate) entitled: bool,
 }
 
 /// Whether `user` may use the product. A cached grant long past its period's end may be one
 /// whose webhooks were lost: it is checked with Stripe first (`AccessPolicy::needs_fresh_read`).
-pub async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<Entitlement, BillingError> {
+pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<Entitlement, BillingError> {
     let (customer, mut entry) = cached_subscription(billing, user).await?;
-    if let Some(customer) = customer.filter(|_| policy.needs_fresh_read(&entry, crate::unix_now())) {
+    if let Some(customer) = customer.filter(|_| policy.needs_fresh_read(&entry, billing.clock.unix_now())) {
         entry = billing.sync(&customer).await?;
     }
     Ok(Entitlement { entitled: policy.grants(entry.status()), entry })
@@ -45,9 +48,9 @@ pub async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &U
 /// WebSocket tunnel asks this every `ENTITLEMENT_RECHECK`). A missing or unreadable entry, or a
 /// grant that would need a fresh read, counts as no: the client's next handshake goes through
 /// [`entitlement`], which reads Stripe.
-pub async fn entitled_from_cache(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<bool, BillingError> {
+pub(crate) async fn entitled_from_cache(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<bool, BillingError> {
     let Some(customer) = billing.customer_of(user).await? else { return Ok(false) };
     let Some(value) = billing.kv.get(&keys::customer_cache(&customer)).await? else { return Ok(false) };
     let Some(entry) = recipe::read_cache_entry(&value) else { return Ok(false) };
-    Ok(policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, crate::unix_now()))
+    Ok(policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, billing.clock.unix_now()))
 }

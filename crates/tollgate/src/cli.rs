@@ -8,17 +8,18 @@ use clap::{Args, Parser, Subcommand};
 use crate::billing::Billing;
 use crate::config::{Settings, StripeSettings};
 use crate::domain::CustomerId;
+use tollgate_core::Clock;
 
 /// Signup and Stripe subscription billing, offline by default.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve the app (the default). Configuration comes from the environment and `.env`.
     Serve,
     /// Print every variable with the value in effect (secrets redacted) and where it came from
@@ -51,6 +52,99 @@ pub enum Command {
     },
 }
 
+/// The `tollgate` binary: parse the command line and the configuration, run the command; the
+/// process's exit code (2: a configuration error, 1: the command failed).
+pub async fn run_command_line() -> i32 {
+    crate::return_large_allocations();
+    let cli = Cli::parse();
+    let environment = match crate::config::environment() {
+        Ok(environment) => environment,
+        Err(e) => {
+            eprintln!("tollgate: configuration error: {e}");
+            return 2;
+        }
+    };
+    let settings = || match Settings::from_environment(&environment) {
+        Ok(settings) => {
+            crate::telemetry::init_with(settings.log_format);
+            Some(settings)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("tollgate: configuration error: {e}");
+            }
+            None
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        // The table is printed even when the configuration is wrong: it shows what was read.
+        Command::Config { json } => config(&environment, json),
+        Command::Serve => match settings() {
+            Some(settings) => serve(settings).await,
+            None => 2,
+        },
+        Command::Doctor { json } => match settings() {
+            Some(settings) => i32::from(!doctor(&settings, json).await),
+            None => 2,
+        },
+        Command::Sync(target) => match settings() {
+            Some(settings) => outcome("sync", sync(settings, target).await),
+            None => 2,
+        },
+        Command::Import { dry_run } => match settings() {
+            Some(settings) => outcome("import", import(settings, dry_run).await),
+            None => 2,
+        },
+        Command::Setup { dry_run } => match settings() {
+            Some(settings) => outcome("setup", setup(&settings, dry_run).await),
+            None => 2,
+        },
+    }
+}
+
+/// A command's exit code, its error printed.
+fn outcome(command: &str, result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tollgate: {command}: {e:#}");
+            1
+        }
+    }
+}
+
+/// `tollgate` / `tollgate serve`: until SIGTERM or Ctrl-C.
+async fn serve(settings: Settings) -> i32 {
+    let app = match crate::startup::Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("tollgate: cannot start: {e:#}");
+            return 1;
+        }
+    };
+    // A closed stdout (a supervisor that stopped reading) must not stop the server: no `println!`.
+    let say = |line: String| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
+    say(format!("Tollgate listening on http://{} — open {}", app.addr, app.public_url));
+    if let Some(emulator) = &app.emulator_url {
+        say(format!(
+            "Stripe emulator at {emulator} (no STRIPE_SECRET_KEY set). Test card 4242 4242 4242 4242; 4000 0000 0000 9995 is declined."
+        ));
+    }
+    if app.state.mailer.is_outbox() {
+        say(format!("No SMTP_URL: account emails (sign-up and reset links) go to {}/dev/outbox", app.public_url));
+    }
+    match app.run_until_stopped().await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tollgate: server error: {e}");
+            1
+        }
+    }
+}
+
 /// The Stripe client of these settings, without the shared rate limit (one-off commands).
 fn stripe_client(settings: &Settings) -> Option<crate::stripe::StripeClient> {
     match &settings.stripe {
@@ -60,7 +154,7 @@ fn stripe_client(settings: &Settings) -> Option<crate::stripe::StripeClient> {
 }
 
 /// `tollgate config`: the table of variables, then the errors, if any; the exit code.
-pub fn config(environment: &crate::config::variables::Environment, json: bool) -> i32 {
+pub(crate) fn config(environment: &crate::config::variables::Environment, json: bool) -> i32 {
     use crate::config::variables;
     let rows = environment.table();
     let errors = Settings::from_environment(environment).err().map(|e| e.0).unwrap_or_default();
@@ -81,7 +175,7 @@ pub fn config(environment: &crate::config::variables::Environment, json: bool) -
 }
 
 /// `tollgate doctor`: the report on stdout; whether nothing failed.
-pub async fn doctor(settings: &Settings, json: bool) -> bool {
+pub(crate) async fn doctor(settings: &Settings, json: bool) -> bool {
     let checks = crate::doctor::run(settings, stripe_client(settings).as_ref()).await;
     let verdict = crate::doctor::verdict(settings, &checks);
     let passed = verdict != crate::doctor::Verdict::Failed;
@@ -95,7 +189,7 @@ pub async fn doctor(settings: &Settings, json: bool) -> bool {
 }
 
 /// `tollgate setup`: prints what it did (and a new endpoint's secret, once).
-pub async fn setup(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
+pub(crate) async fn setup(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     let stripe =
         stripe_client(settings).ok_or_else(|| anyhow::anyhow!("STRIPE_SECRET_KEY: `tollgate setup` configures Stripe; set the key"))?;
     let would = if dry_run { "would be " } else { "" };
@@ -117,12 +211,12 @@ pub async fn setup(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
 
 /// `tollgate import`: a progress bar, then every change (or, with `--dry-run`, every change it
 /// would make) and the totals.
-pub async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
+pub(crate) async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
     let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
         anyhow::bail!("STRIPE_SECRET_KEY: `tollgate import` reads Stripe; set the key of the account the recipe used");
     };
-    let kv = crate::kv::open(&settings.kv).await?;
-    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new());
+    let kv = crate::kv::open(&settings.kv, &Clock::system()).await?;
+    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos} keys checked, {per_sec} {msg}").expect("a valid template"));
     let report = billing.import(dry_run, |done| progress.inc(done as u64)).await?;
@@ -146,25 +240,25 @@ pub async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
 
 #[derive(Args, Debug, PartialEq)]
 #[group(required = true, multiple = false)]
-pub struct SyncTarget {
+pub(crate) struct SyncTarget {
     /// One customer (cus_…).
     #[arg(long, value_parser = |s: &str| CustomerId::parse(s))]
-    pub customer: Option<CustomerId>,
+    pub(crate) customer: Option<CustomerId>,
     /// Every Stripe customer with a `userId` in its metadata (the ones Tollgate made).
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 /// Syncs in flight during `sync --all`; the rate limit paces them anyway.
 const SYNC_CONCURRENCY: usize = 16;
 
 /// `tollgate sync`: prints what it did; an error when any customer could not be synced.
-pub async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Result<()> {
+pub(crate) async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Result<()> {
     let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
         anyhow::bail!("STRIPE_SECRET_KEY: `tollgate sync` reads Stripe; without a key there is only the emulator inside `tollgate serve`");
     };
-    let kv = crate::kv::open(&settings.kv).await?;
-    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new());
+    let kv = crate::kv::open(&settings.kv, &Clock::system()).await?;
+    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
     let customers = match target.customer {
         Some(customer) => {
             // A mistyped id would otherwise be cached as "no subscription".

@@ -12,7 +12,7 @@ use crate::stripe::{StripeClient, StripeError, API_VERSION};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     Ok,
     Fail,
     /// Not checkable here (and not a failure): the detail says why.
@@ -21,13 +21,13 @@ pub enum Status {
 
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
+pub(crate) struct Check {
+    pub(crate) name: &'static str,
+    pub(crate) status: Status,
+    pub(crate) detail: String,
     /// What to do about a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 impl Check {
@@ -43,14 +43,14 @@ impl Check {
 }
 
 /// Whether every check passed (or could not apply).
-pub fn passed(checks: &[Check]) -> bool {
+pub(crate) fn passed(checks: &[Check]) -> bool {
     checks.iter().all(|c| c.status != Status::Fail)
 }
 
 /// What the report adds up to. "Ready" only when every check ran and passed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Failed,
     /// No Stripe keys: the offline demo, which has nothing to go live with.
     OfflineDemo,
@@ -59,7 +59,7 @@ pub enum Verdict {
     Ready,
 }
 
-pub fn verdict(settings: &Settings, checks: &[Check]) -> Verdict {
+pub(crate) fn verdict(settings: &Settings, checks: &[Check]) -> Verdict {
     let skipped = checks.iter().filter(|c| c.status == Status::Skip).count();
     if !passed(checks) {
         Verdict::Failed
@@ -74,7 +74,7 @@ pub fn verdict(settings: &Settings, checks: &[Check]) -> Verdict {
 
 impl Verdict {
     /// The report's last line.
-    pub fn line(self) -> String {
+    pub(crate) fn line(self) -> String {
         match self {
             Verdict::Failed => "Fix the failures above, then run `tollgate doctor` again.".into(),
             Verdict::OfflineDemo => {
@@ -89,7 +89,7 @@ impl Verdict {
 }
 
 /// The report as text: one line per check, the fix under a failure.
-pub fn render(checks: &[Check]) -> String {
+pub(crate) fn render(checks: &[Check]) -> String {
     let mut out = String::new();
     for check in checks {
         let mark = match check.status {
@@ -169,7 +169,7 @@ async fn value_forms(kv: &dyn crate::kv::Kv, encoding: ValueEncoding) -> Check {
     }
 }
 
-pub async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> Vec<Check> {
+pub(crate) async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> Vec<Check> {
     let mut checks = Vec::new();
     let live = matches!(&settings.stripe, StripeSettings::Remote { secret_key, .. } if secret_key.expose().contains("_live_"));
     let mode = if live { "live" } else { "test" };
@@ -189,7 +189,7 @@ pub async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> Vec<Chec
     }
 
     // The KV takes a write and reads it back; its recipe values are in the form configured.
-    match crate::kv::open(&settings.kv).await {
+    match crate::kv::open(&settings.kv, &tollgate_core::Clock::system()).await {
         Err(e) => checks.push(Check::fail(
             "kv",
             format!("cannot open: {e:#}"),
@@ -360,7 +360,7 @@ async fn finish(settings: &Settings, mut checks: Vec<Check>) -> Vec<Check> {
 /// What `setup` did, or would do with `--dry-run`.
 #[derive(Debug, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
-pub enum SetupOutcome {
+pub(crate) enum SetupOutcome {
     /// A new endpoint; its signing secret is shown this once.
     Created {
         id: String,
@@ -378,7 +378,7 @@ pub enum SetupOutcome {
 /// Create the webhook endpoint for `PUBLIC_URL/api/stripe-webhook` with exactly the tracked
 /// events and the pinned version, or bring an existing one in line. Running it again changes
 /// nothing.
-pub async fn setup(settings: &Settings, stripe: &StripeClient, dry_run: bool) -> anyhow::Result<SetupOutcome> {
+pub(crate) async fn setup(settings: &Settings, stripe: &StripeClient, dry_run: bool) -> anyhow::Result<SetupOutcome> {
     let url = webhook_url(settings).ok_or_else(|| anyhow::anyhow!("PUBLIC_URL: set it to where users reach the app (https://…)"))?;
     let existing = endpoints(stripe).await?.into_iter().find(|e| e["url"] == url.as_str());
     let events: Vec<(&str, &str)> = TRACKED_EVENTS.iter().map(|e| ("enabled_events[]", *e)).collect();

@@ -16,9 +16,10 @@ use crate::domain::{AccessPolicy, PriceId};
 use crate::state::{AppState, Inner, MetricsAccess};
 use crate::stripe::client::RateLimit;
 use crate::stripe::StripeClient;
+use tollgate_core::Clock;
 
 /// The plans the embedded emulator starts with, and the ones offered when `PLANS` is not set.
-pub const DEMO_PLANS: [&str; 2] = ["price_tollgate_monthly", "price_tollgate_yearly"];
+pub(crate) const DEMO_PLANS: [&str; 2] = ["price_tollgate_monthly", "price_tollgate_yearly"];
 
 pub struct Application {
     listener: TcpListener,
@@ -90,13 +91,21 @@ async fn start_emulator(_: u16, _: Option<std::path::PathBuf>, _: SocketAddr) ->
 }
 
 impl Application {
+    /// The application these settings describe, on the system's clock.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// The same, reading the time from `clock`: a test gives it a [`Clock::test`] and advances
+    /// that instead of sleeping (sessions, links, throttles, the drain, caches, tunnels' limits;
+    /// see `tollgate_core::clock` for what keeps real time).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Application> {
         let listener = TcpListener::bind((settings.bind, settings.port))
             .await
             .with_context(|| format!("PORT: cannot listen on {}:{}", settings.bind, settings.port))?;
         let addr = listener.local_addr()?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
-        let kv = crate::kv::open(&settings.kv).await?;
+        let kv = crate::kv::open(&settings.kv, &clock).await?;
 
         let ((api_base, api_key), webhook_secret, emulator_url) = match &settings.stripe {
             StripeSettings::Remote { secret_key, webhook_secret, api_base } => {
@@ -107,17 +116,24 @@ impl Application {
                 ((url.clone(), Secret::new("sk_test_tollgate_emulator")), Secret::new(secret), Some(url))
             }
         };
-        let (billing, wakeups) = billing(&settings, kv.clone(), &api_base, api_key, public_url.clone());
+        let (billing, wakeups) = billing(&settings, kv.clone(), &api_base, api_key, public_url.clone(), clock.clone());
         if let (Some(_), Some(plans)) = (&emulator_url, &settings.plans) {
             emulator_has_the_plans(&billing, plans).await?;
         }
         let secure_cookies = public_url.starts_with("https://");
         let mailer = Arc::new(crate::mail::Mailer::new(&settings.mail)?);
-        let accounts = Arc::new(LocalAccounts::new(kv.clone(), mailer.clone(), public_url.clone(), secure_cookies, settings.session_ttl));
+        let accounts = Arc::new(LocalAccounts::new(
+            kv.clone(),
+            mailer.clone(),
+            public_url.clone(),
+            secure_cookies,
+            settings.session_ttl,
+            clock.clone(),
+        ));
         let public_origin = origin_of(&public_url);
         let clerk = match &settings.auth {
             AuthSettings::Local => None,
-            AuthSettings::Clerk(clerk) => Some(Arc::new(ClerkAuth::new(clerk, &public_origin, kv.clone())?)),
+            AuthSettings::Clerk(clerk) => Some(Arc::new(ClerkAuth::new(clerk, &public_origin, kv.clone(), clock.clone())?)),
         };
         let auth: Arc<dyn crate::auth::AuthProvider> = match &clerk {
             Some(clerk) => clerk.clone(),
@@ -126,7 +142,7 @@ impl Application {
         // WebSocket tunnels may take three quarters of the connections: the rest stay for requests.
         let tunnels = crate::http::serve::connection_limit() * 3 / 4;
         let clerk_issuer = clerk.as_ref().map(|c| format!("https://{}", c.frontend_api));
-        let gateway = settings.gateway.as_ref().map(|g| Arc::new(crate::gateway::Gateway::new(g, clerk_issuer, tunnels)));
+        let gateway = settings.gateway.as_ref().map(|g| Arc::new(crate::gateway::Gateway::new(g, clerk_issuer, tunnels, clock.clone())));
         let audience =
             settings.gateway_audience.clone().or_else(|| gateway.as_ref().map(|g| g.origin())).unwrap_or_else(|| public_origin.clone());
         let metrics_access = match (&settings.metrics_addr, &settings.metrics_token) {
@@ -145,7 +161,7 @@ impl Application {
             gateway,
             gate: crate::gateway::path::GatePaths::new(&settings.gate),
             assertions: crate::gateway::identity::AssertionSigner::new(settings.gateway_secret.as_ref(), public_origin.clone(), audience),
-            identity_cache: Default::default(),
+            identity_cache: crate::gateway::identity::IdentityCache::new(clock.clone()),
             public_host,
             service_token: settings.service_token.clone(),
             metrics_access,
@@ -157,6 +173,7 @@ impl Application {
             webhook_secret,
             secure_cookies,
             readiness: Default::default(),
+            clock,
             public_origin,
         });
         let router = crate::http::router::router(state.clone());
@@ -242,7 +259,14 @@ async fn shutdown_requested() {
 /// Billing for these settings against the Stripe API at `api_base` (paced by `STRIPE_RATE_LIMIT`
 /// through `kv`), with the receiving end of its drain's wake-ups (for the server, or a command
 /// that syncs without serving).
-pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, api_base: &str, key: Secret, public_url: String) -> (Arc<Billing>, Wakeups) {
+pub(crate) fn billing(
+    settings: &Settings,
+    kv: crate::kv::SharedKv,
+    api_base: &str,
+    key: Secret,
+    public_url: String,
+    clock: Clock,
+) -> (Arc<Billing>, Wakeups) {
     let rate_limit = settings.stripe_rate_limit.map(|per_second| RateLimit { kv: kv.clone(), per_second });
     let stripe = StripeClient::new(api_base, key, rate_limit);
     let price_ids = match &settings.plans {
@@ -254,10 +278,11 @@ pub fn billing(settings: &Settings, kv: crate::kv::SharedKv, api_base: &str, key
         stripe: Arc::new(stripe),
         kv,
         drain,
-        catalog: Arc::new(Catalog::new(price_ids)),
+        catalog: Arc::new(Catalog::new(price_ids, clock.clone())),
         public_url,
         trial_days: settings.trial_days,
         value_encoding: settings.value_encoding,
+        clock,
     };
     (Arc::new(billing), wakeups)
 }

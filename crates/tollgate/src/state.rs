@@ -12,7 +12,7 @@ use crate::domain::AccessPolicy;
 pub struct AppState(Arc<Inner>);
 
 /// Who may read `/metrics` on the main port.
-pub enum MetricsAccess {
+pub(crate) enum MetricsAccess {
     /// Anyone: a local, plain-http Tollgate with no product behind it and no `METRICS_ADDR`.
     Open,
     /// Callers with `Authorization: Bearer METRICS_TOKEN` (in gateway mode, anyone else's
@@ -23,42 +23,55 @@ pub enum MetricsAccess {
 }
 
 pub struct Inner {
-    pub billing: Arc<Billing>,
-    pub auth: Arc<dyn AuthProvider>,
+    pub(crate) billing: Arc<Billing>,
+    pub(crate) auth: Arc<dyn AuthProvider>,
     /// The built-in accounts (sign-up, sign-in, sign-out); the same object as `auth` when local.
-    pub accounts: Arc<LocalAccounts>,
+    pub(crate) accounts: Arc<LocalAccounts>,
     /// Clerk, when it is the provider (the same object as `auth`): its pages, sign-out, webhook.
-    pub clerk: Option<Arc<crate::auth::clerk::ClerkAuth>>,
+    pub(crate) clerk: Option<Arc<crate::auth::clerk::ClerkAuth>>,
     /// Gateway mode (`UPSTREAM_URL`): the product behind Tollgate.
-    pub gateway: Option<Arc<crate::gateway::Gateway>>,
+    pub(crate) gateway: Option<Arc<crate::gateway::Gateway>>,
     /// Which of the product's paths need an entitled user, and how paths are read (gateway and
     /// forward-auth).
-    pub gate: crate::gateway::path::GatePaths,
+    pub(crate) gate: crate::gateway::path::GatePaths,
     /// Signs the identity assertion of the gateway and forward-auth (`GATEWAY_SECRET`).
-    pub assertions: crate::gateway::identity::AssertionSigner,
+    pub(crate) assertions: crate::gateway::identity::AssertionSigner,
     /// Identities kept a moment per credential (`gateway::identity::IDENTITY_KEPT`).
-    pub identity_cache: crate::gateway::identity::IdentityCache,
+    pub(crate) identity_cache: crate::gateway::identity::IdentityCache,
     /// `PUBLIC_URL`'s `host[:port]`: the product's `X-Forwarded-Host`.
-    pub public_host: axum::http::HeaderValue,
+    pub(crate) public_host: axum::http::HeaderValue,
     /// `SERVICE_TOKEN`, for `GET /api/users/{id}/entitlement`.
-    pub service_token: Option<Secret>,
+    pub(crate) service_token: Option<Secret>,
     /// Who may read `/metrics` on the main port.
-    pub metrics_access: MetricsAccess,
+    pub(crate) metrics_access: MetricsAccess,
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
-    pub mailer: Arc<crate::mail::Mailer>,
-    pub policy: AccessPolicy,
-    pub webhook_secret: Secret,
+    pub(crate) mailer: Arc<crate::mail::Mailer>,
+    pub(crate) policy: AccessPolicy,
+    pub(crate) webhook_secret: Secret,
     /// `scheme://host[:port]` of `PUBLIC_URL`, compared with `Origin` on form posts.
-    pub public_origin: String,
-    pub secure_cookies: bool,
+    pub(crate) public_origin: String,
+    pub(crate) secure_cookies: bool,
     /// The last `/readyz` check (when, KV ready, Stripe ready), shared by every probe for a few
     /// seconds; `http::health` owns its meaning.
-    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, bool, bool)>>,
+    pub(crate) readiness: tokio::sync::Mutex<Option<(tokio::time::Instant, bool, bool)>>,
+    /// The time (`tollgate_core::clock`): the system's, or a test's.
+    pub(crate) clock: tollgate_core::Clock,
 }
 
 impl AppState {
-    pub fn new(inner: Inner) -> AppState {
+    pub(crate) fn new(inner: Inner) -> AppState {
         AppState(Arc::new(inner))
+    }
+
+    /// The billing core of this app (library mode): its KV (the recipe's keys), its Stripe client,
+    /// `sync_stripe_data_to_kv`, and the cache entry of a customer.
+    pub fn billing(&self) -> &Arc<Billing> {
+        &self.0.billing
+    }
+
+    /// Where account emails go; with no `SMTP_URL`, its outbox holds them (as `/dev/outbox` shows).
+    pub fn mailer(&self) -> &Arc<crate::mail::Mailer> {
+        &self.0.mailer
     }
 }
 

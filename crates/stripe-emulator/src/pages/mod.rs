@@ -1,8 +1,6 @@
 //! The pages Stripe hosts: Checkout (`/c/pay/{id}`) and the billing portal (`/p/session/{id}`).
 //! Plain server-rendered HTML from askama templates (`templates/`), no JavaScript.
 
-pub mod format;
-
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -17,10 +15,10 @@ use crate::engine::checkout::expire_if_due;
 use crate::engine::portal::{act, PortalAction};
 use crate::engine::Emulator;
 use crate::model::{is_ended, str_field, ApiError};
-use format::{date, money};
+use billing_text::{date, money};
 
 fn per_interval(price: &Value) -> String {
-    format::per_interval(
+    billing_text::per_interval(
         price["recurring"]["interval"].as_str().unwrap_or("month"),
         price["recurring"]["interval_count"].as_i64().unwrap_or(1),
     )

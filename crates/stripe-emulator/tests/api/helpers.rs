@@ -19,7 +19,18 @@ pub struct TestEmulator {
 
 /// Start the emulator with the test seed (`price_pro_monthly`, `price_pro_yearly`) and optional webhooks.
 pub async fn spawn_emulator(webhooks: Vec<StartupWebhook>) -> TestEmulator {
-    TestEmulator::at(test_support::spawn_emulator(EmulatorConfig { webhooks, ..test_support::seeded() }).await)
+    spawn_with(EmulatorConfig { webhooks, ..seeded() }).await
+}
+
+/// A test config (free port, fast retries) with the suites' seed.
+pub fn seeded() -> EmulatorConfig {
+    EmulatorConfig { seed: Some(test_support::SEED.into()), ..EmulatorConfig::for_tests() }
+}
+
+/// The emulator with `config`, in this process.
+pub async fn spawn_with(config: EmulatorConfig) -> TestEmulator {
+    let (_, url, _) = stripe_emulator::Emulator::build(config).await.expect("the emulator starts").spawn();
+    TestEmulator::at(url)
 }
 
 impl TestEmulator {

@@ -4,11 +4,11 @@
 use reqwest::Method;
 use stripe_emulator::EmulatorConfig;
 
-use crate::helpers::{TestEmulator, KEY};
+use crate::helpers::KEY;
 
 #[tokio::test]
 async fn requests_above_the_limit_get_stripes_429() {
-    let emulator = TestEmulator::at(test_support::spawn_emulator(EmulatorConfig { rate_limit: Some(10), ..test_support::seeded() }).await);
+    let emulator = crate::helpers::spawn_with(EmulatorConfig { rate_limit: Some(10), ..crate::helpers::seeded() }).await;
     let mut statuses = Vec::new();
     for _ in 0..15 {
         statuses.push(emulator.call(Method::GET, "/v1/customers", &[]).await);

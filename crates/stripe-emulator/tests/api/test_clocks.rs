@@ -19,7 +19,7 @@ fn at(y: i64, m: i64, d: i64) -> i64 {
 }
 
 async fn spawn_with(dunning: Dunning) -> TestEmulator {
-    TestEmulator::at(test_support::spawn_emulator(EmulatorConfig { dunning, ..test_support::seeded() }).await)
+    crate::helpers::spawn_with(EmulatorConfig { dunning, ..crate::helpers::seeded() }).await
 }
 
 impl TestEmulator {

@@ -66,7 +66,7 @@ pub fn tollgate_command(stripe_url: &str, kv_url: &str, env: &[(&str, &str)]) ->
 }
 
 pub use test_support::percentile_ms as percentile;
-pub use tollgate::unix_now as now;
+pub use tollgate_core::unix_now as now;
 
 /// The emulator's counters: `/v1` requests served, and how many were answered 429.
 pub async fn emulator_stats(http: &reqwest::Client, stripe: &str) -> anyhow::Result<(u64, u64)> {

@@ -29,7 +29,7 @@ use crate::mail::{Mail, Mailer};
 
 /// The session cookie's name; under https the `__Host-` prefix makes browsers insist that it is
 /// Secure, for this host only, on every path (no subdomain can set or shadow it).
-pub fn session_cookie_name(secure: bool) -> &'static str {
+pub(crate) fn session_cookie_name(secure: bool) -> &'static str {
     if secure {
         "__Host-tollgate_session"
     } else {
@@ -37,10 +37,10 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
     }
 }
 /// How long a browser keeps the session cookie; the server-side session decides (`SESSION_TTL`).
-pub const SESSION_COOKIE_DAYS: i64 = 400;
+pub(crate) const SESSION_COOKIE_DAYS: i64 = 400;
 /// How long the link that finishes a sign-up stays valid, and a password-reset link.
-pub const SIGN_UP_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
-pub const RESET_LINK_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const SIGN_UP_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const RESET_LINK_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -74,14 +74,14 @@ fn fingerprint(password_hash: &str) -> String {
 }
 
 /// A user whose password (or emailed link) was just checked: what a session is started from.
-pub struct Authenticated {
-    pub user: User,
+pub(crate) struct Authenticated {
+    pub(crate) user: User,
     /// The fingerprint of the password hash that was checked.
     password: String,
 }
 
 /// The device cookie's name (`__Host-` prefixed under https, like the session's).
-pub fn device_cookie_name(secure: bool) -> &'static str {
+pub(crate) fn device_cookie_name(secure: bool) -> &'static str {
     if secure {
         "__Host-tollgate_device"
     } else {
@@ -90,7 +90,7 @@ pub fn device_cookie_name(secure: bool) -> &'static str {
 }
 
 /// Whether text has the shape of one of our tokens (anything else is never looked up).
-pub fn is_token(t: &str) -> bool {
+pub(crate) fn is_token(t: &str) -> bool {
     t.len() == 32 && t.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
@@ -110,7 +110,7 @@ struct SessionRecord {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AccountError {
+pub(crate) enum AccountError {
     #[error("{0}")]
     InvalidEmail(String),
     #[error("{0}")]
@@ -154,7 +154,7 @@ const COMMON_PASSWORDS: &[&str] = &[
 ];
 
 /// At least 10 characters (at most 128), not a well-known password, not the email, not one repeated character.
-pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
+pub(crate) fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
     let weak = |m: &str| Err(AccountError::WeakPassword(m.to_string()));
     let length = password.chars().count();
     if length < 10 {
@@ -176,7 +176,7 @@ pub fn check_password(password: &str, email: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-pub struct LocalAccounts {
+pub(crate) struct LocalAccounts {
     kv: SharedKv,
     throttle: Throttle,
     mailer: Arc<Mailer>,
@@ -189,12 +189,22 @@ pub struct LocalAccounts {
     /// A real argon2id hash of a random password, checked when the account does not exist so the
     /// answer takes as long; made once, on first use (not at start-up: it is slow).
     decoy: tokio::sync::OnceCell<String>,
+    /// Sessions' and links' ages, and when an account signed out everywhere.
+    clock: tollgate_core::Clock,
 }
 
 impl LocalAccounts {
-    pub fn new(kv: SharedKv, mailer: Arc<Mailer>, public_url: String, secure_cookies: bool, session_ttl: Duration) -> LocalAccounts {
+    pub(crate) fn new(
+        kv: SharedKv,
+        mailer: Arc<Mailer>,
+        public_url: String,
+        secure_cookies: bool,
+        session_ttl: Duration,
+        clock: tollgate_core::Clock,
+    ) -> LocalAccounts {
         LocalAccounts {
-            throttle: Throttle::new(kv.clone()),
+            throttle: Throttle::new(kv.clone(), clock.clone()),
+            clock,
             kv,
             mailer,
             public_url,
@@ -205,7 +215,7 @@ impl LocalAccounts {
         }
     }
 
-    pub fn session_cookie(&self) -> &'static str {
+    pub(crate) fn session_cookie(&self) -> &'static str {
         self.session_cookie
     }
 
@@ -285,7 +295,7 @@ impl LocalAccounts {
     /// one, a note saying so). The caller learns only the normalised email, either way; the
     /// password is hashed either way so the answer takes as long. `continue_to` is the same-site
     /// path the link leads to after confirming.
-    pub async fn sign_up(&self, email: &str, continue_to: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
+    pub(crate) async fn sign_up(&self, email: &str, continue_to: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
         let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
         let decision = self.mail_allowed(&email, address).await?;
         let mail = if self.account(&email).await?.is_some() {
@@ -324,14 +334,14 @@ impl LocalAccounts {
     }
 
     /// Whether a sign-up link is still good (for the page that asks to confirm it).
-    pub async fn sign_up_link_valid(&self, token: &str) -> Result<bool, AccountError> {
+    pub(crate) async fn sign_up_link_valid(&self, token: &str) -> Result<bool, AccountError> {
         Ok(is_token(token) && self.kv.get(&keys::sign_up(token)).await?.is_some())
     }
 
     /// The emailed link's page was sent with the password its owner chose: create the account.
     /// The link is spent by one confirmation only; the account is written with set-if-absent, so
     /// the first confirmed sign-up of an email wins.
-    pub async fn confirm_sign_up(&self, token: &str, password: &str) -> Result<Authenticated, AccountError> {
+    pub(crate) async fn confirm_sign_up(&self, token: &str, password: &str) -> Result<Authenticated, AccountError> {
         if !is_token(token) {
             return Err(AccountError::LinkExpired);
         }
@@ -340,7 +350,7 @@ impl LocalAccounts {
             serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored sign-up is corrupt: {e}")))?;
         check_password(password, pending.email.as_str())?;
         let password_hash = self.hash_password(password).await?;
-        let kv = self.kv.clone();
+        let (kv, clock) = (self.kv.clone(), self.clock.clone());
         let token = token.to_string();
         // Spent and written in a task of its own: a client hanging up cannot stop it in between.
         detached(async move {
@@ -348,7 +358,7 @@ impl LocalAccounts {
             let pending: PendingSignUp =
                 serde_json::from_str(&json).map_err(|e| KvError::Unavailable(format!("stored sign-up is corrupt: {e}")))?;
             let password = fingerprint(&password_hash);
-            let account = Account { id: pending.id, email: pending.email, password_hash, created_at: crate::unix_now() };
+            let account = Account { id: pending.id, email: pending.email, password_hash, created_at: clock.unix_now() };
             let json = serde_json::to_string(&account).expect("an account serialises");
             if !kv.set_if_absent(&keys::account(account.email.as_str()), &json).await? {
                 return Err(AccountError::EmailTaken); // another sign-up for this email was confirmed first
@@ -359,7 +369,7 @@ impl LocalAccounts {
     }
 
     /// Email a password-reset link when the email has an account, or a note that it has none.
-    pub async fn request_password_reset(&self, email: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
+    pub(crate) async fn request_password_reset(&self, email: &str, address: Option<IpAddr>) -> Result<Email, AccountError> {
         let email = Email::parse(email).map_err(|e| AccountError::InvalidEmail(e.to_string()))?;
         let decision = self.mail_allowed(&email, address).await?;
         let mail = match self.account(&email).await? {
@@ -405,18 +415,18 @@ impl LocalAccounts {
         Ok(self.account(&record.email).await?.filter(|a| fingerprint(&a.password_hash) == record.password))
     }
 
-    pub async fn reset_link_valid(&self, token: &str) -> Result<bool, AccountError> {
+    pub(crate) async fn reset_link_valid(&self, token: &str) -> Result<bool, AccountError> {
         Ok(self.reset_link_account(token).await?.is_some())
     }
 
     /// Set a new password through a reset link. Every session made with the old password ends
     /// with it (their fingerprint no longer matches), and older ones too. The link is spent by
     /// one reset only, in a step a client hanging up cannot cut short.
-    pub async fn reset_password(&self, token: &str, password: &str) -> Result<User, AccountError> {
+    pub(crate) async fn reset_password(&self, token: &str, password: &str) -> Result<User, AccountError> {
         let account = self.reset_link_account(token).await?.ok_or(AccountError::LinkExpired)?;
         check_password(password, account.email.as_str())?;
         let password_hash = self.hash_password(password).await?;
-        let (kv, token) = (self.kv.clone(), token.to_string());
+        let (kv, token, clock) = (self.kv.clone(), token.to_string(), self.clock.clone());
         let user = detached(async move {
             let Some(json) = kv.take(&keys::password_reset(&token)).await? else { return Err(AccountError::LinkExpired) };
             let record: ResetRecord =
@@ -432,7 +442,7 @@ impl LocalAccounts {
             }
             let user = User { id: current.id.clone(), email: current.email.clone() };
             // Sessions from before fingerprints end by time.
-            kv.set(&keys::signed_out_before(&user.id), &crate::unix_now_ms().to_string()).await?;
+            kv.set(&keys::signed_out_before(&user.id), &clock.unix_now_ms().to_string()).await?;
             let json = serde_json::to_string(&Account { password_hash, ..current }).expect("an account serialises");
             kv.set(&keys::account(user.email.as_str()), &json).await?;
             Ok(user)
@@ -446,7 +456,7 @@ impl LocalAccounts {
     /// Check the password, within the throttle's limits for this account (or, from a browser
     /// where it signed in before, `device`, for that browser alone). A success remembers the
     /// browser: its device token is `device` when it had one, else a new one to set.
-    pub async fn sign_in(&self, email: &str, password: &str, device: Option<&str>) -> Result<(Authenticated, String), AccountError> {
+    pub(crate) async fn sign_in(&self, email: &str, password: &str, device: Option<&str>) -> Result<(Authenticated, String), AccountError> {
         let parsed = Email::parse(email);
         // Unparseable input is counted too (guessing junk is still guessing), cut short.
         let account_key =
@@ -499,15 +509,15 @@ impl LocalAccounts {
     }
 
     /// A new session for a user just authenticated; returns the token for the cookie.
-    pub async fn start_session(&self, authenticated: &Authenticated) -> Result<String, KvError> {
+    pub(crate) async fn start_session(&self, authenticated: &Authenticated) -> Result<String, KvError> {
         let token = crate::random_token(32);
         let user = &authenticated.user;
         let record = SessionRecord {
             user_id: user.id.clone(),
             email: user.email.clone(),
             password: authenticated.password.clone(),
-            created_at_ms: crate::unix_now_ms(),
-            expires_at: crate::unix_now() + self.session_ttl.as_secs() as i64,
+            created_at_ms: self.clock.unix_now_ms(),
+            expires_at: self.clock.unix_now() + self.session_ttl.as_secs() as i64,
         };
         self.store_session(&token, &record).await?;
         Ok(token)
@@ -519,11 +529,11 @@ impl LocalAccounts {
     }
 
     /// End every session of this user, on every device (this one included).
-    pub async fn end_all_sessions(&self, user: &User) -> Result<(), KvError> {
-        self.kv.set(&keys::signed_out_before(&user.id), &crate::unix_now_ms().to_string()).await
+    pub(crate) async fn end_all_sessions(&self, user: &User) -> Result<(), KvError> {
+        self.kv.set(&keys::signed_out_before(&user.id), &self.clock.unix_now_ms().to_string()).await
     }
 
-    pub async fn end_session(&self, parts: &Parts) -> Result<(), KvError> {
+    pub(crate) async fn end_session(&self, parts: &Parts) -> Result<(), KvError> {
         match self.session_token(parts) {
             Some(token) => self.kv.delete(&keys::session(token)).await,
             None => Ok(()),
@@ -555,11 +565,11 @@ impl AuthProvider for LocalAccounts {
 
 impl LocalAccounts {
     /// The user whose session cookie this request carries, while the session lasts.
-    pub async fn authenticate(&self, parts: &Parts) -> Result<Option<User>, KvError> {
+    pub(crate) async fn authenticate(&self, parts: &Parts) -> Result<Option<User>, KvError> {
         let Some(token) = self.session_token(parts) else { return Ok(None) };
         let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(None) };
         let Ok(mut record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(None) };
-        let now = crate::unix_now();
+        let now = self.clock.unix_now();
         if record.expires_at <= now {
             self.kv.delete(&keys::session(token)).await?;
             return Ok(None);
@@ -591,6 +601,7 @@ impl LocalAccounts {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use tollgate_core::Clock;
 
     #[test]
     fn password_rules() {
@@ -605,7 +616,14 @@ mod tests {
     fn accounts() -> (SharedKv, Arc<Mailer>, LocalAccounts) {
         let kv: SharedKv = Arc::new(crate::kv::memory::MemoryKv::default());
         let mailer = Arc::new(Mailer::new(&crate::config::MailSettings::Outbox).unwrap());
-        let accounts = LocalAccounts::new(kv.clone(), mailer.clone(), "http://app.test".into(), false, Duration::from_secs(30 * 86_400));
+        let accounts = LocalAccounts::new(
+            kv.clone(),
+            mailer.clone(),
+            "http://app.test".into(),
+            false,
+            Duration::from_secs(30 * 86_400),
+            Clock::system(),
+        );
         (kv, mailer, accounts)
     }
 
@@ -845,7 +863,8 @@ mod tests {
         use crate::kv::Kv as _;
         let kv = Arc::new(CutsAt { inner: Default::default(), left: i64::MAX.into(), cut: Default::default() });
         let mailer = Arc::new(Mailer::new(&crate::config::MailSettings::Outbox).unwrap());
-        let accounts = LocalAccounts::new(kv.clone(), mailer.clone(), "http://app.test".into(), false, Duration::from_secs(86_400));
+        let accounts =
+            LocalAccounts::new(kv.clone(), mailer.clone(), "http://app.test".into(), false, Duration::from_secs(86_400), Clock::system());
         let cut_after = |n: i64| kv.left.store(n, std::sync::atomic::Ordering::SeqCst);
         // Run `work` until it finishes (Some) or the store says to hang up (None: dropped), then
         // let whatever it left running finish.

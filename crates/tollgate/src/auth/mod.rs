@@ -1,9 +1,9 @@
 //! Who is signed in: the provider interface, the built-in accounts (`local`) and Clerk (`clerk`).
 //! The extractors that ask a provider (`http::extract`) sit above this module.
 
-pub mod clerk;
-pub mod local;
-pub mod throttle;
+pub(crate) mod clerk;
+pub(crate) mod local;
+pub(crate) mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use crate::kv::KvError;
 
 /// What a request's credentials say.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Session {
+pub(crate) enum Session {
     SignedIn(User),
     SignedOut,
     /// Clerk's rules send this page load elsewhere first (a 307 with these headers): to the
@@ -24,7 +24,7 @@ pub enum Session {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error(transparent)]
     Kv(#[from] KvError),
     /// The auth provider's own service (Clerk's Backend API) is unreachable or failing: retryable.
@@ -39,10 +39,10 @@ pub enum AuthError {
     Handshake(String),
 }
 
-pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Session, AuthError>> + Send + 'a>>;
+pub(crate) type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Session, AuthError>> + Send + 'a>>;
 
 /// A way of knowing who sent a request. Handlers never see which one is configured.
-pub trait AuthProvider: Send + Sync {
+pub(crate) trait AuthProvider: Send + Sync {
     fn session<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
     /// What identifies the request's credentials (for answers kept a moment, `gateway`); `None`
     /// when it carries none.
@@ -50,7 +50,7 @@ pub trait AuthProvider: Send + Sync {
 }
 
 /// Reads one cookie from the request headers.
-pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts
         .headers
         .get_all(axum::http::header::COOKIE)

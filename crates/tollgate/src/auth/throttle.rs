@@ -23,7 +23,7 @@ const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Failures allowed before waits start, for an account (or for one remembered device of it).
 const FREE_PER_ACCOUNT: u64 = 5;
 /// How long a browser is remembered as one where an account signed in.
-pub const DEVICE_REMEMBERED: Duration = Duration::from_secs(180 * 86_400);
+pub(crate) const DEVICE_REMEMBERED: Duration = Duration::from_secs(180 * 86_400);
 /// Growing waits after the free attempts, before the lock.
 const GROWING_WAITS: u64 = 5;
 /// Emails one recipient is sent, and one client address may cause (a whole office can share
@@ -33,7 +33,7 @@ const MAILS_PER_ADDRESS: u64 = 60;
 
 /// Whether a request may send its email.
 #[derive(Debug, PartialEq)]
-pub enum MailDecision {
+pub(crate) enum MailDecision {
     Send,
     /// This recipient had enough mail for now: answer as if sent (the answer must not differ).
     Skip,
@@ -50,16 +50,17 @@ fn wait_after(failures: u64, free: u64) -> Option<Duration> {
     }
 }
 
-pub struct Throttle {
+pub(crate) struct Throttle {
     kv: SharedKv,
+    clock: tollgate_core::Clock,
 }
 
 /// Who an attempt counts against: the account, or — from a remembered device of it — that
 /// device alone.
-pub struct Attempt<'a> {
-    pub account: &'a str,
+pub(crate) struct Attempt<'a> {
+    pub(crate) account: &'a str,
     /// The device token of a browser where this account signed in before.
-    pub known_device: Option<&'a str>,
+    pub(crate) known_device: Option<&'a str>,
 }
 
 impl Attempt<'_> {
@@ -73,40 +74,40 @@ impl Attempt<'_> {
 }
 
 impl Throttle {
-    pub fn new(kv: SharedKv) -> Throttle {
-        Throttle { kv }
+    pub(crate) fn new(kv: SharedKv, clock: tollgate_core::Clock) -> Throttle {
+        Throttle { kv, clock }
     }
 
     /// Seconds to wait before this attempt may be checked, if it must wait.
-    pub async fn must_wait(&self, attempt: &Attempt<'_>) -> Result<Option<u64>, KvError> {
-        let now = crate::unix_now();
+    pub(crate) async fn must_wait(&self, attempt: &Attempt<'_>) -> Result<Option<u64>, KvError> {
+        let now = self.clock.unix_now();
         let (kind, subject) = attempt.subject();
         let until = self.kv.get(&keys::throttle(&format!("{kind}-lock"), &subject)).await?.and_then(|t| t.parse::<i64>().ok());
         Ok(until.filter(|until| *until > now).map(|until| (until - now) as u64))
     }
 
-    pub async fn failed(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {
+    pub(crate) async fn failed(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {
         let (kind, subject) = attempt.subject();
         let failures = self.kv.increment(&keys::throttle(kind, &subject), WINDOW).await?;
         if let Some(wait) = wait_after(failures, FREE_PER_ACCOUNT) {
-            let until = crate::unix_now() + wait.as_secs() as i64;
+            let until = self.clock.unix_now() + wait.as_secs() as i64;
             self.kv.set_expiring(&keys::throttle(&format!("{kind}-lock"), &subject), &until.to_string(), wait).await?;
         }
         Ok(())
     }
 
     /// Whether `token` (a device cookie) belongs to a browser where `account` signed in before.
-    pub async fn knows_device(&self, token: &str, account: &str) -> Result<bool, KvError> {
+    pub(crate) async fn knows_device(&self, token: &str, account: &str) -> Result<bool, KvError> {
         Ok(self.kv.get(&keys::device(token, account)).await?.is_some())
     }
 
     /// `account` signed in from the browser holding `token`: remember it.
-    pub async fn remember_device(&self, token: &str, account: &str) -> Result<(), KvError> {
+    pub(crate) async fn remember_device(&self, token: &str, account: &str) -> Result<(), KvError> {
         self.kv.set_expiring(&keys::device(token, account), "1", DEVICE_REMEMBERED).await
     }
 
     /// Count a request that would email `recipient`, from `address`.
-    pub async fn mail_requested(&self, recipient: &str, address: Option<IpAddr>) -> Result<MailDecision, KvError> {
+    pub(crate) async fn mail_requested(&self, recipient: &str, address: Option<IpAddr>) -> Result<MailDecision, KvError> {
         if let Some(address) = address {
             if self.kv.increment(&keys::throttle("mail-from", &address.to_string()), WINDOW).await? > MAILS_PER_ADDRESS {
                 return Ok(MailDecision::Refuse(WINDOW.as_secs()));
@@ -118,7 +119,7 @@ impl Throttle {
         Ok(MailDecision::Send)
     }
 
-    pub async fn succeeded(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {
+    pub(crate) async fn succeeded(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {
         let (kind, subject) = attempt.subject();
         if kind != "account" {
             self.kv.delete(&keys::throttle(kind, &subject)).await?;

@@ -24,10 +24,10 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("http2-settings"),
 ];
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Prefixes and names of headers that say who the user is, where the request came from or which
 /// URL it was for, as proxies and frameworks trust them (compared after `_` → `-`). Tollgate sets
@@ -51,7 +51,7 @@ fn starts_with_dashed(name: &str, prefix: &str) -> bool {
 }
 
 /// Whether a header (its lower-case name, as `HeaderName` keeps it) is identity-shaped.
-pub fn is_identity_shaped(name: &str) -> bool {
+pub(crate) fn is_identity_shaped(name: &str) -> bool {
     // Every such name starts with one of these letters: most headers are ruled out at once.
     if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b'r' | b't')) {
         return false;
@@ -61,7 +61,7 @@ pub fn is_identity_shaped(name: &str) -> bool {
 }
 
 /// Remove every identity-shaped header, in one pass when there is none.
-pub fn strip_identity_shaped(headers: &mut HeaderMap) {
+pub(crate) fn strip_identity_shaped(headers: &mut HeaderMap) {
     if !headers.keys().any(|n| is_identity_shaped(n.as_str())) {
         return;
     }
@@ -73,7 +73,7 @@ pub fn strip_identity_shaped(headers: &mut HeaderMap) {
 
 /// Whether the request asks for a WebSocket, the one protocol spliced (RFC 6455 §4.1: `Upgrade:
 /// websocket` and a `Connection` naming `upgrade`).
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -84,12 +84,12 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// The header `Upgrade` names exactly one protocol, `websocket`.
-pub fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
+pub(crate) fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
     let mut upgrades = headers.get_all(header::UPGRADE).iter();
     matches!((upgrades.next(), upgrades.next()), (Some(one), None) if one.to_str().is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket")))
 }
 
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers that `Connection` names are hop-by-hop too ("keep-alive" and "close" name none).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -110,10 +110,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Which cookies and credentials stay with Tollgate.
 #[derive(Debug, Clone)]
-pub struct OwnCredentials {
+pub(crate) struct OwnCredentials {
     /// Clerk is the provider and `FORWARD_CLERK_SESSION` is off: its cookies, and a bearer
     /// session token issued by this instance (`iss`), are removed too.
-    pub strip_clerk: Option<String>,
+    pub(crate) strip_clerk: Option<String>,
 }
 
 /// Whether `token` is a JWT whose `iss` is `issuer` (its signature is Tollgate's business, not this).
@@ -132,7 +132,7 @@ impl OwnCredentials {
     }
 
     /// Remove Tollgate's (and, when asked, Clerk's) credentials from a request to the product.
-    pub fn strip(&self, headers: &mut HeaderMap) {
+    pub(crate) fn strip(&self, headers: &mut HeaderMap) {
         if let Some(issuer) = &self.strip_clerk {
             let clerk_token = headers
                 .get(header::AUTHORIZATION)
@@ -171,7 +171,7 @@ impl OwnCredentials {
 /// not copied: a connection with no trusted proxy in front has one for all its requests, so its
 /// forwarding headers are written once.
 #[derive(Debug, Clone)]
-pub struct ClientAddr(std::sync::Arc<Origin>);
+pub(crate) struct ClientAddr(std::sync::Arc<Origin>);
 
 #[derive(Debug)]
 struct Origin {
@@ -195,17 +195,17 @@ impl ClientAddr {
     }
 
     /// A client connected directly from `ip`.
-    pub fn direct(ip: IpAddr) -> ClientAddr {
+    pub(crate) fn direct(ip: IpAddr) -> ClientAddr {
         ClientAddr::new(ip, Vec::new())
     }
 
-    pub fn ip(&self) -> IpAddr {
+    pub(crate) fn ip(&self) -> IpAddr {
         self.0.ip
     }
 
     /// The client of a connection from `peer`: the right-most `X-Forwarded-For` address that is
     /// not a trusted proxy (never the left-most: the client writes it), when `peer` is trusted.
-    pub fn of(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> ClientAddr {
+    pub(crate) fn of(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> ClientAddr {
         let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical_ip(*ip)));
         if trusted.is_empty() || !is_trusted(&peer) {
             return ClientAddr::direct(peer);
@@ -273,7 +273,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// Set the forwarding headers Tollgate vouches for (after `strip_identity_shaped` removed any a
 /// client sent): the client chain, the scheme users reach Tollgate by, and the public host.
-pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientAddr, proto: &'static str, public_host: &HeaderValue) {
+pub(crate) fn set_forwarding(headers: &mut HeaderMap, client: &ClientAddr, proto: &'static str, public_host: &HeaderValue) {
     let (forwarded_for, forwarded) = client.forwarding(proto, public_host);
     headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));

@@ -5,7 +5,9 @@
 //! ([`IdentityCache`]); the assertion is signed for each request.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::http::header::{HeaderName, HeaderValue};
 use serde::Serialize;
@@ -13,22 +15,22 @@ use serde::Serialize;
 use crate::domain::{SubscriptionCache, User};
 
 /// How long an assertion is good for: long enough for one request to reach the product.
-pub const ASSERTION_SECONDS: i64 = 30;
+pub(crate) const ASSERTION_SECONDS: i64 = 30;
 
-pub const X_TOLLGATE_ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
+pub(crate) const X_TOLLGATE_ASSERTION: HeaderName = HeaderName::from_static("x-tollgate-assertion");
 
 /// What the product is told about the user.
 #[derive(Debug, Clone, Serialize)]
-pub struct Identity {
-    pub sub: String,
-    pub email: String,
-    pub entitled: bool,
-    pub status: String,
-    pub price: Option<String>,
+pub(crate) struct Identity {
+    pub(crate) sub: String,
+    pub(crate) email: String,
+    pub(crate) entitled: bool,
+    pub(crate) status: String,
+    pub(crate) price: Option<String>,
 }
 
 impl Identity {
-    pub fn of(user: &User, entry: &SubscriptionCache, entitled: bool) -> Identity {
+    pub(crate) fn of(user: &User, entry: &SubscriptionCache, entitled: bool) -> Identity {
         Identity {
             sub: user.id.to_string(),
             email: user.email.as_str().to_string(),
@@ -39,7 +41,7 @@ impl Identity {
     }
 
     /// The plain identity headers.
-    pub fn headers(&self) -> Headers {
+    pub(crate) fn headers(&self) -> Headers {
         let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
         Arc::new([
             (HeaderName::from_static("x-forwarded-user"), value(&self.sub)),
@@ -52,13 +54,13 @@ impl Identity {
 }
 
 /// The plain identity headers, shared (a kept answer is not copied).
-pub type Headers = Arc<[(HeaderName, HeaderValue)]>;
+pub(crate) type Headers = Arc<[(HeaderName, HeaderValue)]>;
 
 /// Which request an assertion is for (DPoP's `htm` and `htu`).
-pub struct Bound<'a> {
-    pub method: &'a str,
+pub(crate) struct Bound<'a> {
+    pub(crate) method: &'a str,
     /// The canonical path the decision was made on.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
 }
 
 #[derive(Serialize)]
@@ -77,7 +79,7 @@ struct Claims<'a> {
 }
 
 /// Signs assertions when `GATEWAY_SECRET` is set.
-pub struct AssertionSigner {
+pub(crate) struct AssertionSigner {
     key: Option<jsonwebtoken::EncodingKey>,
     /// `iss`: `PUBLIC_URL` (its origin).
     issuer: String,
@@ -86,12 +88,12 @@ pub struct AssertionSigner {
 }
 
 impl AssertionSigner {
-    pub fn new(secret: Option<&crate::config::Secret>, issuer: String, audience: String) -> AssertionSigner {
+    pub(crate) fn new(secret: Option<&crate::config::Secret>, issuer: String, audience: String) -> AssertionSigner {
         AssertionSigner { key: secret.map(|s| jsonwebtoken::EncodingKey::from_secret(s.expose().as_bytes())), issuer, audience }
     }
 
     /// The assertion for one request of `identity`, when a secret is set.
-    pub fn sign(&self, identity: &Identity, bound: Option<Bound<'_>>) -> Option<HeaderValue> {
+    pub(crate) fn sign(&self, identity: &Identity, bound: Option<Bound<'_>>) -> Option<HeaderValue> {
         let key = self.key.as_ref()?;
         let now = crate::unix_now();
         let claims = Claims {
@@ -113,38 +115,44 @@ impl AssertionSigner {
 /// may each cost several KV reads; within this moment the same browser (a page and its assets)
 /// is answered from memory. A sign-out on this instance forgets everything at once; on another
 /// instance it shows here within this time.
-pub const IDENTITY_KEPT: Duration = Duration::from_secs(1);
+pub(crate) const IDENTITY_KEPT: Duration = Duration::from_secs(1);
 /// At most this many identities are kept; when full, all are forgotten at once.
 const IDENTITIES_KEPT: usize = 10_000;
 
 /// Identities recently looked up, by a hash of the credentials they were looked up for.
-#[derive(Default)]
-pub struct IdentityCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Kept>>);
+pub(crate) struct IdentityCache {
+    kept: std::sync::Mutex<std::collections::HashMap<[u8; 32], Kept>>,
+    clock: tollgate_core::Clock,
+}
 
 #[derive(Clone)]
-pub struct Kept {
+pub(crate) struct Kept {
     at: Instant,
-    pub identity: Arc<Identity>,
-    pub headers: Headers,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) headers: Headers,
 }
 
 /// A credential's digest: what caches and tunnels remember it by.
-pub fn digest(credential: &str) -> [u8; 32] {
+pub(crate) fn digest(credential: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     Sha256::digest(credential.as_bytes()).into()
 }
 
 impl IdentityCache {
-    pub fn get(&self, credential: &str) -> Option<Kept> {
-        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&digest(credential)).cloned()?;
-        (kept.at.elapsed() < IDENTITY_KEPT).then_some(kept)
+    pub(crate) fn new(clock: tollgate_core::Clock) -> IdentityCache {
+        IdentityCache { kept: Default::default(), clock }
+    }
+
+    pub(crate) fn get(&self, credential: &str) -> Option<Kept> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).get(&digest(credential)).cloned()?;
+        (self.clock.now() - kept.at < IDENTITY_KEPT).then_some(kept)
     }
 
     /// Keep `identity` for `credential` (a request without one is answered, not kept).
-    pub fn keep(&self, credential: Option<&str>, identity: Arc<Identity>) -> Kept {
-        let kept = Kept { at: Instant::now(), headers: identity.headers(), identity };
+    pub(crate) fn keep(&self, credential: Option<&str>, identity: Arc<Identity>) -> Kept {
+        let kept = Kept { at: self.clock.now(), headers: identity.headers(), identity };
         let Some(credential) = credential else { return kept };
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if all.len() >= IDENTITIES_KEPT {
             all.clear();
         }
@@ -153,7 +161,7 @@ impl IdentityCache {
     }
 
     /// Someone signed out (or every session of someone ended): keep nothing computed before.
-    pub fn forget_all(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    pub(crate) fn forget_all(&self) {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }

@@ -5,10 +5,10 @@
 //! ([`tunnel`]); whatever a client sends in identity-shaped headers is removed before Tollgate
 //! sets its own ([`headers`], [`identity`]).
 
-pub mod headers;
-pub mod identity;
-pub mod path;
-pub mod tunnel;
+pub(crate) mod headers;
+pub(crate) mod identity;
+pub(crate) mod path;
+pub(crate) mod tunnel;
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use self::identity::Headers;
 use self::tunnel::{TunnelLimits, Tunnels};
 use crate::config::{GatewaySettings, UpstreamHost};
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     client: Client<HttpConnector, Body>,
     /// `host:port` of the product (spoken to over plain http).
     upstream: axum::http::uri::Authority,
@@ -33,11 +33,11 @@ pub struct Gateway {
     host: Option<HeaderValue>,
     timeout: Duration,
     credentials: OwnCredentials,
-    pub tunnels: Tunnels,
+    pub(crate) tunnels: Tunnels,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error("the product did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the product is unreachable: {0}")]
@@ -47,18 +47,18 @@ pub enum GatewayError {
 }
 
 /// What Tollgate adds to a request it forwards.
-pub struct Forwarding<'a> {
+pub(crate) struct Forwarding<'a> {
     /// The identity headers of who is signed in (none for a visitor), and the request's assertion.
-    pub identity: Option<(Headers, Option<HeaderValue>)>,
-    pub client: &'a ClientAddr,
+    pub(crate) identity: Option<(Headers, Option<HeaderValue>)>,
+    pub(crate) client: &'a ClientAddr,
     /// The scheme users reach Tollgate by.
-    pub proto: &'static str,
+    pub(crate) proto: &'static str,
     /// `PUBLIC_URL`'s `host[:port]`.
-    pub public_host: &'a HeaderValue,
+    pub(crate) public_host: &'a HeaderValue,
 }
 
 /// The product's answer; a WebSocket handshake it accepted also gives both ends of the tunnel.
-pub enum Forwarded {
+pub(crate) enum Forwarded {
     Answer(Response<Body>),
     Tunnel { answer: Response<Body>, client: OnUpgrade, product: OnUpgrade },
 }
@@ -66,7 +66,7 @@ pub enum Forwarded {
 impl Gateway {
     /// `tunnels`: how many WebSocket tunnels may be open at once (a share of the connection cap);
     /// `clerk_issuer`: the `iss` of Clerk's session tokens, when Clerk is the provider.
-    pub fn new(settings: &GatewaySettings, clerk_issuer: Option<String>, tunnels: usize) -> Gateway {
+    pub(crate) fn new(settings: &GatewaySettings, clerk_issuer: Option<String>, tunnels: usize, clock: tollgate_core::Clock) -> Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
@@ -86,23 +86,23 @@ impl Gateway {
             host,
             timeout: settings.timeout,
             credentials: OwnCredentials { strip_clerk: clerk_issuer.filter(|_| !settings.forward_clerk_session) },
-            tunnels: Tunnels::new(tunnels, limits),
+            tunnels: Tunnels::new(tunnels, limits, clock),
         }
     }
 
     /// How long the product may take to answer (`UPSTREAM_TIMEOUT`).
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// `http://host:port` of the product: the assertion's default audience.
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://{}", self.upstream)
     }
 
     /// Send `request` (its target already canonical: `http::edge`) on to the product and stream
     /// its answer back. Not bounded in time here: see [`Gateway::timeout`].
-    pub async fn forward(&self, mut request: Request<Body>, forwarding: Forwarding<'_>) -> Result<Forwarded, GatewayError> {
+    pub(crate) async fn forward(&self, mut request: Request<Body>, forwarding: Forwarding<'_>) -> Result<Forwarded, GatewayError> {
         let websocket = headers::is_websocket_upgrade(request.headers());
         let client_side = websocket.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();

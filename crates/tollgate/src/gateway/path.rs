@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathRefusal {
+pub(crate) enum PathRefusal {
     #[error("the request target is not a path")]
     NotAPath,
     #[error("an encoded {0} is not accepted in a path")]
@@ -89,7 +89,7 @@ fn kept_escaped(byte: u8, allow_encoded_slash: bool) -> bool {
 }
 
 /// The canonical form of a path (no query), or why it has none.
-pub fn canonical_path(path: &str, allow_encoded_slash: bool) -> Result<Cow<'_, str>, PathRefusal> {
+pub(crate) fn canonical_path(path: &str, allow_encoded_slash: bool) -> Result<Cow<'_, str>, PathRefusal> {
     if already_canonical(path, allow_encoded_slash) {
         return Ok(Cow::Borrowed(path));
     }
@@ -205,19 +205,19 @@ enum Prefix {
 /// continue a name (letters, digits, `-`, `_`, `~`) for the segment to be another one (`/apple`).
 /// Open prefixes match whole segments only.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GatePaths {
+pub(crate) struct GatePaths {
     gated: Vec<Prefix>,
     open: Vec<Prefix>,
     case_insensitive: bool,
     /// `GATEWAY_ALLOW_ENCODED_SLASH`: `%2F` stays in the canonical path; decisions decode it.
-    pub allow_encoded_slash: bool,
+    pub(crate) allow_encoded_slash: bool,
     /// `FORWARD_AUTH_TRUST_URI`: forward-auth decides on the path its proxy names.
-    pub trust_forwarded_uri: bool,
+    pub(crate) trust_forwarded_uri: bool,
 }
 
 impl GatePaths {
     /// The prefixes of `settings` are already checked to be plain canonical paths (`config`).
-    pub fn new(settings: &crate::config::GateSettings) -> GatePaths {
+    pub(crate) fn new(settings: &crate::config::GateSettings) -> GatePaths {
         let case_insensitive = settings.case_insensitive;
         let prefix = |text: &String, root: Prefix| {
             let text = if case_insensitive { text.to_ascii_lowercase() } else { text.clone() };
@@ -236,13 +236,13 @@ impl GatePaths {
     }
 
     /// The canonical form of a request path under these rules.
-    pub fn canonical<'p>(&self, path: &'p str) -> Result<Cow<'p, str>, PathRefusal> {
+    pub(crate) fn canonical<'p>(&self, path: &'p str) -> Result<Cow<'p, str>, PathRefusal> {
         canonical_path(path, self.allow_encoded_slash)
     }
 
     /// Whether the canonical `path` needs an entitled user. A path parameter (`;`) anywhere in a
     /// gated path is refused: Tomcat and Spring would route `/app;x/secret` as `/app/secret`.
-    pub fn is_gated(&self, path: &str) -> Result<bool, PathRefusal> {
+    pub(crate) fn is_gated(&self, path: &str) -> Result<bool, PathRefusal> {
         // With encoded slashes allowed, decide on the path the product may make of them.
         let decided: Cow<str> = if self.allow_encoded_slash && path.contains("%2F") {
             Cow::Owned(canonical_path(&path.replace("%2F", "/"), false)?.into_owned())

@@ -23,10 +23,10 @@ use tokio::time::Instant;
 /// The accept loop's slot of one connection. It moves into the connection's tunnel when the
 /// connection is upgraded, so the tunnel keeps counting against the cap after hyper lets go.
 #[derive(Clone, Default)]
-pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub(crate) struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 
 impl ConnectionSlot {
-    pub fn new(permit: OwnedSemaphorePermit) -> ConnectionSlot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit) -> ConnectionSlot {
         ConnectionSlot(Arc::new(Mutex::new(Some(permit))))
     }
 
@@ -36,10 +36,10 @@ impl ConnectionSlot {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct TunnelLimits {
-    pub idle: Duration,
-    pub max_lifetime: Duration,
-    pub recheck: Duration,
+pub(crate) struct TunnelLimits {
+    pub(crate) idle: Duration,
+    pub(crate) max_lifetime: Duration,
+    pub(crate) recheck: Duration,
 }
 
 struct Open {
@@ -48,29 +48,31 @@ struct Open {
 }
 
 /// The open tunnels of this instance.
-pub struct Tunnels {
+pub(crate) struct Tunnels {
     open: Mutex<HashMap<u64, Open>>,
     next: AtomicU64,
     room: Arc<Semaphore>,
-    pub limits: TunnelLimits,
+    pub(crate) limits: TunnelLimits,
+    /// Idle and lifetime limits and rechecks are measured on it.
+    clock: tollgate_core::Clock,
 }
 
 /// A tunnel's share of [`Tunnels`]' room, taken before the upgrade is forwarded.
-pub struct Reservation {
+pub(crate) struct Reservation {
     _room: OwnedSemaphorePermit,
 }
 
 /// What a tunnel is made of: its room, its connection's slot, its user, and both upgraded ends.
-pub struct Ends {
-    pub reservation: Reservation,
-    pub slot: Option<ConnectionSlot>,
-    pub user: Option<String>,
-    pub client: Upgraded,
-    pub product: Upgraded,
+pub(crate) struct Ends {
+    pub(crate) reservation: Reservation,
+    pub(crate) slot: Option<ConnectionSlot>,
+    pub(crate) user: Option<String>,
+    pub(crate) client: Upgraded,
+    pub(crate) product: Upgraded,
 }
 
 /// Who a tunnel is for, and how to tell it to close.
-pub struct Registration<'a> {
+pub(crate) struct Registration<'a> {
     tunnels: &'a Tunnels,
     id: u64,
     close: Arc<Notify>,
@@ -84,12 +86,12 @@ impl Drop for Registration<'_> {
 
 impl Tunnels {
     /// At most `max` tunnels at once.
-    pub fn new(max: usize, limits: TunnelLimits) -> Tunnels {
-        Tunnels { open: Default::default(), next: AtomicU64::new(0), room: Arc::new(Semaphore::new(max)), limits }
+    pub(crate) fn new(max: usize, limits: TunnelLimits, clock: tollgate_core::Clock) -> Tunnels {
+        Tunnels { open: Default::default(), next: AtomicU64::new(0), room: Arc::new(Semaphore::new(max)), limits, clock }
     }
 
     /// Room for one more tunnel, before the upgrade is forwarded.
-    pub fn reserve(&self) -> Option<Reservation> {
+    pub(crate) fn reserve(&self) -> Option<Reservation> {
         self.room.clone().try_acquire_owned().ok().map(|room| Reservation { _room: room })
     }
 
@@ -101,7 +103,7 @@ impl Tunnels {
     }
 
     /// Close every tunnel of `user` on this instance (they signed out, or every session ended).
-    pub fn close_user(&self, user: &str) {
+    pub(crate) fn close_user(&self, user: &str) {
         for open in self.open.lock().unwrap_or_else(|p| p.into_inner()).values() {
             if open.user.as_deref() == Some(user) {
                 open.close.notify_one();
@@ -109,14 +111,10 @@ impl Tunnels {
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// Splice `client` and `product` until either side closes, the tunnel idles or outlives its
     /// limits, it is told to close, or `still_allowed` (asked every `recheck`, when given) says no.
     /// The tunnel holds its connection's `slot` meanwhile.
-    pub async fn run<F, Fut>(&self, ends: Ends, still_allowed: Option<F>)
+    pub(crate) async fn run<F, Fut>(&self, ends: Ends, still_allowed: Option<F>)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -124,10 +122,11 @@ impl Tunnels {
         let Ends { reservation: _reservation, slot, user, client, product } = ends;
         let _slot = slot.as_ref().and_then(ConnectionSlot::take);
         let registration = self.register(user);
-        let started = Instant::now();
+        let clock = &self.clock;
+        let started = clock.now();
         let last_active = Arc::new(AtomicU64::new(0));
-        let mut client = Active { io: TokioIo::new(client), started, last_active: last_active.clone() };
-        let mut product = Active { io: TokioIo::new(product), started, last_active: last_active.clone() };
+        let mut client = Active { io: TokioIo::new(client), started, last_active: last_active.clone(), clock: clock.clone() };
+        let mut product = Active { io: TokioIo::new(product), started, last_active: last_active.clone(), clock: clock.clone() };
         let mut copy = tokio::spawn(async move {
             let _ = tokio::io::copy_bidirectional(&mut client, &mut product).await;
         });
@@ -141,8 +140,8 @@ impl Tunnels {
             tokio::select! {
                 _ = &mut copy => break,
                 _ = registration.close.notified() => break,
-                _ = tokio::time::sleep_until(wake) => {
-                    let now = Instant::now();
+                _ = clock.sleep_until(wake) => {
+                    let now = clock.now();
                     let idle_until = started + Duration::from_millis(last_active.load(Ordering::Relaxed)) + limits.idle;
                     if now >= end_of_life || now >= idle_until {
                         break;
@@ -152,7 +151,7 @@ impl Tunnels {
                             if !check().await {
                                 break;
                             }
-                            next_recheck = Some(Instant::now() + limits.recheck);
+                            next_recheck = Some(clock.now() + limits.recheck);
                         }
                     }
                 }
@@ -168,6 +167,7 @@ struct Active {
     io: TokioIo<Upgraded>,
     started: Instant,
     last_active: Arc<AtomicU64>,
+    clock: tollgate_core::Clock,
 }
 
 impl AsyncRead for Active {
@@ -175,7 +175,7 @@ impl AsyncRead for Active {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.last_active.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            self.last_active.store((self.clock.now() - self.started).as_millis() as u64, Ordering::Relaxed);
         }
         polled
     }

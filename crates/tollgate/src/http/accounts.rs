@@ -27,7 +27,7 @@ use crate::state::AppState;
 /// Only a path on this site, from a strict set of characters, is followed after sign-in; anything
 /// else (another host, `//host`, backslashes, tabs or newlines that browsers skip or that cannot
 /// go in a header) goes to the dashboard.
-pub fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~?=&%+,".contains(c);
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains("/.") && n.len() < 512 && n.chars().all(allowed) => {
@@ -100,7 +100,7 @@ fn auth_page_for<'a>(csrf: &'a str, next: &'a str, email: &'a str) -> AuthPage<'
     AuthPage { frame: Frame { csrf, ..Frame::default() }, next, email, sign_in_error: None, sign_up_error: None }
 }
 
-pub async fn auth_page(
+pub(crate) async fn auth_page(
     State(state): State<AppState>,
     user: Option<CurrentUser>,
     CsrfToken(csrf): CsrfToken,
@@ -118,7 +118,7 @@ pub async fn auth_page(
 }
 
 #[derive(Deserialize)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     #[serde(default)]
     email: String,
     #[serde(default)]
@@ -128,7 +128,7 @@ pub struct Credentials {
 
 /// The sign-up form: an email (the password is chosen on the emailed link's page).
 #[derive(Deserialize)]
-pub struct SignUpForm {
+pub(crate) struct SignUpForm {
     #[serde(default)]
     email: String,
     next: Option<String>,
@@ -170,7 +170,7 @@ fn check_email(state: &AppState, csrf: &str, email: &str, purpose: &str) -> Resp
 }
 
 /// Start a sign-up: the answer is "check your email" whether or not the email has an account.
-pub async fn sign_up(
+pub(crate) async fn sign_up(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
     client: Client,
@@ -187,7 +187,7 @@ pub async fn sign_up(
     }
 }
 
-pub async fn sign_in(
+pub(crate) async fn sign_in(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
     parts: Parts,
@@ -207,7 +207,7 @@ pub async fn sign_in(
 
 /// An emailed link's query (`token`, and where to go after a sign-up).
 #[derive(Deserialize)]
-pub struct LinkQuery {
+pub(crate) struct LinkQuery {
     #[serde(default)]
     token: String,
     next: Option<String>,
@@ -215,7 +215,7 @@ pub struct LinkQuery {
 
 /// The sign-up link's page: its owner chooses the password there (a GET never creates the
 /// account, so a mail scanner that follows links does not spend it).
-pub async fn confirm_page(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(link): Query<LinkQuery>) -> Response {
+pub(crate) async fn confirm_page(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(link): Query<LinkQuery>) -> Response {
     match state.accounts.sign_up_link_valid(&link.token).await {
         Ok(true) => {
             let next = safe_next(link.next.as_deref());
@@ -228,7 +228,7 @@ pub async fn confirm_page(State(state): State<AppState>, CsrfToken(csrf): CsrfTo
 
 /// The confirmation form: the link's token, the chosen password, where to go next.
 #[derive(Deserialize)]
-pub struct ConfirmForm {
+pub(crate) struct ConfirmForm {
     #[serde(default)]
     token: String,
     #[serde(default)]
@@ -238,7 +238,7 @@ pub struct ConfirmForm {
 
 /// Create the account from its link with the chosen password and sign in; a new account lands on
 /// its dashboard with a welcome, unless it was on its way elsewhere (Checkout, say).
-pub async fn confirm(
+pub(crate) async fn confirm(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
     form: Result<Form<ConfirmForm>, FormRejection>,
@@ -269,18 +269,18 @@ fn reset_page<'a>(csrf: &'a str, email: &'a str, error: Option<&'a str>) -> Rese
     ResetPage { frame: Frame { csrf, ..Frame::default() }, email, error }
 }
 
-pub async fn reset_request_page(CsrfToken(csrf): CsrfToken) -> Response {
+pub(crate) async fn reset_request_page(CsrfToken(csrf): CsrfToken) -> Response {
     reset_page(&csrf, "", None).into_response()
 }
 
 #[derive(Deserialize)]
-pub struct ResetRequest {
+pub(crate) struct ResetRequest {
     #[serde(default)]
     email: String,
 }
 
 /// Email a reset link; the answer is the same whether or not the email has an account.
-pub async fn request_reset(
+pub(crate) async fn request_reset(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
     client: Client,
@@ -300,7 +300,11 @@ fn new_password_page<'a>(csrf: &'a str, token: &'a str, error: Option<&'a str>) 
     NewPasswordPage { frame: Frame { csrf, ..Frame::default() }, token, error }
 }
 
-pub async fn new_password_page_for(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, Query(link): Query<LinkQuery>) -> Response {
+pub(crate) async fn new_password_page_for(
+    State(state): State<AppState>,
+    CsrfToken(csrf): CsrfToken,
+    Query(link): Query<LinkQuery>,
+) -> Response {
     match state.accounts.reset_link_valid(&link.token).await {
         Ok(true) => new_password_page(&csrf, &link.token, None).into_response(),
         Ok(false) => link_expired(),
@@ -309,7 +313,7 @@ pub async fn new_password_page_for(State(state): State<AppState>, CsrfToken(csrf
 }
 
 #[derive(Deserialize)]
-pub struct NewPassword {
+pub(crate) struct NewPassword {
     #[serde(default)]
     token: String,
     #[serde(default)]
@@ -318,7 +322,7 @@ pub struct NewPassword {
 
 /// Set the new password; every session of the account ends (this browser's too), and the user
 /// signs in again with it.
-pub async fn set_new_password(
+pub(crate) async fn set_new_password(
     State(state): State<AppState>,
     CsrfToken(csrf): CsrfToken,
     form: Result<Form<NewPassword>, FormRejection>,
@@ -339,14 +343,14 @@ pub async fn set_new_password(
 }
 
 /// Revoke every session of the signed-in user, on every device, then sign this browser out too.
-pub async fn sign_out_everywhere(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Response {
+pub(crate) async fn sign_out_everywhere(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Response {
     if let Err(e) = state.accounts.end_all_sessions(&user).await {
         return Failure::from_kv(Surface::Page, e).into_response();
     }
     signed_out(&state, Some(&user.id))
 }
 
-pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
+pub(crate) async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
     // Whose tunnels to close (a failure here only leaves them to their next recheck).
     let user = match state.auth.session(&parts).await {
         Ok(crate::auth::Session::SignedIn(user)) => Some(user.id),
@@ -373,7 +377,7 @@ pub async fn sign_out(State(state): State<AppState>, parts: Parts) -> Response {
 
 /// Sessions ended (of `user`, when known): nothing computed for them before is reused
 /// (`gateway::identity::IdentityCache`), and the user's open WebSocket tunnels on this instance close.
-pub fn forget(state: &AppState, user: Option<&UserId>) {
+pub(crate) fn forget(state: &AppState, user: Option<&UserId>) {
     state.identity_cache.forget_all();
     if let (Some(gateway), Some(user)) = (&state.gateway, user) {
         gateway.tunnels.close_user(user.as_str());
@@ -389,7 +393,7 @@ fn signed_out(state: &AppState, user: Option<&UserId>) -> Response {
 
 /// The local outbox (no `SMTP_URL`): every account email this process would have sent. It exists
 /// only where `config` allows the outbox (not on an https site unless asked for).
-pub async fn outbox(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, parts: Parts) -> Response {
+pub(crate) async fn outbox(State(state): State<AppState>, CsrfToken(csrf): CsrfToken, parts: Parts) -> Response {
     let Some(sent) = state.mailer.outbox() else {
         return Failure::not_found(Surface::of(&parts)).into_response();
     };

@@ -41,7 +41,7 @@ fn checkout_request(parts: &Parts, body: &[u8], surface: Surface) -> Result<Opti
 
 /// Get-or-create the customer, refuse a second subscription, create a Checkout Session.
 /// JSON callers get `{"url","sessionId"}`; a browser form post is sent straight to Checkout.
-pub async fn generate_checkout(
+pub(crate) async fn generate_checkout(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     parts: Parts,
@@ -58,7 +58,11 @@ pub async fn generate_checkout(
 
 /// `GET /api/generate-stripe-checkout?priceId=…`: the Subscribe link of a signed-out visitor. It
 /// leads through sign-in or sign-up (which come back here) and on to Checkout for that plan.
-pub async fn checkout_link(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Response, Failure> {
+pub(crate) async fn checkout_link(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    parts: Parts,
+) -> Result<Response, Failure> {
     let surface = Surface::of(&parts);
     let query = parts.uri.query().unwrap_or("").as_bytes();
     let price = checkout_request(&parts, query, surface)?;
@@ -67,7 +71,11 @@ pub async fn checkout_link(State(state): State<AppState>, CurrentUser(user): Cur
 }
 
 /// A billing-portal session for the signed-in customer; 303 to it.
-pub async fn billing_portal(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
+pub(crate) async fn billing_portal(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    parts: Parts,
+) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);
     let failure = |e| Failure::from_billing(surface, e);
     let customer =
@@ -77,7 +85,11 @@ pub async fn billing_portal(State(state): State<AppState>, CurrentUser(user): Cu
 
 /// `GET /api/users/{id}/entitlement` for workers and back ends (`Authorization: Bearer
 /// SERVICE_TOKEN`): whether the user may use the product, from the KV as every gated request asks.
-pub async fn user_entitlement(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Failure> {
+pub(crate) async fn user_entitlement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
     let Some(expected) = &state.service_token else {
         return Err(Failure::not_found(Surface::Api));
     };
@@ -98,7 +110,7 @@ pub async fn user_entitlement(State(state): State<AppState>, Path(id): Path<Stri
 }
 
 /// The cache entry as the recipe stores it, plus `"entitled"`.
-pub async fn subscription(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<Response, Failure> {
+pub(crate) async fn subscription(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<Response, Failure> {
     let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
     let mut body = serde_json::to_value(&access.entry).unwrap_or_default();
     body["entitled"] = json!(access.entitled);

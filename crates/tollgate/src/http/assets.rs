@@ -18,20 +18,20 @@ static STYLESHEET_URL: LazyLock<String> = LazyLock::new(|| versioned("/assets/st
 static CLERK_SCRIPT_URL: LazyLock<String> = LazyLock::new(|| versioned("/assets/clerk.js", CLERK_SCRIPT));
 
 /// Where pages link the stylesheet (with its content version).
-pub fn stylesheet_url() -> &'static str {
+pub(crate) fn stylesheet_url() -> &'static str {
     &STYLESHEET_URL
 }
 
-pub fn clerk_script_url() -> &'static str {
+pub(crate) fn clerk_script_url() -> &'static str {
     &CLERK_SCRIPT_URL
 }
 
 const FOREVER: (header::HeaderName, &str) = (header::CACHE_CONTROL, "public, max-age=31536000, immutable");
 
-pub async fn stylesheet() -> impl IntoResponse {
+pub(crate) async fn stylesheet() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), FOREVER], STYLESHEET)
 }
 
-pub async fn clerk_script() -> impl IntoResponse {
+pub(crate) async fn clerk_script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), FOREVER], CLERK_SCRIPT)
 }

@@ -14,7 +14,7 @@ use crate::auth::clerk::handshake::Resolution;
 use crate::auth::clerk::{ResolvedHandshake, Verdict};
 use crate::state::AppState;
 
-pub async fn resolve(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn resolve(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(clerk) = state.clerk.as_ref().filter(|clerk| clerk.may_carry_handshake(&request)) else {
         return next.run(request).await;
     };

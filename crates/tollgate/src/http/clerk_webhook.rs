@@ -38,7 +38,7 @@ struct EventUser {
 }
 
 #[tracing::instrument(name = "clerk_webhook", skip_all, fields(delivery = tracing::field::Empty, event_type = tracing::field::Empty))]
-pub async fn clerk_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
+pub(crate) async fn clerk_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
     let not_found = || Failure::not_found(Surface::Api);
     let clerk = state.clerk.as_ref().ok_or_else(not_found)?;
     let secret = clerk.webhook_secret.as_ref().ok_or_else(not_found)?;

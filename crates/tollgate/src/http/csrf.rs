@@ -14,7 +14,7 @@ use crate::auth::cookie;
 use crate::state::AppState;
 
 /// The CSRF cookie's name (`__Host-` prefixed under https, like the session's).
-pub fn csrf_cookie_name(secure: bool) -> &'static str {
+pub(crate) fn csrf_cookie_name(secure: bool) -> &'static str {
     if secure {
         "__Host-tollgate_csrf"
     } else {
@@ -29,7 +29,7 @@ fn token_cookie(state: &AppState, token: &str) -> HeaderValue {
 }
 
 /// A `Set-Cookie` with a fresh token (sign-in rotates it).
-pub fn new_token_cookie(state: &AppState) -> HeaderValue {
+pub(crate) fn new_token_cookie(state: &AppState) -> HeaderValue {
     token_cookie(state, &crate::random_token(32))
 }
 /// Posts that prove themselves with a signature instead.
@@ -39,7 +39,7 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// The token to embed in forms rendered for this request.
 #[derive(Clone)]
-pub struct CsrfToken(pub String);
+pub(crate) struct CsrfToken(pub(crate) String);
 
 impl FromRequestParts<AppState> for CsrfToken {
     type Rejection = std::convert::Infallible;
@@ -59,7 +59,7 @@ fn from_a_browser(headers: &axum::http::HeaderMap) -> bool {
         || headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).is_some_and(|ua| ua.starts_with("Mozilla/"))
 }
 
-pub async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let existing = cookie(&parts, csrf_cookie_name(state.secure_cookies)).filter(|t| valid_token(t)).map(str::to_string);
     let token = existing.clone().unwrap_or_else(|| crate::random_token(32));

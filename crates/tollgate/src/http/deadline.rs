@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use super::error::{Failure, Surface};
 
 /// Longer than any one Stripe call (6 s) plus a waiting sync (10 s), shorter than a proxy's patience.
-pub const REQUEST_DEADLINE: Duration = Duration::from_secs(25);
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(25);
 
-pub async fn request_deadline(request: Request, next: Next) -> Response {
+pub(crate) async fn request_deadline(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let surface = Surface::of(&parts);
     let request = Request::from_parts(parts, body);

@@ -21,17 +21,17 @@ use crate::gateway::headers::ClientAddr;
 use crate::gateway::path::{canonical_path, PathRefusal};
 use crate::gateway::tunnel::ConnectionSlot;
 
-pub struct Edge {
+pub(crate) struct Edge {
     /// `GATEWAY_ALLOW_ENCODED_SLASH`.
-    pub allow_encoded_slash: bool,
+    pub(crate) allow_encoded_slash: bool,
     /// `TRUSTED_PROXIES`.
-    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    pub(crate) trusted_proxies: Arc<[ipnet::IpNet]>,
     /// `MAX_HEADER_BYTES` (the accept loop bounds request heads with it).
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
 }
 
 /// One connection as the accept loop took it: who is at the other end, and its slot.
-pub struct Arrival {
+pub(crate) struct Arrival {
     peer: SocketAddr,
     slot: ConnectionSlot,
     /// The client, when it is the peer (no trusted proxy in front): one for all its requests.
@@ -39,7 +39,7 @@ pub struct Arrival {
 }
 
 impl Arrival {
-    pub fn new(peer: SocketAddr, slot: ConnectionSlot) -> Arrival {
+    pub(crate) fn new(peer: SocketAddr, slot: ConnectionSlot) -> Arrival {
         Arrival { peer, slot, direct: ClientAddr::direct(peer.ip()) }
     }
 }
@@ -47,7 +47,7 @@ impl Arrival {
 impl Edge {
     /// Make `request` canonical and note where it came from; why it cannot be made canonical
     /// otherwise (answered by [`Edge::refused`]).
-    pub fn prepare<B>(&self, request: &mut Request<B>, arrival: &Arrival) -> Result<(), PathRefusal> {
+    pub(crate) fn prepare<B>(&self, request: &mut Request<B>, arrival: &Arrival) -> Result<(), PathRefusal> {
         self.canonical_target(request)?;
         let client = match self.trusted_proxies.is_empty() {
             true => arrival.direct.clone(),
@@ -61,7 +61,7 @@ impl Edge {
     }
 
     /// The 400 for a request whose target has no one meaning: a page or JSON, as it asked.
-    pub fn refused<B>(request: &Request<B>, refusal: PathRefusal) -> Response {
+    pub(crate) fn refused<B>(request: &Request<B>, refusal: PathRefusal) -> Response {
         Failure::bad_path(Surface::from_headers(request.headers(), ""), refusal).into_response()
     }
 

@@ -16,7 +16,7 @@ use crate::stripe::StripeError;
 
 /// Which kind of caller a response is for.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Surface {
+pub(crate) enum Surface {
     Api,
     Page,
 }
@@ -24,11 +24,11 @@ pub enum Surface {
 impl Surface {
     /// Browsers (which accept HTML) get pages, even for a form posted to `/api/…`; other callers of
     /// `/api/…`, and callers that send or ask for JSON, get JSON.
-    pub fn of(parts: &Parts) -> Surface {
+    pub(crate) fn of(parts: &Parts) -> Surface {
         Surface::from_headers(&parts.headers, parts.uri.path())
     }
 
-    pub fn from_headers(headers: &HeaderMap, path: &str) -> Surface {
+    pub(crate) fn from_headers(headers: &HeaderMap, path: &str) -> Surface {
         let header_text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("");
         let accept = header_text(header::ACCEPT);
         if accept.contains("text/html") {
@@ -45,7 +45,7 @@ impl Surface {
     /// For the product's paths (the gateway): only a page navigation is a page — a request the
     /// browser marks `Sec-Fetch-Mode: navigate`, or one that asks for HTML and is no WebSocket
     /// handshake. A script's `fetch` (`Accept: */*`), an API client, a WebSocket get JSON.
-    pub fn for_product(parts: &Parts) -> Surface {
+    pub(crate) fn for_product(parts: &Parts) -> Surface {
         let header_text = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("");
         if parts.headers.contains_key(header::UPGRADE) {
             return Surface::Api;
@@ -60,31 +60,31 @@ impl Surface {
 
 /// The internal cause of a failure, for the request log (never sent to the client).
 #[derive(Clone)]
-pub struct ErrorDetail(pub String);
+pub(crate) struct ErrorDetail(pub(crate) String);
 
 #[derive(Debug)]
 pub struct Failure {
-    pub surface: Surface,
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+    pub(crate) surface: Surface,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// Pages: go here instead of showing an error.
-    pub redirect: Option<String>,
-    pub detail: Option<String>,
+    pub(crate) redirect: Option<String>,
+    pub(crate) detail: Option<String>,
     /// A 307 with these headers instead of any answer of Tollgate's (Clerk's handshake).
-    pub clerk_redirect: Option<Box<HeaderMap>>,
+    pub(crate) clerk_redirect: Option<Box<HeaderMap>>,
 }
 
 impl Failure {
-    pub fn new(surface: Surface, status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(surface: Surface, status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
         Failure { surface, status, code, message: message.into(), redirect: None, detail: None, clerk_redirect: None }
     }
 
-    pub fn bad_request(surface: Surface, code: &'static str, message: impl Into<String>) -> Failure {
+    pub(crate) fn bad_request(surface: Surface, code: &'static str, message: impl Into<String>) -> Failure {
         Failure::new(surface, StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn not_found(surface: Surface) -> Failure {
+    pub(crate) fn not_found(surface: Surface) -> Failure {
         Failure::new(surface, StatusCode::NOT_FOUND, "not_found", "There is nothing at this address.")
     }
 
@@ -97,13 +97,13 @@ impl Failure {
         }
     }
 
-    pub fn signed_out(surface: Surface, path: &str) -> Failure {
+    pub(crate) fn signed_out(surface: Surface, path: &str) -> Failure {
         Failure::unauthenticated(surface, "/auth", path)
     }
 
     /// Clerk's rules send the request elsewhere first (`auth::Session::Redirect`): a 307 for
     /// every caller, as Clerk's middleware answers (only page loads are ever sent).
-    pub fn clerk_redirect(surface: Surface, headers: HeaderMap) -> Failure {
+    pub(crate) fn clerk_redirect(surface: Surface, headers: HeaderMap) -> Failure {
         Failure {
             clerk_redirect: Some(Box::new(headers)),
             ..Failure::new(surface, StatusCode::TEMPORARY_REDIRECT, "clerk_handshake", "Checking your session with Clerk.")
@@ -111,7 +111,7 @@ impl Failure {
     }
 
     /// The product behind the gateway is slow (504) or down (502).
-    pub fn from_gateway(surface: Surface, e: GatewayError) -> Failure {
+    pub(crate) fn from_gateway(surface: Surface, e: GatewayError) -> Failure {
         let (status, code, message) = match e {
             GatewayError::Timeout(_) => {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The product took too long to answer. Try again in a moment.")
@@ -126,7 +126,7 @@ impl Failure {
         Failure { detail: Some(e.to_string()), ..Failure::new(surface, status, code, message) }
     }
 
-    pub fn from_auth(surface: Surface, e: AuthError) -> Failure {
+    pub(crate) fn from_auth(surface: Surface, e: AuthError) -> Failure {
         match e {
             AuthError::Kv(e) => Failure::from_kv(surface, e),
             AuthError::Unavailable(detail) => Failure::unavailable(surface, "Signing in", detail),
@@ -135,7 +135,7 @@ impl Failure {
         }
     }
 
-    pub fn not_entitled(surface: Surface) -> Failure {
+    pub(crate) fn not_entitled(surface: Surface) -> Failure {
         Failure {
             redirect: Some("/?notice=subscribe".into()),
             ..Failure::new(surface, StatusCode::PAYMENT_REQUIRED, "subscription_required", "This needs an active subscription.")
@@ -143,12 +143,12 @@ impl Failure {
     }
 
     /// The request's path cannot be given one meaning (`gateway::path`).
-    pub fn bad_path(surface: Surface, refusal: crate::gateway::path::PathRefusal) -> Failure {
+    pub(crate) fn bad_path(surface: Surface, refusal: crate::gateway::path::PathRefusal) -> Failure {
         Failure::bad_request(surface, "invalid_path", format!("This address cannot be used: {refusal}."))
     }
 
     /// No room for another WebSocket tunnel right now.
-    pub fn tunnels_full(surface: Surface) -> Failure {
+    pub(crate) fn tunnels_full(surface: Surface) -> Failure {
         Failure::unavailable(surface, "Opening a live connection", "the WebSocket tunnels are at capacity".into())
     }
 
@@ -156,11 +156,11 @@ impl Failure {
         Failure { message: message.to_string(), ..self }
     }
 
-    pub fn forbidden(surface: Surface, message: &str) -> Failure {
+    pub(crate) fn forbidden(surface: Surface, message: &str) -> Failure {
         Failure::new(surface, StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    pub fn too_large(surface: Surface) -> Failure {
+    pub(crate) fn too_large(surface: Surface) -> Failure {
         Failure::new(surface, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large.")
     }
 
@@ -177,25 +177,25 @@ impl Failure {
     }
 
     /// The request ran past its deadline (`http::deadline`).
-    pub fn timed_out(surface: Surface) -> Failure {
+    pub(crate) fn timed_out(surface: Surface) -> Failure {
         Failure::unavailable(surface, "This page", "the request ran past its deadline".into())
     }
 
     /// Too much work queued (password hashing): shed, with `Retry-After`.
-    pub fn busy(surface: Surface) -> Failure {
+    pub(crate) fn busy(surface: Surface) -> Failure {
         Failure::unavailable(surface, "Signing in", "password hashing is at capacity".into())
     }
 
     /// An account email could not be sent (the SMTP server is down or refused it).
-    pub fn mail_unavailable(surface: Surface, detail: String) -> Failure {
+    pub(crate) fn mail_unavailable(surface: Surface, detail: String) -> Failure {
         Failure::unavailable(surface, "Sending email", detail)
     }
 
-    pub fn from_kv(surface: Surface, e: KvError) -> Failure {
+    pub(crate) fn from_kv(surface: Surface, e: KvError) -> Failure {
         Failure::unavailable(surface, "Storage", e.to_string())
     }
 
-    pub fn from_billing(surface: Surface, e: BillingError) -> Failure {
+    pub(crate) fn from_billing(surface: Surface, e: BillingError) -> Failure {
         match e {
             BillingError::Kv(e) => Failure::from_kv(surface, e),
             BillingError::Stripe(StripeError::Unavailable(detail)) => Failure::unavailable(surface, "Billing", detail),

@@ -16,7 +16,7 @@ pub struct CurrentUser(pub User);
 
 /// Where to come back to after signing in: the page asked for; a form post cannot
 /// be replayed, so it comes back to the pricing page instead.
-pub fn back_to(parts: &Parts) -> &str {
+pub(crate) fn back_to(parts: &Parts) -> &str {
     if parts.method == Method::GET {
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     } else {
@@ -31,7 +31,7 @@ async fn session(parts: &Parts, state: &AppState) -> Result<Session, Failure> {
 }
 
 /// Who is signed in, for a caller answered as `surface` (the gateway decides its own).
-pub async fn signed_in_user(parts: &Parts, state: &AppState, surface: Surface) -> Result<Option<User>, Failure> {
+pub(crate) async fn signed_in_user(parts: &Parts, state: &AppState, surface: Surface) -> Result<Option<User>, Failure> {
     match session_for(parts, state, surface).await? {
         Session::SignedIn(user) => Ok(Some(user)),
         _ => Ok(None),
@@ -89,6 +89,6 @@ impl FromRequestParts<AppState> for Entitled {
 }
 
 /// The token of an `Authorization: Bearer` header, if the request has one.
-pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }

@@ -32,7 +32,7 @@ type Check = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
 /// Marks an answer that came from the product: Tollgate's security headers leave it as it is.
 #[derive(Clone, Copy)]
-pub struct FromProduct;
+pub(crate) struct FromProduct;
 
 /// Who sent `parts`, as the product will be told (kept a moment per credential), or `None` for a
 /// visitor. On a gated path a visitor, or a user who is not entitled, is the `Err`: sign-in or
@@ -60,7 +60,7 @@ async fn identity_for(state: &AppState, parts: &Parts, gated: bool, surface: Sur
 /// One timer bounds the whole request (Tollgate's own routes have the deadline layer instead):
 /// finding who is signed in must end within the request deadline, and the product must answer
 /// within `UPSTREAM_TIMEOUT` of being asked.
-pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some(gateway) = state.gateway.clone() else {
         return Failure::not_found(Surface::of(&parts)).into_response();
@@ -181,7 +181,7 @@ fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId) -> impl
 }
 
 #[derive(Deserialize, Default)]
-pub struct VerifyQuery {
+pub(crate) struct VerifyQuery {
     /// The status for a signed-in user without a subscription: 402 (the default), or 403 for
     /// nginx, whose `auth_request` accepts only 2xx, 401 and 403.
     deny: Option<u16>,
@@ -199,7 +199,7 @@ const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method
 /// path from the proxy (`X-Forwarded-Uri`, Traefik and Caddy; `X-Original-URI`, nginx): that path
 /// is made canonical and decided on as the gateway would (400, or 403 for nginx, when it cannot
 /// be; 200 for a visitor on an open path, without identity headers).
-pub async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQuery>, parts: Parts) -> Response {
+pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQuery>, parts: Parts) -> Response {
     let deny = if query.deny == Some(403) { StatusCode::FORBIDDEN } else { StatusCode::PAYMENT_REQUIRED };
     let answer = |status: StatusCode, code: &str| (status, Json(json!({ "error": { "code": code } }))).into_response();
     let header = |names: [&HeaderName; 2]| names.iter().find_map(|n| parts.headers.get(*n).and_then(|v| v.to_str().ok()));

@@ -12,7 +12,7 @@ use crate::state::AppState;
 const CONTENT_SECURITY_POLICY: &str =
     "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-pub async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     if response.extensions().get::<super::gateway::FromProduct>().is_some() {
         return response; // the product's own page, with its own policy

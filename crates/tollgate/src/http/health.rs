@@ -4,7 +4,7 @@
 //! monitor would otherwise each cost a Stripe call and a write), each check within
 //! [`CHECK_BUDGET`], and anonymous callers see only which part failed; the reasons go to the log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -25,14 +25,14 @@ struct Readiness {
 }
 
 /// Every series in the Prometheus text format (`telemetry::metrics`): `METRICS_ADDR`'s listener.
-pub async fn render_metrics() -> Response {
+pub(crate) async fn render_metrics() -> Response {
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], crate::telemetry::metrics::METRICS.render()).into_response()
 }
 
 /// `/metrics` on the main port: for anyone on a local plain-http Tollgate, otherwise for
 /// `Authorization: Bearer METRICS_TOKEN`; in gateway mode anyone else's `/metrics` is the
 /// product's.
-pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     let allowed = match &state.metrics_access {
         MetricsAccess::Open => true,
         MetricsAccess::Token(token) => super::extract::bearer(request.headers()).is_some_and(|sent| token.equals(sent)),
@@ -47,18 +47,18 @@ pub async fn metrics(State(state): State<AppState>, request: Request) -> Respons
     }
 }
 
-pub async fn healthz() -> Json<Value> {
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     // The lock also makes concurrent probes share one check.
     let mut cached = state.readiness.lock().await;
     let readiness = match *cached {
-        Some((at, kv, stripe)) if at.elapsed() < CHECK_EVERY => Readiness { kv, stripe },
+        Some((at, kv, stripe)) if state.clock.now() - at < CHECK_EVERY => Readiness { kv, stripe },
         _ => {
             let readiness = check(&state).await;
-            *cached = Some((Instant::now(), readiness.kv, readiness.stripe));
+            *cached = Some((state.clock.now(), readiness.kv, readiness.stripe));
             readiness
         }
     };

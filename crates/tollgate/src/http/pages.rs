@@ -14,7 +14,7 @@ use crate::access::cached_subscription;
 use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     pub(super) notice: Option<String>,
     pub(super) next: Option<String>,
 }
@@ -31,7 +31,7 @@ pub(super) fn notice_text(code: Option<&str>) -> Option<&'static str> {
     }
 }
 
-pub async fn landing(
+pub(crate) async fn landing(
     State(state): State<AppState>,
     user: Option<CurrentUser>,
     CsrfToken(csrf): CsrfToken,
@@ -46,7 +46,7 @@ pub async fn landing(
     Ok(page.into_response())
 }
 
-pub async fn dashboard(
+pub(crate) async fn dashboard(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     CsrfToken(csrf): CsrfToken,
@@ -63,7 +63,7 @@ pub async fn dashboard(
 
 /// `/success` and `/api/success-sync`: the user is back from Checkout, possibly before the webhooks;
 /// sync now so the dashboard is already right.
-pub async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
+pub(crate) async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);
     let customer = state.billing.customer_of(&user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
     let Some(customer) = customer else { return Ok(Redirect::to("/")) };
@@ -71,6 +71,6 @@ pub async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUs
     Ok(Redirect::to("/dashboard"))
 }
 
-pub async fn app_home(Entitled(user, _): Entitled, CsrfToken(csrf): CsrfToken) -> Response {
+pub(crate) async fn app_home(Entitled(user, _): Entitled, CsrfToken(csrf): CsrfToken) -> Response {
     AppHome { frame: Frame { user: Some(&user), csrf: &csrf, notice: None } }.into_response()
 }

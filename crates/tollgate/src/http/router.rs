@@ -14,7 +14,7 @@ use crate::state::{AppState, MetricsAccess};
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         // Pages
         .route("/", get(pages::landing))

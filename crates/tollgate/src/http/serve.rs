@@ -35,7 +35,7 @@ const HEADS_IN_MEMORY: usize = 512;
 /// How many connections to serve at once: [`MAX_CONNECTIONS`], or fewer when the file limit
 /// (raised to its hard maximum first) cannot hold two descriptors each (the client's, and the
 /// product's behind the gateway) with room to spare.
-pub fn connection_limit() -> usize {
+pub(crate) fn connection_limit() -> usize {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     let files = unsafe {
@@ -53,7 +53,7 @@ pub fn connection_limit() -> usize {
     usize::try_from(files.saturating_sub(256) / 2).unwrap_or(MAX_CONNECTIONS).clamp(64, MAX_CONNECTIONS)
 }
 
-pub async fn serve(listener: TcpListener, router: Router, edge: Edge, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, router: Router, edge: Edge, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     // Closing `stop` asks every connection to finish; each holds a `done` sender until it has.
     let (stop, stopped) = watch::channel(());
     let (done, mut all_done) = mpsc::channel::<()>(1);

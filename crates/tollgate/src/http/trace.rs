@@ -13,7 +13,7 @@ use super::error::ErrorDetail;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub async fn trace_requests(request: Request, next: Next) -> Response {
+pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
     // 64 random bits in hex: unique enough to find one request's lines, cheap on every request.
     let request_id = format!("{:016x}", rand::random::<u64>());
     // A clone of the matched path shares its text (no copy per request).

@@ -3,42 +3,42 @@
 //! here builds HTML by hand. Every page shares `layout.html`: navigation, the signed-in user, the
 //! optional notice.
 
-use crate::http::format::{date, money, per_interval};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::http::StatusCode;
+use billing_text::{date, money, per_interval};
 
 use crate::domain::{CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
 
 /// What `layout.html` shows around every page: who is signed in (for the navigation and the
 /// sign-out form's CSRF token) and an optional notice.
 #[derive(Default)]
-pub struct Frame<'a> {
-    pub user: Option<&'a User>,
-    pub csrf: &'a str,
-    pub notice: Option<&'a str>,
+pub(crate) struct Frame<'a> {
+    pub(crate) user: Option<&'a User>,
+    pub(crate) csrf: &'a str,
+    pub(crate) notice: Option<&'a str>,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "landing.html")]
-pub struct Landing<'a> {
-    pub frame: Frame<'a>,
-    pub plans: Vec<PlanCard>,
+pub(crate) struct Landing<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) plans: Vec<PlanCard>,
 }
 
 /// One plan as the pricing page shows it.
-pub struct PlanCard {
-    pub price_id: String,
-    pub product_name: String,
+pub(crate) struct PlanCard {
+    pub(crate) price_id: String,
+    pub(crate) product_name: String,
     /// "Monthly", "Every 3 months".
-    pub billed: String,
-    pub amount: String,
+    pub(crate) billed: String,
+    pub(crate) amount: String,
     /// "per month".
-    pub per_interval: String,
+    pub(crate) per_interval: String,
 }
 
 impl PlanCard {
-    pub fn of(plan: &Plan) -> PlanCard {
+    pub(crate) fn of(plan: &Plan) -> PlanCard {
         PlanCard {
             price_id: plan.price_id.to_string(),
             product_name: plan.product_name.clone(),
@@ -65,84 +65,84 @@ fn billed(interval: &str, count: i64) -> String {
 }
 
 /// "Pro ($10.00 per month)".
-pub fn plan_label(plan: &Plan) -> String {
+pub(crate) fn plan_label(plan: &Plan) -> String {
     format!("{} ({} {})", plan.product_name, money(plan.unit_amount, &plan.currency), per_interval(&plan.interval, plan.interval_count))
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "auth.html")]
-pub struct AuthPage<'a> {
-    pub frame: Frame<'a>,
-    pub next: &'a str,
-    pub email: &'a str,
-    pub sign_in_error: Option<&'a str>,
-    pub sign_up_error: Option<&'a str>,
+pub(crate) struct AuthPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) next: &'a str,
+    pub(crate) email: &'a str,
+    pub(crate) sign_in_error: Option<&'a str>,
+    pub(crate) sign_up_error: Option<&'a str>,
 }
 
 /// Clerk's sign-in (and sign-up) mounted from the instance's Frontend API.
 #[derive(Template, WebTemplate)]
 #[template(path = "clerk.html")]
-pub struct ClerkPage<'a> {
-    pub frame: Frame<'a>,
-    pub frontend_api: &'a str,
-    pub publishable_key: &'a str,
-    pub next: &'a str,
+pub(crate) struct ClerkPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) frontend_api: &'a str,
+    pub(crate) publishable_key: &'a str,
+    pub(crate) next: &'a str,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "check_email.html")]
-pub struct CheckEmail<'a> {
-    pub frame: Frame<'a>,
-    pub email: &'a str,
+pub(crate) struct CheckEmail<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) email: &'a str,
     /// "finish signing up", "reset your password".
-    pub purpose: &'a str,
+    pub(crate) purpose: &'a str,
     /// Mail goes to the local outbox: say where to read it.
-    pub outbox: bool,
+    pub(crate) outbox: bool,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "confirm.html")]
-pub struct ConfirmPage<'a> {
-    pub frame: Frame<'a>,
-    pub token: &'a str,
-    pub next: &'a str,
-    pub error: Option<&'a str>,
+pub(crate) struct ConfirmPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) token: &'a str,
+    pub(crate) next: &'a str,
+    pub(crate) error: Option<&'a str>,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "reset.html")]
-pub struct ResetPage<'a> {
-    pub frame: Frame<'a>,
-    pub email: &'a str,
-    pub error: Option<&'a str>,
+pub(crate) struct ResetPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) email: &'a str,
+    pub(crate) error: Option<&'a str>,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "new_password.html")]
-pub struct NewPasswordPage<'a> {
-    pub frame: Frame<'a>,
-    pub token: &'a str,
-    pub error: Option<&'a str>,
+pub(crate) struct NewPasswordPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) token: &'a str,
+    pub(crate) error: Option<&'a str>,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "outbox.html")]
-pub struct OutboxPage<'a> {
-    pub frame: Frame<'a>,
-    pub messages: Vec<OutboxMessage>,
+pub(crate) struct OutboxPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) messages: Vec<OutboxMessage>,
 }
 
 /// One outbox message as shown, with the links in its text (to this site) made clickable.
-pub struct OutboxMessage {
-    pub to: String,
-    pub subject: String,
-    pub sent: String,
-    pub text: String,
-    pub links: Vec<String>,
+pub(crate) struct OutboxMessage {
+    pub(crate) to: String,
+    pub(crate) subject: String,
+    pub(crate) sent: String,
+    pub(crate) text: String,
+    pub(crate) links: Vec<String>,
 }
 
 impl OutboxMessage {
-    pub fn of(sent: &crate::mail::SentMail, public_url: &str) -> OutboxMessage {
+    pub(crate) fn of(sent: &crate::mail::SentMail, public_url: &str) -> OutboxMessage {
         let prefix = format!("{public_url}/");
         OutboxMessage {
             to: sent.mail.to.as_str().to_string(),
@@ -162,33 +162,33 @@ impl OutboxMessage {
 
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
-pub struct Dashboard<'a> {
-    pub frame: Frame<'a>,
-    pub email: &'a str,
-    pub subscription: Option<SubscriptionView>,
-    pub entitled: bool,
+pub(crate) struct Dashboard<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) email: &'a str,
+    pub(crate) subscription: Option<SubscriptionView>,
+    pub(crate) entitled: bool,
     /// Built-in accounts offer "sign out on every device" (Clerk users manage devices at Clerk).
-    pub local_accounts: bool,
+    pub(crate) local_accounts: bool,
 }
 
 /// The subscription as the dashboard shows it.
-pub struct SubscriptionView {
-    pub plan: String,
-    pub status: String,
+pub(crate) struct SubscriptionView {
+    pub(crate) plan: String,
+    pub(crate) status: String,
     /// `ok`, `warn` or `bad`: the badge's colour.
-    pub status_class: &'static str,
-    pub period_label: &'static str,
-    pub period_date: String,
-    pub card: String,
+    pub(crate) status_class: &'static str,
+    pub(crate) period_label: &'static str,
+    pub(crate) period_date: String,
+    pub(crate) card: String,
     /// Set to end at the period's end (or a date) while still live.
-    pub cancels: bool,
-    pub live: bool,
+    pub(crate) cancels: bool,
+    pub(crate) live: bool,
     /// More than one live subscription (a second charge): how many.
-    pub duplicates: Option<usize>,
+    pub(crate) duplicates: Option<usize>,
 }
 
 impl SubscriptionView {
-    pub fn of(sub: &CachedSubscription, plan: Option<&Plan>) -> SubscriptionView {
+    pub(crate) fn of(sub: &CachedSubscription, plan: Option<&Plan>) -> SubscriptionView {
         let ending = sub.cancel_at.or(if sub.cancel_at_period_end { sub.current_period_end } else { None });
         let (period_label, when) = match (sub.status, ending, sub.trial_end) {
             (SubscriptionStatus::Canceled, _, _) => ("Ended", sub.current_period_end),
@@ -218,7 +218,14 @@ impl SubscriptionView {
 }
 
 impl<'a> Dashboard<'a> {
-    pub fn new(user: &'a User, csrf: &'a str, cache: &SubscriptionCache, plans: &[Plan], entitled: bool, notice: Option<&'a str>) -> Self {
+    pub(crate) fn new(
+        user: &'a User,
+        csrf: &'a str,
+        cache: &SubscriptionCache,
+        plans: &[Plan],
+        entitled: bool,
+        notice: Option<&'a str>,
+    ) -> Self {
         let subscription = cache.subscription().map(|sub| {
             let plan = plans.iter().find(|p| Some(p.price_id.as_str()) == sub.price_id.as_deref());
             SubscriptionView::of(sub, plan)
@@ -235,20 +242,20 @@ impl<'a> Dashboard<'a> {
 
 #[derive(Template, WebTemplate)]
 #[template(path = "app.html")]
-pub struct AppHome<'a> {
-    pub frame: Frame<'a>,
+pub(crate) struct AppHome<'a> {
+    pub(crate) frame: Frame<'a>,
 }
 
 #[derive(Template)]
 #[template(path = "error.html")]
-pub struct ErrorPage<'a> {
-    pub frame: Frame<'a>,
-    pub reason: &'a str,
-    pub message: &'a str,
+pub(crate) struct ErrorPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) reason: &'a str,
+    pub(crate) message: &'a str,
 }
 
 /// The error page for `status`, as HTML text (the caller sets the status).
-pub fn error_page(status: StatusCode, message: &str) -> String {
+pub(crate) fn error_page(status: StatusCode, message: &str) -> String {
     let page = ErrorPage { frame: Frame::default(), reason: status.canonical_reason().unwrap_or("Error"), message };
     page.render().unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Something went wrong.</p>".into())
 }

@@ -16,10 +16,10 @@ use crate::stripe::webhook::verify;
 use crate::stripe::wire::Event;
 
 /// Stripe's payloads are far smaller; anything larger is refused unread.
-pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+pub(crate) const MAX_EVENT_BYTES: usize = 512 * 1024;
 
 #[tracing::instrument(name = "webhook", skip_all, fields(event = tracing::field::Empty, event_type = tracing::field::Empty))]
-pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
+pub(crate) async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
     let counted = |event_type: &str, outcome: &str| {
         crate::telemetry::metrics::METRICS.webhook_events.with_label_values(&[event_type, outcome]).inc();
     };

@@ -2,7 +2,7 @@
 //! with `LOG_FORMAT=json`); the per-request span is `http::trace`. `metrics` holds every
 //! Prometheus series Tollgate exports at `/metrics`.
 
-pub mod metrics;
+pub(crate) use tollgate_core::metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,12 +10,7 @@ use crate::config::LogFormat;
 
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 
-/// Text logs until settings are read (configuration errors print before that).
-pub fn init() {
-    init_with(LogFormat::Text);
-}
-
-pub fn init_with(format: LogFormat) {
+pub(crate) fn init_with(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Colour codes only for a person at a terminal: a file or a log collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -30,6 +25,6 @@ pub fn init_with(format: LogFormat) {
 }
 
 /// Whether every request gets a log line (JSON logs are an access log; text logs stay quiet).
-pub fn access_log() -> bool {
+pub(crate) fn access_log() -> bool {
     JSON_LOGS.load(Ordering::Relaxed)
 }

@@ -37,7 +37,7 @@ async fn sign_up_and_reset_answer_alike_whether_or_not_the_email_has_an_account(
     assert_eq!(known, unknown, "the same page for a known and an unknown email");
     // The inbox tells its owner the difference.
     let inbox = |email: &str| {
-        app.state.mailer.outbox().unwrap().into_iter().filter(|m| m.mail.to.as_str() == email).map(|m| m.mail).collect::<Vec<_>>()
+        app.state.mailer().outbox().unwrap().into_iter().filter(|m| m.mail.to.as_str() == email).map(|m| m.mail).collect::<Vec<_>>()
     };
     let taken_mail = inbox("taken@example.com");
     assert!(taken_mail.iter().any(|m| m.text.contains("you already have one") && !m.text.contains("/auth/confirm")));
@@ -131,7 +131,7 @@ async fn the_local_outbox_shows_each_email_with_its_link() {
 }
 
 fn app_public_url(app: &TestApp) -> String {
-    app.state.billing.public_url.clone()
+    app.state.billing().public_url.clone()
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn one_address_cannot_send_email_in_bulk() {
         }
     }
     assert!(statuses[..60].iter().all(|s| *s == 200) && statuses[60] == 429, "{statuses:?}");
-    assert_eq!(app.state.mailer.outbox().unwrap().len(), 60);
+    assert_eq!(app.state.mailer().outbox().unwrap().len(), 60);
 }
 
 /// A real SMTP server (aiosmtpd) that stores what it receives in a maildir.
@@ -162,7 +162,7 @@ impl SmtpServer {
         let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/.venv/bin/python");
         assert!(python.exists(), "{} is missing: scripts/test installs aiosmtpd there", python.display());
         let port = free_port();
-        let maildir = std::env::temp_dir().join(format!("tollgate-maildir-{}", tollgate::random_token(8)));
+        let maildir = std::env::temp_dir().join(format!("tollgate-maildir-{}", tollgate_core::random_token(8)));
         let child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
@@ -241,21 +241,16 @@ async fn with_smtp_the_emails_reach_the_server_and_a_down_server_is_a_retryable_
     assert_eq!(browser.get("/dev/outbox").await.status, 404, "no outbox when email goes out by SMTP");
 
     // `tollgate doctor` asks the same server.
-    let doctor_settings: std::collections::HashMap<String, String> = [
+    let doctor_settings = [
         ("KV_URL", "memory:".to_string()),
         ("SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port)),
         ("MAIL_FROM", "Tollgate <no-reply@tollgate.test>".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let doctor_settings = tollgate::config::Settings::from_vars(&doctor_settings).unwrap();
-    let smtp_check = |checks: Vec<tollgate::doctor::Check>| checks.into_iter().find(|c| c.name == "smtp").unwrap().status;
-    assert_eq!(smtp_check(tollgate::doctor::run(&doctor_settings, None).await), tollgate::doctor::Status::Ok);
+    ];
+    assert_eq!(crate::doctor::check(&doctor_settings, "smtp").await["status"], "ok");
 
     let _ = smtp.child.kill();
     let _ = smtp.child.wait();
-    assert_eq!(smtp_check(tollgate::doctor::run(&doctor_settings, None).await), tollgate::doctor::Status::Fail);
+    assert_eq!(crate::doctor::check(&doctor_settings, "smtp").await["status"], "fail");
     let r = app.browser().form("/auth/reset", &[("email", "smtp@example.com")]).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.headers.contains_key("retry-after") && r.text.contains("Sending email is unavailable"));

@@ -24,7 +24,7 @@ async fn concurrent_checkout_requests_create_one_customer() {
     let sessions = app.stripe(Method::GET, "/v1/checkout/sessions", &[("customer", customer)]).await;
     assert_eq!(sessions["data"].as_array().unwrap().len(), 4, "every session is for that customer");
     let user_id = customers["data"][0]["metadata"]["userId"].as_str().unwrap();
-    let mapped = app.state.billing.kv.get(&format!("stripe:user:{user_id}")).await.unwrap();
+    let mapped = app.state.billing().kv.get(&format!("stripe:user:{user_id}")).await.unwrap();
     assert_eq!(mapped.as_deref(), Some(customer));
 }
 
@@ -75,7 +75,7 @@ async fn a_customer_deleted_in_stripe_is_replaced() {
     let new = session["customer"].as_str().unwrap();
     assert_ne!(new, old);
     let user_id = app.stripe(Method::GET, &format!("/v1/customers/{new}"), &[]).await["metadata"]["userId"].as_str().unwrap().to_string();
-    assert_eq!(app.state.billing.kv.get(&format!("stripe:user:{user_id}")).await.unwrap().as_deref(), Some(new), "remapped");
+    assert_eq!(app.state.billing().kv.get(&format!("stripe:user:{user_id}")).await.unwrap().as_deref(), Some(new), "remapped");
 }
 
 /// A signed-out visitor's Subscribe goes through sign-up and on to Checkout for the plan chosen,

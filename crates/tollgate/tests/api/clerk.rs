@@ -35,7 +35,7 @@ pub fn signed_in_browser(app: &TestApp, user: &str) -> Browser {
     let token = session_token(user, &origin(app), |_, _| {});
     browser.set_cookie(&format!("__clerk_db_jwt_{COOKIE_SUFFIX}"), DEV_BROWSER);
     browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &token);
-    browser.set_cookie(&format!("__client_uat_{COOKIE_SUFFIX}"), &(tollgate::unix_now() - 30).to_string());
+    browser.set_cookie(&format!("__client_uat_{COOKIE_SUFFIX}"), &(tollgate_core::unix_now() - 30).to_string());
     browser
 }
 
@@ -49,7 +49,7 @@ fn visitor(app: &TestApp) -> Browser {
 }
 
 fn origin(app: &TestApp) -> String {
-    app.state.billing.public_url.clone()
+    app.state.billing().public_url.clone()
 }
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn sign_up_subscribe_pay_and_see_the_dashboard_with_clerk() {
     let dashboard = browser.get("/dashboard").await;
     assert!(dashboard.text.contains("id=\"status\">active"), "{}", dashboard.text);
     // The recipe's keys, under the Clerk user id.
-    let customer = app.state.billing.kv.get(&format!("stripe:user:{ADA}")).await.unwrap().expect("stripe:user:{clerk id}");
+    let customer = app.state.billing().kv.get(&format!("stripe:user:{ADA}")).await.unwrap().expect("stripe:user:{clerk id}");
     assert_eq!(app.cache(&customer).await.unwrap()["status"], "active");
     let stripe_customer = app.stripe(Method::GET, &format!("/v1/customers/{customer}"), &[]).await;
     assert_eq!((stripe_customer["email"].as_str(), stripe_customer["metadata"]["userId"].as_str()), (Some("ada@example.com"), Some(ADA)));
@@ -92,7 +92,7 @@ async fn a_stale_session_goes_through_clerks_handshake_and_comes_back_signed_in(
     clerk.add_user(ADA, Some("ada@example.com"));
     let app = clerk_app(&clerk, vec![]).await;
     let azp = origin(&app);
-    let now = tollgate::unix_now();
+    let now = tollgate_core::unix_now();
     // Another tab signed in again since this token was issued: `__client_uat` is newer.
     let browser = signed_in_browser(&app, ADA);
     let stale = session_token(ADA, &azp, |_, c| (c["iat"], c["nbf"]) = (json!(now - 100), json!(now - 110)));
@@ -213,11 +213,10 @@ async fn sign_out_revokes_the_clerk_session_and_the_built_in_account_routes_are_
 }
 
 fn signed_delivery(id: &str, timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
-    let secret = tollgate::auth::clerk::svix::SigningSecret::parse(WEBHOOK_SECRET).unwrap();
     vec![
         ("svix-id", id.to_string()),
         ("svix-timestamp", timestamp.to_string()),
-        ("svix-signature", secret.sign(id, timestamp, body.as_bytes())),
+        ("svix-signature", crate::clerk_mock::svix_signature(WEBHOOK_SECRET, id, timestamp, body)),
         ("content-type", "application/json".into()),
     ]
 }
@@ -241,10 +240,10 @@ async fn clerk_webhooks_are_verified_refresh_the_email_and_forget_deleted_users(
         let session = started.json()["sessionId"].as_str().unwrap().to_string();
         app.pay(&session, "4242424242424242").await;
         browser.get("/success").await;
-        let customer = app.state.billing.kv.get(&format!("stripe:user:{ADA}")).await.unwrap().unwrap();
+        let customer = app.state.billing().kv.get(&format!("stripe:user:{ADA}")).await.unwrap().unwrap();
         (browser, customer)
     };
-    let now = tollgate::unix_now();
+    let now = tollgate_core::unix_now();
 
     // The email changed at Clerk; the payload is not trusted, the Backend API is re-read.
     clerk.add_user(ADA, Some("ada.lovelace@example.com"));
@@ -280,7 +279,7 @@ async fn clerk_webhooks_are_verified_refresh_the_email_and_forget_deleted_users(
     assert_eq!(r.status, 200, "{}", r.text);
     let subscriptions = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await;
     assert_eq!(subscriptions["data"][0]["status"], "canceled");
-    let kv = &app.state.billing.kv;
+    let kv = &app.state.billing().kv;
     assert_eq!(kv.get(&format!("stripe:user:{ADA}")).await.unwrap(), None);
     assert_eq!(kv.get(&format!("tollgate:clerk:email:{ADA}")).await.unwrap(), None);
     assert!(kv.get(&format!("stripe:customer:{customer}")).await.unwrap().is_some(), "the customer's cache entry stays, mirroring Stripe");
@@ -291,24 +290,19 @@ async fn clerk_webhooks_are_verified_refresh_the_email_and_forget_deleted_users(
 async fn doctor_checks_the_clerk_keys() {
     let clerk = MockClerk::start().await;
     let settings = |secret: &str| {
-        let vars: std::collections::HashMap<String, String> = [
-            ("KV_URL", "memory:"),
-            ("AUTH_PROVIDER", "clerk"),
-            ("CLERK_PUBLISHABLE_KEY", PUBLISHABLE_KEY),
-            ("CLERK_SECRET_KEY", secret),
-            ("CLERK_API_URL", clerk.url.as_str()),
+        [
+            ("KV_URL", "memory:".to_string()),
+            ("AUTH_PROVIDER", "clerk".into()),
+            ("CLERK_PUBLISHABLE_KEY", PUBLISHABLE_KEY.into()),
+            ("CLERK_SECRET_KEY", secret.to_string()),
+            ("CLERK_API_URL", clerk.url.clone()),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        tollgate::config::Settings::from_vars(&vars).unwrap()
     };
-    let clerk_check = |checks: Vec<tollgate::doctor::Check>| checks.into_iter().find(|c| c.name == "clerk").expect("a clerk check");
-    let good = clerk_check(tollgate::doctor::run(&settings(SECRET_KEY), None).await);
-    assert_eq!(good.status, tollgate::doctor::Status::Ok, "{good:?}");
-    let bad = clerk_check(tollgate::doctor::run(&settings("sk_test_not_this_instance"), None).await);
-    assert_eq!(bad.status, tollgate::doctor::Status::Fail, "{bad:?}");
-    assert!(bad.fix.unwrap().contains("CLERK_SECRET_KEY"));
+    let good = crate::doctor::check(&settings(SECRET_KEY), "clerk").await;
+    assert_eq!(good["status"], "ok", "{good}");
+    let bad = crate::doctor::check(&settings("sk_test_not_this_instance"), "clerk").await;
+    assert_eq!(bad["status"], "fail", "{bad}");
+    assert!(bad["fix"].as_str().unwrap().contains("CLERK_SECRET_KEY"));
 }
 
 /// A Backend API that never answers costs a few seconds and a retryable 503, not a hung request.
@@ -358,7 +352,7 @@ async fn oversized_and_malformed_clerk_deliveries_are_refused() {
     let clerk = MockClerk::start().await;
     clerk.add_user(ADA, Some("ada@example.com"));
     let app = clerk_app(&clerk, vec![]).await;
-    let now = tollgate::unix_now();
+    let now = tollgate_core::unix_now();
     let huge = format!("{{\"type\":\"user.updated\",\"data\":{{\"id\":\"{ADA}\"}},\"pad\":\"{}\"}}", "x".repeat(600 * 1024));
     let r = deliver(&app, &signed_delivery("msg_huge", now, &huge), &huge).await;
     assert_eq!(r.status, 413);

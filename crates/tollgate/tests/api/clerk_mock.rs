@@ -20,7 +20,26 @@ use serde_json::{json, Value};
 
 pub const PUBLISHABLE_KEY: &str = "pk_test_ZXhhbXBsZS1hcHAtMTIuY2xlcmsuYWNjb3VudHMuZGV2JA";
 pub const ISSUER: &str = "https://example-app-12.clerk.accounts.dev";
+/// `cookie_suffix(PUBLISHABLE_KEY)`.
 pub const COOKIE_SUFFIX: &str = "fiNgkcri";
+
+/// The suffix Clerk gives an instance's cookie names: SHA-1 of the publishable key, base64url, 8
+/// characters (computed here as Clerk does, apart from Tollgate's own code).
+pub fn cookie_suffix(publishable_key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE.encode(sha1_smol::Sha1::from(publishable_key).digest().bytes())[..8].to_string()
+}
+
+/// Svix's `v1,…` signature of a webhook delivery, as Clerk sends it: HMAC-SHA256 with the
+/// base64-decoded secret over `id.timestamp.body`.
+pub fn svix_signature(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+}
 pub const SECRET_KEY: &str = "sk_test_tollgate_clerk_suite";
 /// A production instance's key (the same loopback Backend API answers both).
 pub const LIVE_SECRET_KEY: &str = "sk_live_tollgate_clerk_suite";
@@ -108,7 +127,7 @@ async fn handshake_payload(State(state): State<Arc<ClerkState>>, headers: Header
     let Some((lines, tokens)) = query.get("nonce").and_then(|nonce| state.nonces.lock().unwrap().get(nonce).cloned()) else {
         return (StatusCode::NOT_FOUND, Json(json!({"errors": [{"code": "resource_not_found"}]}))).into_response();
     };
-    let now = tollgate::unix_now();
+    let now = tollgate_core::unix_now();
     let minted = mint_all(&tokens, now);
     Json(json!({"directives": lines.iter().map(|line| expand(line, now, &minted)).collect::<Vec<_>>()})).into_response()
 }
@@ -139,7 +158,7 @@ impl MockClerk {
 
 /// A session token as the instance signs one, for `azp` (the app's origin), changed by `change`.
 pub fn session_token(user: &str, azp: &str, change: impl FnOnce(&mut Header, &mut Value)) -> String {
-    let now = tollgate::unix_now();
+    let now = tollgate_core::unix_now();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(KID.into());
     header.extras.insert("cat", "cl_B7d4PD111AAA");

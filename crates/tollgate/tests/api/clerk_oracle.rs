@@ -47,7 +47,7 @@ impl Instance {
     fn suffix(self) -> String {
         match self {
             Instance::Dev => COOKIE_SUFFIX.to_string(),
-            Instance::Prod => tollgate::auth::clerk::cookie_suffix(PROD_KEY),
+            Instance::Prod => crate::clerk_mock::cookie_suffix(PROD_KEY),
         }
     }
 
@@ -169,7 +169,7 @@ fn tollgate_verdict(status: u16, location: Option<&str>, set_cookies: Vec<String
 }
 
 async fn ask_tollgate(app: &TestApp, case: &Case) -> Value {
-    let now = tollgate::unix_now();
+    let now = tollgate_core::unix_now();
     let tokens = mint_all(&case.tokens, now);
     let url = format!("{}{}", app.url, expand(&case.request.path, now, &tokens));
     let mut request = app.http.request(reqwest::Method::from_bytes(case.request.method.as_bytes()).unwrap(), url);
@@ -650,7 +650,7 @@ async fn tollgate_decides_every_case_as_clerk_does() {
     };
     let dev_app = clerk_app(&clerk, gateway(PUBLISHABLE_KEY, SECRET_KEY)).await;
     let prod_app = clerk_app(&clerk, gateway(PROD_KEY, LIVE_SECRET_KEY)).await;
-    let (dev, prod) = (dev_app.state.billing.public_url.clone(), prod_app.state.billing.public_url.clone());
+    let (dev, prod) = (dev_app.state.billing().public_url.clone(), prod_app.state.billing().public_url.clone());
     let cases = cases(&dev, &prod);
     assert!(cases.len() >= 85, "{} cases", cases.len());
 

@@ -133,7 +133,7 @@ fn config_prints_settings_without_secrets() {
 
 #[tokio::test]
 async fn sync_one_customer_or_all_of_them() {
-    use tollgate::kv::Kv;
+    use tollgate_core::kv::Kv;
     let stripe = crate::helpers::spawn_emulator().await;
     let http = reqwest::Client::new();
     let customers = crate::helpers::customers_with_subscriptions(&http, &stripe, 3).await;
@@ -167,7 +167,7 @@ async fn sync_one_customer_or_all_of_them() {
     assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
     assert!(String::from_utf8_lossy(&all.stdout).contains("synced 3 customer"), "{}", String::from_utf8_lossy(&all.stdout));
 
-    let kv = tollgate::kv::redb::RedbKv::open(&kv_file).unwrap();
+    let kv = tollgate_core::kv::redb::RedbKv::open(&kv_file).unwrap();
     for customer in &customers {
         let cached: serde_json::Value =
             serde_json::from_str(&kv.get(&format!("stripe:customer:{customer}")).await.unwrap().unwrap()).unwrap();
@@ -188,8 +188,8 @@ async fn sync_one_customer_or_all_of_them() {
 /// still gets its full answer, then the process exits cleanly.
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish() {
-    let config = stripe_emulator::EmulatorConfig { latency: std::time::Duration::from_millis(700), ..test_support::seeded() };
-    let stripe = test_support::spawn_emulator(config).await;
+    let config = stripe_emulator::EmulatorConfig { latency: std::time::Duration::from_millis(700), ..crate::helpers::seeded() };
+    let stripe = crate::helpers::spawn_emulator_with(config).await;
     let port = crate::redis_server::free_port();
     let env = [
         ("PORT", port.to_string()),

@@ -27,6 +27,20 @@ async fn tollgate(args: &[&str], vars: &[(&str, String)]) -> Run {
     Run { code: output.status.code().unwrap_or(-1), out }
 }
 
+/// The check named `name` of `tollgate doctor --json` run with exactly `vars`.
+pub async fn check<K: AsRef<str>, V: AsRef<str>>(vars: &[(K, V)], name: &str) -> Value {
+    let vars: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_ref(), v.as_ref().to_string())).collect();
+    let run = tollgate(&["doctor", "--json"], &vars).await;
+    let report: Value = serde_json::from_str(&run.out).unwrap_or_else(|_| panic!("not a report: {}", run.out));
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check: {}", run.out))
+        .clone()
+}
+
 fn settings(stripe: &str, secret: &str) -> Vec<(&'static str, String)> {
     vec![
         ("STRIPE_SECRET_KEY", "sk_test_doctor".into()),
@@ -68,7 +82,7 @@ async fn setup_twice_leaves_one_endpoint_with_the_tracked_events_and_doctor_pass
     let endpoints = listed["data"].as_array().unwrap();
     assert_eq!(endpoints.len(), 1);
     assert_eq!(endpoints[0]["url"], format!("{PUBLIC_URL}/api/stripe-webhook"));
-    assert_eq!(endpoints[0]["enabled_events"].as_array().unwrap().len(), tollgate::billing::events::TRACKED_EVENTS.len());
+    assert_eq!(endpoints[0]["enabled_events"].as_array().unwrap().len(), tollgate_core::billing::events::TRACKED_EVENTS.len());
 
     let doctor = tollgate(&["doctor"], &settings(&stripe, &secret)).await;
     assert_eq!(doctor.code, 0, "{}", doctor.out);
@@ -147,9 +161,10 @@ async fn each_broken_setup_is_named_with_its_fix() {
 
     // An endpoint made by hand that misses an event.
     let other = spawn_emulator().await;
-    let mut form: Vec<(&str, &str)> = tollgate::billing::events::TRACKED_EVENTS[1..].iter().map(|e| ("enabled_events[]", *e)).collect();
+    let mut form: Vec<(&str, &str)> =
+        tollgate_core::billing::events::TRACKED_EVENTS[1..].iter().map(|e| ("enabled_events[]", *e)).collect();
     let url = format!("{PUBLIC_URL}/api/stripe-webhook");
-    form.extend([("url", url.as_str()), ("api_version", tollgate::stripe::API_VERSION)]);
+    form.extend([("url", url.as_str()), ("api_version", tollgate_core::stripe::API_VERSION)]);
     let created = stripe_api(&http, &other, Method::POST, "/v1/webhook_endpoints", &form).await;
     let run = tollgate(&["doctor"], &settings(&other, created["secret"].as_str().unwrap())).await;
     assert_eq!(run.code, 1);
@@ -161,39 +176,30 @@ async fn each_broken_setup_is_named_with_its_fix() {
 /// `KV_VALUE_ENCODING` matches it (and that unreadable ones need `tollgate import`).
 #[tokio::test]
 async fn the_doctor_reports_the_form_of_the_recipes_values() {
-    use tollgate::kv::Kv;
+    use tollgate_core::kv::Kv;
     let dir = tempfile::Builder::new().prefix("tollgate-doctor-values-").tempdir().unwrap();
     let file = dir.path().join("kv.redb");
     {
-        let kv = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+        let kv = tollgate_core::kv::redb::RedbKv::open(&file).unwrap();
         kv.set("stripe:user:user_a", "cus_a1").await.unwrap();
         kv.set("stripe:user:user_b", "cus_b1").await.unwrap();
     }
     let check = |encoding: &'static str| {
-        let file = file.clone();
-        async move {
-            let vars: std::collections::HashMap<String, String> =
-                [("KV_URL", format!("redb:{}", file.display())), ("KV_VALUE_ENCODING", encoding.to_string())]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect();
-            let settings = tollgate::config::Settings::from_vars(&vars).unwrap();
-            tollgate::doctor::run(&settings, None).await.into_iter().find(|c| c.name == "kv values").unwrap()
-        }
+        let vars = [("KV_URL", format!("redb:{}", file.display())), ("KV_VALUE_ENCODING", encoding.to_string())];
+        async move { check(&vars, "kv values").await }
     };
     let matching = check("raw").await;
-    assert_eq!(matching.status, tollgate::doctor::Status::Ok, "{}", matching.detail);
-    assert!(matching.detail.starts_with("2 raw"), "{}", matching.detail);
+    assert_eq!(matching["status"], "ok", "{matching}");
+    assert!(matching["detail"].as_str().unwrap().starts_with("2 raw"), "{matching}");
     let other = check("json").await;
-    assert_eq!(other.status, tollgate::doctor::Status::Fail);
-    assert!(other.fix.unwrap().contains("KV_VALUE_ENCODING"));
+    assert_eq!(other["status"], "fail");
+    assert!(other["fix"].as_str().unwrap().contains("KV_VALUE_ENCODING"));
     {
-        let kv = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+        let kv = tollgate_core::kv::redb::RedbKv::open(&file).unwrap();
         kv.set("stripe:user:user_c", "{garbage").await.unwrap();
     }
     let unreadable = check("raw").await;
-    assert!(unreadable.status == tollgate::doctor::Status::Fail && unreadable.fix.unwrap().contains("tollgate import"));
-    let _ = std::fs::remove_file(file);
+    assert!(unreadable["status"] == "fail" && unreadable["fix"].as_str().unwrap().contains("tollgate import"));
 }
 
 /// Without keys the doctor says there is nothing to go live with (exit 0) instead of "Ready to go
@@ -201,7 +207,7 @@ async fn the_doctor_reports_the_form_of_the_recipes_values() {
 /// closed (`RedbKv::close`) opens at once in the next process, 200 times in a row.
 #[tokio::test]
 async fn the_doctor_on_the_offline_demo_and_on_a_held_kv_file() {
-    use tollgate::kv::Kv;
+    use tollgate_core::kv::Kv;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tollgate.redb");
     let vars = [("KV_URL", format!("redb:{}", file.display()))];
@@ -210,7 +216,7 @@ async fn the_doctor_on_the_offline_demo_and_on_a_held_kv_file() {
     assert!(demo.out.contains("Offline demo: nothing to check for going live"), "{}", demo.out);
     assert!(!demo.out.contains("Ready to go live"), "{}", demo.out);
 
-    let held = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+    let held = tollgate_core::kv::redb::RedbKv::open(&file).unwrap();
     let locked = tollgate(&["doctor"], &vars).await;
     assert_eq!(locked.code, 1, "{}", locked.out);
     assert!(locked.out.contains(&format!("a running tollgate holds {}", file.display())), "{}", locked.out);
@@ -218,7 +224,7 @@ async fn the_doctor_on_the_offline_demo_and_on_a_held_kv_file() {
     held.close().await;
 
     for run in 0..200 {
-        let kv = tollgate::kv::redb::RedbKv::open(&file).unwrap();
+        let kv = tollgate_core::kv::redb::RedbKv::open(&file).unwrap();
         kv.set("stripe:user:user_run", &format!("cus_{run}")).await.unwrap();
         kv.close().await;
         let after = tollgate(&["doctor", "--json"], &vars).await;

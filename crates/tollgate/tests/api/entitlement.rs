@@ -51,13 +51,13 @@ async fn a_grant_long_past_its_period_is_checked_with_stripe() {
     assert_eq!(entry["status"], "active");
 
     // Within a day of the period's end the cache is trusted (no Stripe call per request).
-    entry["currentPeriodEnd"] = (tollgate::unix_now() - 3600).into();
-    app.state.billing.kv.set(&key, &entry.to_string()).await.unwrap();
+    entry["currentPeriodEnd"] = (tollgate_core::unix_now() - 3600).into();
+    app.state.billing().kv.set(&key, &entry.to_string()).await.unwrap();
     assert_eq!(paid.get("/app").await.status, 200);
 
     // Two days past it, Stripe is asked, and its answer wins.
-    entry["currentPeriodEnd"] = (tollgate::unix_now() - 2 * 86_400).into();
-    app.state.billing.kv.set(&key, &entry.to_string()).await.unwrap();
+    entry["currentPeriodEnd"] = (tollgate_core::unix_now() - 2 * 86_400).into();
+    app.state.billing().kv.set(&key, &entry.to_string()).await.unwrap();
     let r = paid.get("/app").await;
     assert_eq!((r.status, r.location()), (303, "/?notice=subscribe"));
     assert_eq!(app.cache(&customer).await.unwrap()["status"], "canceled", "and the cache was brought up to date");
@@ -83,7 +83,7 @@ async fn past_due_grace_is_a_setting() {
         )
         .await;
         // The renewal invoice is charged an hour after the period ends, as in Stripe.
-        let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - tollgate::unix_now() + 3600 + 60;
+        let seconds = sub["items"]["data"][0]["current_period_end"].as_i64().unwrap() - tollgate_core::unix_now() + 3600 + 60;
         let advanced = app
             .http
             .post(format!("{}/_emulator/clock/advance", app.stripe_url))
@@ -110,7 +110,7 @@ async fn a_trial_grants_access_and_shows_its_end() {
     assert_eq!(api["entitled"], true);
     let expected = app.expected_cache(&customer).await;
     assert_eq!(api["trialEnd"], expected["trialEnd"]);
-    assert!(api["trialEnd"].as_i64().unwrap() - tollgate::unix_now() > 13 * 86_400);
+    assert!(api["trialEnd"].as_i64().unwrap() - tollgate_core::unix_now() > 13 * 86_400);
     let dashboard = browser.get("/dashboard").await.text;
     assert!(dashboard.contains("id=\"status\">trialing") && dashboard.contains("Trial ends"));
     assert_eq!(browser.get("/app").await.status, 200);

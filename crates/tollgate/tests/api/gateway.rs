@@ -185,7 +185,7 @@ fn seen_as_wsgi(seen: &Value) -> Vec<String> {
 async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollgates_identity_headers() {
     let (upstream, _) = start_product().await;
     let app = gateway_app(&upstream, vec![]).await;
-    let public_host = app.state.billing.public_url.trim_start_matches("http://").to_string();
+    let public_host = app.state.billing().public_url.trim_start_matches("http://").to_string();
     let forged = |browser: &Browser, path: &'static str| {
         let browser = browser.clone();
         async move {
@@ -258,7 +258,7 @@ async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollg
     let assertion = headers["x-tollgate-assertion"].as_str().unwrap();
     let key = jsonwebtoken::DecodingKey::from_secret(GATEWAY_SECRET.as_bytes());
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.set_issuer(&[app.state.billing.public_url.as_str()]);
+    validation.set_issuer(&[app.state.billing().public_url.as_str()]);
     validation.set_audience(&[upstream.as_str()]);
     let claims: Value = jsonwebtoken::decode(assertion, &key, &validation).unwrap().claims;
     assert_eq!((claims["sub"].clone(), claims["email"].as_str()), (headers["x-forwarded-user"].clone(), Some("payer@example.com")));
@@ -268,7 +268,7 @@ async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollg
     );
     assert_eq!(
         (claims["htm"].as_str(), claims["htu"].as_str()),
-        (Some("GET"), Some(format!("{}/app/settings", app.state.billing.public_url).as_str()))
+        (Some("GET"), Some(format!("{}/app/settings", app.state.billing().public_url).as_str()))
     );
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 30);
     let again = received(&subscriber.get_json("/app/settings").await);
@@ -308,7 +308,7 @@ async fn the_product_can_be_sent_its_own_host() {
     let app = gateway_app(&upstream, vec![("UPSTREAM_HOST", "upstream".into())]).await;
     let seen = received(&app.browser().get_json("/docs").await);
     assert_eq!(seen["headers"]["host"].as_str(), Some(upstream.trim_start_matches("http://")));
-    assert_eq!(seen["headers"]["x-forwarded-host"].as_str(), Some(app.state.billing.public_url.trim_start_matches("http://")));
+    assert_eq!(seen["headers"]["x-forwarded-host"].as_str(), Some(app.state.billing().public_url.trim_start_matches("http://")));
 }
 
 /// `/metrics` on the public port only for a local plain-http Tollgate without a product; in

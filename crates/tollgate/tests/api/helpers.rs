@@ -5,9 +5,9 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde_json::Value;
 pub use test_support::{encode, shown_text, Reply};
-use tollgate::config::Settings;
-use tollgate::startup::Application;
-use tollgate::state::AppState;
+use tollgate::AppState;
+use tollgate::Application;
+use tollgate::Settings;
 
 pub const WEBHOOK_SECRET: &str = "whsec_tollgate_suite";
 /// The password every test account chooses on its sign-up link's page.
@@ -22,6 +22,8 @@ pub struct TestApp {
     pub stripe_url: String,
     pub state: AppState,
     pub http: reqwest::Client,
+    /// The app's time: tests advance it instead of sleeping.
+    pub clock: tollgate::Clock,
     /// The app's data directory, removed when the test ends.
     _data: tempfile::TempDir,
 }
@@ -42,7 +44,18 @@ impl Default for Options {
 
 /// The emulator with the suites' seed, in this process.
 pub async fn spawn_emulator() -> String {
-    test_support::spawn_emulator(test_support::seeded()).await
+    spawn_emulator_with(seeded()).await
+}
+
+/// A test emulator config (free port, fast retries) with the suites' seed.
+pub fn seeded() -> stripe_emulator::EmulatorConfig {
+    stripe_emulator::EmulatorConfig { seed: Some(test_support::SEED.into()), ..stripe_emulator::EmulatorConfig::for_tests() }
+}
+
+/// An emulator with `config`, in this process; its base URL.
+pub async fn spawn_emulator_with(config: stripe_emulator::EmulatorConfig) -> String {
+    let (_, url, _) = stripe_emulator::Emulator::build(config).await.expect("the emulator starts").spawn();
+    url
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -70,12 +83,13 @@ pub async fn spawn_app_against(stripe_url: &str, options: Options) -> TestApp {
         vars.insert(k.to_string(), v);
     }
     let settings = Settings::from_vars(&vars).expect("valid test settings");
-    let app = Application::build(settings).await.expect("app builds");
+    let clock = tollgate::Clock::test();
+    let app = Application::build_with_clock(settings, clock.clone()).await.expect("app builds");
     let url = format!("http://{}", app.addr);
     let state = app.state.clone();
     tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { url, stripe_url: stripe_url.to_string(), state, http, _data: options.data }
+    TestApp { url, stripe_url: stripe_url.to_string(), state, http, clock, _data: options.data }
 }
 
 /// A browser-like client: keeps cookies, sends the CSRF token back with posts.
@@ -111,7 +125,7 @@ impl TestApp {
 
     /// The newest link to `path` (with its query) in the local outbox's email to `email`.
     pub fn emailed_link(&self, email: &str, path: &str) -> String {
-        let outbox = self.state.mailer.outbox().expect("the test app has the local outbox");
+        let outbox = self.state.mailer().outbox().expect("the test app has the local outbox");
         let mail = outbox
             .iter()
             .find(|m| m.mail.to.as_str() == email.to_lowercase() && m.mail.text.contains(path))
@@ -150,7 +164,7 @@ impl TestApp {
     /// The KV entry for a customer, as stored.
     pub async fn cache(&self, customer: &str) -> Option<Value> {
         let key = format!("stripe:customer:{customer}");
-        self.state.billing.kv.get(&key).await.unwrap().map(|v| serde_json::from_str(&v).unwrap())
+        self.state.billing().kv.get(&key).await.unwrap().map(|v| serde_json::from_str(&v).unwrap())
     }
 
     /// What the cache entry should be, computed here from the emulator's own view of the customer.
@@ -186,17 +200,17 @@ impl TestApp {
     }
 
     pub fn stripe_requests(&self) -> u64 {
-        self.state.billing.stripe.requests_sent()
+        self.state.billing().stripe.requests_sent()
     }
 
     /// Wait until the drain has settled every recorded webhook (nothing pending in the KV).
     pub async fn settled(&self) {
-        settled(self.state.billing.kv.as_ref()).await
+        settled(self.state.billing().kv.as_ref()).await
     }
 }
 
 /// Wait (at most 20 s) until no customer is pending in this KV.
-pub async fn settled(kv: &dyn tollgate::kv::Kv) {
+pub async fn settled(kv: &dyn tollgate_core::kv::Kv) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         match kv.pending_customers(10).await {
@@ -221,7 +235,7 @@ impl TestAppHandle {
 
     pub async fn deliver(&self, event: &Value) -> Reply {
         let body = serde_json::to_vec(event).unwrap();
-        self.deliver_raw(&body, &signature(&body, tollgate::unix_now())).await
+        self.deliver_raw(&body, &signature(&body, tollgate_core::unix_now())).await
     }
 
     /// Deliver a body with the given `Stripe-Signature`, as Stripe's POST would.
@@ -260,7 +274,7 @@ pub async fn stripe_api(http: &reqwest::Client, base: &str, method: Method, path
 pub async fn customers_with_subscriptions(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
     let mut customers = Vec::new();
     for n in 0..count {
-        let email = format!("c{n}-{}@example.com", tollgate::random_token(4));
+        let email = format!("c{n}-{}@example.com", tollgate_core::random_token(4));
         let customer =
             stripe_api(http, base, Method::POST, "/v1/customers", &[("email", &email), ("metadata[userId]", &format!("user_c{n}"))]).await;
         let customer = customer["id"].as_str().unwrap().to_string();

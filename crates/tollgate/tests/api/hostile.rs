@@ -193,11 +193,10 @@ async fn slow_clients_are_disconnected_at_the_header_deadline() {
     let started = Instant::now();
     for mut stream in slow {
         let mut rest = Vec::new();
-        let closed =
-            tokio::time::timeout(tollgate::http::serve::HEADER_TIMEOUT + Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+        let closed = tokio::time::timeout(tollgate::HEADER_TIMEOUT + Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
         assert!(closed.is_ok(), "still open after the header deadline");
     }
-    assert!(started.elapsed() < tollgate::http::serve::HEADER_TIMEOUT + Duration::from_secs(3));
+    assert!(started.elapsed() < tollgate::HEADER_TIMEOUT + Duration::from_secs(3));
 }
 
 /// `/readyz` proves the KV takes a write, asks Stripe at most once per few seconds however often
@@ -211,7 +210,7 @@ async fn readiness_is_cheap_to_probe_and_says_little() {
         assert_eq!((r.status, r.json()), (200, serde_json::json!({"status": "ready", "kv": true, "stripe": true})));
     }
     assert_eq!(app.stripe_requests() - before, 1, "one Stripe call for twenty probes");
-    assert!(app.state.billing.kv.get("tollgate:ready").await.unwrap().is_some(), "the KV check wrote");
+    assert!(app.state.billing().kv.get("tollgate:ready").await.unwrap().is_some(), "the KV check wrote");
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let down = spawn_app_against(&format!("http://{closed}"), Options::default()).await;
@@ -272,19 +271,19 @@ async fn sessions_are_hashed_expire_and_can_all_be_revoked() {
     let app = spawn_app().await;
     let laptop = app.signed_in("sessions@example.com").await;
     let token = laptop.cookie_header().split("; ").find_map(|c| c.strip_prefix("tollgate_session=")).unwrap().to_string();
-    let kv = &app.state.billing.kv;
+    let kv = &app.state.billing().kv;
     assert_eq!(kv.get(&format!("tollgate:session:{token}")).await.unwrap(), None, "the token itself is no key");
     let key = format!("tollgate:session:{}", hex::encode(Sha256::digest(token.as_bytes())));
     let mut record: serde_json::Value = serde_json::from_str(&kv.get(&key).await.unwrap().unwrap()).unwrap();
 
     // Used after more than a day: the expiry slides forward.
-    record["expiresAt"] = (tollgate::unix_now() + 3600).into();
+    record["expiresAt"] = (tollgate_core::unix_now() + 3600).into();
     kv.set(&key, &record.to_string()).await.unwrap();
     assert_eq!(laptop.get("/dashboard").await.status, 200);
     let slid: serde_json::Value = serde_json::from_str(&kv.get(&key).await.unwrap().unwrap()).unwrap();
-    assert!(slid["expiresAt"].as_i64().unwrap() > tollgate::unix_now() + 29 * 86_400, "{slid}");
+    assert!(slid["expiresAt"].as_i64().unwrap() > tollgate_core::unix_now() + 29 * 86_400, "{slid}");
     // Past its expiry: signed out.
-    record["expiresAt"] = (tollgate::unix_now() - 1).into();
+    record["expiresAt"] = (tollgate_core::unix_now() - 1).into();
     kv.set(&key, &record.to_string()).await.unwrap();
     assert_eq!(laptop.get("/dashboard").await.status, 303);
 
@@ -365,7 +364,8 @@ async fn parallel_checkouts_end_with_one_subscription() {
     for session in &sessions {
         assert_eq!(app.pay(session, "4242424242424242").await.status, 303);
     }
-    let customer = app.state.billing.kv.get(&format!("stripe:user:{}", user_id(&app, "clicker@example.com").await)).await.unwrap().unwrap();
+    let customer =
+        app.state.billing().kv.get(&format!("stripe:user:{}", user_id(&app, "clicker@example.com").await)).await.unwrap().unwrap();
     let subs = app.stripe(reqwest::Method::GET, "/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await;
     assert_eq!(subs["data"].as_array().unwrap().len(), 1, "exactly one subscription");
 
@@ -379,7 +379,7 @@ async fn parallel_checkouts_end_with_one_subscription() {
 }
 
 async fn user_id(app: &crate::helpers::TestApp, email: &str) -> String {
-    let account = app.state.billing.kv.get(&format!("tollgate:account:{email}")).await.unwrap().unwrap();
+    let account = app.state.billing().kv.get(&format!("tollgate:account:{email}")).await.unwrap().unwrap();
     serde_json::from_str::<serde_json::Value>(&account).unwrap()["id"].as_str().unwrap().to_string()
 }
 

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::Value;
 use stripe_emulator::EmulatorConfig;
-use tollgate::kv::Kv;
+use tollgate_core::kv::Kv;
 
 use crate::helpers::{expected_cache, signature, stripe_api as stripe, MONTHLY, WEBHOOK_SECRET, YEARLY};
 use crate::redis_server::{free_port, RedisServer};
@@ -100,7 +100,7 @@ async fn deliver(http: &reqwest::Client, urls: &[String], first: usize, event: &
         let url = &urls[(first + attempt) % urls.len()];
         let sent = http
             .post(format!("{url}/api/stripe-webhook"))
-            .header("stripe-signature", signature(&body, tollgate::unix_now()))
+            .header("stripe-signature", signature(&body, tollgate_core::unix_now()))
             .body(body.clone())
             .send()
             .await;
@@ -115,8 +115,8 @@ async fn deliver(http: &reqwest::Client, urls: &[String], first: usize, event: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_converge_on_stripes_state() {
     let redis = RedisServer::start();
-    let config = EmulatorConfig { latency: Duration::from_millis(30), rate_limit: Some(60), ..test_support::seeded() };
-    let stripe_url = test_support::spawn_emulator(config).await;
+    let config = EmulatorConfig { latency: Duration::from_millis(30), rate_limit: Some(60), ..crate::helpers::seeded() };
+    let stripe_url = crate::helpers::spawn_emulator_with(config).await;
     let http = reqwest::Client::new();
 
     let mut customers = Vec::new();
@@ -205,7 +205,7 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
     instances[1].launch();
     wait_until_up(&http, &urls[1]).await;
 
-    let kv = tollgate::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap();
+    let kv = tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap();
     crate::helpers::settled(&kv).await;
     for customer in &customers {
         let cached = kv.get(&format!("stripe:customer:{customer}")).await.unwrap().map(|v| serde_json::from_str::<Value>(&v).unwrap());

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tollgate::domain::{SubscriptionCache, SubscriptionStatus};
-use tollgate::kv::{Commit, Kv, SharedKv};
+use tollgate_core::domain::{SubscriptionCache, SubscriptionStatus};
+use tollgate_core::kv::{Commit, Kv, SharedKv};
 
 use crate::helpers::{spawn_app_with, Options};
 use crate::redis_server::RedisServer;
 
 async fn contract(kv: SharedKv) {
-    let key = format!("contract:{}", tollgate::random_token(8));
+    let key = format!("contract:{}", tollgate_core::random_token(8));
     assert_eq!(kv.get(&key).await.unwrap(), None);
     kv.set(&key, "one").await.unwrap();
     assert!(!kv.set_if_absent(&key, "two").await.unwrap(), "present: not replaced");
@@ -32,7 +32,7 @@ async fn contract(kv: SharedKv) {
     kv.ping().await.unwrap();
 
     // Concurrent set-if-absent: one winner, and the stored value is the winner's.
-    let race = format!("race:{}", tollgate::random_token(8));
+    let race = format!("race:{}", tollgate_core::random_token(8));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..16 {
         let (kv, race) = (kv.clone(), race.clone());
@@ -43,7 +43,7 @@ async fn contract(kv: SharedKv) {
     assert_eq!(kv.get(&race).await.unwrap(), Some(format!("v{}", winners[0])));
 
     // Take: of any number of concurrent takes, one gets the value; an expired value is gone.
-    let link = format!("link:{}", tollgate::random_token(8));
+    let link = format!("link:{}", tollgate_core::random_token(8));
     kv.set_expiring(&link, "the record", Duration::from_secs(60)).await.unwrap();
     let mut takes = tokio::task::JoinSet::new();
     for _ in 0..16 {
@@ -55,7 +55,7 @@ async fn contract(kv: SharedKv) {
     assert_eq!(kv.get(&link).await.unwrap(), None);
 
     // Scanning keys by prefix, page by page, finds every key once and no other.
-    let prefix = format!("scan:{}:", tollgate::random_token(6));
+    let prefix = format!("scan:{}:", tollgate_core::random_token(6));
     for n in 0..120 {
         kv.set(&format!("{prefix}{n:03}"), "x").await.unwrap();
     }
@@ -89,7 +89,7 @@ async fn contract(kv: SharedKv) {
 /// What the Next.js recipe's app writes (`@upstash/redis`/`ioredis`: the customer id as a plain
 /// string, the cache as `JSON.stringify` of its object, in its own key order) reads back here.
 async fn recipe_values(kv: &dyn Kv) {
-    let suffix = tollgate::random_token(8);
+    let suffix = tollgate_core::random_token(8);
     kv.set(&format!("stripe:user:user_{suffix}"), &format!("cus_{suffix}")).await.unwrap();
     assert_eq!(kv.get(&format!("stripe:user:user_{suffix}")).await.unwrap(), Some(format!("cus_{suffix}")));
     let written_by_the_recipe = r#"{"subscriptionId":"sub_1Q","status":"past_due","priceId":"price_1Q","currentPeriodEnd":1767225600,"currentPeriodStart":1764547200,"cancelAtPeriodEnd":false,"paymentMethod":{"brand":"visa","last4":"4242"}}"#;
@@ -108,15 +108,15 @@ async fn recipe_values(kv: &dyn Kv) {
 }
 
 async fn sync_bookkeeping(kv: &dyn Kv) {
-    let customer = format!("cus_{}", tollgate::random_token(8));
-    let event = format!("evt_{}", tollgate::random_token(8));
+    let customer = format!("cus_{}", tollgate_core::random_token(8));
+    let event = format!("evt_{}", tollgate_core::random_token(8));
     assert!(kv.mark_pending(&customer, Some(&event)).await.unwrap());
     assert!(!kv.mark_pending(&customer, Some(&event)).await.unwrap(), "the same event id again: a duplicate");
     assert!(kv.mark_pending(&customer, None).await.unwrap());
     assert_eq!(kv.pending_generation(&customer).await.unwrap(), Some(2), "the duplicate recorded nothing");
     assert!(kv.pending_customers(10_000).await.unwrap().contains(&customer));
     // Past a few hundred entries (where Redis changes the hash's encoding) every one is still found.
-    let many: Vec<String> = (0..300).map(|n| format!("cus_many{n}_{}", tollgate::random_token(4))).collect();
+    let many: Vec<String> = (0..300).map(|n| format!("cus_many{n}_{}", tollgate_core::random_token(4))).collect();
     for other in &many {
         kv.mark_pending(other, None).await.unwrap();
     }
@@ -124,11 +124,11 @@ async fn sync_bookkeeping(kv: &dyn Kv) {
     let listed = kv.pending_customers(10_000).await.unwrap();
     assert!(many.iter().all(|c| listed.contains(c)), "{} of 301 listed", listed.len());
     for other in &many {
-        assert!(kv.lease(&tollgate::kv::keys::sync_lease(other), "cleanup", Duration::from_secs(5)).await.unwrap());
+        assert!(kv.lease(&tollgate_core::kv::keys::sync_lease(other), "cleanup", Duration::from_secs(5)).await.unwrap());
         assert_eq!(kv.commit_sync(other, "cleanup", 1, None).await.unwrap(), Commit::Clean);
     }
 
-    let lease = tollgate::kv::keys::sync_lease(&customer);
+    let lease = tollgate_core::kv::keys::sync_lease(&customer);
     assert!(kv.lease(&lease, "holder", Duration::from_secs(10)).await.unwrap());
     assert!(!kv.lease(&lease, "intruder", Duration::from_secs(10)).await.unwrap());
     assert_eq!(kv.commit_sync(&customer, "intruder", 2, Some("{\"status\":\"none\"}")).await.unwrap(), Commit::LeaseLost);
@@ -148,7 +148,7 @@ async fn sync_bookkeeping(kv: &dyn Kv) {
     assert!(kv.lease(&lease, "after-expiry", Duration::from_secs(1)).await.unwrap(), "an expired lease is free");
 
     // Pacing: evenly spaced reservations; none beyond the longest wait.
-    let rate = format!("contract-{}", tollgate::random_token(6));
+    let rate = format!("contract-{}", tollgate_core::random_token(6));
     let mut waits = Vec::new();
     for _ in 0..5 {
         waits.push(kv.reserve_rate(&rate, 100, Duration::from_secs(1)).await.unwrap().expect("within the longest wait"));
@@ -160,7 +160,7 @@ async fn sync_bookkeeping(kv: &dyn Kv) {
 
 /// Start many reads and writes and drop them at random points; every later answer is still its own.
 async fn cancellation(kv: SharedKv) {
-    let prefix = format!("cancel:{}", tollgate::random_token(6));
+    let prefix = format!("cancel:{}", tollgate_core::random_token(6));
     for i in 0..50 {
         kv.set(&format!("{prefix}:{i}"), &format!("value-{i}")).await.unwrap();
     }
@@ -187,32 +187,29 @@ async fn cancellation(kv: SharedKv) {
     }
 }
 
-fn redb_url() -> String {
-    Options::default().kv_url
-}
 
 #[tokio::test]
 async fn memory_keeps_the_contract() {
-    contract(Arc::new(tollgate::kv::memory::MemoryKv::default())).await;
+    contract(Arc::new(tollgate_core::kv::memory::MemoryKv::default())).await;
 }
 
 #[tokio::test]
 async fn redb_keeps_the_contract() {
-    let path = redb_url().strip_prefix("redb:").unwrap().to_string();
-    contract(Arc::new(tollgate::kv::redb::RedbKv::open(std::path::Path::new(&path)).unwrap())).await;
+    let dir = tempfile::tempdir().unwrap();
+    contract(Arc::new(tollgate_core::kv::redb::RedbKv::open(&dir.path().join("kv.redb")).unwrap())).await;
 }
 
 #[tokio::test]
 async fn redis_keeps_the_contract() {
     let redis = RedisServer::start();
-    contract(Arc::new(tollgate::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap())).await;
+    contract(Arc::new(tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap())).await;
 }
 
 /// Two signed-in users; 8 clients send requests with one user's cookie and hang up at once (or a
 /// moment later), 300 times; then 400 ordinary requests alternating between the users must each
 /// show only their own user, and a fresh sign-up must still work.
-async fn hang_up_scenario(kv_url: String) {
-    let app = spawn_app_with(Options { kv_url, ..Options::default() }).await;
+async fn hang_up_scenario(options: Options) {
+    let app = spawn_app_with(options).await;
     let users = [app.signed_in("ada@example.com").await, app.signed_in("grace@example.com").await];
     let emails = ["ada@example.com", "grace@example.com"];
     let addr = app.url.strip_prefix("http://").unwrap().to_string();
@@ -255,18 +252,18 @@ async fn hang_up_scenario(kv_url: String) {
 
 #[tokio::test]
 async fn hang_ups_never_leak_between_users_on_memory() {
-    hang_up_scenario("memory:".into()).await;
+    hang_up_scenario(Options { kv_url: "memory:".into(), ..Options::default() }).await;
 }
 
 #[tokio::test]
 async fn hang_ups_never_leak_between_users_on_redb() {
-    hang_up_scenario(redb_url()).await;
+    hang_up_scenario(Options::default()).await;
 }
 
 #[tokio::test]
 async fn hang_ups_never_leak_between_users_on_redis() {
     let redis = RedisServer::start();
-    hang_up_scenario(redis.url()).await;
+    hang_up_scenario(Options { kv_url: redis.url(), ..Options::default() }).await;
 }
 
 /// A full disk: redb writes fail (and nothing is damaged); once there is room again the store
@@ -274,7 +271,7 @@ async fn hang_ups_never_leak_between_users_on_redis() {
 #[tokio::test]
 async fn redb_recovers_from_a_full_disk() {
     use std::process::Command;
-    let dir = std::env::temp_dir().join(format!("tollgate-full-{}", tollgate::random_token(8)));
+    let dir = std::env::temp_dir().join(format!("tollgate-full-{}", tollgate_core::random_token(8)));
     std::fs::create_dir_all(&dir).unwrap();
     let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&dir).status().unwrap();
     assert!(mounted.success(), "mounting a 4 MiB tmpfs needs root (the test script runs as root)");
@@ -286,7 +283,7 @@ async fn redb_recovers_from_a_full_disk() {
         }
     }
     let _unmount = Unmount(dir.clone());
-    let kv = tollgate::kv::redb::RedbKv::open(&dir.join("kv.redb")).unwrap();
+    let kv = tollgate_core::kv::redb::RedbKv::open(&dir.join("kv.redb")).unwrap();
     kv.set("kept", "before the disk filled").await.unwrap();
     let filler = dir.join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 8 << 20]); // fills the disk (the write itself fails part-way)

@@ -1,13 +1,19 @@
-//! Tollgate's modules import one way. Every `crate::module` path in `src/` may only name a module
-//! lower in `LAYERS` than its own (so there is no import cycle between modules); a new module must
-//! be given its place here. ARCHITECTURE.md says why the layers are in this order.
+//! Modules import one way, in both crates. Every `crate::module` path in a crate's `src/` may
+//! only name a module lower in that crate's layers than its own (so there is no import cycle
+//! between modules); a new module must be given its place here. `tollgate-core` is a crate of its
+//! own, so the compiler already keeps it from using anything of `tollgate`'s; inside `tollgate` its
+//! modules keep their names (`crate::billing`) and rank below all of `tollgate`'s own.
+//! ARCHITECTURE.md says why the layers are in this order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Lowest first: a module may use only modules before it.
+/// `tollgate-core`'s modules, lowest first: a module may use only modules before it.
+const CORE_LAYERS: [&str; 8] = ["clock", "domain", "config", "metrics", "kv", "mail", "stripe", "billing"];
+
+/// `tollgate`'s: the core's modules it re-uses under their names, then its own.
 const LAYERS: [&str; 15] = [
-    "domain", "config", "telemetry", "kv", "mail", "stripe", "billing", "auth", "access", "gateway", "state", "http", "startup", "doctor",
+    "domain", "config", "kv", "mail", "stripe", "billing", "telemetry", "auth", "access", "gateway", "state", "http", "startup", "doctor",
     "cli",
 ];
 
@@ -19,28 +25,36 @@ fn crate_paths(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn modules_import_only_lower_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// Which module uses which, for the crate at `crate_dir`; panics at a use of a higher layer.
+fn uses_by_layer(crate_dir: &Path, layers: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let src = crate_dir.join("src");
     let sources = test_support::rust_sources(&src);
     let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for path in &sources {
         let relative = path.strip_prefix(&src).unwrap();
         let module = relative.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
         if module == "lib" || module == "main" {
-            continue; // the crate root only declares the modules (and two leaf helpers)
+            continue; // the crate root only declares the modules (and a few leaf helpers)
         }
-        let rank = LAYERS.iter().position(|l| *l == module).unwrap_or_else(|| panic!("module `{module}` has no place in LAYERS"));
+        let rank = layers.iter().position(|l| *l == module).unwrap_or_else(|| panic!("module `{module}` has no place in the layers"));
         for used in crate_paths(&std::fs::read_to_string(path).unwrap()) {
-            let Some(used_rank) = LAYERS.iter().position(|l| *l == used) else { continue }; // a root item: unix_now, random_token
+            let Some(used_rank) = layers.iter().position(|l| *l == used) else { continue }; // a root item: unix_now, random_token
             if used != module {
                 assert!(used_rank < rank, "{} uses crate::{used}, a higher layer than `{module}`", relative.display());
                 uses.entry(module.clone()).or_default().push(used);
             }
         }
     }
+    uses
+}
+
+#[test]
+fn modules_import_only_lower_layers() {
+    let tollgate = uses_by_layer(Path::new(env!("CARGO_MANIFEST_DIR")), &LAYERS);
+    let core = uses_by_layer(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tollgate-core"), &CORE_LAYERS);
     // The check can fail: the layers above do use each other downwards.
-    assert!(uses["http"].contains(&"state".to_string()) && uses["billing"].contains(&"kv".to_string()));
+    assert!(tollgate["http"].contains(&"state".to_string()) && tollgate["http"].contains(&"billing".to_string()));
+    assert!(core["billing"].contains(&"kv".to_string()) && core["kv"].contains(&"config".to_string()));
 }
 
 #[test]

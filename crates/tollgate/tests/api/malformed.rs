@@ -24,7 +24,7 @@ async fn account_forms_explain_what_is_wrong() {
     let r = browser.form("/auth/sign-up", &[("email", "taken@example.com")]).await;
     assert_eq!(r.status, 200);
     assert!(r.text.contains("Check your email") && r.text.contains(">taken@example.com</strong>"), "{}", r.text);
-    let inbox = app.state.mailer.outbox().unwrap();
+    let inbox = app.state.mailer().outbox().unwrap();
     assert!(inbox[0].mail.text.contains("you already have one") && !inbox[0].mail.text.contains("/auth/confirm"));
     // Wrong password and unknown email read the same.
     let wrong = browser.form("/auth/sign-in", &[("email", "taken@example.com"), ("password", "not the password")]).await;

@@ -53,7 +53,7 @@ impl Nginx {
 
     fn run(server: impl FnOnce(u16) -> String) -> Nginx {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("tollgate-nginx-{}", tollgate::random_token(8)));
+        let dir = std::env::temp_dir().join(format!("tollgate-nginx-{}", tollgate_core::random_token(8)));
         std::fs::create_dir_all(&dir).unwrap();
         let server = server(port);
         let d = dir.display();

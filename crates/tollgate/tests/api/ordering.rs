@@ -93,8 +93,8 @@ async fn a_burst_of_events_for_one_customer_shares_syncs() {
 #[tokio::test]
 async fn events_that_arrive_during_a_slow_sync_share_the_next_one() {
     // Stripe answers after 200 ms, so all of the burst arrives while the first sync is in flight.
-    let config = stripe_emulator::EmulatorConfig { latency: std::time::Duration::from_millis(200), ..test_support::seeded() };
-    let stripe = test_support::spawn_emulator(config).await;
+    let config = stripe_emulator::EmulatorConfig { latency: std::time::Duration::from_millis(200), ..crate::helpers::seeded() };
+    let stripe = crate::helpers::spawn_emulator_with(config).await;
     let app = crate::helpers::spawn_app_against(&stripe, crate::helpers::Options::default()).await;
     let customer = app.stripe(Method::POST, "/v1/customers", &[("email", "slow@example.com")]).await["id"].as_str().unwrap().to_string();
     let sub = app

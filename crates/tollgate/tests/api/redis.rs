@@ -21,7 +21,7 @@ async fn the_recipe_app_and_tollgate_share_one_redis() {
 
     // And what that app writes, Tollgate serves: a user mapped and cached by the other app.
     let other = app.signed_in("from-nextjs@example.com").await;
-    let user_id = app.state.billing.kv.get("tollgate:account:from-nextjs@example.com").await.unwrap().unwrap();
+    let user_id = app.state.billing().kv.get("tollgate:account:from-nextjs@example.com").await.unwrap().unwrap();
     let user_id = serde_json::from_str::<Value>(&user_id).unwrap()["id"].as_str().unwrap().to_string();
     redis.cli(&["SET", &format!("stripe:user:{user_id}"), "cus_written_by_nextjs"]);
     redis.cli(&[
@@ -48,16 +48,17 @@ async fn tls_and_an_acl_user_with_an_encoded_password() {
     let redis = RedisServer::start_with(RedisOptions { tls: true, user: Some(("tollgate".into(), password.into())), ..Default::default() });
     let ca = redis.dir.join("ca.crt");
     let url = format!("rediss://tollgate:p%40ss%3Aw%2Frd%25@localhost:{}/2", redis.port);
-    let kv = tollgate::kv::redis::RedisKv::connect(&url, Some(&ca)).await.expect("TLS, user name and decoded password accepted");
-    use tollgate::kv::Kv;
+    let kv = tollgate_core::kv::redis::RedisKv::connect(&url, Some(&ca)).await.expect("TLS, user name and decoded password accepted");
+    use tollgate_core::kv::Kv;
     kv.set("tls-check", "over TLS").await.unwrap();
     assert_eq!(kv.get("tls-check").await.unwrap().as_deref(), Some("over TLS"));
 
     // Without our CA the certificate is not trusted; with a wrong password the user is refused;
     // neither error shows the password.
-    let untrusted = tollgate::kv::redis::RedisKv::connect(&url, None).await.err().expect("an unknown CA is refused").to_string();
+    let untrusted = tollgate_core::kv::redis::RedisKv::connect(&url, None).await.err().expect("an unknown CA is refused").to_string();
     let wrong = format!("rediss://tollgate:not-it@localhost:{}/2", redis.port);
-    let refused = tollgate::kv::redis::RedisKv::connect(&wrong, Some(&ca)).await.err().expect("a wrong password is refused").to_string();
+    let refused =
+        tollgate_core::kv::redis::RedisKv::connect(&wrong, Some(&ca)).await.err().expect("a wrong password is refused").to_string();
     for message in [&untrusted, &refused] {
         assert!(message.starts_with("KV_URL:") && !message.contains("p@ss") && !message.contains("not-it"), "{message}");
     }

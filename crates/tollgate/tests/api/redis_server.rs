@@ -33,7 +33,7 @@ impl RedisServer {
 
     pub fn start_with(options: RedisOptions) -> RedisServer {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("tollgate-redis-{}", tollgate::random_token(10)));
+        let dir = std::env::temp_dir().join(format!("tollgate-redis-{}", tollgate_core::random_token(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let mut args: Vec<String> =
             vec!["--bind".into(), "127.0.0.1".into(), "--dir".into(), dir.display().to_string(), "--save".into(), "".into()];

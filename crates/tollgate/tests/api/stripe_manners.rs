@@ -10,11 +10,11 @@ use crate::helpers::{customers_with_subscriptions, spawn_app_against, Options, M
 use crate::redis_server::RedisServer;
 
 async fn emulator(rate_limit: Option<u32>) -> String {
-    test_support::spawn_emulator(EmulatorConfig { rate_limit, ..test_support::seeded() }).await
+    crate::helpers::spawn_emulator_with(EmulatorConfig { rate_limit, ..crate::helpers::seeded() }).await
 }
 
-fn parse(id: &str) -> tollgate::domain::CustomerId {
-    tollgate::domain::CustomerId::parse(id).unwrap()
+fn parse(id: &str) -> tollgate_core::domain::CustomerId {
+    tollgate_core::domain::CustomerId::parse(id).unwrap()
 }
 
 #[tokio::test]
@@ -24,13 +24,13 @@ async fn a_stripe_that_answers_429_is_retried_until_it_accepts() {
     let customers = customers_with_subscriptions(&app.http, &stripe, 6).await;
     let mut syncs = tokio::task::JoinSet::new();
     for customer in &customers {
-        let (billing, customer) = (app.state.billing.clone(), parse(customer));
+        let (billing, customer) = (app.state.billing().clone(), parse(customer));
         syncs.spawn(async move { billing.sync(&customer).await.map(|entry| entry.status()) });
     }
     for outcome in syncs.join_all().await {
-        assert_eq!(outcome.unwrap(), tollgate::domain::SubscriptionStatus::Active);
+        assert_eq!(outcome.unwrap(), tollgate_core::domain::SubscriptionStatus::Active);
     }
-    assert!(app.state.billing.stripe.rate_limited_answers() > 0, "the emulator did refuse some calls");
+    assert!(app.state.billing().stripe.rate_limited_answers() > 0, "the emulator did refuse some calls");
 }
 
 #[tokio::test]
@@ -43,7 +43,7 @@ async fn two_instances_share_one_rate_limit() {
     let started = Instant::now();
     let mut syncs = tokio::task::JoinSet::new();
     for (n, customer) in customers.iter().enumerate() {
-        let (billing, customer) = (if n % 2 == 0 { &a } else { &b }.state.billing.clone(), parse(customer));
+        let (billing, customer) = (if n % 2 == 0 { &a } else { &b }.state.billing().clone(), parse(customer));
         syncs.spawn(async move { billing.sync(&customer).await.is_ok() });
     }
     assert!(syncs.join_all().await.into_iter().all(|ok| ok));
@@ -65,7 +65,7 @@ async fn a_hung_stripe_answers_503_within_the_deadline() {
     let took = started.elapsed();
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.headers.contains_key("retry-after"));
-    assert!(took < tollgate::stripe::client::DEADLINE + Duration::from_secs(2), "answered after {took:?}");
+    assert!(took < tollgate_core::stripe::client::DEADLINE + Duration::from_secs(2), "answered after {took:?}");
     drop(hung);
 }
 
@@ -80,7 +80,7 @@ async fn reconcile_heals_customers_whose_webhooks_were_lost() {
     let stranger =
         a.stripe(reqwest::Method::POST, "/v1/customers", &[("email", "not-ours@example.com")]).await["id"].as_str().unwrap().to_string();
     for app in [&a, &b] {
-        tokio::spawn(tollgate::billing::reconcile::run_periodically(app.state.billing.clone(), Duration::from_millis(300)));
+        tokio::spawn(tollgate_core::billing::reconcile::run_periodically(app.state.billing().clone(), Duration::from_millis(300)));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     a.settled().await;

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use tollgate::unix_now as now;
+use tollgate_core::unix_now as now;
 
 use crate::helpers::{signature, spawn_app, spawn_app_against, Options, MONTHLY, WEBHOOK_SECRET};
 
@@ -81,7 +81,7 @@ async fn bodies_that_are_not_events_or_not_tracked() {
         let r = app.deliver_raw(body.as_bytes(), &sign(body.as_bytes())).await;
         assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_event")), "event id {id:?}");
     }
-    assert!(app.state.billing.kv.pending_customers(10).await.unwrap().is_empty(), "nothing recorded for refused events");
+    assert!(app.state.billing().kv.pending_customers(10).await.unwrap().is_empty(), "nothing recorded for refused events");
 }
 
 #[tokio::test]
@@ -96,7 +96,7 @@ async fn stripe_down_the_event_is_kept_and_synced_once_stripe_is_back() {
     // The drain tries, fails, and keeps the mark.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(app.stripe_requests() >= 1, "the drain tried Stripe");
-    assert!(app.state.billing.kv.pending_generation(customer).await.unwrap().is_some(), "still pending while Stripe is down");
+    assert!(app.state.billing().kv.pending_generation(customer).await.unwrap().is_some(), "still pending while Stripe is down");
     assert!(app.cache(customer).await.is_none());
     // A person waiting on Stripe gets a retryable 5xx without internals.
     let browser = app.signed_in("waiting@example.com").await;
@@ -106,7 +106,7 @@ async fn stripe_down_the_event_is_kept_and_synced_once_stripe_is_back() {
     assert!(!r.text.contains(&closed.to_string()), "no internals in the answer");
 
     // Stripe comes back at the same address: the drain's retry brings the customer in step.
-    let _stripe = test_support::spawn_emulator(stripe_emulator::EmulatorConfig { bind: closed, ..test_support::seeded() }).await;
+    let _stripe = crate::helpers::spawn_emulator_with(stripe_emulator::EmulatorConfig { bind: closed, ..crate::helpers::seeded() }).await;
     app.settled().await;
     assert_eq!(app.cache(customer).await.unwrap(), json!({ "status": "none" }), "synced: Stripe knows no subscription for it");
     let _ = WEBHOOK_SECRET;

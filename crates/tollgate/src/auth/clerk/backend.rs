@@ -10,7 +10,7 @@ use crate::config::Secret;
 const API_VERSION: &str = "2026-05-12";
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub struct BackendApi {
+pub(crate) struct BackendApi {
     http: reqwest::Client,
     base: String,
     secret_key: Secret,
@@ -18,26 +18,26 @@ pub struct BackendApi {
 
 #[derive(Debug, thiserror::Error)]
 #[error("Clerk Backend API: {0}")]
-pub struct BackendError(String);
+pub(crate) struct BackendError(String);
 
 #[derive(Deserialize)]
-pub struct JwkSet {
-    pub keys: Vec<Jwk>,
+pub(crate) struct JwkSet {
+    pub(crate) keys: Vec<Jwk>,
 }
 
 #[derive(Deserialize)]
-pub struct Jwk {
-    pub kid: Option<String>,
-    pub kty: String,
+pub(crate) struct Jwk {
+    pub(crate) kid: Option<String>,
+    pub(crate) kty: String,
     #[serde(default)]
-    pub n: String,
+    pub(crate) n: String,
     #[serde(default)]
-    pub e: String,
+    pub(crate) e: String,
     /// What WebCrypto holds a key to when Clerk imports it (`token::VerifyingKey`).
-    pub alg: Option<serde_json::Value>,
+    pub(crate) alg: Option<serde_json::Value>,
     #[serde(rename = "use")]
-    pub use_: Option<serde_json::Value>,
-    pub key_ops: Option<serde_json::Value>,
+    pub(crate) use_: Option<serde_json::Value>,
+    pub(crate) key_ops: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -54,13 +54,13 @@ struct EmailAddressJson {
 }
 
 /// A user as far as Tollgate cares: `None` when Clerk does not know them (deleted).
-pub enum UserLookup {
+pub(crate) enum UserLookup {
     Found { primary_email: Option<String> },
     Missing,
 }
 
 impl BackendApi {
-    pub fn new(base: &str, secret_key: Secret) -> BackendApi {
+    pub(crate) fn new(base: &str, secret_key: Secret) -> BackendApi {
         let http = reqwest::Client::builder().timeout(TIMEOUT).build().expect("an HTTP client builds");
         BackendApi { http, base: base.trim_end_matches('/').to_string(), secret_key }
     }
@@ -83,7 +83,7 @@ impl BackendApi {
         }
     }
 
-    pub async fn jwks(&self) -> Result<JwkSet, BackendError> {
+    pub(crate) async fn jwks(&self) -> Result<JwkSet, BackendError> {
         let response = self.send(self.request(reqwest::Method::GET, "/jwks")).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(BackendError("no JWKS at /v1/jwks (is CLERK_API_URL right?)".into()));
@@ -91,7 +91,7 @@ impl BackendApi {
         read_json(response, "the JWKS").await
     }
 
-    pub async fn user(&self, user_id: &str) -> Result<UserLookup, BackendError> {
+    pub(crate) async fn user(&self, user_id: &str) -> Result<UserLookup, BackendError> {
         let response = self.send(self.request(reqwest::Method::GET, &format!("/users/{user_id}"))).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(UserLookup::Missing);
@@ -104,7 +104,7 @@ impl BackendApi {
 
     /// The `Set-Cookie` lines a handshake's nonce stands for (`GET /v1/clients/handshake_payload`).
     /// A nonce the Backend API does not know (a 4xx) stands for none, as in Clerk's SDK.
-    pub async fn handshake_payload(&self, nonce: &str) -> Result<Vec<String>, BackendError> {
+    pub(crate) async fn handshake_payload(&self, nonce: &str) -> Result<Vec<String>, BackendError> {
         #[derive(Deserialize)]
         struct Payload {
             directives: Vec<serde_json::Value>,
@@ -124,7 +124,7 @@ impl BackendApi {
     }
 
     /// End a session (sign-out); one already ended or unknown (a 4xx) is fine.
-    pub async fn revoke_session(&self, session_id: &str) -> Result<(), BackendError> {
+    pub(crate) async fn revoke_session(&self, session_id: &str) -> Result<(), BackendError> {
         let path = format!("/sessions/{}/revoke", form_urlencoded::byte_serialize(session_id.as_bytes()).collect::<String>());
         let response = self.request(reqwest::Method::POST, &path).send().await.map_err(|e| BackendError(format!("unreachable: {e}")))?;
         match response.status() {

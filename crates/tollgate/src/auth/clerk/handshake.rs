@@ -33,7 +33,7 @@ fn without(url: &Url, names: &[&str]) -> Url {
 
 /// `buildRedirectToHandshake` and `checkAndTrackRedirectLoop`: the headers of the 307 to the
 /// Frontend API, or `None` on the fourth try (the caller signs the request out).
-pub fn redirect(request: &ClerkRequest<'_>, instance: &Instance, reason: &str) -> Option<HeaderMap> {
+pub(crate) fn redirect(request: &ClerkRequest<'_>, instance: &Instance, reason: &str) -> Option<HeaderMap> {
     if request.redirect_count == 3.0 {
         tracing::warn!(reason, "Clerk's handshake keeps coming back (are the publishable and secret keys of one instance?)");
         return None;
@@ -69,7 +69,7 @@ pub fn redirect(request: &ClerkRequest<'_>, instance: &Instance, reason: &str) -
 }
 
 /// How a returning handshake ends.
-pub enum Resolution {
+pub(crate) enum Resolution {
     /// A development instance: back to the page without the handshake's parameters, the
     /// cookies set on the way (the next request decides).
     Redirect(HeaderMap),
@@ -82,7 +82,7 @@ pub enum Resolution {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     /// A development instance's handshake token is not this instance's (Clerk throws: the keys
     /// were switched, or the token was forged). The page says to clear the cookies.
     #[error("Clerk's handshake could not be verified: {0}")]
@@ -130,7 +130,7 @@ async fn handshake_token_lines(token: &str, verifier: &Verifier) -> Result<Vec<S
 }
 
 /// `resolveHandshake`.
-pub async fn resolve(
+pub(crate) async fn resolve(
     request: &ClerkRequest<'_>,
     instance: &Instance,
     backend: &BackendApi,

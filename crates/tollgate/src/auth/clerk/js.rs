@@ -17,7 +17,7 @@ fn is_js_space(c: char) -> bool {
 
 /// `Number.parseInt(text)`: an optional sign, `0x` for hexadecimal, then the longest run of
 /// digits; `NaN` without one ("123x" is 123, "x" is NaN).
-pub fn parse_int(text: &str) -> f64 {
+pub(crate) fn parse_int(text: &str) -> f64 {
     let text = text.trim_start_matches(is_js_space);
     let (sign, text) = match text.as_bytes().first() {
         Some(b'-') => (-1.0, &text[1..]),
@@ -40,7 +40,7 @@ pub fn parse_int(text: &str) -> f64 {
 }
 
 /// `Number(text)`: the whole text (spaces aside) is a number, or `NaN`; "" is 0.
-pub fn to_number(text: &str) -> f64 {
+pub(crate) fn to_number(text: &str) -> f64 {
     let text = text.trim_matches(is_js_space);
     if text.is_empty() {
         return 0.0;
@@ -83,7 +83,7 @@ fn is_decimal_literal(text: &str) -> bool {
 
 /// A number as JavaScript prints it (`String(n)`), for the integers and the odd fractions Clerk's
 /// counters hold.
-pub fn number_text(n: f64) -> String {
+pub(crate) fn number_text(n: f64) -> String {
     if n.is_nan() {
         "NaN".into()
     } else if n.is_infinite() {
@@ -103,7 +103,7 @@ pub fn number_text(n: f64) -> String {
 
 /// A JSON claim (or its absence) as a JavaScript operand.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Operand {
+pub(crate) enum Operand {
     Undefined,
     Null,
     Bool(bool),
@@ -114,7 +114,7 @@ pub enum Operand {
 }
 
 impl Operand {
-    pub fn of(value: Option<&Value>) -> Operand {
+    pub(crate) fn of(value: Option<&Value>) -> Operand {
         match value {
             None => Operand::Undefined,
             Some(Value::Null) => Operand::Null,
@@ -126,7 +126,7 @@ impl Operand {
     }
 
     /// `String(value)`.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Operand::Undefined => "undefined".into(),
             Operand::Null => "null".into(),
@@ -136,7 +136,7 @@ impl Operand {
         }
     }
 
-    pub fn truthy(&self) -> bool {
+    pub(crate) fn truthy(&self) -> bool {
         match self {
             Operand::Undefined | Operand::Null => false,
             Operand::Bool(b) => *b,
@@ -147,7 +147,7 @@ impl Operand {
     }
 
     /// `value || fallback`.
-    pub fn or(self, fallback: Operand) -> Operand {
+    pub(crate) fn or(self, fallback: Operand) -> Operand {
         if self.truthy() {
             self
         } else {
@@ -167,7 +167,7 @@ impl Operand {
 
     /// The abstract relational comparison: two strings by UTF-16 code units, anything else as
     /// numbers; `None` when either is `NaN` (every `<`, `<=`, `>` is then false).
-    pub fn compare(&self, other: &Operand) -> Option<Ordering> {
+    pub(crate) fn compare(&self, other: &Operand) -> Option<Ordering> {
         let text = |o: &Operand| match o {
             Operand::String(s) | Operand::Object(s) => Some(s.clone()),
             _ => None,
@@ -178,15 +178,15 @@ impl Operand {
         }
     }
 
-    pub fn less_than(&self, other: &Operand) -> bool {
+    pub(crate) fn less_than(&self, other: &Operand) -> bool {
         self.compare(other) == Some(Ordering::Less)
     }
 
-    pub fn greater_than(&self, other: &Operand) -> bool {
+    pub(crate) fn greater_than(&self, other: &Operand) -> bool {
         self.compare(other) == Some(Ordering::Greater)
     }
 
-    pub fn at_most(&self, other: &Operand) -> bool {
+    pub(crate) fn at_most(&self, other: &Operand) -> bool {
         matches!(self.compare(other), Some(Ordering::Less | Ordering::Equal))
     }
 }
@@ -212,14 +212,14 @@ fn display(value: &Value) -> String {
 
 /// `new Date(0).setUTCSeconds(seconds).getTime()`: whole seconds in milliseconds, or `None` (an
 /// invalid date, which no comparison passes) past ±8.64e15 ms.
-pub fn date_ms(seconds: f64) -> Option<f64> {
+pub(crate) fn date_ms(seconds: f64) -> Option<f64> {
     let ms = seconds.trunc() * 1000.0;
     (ms.is_finite() && ms.abs() <= 8.64e15).then_some(ms + 0.0)
 }
 
 /// `decodeURIComponent(text)`, or `None` where it throws (a `%` without two hex digits, or bytes
 /// that are not UTF-8).
-pub fn decode_uri_component(text: &str) -> Option<String> {
+pub(crate) fn decode_uri_component(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -12,12 +12,12 @@
 //! The user's email comes from the Backend API once and is kept in the KV for a day (webhooks
 //! refresh it at once).
 
-pub mod backend;
-pub mod handshake;
-pub mod js;
-pub mod request;
-pub mod svix;
-pub mod token;
+pub(crate) mod backend;
+pub(crate) mod handshake;
+pub(crate) mod js;
+pub(crate) mod request;
+pub(crate) mod svix;
+pub(crate) mod token;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,26 +39,26 @@ use crate::kv::{keys, SharedKv};
 /// How long a user's email is kept without a word from Clerk.
 const EMAIL_KEPT: Duration = Duration::from_secs(86_400);
 
-pub struct ClerkAuth {
-    pub publishable_key: String,
+pub(crate) struct ClerkAuth {
+    pub(crate) publishable_key: String,
     /// The Frontend API host, where the browser SDK and the hosted components load from.
-    pub frontend_api: String,
+    pub(crate) frontend_api: String,
     instance: Instance,
     verifier: Verifier,
     backend: Arc<BackendApi>,
     kv: SharedKv,
-    pub webhook_secret: Option<svix::SigningSecret>,
+    pub(crate) webhook_secret: Option<svix::SigningSecret>,
 }
 
 /// The suffix of an instance's cookie names: SHA-1 of the publishable key, base64url, 8 characters.
-pub fn cookie_suffix(publishable_key: &str) -> String {
+pub(crate) fn cookie_suffix(publishable_key: &str) -> String {
     let digest = sha1_smol::Sha1::from(publishable_key).digest().bytes();
     base64::engine::general_purpose::URL_SAFE.encode(digest)[..8].to_string()
 }
 
 /// What Clerk's rules decide for a request.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     SignedIn(SessionClaims),
     SignedOut,
     /// A 307 with these headers: to the Frontend API's handshake, or back from one.
@@ -68,7 +68,7 @@ pub enum Verdict {
 /// The decision a returning handshake made for its request (`http::clerk_handshake` resolves it
 /// once, before any handler); `None` when it was ignored and the request's cookies decide.
 #[derive(Debug, Clone)]
-pub struct ResolvedHandshake(pub Option<Verdict>);
+pub(crate) struct ResolvedHandshake(pub(crate) Option<Verdict>);
 
 /// The reason Clerk gives the Frontend API for a handshake after a token was refused for its time.
 fn time_reason(reason: &Rejection) -> &'static str {
@@ -83,11 +83,16 @@ fn time_reason(reason: &Rejection) -> &'static str {
 impl ClerkAuth {
     /// `public_origin` is the origin of every request's URL, and the default authorized party
     /// (`CLERK_AUTHORIZED_PARTIES` unset).
-    pub fn new(settings: &ClerkSettings, public_origin: &str, kv: SharedKv) -> anyhow::Result<ClerkAuth> {
+    pub(crate) fn new(
+        settings: &ClerkSettings,
+        public_origin: &str,
+        kv: SharedKv,
+        clock: tollgate_core::Clock,
+    ) -> anyhow::Result<ClerkAuth> {
         let backend = Arc::new(BackendApi::new(&settings.api_url, settings.secret_key.clone()));
         let keys = match &settings.jwt_key {
             Some(pem) => KeySource::Pem(VerifyingKey::from_pem(pem)?),
-            None => KeySource::Jwks(Jwks::new(backend.clone())),
+            None => KeySource::Jwks(Jwks::new(backend.clone(), clock)),
         };
         let verifier = Verifier {
             keys,
@@ -124,7 +129,7 @@ impl ClerkAuth {
 
     /// `authenticateRequest`, for a session token: the header's token if there is one, else the
     /// cookies', in Clerk's order of checks.
-    pub async fn authenticate(&self, parts: &Parts) -> Result<Verdict, AuthError> {
+    pub(crate) async fn authenticate(&self, parts: &Parts) -> Result<Verdict, AuthError> {
         let (request, now_ms) = self.read(parts);
         if let Some(token) = request.token_in_header.as_deref() {
             let decoded = match self.verifier.decode(token) {
@@ -214,7 +219,7 @@ impl ClerkAuth {
     }
 
     /// Whether a request may be coming back from a handshake (a cheap look before reading it).
-    pub fn may_carry_handshake<B>(&self, request: &axum::http::Request<B>) -> bool {
+    pub(crate) fn may_carry_handshake<B>(&self, request: &axum::http::Request<B>) -> bool {
         // Every request passes here: it must cost next to nothing.
         const NAME: &[u8] = b"__clerk_handshake";
         let in_query = request.uri().query().is_some_and(|q| memchr::memmem::find(q.as_bytes(), NAME).is_some());
@@ -231,7 +236,7 @@ impl ClerkAuth {
 
     /// Resolve a request's returning handshake (`None`: it carries none, or a bearer token that
     /// decides first).
-    pub async fn resolve_handshake(&self, parts: &Parts) -> Result<Option<Resolution>, AuthError> {
+    pub(crate) async fn resolve_handshake(&self, parts: &Parts) -> Result<Option<Resolution>, AuthError> {
         let (request, now_ms) = self.read(parts);
         if request.token_in_header.is_some() || (request.handshake_nonce.is_none() && request.handshake_token.is_none()) {
             return Ok(None);
@@ -253,7 +258,7 @@ impl ClerkAuth {
 
     /// Read the user's primary email from the Backend API and keep it; `None` when the user has
     /// none (or Clerk no longer knows them).
-    pub async fn refresh_email(&self, user_id: &UserId) -> Result<Option<Email>, AuthError> {
+    pub(crate) async fn refresh_email(&self, user_id: &UserId) -> Result<Option<Email>, AuthError> {
         let primary = match self.backend.user(user_id.as_str()).await.map_err(|e| AuthError::Unavailable(e.to_string()))? {
             UserLookup::Found { primary_email } => primary_email,
             UserLookup::Missing => None,
@@ -267,13 +272,13 @@ impl ClerkAuth {
     }
 
     /// Forget what Tollgate keeps about a user Clerk deleted.
-    pub async fn forget(&self, user_id: &UserId) -> Result<(), AuthError> {
+    pub(crate) async fn forget(&self, user_id: &UserId) -> Result<(), AuthError> {
         Ok(self.kv.delete(&keys::clerk_email(user_id)).await?)
     }
 
     /// Sign-out: end the request's Clerk session with the Backend API (clerk-js would otherwise
     /// renew the cookie), and name the cookies the browser should drop.
-    pub async fn sign_out(&self, parts: &Parts) -> Result<Vec<String>, AuthError> {
+    pub(crate) async fn sign_out(&self, parts: &Parts) -> Result<Vec<String>, AuthError> {
         if let Ok(Verdict::SignedIn(claims)) = self.authenticate(parts).await {
             if let Some(session) = claims.session_id {
                 self.backend.revoke_session(&session).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;

@@ -20,41 +20,41 @@ use super::token::Decoded;
 
 /// What a Clerk instance's rules depend on.
 #[derive(Debug, Clone)]
-pub struct Instance {
+pub(crate) struct Instance {
     /// The suffix of this instance's cookie names (`cookie_suffix`).
-    pub cookie_suffix: String,
+    pub(crate) cookie_suffix: String,
     /// `__session`, `__client_uat` and `__clerk_db_jwt` with that suffix.
-    pub suffixed_names: [String; 3],
+    pub(crate) suffixed_names: [String; 3],
     /// The Frontend API host the publishable key names.
-    pub frontend_api: String,
+    pub(crate) frontend_api: String,
     /// A `pk_test_` key: a development instance, with its dev-browser rules.
-    pub development: bool,
+    pub(crate) development: bool,
     /// `PUBLIC_URL`'s origin.
-    pub public_origin: String,
+    pub(crate) public_origin: String,
 }
 
 /// Borrowed from the request where it can be: this is read on every request.
-pub struct ClerkRequest<'p> {
-    pub get: bool,
-    pub token_in_header: Option<Cow<'p, str>>,
-    pub session_token_in_cookie: Option<Cow<'p, str>>,
+pub(crate) struct ClerkRequest<'p> {
+    pub(crate) get: bool,
+    pub(crate) token_in_header: Option<Cow<'p, str>>,
+    pub(crate) session_token_in_cookie: Option<Cow<'p, str>>,
     /// That cookie's token decoded (`None`: it does not decode), once for every decision.
-    pub session_in_cookie_decoded: Option<Arc<Decoded>>,
+    pub(crate) session_in_cookie_decoded: Option<Arc<Decoded>>,
     /// `Number.parseInt(__client_uat) || 0`: non-zero means the browser's client is signed in.
-    pub client_uat: f64,
-    pub dev_browser_token: Option<Cow<'p, str>>,
+    pub(crate) client_uat: f64,
+    pub(crate) dev_browser_token: Option<Cow<'p, str>>,
     /// `__clerk_db_jwt` is in the query: the Frontend API just handed a dev browser over.
-    pub dev_browser_in_query: bool,
-    pub handshake_token: Option<Cow<'p, str>>,
-    pub handshake_nonce: Option<Cow<'p, str>>,
+    pub(crate) dev_browser_in_query: bool,
+    pub(crate) handshake_token: Option<Cow<'p, str>>,
+    pub(crate) handshake_nonce: Option<Cow<'p, str>>,
     /// `Number(__clerk_redirect_count) || 0`.
-    pub redirect_count: f64,
-    pub sec_fetch_dest: Option<Cow<'p, str>>,
-    pub accept: Option<Cow<'p, str>>,
-    pub referrer: Option<Cow<'p, str>>,
+    pub(crate) redirect_count: f64,
+    pub(crate) sec_fetch_dest: Option<Cow<'p, str>>,
+    pub(crate) accept: Option<Cow<'p, str>>,
+    pub(crate) referrer: Option<Cow<'p, str>>,
     /// The canonical path and query: with `PUBLIC_URL`'s origin, the request's URL (`url`).
     path: &'p str,
-    pub suffixed_cookies: bool,
+    pub(crate) suffixed_cookies: bool,
 }
 
 const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
@@ -110,7 +110,7 @@ fn slice<'p>(text: &Cow<'p, str>, range: Range<usize>) -> Cow<'p, str> {
 /// The `cookie` package's `parse` (1.1.1): pairs split at `;`, the name and value trimmed of
 /// spaces and tabs, a value percent-decoded when it decodes (else kept), the first of a name
 /// counts (`Cookies::get`). Quotes are part of the value.
-pub fn parse_cookies(header: &str) -> Vec<(&str, Cow<'_, str>)> {
+pub(crate) fn parse_cookies(header: &str) -> Vec<(&str, Cow<'_, str>)> {
     let mut cookies = Vec::new();
     fn trim(s: &str) -> &str {
         s.trim_matches([' ', '\t'])
@@ -186,7 +186,7 @@ fn without_schemes(iss: &str) -> String {
 }
 
 impl Instance {
-    pub fn new(cookie_suffix: String, frontend_api: String, development: bool, public_origin: String) -> Instance {
+    pub(crate) fn new(cookie_suffix: String, frontend_api: String, development: bool, public_origin: String) -> Instance {
         let suffixed_names = ["__session", "__client_uat", "__clerk_db_jwt"].map(|name| format!("{name}_{cookie_suffix}"));
         Instance { cookie_suffix, suffixed_names, frontend_api, development, public_origin }
     }
@@ -256,7 +256,12 @@ impl Instance {
 
 impl<'p> ClerkRequest<'p> {
     /// `decode` decodes a token (`token::Verifier::decode`, which remembers recent ones).
-    pub fn read(parts: &'p Parts, instance: &Instance, decode: impl Fn(&str) -> Option<Arc<Decoded>>, now_ms: f64) -> ClerkRequest<'p> {
+    pub(crate) fn read(
+        parts: &'p Parts,
+        instance: &Instance,
+        decode: impl Fn(&str) -> Option<Arc<Decoded>>,
+        now_ms: f64,
+    ) -> ClerkRequest<'p> {
         let cookies = Cookies::of(parts);
         let cookie = |name: &str| cookies.get(name).map(|value| value.as_ref());
         let owned_cookie = |name: &str| cookies.get(name).cloned();
@@ -304,19 +309,19 @@ impl<'p> ClerkRequest<'p> {
     }
 
     /// The request's URL (Clerk's `clerkUrl`), for the handshake and the referrer's origin.
-    pub fn url(&self, instance: &Instance) -> Option<Url> {
+    pub(crate) fn url(&self, instance: &Instance) -> Option<Url> {
         Url::parse(&format!("{}{}", instance.public_origin, self.path)).ok()
     }
 
     /// `sessionToken`: the cookie's, else the header's.
-    pub fn session_token(&self) -> Option<&str> {
+    pub(crate) fn session_token(&self) -> Option<&str> {
         self.session_token_in_cookie.as_deref().or(self.token_in_header.as_deref())
     }
 
     /// What decides a signed-in answer to this request, for answers kept a moment (`gateway`);
     /// `None` when more than the credentials may decide: a handshake coming back, a dev browser
     /// handed over, a navigation that may come from another site.
-    pub fn cache_key(&self, instance: &Instance) -> Option<String> {
+    pub(crate) fn cache_key(&self, instance: &Instance) -> Option<String> {
         if let Some(token) = &self.token_in_header {
             return Some(format!("header {token}"));
         }
@@ -334,7 +339,7 @@ impl<'p> ClerkRequest<'p> {
 
     /// `isRequestEligibleForHandshake`: a GET the browser loads as a document or frame (or, from
     /// browsers without `Sec-Fetch-Dest`, one asking for HTML first).
-    pub fn eligible_for_handshake(&self) -> bool {
+    pub(crate) fn eligible_for_handshake(&self) -> bool {
         self.get
             && match self.sec_fetch_dest.as_deref() {
                 Some("document" | "iframe") => true,
@@ -344,14 +349,14 @@ impl<'p> ClerkRequest<'p> {
     }
 
     /// `isCrossOriginReferrer`.
-    pub fn cross_origin_referrer(&self, instance: &Instance) -> bool {
+    pub(crate) fn cross_origin_referrer(&self, instance: &Instance) -> bool {
         let Some(referrer) = self.referrer.as_deref().and_then(|r| Url::parse(r).ok()) else { return false };
         self.url(instance).is_some_and(|url| referrer.origin() != url.origin())
     }
 
     /// `isKnownClerkReferrer`: the Frontend API, the instance's accounts portal, or (development
     /// instances only) any development accounts portal.
-    pub fn known_clerk_referrer(&self, instance: &Instance) -> bool {
+    pub(crate) fn known_clerk_referrer(&self, instance: &Instance) -> bool {
         let Some(referrer) = self.referrer.as_deref().and_then(|r| Url::parse(r).ok()) else { return false };
         let host = referrer.host_str().unwrap_or("");
         if host == instance.frontend_api {

@@ -9,14 +9,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// How far a delivery's timestamp may be from now, either way.
-pub const TOLERANCE_SECONDS: i64 = 300;
+pub(crate) const TOLERANCE_SECONDS: i64 = 300;
 
 #[derive(Clone)]
-pub struct SigningSecret(Vec<u8>);
+pub(crate) struct SigningSecret(Vec<u8>);
 
 impl SigningSecret {
     /// `whsec_<base64>` (the prefix is optional).
-    pub fn parse(secret: &str) -> Option<SigningSecret> {
+    pub(crate) fn parse(secret: &str) -> Option<SigningSecret> {
         let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
         base64::engine::general_purpose::STANDARD.decode(encoded).ok().filter(|k| !k.is_empty()).map(SigningSecret)
     }
@@ -31,22 +31,23 @@ impl SigningSecret {
         mac
     }
 
-    /// The `v1,…` signature of a message (for tests and tools that send deliveries).
-    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+    /// The `v1,…` signature of a message.
+    #[cfg(test)]
+    fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         let bytes = self.signature(id, &timestamp.to_string(), body).finalize().into_bytes();
         format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
     }
 }
 
 /// The three headers of a delivery, as received.
-pub struct Delivery<'a> {
-    pub id: Option<&'a str>,
-    pub timestamp: Option<&'a str>,
-    pub signature: Option<&'a str>,
+pub(crate) struct Delivery<'a> {
+    pub(crate) id: Option<&'a str>,
+    pub(crate) timestamp: Option<&'a str>,
+    pub(crate) signature: Option<&'a str>,
 }
 
 #[derive(Debug, PartialEq, thiserror::Error)]
-pub enum SvixError {
+pub(crate) enum SvixError {
     #[error("the {0} header is missing")]
     MissingHeader(&'static str),
     #[error("svix-timestamp is not a number")]
@@ -58,7 +59,7 @@ pub enum SvixError {
 }
 
 /// Check a delivery at `now` (unix seconds); on success, its id (for replay protection).
-pub fn verify<'a>(secret: &SigningSecret, delivery: &Delivery<'a>, body: &[u8], now: i64) -> Result<&'a str, SvixError> {
+pub(crate) fn verify<'a>(secret: &SigningSecret, delivery: &Delivery<'a>, body: &[u8], now: i64) -> Result<&'a str, SvixError> {
     let id = delivery.id.ok_or(SvixError::MissingHeader("svix-id"))?;
     let timestamp = delivery.timestamp.ok_or(SvixError::MissingHeader("svix-timestamp"))?;
     let signatures = delivery.signature.ok_or(SvixError::MissingHeader("svix-signature"))?;

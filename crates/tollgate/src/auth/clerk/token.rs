@@ -12,7 +12,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tollgate_core::Clock;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -22,7 +25,7 @@ use super::backend::{BackendApi, Jwk};
 use super::js;
 
 /// Clerk's `DEFAULT_CLOCK_SKEW_IN_MS`.
-pub const CLOCK_SKEW_MS: f64 = 5_000.0;
+pub(crate) const CLOCK_SKEW_MS: f64 = 5_000.0;
 /// How long fetched keys are trusted, and how often an unknown `kid` may trigger a refetch.
 const JWKS_TTL: Duration = Duration::from_secs(300);
 const UNKNOWN_KID_REFETCH_EVERY: Duration = Duration::from_secs(10);
@@ -40,7 +43,7 @@ const OAUTH_TYPES: [&str; 2] = ["at+jwt", "application/at+jwt"];
 
 /// Why a token was refused: Clerk's own reason names, so logs read like Clerk's.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     #[error("token-invalid: {0}")]
     Invalid(&'static str),
     #[error("token-invalid-algorithm")]
@@ -64,16 +67,16 @@ pub enum Rejection {
 impl Rejection {
     /// The three refusals a fresh token from Clerk would cure: Clerk answers them with a
     /// handshake rather than signing the browser out.
-    pub fn is_about_time(&self) -> bool {
+    pub(crate) fn is_about_time(&self) -> bool {
         matches!(self, Rejection::Expired | Rejection::NotActiveYet | Rejection::IssuedInTheFuture)
     }
 }
 
 /// A token split and decoded as Clerk's `decodeJwt` does, nothing verified yet.
 #[derive(Debug, Clone)]
-pub struct Decoded {
-    pub header: Value,
-    pub payload: Value,
+pub(crate) struct Decoded {
+    pub(crate) header: Value,
+    pub(crate) payload: Value,
     signature: Vec<u8>,
     /// The length of `header.payload` as sent: what the signature covers.
     signed_len: usize,
@@ -97,7 +100,7 @@ fn json_part(part: &str) -> Result<Value, Rejection> {
     serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text)).map_err(|_| Rejection::Invalid("not JSON"))
 }
 
-pub fn decode(token: &str) -> Result<Decoded, Rejection> {
+pub(crate) fn decode(token: &str) -> Result<Decoded, Rejection> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(Rejection::Invalid("not three parts"));
@@ -113,14 +116,14 @@ pub fn decode(token: &str) -> Result<Decoded, Rejection> {
 
 impl Decoded {
     /// The header names a category other than a session token's (`hasNonSessionJwtCategory`).
-    pub fn has_other_category(&self) -> bool {
+    pub(crate) fn has_other_category(&self) -> bool {
         self.header.get("cat").is_some_and(|cat| cat != SESSION_CATEGORY && cat != IGNORE_CATEGORY)
     }
 }
 
 /// Clerk's `isMachineJwt` of `token` (decoded as `decoded`): strictly `[A-Za-z0-9_-]` parts (no
 /// padding), and an OAuth `typ` or an M2M subject (`mch_…`).
-pub fn is_machine_token(token: &str, decoded: &Decoded) -> bool {
+pub(crate) fn is_machine_token(token: &str, decoded: &Decoded) -> bool {
     let oauth = decoded.header.get("typ").and_then(Value::as_str).is_some_and(|typ| OAUTH_TYPES.contains(&typ));
     let machine = oauth || decoded.payload.get("sub").and_then(Value::as_str).is_some_and(|sub| sub.starts_with("mch_"));
     machine && token.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
@@ -128,16 +131,16 @@ pub fn is_machine_token(token: &str, decoded: &Decoded) -> bool {
 
 /// A verified session token's facts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionClaims {
-    pub user_id: String,
-    pub session_id: Option<String>,
+pub(crate) struct SessionClaims {
+    pub(crate) user_id: String,
+    pub(crate) session_id: Option<String>,
     /// The session has a task to finish (`sts: pending`): Clerk's `auth()` calls it signed out.
-    pub pending: bool,
+    pub(crate) pending: bool,
 }
 
 /// The keys can be unknown for a while (the Backend API is down): the caller answers 503.
 #[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     #[error(transparent)]
     Rejected(#[from] Rejection),
     #[error("jwk-remote-failed-to-load: {0}")]
@@ -146,7 +149,7 @@ pub enum VerifyError {
 
 /// A public key and what its JWK allows it for.
 #[derive(Clone)]
-pub struct VerifyingKey {
+pub(crate) struct VerifyingKey {
     key: DecodingKey,
     /// The JWK's `alg`, which WebCrypto holds the token's algorithm to (`None`: any).
     alg: Option<String>,
@@ -156,7 +159,7 @@ pub struct VerifyingKey {
 
 impl VerifyingKey {
     /// `CLERK_JWT_KEY`: Clerk turns the PEM into an RS256 JWK.
-    pub fn from_pem(pem: &str) -> anyhow::Result<VerifyingKey> {
+    pub(crate) fn from_pem(pem: &str) -> anyhow::Result<VerifyingKey> {
         Ok(VerifyingKey { key: DecodingKey::from_rsa_pem(pem.as_bytes())?, alg: Some("RS256".into()), for_verifying: true })
     }
 
@@ -183,7 +186,7 @@ impl VerifyingKey {
 impl VerifyingKey {
     /// `verifyJwt`'s header checks (`typ` absent or `JWT`; `alg` RS256/384/512), then the
     /// signature, by this key if its JWK allows the algorithm. No claim is looked at before it holds.
-    pub fn check_signature(&self, token: &str, decoded: &Decoded) -> Result<(), Rejection> {
+    pub(crate) fn check_signature(&self, token: &str, decoded: &Decoded) -> Result<(), Rejection> {
         if decoded.header.get("typ").is_some_and(|t| t != "JWT") {
             return Err(Rejection::Invalid("typ is not JWT"));
         }
@@ -205,14 +208,14 @@ impl VerifyingKey {
     }
 }
 
-pub enum KeySource {
+pub(crate) enum KeySource {
     /// `CLERK_JWT_KEY`: one key, and (as in Clerk's SDK) no `kid` check.
     Pem(VerifyingKey),
     /// `{CLERK_API_URL}/v1/jwks`, cached for [`JWKS_TTL`].
     Jwks(Jwks),
 }
 
-pub struct Jwks {
+pub(crate) struct Jwks {
     backend: Arc<BackendApi>,
     cached: RwLock<Option<FetchedKeys>>,
     /// One fetch at a time; a waiter then finds the keys the fetch brought.
@@ -221,6 +224,7 @@ pub struct Jwks {
     unknown_kid_fetch: std::sync::Mutex<Option<Instant>>,
     /// When a fetch last failed, and why.
     failed: std::sync::Mutex<Option<(Instant, String)>>,
+    clock: Clock,
 }
 
 struct FetchedKeys {
@@ -229,8 +233,9 @@ struct FetchedKeys {
 }
 
 impl Jwks {
-    pub fn new(backend: Arc<BackendApi>) -> Jwks {
+    pub(crate) fn new(backend: Arc<BackendApi>, clock: Clock) -> Jwks {
         Jwks {
+            clock,
             backend,
             cached: RwLock::new(None),
             fetching: Default::default(),
@@ -241,11 +246,11 @@ impl Jwks {
 
     fn cached(&self, kid: &str, max_age: Duration) -> Option<VerifyingKey> {
         let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
-        cached.as_ref().filter(|c| c.at.elapsed() < max_age).and_then(|c| c.keys.get(kid).cloned())
+        cached.as_ref().filter(|c| self.clock.now() - c.at < max_age).and_then(|c| c.keys.get(kid).cloned())
     }
 
     fn fetched_within(&self, age: Duration) -> bool {
-        self.cached.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|c| c.at.elapsed() < age)
+        self.cached.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|c| self.clock.now() - c.at < age)
     }
 
     /// The key for `kid`: from the cache while it is fresh; otherwise (or for a `kid` not seen
@@ -262,23 +267,23 @@ impl Jwks {
         if self.fetched_within(JWKS_TTL) {
             // Fresh keys without this `kid`: the keys may have rotated; look again, rarely.
             let mut last = self.unknown_kid_fetch.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REFETCH_EVERY) {
+            if last.is_some_and(|at| self.clock.now() - at < UNKNOWN_KID_REFETCH_EVERY) {
                 return Err(Rejection::UnknownKid.into());
             }
-            *last = Some(Instant::now());
+            *last = Some(self.clock.now());
         }
         if let Some((_, why)) =
-            self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|(at, _)| at.elapsed() < AFTER_A_FAILED_FETCH)
+            self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|(at, _)| self.clock.now() - *at < AFTER_A_FAILED_FETCH)
         {
             return self.cached(kid, Duration::MAX).ok_or_else(|| VerifyError::KeysUnavailable(why.clone()));
         }
         match self.backend.jwks().await {
             Ok(jwks) => {
                 let keys = jwks.keys.iter().filter_map(|k| Some((k.kid.clone()?, VerifyingKey::from_jwk(k)?))).collect();
-                *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(FetchedKeys { at: Instant::now(), keys });
+                *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(FetchedKeys { at: self.clock.now(), keys });
             }
             Err(e) => {
-                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.to_string()));
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.now(), e.to_string()));
                 // Keys that expired but were not replaced still verify while the Backend API is down.
                 return match self.cached(kid, Duration::MAX) {
                     Some(key) => {
@@ -293,22 +298,22 @@ impl Jwks {
     }
 }
 
-pub struct Verifier {
-    pub keys: KeySource,
-    pub authorized_parties: Vec<String>,
+pub(crate) struct Verifier {
+    pub(crate) keys: KeySource,
+    pub(crate) authorized_parties: Vec<String>,
     /// Tokens whose signature already verified, decoded: a browser sends the same token for up to
     /// a minute, and the RSA check is most of a request's cost, decoding much of the rest (Clerk's
     /// rules read the tokens before anything is verified). The claims are checked again on every
     /// use (the token may have expired since). Only verified tokens are kept: anyone can send
     /// tokens that merely decode.
-    pub verified: Remembered<Arc<Decoded>>,
+    pub(crate) verified: Remembered<Arc<Decoded>>,
 }
 
 /// At most this many tokens are remembered; when full, all are forgotten at once.
 const TOKENS_KEPT: usize = 10_000;
 
 /// What is known of recent tokens, by token.
-pub struct Remembered<V>(std::sync::Mutex<HashMap<String, V>>);
+pub(crate) struct Remembered<V>(std::sync::Mutex<HashMap<String, V>>);
 
 impl<V> Default for Remembered<V> {
     fn default() -> Self {
@@ -341,7 +346,7 @@ fn time_claim(claims: &Map<String, Value>, name: &'static str, optional: bool) -
 
 impl Verifier {
     /// `token` decoded (`decode`), the remembered decoding when it verified lately.
-    pub fn decode(&self, token: &str) -> Result<Arc<Decoded>, Rejection> {
+    pub(crate) fn decode(&self, token: &str) -> Result<Arc<Decoded>, Rejection> {
         match self.verified.get(token) {
             Some(decoded) => Ok(decoded),
             None => Ok(Arc::new(decode(token)?)),
@@ -349,7 +354,7 @@ impl Verifier {
     }
 
     /// Verify `token` at `now_ms` (unix milliseconds) allowing `skew_ms` either way.
-    pub async fn verify(&self, token: &str, now_ms: f64, skew_ms: f64) -> Result<SessionClaims, VerifyError> {
+    pub(crate) async fn verify(&self, token: &str, now_ms: f64, skew_ms: f64) -> Result<SessionClaims, VerifyError> {
         match self.verified.get(token) {
             Some(decoded) => Ok(self.check_claims(&decoded.payload, now_ms, skew_ms)?),
             None => self.verify_decoded(token, decode(token)?, now_ms, skew_ms).await,
@@ -358,7 +363,13 @@ impl Verifier {
 
     /// `verify`, for a token decoded already (by `Verifier::decode`: a remembered one needs no
     /// second look-up).
-    pub async fn verify_known(&self, token: &str, decoded: &Decoded, now_ms: f64, skew_ms: f64) -> Result<SessionClaims, VerifyError> {
+    pub(crate) async fn verify_known(
+        &self,
+        token: &str,
+        decoded: &Decoded,
+        now_ms: f64,
+        skew_ms: f64,
+    ) -> Result<SessionClaims, VerifyError> {
         match decoded.verified {
             true => Ok(self.check_claims(&decoded.payload, now_ms, skew_ms)?),
             false => self.verify_decoded(token, decoded.clone(), now_ms, skew_ms).await,

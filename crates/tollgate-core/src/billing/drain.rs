@@ -52,46 +52,50 @@ pub async fn run(billing: Arc<Billing>, mut wakeups: Wakeups) {
     let mut failures: HashMap<CustomerId, u32> = HashMap::new();
     let (done, mut finished) = mpsc::unbounded_channel::<(CustomerId, Result<Settled, BillingError>)>();
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let clock = billing.clock.clone();
+    // The first sweep at once (start-up), then every SWEEP_EVERY after the last one ended.
+    let mut next_sweep = clock.now();
     loop {
         // `now` is when this round starts waiting: only for the two branches about `next`.
-        let now = Instant::now();
+        let now = clock.now();
         let next = due.peek().map(|Reverse((at, _))| *at);
         tokio::select! {
             Some(customer) = wakeups.recv() => {
                 if let Entry::Vacant(slot) = queued.entry(customer.clone()) {
-                    slot.insert(Instant::now());
-                    due.push(Reverse((Instant::now() + DEBOUNCE, customer)));
+                    slot.insert(clock.now());
+                    due.push(Reverse((clock.now() + DEBOUNCE, customer)));
                 }
             }
             Some((customer, outcome)) = finished.recv() => match outcome {
                 Ok(_) => {
                     failures.remove(&customer);
                     queued.remove(&customer);
-                    report_backlog(&queued);
+                    report_backlog(&queued, clock.now());
                 }
                 Err(e) => {
                     // Still pending in the KV; try again later (it stays queued here meanwhile).
                     let attempt = failures.entry(customer.clone()).or_default();
                     *attempt += 1;
                     tracing::warn!(customer = %customer, error = %e, attempt = *attempt, "sync failed; will retry");
-                    due.push(Reverse((Instant::now() + retry_delay(*attempt), customer)));
+                    due.push(Reverse((clock.now() + retry_delay(*attempt), customer)));
                 }
             },
-            _ = sweep.tick() => match billing.kv.pending_customers(SWEEP_BATCH).await {
-                Ok(pending) => {
-                    let at = Instant::now() + DEBOUNCE;
-                    for customer in pending.iter().filter_map(|c| CustomerId::parse(c).ok()) {
-                        if let Entry::Vacant(slot) = queued.entry(customer.clone()) {
-                            slot.insert(Instant::now());
-                            due.push(Reverse((at, customer)));
+            _ = clock.sleep_until(next_sweep) => {
+                match billing.kv.pending_customers(SWEEP_BATCH).await {
+                    Ok(pending) => {
+                        let at = clock.now() + DEBOUNCE;
+                        for customer in pending.iter().filter_map(|c| CustomerId::parse(c).ok()) {
+                            if let Entry::Vacant(slot) = queued.entry(customer.clone()) {
+                                slot.insert(clock.now());
+                                due.push(Reverse((at, customer)));
+                            }
                         }
+                        report_backlog(&queued, clock.now());
                     }
-                    report_backlog(&queued);
+                    Err(e) => tracing::warn!(error = %e, "cannot read pending syncs; will look again"),
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read pending syncs; will look again"),
-            },
+                next_sweep = clock.now() + SWEEP_EVERY;
+            }
             permit = permits.clone().acquire_owned(), if next.is_some_and(|at| at <= now) => {
                 let Reverse((_, customer)) = due.pop().expect("peeked");
                 let (billing, done) = (billing.clone(), done.clone());
@@ -101,16 +105,16 @@ pub async fn run(billing: Arc<Billing>, mut wakeups: Wakeups) {
                     let _ = done.send((customer, outcome));
                 });
             }
-            _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some_and(|at| at > now) => {}
+            _ = clock.sleep_until(next.unwrap_or(now)), if next.is_some_and(|at| at > now) => {}
         }
     }
 }
 
 /// The backlog gauges: customers queued here, and how long the oldest has waited.
-fn report_backlog(queued: &HashMap<CustomerId, Instant>) {
-    let metrics = &crate::telemetry::metrics::METRICS;
+fn report_backlog(queued: &HashMap<CustomerId, Instant>, now: Instant) {
+    let metrics = &crate::metrics::METRICS;
     metrics.drain_backlog.set(queued.len() as i64);
-    metrics.drain_oldest_pending.set(queued.values().min().map_or(0, |since| since.elapsed().as_secs() as i64));
+    metrics.drain_oldest_pending.set(queued.values().min().map_or(0, |since| (now - *since).as_secs() as i64));
 }
 
 /// 1 s, doubling to at most a minute, with jitter so that instances do not retry in step.

@@ -6,7 +6,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Clock;
 
 use super::BillingError;
 use crate::domain::{Plan, PriceId};
@@ -19,22 +21,23 @@ const FIRST_LOAD_BUDGET: Duration = Duration::from_secs(2);
 pub struct Catalog {
     pub price_ids: Vec<PriceId>,
     fresh_for: Duration,
-    cached: Mutex<Option<(Instant, Arc<Vec<Plan>>)>>,
+    cached: Mutex<Option<(tokio::time::Instant, Arc<Vec<Plan>>)>>,
     refreshing: AtomicBool,
+    clock: Clock,
 }
 
 impl Catalog {
-    pub fn new(price_ids: Vec<PriceId>) -> Catalog {
-        Catalog { price_ids, fresh_for: FRESH_FOR, cached: Mutex::new(None), refreshing: AtomicBool::new(false) }
+    pub fn new(price_ids: Vec<PriceId>, clock: Clock) -> Catalog {
+        Catalog { price_ids, fresh_for: FRESH_FOR, cached: Mutex::new(None), refreshing: AtomicBool::new(false), clock }
     }
 
-    fn snapshot(&self) -> Option<(Instant, Arc<Vec<Plan>>)> {
+    fn snapshot(&self) -> Option<(tokio::time::Instant, Arc<Vec<Plan>>)> {
         self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn store(&self, plans: Vec<Plan>) -> Arc<Vec<Plan>> {
         let plans = Arc::new(plans);
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), plans.clone()));
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.now(), plans.clone()));
         plans
     }
 
@@ -42,7 +45,7 @@ impl Catalog {
     /// background); without any copy, Stripe gets [`FIRST_LOAD_BUDGET`] to answer.
     pub async fn plans(self: &Arc<Self>, stripe: &Arc<StripeClient>) -> Result<Arc<Vec<Plan>>, BillingError> {
         match self.snapshot() {
-            Some((at, plans)) if at.elapsed() < self.fresh_for => Ok(plans),
+            Some((at, plans)) if self.clock.now() - at < self.fresh_for => Ok(plans),
             Some((_, plans)) => {
                 self.refresh_in_background(stripe);
                 Ok(plans)
@@ -97,13 +100,15 @@ impl Catalog {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use std::time::Instant;
 
     #[tokio::test]
     async fn a_hung_stripe_never_holds_the_pricing_page() {
         // Accepts connections and never answers.
         let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stripe = Arc::new(StripeClient::new(&format!("http://{}", hung.local_addr().unwrap()), Secret::new("sk_test_x"), None));
-        let catalog = Arc::new(Catalog { fresh_for: Duration::ZERO, ..Catalog::new(vec![PriceId::parse("price_a").unwrap()]) });
+        let catalog =
+            Arc::new(Catalog { fresh_for: Duration::ZERO, ..Catalog::new(vec![PriceId::parse("price_a").unwrap()], Clock::system()) });
 
         let started = Instant::now();
         assert!(catalog.plans(&stripe).await.is_err(), "nothing known yet, nothing to show");

@@ -39,7 +39,9 @@ pub struct RedbKv {
     writer: Option<std::thread::JoinHandle<()>>,
     leases: Arc<Leases>,
     /// When expired event ids were last removed (a write transaction: not on every sweep).
-    pruned: std::sync::Mutex<Option<std::time::Instant>>,
+    pruned: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Expiry is read from it.
+    clock: crate::Clock,
 }
 
 /// How often expired event ids are removed.
@@ -104,7 +106,12 @@ fn scan(
 }
 
 impl RedbKv {
+    /// The file at `path` (made if missing), on the system's clock.
     pub fn open(path: &Path) -> anyhow::Result<RedbKv> {
+        RedbKv::open_with_clock(path, crate::Clock::system())
+    }
+
+    pub fn open_with_clock(path: &Path, clock: crate::Clock) -> anyhow::Result<RedbKv> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", dir.display()))?;
         }
@@ -120,7 +127,8 @@ impl RedbKv {
         let (writes, queue) = mpsc::channel(QUEUE);
         let (writer_db, writer_path) = (db.clone(), path.to_path_buf());
         let writer = std::thread::Builder::new().name("kv-writer".into()).spawn(move || writer(writer_db, writer_path, queue))?;
-        Ok(RedbKv { db, writes, writer: Some(writer), leases: Arc::default(), pruned: Default::default() })
+        let leases = Arc::new(Leases::new(clock.clone()));
+        Ok(RedbKv { db, writes, writer: Some(writer), leases, pruned: Default::default(), clock })
     }
 
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTable) -> Result<T, KvError>) -> Result<T, KvError> {
@@ -254,15 +262,18 @@ impl Kv for RedbKv {
     }
     fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
         let key = key.to_string();
-        self.write(move |t| local::take(t, &key, crate::unix_now()))
+        let now = self.clock.unix_now();
+        self.write(move |t| local::take(t, &key, now))
     }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
         let (key, value) = (key.to_string(), value.to_string());
-        self.write(move |t| local::set_expiring(t, &key, &value, ttl, crate::unix_now()))
+        let now = self.clock.unix_now();
+        self.write(move |t| local::set_expiring(t, &key, &value, ttl, now))
     }
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
         let key = key.to_string();
-        self.write(move |t| local::increment(t, &key, ttl, crate::unix_now()))
+        let now = self.clock.unix_now();
+        self.write(move |t| local::increment(t, &key, ttl, now))
     }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ())) })
@@ -272,7 +283,8 @@ impl Kv for RedbKv {
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         let (customer, event_id) = (customer.to_string(), event_id.map(str::to_string));
-        self.write(move |t| local::mark_pending(t, &customer, event_id.as_deref(), crate::unix_now()))
+        let now = self.clock.unix_now();
+        self.write(move |t| local::mark_pending(t, &customer, event_id.as_deref(), now))
     }
     fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
         Box::pin(async move { self.read(|t| local::pending_generation(t, customer)) })
@@ -281,14 +293,16 @@ impl Kv for RedbKv {
         Box::pin(async move {
             let prune = {
                 let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
-                let due = pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+                let now = self.clock.now();
+                let due = pruned.is_none_or(|at| now - at >= PRUNE_EVERY);
                 if due {
-                    *pruned = Some(std::time::Instant::now());
+                    *pruned = Some(now);
                 }
                 due
             };
             if prune {
-                self.write(|t| local::forget_expired(t, crate::unix_now(), 10_000)).await?;
+                let now = self.clock.unix_now();
+                self.write(move |t| local::forget_expired(t, now, 10_000)).await?;
             }
             self.read(|t| local::pending_customers(t, limit))
         })

@@ -7,7 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::Clock;
 
 use super::{keys, Commit, KvError, KvFuture, EVENT_MEMORY};
 
@@ -143,14 +147,19 @@ pub fn commit_sync(
 #[derive(Default)]
 pub struct Leases {
     held: Mutex<HashMap<String, (String, Instant)>>,
+    clock: Clock,
     /// GCRA: per limit, the theoretical arrival time of the next request.
     pacing: Mutex<HashMap<String, Instant>>,
 }
 
 impl Leases {
+    pub fn new(clock: Clock) -> Leases {
+        Leases { clock, ..Leases::default() }
+    }
+
     pub fn lease(&self, name: &str, token: &str, ttl: Duration) -> bool {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
+        let now = self.clock.now();
         match held.get(name) {
             Some((holder, expires)) if holder != token && *expires > now => false,
             _ => {
@@ -169,13 +178,13 @@ impl Leases {
 
     pub fn holds(&self, name: &str, token: &str) -> bool {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.get(name).is_some_and(|(holder, expires)| holder == token && *expires > Instant::now())
+        held.get(name).is_some_and(|(holder, expires)| holder == token && *expires > self.clock.now())
     }
 
     pub fn reserve(&self, name: &str, per_second: u32, max_wait: Duration) -> Option<Duration> {
         let interval = Duration::from_secs(1) / per_second.max(1);
         let mut pacing = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
+        let now = self.clock.now();
         let next = pacing.get(name).copied().unwrap_or(now).max(now);
         let wait = next - now;
         if wait > max_wait {

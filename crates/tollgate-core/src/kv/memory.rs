@@ -7,11 +7,21 @@ use std::time::Duration;
 
 use super::local::{self, Leases, ReadTable, Table};
 use super::{Commit, Kv, KvError, KvFuture};
+use crate::Clock;
 
+/// `Default`: on the system's clock.
 #[derive(Default)]
 pub struct MemoryKv {
     map: Mutex<BTreeMap<String, String>>,
     leases: Leases,
+    /// Expiry is read from it.
+    clock: Clock,
+}
+
+impl MemoryKv {
+    pub fn new(clock: Clock) -> MemoryKv {
+        MemoryKv { map: Mutex::default(), leases: Leases::new(clock.clone()), clock }
+    }
 }
 
 struct Map<'a>(&'a mut BTreeMap<String, String>);
@@ -63,13 +73,13 @@ impl Kv for MemoryKv {
         self.with(|m| m.remove(key))
     }
     fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        self.with(|m| local::take(m, key, crate::unix_now()))
+        self.with(|m| local::take(m, key, self.clock.unix_now()))
     }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
-        self.with(|m| local::set_expiring(m, key, value, ttl, crate::unix_now()))
+        self.with(|m| local::set_expiring(m, key, value, ttl, self.clock.unix_now()))
     }
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
-        self.with(|m| local::increment(m, key, ttl, crate::unix_now()))
+        self.with(|m| local::increment(m, key, ttl, self.clock.unix_now()))
     }
     fn ping(&self) -> KvFuture<'_, ()> {
         local::ready(())
@@ -78,14 +88,14 @@ impl Kv for MemoryKv {
         self.with(|m| local::scan_keys(m, prefix, cursor, limit))
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
-        self.with(|m| local::mark_pending(m, customer, event_id, crate::unix_now()))
+        self.with(|m| local::mark_pending(m, customer, event_id, self.clock.unix_now()))
     }
     fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
         self.with(|m| local::pending_generation(m, customer))
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
         self.with(|m| {
-            local::forget_expired(m, crate::unix_now(), 10_000)?;
+            local::forget_expired(m, self.clock.unix_now(), 10_000)?;
             local::pending_customers(m, limit)
         })
     }

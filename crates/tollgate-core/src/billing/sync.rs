@@ -172,7 +172,7 @@ impl Billing {
                 Ok((_, Commit::LeaseLost)) => "lease_lost",
                 Err(_) => "failed",
             };
-            let metrics = &crate::telemetry::metrics::METRICS;
+            let metrics = &crate::metrics::METRICS;
             metrics.syncs.with_label_values(&[outcome]).inc();
             metrics.sync_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
             let (entry, commit) = synced?;

@@ -48,7 +48,7 @@ impl Billing {
 pub async fn run_periodically(billing: Arc<Billing>, every: Duration) {
     let token = crate::random_token(20);
     loop {
-        tokio::time::sleep(every).await;
+        billing.clock.sleep(every).await;
         match billing.kv.lease("reconcile", &token, every.mul_f64(0.9)).await {
             Ok(true) => match billing.mark_all_pending().await {
                 Ok(count) => tracing::info!(customers = count, "reconcile: every customer marked for a sync"),

@@ -101,10 +101,12 @@ pub trait Kv: Send + Sync {
 
 pub type SharedKv = Arc<dyn Kv>;
 
-pub async fn open(settings: &KvSettings) -> anyhow::Result<SharedKv> {
+/// The store `settings` name. Expiry and leases of the embedded and in-memory stores follow
+/// `clock`; Redis keeps its own time.
+pub async fn open(settings: &KvSettings, clock: &crate::Clock) -> anyhow::Result<SharedKv> {
     let store: SharedKv = match settings {
-        KvSettings::Memory => Arc::new(memory::MemoryKv::default()),
-        KvSettings::Embedded { path } => Arc::new(redb::RedbKv::open(path)?),
+        KvSettings::Memory => Arc::new(memory::MemoryKv::new(clock.clone())),
+        KvSettings::Embedded { path } => Arc::new(redb::RedbKv::open_with_clock(path, clock.clone())?),
         KvSettings::Redis { url, ca_file, .. } => Arc::new(redis::RedisKv::connect(url.expose(), ca_file.as_deref()).await?),
     };
     Ok(Arc::new(metered::Metered(store)))

@@ -47,4 +47,6 @@ pub struct Billing {
     pub trial_days: Option<u32>,
     /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
     pub value_encoding: crate::config::ValueEncoding,
+    /// The time, for the drain's debounce and sweeps, cache freshness and waits.
+    pub clock: crate::Clock,
 }

@@ -601,7 +601,7 @@ fn gateway_settings<'v>(url: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Re
             format!("'{url}' must be an http:// URL (Tollgate speaks plain HTTP to the product beside it; TLS ends in front of Tollgate)"),
         )
     })?;
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) || upstream.parse::<axum::http::Uri>().is_err() {
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) || upstream.parse::<http::Uri>().is_err() {
         return Err(error("UPSTREAM_URL", format!("'{url}' must be http://host[:port], without a path")));
     }
     let timeout = match get("UPSTREAM_TIMEOUT") {

@@ -12,7 +12,7 @@ fn counted<'a, T: Send + 'a>(operation: &'static str, call: KvFuture<'a, T>) -> 
     Box::pin(async move {
         let outcome = call.await;
         if outcome.is_err() {
-            crate::telemetry::metrics::METRICS.kv_errors.with_label_values(&[operation]).inc();
+            crate::metrics::METRICS.kv_errors.with_label_values(&[operation]).inc();
         }
         outcome
     })

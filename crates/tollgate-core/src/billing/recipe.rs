@@ -52,7 +52,7 @@ pub fn read_cache_entry(value: &str) -> Option<SubscriptionCache> {
 
 /// Count an unreadable value of a recipe key (`stripe:user` or `stripe:customer`) and log which key.
 pub fn unreadable(kind: &'static str, key: &str) {
-    crate::telemetry::metrics::METRICS.kv_unreadable_values.with_label_values(&[kind]).inc();
+    crate::metrics::METRICS.kv_unreadable_values.with_label_values(&[kind]).inc();
     tracing::error!(key, "the value at this key is neither what the recipe nor Tollgate writes; repairing it from Stripe");
 }
 

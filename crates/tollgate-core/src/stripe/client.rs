@@ -141,9 +141,9 @@ impl StripeClient {
         };
         let deadline = Instant::now() + DEADLINE;
         let mut attempt = 0;
-        let endpoint = crate::telemetry::metrics::endpoint_template(path);
+        let endpoint = crate::metrics::endpoint_template(path);
         let count = |status: &str| {
-            crate::telemetry::metrics::METRICS.stripe_requests.with_label_values(&[method.as_str(), endpoint.as_str(), status]).inc();
+            crate::metrics::METRICS.stripe_requests.with_label_values(&[method.as_str(), endpoint.as_str(), status]).inc();
         };
         loop {
             self.pace(deadline).await?;
