@@ -82,3 +82,49 @@ pub fn shown_text(html: &str) -> String {
     .iter()
     .fold(html.to_string(), |text, (entity, plain)| text.replace(entity, plain))
 }
+
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Ask `ready` every few milliseconds until it answers `Some`, for at most `within` (then panic
+/// naming `what`). For waiting on work in flight (a server starting, a queue draining, a
+/// connection closing), never to let time pass: a test that needs time to pass advances its
+/// app's `Clock`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut ready: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = ready().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`eventually`] for code that is not async (a child process starting).
+pub fn eventually_blocking<T>(what: &str, within: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Whether a server listens on `127.0.0.1:port` within `within` (a child process starting).
+pub fn listening_within(port: u16, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(POLL);
+    }
+    false
+}

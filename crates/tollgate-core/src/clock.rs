@@ -3,6 +3,11 @@
 //! (sessions, links, throttles, leases, the drain's debounce and sweeps, the catalogue's freshness,
 //! cached identities and keys, tunnels' limits) takes it from the `Clock` it was given.
 //!
+//! What keeps the real time: waits on real work (Stripe's pace and retries, a checkout or sync in
+//! flight, the proxy's deadline, the accept loop), measured latencies, and times exchanged with
+//! another party, who reads the real clock (webhook signatures, Clerk's tokens, the gateway's
+//! assertion); Redis keeps expiry by its own clock, and the outbox's sent time is for display.
+//!
 //! A test clock is the real time plus an offset that only grows: `advance` moves both the wall
 //! clock (`unix_now`) and the monotonic one (`now`), and wakes every `sleep_until` so each
 //! sleeper sees the new time at once.

@@ -185,11 +185,5 @@ pub fn webhook(url: &str, secret: &str) -> StartupWebhook {
 }
 
 pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
+    test_support::eventually(what, std::time::Duration::from_secs(10), || std::future::ready(check().then_some(()))).await;
 }

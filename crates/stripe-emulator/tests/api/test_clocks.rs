@@ -35,15 +35,10 @@ impl TestEmulator {
         let started = self.post(&format!("/v1/test_helpers/test_clocks/{clock}/advance"), &[("frozen_time", &to.to_string())]).await;
         assert_eq!(started["status"], "advancing");
         assert_eq!(started["status_details"]["advancing"]["target_frozen_time"], to);
-        for _ in 0..200 {
-            let now = self.get(&format!("/v1/test_helpers/test_clocks/{clock}"), &[]).await;
-            if now["status"] == "ready" {
-                assert_eq!(now["frozen_time"], to);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the clock never became ready");
+        let path = format!("/v1/test_helpers/test_clocks/{clock}");
+        let ready = || async { Some(self.get(&path, &[]).await).filter(|now| now["status"] == "ready") };
+        let now = test_support::eventually("the clock ready", Duration::from_secs(5), ready).await;
+        assert_eq!(now["frozen_time"], to);
     }
 
     /// A customer under `clock` whose default card is `card` (a test payment method id).

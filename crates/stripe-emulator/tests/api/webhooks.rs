@@ -68,6 +68,8 @@ async fn failed_deliveries_are_retried_with_backoff() {
     let attempts: Vec<(u64, Option<u64>)> =
         log["data"].as_array().unwrap().iter().map(|d| (d["attempt"].as_u64().unwrap(), d["status_code"].as_u64())).collect();
     assert_eq!(attempts, vec![(1, Some(500)), (2, Some(500)), (3, Some(200))]);
+    // Real time (as in the other delivery tests): deliveries are retried on real timers, which
+    // the test config scales down; what must not happen is given a window to happen in.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.count(), 3, "no attempts after a success");
 }
@@ -87,14 +89,14 @@ async fn endpoints_filter_disable_and_stop() {
     wait_until("first failing attempts", || failing.count() >= 2).await;
     emu.call(Method::DELETE, &format!("/v1/webhook_endpoints/{}", id(&doomed)), &[]).await;
     let after_delete = failing.count();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await; // real time: a window for a retry
     assert_eq!(failing.count(), after_delete, "a deleted endpoint gets no more retries");
     let types: Vec<String> = invoices.events().iter().map(|e| e["type"].as_str().unwrap().to_string()).collect();
     assert_eq!(types, vec!["invoice.paid"]);
     let disabled = emu.post(&format!("/v1/webhook_endpoints/{}", id(&only_invoices)), &[("disabled", "true")]).await;
     assert_eq!(disabled["status"], "disabled");
     emu.subscribed_customer().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // real time: a window for a delivery
     assert_eq!(invoices.count(), 1, "a disabled endpoint receives nothing");
     let secret = only_invoices["secret"].as_str().unwrap();
     let (headers, body, _) = invoices.received.lock().unwrap()[0].clone();
@@ -110,7 +112,8 @@ async fn api_calls_never_wait_for_deliveries() {
         let app = axum::Router::new().route(
             "/slow",
             axum::routing::post(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(Duration::from_secs(5)).await; // real time: slow for real
+
                 "late"
             }),
         );

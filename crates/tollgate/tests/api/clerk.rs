@@ -161,7 +161,7 @@ async fn keys_are_fetched_once_an_unknown_kid_refetches_at_most_once_and_an_outa
     assert!(r.headers().contains_key("retry-after"));
     // Back up: the same request works.
     down.state.failing.store(false, Ordering::SeqCst);
-    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await; // failures are remembered for a second
+    app.clock.advance(std::time::Duration::from_millis(1_100)); // failures are remembered for a second
     assert_eq!(ask().await.unwrap().status(), 200);
 }
 

@@ -206,6 +206,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
         let (http, url) = (http.clone(), url.clone());
         async move { http.get(format!("{url}/")).header("accept", "text/html").send().await }
     });
+    // Real time: the binary is a process of its own; 300 ms puts SIGTERM inside the 1.4 s request.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());
@@ -329,11 +330,7 @@ async fn serving(env: &[(&str, String)], stdout: std::process::Stdio) -> (std::p
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let up = || async { http.get(format!("{url}/healthz")).send().await.ok() };
+    test_support::eventually("the binary answers /healthz", std::time::Duration::from_secs(5), up).await;
     (child, url)
 }

@@ -88,6 +88,7 @@ pub async fn start_product() -> (String, Arc<Product>) {
     let router = Router::new()
         .route("/upload", post(upload))
         .route("/download", get(download))
+        // Real time: a product that is slow for real, against the proxy's own deadline.
         .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(3)).await }))
         .fallback(any(echo))
         .with_state(product.clone());

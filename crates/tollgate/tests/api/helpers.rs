@@ -211,14 +211,8 @@ impl TestApp {
 
 /// Wait (at most 20 s) until no customer is pending in this KV.
 pub async fn settled(kv: &dyn tollgate_core::kv::Kv) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        match kv.pending_customers(10).await {
-            Ok(pending) if pending.is_empty() => return,
-            other => assert!(std::time::Instant::now() < deadline, "still pending after 20 s: {other:?}"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let settled = || async { kv.pending_customers(10).await.ok().filter(|pending| pending.is_empty()) };
+    test_support::eventually("every pending customer settled", std::time::Duration::from_secs(20), settled).await;
 }
 
 /// What a spawned task needs to deliver events (the app itself stays with the test).
@@ -254,20 +248,19 @@ impl TestAppHandle {
 /// with a rate limit answers 429.
 pub async fn stripe_api(http: &reqwest::Client, base: &str, method: Method, path: &str, form: &[(&str, &str)]) -> Value {
     let encoded = encode(form);
-    loop {
-        let url = if method == Method::POST { format!("{base}{path}") } else { format!("{base}{path}?{encoded}") };
-        let mut request = http.request(method.clone(), url).bearer_auth("sk_test_tollgate_suite");
+    let url = if method == Method::POST { format!("{base}{path}") } else { format!("{base}{path}?{encoded}") };
+    let call = || async {
+        let mut request = http.request(method.clone(), &url).bearer_auth("sk_test_tollgate_suite");
         if method == Method::POST {
             request = request.header("content-type", "application/x-www-form-urlencoded").body(encoded.clone());
         }
         let r = Reply::read(request.send().await.unwrap()).await;
-        if r.status == 429 {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        }
-        assert!(r.status < 300, "{method} {path}: {}", r.text);
-        return r.json();
-    }
+        (r.status != 429).then_some(r)
+    };
+    let r = test_support::eventually(&format!("{method} {path} past the emulator's rate limit"), std::time::Duration::from_secs(30), call)
+        .await;
+    assert!(r.status < 300, "{method} {path}: {}", r.text);
+    r.json()
 }
 
 /// Customers with a monthly subscription made directly on the emulator (so never synced yet).

@@ -39,12 +39,8 @@ impl Binary {
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..250 {
-            if reqwest::get(format!("{url}/healthz")).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let up = || async { reqwest::get(format!("{url}/healthz")).await.ok() };
+        test_support::eventually("the binary answers /healthz", Duration::from_secs(5), up).await;
         Binary { child, url }
     }
 
@@ -330,7 +326,10 @@ async fn password_guessing_is_throttled_across_instances() {
         let wait: u64 = throttled.headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((1..=2).contains(&wait), "{wait}");
         assert!(throttled.text.contains("Too many attempts"));
-        tokio::time::sleep(Duration::from_millis(wait * 1000 + 100)).await;
+        // The wait passes on both instances' clocks (no real time needs to).
+        for app in [&a, &b] {
+            app.clock.advance(Duration::from_millis(wait * 1000 + 100));
+        }
     }
     let r = a.browser().form("/auth/sign-in", &[("email", "guessed@example.com"), ("password", "a long enough password")]).await;
     assert_eq!(r.status, 303, "after the wait the right password signs in");
@@ -417,6 +416,7 @@ async fn endless_request_heads_are_bounded_and_their_memory_returns() {
     for _ in 0..20 {
         assert_eq!(http.get(format!("{}/healthz", binary.url)).send().await.unwrap().status(), 200);
     }
+    // Real time (as below): the process hands freed memory back to the system on its own.
     tokio::time::sleep(Duration::from_millis(1500)).await; // the warm-up's buffers handed back
     let baseline = binary.rss_mib();
     let addr = binary.url.trim_start_matches("http://").to_string();
@@ -448,7 +448,7 @@ async fn endless_request_heads_are_bounded_and_their_memory_returns() {
     let started = Instant::now();
     let mut after = binary.rss_mib();
     while after > baseline * 1.1 && started.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // real time, as above
         after = binary.rss_mib();
     }
     eprintln!(

@@ -63,13 +63,8 @@ impl Drop for Instance {
 }
 
 async fn wait_until_up(http: &reqwest::Client, url: &str) {
-    for _ in 0..500 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{url} did not come up");
+    let up = || async { http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status() == 200).then_some(()) };
+    test_support::eventually(&format!("{url} up"), Duration::from_secs(10), up).await;
 }
 
 /// Every event the emulator recorded, oldest first.
@@ -96,20 +91,18 @@ async fn all_events(http: &reqwest::Client, base: &str) -> Vec<Value> {
 /// is redelivered to the next one, as Stripe retries through the load balancer.
 async fn deliver(http: &reqwest::Client, urls: &[String], first: usize, event: &Value) {
     let body = serde_json::to_vec(event).unwrap();
-    for attempt in 0..200 {
-        let url = &urls[(first + attempt) % urls.len()];
+    let attempt = std::sync::atomic::AtomicUsize::new(first);
+    let accepted = || async {
+        let url = &urls[attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % urls.len()];
         let sent = http
             .post(format!("{url}/api/stripe-webhook"))
             .header("stripe-signature", signature(&body, tollgate_core::unix_now()))
             .body(body.clone())
             .send()
             .await;
-        if sent.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("event {} was never accepted", event["id"]);
+        sent.is_ok_and(|r| r.status() == 200).then_some(())
+    };
+    test_support::eventually(&format!("event {} accepted", event["id"]), Duration::from_secs(10), accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,6 +161,8 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
             for (n, event) in deliveries.into_iter().enumerate() {
                 let (http, urls, delay) = (http.clone(), urls.clone(), Duration::from_millis(n as u64 % 7 * 5));
                 tasks.spawn(async move {
+                    // Real time on purpose (as below): the instances are processes of their own,
+                    // and events spread over time interleave with their work and their deaths.
                     tokio::time::sleep(delay).await;
                     deliver(&http, &urls, n, &event).await;
                 });

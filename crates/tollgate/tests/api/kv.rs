@@ -15,7 +15,25 @@ use tollgate_core::kv::{Commit, Kv, SharedKv};
 use crate::helpers::{spawn_app_with, Options};
 use crate::redis_server::RedisServer;
 
-async fn contract(kv: SharedKv) {
+/// How the contract lets a lease expire.
+enum Time {
+    /// The store reads this test clock: moved forward.
+    Clock(tollgate_core::Clock),
+    /// Redis expires keys by its own clock: real time passes (the one real-time wait of the KV
+    /// suite).
+    Real,
+}
+
+impl Time {
+    async fn pass(&self, duration: Duration) {
+        match self {
+            Time::Clock(clock) => clock.advance(duration),
+            Time::Real => tokio::time::sleep(duration).await,
+        }
+    }
+}
+
+async fn contract(kv: SharedKv, time: Time) {
     let key = format!("contract:{}", tollgate_core::random_token(8));
     assert_eq!(kv.get(&key).await.unwrap(), None);
     kv.set(&key, "one").await.unwrap();
@@ -82,7 +100,7 @@ async fn contract(kv: SharedKv) {
     assert_eq!(scan_all(format!("{prefix}05")).await.len(), 10, "the prefix is literal, and pages stay within it");
 
     recipe_values(kv.as_ref()).await;
-    sync_bookkeeping(kv.as_ref()).await;
+    sync_bookkeeping(kv.as_ref(), &time).await;
     cancellation(kv.clone()).await;
 }
 
@@ -107,7 +125,7 @@ async fn recipe_values(kv: &dyn Kv) {
     assert_eq!(none, SubscriptionCache::none());
 }
 
-async fn sync_bookkeeping(kv: &dyn Kv) {
+async fn sync_bookkeeping(kv: &dyn Kv, time: &Time) {
     let customer = format!("cus_{}", tollgate_core::random_token(8));
     let event = format!("evt_{}", tollgate_core::random_token(8));
     assert!(kv.mark_pending(&customer, Some(&event)).await.unwrap());
@@ -144,7 +162,7 @@ async fn sync_bookkeeping(kv: &dyn Kv) {
     assert!(!kv.lease(&lease, "intruder", Duration::from_secs(10)).await.unwrap(), "only the holder releases");
     kv.release(&lease, "holder").await.unwrap();
     assert!(kv.lease(&lease, "next", Duration::from_millis(50)).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    time.pass(Duration::from_millis(120)).await;
     assert!(kv.lease(&lease, "after-expiry", Duration::from_secs(1)).await.unwrap(), "an expired lease is free");
 
     // Pacing: evenly spaced reservations; none beyond the longest wait.
@@ -187,22 +205,24 @@ async fn cancellation(kv: SharedKv) {
     }
 }
 
-
 #[tokio::test]
 async fn memory_keeps_the_contract() {
-    contract(Arc::new(tollgate_core::kv::memory::MemoryKv::default())).await;
+    let clock = tollgate_core::Clock::test();
+    contract(Arc::new(tollgate_core::kv::memory::MemoryKv::new(clock.clone())), Time::Clock(clock)).await;
 }
 
 #[tokio::test]
 async fn redb_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    contract(Arc::new(tollgate_core::kv::redb::RedbKv::open(&dir.path().join("kv.redb")).unwrap())).await;
+    let clock = tollgate_core::Clock::test();
+    let kv = tollgate_core::kv::redb::RedbKv::open_with_clock(&dir.path().join("kv.redb"), clock.clone()).unwrap();
+    contract(Arc::new(kv), Time::Clock(clock)).await;
 }
 
 #[tokio::test]
 async fn redis_keeps_the_contract() {
     let redis = RedisServer::start();
-    contract(Arc::new(tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap())).await;
+    contract(Arc::new(tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap()), Time::Real).await;
 }
 
 /// Two signed-in users; 8 clients send requests with one user's cookie and hang up at once (or a
@@ -224,6 +244,7 @@ async fn hang_up_scenario(options: Options) {
                 let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
                 stream.write_all(request.as_bytes()).await.unwrap();
                 if n % 3 != 0 {
+                    // Real time on purpose: the hang-ups land at varied points of the handler.
                     tokio::time::sleep(Duration::from_micros((n * 97 % 1500) as u64)).await;
                 }
                 drop(stream); // hang up, mid-request or just before the answer
@@ -297,15 +318,8 @@ async fn redb_recovers_from_a_full_disk() {
     }
     assert!(failed, "a write must fail on a full disk");
     std::fs::remove_file(&filler).unwrap();
-    let mut recovered = false;
-    for _ in 0..50 {
-        if kv.set("after", "room again").await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(recovered, "writes work again once there is room");
+    let write = || async { kv.set("after", "room again").await.ok() };
+    test_support::eventually("writes work again once there is room", Duration::from_secs(5), write).await;
     assert_eq!(kv.get("after").await.unwrap().as_deref(), Some("room again"));
     assert_eq!(kv.get("kept").await.unwrap().as_deref(), Some("before the disk filled"), "nothing stored was lost");
 }

@@ -29,14 +29,10 @@ impl Timeline<'_> {
             .stripe(Method::POST, &format!("/v1/test_helpers/test_clocks/{}/advance", self.clock), &[("frozen_time", &to.to_string())])
             .await;
         assert_eq!(started["status"], "advancing", "{started}");
-        for _ in 0..500 {
-            let clock = self.app.stripe(Method::GET, &format!("/v1/test_helpers/test_clocks/{}", self.clock), &[]).await;
-            if clock["status"] == "ready" {
-                return self.deliver_new().await;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the test clock did not finish advancing");
+        let path = format!("/v1/test_helpers/test_clocks/{}", self.clock);
+        let ready = || async { (self.app.stripe(Method::GET, &path, &[]).await["status"] == "ready").then_some(()) };
+        test_support::eventually("the test clock done advancing", Duration::from_secs(5), ready).await;
+        self.deliver_new().await
     }
 
     async fn deliver_new(&mut self) -> Vec<String> {

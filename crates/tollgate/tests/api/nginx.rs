@@ -71,11 +71,8 @@ impl Nginx {
             .spawn()
             .expect("nginx starts (scripts/test installs it)");
         let nginx = Nginx { child, url: format!("http://127.0.0.1:{port}"), dir };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return nginx;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if test_support::listening_within(port, Duration::from_secs(5)) {
+            return nginx;
         }
         panic!("nginx did not listen: {}", std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default());
     }

@@ -107,10 +107,12 @@ async fn events_that_arrive_during_a_slow_sync_share_the_next_one() {
     let event = serde_json::json!({"id": "evt_slow", "object": "event", "type": "customer.subscription.updated", "data": {"object": {"customer": customer}}});
     let before = app.stripe_requests();
     assert_eq!(app.deliver(&event).await.json()["queued"], true);
-    // The drain starts the sync 100 ms after the event (its debounce); at 150 ms it is in flight.
-    // Stripe changes then (the emulator applies a change when it arrives and answers 200 ms
-    // later); then the rest of the burst arrives, still during that sync.
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    // The drain starts the sync once its debounce (100 ms on the app's clock) is over; Stripe
+    // answers 200 ms after the sync's request arrives. While it is in flight, Stripe changes (the
+    // emulator applies a change when it arrives), then the rest of the burst arrives.
+    app.clock.advance(std::time::Duration::from_millis(100));
+    let in_flight = || async { (app.stripe_requests() - before == 1).then_some(()) };
+    test_support::eventually("the first sync in flight", std::time::Duration::from_secs(5), in_flight).await;
     let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
     let change = app
         .http
@@ -119,7 +121,6 @@ async fn events_that_arrive_during_a_slow_sync_share_the_next_one() {
         .header("content-type", "application/x-www-form-urlencoded")
         .body("cancel_at_period_end=true");
     let change = tokio::spawn(change.send());
-    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     let mut rest = tokio::task::JoinSet::new();
     for n in 0..7 {
         let (app, mut event) = (crate::helpers::TestAppHandle::from(&app), event.clone());

@@ -80,11 +80,8 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
         self.child = Some(child);
-        for _ in 0..250 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if test_support::listening_within(self.port, Duration::from_secs(5)) {
+            return;
         }
         panic!("redis-server did not start on {}", self.port);
     }

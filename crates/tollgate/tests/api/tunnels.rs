@@ -97,8 +97,9 @@ async fn only_websocket_upgrades_are_spliced() {
     assert!(head.starts_with("HTTP/1.1 401") && head.contains("application/json") && head.contains("location: /auth?next="), "{head}");
 }
 
-/// `ENTITLEMENT_RECHECK`: a tunnel on a gated path closes within it (+ 2 s) after the user's
+/// `ENTITLEMENT_RECHECK`: a tunnel on a gated path closes at its next recheck after the user's
 /// subscription ends, and at once when they sign out here; one on an open path is unaffected.
+/// The rechecks come as the app's clock is moved.
 #[tokio::test]
 async fn a_gated_tunnel_closes_when_the_subscription_ends_or_its_user_signs_out() {
     let (upstream, _) = start_product().await;
@@ -111,13 +112,16 @@ async fn a_gated_tunnel_closes_when_the_subscription_ends_or_its_user_signs_out(
     let (_, mut open) = handshake(&addr(&app.url), "/ws", &[("cookie", &cookie)]).await;
     assert!(echoes(&mut gated, b"1+1").await && echoes(&mut open, b"hello").await);
     // Still entitled over several rechecks.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(echoes(&mut gated, b"still here").await, "an entitled user's tunnel stays open");
+    for _ in 0..3 {
+        app.clock.advance(Duration::from_secs(1));
+        assert!(echoes(&mut gated, b"still here").await, "an entitled user's tunnel stays open");
+    }
 
     let sub = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await["data"][0]["id"].as_str().unwrap().to_string();
     app.stripe(Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[]).await;
     let deleted = app.events_for(&customer).await.into_iter().find(|e| e["type"] == "customer.subscription.deleted").unwrap();
     app.deliver_all_and_settle(&[deleted]).await;
+    app.clock.advance(Duration::from_secs(1)); // the next recheck
     let closed = closed_within(&mut gated, Duration::from_secs(3)).await;
     assert!(closed.is_some(), "the gated tunnel outlived the subscription");
     assert!(echoes(&mut open, b"open path").await, "a tunnel on an open path is not the gate's");
@@ -138,19 +142,21 @@ async fn idle_and_old_tunnels_close() {
     let app = gateway_app(&upstream, vec![("UPSTREAM_IDLE_TIMEOUT", "1s".into()), ("WEBSOCKET_MAX_LIFETIME", "4s".into())]).await;
     let (_, mut chatty) = handshake(&addr(&app.url), "/ws", &[]).await;
     let (_, mut idle) = handshake(&addr(&app.url), "/ws", &[]).await;
-    let started = Instant::now();
-    let mut idle_closed = None;
-    // The busy tunnel talks every 300 ms while the idle one is watched.
-    while started.elapsed() < Duration::from_millis(2500) {
+    // 0.6 s on the app's clock: the busy tunnel talks; the idle one has not idled a second yet.
+    app.clock.advance(Duration::from_millis(600));
+    assert!(echoes(&mut chatty, b"ping").await);
+    assert!(closed_within(&mut idle, Duration::from_millis(100)).await.is_none(), "closed before it idled");
+    // 1.2 s: the idle one has had no byte for over a second; the busy one talks again.
+    app.clock.advance(Duration::from_millis(600));
+    assert!(closed_within(&mut idle, Duration::from_secs(2)).await.is_some(), "an idle tunnel closes");
+    assert!(echoes(&mut chatty, b"ping").await, "a busy tunnel stays open");
+    // The busy one talks every 0.8 s up to 3.6 s; at 4.4 s its lifetime (4 s) is over.
+    for _ in 0..3 {
+        app.clock.advance(Duration::from_millis(800));
         assert!(echoes(&mut chatty, b"ping").await, "a busy tunnel stays open until its lifetime ends");
-        match idle_closed {
-            None => idle_closed = closed_within(&mut idle, Duration::from_millis(300)).await.map(|_| started.elapsed()),
-            Some(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
     }
-    let idle_closed = idle_closed.expect("an idle tunnel closes");
-    assert!(idle_closed >= Duration::from_millis(900), "closed before it idled: {idle_closed:?}");
-    assert!(closed_within(&mut chatty, Duration::from_secs(4)).await.is_some(), "no tunnel outlives WEBSOCKET_MAX_LIFETIME");
+    app.clock.advance(Duration::from_millis(800));
+    assert!(closed_within(&mut chatty, Duration::from_secs(2)).await.is_some(), "no tunnel outlives WEBSOCKET_MAX_LIFETIME");
 }
 
 /// Raise this process's open-file limit to its hard maximum (the test holds thousands of sockets).
