@@ -57,7 +57,7 @@ id_type!(PriceId, "price_", "Stripe price");
 
 impl UserId {
     pub fn generate() -> UserId {
-        UserId(format!("user_{}", crate::random_token(20)))
+        UserId(format!("user_{}", crate::random::random_token(20)))
     }
 }
 

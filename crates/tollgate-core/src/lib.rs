@@ -7,6 +7,7 @@
 //! Module tour:
 //! - [`config`]: settings from the environment and `.env`, every variable in one table; secrets that never print.
 //! - [`clock`]: the time, injectable (tests advance it instead of sleeping).
+//! - [`random`]: random tokens.
 //! - [`domain`]: ids, emails, statuses, the cache entry, the access policy (no I/O).
 //! - [`kv`]: the `Kv` trait, its backends (redb, Redis, memory) and every key name.
 //! - [`stripe`]: the Stripe client, wire types, webhook signatures, the pinned API version.
@@ -21,27 +22,8 @@ pub mod domain;
 pub mod kv;
 pub mod mail;
 pub mod metrics;
+pub mod random;
 pub mod stripe;
 
-pub use clock::Clock;
-
-/// Seconds since the Unix epoch by the system's clock (what a [`Clock`] is built on; code that
-/// can be given a clock reads that instead).
-pub fn unix_now() -> i64 {
-    system_unix_now_ms() / 1000
-}
-
-/// Milliseconds since the Unix epoch by the system's clock.
-pub fn unix_now_ms() -> i64 {
-    system_unix_now_ms()
-}
-
-fn system_unix_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// A random token of letters and digits (session ids, CSRF tokens, request ids).
-pub fn random_token(len: usize) -> String {
-    use rand::Rng;
-    rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(len).map(char::from).collect()
-}
+pub use clock::{unix_now, unix_now_ms, Clock};
+pub use random::random_token;

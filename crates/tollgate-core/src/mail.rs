@@ -65,7 +65,7 @@ impl Mailer {
             Mailer::Outbox(outbox) => {
                 tracing::info!(to = %mail.to.as_str(), subject = %mail.subject, "email written to the local outbox (/dev/outbox)");
                 let mut outbox = outbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                outbox.push_front(SentMail { mail, sent_at: crate::unix_now() });
+                outbox.push_front(SentMail { mail, sent_at: crate::clock::unix_now() });
                 outbox.truncate(OUTBOX_SIZE);
                 Ok(())
             }

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::billing::{recipe, Billing, BillingError};
-use crate::domain::{AccessPolicy, CustomerId, SubscriptionCache, UserId};
-use crate::kv::keys;
+use tollgate_core::billing::{recipe, Billing, BillingError};
+use tollgate_core::domain::{AccessPolicy, CustomerId, SubscriptionCache, UserId};
+use tollgate_core::kv::keys;
 
 /// The user's cached subscription. A customer whose entry is missing or unreadable is synced once.
 pub(crate) async fn cached_subscription(

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::billing::Billing;
-use crate::config::{Settings, StripeSettings};
-use crate::domain::CustomerId;
+use tollgate_core::billing::Billing;
+use tollgate_core::config::{Settings, StripeSettings};
+use tollgate_core::domain::CustomerId;
 use tollgate_core::Clock;
 
 /// Signup and Stripe subscription billing, offline by default.
@@ -55,9 +55,9 @@ pub(crate) enum Command {
 /// The `tollgate` binary: parse the command line and the configuration, run the command; the
 /// process's exit code (2: a configuration error, 1: the command failed).
 pub async fn run_command_line() -> i32 {
-    crate::return_large_allocations();
+    crate::memory::return_large_allocations();
     let cli = Cli::parse();
-    let environment = match crate::config::environment() {
+    let environment = match tollgate_core::config::environment() {
         Ok(environment) => environment,
         Err(e) => {
             eprintln!("tollgate: configuration error: {e}");
@@ -146,16 +146,18 @@ async fn serve(settings: Settings) -> i32 {
 }
 
 /// The Stripe client of these settings, without the shared rate limit (one-off commands).
-fn stripe_client(settings: &Settings) -> Option<crate::stripe::StripeClient> {
+fn stripe_client(settings: &Settings) -> Option<tollgate_core::stripe::StripeClient> {
     match &settings.stripe {
-        StripeSettings::Remote { secret_key, api_base, .. } => Some(crate::stripe::StripeClient::new(api_base, secret_key.clone(), None)),
+        StripeSettings::Remote { secret_key, api_base, .. } => {
+            Some(tollgate_core::stripe::StripeClient::new(api_base, secret_key.clone(), None))
+        }
         StripeSettings::Emulator { .. } => None,
     }
 }
 
 /// `tollgate config`: the table of variables, then the errors, if any; the exit code.
-pub(crate) fn config(environment: &crate::config::variables::Environment, json: bool) -> i32 {
-    use crate::config::variables;
+pub(crate) fn config(environment: &tollgate_core::config::variables::Environment, json: bool) -> i32 {
+    use tollgate_core::config::variables;
     let rows = environment.table();
     let errors = Settings::from_environment(environment).err().map(|e| e.0).unwrap_or_default();
     if json {
@@ -197,7 +199,7 @@ pub(crate) async fn setup(settings: &Settings, dry_run: bool) -> anyhow::Result<
         crate::doctor::SetupOutcome::Created { id, secret } => {
             println!(
                 "webhook endpoint {would}created: {id}, listening to the {} tracked events",
-                crate::billing::events::TRACKED_EVENTS.len()
+                tollgate_core::billing::events::TRACKED_EVENTS.len()
             );
             if let Some(secret) = secret {
                 println!("store its signing secret where `serve` reads it:\nSTRIPE_WEBHOOK_SECRET={secret}");
@@ -215,7 +217,7 @@ pub(crate) async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<
     let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
         anyhow::bail!("STRIPE_SECRET_KEY: `tollgate import` reads Stripe; set the key of the account the recipe used");
     };
-    let kv = crate::kv::open(&settings.kv, &Clock::system()).await?;
+    let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
     let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos} keys checked, {per_sec} {msg}").expect("a valid template"));
@@ -257,15 +259,15 @@ pub(crate) async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Resu
     let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
         anyhow::bail!("STRIPE_SECRET_KEY: `tollgate sync` reads Stripe; without a key there is only the emulator inside `tollgate serve`");
     };
-    let kv = crate::kv::open(&settings.kv, &Clock::system()).await?;
+    let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
     let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
     let customers = match target.customer {
         Some(customer) => {
             // A mistyped id would otherwise be cached as "no subscription".
-            billing.stripe.get::<crate::stripe::wire::Customer>(&format!("/v1/customers/{customer}"), &[]).await?;
+            billing.stripe.get::<tollgate_core::stripe::wire::Customer>(&format!("/v1/customers/{customer}"), &[]).await?;
             vec![customer]
         }
-        None => crate::billing::reconcile::customers_with_user(&billing.stripe).await?,
+        None => tollgate_core::billing::reconcile::customers_with_user(&billing.stripe).await?,
     };
     let progress = indicatif::ProgressBar::new(customers.len() as u64);
     progress.set_style(

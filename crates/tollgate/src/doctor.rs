@@ -5,10 +5,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::billing::events::TRACKED_EVENTS;
-use crate::config::{AuthSettings, KvSettings, MailSettings, Settings, StripeSettings, ValueEncoding};
-use crate::stripe::wire::{List, Price};
-use crate::stripe::{StripeClient, StripeError, API_VERSION};
+use tollgate_core::billing::events::TRACKED_EVENTS;
+use tollgate_core::config::{AuthSettings, KvSettings, MailSettings, Settings, StripeSettings, ValueEncoding};
+use tollgate_core::stripe::wire::{List, Price};
+use tollgate_core::stripe::{StripeClient, StripeError, API_VERSION};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,8 +130,8 @@ fn missing_events(endpoint: &Value) -> Vec<&'static str> {
 const VALUES_SAMPLED: usize = 500;
 
 /// Which form the recipe's mappings in the KV are written in, against `KV_VALUE_ENCODING`.
-async fn value_forms(kv: &dyn crate::kv::Kv, encoding: ValueEncoding) -> Check {
-    use crate::billing::recipe::{read_customer_id, StringForm};
+async fn value_forms(kv: &dyn tollgate_core::kv::Kv, encoding: ValueEncoding) -> Check {
+    use tollgate_core::billing::recipe::{read_customer_id, StringForm};
     let configured = match encoding {
         ValueEncoding::Raw => "raw",
         ValueEncoding::Json => "json",
@@ -170,54 +170,58 @@ async fn value_forms(kv: &dyn crate::kv::Kv, encoding: ValueEncoding) -> Check {
 }
 
 pub(crate) async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> Vec<Check> {
-    let mut checks = Vec::new();
     let live = matches!(&settings.stripe, StripeSettings::Remote { secret_key, .. } if secret_key.expose().contains("_live_"));
-    let mode = if live { "live" } else { "test" };
-
-    // The public URL.
-    match (&settings.public_url, live) {
-        (Some(url), true) if !url.starts_with("https://") => checks.push(Check::fail(
-            "public url",
-            format!("{url} is not https with live keys"),
-            "serve the app over https and set PUBLIC_URL=https://…",
-        )),
-        (None, true) => {
-            checks.push(Check::fail("public url", "PUBLIC_URL is not set", "set PUBLIC_URL to the https:// address users reach the app at"))
-        }
-        (None, false) => checks.push(Check::skip("public url", "PUBLIC_URL is not set: http://localhost is assumed (development)")),
-        (Some(url), _) => checks.push(Check::ok("public url", url.clone())),
+    let mut checks = vec![public_url(settings, live)];
+    checks.extend(kv(settings).await);
+    match stripe {
+        None => checks.push(Check::skip("stripe", "no STRIPE_SECRET_KEY: the embedded emulator stands in (development only)")),
+        Some(stripe) => checks.extend(stripe_account(settings, stripe, live).await),
     }
+    checks.extend(clerk_and_mail(settings).await);
+    checks
+}
 
-    // The KV takes a write and reads it back; its recipe values are in the form configured.
-    match crate::kv::open(&settings.kv, &tollgate_core::Clock::system()).await {
-        Err(e) => checks.push(Check::fail(
-            "kv",
-            format!("cannot open: {e:#}"),
-            match &settings.kv {
+/// `PUBLIC_URL`: set, and https with live keys.
+fn public_url(settings: &Settings, live: bool) -> Check {
+    match (&settings.public_url, live) {
+        (Some(url), true) if !url.starts_with("https://") => {
+            Check::fail("public url", format!("{url} is not https with live keys"), "serve the app over https and set PUBLIC_URL=https://…")
+        }
+        (None, true) => Check::fail("public url", "PUBLIC_URL is not set", "set PUBLIC_URL to the https:// address users reach the app at"),
+        (None, false) => Check::skip("public url", "PUBLIC_URL is not set: http://localhost is assumed (development)"),
+        (Some(url), _) => Check::ok("public url", url.clone()),
+    }
+}
+
+/// The KV takes a write and reads it back; its recipe values are in the form configured.
+async fn kv(settings: &Settings) -> Vec<Check> {
+    let kv = match tollgate_core::kv::open(&settings.kv, &tollgate_core::Clock::system()).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            let fix = match &settings.kv {
                 KvSettings::Embedded { .. } => "stop the process holding the file (one process at a time), or check DATA_DIR / KV_URL",
                 _ => "check KV_URL (and that Redis is reachable and the credentials right)",
-            },
-        )),
-        Ok(kv) => {
-            let value = crate::random_token(16);
-            let written = kv.set_expiring("tollgate:doctor", &value, std::time::Duration::from_secs(60)).await;
-            checks.push(match (written, kv.get("tollgate:doctor").await) {
-                (Ok(()), Ok(Some(read))) if read == value => Check::ok("kv", "a write was read back"),
-                (Err(e), _) | (_, Err(e)) => {
-                    Check::fail("kv", format!("unwritable: {e}"), "give Tollgate's KV user write access (Redis ACL) or a writable DATA_DIR")
-                }
-                _ => Check::fail("kv", "a write was not read back", "check that KV_URL names one Redis, not a read replica"),
-            });
-            checks.push(value_forms(kv.as_ref(), settings.value_encoding).await);
+            };
+            return vec![Check::fail("kv", format!("cannot open: {e:#}"), fix)];
         }
-    }
-
-    let Some(stripe) = stripe else {
-        checks.push(Check::skip("stripe", "no STRIPE_SECRET_KEY: the embedded emulator stands in (development only)"));
-        return finish(settings, checks).await;
     };
+    let value = tollgate_core::random_token(16);
+    let written = kv.set_expiring("tollgate:doctor", &value, std::time::Duration::from_secs(60)).await;
+    let readable = match (written, kv.get("tollgate:doctor").await) {
+        (Ok(()), Ok(Some(read))) if read == value => Check::ok("kv", "a write was read back"),
+        (Err(e), _) | (_, Err(e)) => {
+            Check::fail("kv", format!("unwritable: {e}"), "give Tollgate's KV user write access (Redis ACL) or a writable DATA_DIR")
+        }
+        _ => Check::fail("kv", "a write was not read back", "check that KV_URL names one Redis, not a read replica"),
+    };
+    vec![readable, value_forms(kv.as_ref(), settings.value_encoding).await]
+}
 
-    // The key.
+/// The Stripe account: the key, every price offered, then the webhook endpoint. A step that
+/// fails ends the list (what follows could not be checked).
+async fn stripe_account(settings: &Settings, stripe: &StripeClient, live: bool) -> Vec<Check> {
+    let mode = if live { "live" } else { "test" };
+    let mut checks = Vec::new();
     match stripe.get::<List<Value>>("/v1/prices", &[("limit", "1")]).await {
         Ok(_) => checks.push(Check::ok("stripe key", format!("Stripe accepts the key ({mode} mode)"))),
         Err(e) => {
@@ -226,39 +230,47 @@ pub(crate) async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> V
                 e.to_string(),
                 "copy the secret key from Dashboard → Developers → API keys into STRIPE_SECRET_KEY",
             ));
-            return finish(settings, checks).await;
+            return checks;
         }
     }
 
-    // Every price offered.
     for price_id in settings.plans.iter().flatten() {
-        let check = match stripe.get::<Value>(&format!("/v1/prices/{price_id}"), &[]).await {
-            Err(e) => Check::fail("price", format!("{price_id}: {e}"), format!("create the price in Stripe ({mode} mode) or fix PLANS")),
-            Ok(price) => match serde_json::from_value::<Price>(price.clone()) {
-                Err(e) => Check::fail("price", format!("{price_id}: unreadable ({e})"), "fix PLANS"),
-                Ok(p) if p.recurring.is_none() => {
-                    Check::fail("price", format!("{price_id} is a one-time price"), "use a recurring price (monthly, yearly…) in PLANS")
-                }
-                Ok(p) if !p.active => Check::fail(
-                    "price",
-                    format!("{price_id} is archived"),
-                    "use an active price in PLANS, or unarchive it in the Dashboard",
-                ),
-                Ok(_) if price["livemode"].as_bool() != Some(live) => Check::fail(
-                    "price",
-                    format!("{price_id} is not a {mode}-mode price"),
-                    format!("use the {mode}-mode price id (prices differ between test and live mode)"),
-                ),
-                Ok(_) => Check::ok("price", format!("{price_id}: recurring, active, {mode} mode")),
-            },
-        };
-        checks.push(check);
+        checks.push(price(stripe, price_id, live).await);
     }
+    checks.extend(webhook_endpoint(settings, stripe).await);
+    checks
+}
 
-    // The webhook endpoint.
+/// A price offered in `PLANS`: recurring, active, and of the keys' mode.
+async fn price(stripe: &StripeClient, price_id: &tollgate_core::domain::PriceId, live: bool) -> Check {
+    let mode = if live { "live" } else { "test" };
+    match stripe.get::<Value>(&format!("/v1/prices/{price_id}"), &[]).await {
+        Err(e) => Check::fail("price", format!("{price_id}: {e}"), format!("create the price in Stripe ({mode} mode) or fix PLANS")),
+        Ok(price) => match serde_json::from_value::<Price>(price.clone()) {
+            Err(e) => Check::fail("price", format!("{price_id}: unreadable ({e})"), "fix PLANS"),
+            Ok(p) if p.recurring.is_none() => {
+                Check::fail("price", format!("{price_id} is a one-time price"), "use a recurring price (monthly, yearly…) in PLANS")
+            }
+            Ok(p) if !p.active => {
+                Check::fail("price", format!("{price_id} is archived"), "use an active price in PLANS, or unarchive it in the Dashboard")
+            }
+            Ok(_) if price["livemode"].as_bool() != Some(live) => Check::fail(
+                "price",
+                format!("{price_id} is not a {mode}-mode price"),
+                format!("use the {mode}-mode price id (prices differ between test and live mode)"),
+            ),
+            Ok(_) => Check::ok("price", format!("{price_id}: recurring, active, {mode} mode")),
+        },
+    }
+}
+
+/// The endpoint for `PUBLIC_URL`: present, enabled, listening to every tracked event, on the pinned
+/// version, and signing with `STRIPE_WEBHOOK_SECRET`.
+async fn webhook_endpoint(settings: &Settings, stripe: &StripeClient) -> Vec<Check> {
+    let mut checks = Vec::new();
     let Some(url) = webhook_url(settings) else {
         checks.push(Check::fail("webhook endpoint", "PUBLIC_URL is not set, so no endpoint URL can be checked", "set PUBLIC_URL"));
-        return finish(settings, checks).await;
+        return checks;
     };
     let endpoint = match endpoints(stripe).await {
         Err(e) => {
@@ -267,7 +279,7 @@ pub(crate) async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> V
                 format!("cannot list endpoints: {e}"),
                 "give the key read access to webhook endpoints",
             ));
-            return finish(settings, checks).await;
+            return checks;
         }
         Ok(list) => list.into_iter().find(|e| e["url"] == url.as_str()),
     };
@@ -277,7 +289,7 @@ pub(crate) async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> V
             format!("none for {url}"),
             "run `tollgate setup`, then set STRIPE_WEBHOOK_SECRET to the secret it prints",
         ));
-        return finish(settings, checks).await;
+        return checks;
     };
     let id = endpoint["id"].as_str().unwrap_or_default().to_string();
     checks.push(if endpoint["status"] != "enabled" {
@@ -309,7 +321,8 @@ pub(crate) async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> V
     checks.push(match stripe.post::<Value>(&format!("/_emulator/webhook_endpoints/{id}/test_delivery"), &[], None).await {
         Ok(test) => {
             let payload = test["payload"].as_str().unwrap_or_default();
-            match crate::stripe::webhook::verify(payload.as_bytes(), test["signature"].as_str(), &secret, crate::unix_now()) {
+            match tollgate_core::stripe::webhook::verify(payload.as_bytes(), test["signature"].as_str(), &secret, tollgate_core::unix_now())
+            {
                 Ok(()) => Check::ok("webhook secret", "STRIPE_WEBHOOK_SECRET verifies a test delivery"),
                 Err(e) => Check::fail(
                     "webhook secret",
@@ -322,11 +335,12 @@ pub(crate) async fn run(settings: &Settings, stripe: Option<&StripeClient>) -> V
             Check::skip("webhook secret", "Stripe sends no test delivery through its API: send one from the Dashboard and watch the log")
         }
     });
-    finish(settings, checks).await
+    checks
 }
 
 /// The checks that do not depend on Stripe: Clerk, SMTP.
-async fn finish(settings: &Settings, mut checks: Vec<Check>) -> Vec<Check> {
+async fn clerk_and_mail(settings: &Settings) -> Vec<Check> {
+    let mut checks = Vec::new();
     if let AuthSettings::Clerk(clerk) = &settings.auth {
         checks.push(match &clerk.jwt_key {
             Some(_) => Check::ok("clerk", "CLERK_JWT_KEY is an RSA public key; tokens verify without fetching keys"),
@@ -343,7 +357,7 @@ async fn finish(settings: &Settings, mut checks: Vec<Check>) -> Vec<Check> {
     }
     if let MailSettings::Smtp { shown, .. } = &settings.mail {
         // The mailer `serve` would send with.
-        let reachable = match crate::mail::Mailer::new(&settings.mail) {
+        let reachable = match tollgate_core::mail::Mailer::new(&settings.mail) {
             Ok(mailer) => mailer.reachable().await,
             Err(_) => false,
         };

@@ -9,13 +9,13 @@ use tokio::net::TcpListener;
 
 use crate::auth::clerk::ClerkAuth;
 use crate::auth::local::LocalAccounts;
-use crate::billing::drain::{self, Drain, Wakeups};
-use crate::billing::{catalog::Catalog, reconcile, Billing};
-use crate::config::{AuthSettings, Secret, Settings, StripeSettings};
-use crate::domain::{AccessPolicy, PriceId};
 use crate::state::{AppState, Inner, MetricsAccess};
-use crate::stripe::client::RateLimit;
-use crate::stripe::StripeClient;
+use tollgate_core::billing::drain::{self, Drain, Wakeups};
+use tollgate_core::billing::{catalog::Catalog, reconcile, Billing};
+use tollgate_core::config::{AuthSettings, Secret, Settings, StripeSettings};
+use tollgate_core::domain::{AccessPolicy, PriceId};
+use tollgate_core::stripe::client::RateLimit;
+use tollgate_core::stripe::StripeClient;
 use tollgate_core::Clock;
 
 /// The plans the embedded emulator starts with, and the ones offered when `PLANS` is not set.
@@ -66,7 +66,7 @@ fn demo_catalogue() -> Vec<stripe_emulator::SeedProduct> {
 async fn start_emulator(port: u16, data_file: Option<std::path::PathBuf>, tollgate: SocketAddr) -> anyhow::Result<(String, String)> {
     use std::net::{IpAddr, Ipv4Addr};
     use stripe_emulator::{Emulator, EmulatorConfig, StartupWebhook};
-    let secret = format!("whsec_{}", crate::random_token(32));
+    let secret = format!("whsec_{}", tollgate_core::random_token(32));
     let callback_host = if tollgate.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { tollgate.ip() };
     let config = EmulatorConfig {
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
@@ -105,7 +105,7 @@ impl Application {
             .with_context(|| format!("PORT: cannot listen on {}:{}", settings.bind, settings.port))?;
         let addr = listener.local_addr()?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
-        let kv = crate::kv::open(&settings.kv, &clock).await?;
+        let kv = tollgate_core::kv::open(&settings.kv, &clock).await?;
 
         let ((api_base, api_key), webhook_secret, emulator_url) = match &settings.stripe {
             StripeSettings::Remote { secret_key, webhook_secret, api_base } => {
@@ -121,7 +121,7 @@ impl Application {
             emulator_has_the_plans(&billing, plans).await?;
         }
         let secure_cookies = public_url.starts_with("https://");
-        let mailer = Arc::new(crate::mail::Mailer::new(&settings.mail)?);
+        let mailer = Arc::new(tollgate_core::mail::Mailer::new(&settings.mail)?);
         let accounts = Arc::new(LocalAccounts::new(
             kv.clone(),
             mailer.clone(),
@@ -261,7 +261,7 @@ async fn shutdown_requested() {
 /// that syncs without serving).
 pub(crate) fn billing(
     settings: &Settings,
-    kv: crate::kv::SharedKv,
+    kv: tollgate_core::kv::SharedKv,
     api_base: &str,
     key: Secret,
     public_url: String,
@@ -290,7 +290,7 @@ pub(crate) fn billing(
 /// `PLANS` with the embedded emulator must name prices it has. Real price ids there mean the
 /// Stripe keys were meant to be set (a typo in their name, say): refused, with the ids it has.
 async fn emulator_has_the_plans(billing: &Billing, plans: &[PriceId]) -> anyhow::Result<()> {
-    let listed: crate::stripe::wire::List<serde_json::Value> =
+    let listed: tollgate_core::stripe::wire::List<serde_json::Value> =
         billing.stripe.get("/v1/prices", &[("limit", "100")]).await.context("reading the embedded Stripe emulator's prices")?;
     let mut known: Vec<&str> = listed.data.iter().filter_map(|price| price["id"].as_str()).collect();
     known.sort_unstable();

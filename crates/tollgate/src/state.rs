@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use crate::auth::local::LocalAccounts;
 use crate::auth::AuthProvider;
-use crate::billing::Billing;
-use crate::config::Secret;
-use crate::domain::AccessPolicy;
+use tollgate_core::billing::Billing;
+use tollgate_core::config::Secret;
+use tollgate_core::domain::AccessPolicy;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -45,7 +45,7 @@ pub struct Inner {
     /// Who may read `/metrics` on the main port.
     pub(crate) metrics_access: MetricsAccess,
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
-    pub(crate) mailer: Arc<crate::mail::Mailer>,
+    pub(crate) mailer: Arc<tollgate_core::mail::Mailer>,
     pub(crate) policy: AccessPolicy,
     pub(crate) webhook_secret: Secret,
     /// `scheme://host[:port]` of `PUBLIC_URL`, compared with `Origin` on form posts.
@@ -70,7 +70,7 @@ impl AppState {
     }
 
     /// Where account emails go; with no `SMTP_URL`, its outbox holds them (as `/dev/outbox` shows).
-    pub fn mailer(&self) -> &Arc<crate::mail::Mailer> {
+    pub fn mailer(&self) -> &Arc<tollgate_core::mail::Mailer> {
         &self.0.mailer
     }
 }

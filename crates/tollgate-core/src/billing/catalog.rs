@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::Clock;
+use crate::clock::Clock;
 
 use super::BillingError;
 use crate::domain::{Plan, PriceId};

@@ -92,7 +92,7 @@ impl Billing {
         let (billing, user, price) = (self.clone(), user.clone(), price.cloned());
         tokio::spawn(async move {
             let lease = format!("checkout:{}", user.id);
-            let token = crate::random_token(20);
+            let token = crate::random::random_token(20);
             let deadline = tokio::time::Instant::now() + CHECKOUT_WAIT;
             while !billing.kv.lease(&lease, &token, CHECKOUT_LEASE).await? {
                 if tokio::time::Instant::now() >= deadline {

@@ -48,5 +48,5 @@ pub struct Billing {
     /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
     pub value_encoding: crate::config::ValueEncoding,
     /// The time, for the drain's debounce and sweeps, cache freshness and waits.
-    pub clock: crate::Clock,
+    pub clock: crate::clock::Clock,
 }

@@ -46,7 +46,7 @@ impl Billing {
 /// Every `every`, the one instance that takes the reconcile lease marks all customers pending.
 /// The lease is kept for the whole interval, so the other instances skip that round.
 pub async fn run_periodically(billing: Arc<Billing>, every: Duration) {
-    let token = crate::random_token(20);
+    let token = crate::random::random_token(20);
     loop {
         billing.clock.sleep(every).await;
         match billing.kv.lease("reconcile", &token, every.mul_f64(0.9)).await {

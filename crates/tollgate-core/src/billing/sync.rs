@@ -143,7 +143,7 @@ impl Billing {
     /// Sync `customer` while anything is pending for it, holding its lease. Errors leave the mark
     /// in place (to be retried), except when Stripe refuses the read: retrying cannot help then.
     pub async fn settle(&self, customer: &CustomerId) -> Result<Settled, BillingError> {
-        let token = crate::random_token(20);
+        let token = crate::random::random_token(20);
         let lease = keys::sync_lease(customer.as_str());
         let outcome = self.settle_with(customer, &lease, &token).await;
         if outcome.is_err() {

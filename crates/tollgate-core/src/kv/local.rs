@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::Clock;
+use crate::clock::Clock;
 
 use super::{keys, Commit, KvError, KvFuture, EVENT_MEMORY};
 

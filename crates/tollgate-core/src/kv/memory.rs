@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::local::{self, Leases, ReadTable, Table};
 use super::{Commit, Kv, KvError, KvFuture};
-use crate::Clock;
+use crate::clock::Clock;
 
 /// `Default`: on the system's clock.
 #[derive(Default)]

@@ -103,7 +103,7 @@ pub type SharedKv = Arc<dyn Kv>;
 
 /// The store `settings` name. Expiry and leases of the embedded and in-memory stores follow
 /// `clock`; Redis keeps its own time.
-pub async fn open(settings: &KvSettings, clock: &crate::Clock) -> anyhow::Result<SharedKv> {
+pub async fn open(settings: &KvSettings, clock: &crate::clock::Clock) -> anyhow::Result<SharedKv> {
     let store: SharedKv = match settings {
         KvSettings::Memory => Arc::new(memory::MemoryKv::new(clock.clone())),
         KvSettings::Embedded { path } => Arc::new(redb::RedbKv::open_with_clock(path, clock.clone())?),

@@ -41,7 +41,7 @@ pub struct RedbKv {
     /// When expired event ids were last removed (a write transaction: not on every sweep).
     pruned: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Expiry is read from it.
-    clock: crate::Clock,
+    clock: crate::clock::Clock,
 }
 
 /// How often expired event ids are removed.
@@ -108,10 +108,10 @@ fn scan(
 impl RedbKv {
     /// The file at `path` (made if missing), on the system's clock.
     pub fn open(path: &Path) -> anyhow::Result<RedbKv> {
-        RedbKv::open_with_clock(path, crate::Clock::system())
+        RedbKv::open_with_clock(path, crate::clock::Clock::system())
     }
 
-    pub fn open_with_clock(path: &Path, clock: crate::Clock) -> anyhow::Result<RedbKv> {
+    pub fn open_with_clock(path: &Path, clock: crate::clock::Clock) -> anyhow::Result<RedbKv> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("DATA_DIR: cannot create {}: {e}", dir.display()))?;
         }

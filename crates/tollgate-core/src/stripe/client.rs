@@ -115,7 +115,7 @@ impl StripeClient {
         form: &[(&str, &str)],
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
-        let key = idempotency_key.map(str::to_string).unwrap_or_else(|| format!("tollgate-{}", crate::random_token(24)));
+        let key = idempotency_key.map(str::to_string).unwrap_or_else(|| format!("tollgate-{}", crate::random::random_token(24)));
         self.send(Method::POST, path, form, Some(&key)).await
     }
 

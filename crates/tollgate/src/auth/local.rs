@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use super::throttle::{Attempt, MailDecision, Throttle};
 use super::{cookie, AuthFuture, AuthProvider, Session, User};
-use crate::domain::{Email, UserId};
-use crate::kv::{keys, KvError, SharedKv};
-use crate::mail::{Mail, Mailer};
+use tollgate_core::domain::{Email, UserId};
+use tollgate_core::kv::{keys, KvError, SharedKv};
+use tollgate_core::mail::{Mail, Mailer};
 
 /// The session cookie's name; under https the `__Host-` prefix makes browsers insist that it is
 /// Secure, for this host only, on every path (no subdomain can set or shadow it).
@@ -225,7 +225,7 @@ impl LocalAccounts {
             .get_or_try_init(|| {
                 self.hash_work(|| {
                     Argon2::default()
-                        .hash_password(crate::random_token(24).as_bytes(), &SaltString::generate(&mut OsRng))
+                        .hash_password(tollgate_core::random_token(24).as_bytes(), &SaltString::generate(&mut OsRng))
                         .map(|h| h.to_string())
                         .unwrap_or_default()
                 })
@@ -237,7 +237,7 @@ impl LocalAccounts {
     /// Run password-hashing work off the async workers, at most [`HASHES_IN_FLIGHT`] at a time; a
     /// request that waits longer than [`HASH_QUEUE_WAIT`] for a turn is shed. The turn is held by
     /// the work itself, so a client that hangs up does not free it early. (Freed hash memory goes
-    /// back to the system: `crate::return_large_allocations`.)
+    /// back to the system: `crate::memory::return_large_allocations`.)
     async fn hash_work<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, AccountError> {
         let turn = tokio::time::timeout(HASH_QUEUE_WAIT, self.hashing.clone().acquire_owned())
             .await
@@ -310,7 +310,7 @@ impl LocalAccounts {
                 ),
             }
         } else {
-            let token = crate::random_token(32);
+            let token = tollgate_core::random_token(32);
             let pending = PendingSignUp { id: UserId::generate(), email: email.clone() };
             let json = serde_json::to_string(&pending).expect("a sign-up serialises");
             self.kv.set_expiring(&keys::sign_up(&token), &json, SIGN_UP_LINK_TTL).await?;
@@ -374,7 +374,7 @@ impl LocalAccounts {
         let decision = self.mail_allowed(&email, address).await?;
         let mail = match self.account(&email).await? {
             Some(account) => {
-                let token = crate::random_token(32);
+                let token = tollgate_core::random_token(32);
                 let record = ResetRecord { email: email.clone(), password: fingerprint(&account.password_hash) };
                 let json = serde_json::to_string(&record).expect("a reset serialises");
                 self.kv.set_expiring(&keys::password_reset(&token), &json, RESET_LINK_TTL).await?;
@@ -481,12 +481,16 @@ impl LocalAccounts {
             }
         };
         self.throttle.succeeded(&attempt).await?;
-        let device = device.map_or_else(|| crate::random_token(32), str::to_string);
+        let device = device.map_or_else(|| tollgate_core::random_token(32), str::to_string);
         self.throttle.remember_device(&device, &account_key).await?;
         Ok((authenticated, device))
     }
 
-    async fn check_password(&self, email: Result<Email, crate::domain::ParseError>, password: &str) -> Result<Authenticated, AccountError> {
+    async fn check_password(
+        &self,
+        email: Result<Email, tollgate_core::domain::ParseError>,
+        password: &str,
+    ) -> Result<Authenticated, AccountError> {
         let Ok(email) = email else { return Err(AccountError::BadCredentials) };
         let account = self.account(&email).await?;
         // Without an account, verify against a decoy hash anyway so timing does not reveal which part was wrong.
@@ -510,7 +514,7 @@ impl LocalAccounts {
 
     /// A new session for a user just authenticated; returns the token for the cookie.
     pub(crate) async fn start_session(&self, authenticated: &Authenticated) -> Result<String, KvError> {
-        let token = crate::random_token(32);
+        let token = tollgate_core::random_token(32);
         let user = &authenticated.user;
         let record = SessionRecord {
             user_id: user.id.clone(),
@@ -614,8 +618,8 @@ mod tests {
     }
 
     fn accounts() -> (SharedKv, Arc<Mailer>, LocalAccounts) {
-        let kv: SharedKv = Arc::new(crate::kv::memory::MemoryKv::default());
-        let mailer = Arc::new(Mailer::new(&crate::config::MailSettings::Outbox).unwrap());
+        let kv: SharedKv = Arc::new(tollgate_core::kv::memory::MemoryKv::default());
+        let mailer = Arc::new(Mailer::new(&tollgate_core::config::MailSettings::Outbox).unwrap());
         let accounts = LocalAccounts::new(
             kv.clone(),
             mailer.clone(),
@@ -773,7 +777,7 @@ mod tests {
         assert!(matches!(accounts.sign_in("owner@example.com", "the right password", None).await, Err(AccountError::Throttled(_))));
         let (_, kept) = accounts.sign_in("owner@example.com", "the right password", Some(&device)).await.unwrap();
         assert_eq!(kept, device, "the browser keeps its token");
-        let stranger = crate::random_token(32);
+        let stranger = tollgate_core::random_token(32);
         assert!(
             matches!(accounts.sign_in("owner@example.com", "the right password", Some(&stranger)).await, Err(AccountError::Throttled(_))),
             "a device cookie of no earlier success is no key"
@@ -783,13 +787,16 @@ mod tests {
     /// A store whose `n`th operation from now tells the test to drop its caller's future (a
     /// client hanging up there); the operation itself completes.
     struct CutsAt {
-        inner: crate::kv::memory::MemoryKv,
+        inner: tollgate_core::kv::memory::MemoryKv,
         left: std::sync::atomic::AtomicI64,
         cut: tokio::sync::Notify,
     }
 
     impl CutsAt {
-        fn pass<'a, T: Send + 'a>(&'a self, op: impl FnOnce() -> crate::kv::KvFuture<'a, T> + Send + 'a) -> crate::kv::KvFuture<'a, T> {
+        fn pass<'a, T: Send + 'a>(
+            &'a self,
+            op: impl FnOnce() -> tollgate_core::kv::KvFuture<'a, T> + Send + 'a,
+        ) -> tollgate_core::kv::KvFuture<'a, T> {
             if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 0 {
                 self.cut.notify_waiters();
             }
@@ -797,47 +804,52 @@ mod tests {
         }
     }
 
-    impl crate::kv::Kv for CutsAt {
-        fn get<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, Option<String>> {
+    impl tollgate_core::kv::Kv for CutsAt {
+        fn get<'a>(&'a self, key: &'a str) -> tollgate_core::kv::KvFuture<'a, Option<String>> {
             self.pass(move || self.inner.get(key))
         }
-        fn set<'a>(&'a self, key: &'a str, value: &'a str) -> crate::kv::KvFuture<'a, ()> {
+        fn set<'a>(&'a self, key: &'a str, value: &'a str) -> tollgate_core::kv::KvFuture<'a, ()> {
             self.pass(move || self.inner.set(key, value))
         }
-        fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> crate::kv::KvFuture<'a, bool> {
+        fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> tollgate_core::kv::KvFuture<'a, bool> {
             self.pass(move || self.inner.set_if_absent(key, value))
         }
-        fn delete<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, ()> {
+        fn delete<'a>(&'a self, key: &'a str) -> tollgate_core::kv::KvFuture<'a, ()> {
             self.pass(move || self.inner.delete(key))
         }
-        fn take<'a>(&'a self, key: &'a str) -> crate::kv::KvFuture<'a, Option<String>> {
+        fn take<'a>(&'a self, key: &'a str) -> tollgate_core::kv::KvFuture<'a, Option<String>> {
             self.pass(move || self.inner.take(key))
         }
-        fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> crate::kv::KvFuture<'a, ()> {
+        fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> tollgate_core::kv::KvFuture<'a, ()> {
             self.pass(move || self.inner.set_expiring(key, value, ttl))
         }
-        fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> crate::kv::KvFuture<'a, u64> {
+        fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> tollgate_core::kv::KvFuture<'a, u64> {
             self.pass(move || self.inner.increment(key, ttl))
         }
-        fn ping(&self) -> crate::kv::KvFuture<'_, ()> {
+        fn ping(&self) -> tollgate_core::kv::KvFuture<'_, ()> {
             self.pass(move || self.inner.ping())
         }
-        fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> crate::kv::KvFuture<'a, (Vec<String>, String)> {
+        fn scan_keys<'a>(
+            &'a self,
+            prefix: &'a str,
+            cursor: &'a str,
+            limit: usize,
+        ) -> tollgate_core::kv::KvFuture<'a, (Vec<String>, String)> {
             self.pass(move || self.inner.scan_keys(prefix, cursor, limit))
         }
-        fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> crate::kv::KvFuture<'a, bool> {
+        fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> tollgate_core::kv::KvFuture<'a, bool> {
             self.pass(move || self.inner.mark_pending(customer, event_id))
         }
-        fn pending_generation<'a>(&'a self, customer: &'a str) -> crate::kv::KvFuture<'a, Option<u64>> {
+        fn pending_generation<'a>(&'a self, customer: &'a str) -> tollgate_core::kv::KvFuture<'a, Option<u64>> {
             self.pass(move || self.inner.pending_generation(customer))
         }
-        fn pending_customers(&self, limit: usize) -> crate::kv::KvFuture<'_, Vec<String>> {
+        fn pending_customers(&self, limit: usize) -> tollgate_core::kv::KvFuture<'_, Vec<String>> {
             self.pass(move || self.inner.pending_customers(limit))
         }
-        fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> crate::kv::KvFuture<'a, bool> {
+        fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> tollgate_core::kv::KvFuture<'a, bool> {
             self.pass(move || self.inner.lease(name, token, ttl))
         }
-        fn release<'a>(&'a self, name: &'a str, token: &'a str) -> crate::kv::KvFuture<'a, ()> {
+        fn release<'a>(&'a self, name: &'a str, token: &'a str) -> tollgate_core::kv::KvFuture<'a, ()> {
             self.pass(move || self.inner.release(name, token))
         }
         fn commit_sync<'a>(
@@ -846,10 +858,15 @@ mod tests {
             token: &'a str,
             generation: u64,
             entry: Option<&'a str>,
-        ) -> crate::kv::KvFuture<'a, crate::kv::Commit> {
+        ) -> tollgate_core::kv::KvFuture<'a, tollgate_core::kv::Commit> {
             self.pass(move || self.inner.commit_sync(customer, token, generation, entry))
         }
-        fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> crate::kv::KvFuture<'a, Option<Duration>> {
+        fn reserve_rate<'a>(
+            &'a self,
+            name: &'a str,
+            per_second: u32,
+            max_wait: Duration,
+        ) -> tollgate_core::kv::KvFuture<'a, Option<Duration>> {
             self.pass(move || self.inner.reserve_rate(name, per_second, max_wait))
         }
     }
@@ -860,9 +877,9 @@ mod tests {
     /// beside a session of the old one).
     #[tokio::test]
     async fn links_cut_short_anywhere_are_done_whole_or_not_at_all() {
-        use crate::kv::Kv as _;
+        use tollgate_core::kv::Kv as _;
         let kv = Arc::new(CutsAt { inner: Default::default(), left: i64::MAX.into(), cut: Default::default() });
-        let mailer = Arc::new(Mailer::new(&crate::config::MailSettings::Outbox).unwrap());
+        let mailer = Arc::new(Mailer::new(&tollgate_core::config::MailSettings::Outbox).unwrap());
         let accounts =
             LocalAccounts::new(kv.clone(), mailer.clone(), "http://app.test".into(), false, Duration::from_secs(86_400), Clock::system());
         let cut_after = |n: i64| kv.left.store(n, std::sync::atomic::Ordering::SeqCst);

@@ -10,8 +10,8 @@ use std::pin::Pin;
 
 use axum::http::request::Parts;
 
-use crate::domain::User;
-use crate::kv::KvError;
+use tollgate_core::domain::User;
+use tollgate_core::kv::KvError;
 
 /// What a request's credentials say.
 #[derive(Debug, Clone, PartialEq)]

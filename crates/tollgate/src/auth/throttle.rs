@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::kv::{keys, KvError, SharedKv};
+use tollgate_core::kv::{keys, KvError, SharedKv};
 
 /// Failures are counted over this window (from the first one), and the lock lasts this long.
 const WINDOW: Duration = Duration::from_secs(15 * 60);

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use axum::http::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-use crate::domain::{SubscriptionCache, User};
+use tollgate_core::domain::{SubscriptionCache, User};
 
 /// How long an assertion is good for: long enough for one request to reach the product.
 pub(crate) const ASSERTION_SECONDS: i64 = 30;
@@ -88,19 +88,19 @@ pub(crate) struct AssertionSigner {
 }
 
 impl AssertionSigner {
-    pub(crate) fn new(secret: Option<&crate::config::Secret>, issuer: String, audience: String) -> AssertionSigner {
+    pub(crate) fn new(secret: Option<&tollgate_core::config::Secret>, issuer: String, audience: String) -> AssertionSigner {
         AssertionSigner { key: secret.map(|s| jsonwebtoken::EncodingKey::from_secret(s.expose().as_bytes())), issuer, audience }
     }
 
     /// The assertion for one request of `identity`, when a secret is set.
     pub(crate) fn sign(&self, identity: &Identity, bound: Option<Bound<'_>>) -> Option<HeaderValue> {
         let key = self.key.as_ref()?;
-        let now = crate::unix_now();
+        let now = tollgate_core::unix_now();
         let claims = Claims {
             identity,
             iss: &self.issuer,
             aud: &self.audience,
-            jti: crate::random_token(22),
+            jti: tollgate_core::random_token(22),
             htm: bound.as_ref().map(|b| b.method),
             htu: bound.as_ref().map(|b| format!("{}{}", self.issuer, b.path)),
             iat: now,

@@ -23,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use self::headers::{ClientAddr, OwnCredentials};
 use self::identity::Headers;
 use self::tunnel::{TunnelLimits, Tunnels};
-use crate::config::{GatewaySettings, UpstreamHost};
+use tollgate_core::config::{GatewaySettings, UpstreamHost};
 
 pub(crate) struct Gateway {
     client: Client<HttpConnector, Body>,

@@ -217,7 +217,7 @@ pub(crate) struct GatePaths {
 
 impl GatePaths {
     /// The prefixes of `settings` are already checked to be plain canonical paths (`config`).
-    pub(crate) fn new(settings: &crate::config::GateSettings) -> GatePaths {
+    pub(crate) fn new(settings: &tollgate_core::config::GateSettings) -> GatePaths {
         let case_insensitive = settings.case_insensitive;
         let prefix = |text: &String, root: Prefix| {
             let text = if case_insensitive { text.to_ascii_lowercase() } else { text.clone() };
@@ -351,7 +351,7 @@ mod tests {
 
     fn gate(gated: &[&str], open: &[&str], case_insensitive: bool) -> GatePaths {
         let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        GatePaths::new(&crate::config::GateSettings {
+        GatePaths::new(&tollgate_core::config::GateSettings {
             gated_paths: strings(gated),
             open_paths: strings(open),
             case_insensitive,

@@ -20,9 +20,9 @@ use crate::auth::clerk::ClerkAuth;
 use crate::auth::cookie;
 use crate::auth::local::{device_cookie_name, AccountError, Authenticated, SESSION_COOKIE_DAYS};
 use crate::auth::throttle::DEVICE_REMEMBERED;
-use crate::domain::UserId;
 use crate::gateway::headers::ClientAddr;
 use crate::state::AppState;
+use tollgate_core::domain::UserId;
 
 /// Only a path on this site, from a strict set of characters, is followed after sign-in; anything
 /// else (another host, `//host`, backslashes, tabs or newlines that browsers skip or that cannot

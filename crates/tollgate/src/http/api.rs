@@ -12,8 +12,8 @@ use serde_json::json;
 use super::error::{Failure, Surface};
 use super::extract::CurrentUser;
 use crate::access::entitlement;
-use crate::domain::{PriceId, UserId};
 use crate::state::AppState;
+use tollgate_core::domain::{PriceId, UserId};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -78,8 +78,12 @@ pub(crate) async fn billing_portal(
 ) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);
     let failure = |e| Failure::from_billing(surface, e);
-    let customer =
-        state.billing.customer_of(&user.id).await.map_err(failure)?.ok_or_else(|| failure(crate::billing::BillingError::NoCustomer))?;
+    let customer = state
+        .billing
+        .customer_of(&user.id)
+        .await
+        .map_err(failure)?
+        .ok_or_else(|| failure(tollgate_core::billing::BillingError::NoCustomer))?;
     Ok(Redirect::to(&state.billing.portal_url(&customer).await.map_err(failure)?))
 }
 

@@ -18,9 +18,9 @@ use serde_json::json;
 use super::error::{Failure, Surface};
 use super::webhook::MAX_EVENT_BYTES;
 use crate::auth::clerk::svix::{self, Delivery};
-use crate::domain::UserId;
-use crate::kv::keys;
 use crate::state::AppState;
+use tollgate_core::domain::UserId;
+use tollgate_core::kv::keys;
 
 /// How long a handled delivery id is remembered: far longer than the 300 s a signature is good for.
 const DELIVERIES_REMEMBERED: Duration = Duration::from_secs(86_400);
@@ -45,7 +45,7 @@ pub(crate) async fn clerk_webhook(State(state): State<AppState>, headers: Header
     let Ok(payload) = to_bytes(body, MAX_EVENT_BYTES).await else { return Err(Failure::too_large(Surface::Api)) };
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let delivery = Delivery { id: header("svix-id"), timestamp: header("svix-timestamp"), signature: header("svix-signature") };
-    let id = svix::verify(secret, &delivery, &payload, crate::unix_now())
+    let id = svix::verify(secret, &delivery, &payload, tollgate_core::unix_now())
         .map_err(|e| Failure::bad_request(Surface::Api, "invalid_signature", format!("The webhook signature did not verify: {e}.")))?;
     if id.is_empty() || id.len() > 255 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(Failure::bad_request(Surface::Api, "invalid_delivery", "The svix-id is not a delivery id."));

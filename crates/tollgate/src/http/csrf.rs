@@ -30,7 +30,7 @@ fn token_cookie(state: &AppState, token: &str) -> HeaderValue {
 
 /// A `Set-Cookie` with a fresh token (sign-in rotates it).
 pub(crate) fn new_token_cookie(state: &AppState) -> HeaderValue {
-    token_cookie(state, &crate::random_token(32))
+    token_cookie(state, &tollgate_core::random_token(32))
 }
 /// Posts that prove themselves with a signature instead.
 const SIGNED_WEBHOOKS: [&str; 2] = ["/api/stripe-webhook", "/api/clerk-webhook"];
@@ -62,7 +62,7 @@ fn from_a_browser(headers: &axum::http::HeaderMap) -> bool {
 pub(crate) async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let existing = cookie(&parts, csrf_cookie_name(state.secure_cookies)).filter(|t| valid_token(t)).map(str::to_string);
-    let token = existing.clone().unwrap_or_else(|| crate::random_token(32));
+    let token = existing.clone().unwrap_or_else(|| tollgate_core::random_token(32));
     parts.extensions.insert(CsrfToken(token.clone()));
     let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let mut request = Request::from_parts(parts, body);

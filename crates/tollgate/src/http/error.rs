@@ -9,10 +9,10 @@ use axum::Json;
 use serde_json::json;
 
 use crate::auth::AuthError;
-use crate::billing::BillingError;
 use crate::gateway::GatewayError;
-use crate::kv::KvError;
-use crate::stripe::StripeError;
+use tollgate_core::billing::BillingError;
+use tollgate_core::kv::KvError;
+use tollgate_core::stripe::StripeError;
 
 /// Which kind of caller a response is for.
 #[derive(Debug, Clone, Copy, PartialEq)]

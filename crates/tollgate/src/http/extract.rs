@@ -8,8 +8,8 @@ use axum::http::Method;
 use super::error::{Failure, Surface};
 use crate::access::entitlement;
 use crate::auth::Session;
-use crate::domain::{SubscriptionCache, User};
 use crate::state::AppState;
+use tollgate_core::domain::{SubscriptionCache, User};
 
 /// The signed-in user. Without one, an API call gets 401 JSON and a page visit goes to `/auth`.
 pub struct CurrentUser(pub User);

@@ -20,12 +20,12 @@ use super::error::{Failure, Surface};
 use super::extract::{back_to, signed_in_user};
 use crate::access::{entitled_from_cache, entitlement};
 use crate::auth::Session;
-use crate::domain::UserId;
 use crate::gateway::headers::{is_websocket_upgrade, ClientAddr};
 use crate::gateway::identity::{Bound, Identity, Kept};
 use crate::gateway::tunnel::{ConnectionSlot, Ends};
 use crate::gateway::{Forwarded, Forwarding, GatewayError};
 use crate::state::AppState;
+use tollgate_core::domain::UserId;
 
 /// A tunnel's recheck in progress: whether it may stay open.
 type Check = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::{Failure, Surface};
 use crate::state::{AppState, MetricsAccess};
-use crate::stripe::wire::List;
+use tollgate_core::stripe::wire::List;
 
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 const CHECK_BUDGET: Duration = Duration::from_secs(2);
@@ -69,11 +69,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
 
 async fn check(state: &AppState) -> Readiness {
     let kv = async {
-        let stamp = crate::unix_now().to_string();
+        let stamp = tollgate_core::unix_now().to_string();
         state.billing.kv.set("tollgate:ready", &stamp).await?;
         match state.billing.kv.get("tollgate:ready").await? {
             Some(read) if read == stamp => Ok(()),
-            other => Err(crate::kv::KvError::Unavailable(format!("read back {other:?} after writing {stamp}"))),
+            other => Err(tollgate_core::kv::KvError::Unavailable(format!("read back {other:?} after writing {stamp}"))),
         }
     };
     let stripe = state.billing.stripe.get::<List<Value>>("/v1/products", &[("limit", "1")]);

@@ -154,7 +154,7 @@ async fn give_back_memory(closed: Arc<AtomicUsize>) {
         let now = closed.load(Ordering::Relaxed);
         if now != seen {
             seen = now;
-            let _ = tokio::task::spawn_blocking(crate::release_freed_memory).await;
+            let _ = tokio::task::spawn_blocking(crate::memory::release_freed_memory).await;
         }
     }
 }

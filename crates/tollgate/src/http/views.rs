@@ -8,7 +8,7 @@ use askama_web::WebTemplate;
 use axum::http::StatusCode;
 use billing_text::{date, money, per_interval};
 
-use crate::domain::{CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
+use tollgate_core::domain::{CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
 
 /// What `layout.html` shows around every page: who is signed in (for the navigation and the
 /// sign-out form's CSRF token) and an optional notice.
@@ -142,7 +142,7 @@ pub(crate) struct OutboxMessage {
 }
 
 impl OutboxMessage {
-    pub(crate) fn of(sent: &crate::mail::SentMail, public_url: &str) -> OutboxMessage {
+    pub(crate) fn of(sent: &tollgate_core::mail::SentMail, public_url: &str) -> OutboxMessage {
         let prefix = format!("{public_url}/");
         OutboxMessage {
             to: sent.mail.to.as_str().to_string(),

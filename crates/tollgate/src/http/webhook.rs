@@ -10,10 +10,10 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::{Failure, Surface};
-use crate::billing::events::{route, EventAction};
 use crate::state::AppState;
-use crate::stripe::webhook::verify;
-use crate::stripe::wire::Event;
+use tollgate_core::billing::events::{route, EventAction};
+use tollgate_core::stripe::webhook::verify;
+use tollgate_core::stripe::wire::Event;
 
 /// Stripe's payloads are far smaller; anything larger is refused unread.
 pub(crate) const MAX_EVENT_BYTES: usize = 512 * 1024;
@@ -28,7 +28,7 @@ pub(crate) async fn stripe_webhook(State(state): State<AppState>, headers: Heade
         return Err(Failure::too_large(Surface::Api));
     };
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    verify(&payload, signature, state.webhook_secret.expose(), crate::unix_now()).map_err(|e| {
+    verify(&payload, signature, state.webhook_secret.expose(), tollgate_core::unix_now()).map_err(|e| {
         counted("unknown", "rejected");
         Failure::bad_request(Surface::Api, "invalid_signature", e.to_string())
     })?;

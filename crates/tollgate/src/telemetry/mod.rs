@@ -6,7 +6,7 @@ pub(crate) use tollgate_core::metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::LogFormat;
+use tollgate_core::config::LogFormat;
 
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 

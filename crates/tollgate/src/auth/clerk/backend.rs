@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use tollgate_core::config::Secret;
 
 /// The Backend API version Tollgate speaks (what `@clerk/backend` sends).
 const API_VERSION: &str = "2026-05-12";

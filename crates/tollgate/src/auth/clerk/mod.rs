@@ -32,9 +32,9 @@ use self::js::Operand;
 use self::request::{ClerkRequest, Instance};
 use self::token::{is_machine_token, Jwks, KeySource, Rejection, SessionClaims, Verifier, VerifyError, VerifyingKey};
 use super::{AuthError, AuthFuture, AuthProvider, Session};
-use crate::config::ClerkSettings;
-use crate::domain::{Email, User, UserId};
-use crate::kv::{keys, SharedKv};
+use tollgate_core::config::ClerkSettings;
+use tollgate_core::domain::{Email, User, UserId};
+use tollgate_core::kv::{keys, SharedKv};
 
 /// How long a user's email is kept without a word from Clerk.
 const EMAIL_KEPT: Duration = Duration::from_secs(86_400);
@@ -123,7 +123,7 @@ impl ClerkAuth {
     }
 
     fn read<'p>(&self, parts: &'p Parts) -> (ClerkRequest<'p>, f64) {
-        let now_ms = crate::unix_now_ms() as f64;
+        let now_ms = tollgate_core::unix_now_ms() as f64;
         (ClerkRequest::read(parts, &self.instance, |token| self.verifier.decode(token).ok(), now_ms), now_ms)
     }
 
