@@ -40,7 +40,7 @@ fn checkout_request(parts: &Parts, body: &[u8], surface: Surface) -> Result<Opti
 }
 
 /// Get-or-create the customer, refuse a second subscription, create a Checkout Session.
-/// JSON callers get `{"url","sessionId"}`; a browser form post is sent straight to Checkout.
+/// JSON callers get `{"url","sessionId"}`; a browser (a form post, or the Subscribe link) is sent straight to Checkout.
 pub(crate) async fn generate_checkout(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -48,26 +48,15 @@ pub(crate) async fn generate_checkout(
     body: Bytes,
 ) -> Result<Response, Failure> {
     let surface = Surface::of(&parts);
-    let price = checkout_request(&parts, &body, surface)?;
+    // A GET is a signed-out visitor's Subscribe link (`?priceId=`), which led through sign-in or
+    // sign-up and comes back here, on to Checkout.
+    let input = if parts.method == axum::http::Method::GET { parts.uri.query().unwrap_or("").as_bytes() } else { &body };
+    let price = checkout_request(&parts, input, surface)?;
     let started = state.billing.start_checkout(&user, price.as_ref()).await.map_err(|e| Failure::from_billing(surface, e))?;
     Ok(match surface {
         Surface::Api => Json(json!({ "url": started.url, "sessionId": started.session_id })).into_response(),
         Surface::Page => Redirect::to(&started.url).into_response(),
     })
-}
-
-/// `GET /api/generate-stripe-checkout?priceId=…`: the Subscribe link of a signed-out visitor. It
-/// leads through sign-in or sign-up (which come back here) and on to Checkout for that plan.
-pub(crate) async fn checkout_link(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-    parts: Parts,
-) -> Result<Response, Failure> {
-    let surface = Surface::of(&parts);
-    let query = parts.uri.query().unwrap_or("").as_bytes();
-    let price = checkout_request(&parts, query, surface)?;
-    let started = state.billing.start_checkout(&user, price.as_ref()).await.map_err(|e| Failure::from_billing(surface, e))?;
-    Ok(Redirect::to(&started.url).into_response())
 }
 
 /// A billing-portal session for the signed-in customer; 303 to it.

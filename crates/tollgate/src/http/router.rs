@@ -30,7 +30,7 @@ pub(crate) fn router(state: AppState) -> Router {
         // The built-in accounts' own routes (not with Clerk, whose hosted pages do all this)
         .merge(if state.clerk.is_none() { local_account_routes() } else { Router::new() })
         // API (the recipe's names)
-        .route("/api/generate-stripe-checkout", post(api::generate_checkout).get(api::checkout_link))
+        .route("/api/generate-stripe-checkout", post(api::generate_checkout).get(api::generate_checkout))
         .route("/api/success-sync", get(pages::success))
         .route("/api/billing-portal", post(api::billing_portal))
         .route("/api/subscription", get(api::subscription))
