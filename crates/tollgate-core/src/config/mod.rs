@@ -236,12 +236,13 @@ pub struct GatewaySettings {
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{variable}: {message}")]
 pub struct ConfigError {
-    pub variable: &'static str,
+    /// The variable at fault (an unknown one is named as it was given).
+    pub variable: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
 fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { variable, message: message.into() }
+    ConfigError { variable: variable.into(), message: message.into() }
 }
 
 /// Everything wrong with a configuration, reported at once (one line each).
@@ -298,12 +299,9 @@ impl Settings {
                 .into_iter()
                 .map(|(name, meant)| {
                     let hint = meant.map(|m| format!("did you mean {m}? ")).unwrap_or_default();
-                    error(
-                        "ALLOW_UNKNOWN_ENV",
-                        format!(
-                            "{name} is not a Tollgate variable: {hint}(the README lists them; ALLOW_UNKNOWN_ENV=true ignores unknown ones)"
-                        ),
-                    )
+                    let message =
+                        format!("is not a Tollgate variable: {hint}(the README lists them; ALLOW_UNKNOWN_ENV=true ignores unknown ones)");
+                    ConfigError { variable: name.into(), message }
                 })
                 .collect()
         };

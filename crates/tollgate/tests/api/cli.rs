@@ -58,7 +58,7 @@ fn a_typo_in_dotenv_stops_start_up_naming_the_variable_it_meant() {
     let out = tollgate_in(dir.path(), &[], &[("KV_URL", "memory:")]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("STRIPE_SECRT_KEY is not a Tollgate variable: did you mean STRIPE_SECRET_KEY?"), "{stderr}");
+    assert!(stderr.contains("STRIPE_SECRT_KEY: is not a Tollgate variable: did you mean STRIPE_SECRET_KEY?"), "{stderr}");
     assert!(stderr.contains("PORT: 'eighty' is not a port number"), "all errors at once: {stderr}");
     assert!(!stderr.contains("sk_test_123"), "{stderr}");
     // Named in the environment with one of Tollgate's prefixes, the same.
