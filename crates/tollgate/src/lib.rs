@@ -35,6 +35,7 @@ mod state;
 mod telemetry;
 
 pub use cli::run_command_line;
+pub use http::error::Failure;
 pub use http::extract::{CurrentUser, Entitled};
 pub use startup::Application;
 pub use state::AppState;
