@@ -64,7 +64,7 @@ pub(crate) struct ErrorDetail(pub(crate) String);
 
 /// Why a request was not served: a status, a code and a message, rendered as JSON
 /// (`{"error":{"code","message"}}`) for API callers and as a page or redirect for browsers. The
-/// rejection of [`CurrentUser`](crate::CurrentUser) and [`Entitled`](crate::Entitled); a handler of
+/// rejection of [`CurrentUser`](super::extract::CurrentUser) and [`Entitled`](super::extract::Entitled); a handler of
 /// a product in library mode may return it too.
 #[derive(Debug)]
 pub struct Failure {
