@@ -439,7 +439,7 @@ mod tests {
     use super::*;
 
     /// The README's configuration table is this table: regenerate it with
-    /// `TOLLGATE_WRITE_README=1 cargo test -p tollgate readme_table` after a change.
+    /// `TOLLGATE_WRITE_README=1 cargo test -p tollgate-core readme_table` after a change.
     #[test]
     fn the_readme_table_is_the_settings_table() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
