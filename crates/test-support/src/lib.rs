@@ -105,18 +105,6 @@ where
     }
 }
 
-/// [`eventually`] for code that is not async (a child process starting).
-pub fn eventually_blocking<T>(what: &str, within: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(value) = ready() {
-            return value;
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(POLL);
-    }
-}
-
 /// Whether a server listens on `127.0.0.1:port` within `within` (a child process starting).
 pub fn listening_within(port: u16, within: Duration) -> bool {
     let deadline = std::time::Instant::now() + within;

@@ -64,41 +64,28 @@ pub async fn run_command_line() -> i32 {
             return 2;
         }
     };
-    let settings = || match Settings::from_environment(&environment) {
-        Ok(settings) => {
-            crate::telemetry::init_with(settings.log_format);
-            Some(settings)
-        }
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Config { json } = command {
+        // The table is printed even when the configuration is wrong: it shows what was read.
+        return config(&environment, json);
+    }
+    let settings = match Settings::from_environment(&environment) {
+        Ok(settings) => settings,
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("tollgate: configuration error: {e}");
             }
-            None
+            return 2;
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        // The table is printed even when the configuration is wrong: it shows what was read.
+    crate::telemetry::init_with(settings.log_format);
+    match command {
         Command::Config { json } => config(&environment, json),
-        Command::Serve => match settings() {
-            Some(settings) => serve(settings).await,
-            None => 2,
-        },
-        Command::Doctor { json } => match settings() {
-            Some(settings) => i32::from(!doctor(&settings, json).await),
-            None => 2,
-        },
-        Command::Sync(target) => match settings() {
-            Some(settings) => outcome("sync", sync(settings, target).await),
-            None => 2,
-        },
-        Command::Import { dry_run } => match settings() {
-            Some(settings) => outcome("import", import(settings, dry_run).await),
-            None => 2,
-        },
-        Command::Setup { dry_run } => match settings() {
-            Some(settings) => outcome("setup", setup(&settings, dry_run).await),
-            None => 2,
-        },
+        Command::Serve => serve(settings).await,
+        Command::Doctor { json } => i32::from(!doctor(&settings, json).await),
+        Command::Sync(target) => outcome("sync", sync(settings, target).await),
+        Command::Import { dry_run } => outcome("import", import(settings, dry_run).await),
+        Command::Setup { dry_run } => outcome("setup", setup(&settings, dry_run).await),
     }
 }
 
