@@ -96,6 +96,14 @@ async fn subscribe_while_signed_out_continues_to_checkout_after_sign_up() {
     assert_eq!(signed_up.status, 200, "{}", signed_up.text);
     let confirmed = app.confirm(&browser, "later@example.com").await;
     assert_eq!(confirmed.location(), link, "back to the Subscribe link once the account exists");
+    // Hostile links get a page saying so, and start nothing.
+    for hostile in ["?priceId=prod_pro", "?priceId=%FF%FE%00", "?priceId=price_nope&priceId=x"] {
+        let refused = browser.get(&format!("/api/generate-stripe-checkout{hostile}")).await;
+        assert_eq!(refused.status, 400, "{hostile}: {}", refused.text);
+        assert!(refused.text.contains("<html") || refused.text.contains("<!doctype"), "{hostile}: a page: {}", refused.text);
+    }
+    let sessions = app.stripe(Method::GET, "/v1/checkout/sessions", &[]).await;
+    assert_eq!(sessions["data"].as_array().unwrap().len(), 0, "no Checkout Session for a hostile link");
     let checkout = browser.get(confirmed.location()).await;
     assert_eq!(checkout.status, 303, "{}", checkout.text);
     let sessions = app.stripe(Method::GET, "/v1/checkout/sessions", &[("limit", "1")]).await;
