@@ -146,7 +146,7 @@ impl Dispatcher {
                 let dispatcher = dispatcher.clone();
                 per_endpoint.push(tokio::spawn(async move {
                     for event in &plan.events {
-                        if !attempt(&dispatcher, &plan, event, 1).await {
+                        if attempt(&dispatcher, &plan, event, 1).await == Next::Retry {
                             tokio::spawn(retry(dispatcher.clone(), plan_for_retry(&plan), event.clone()));
                         }
                     }
@@ -167,18 +167,30 @@ async fn retry(dispatcher: Dispatcher, plan: Planned, event: PlannedEvent) {
     let policy = dispatcher.policy.clone();
     for number in 2..=policy.max_attempts {
         tokio::time::sleep(policy.retry_base * 2u32.saturating_pow(number - 2)).await;
-        // An endpoint deleted or disabled meanwhile gets no more attempts, as in Stripe.
-        let still_enabled =
-            dispatcher.store.read().get(&plan.endpoint_id).is_some_and(|e| e["status"] == "enabled" && e.get("deleted").is_none());
-        if !still_enabled || attempt(&dispatcher, &plan, &event, number).await {
+        if attempt(&dispatcher, &plan, &event, number).await == Next::Done {
             return;
         }
     }
 }
 
-/// One signed POST; records the attempt and says whether the receiver answered 2xx.
-async fn attempt(dispatcher: &Dispatcher, plan: &Planned, event: &PlannedEvent, number: u32) -> bool {
+/// What follows an attempt.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Delivered, or the endpoint is gone.
+    Done,
+    Retry,
+}
+
+/// One signed POST, recorded; a retry is due unless the receiver answered 2xx. An endpoint deleted
+/// or disabled meanwhile gets no more attempts, first ones included, as in Stripe: this is checked
+/// once the attempt's turn has come, just before it is sent.
+async fn attempt(dispatcher: &Dispatcher, plan: &Planned, event: &PlannedEvent, number: u32) -> Next {
     let _permit = dispatcher.permits.acquire().await;
+    let still_enabled =
+        dispatcher.store.read().get(&plan.endpoint_id).is_some_and(|e| e["status"] == "enabled" && e.get("deleted").is_none());
+    if !still_enabled {
+        return Next::Done;
+    }
     let signature = signature_header(&plan.secret, unix_now(), &event.body);
     let result = dispatcher
         .client
@@ -211,7 +223,11 @@ async fn attempt(dispatcher: &Dispatcher, plan: &Planned, event: &PlannedEvent, 
         succeeded,
         at: unix_now(),
     });
-    succeeded
+    if succeeded {
+        Next::Done
+    } else {
+        Next::Retry
+    }
 }
 
 #[cfg(test)]
