@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 fn event_for(customer: &str, n: usize) -> Vec<u8> {
     signed_event(&format!("evt_bench{n}"), "invoice.paid", customer).0
@@ -334,66 +333,6 @@ async fn client_load(http: &reqwest::Client, target: &str, header: (&str, &str),
     }
     latencies.sort();
     Ok(latencies)
-}
-
-/// Sign up through the app's own forms, subscribe through Checkout on the emulator, come back.
-async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> anyhow::Result<String> {
-    let page = http.get(format!("{url}/auth")).send().await?;
-    let set_cookie = |r: &reqwest::Response, name: &str| {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with(name))
-            .and_then(|v| v.split(';').next())
-            .map(str::to_string)
-    };
-    let csrf_cookie = set_cookie(&page, "tollgate_csrf=").ok_or_else(|| anyhow::anyhow!("no csrf cookie"))?;
-    let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
-    let post_form = |path: &str, body: String| {
-        http.post(format!("{url}{path}"))
-            .header("cookie", &csrf_cookie)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("{body}&csrf={csrf}"))
-            .send()
-    };
-    post_form("/auth/sign-up", "email=reader%40example.com".into()).await?.error_for_status()?;
-    // No SMTP: the link that finishes the sign-up is in the local outbox.
-    let outbox = http.get(format!("{url}/dev/outbox")).send().await?.text().await?;
-    let token = outbox
-        .split("/auth/confirm?token=")
-        .nth(1)
-        .map(|rest| rest.chars().take(32).collect::<String>())
-        .ok_or_else(|| anyhow::anyhow!("no sign-up link in the outbox"))?;
-    let signup = post_form("/auth/confirm", format!("token={token}&password=a+long+enough+password")).await?;
-    let session = set_cookie(&signup, "tollgate_session=").ok_or_else(|| anyhow::anyhow!("sign-up failed: {}", signup.status()))?;
-    // Signing in rotates the CSRF token.
-    let csrf_cookie = set_cookie(&signup, "tollgate_csrf=").unwrap_or(csrf_cookie);
-    let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
-    let cookie = format!("{csrf_cookie}; {session}");
-    let started: Value = serde_json::from_str(
-        &http
-            .post(format!("{url}/api/generate-stripe-checkout"))
-            .header("cookie", &cookie)
-            .header("x-csrf-token", &csrf)
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await?
-            .text()
-            .await?,
-    )?;
-    let session_id = started["sessionId"].as_str().ok_or_else(|| anyhow::anyhow!("checkout failed: {started}"))?;
-    http.post(format!("{stripe}/_emulator/checkout/sessions/{session_id}/complete"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("card_number=4242424242424242")
-        .send()
-        .await?;
-    http.get(format!("{url}/success")).header("cookie", &cookie).send().await?;
-    let check: Value =
-        serde_json::from_str(&http.get(format!("{url}/api/subscription")).header("cookie", &cookie).send().await?.text().await?)?;
-    anyhow::ensure!(check["entitled"] == true, "the subscriber is not entitled: {check}");
-    Ok(cookie)
 }
 
 /// A product that answers every request with a short page, on loopback in this process.

@@ -52,10 +52,21 @@ pub(crate) enum Command {
     },
 }
 
-/// The `tollgate` binary: parse the command line and the configuration, run the command; the
-/// process's exit code (2: a configuration error, 1: the command failed).
-pub async fn run_command_line() -> i32 {
-    crate::memory::return_large_allocations();
+/// The `tollgate` binary: tune the allocator (before any thread of the runtime allocates), start
+/// the runtime, parse the command line and the configuration, run the command; the process's exit
+/// code (2: a configuration error, 1: the command failed).
+pub fn run_command_line() -> i32 {
+    crate::memory::tune_allocator();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(command_line()),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            1
+        }
+    }
+}
+
+async fn command_line() -> i32 {
     let cli = Cli::parse();
     let environment = match tollgate_core::config::environment() {
         Ok(environment) => environment,

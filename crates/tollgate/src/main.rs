@@ -1,6 +1,5 @@
 //! The `tollgate` binary; everything it does is in the library (`cli`).
 
-#[tokio::main]
-async fn main() {
-    std::process::exit(tollgate::run_command_line().await);
+fn main() {
+    std::process::exit(tollgate::run_command_line());
 }

@@ -37,10 +37,10 @@ pub enum EventAction {
 }
 
 pub fn route(event: &Event) -> EventAction {
-    if !TRACKED_EVENTS.contains(&event.event_type.as_str()) {
+    if !TRACKED_EVENTS.contains(&event.event_type.as_ref()) {
         return EventAction::Untracked;
     }
-    match event.data.object.get("customer").and_then(|c| c.as_str()).map(CustomerId::parse) {
+    match event.data.object.customer.0.as_deref().map(CustomerId::parse) {
         Some(Ok(customer)) => EventAction::Sync(customer),
         _ => EventAction::NoCustomer,
     }
@@ -51,20 +51,38 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(event_type: &str, object: serde_json::Value) -> Event {
-        serde_json::from_value(json!({"id": "evt_1", "type": event_type, "data": {"object": object}})).unwrap()
+    fn route_json(event_type: &str, object: serde_json::Value) -> EventAction {
+        let body = json!({"id": "evt_1", "type": event_type, "data": {"object": object}}).to_string();
+        route(&serde_json::from_str::<Event>(&body).unwrap())
     }
 
     #[test]
     fn routing() {
-        assert_eq!(route(&event("invoice.paid", json!({"customer": "cus_1"}))), EventAction::Sync(CustomerId::parse("cus_1").unwrap()));
+        assert_eq!(route_json("invoice.paid", json!({"customer": "cus_1"})), EventAction::Sync(CustomerId::parse("cus_1").unwrap()));
         assert_eq!(
-            route(&event("checkout.session.async_payment_succeeded", json!({"customer": "cus_9"}))),
+            route_json("checkout.session.async_payment_succeeded", json!({"customer": "cus_9"})),
             EventAction::Sync(CustomerId::parse("cus_9").unwrap())
         );
-        assert_eq!(route(&event("product.created", json!({"customer": "cus_1"}))), EventAction::Untracked);
-        assert_eq!(route(&event("payment_intent.succeeded", json!({"customer": null}))), EventAction::NoCustomer);
-        assert_eq!(route(&event("invoice.paid", json!({"customer": {"id": "cus_1"}}))), EventAction::NoCustomer);
-        assert_eq!(route(&event("invoice.paid", json!({"customer": "not-an-id"}))), EventAction::NoCustomer);
+        assert_eq!(route_json("product.created", json!({"customer": "cus_1"})), EventAction::Untracked);
+        assert_eq!(route_json("payment_intent.succeeded", json!({"customer": null})), EventAction::NoCustomer);
+        assert_eq!(route_json("invoice.paid", json!({"customer": {"id": "cus_1"}})), EventAction::NoCustomer);
+        assert_eq!(route_json("invoice.paid", json!({"customer": "not-an-id"})), EventAction::NoCustomer);
+        assert_eq!(route_json("invoice.paid", json!({"customer": ["cus_1"]})), EventAction::NoCustomer);
+        assert_eq!(route_json("invoice.paid", json!({"id": "in_1"})), EventAction::NoCustomer);
+    }
+
+    /// A full event as Stripe sends it routes from the few fields read; an escaped id is read too.
+    #[test]
+    fn a_whole_event_routes_from_its_few_fields() {
+        let body = r#"{"id":"evt_1","object":"event","api_version":"2026-10-28.endive","created":1,
+            "data":{"object":{"id":"sub_1","object":"subscription","items":{"object":"list","data":[{"id":"si_1","price":{"id":"price_1","metadata":{"k":"v"}}}]},
+            "customer":"cus_\u0031","metadata":{},"status":"active","latest_invoice":{"id":"in_1","customer":"cus_other"}},
+            "previous_attributes":{"status":"trialing"}},"livemode":false,"type":"customer.subscription.updated"}"#;
+        let event: Event = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (event.id.as_ref(), event.data.object.id.as_deref(), event.data.object.object.as_deref()),
+            ("evt_1", Some("sub_1"), Some("subscription"))
+        );
+        assert_eq!(route(&event), EventAction::Sync(CustomerId::parse("cus_1").unwrap()));
     }
 }

@@ -17,7 +17,7 @@ use super::{Billing, BillingError};
 use crate::domain::{CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus};
 use crate::kv::{keys, Commit};
 use crate::stripe::wire::{List, PaymentMethod, Subscription};
-use crate::stripe::{StripeClient, StripeError};
+use crate::stripe::{StripeClient, StripeError, Turn};
 
 /// How many subscriptions one sync looks at to find a live one among ended ones (one call).
 const SUBSCRIPTIONS_PER_SYNC: &str = "10";
@@ -29,21 +29,25 @@ pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How long a waiting person's sync waits for another instance's run before giving up (503).
 const INLINE_WAIT: Duration = Duration::from_secs(10);
 
-/// Read the customer's subscriptions from Stripe and make the cache entry (no write).
-#[tracing::instrument(skip(stripe), fields(customer = %customer))]
-pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &CustomerId) -> Result<SubscriptionCache, StripeError> {
-    let list: List<Subscription> = stripe
-        .get(
-            "/v1/subscriptions",
-            &[
-                ("customer", customer.as_str()),
-                ("status", "all"),
-                ("limit", SUBSCRIPTIONS_PER_SYNC),
-                ("expand[]", "data.default_payment_method"),
-                ("expand[]", "data.customer.invoice_settings.default_payment_method"),
-            ],
-        )
-        .await?;
+/// Read the customer's subscriptions from Stripe and make the cache entry (no write). `turn`: a
+/// turn under the rate limit already waited for (else the call waits for one).
+#[tracing::instrument(skip(stripe, turn), fields(customer = %customer))]
+pub async fn fetch_subscription_state(
+    stripe: &StripeClient,
+    customer: &CustomerId,
+    turn: Option<Turn>,
+) -> Result<SubscriptionCache, StripeError> {
+    let query = [
+        ("customer", customer.as_str()),
+        ("status", "all"),
+        ("limit", SUBSCRIPTIONS_PER_SYNC),
+        ("expand[]", "data.default_payment_method"),
+        ("expand[]", "data.customer.invoice_settings.default_payment_method"),
+    ];
+    let list: List<Subscription> = match turn {
+        Some(turn) => stripe.get_in_turn(turn, "/v1/subscriptions", &query).await?,
+        None => stripe.get("/v1/subscriptions", &query).await?,
+    };
     let entry = cache_entry(&list.data);
     if let Some(n) = entry.subscription().and_then(|s| s.live_subscriptions) {
         tracing::error!(customer = %customer, live = n, "the customer has more than one live subscription; the newest is cached");
@@ -60,8 +64,9 @@ async fn sync_stripe_data_to_kv(
     customer: &CustomerId,
     token: &str,
     generation: u64,
+    turn: Turn,
 ) -> Result<(SubscriptionCache, Commit), BillingError> {
-    match fetch_subscription_state(stripe, customer).await {
+    match fetch_subscription_state(stripe, customer, Some(turn)).await {
         Ok(entry) => {
             let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
             let commit = kv.commit_sync(customer.as_str(), token, generation, Some(&json)).await?;
@@ -160,12 +165,22 @@ impl Billing {
                 // What we wrote (if anything) covered every mark made before our read.
                 return Ok(last.map_or(Settled::Busy, Settled::Synced));
             }
-            let Some(generation) = self.kv.pending_generation(customer.as_str()).await? else {
+            // Pending: wait for the turn under Stripe's rate limit, then read the mark's generation.
+            // When the limit is the bottleneck the wait is long, and the marks made during it are
+            // read by this call instead of making another.
+            let pending = match self.kv.pending_generation(customer.as_str()).await? {
+                None => None,
+                Some(_) => {
+                    let turn = self.stripe.turn().await?;
+                    self.kv.pending_generation(customer.as_str()).await?.map(|generation| (generation, turn))
+                }
+            };
+            let Some((generation, turn)) = pending else {
                 self.kv.release(lease, token).await?;
                 return Ok(last.map_or(Settled::Idle, Settled::Synced));
             };
             let started = std::time::Instant::now();
-            let synced = sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation).await;
+            let synced = sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation, turn).await;
             let outcome = match &synced {
                 Ok((_, Commit::Clean)) => "clean",
                 Ok((_, Commit::DirtyAgain)) => "dirty_again",

@@ -39,6 +39,9 @@ impl StripeError {
     }
 }
 
+/// One request's turn under the shared rate limit, already waited for ([`StripeClient::turn`]).
+pub struct Turn(());
+
 /// Requests per second to Stripe for all instances together, paced through the shared KV.
 #[derive(Clone)]
 pub struct RateLimit {
@@ -105,7 +108,20 @@ impl StripeClient {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, StripeError> {
-        self.send(Method::GET, path, query, None).await
+        self.send(Method::GET, path, query, None, None).await
+    }
+
+    /// Wait now for a turn under the shared rate limit, for a call made right after it
+    /// ([`StripeClient::get_in_turn`]): a caller that must read something of its own just before
+    /// calling Stripe reads it after the wait, not before.
+    pub async fn turn(&self) -> Result<Turn, StripeError> {
+        self.pace(Instant::now() + DEADLINE).await?;
+        Ok(Turn(()))
+    }
+
+    /// A GET whose first attempt uses `turn` (its retries wait for turns of their own).
+    pub async fn get_in_turn<T: DeserializeOwned>(&self, turn: Turn, path: &str, query: &[(&str, &str)]) -> Result<T, StripeError> {
+        self.send(Method::GET, path, query, None, Some(turn)).await
     }
 
     /// A POST; `idempotency_key` names what is being created, or a random key keeps retries safe.
@@ -116,12 +132,12 @@ impl StripeClient {
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
         let key = idempotency_key.map(str::to_string).unwrap_or_else(|| format!("tollgate-{}", crate::random::random_token(24)));
-        self.send(Method::POST, path, form, Some(&key)).await
+        self.send(Method::POST, path, form, Some(&key), None).await
     }
 
     /// A DELETE (Stripe's way to cancel a subscription at once); repeating one is harmless.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, StripeError> {
-        self.send(Method::DELETE, path, &[], None).await
+        self.send(Method::DELETE, path, &[], None, None).await
     }
 
     #[tracing::instrument(name = "stripe", skip_all, fields(method = %method, path = %path))]
@@ -131,6 +147,7 @@ impl StripeClient {
         path: &str,
         params: &[(&str, &str)],
         idempotency_key: Option<&str>,
+        mut turn: Option<Turn>,
     ) -> Result<T, StripeError> {
         let encoded = {
             let mut form = form_urlencoded::Serializer::new(String::new());
@@ -146,7 +163,9 @@ impl StripeClient {
             crate::metrics::METRICS.stripe_requests.with_label_values(&[method.as_str(), endpoint.as_str(), status]).inc();
         };
         loop {
-            self.pace(deadline).await?;
+            if turn.take().is_none() {
+                self.pace(deadline).await?;
+            }
             let url = if method == Method::GET && !encoded.is_empty() {
                 format!("{}{path}?{encoded}", self.base)
             } else {

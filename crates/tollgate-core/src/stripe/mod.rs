@@ -4,7 +4,7 @@ pub mod client;
 pub mod webhook;
 pub mod wire;
 
-pub use client::{StripeClient, StripeError};
+pub use client::{StripeClient, StripeError, Turn};
 
 /// The API version every request pins, so object shapes never drift with the account's default.
 /// Subscription periods are read from items (basil and later), with a fallback for older payloads.

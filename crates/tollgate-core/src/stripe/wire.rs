@@ -1,6 +1,8 @@
 //! The parts of Stripe's objects Tollgate reads, as Stripe sends them. Converted to domain types
 //! in `billing::sync`; everything not listed is ignored, so new Stripe fields never break parsing.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 /// A field that is an id, or the object when expanded.
@@ -118,16 +120,83 @@ pub struct PortalSession {
     pub url: String,
 }
 
-/// Only what routing an event needs; the payload is otherwise not trusted (the sync re-reads Stripe).
+/// Only what routing an event needs, borrowed from the body; the rest of the payload is skipped
+/// unread (serde ignores unknown fields without building them) and otherwise not trusted: the
+/// sync re-reads Stripe.
 #[derive(Debug, Deserialize)]
-pub struct Event {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub data: EventData,
+pub struct Event<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub data: EventData<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct EventData {
-    pub object: serde_json::Value,
+pub struct EventData<'a> {
+    #[serde(borrow)]
+    pub object: EventObject<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventObject<'a> {
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub object: Option<Cow<'a, str>>,
+    /// The customer's id; `None` when it is absent, null, or anything but a string (an
+    /// expanded customer object).
+    #[serde(default, borrow)]
+    pub customer: IdOrOther<'a>,
+}
+
+/// A field that names an object by id, or holds something else (null, an expanded object),
+/// read as no id; whatever it holds is skipped without being built.
+#[derive(Debug, Default, PartialEq)]
+pub struct IdOrOther<'a>(pub Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for IdOrOther<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = IdOrOther<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an id or any other value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(IdOrOther(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(IdOrOther(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(IdOrOther(None))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(IdOrOther(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(IdOrOther(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(IdOrOther(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(IdOrOther(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(IdOrOther(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IdOrOther(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IdOrOther(None))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }

@@ -86,6 +86,69 @@ pub fn signed_event(id: &str, event_type: &str, customer: &str) -> (Vec<u8>, Str
     (body, signature)
 }
 
+/// Real events to copy, as the emulator shapes them for the pinned API version: one
+/// `checkout.session.completed`, `customer.subscription.updated` and `invoice.paid` of a customer
+/// who paid on Checkout and then changed the subscription (whole bodies of 2–6 KB, as Stripe's).
+pub async fn realistic_templates(http: &reqwest::Client, stripe: &str) -> anyhow::Result<Vec<Value>> {
+    let session = stripe_post(
+        http,
+        stripe,
+        "/v1/checkout/sessions",
+        "mode=subscription&line_items[0][price]=price_pro_monthly&line_items[0][quantity]=1&customer_email=bench%40example.com\
+         &success_url=http%3A%2F%2Flocalhost%2Fsuccess&metadata[userId]=user_bench"
+            .into(),
+    )
+    .await?;
+    let id = session["id"].as_str().unwrap_or_default();
+    let paid = http
+        .post(format!("{stripe}/_emulator/checkout/sessions/{id}/complete"))
+        .form(&[("card_number", "4242424242424242")])
+        .send()
+        .await?;
+    anyhow::ensure!(paid.status().is_redirection(), "completing the bench's Checkout Session: {}", paid.status());
+    let get = |path: String| async move {
+        let text = http.get(format!("{stripe}{path}")).bearer_auth(KEY).send().await?.text().await?;
+        anyhow::Ok(serde_json::from_str::<Value>(&text)?)
+    };
+    let session = get(format!("/v1/checkout/sessions/{id}")).await?;
+    let subscription = session["subscription"].as_str().unwrap_or_default();
+    stripe_post(
+        http,
+        stripe,
+        &format!("/v1/subscriptions/{subscription}"),
+        "metadata[plan_note]=renewed&cancel_at_period_end=false".into(),
+    )
+    .await?;
+    let events = get("/v1/events?limit=100".into()).await?;
+    let mut templates = Vec::new();
+    for kind in ["checkout.session.completed", "customer.subscription.updated", "invoice.paid"] {
+        let event = events["data"].as_array().and_then(|all| all.iter().find(|e| e["type"] == kind));
+        templates.push(event.cloned().ok_or_else(|| anyhow::anyhow!("the emulator sent no {kind}"))?);
+    }
+    Ok(templates)
+}
+
+/// `template` as a new event `id` for `customer`, signed (body, `Stripe-Signature`).
+pub fn signed_copy(template: &Value, id: &str, customer: &str) -> (Vec<u8>, String) {
+    let mut event = template.clone();
+    event["id"] = Value::from(id);
+    event["created"] = Value::from(now());
+    event["data"]["object"]["customer"] = Value::from(customer);
+    let body = serde_json::to_vec(&event).unwrap();
+    let signature = stripe_emulator::signature_header(SECRET, now(), &body);
+    (body, signature)
+}
+
+/// CPU time a process has used so far (user and system), from `/proc`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // Linux reports clock ticks of 1/100 s (USER_HZ) to user space.
+    Duration::from_millis(ticks * 10)
+}
+
 /// A Stripe API call of the benchmark itself, repeated while a rate-limited emulator says 429.
 pub async fn stripe_post(http: &reqwest::Client, stripe: &str, path: &str, body: String) -> anyhow::Result<Value> {
     loop {
@@ -150,4 +213,64 @@ pub fn redis_server() -> anyhow::Result<(Proc, String)> {
         std::thread::sleep(Duration::from_millis(20));
     }
     anyhow::bail!("redis-server did not start")
+}
+
+/// Sign up through the app's own forms, subscribe through Checkout on the emulator, come back.
+pub async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) -> anyhow::Result<String> {
+    let page = http.get(format!("{url}/auth")).send().await?;
+    let set_cookie = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(name))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+    };
+    let csrf_cookie = set_cookie(&page, "tollgate_csrf=").ok_or_else(|| anyhow::anyhow!("no csrf cookie"))?;
+    let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
+    let post_form = |path: &str, body: String| {
+        http.post(format!("{url}{path}"))
+            .header("cookie", &csrf_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("{body}&csrf={csrf}"))
+            .send()
+    };
+    post_form("/auth/sign-up", "email=reader%40example.com".into()).await?.error_for_status()?;
+    // No SMTP: the link that finishes the sign-up is in the local outbox.
+    let outbox = http.get(format!("{url}/dev/outbox")).send().await?.text().await?;
+    let token = outbox
+        .split("/auth/confirm?token=")
+        .nth(1)
+        .map(|rest| rest.chars().take(32).collect::<String>())
+        .ok_or_else(|| anyhow::anyhow!("no sign-up link in the outbox"))?;
+    let signup = post_form("/auth/confirm", format!("token={token}&password=a+long+enough+password")).await?;
+    let session = set_cookie(&signup, "tollgate_session=").ok_or_else(|| anyhow::anyhow!("sign-up failed: {}", signup.status()))?;
+    // Signing in rotates the CSRF token.
+    let csrf_cookie = set_cookie(&signup, "tollgate_csrf=").unwrap_or(csrf_cookie);
+    let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
+    let cookie = format!("{csrf_cookie}; {session}");
+    let started: Value = serde_json::from_str(
+        &http
+            .post(format!("{url}/api/generate-stripe-checkout"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    let session_id = started["sessionId"].as_str().ok_or_else(|| anyhow::anyhow!("checkout failed: {started}"))?;
+    http.post(format!("{stripe}/_emulator/checkout/sessions/{session_id}/complete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("card_number=4242424242424242")
+        .send()
+        .await?;
+    http.get(format!("{url}/success")).header("cookie", &cookie).send().await?;
+    let check: Value =
+        serde_json::from_str(&http.get(format!("{url}/api/subscription")).header("cookie", &cookie).send().await?.text().await?)?;
+    anyhow::ensure!(check["entitled"] == true, "the subscriber is not entitled: {check}");
+    Ok(cookie)
 }

@@ -237,7 +237,7 @@ impl LocalAccounts {
     /// Run password-hashing work off the async workers, at most [`HASHES_IN_FLIGHT`] at a time; a
     /// request that waits longer than [`HASH_QUEUE_WAIT`] for a turn is shed. The turn is held by
     /// the work itself, so a client that hangs up does not free it early. (Freed hash memory goes
-    /// back to the system: `crate::memory::return_large_allocations`.)
+    /// back to the system: `crate::memory::tune_allocator`.)
     async fn hash_work<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, AccountError> {
         let turn = tokio::time::timeout(HASH_QUEUE_WAIT, self.hashing.clone().acquire_owned())
             .await

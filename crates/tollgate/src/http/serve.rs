@@ -117,14 +117,18 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, edge: Edge, shu
                 .max_buf_size(max_header_bytes)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopped.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            {
+                let mut connection = std::pin::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = stopped.changed() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
                 }
             }
+            // Counted once the connection and its buffers are freed (the block's end), so that
+            // the hand-back that this count prompts finds them free.
             closed.fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -148,11 +152,13 @@ async fn finish(
 /// After connections close, hand their freed buffers back to the system (glibc otherwise keeps
 /// freed heap pages in its arenas, so a burst of large request heads would stay resident).
 async fn give_back_memory(closed: Arc<AtomicUsize>) {
-    let mut seen = 0;
+    let (mut seen, mut once_more) = (0, false);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = closed.load(Ordering::Relaxed);
-        if now != seen {
+        // And once more a second after the last close: what its task held is freed after it counts.
+        if now != seen || once_more {
+            once_more = now != seen;
             seen = now;
             let _ = tokio::task::spawn_blocking(crate::memory::release_freed_memory).await;
         }

@@ -39,13 +39,13 @@ pub(crate) async fn stripe_webhook(State(state): State<AppState>, headers: Heade
         return Err(Failure::bad_request(Surface::Api, "invalid_event", "The event id is not a Stripe event id."));
     }
     let span = tracing::Span::current();
-    span.record("event", event.id.as_str());
-    span.record("event_type", event.event_type.as_str());
+    span.record("event", event.id.as_ref());
+    span.record("event_type", event.event_type.as_ref());
     // `queued`: a sync of the customer was recorded; `duplicate`: this event id was recorded before.
     let acknowledged =
         |queued: bool, duplicate: bool| Json(json!({ "received": true, "queued": queued, "duplicate": duplicate })).into_response();
     // A signed event's type is Stripe's: a bounded label.
-    let event_type = event.event_type.as_str();
+    let event_type = event.event_type.as_ref();
     match route(&event) {
         EventAction::Untracked => {
             counted(event_type, "untracked");

@@ -29,6 +29,7 @@ impl Nginx {
             readme_server_block()
                 .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
                 .replace("http://127.0.0.1:3000", tollgate)
+                .replace("server 127.0.0.1:3000;", &format!("server {};", tollgate.trim_start_matches("http://")))
                 .replace("http://127.0.0.1:8000", product)
         })
     }

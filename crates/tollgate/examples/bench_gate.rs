@@ -1,0 +1,208 @@
+//! What gating costs (run `scripts/bench`, which builds the release binaries and installs nginx,
+//! Caddy and wrk): an entitled user's 1 KB page of a product served by nginx, loaded by
+//! `wrk -t1 -c32` in one run, five ways —
+//! - the product directly;
+//! - through nginx `proxy_pass` (one hop, no gate: the cost of any proxy);
+//! - through nginx `auth_request` asking Tollgate's `/auth/verify` (keep-alive to both);
+//! - through Caddy `forward_auth` asking `/auth/verify`;
+//! - through Tollgate's gateway.
+//!
+//! Every process is its own (the load generator, the proxies, the product and Tollgate share the
+//! machine's cores, as they would on one host). Before loading, each way is checked to serve the
+//! page to the subscriber, and each gated way to refuse a visitor. Prints requests/s, p50, p99 and
+//! what each adds to the direct p50, then Tollgate's peak resident memory.
+//!
+//! Usage: `bench_gate [seconds per way]`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const PAGE_BYTES: usize = 1024;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let dir = tempfile::Builder::new().prefix("tollgate-bench-gate-").tempdir()?;
+    // nginx's workers run as another user when started as root: they must read what is here.
+    set_mode(dir.path(), 0o755)?;
+    let page = format!("<!doctype html><title>the product</title><p>{}</p>\n", "x".repeat(PAGE_BYTES - 52));
+    std::fs::create_dir_all(dir.path().join("www/app"))?;
+    std::fs::write(dir.path().join("www/app/page.html"), &page)?;
+    set_mode(&dir.path().join("www"), 0o755)?;
+    set_mode(&dir.path().join("www/app"), 0o755)?;
+
+    let product_port = free_port()?;
+    let product = format!("http://127.0.0.1:{product_port}");
+    let _product =
+        nginx(dir.path(), "product", &format!("server {{ listen 127.0.0.1:{product_port}; root {}/www; }}", dir.path().display()))?;
+
+    let (_emulator, stripe) = emulator(&[])?;
+    let (tollgate, tollgate_url) = start(tollgate_command(&stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app")]))?;
+    let http = reqwest::Client::new();
+    let cookie = subscriber_cookie(&http, &tollgate_url, &stripe).await?;
+    let tollgate_port = tollgate_url.rsplit(':').next().unwrap_or_default().to_string();
+
+    let upstreams = format!(
+        "upstream product {{ server 127.0.0.1:{product_port}; keepalive 64; }}\n\
+         upstream tollgate {{ server 127.0.0.1:{tollgate_port}; keepalive 64; }}\n"
+    );
+    let to_product = "proxy_pass http://product; proxy_http_version 1.1; proxy_set_header Connection \"\";";
+    let hop_port = free_port()?;
+    let _hop = nginx(dir.path(), "hop", &format!("{upstreams}server {{ listen 127.0.0.1:{hop_port}; location / {{ {to_product} }} }}"))?;
+    let auth_port = free_port()?;
+    let _auth = nginx(
+        dir.path(),
+        "auth-request",
+        &format!(
+            "{upstreams}server {{ listen 127.0.0.1:{auth_port};\n\
+             location / {{ auth_request /_tollgate_verify; auth_request_set $tollgate_user $upstream_http_x_forwarded_user;\n\
+               proxy_set_header X-Forwarded-User $tollgate_user; {to_product} }}\n\
+             location = /_tollgate_verify {{ internal; proxy_pass http://tollgate/auth/verify?deny=403; proxy_http_version 1.1;\n\
+               proxy_set_header Connection \"\"; proxy_pass_request_body off; proxy_set_header Content-Length \"\"; }}\n\
+             }}"
+        ),
+    )?;
+    let caddy_port = free_port()?;
+    let _caddy = caddy(
+        dir.path(),
+        &format!(
+            "{{\n admin off\n auto_https off\n}}\nhttp://127.0.0.1:{caddy_port} {{\n\
+             forward_auth 127.0.0.1:{tollgate_port} {{\n  uri /auth/verify\n  copy_headers X-Forwarded-User\n }}\n\
+             reverse_proxy 127.0.0.1:{product_port}\n}}\n"
+        ),
+        caddy_port,
+    )?;
+
+    let ways = [
+        ("direct to the product", format!("{product}/app/page.html"), false),
+        ("nginx proxy_pass (one hop, no gate)", format!("http://127.0.0.1:{hop_port}/app/page.html"), false),
+        ("nginx auth_request → Tollgate /auth/verify", format!("http://127.0.0.1:{auth_port}/app/page.html"), true),
+        ("Caddy forward_auth → Tollgate /auth/verify", format!("http://127.0.0.1:{caddy_port}/app/page.html"), true),
+        ("Tollgate gateway", format!("{tollgate_url}/app/page.html"), true),
+    ];
+    for (label, url, gated) in &ways {
+        let served = http.get(url).header("cookie", &cookie).send().await?;
+        let status = served.status();
+        anyhow::ensure!(status.is_success() && served.text().await? == page, "{label} did not serve the page to the subscriber ({status})");
+        if *gated {
+            let visitor = http.get(url).send().await?.status();
+            anyhow::ensure!(!visitor.is_success(), "{label} served a visitor ({visitor})");
+        }
+    }
+
+    println!("gate cost (wrk -t1 -c32, {seconds}s each, an entitled user's {PAGE_BYTES}-byte page served by nginx):");
+    println!("| path | req/s | p50 | p99 | added p50 |\n|---|---|---|---|---|");
+    let mut direct_p50 = None;
+    for (label, url, _) in &ways {
+        let run = wrk(url, &cookie, seconds)?;
+        let added = direct_p50.map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
+        direct_p50.get_or_insert(run.p50_ms);
+        println!("| {label} | {:.0} | {:.2} ms | {:.2} ms | {added} |", run.per_second, run.p50_ms, run.p99_ms);
+    }
+    println!("Tollgate's peak resident memory: {:.1} MB (target ≤ 48 MB)", peak_rss_kb(tollgate.0.id()) as f64 / 1024.0);
+    Ok(())
+}
+
+struct WrkRun {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn wrk(url: &str, cookie: &str, seconds: u64) -> anyhow::Result<WrkRun> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", &format!("Cookie: {cookie}"), url])
+        .output()
+        .map_err(|e| anyhow::anyhow!("wrk is needed (scripts/bench installs it): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success() && !text.contains("Non-2xx"), "wrk against {url}: {text}");
+    let field = |prefix: &str| text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1));
+    let ms = |prefix: &str| -> anyhow::Result<f64> {
+        let value = field(prefix).ok_or_else(|| anyhow::anyhow!("no {prefix} in wrk's output: {text}"))?;
+        let unit = value.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        let number: f64 = value[..value.len() - unit.len()].parse()?;
+        Ok(number
+            * match unit {
+                "us" => 0.001,
+                "ms" => 1.0,
+                "s" => 1000.0,
+                other => anyhow::bail!("wrk's unit {other}"),
+            })
+    };
+    Ok(WrkRun { per_second: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0), p50_ms: ms("50%")?, p99_ms: ms("99%")? })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// An nginx of its own (`worker_processes auto`, logs off, keep-alive without a request limit)
+/// serving `server` (with any `upstream` blocks before it).
+fn nginx(dir: &Path, name: &str, server: &str) -> anyhow::Result<Proc> {
+    let home = dir.join(format!("nginx-{name}"));
+    std::fs::create_dir_all(&home)?;
+    let d = home.display();
+    let conf = format!(
+        "worker_processes auto;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n access_log off;\n keepalive_requests 1000000;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
+    );
+    std::fs::write(home.join("nginx.conf"), conf)?;
+    let binary = if Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(&home)
+        .arg("-c")
+        .arg(home.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("nginx is needed (scripts/bench installs it): {e}"))?;
+    let port = server.split("listen 127.0.0.1:").last().and_then(|r| r.split(';').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
+    listening(port, &format!("nginx ({name})"))?;
+    Ok(Proc(child))
+}
+
+fn caddy(dir: &Path, caddyfile: &str, port: u16) -> anyhow::Result<Proc> {
+    let home = dir.join("caddy");
+    std::fs::create_dir_all(&home)?;
+    std::fs::write(home.join("Caddyfile"), caddyfile)?;
+    let child = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(home.join("Caddyfile"))
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", &home)
+        .env("XDG_CONFIG_HOME", &home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("caddy is needed (scripts/bench installs it): {e}"))?;
+    listening(port, "caddy")?;
+    Ok(Proc(child))
+}
+
+fn listening(port: u16, what: &str) -> anyhow::Result<()> {
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!("{what} is not listening on {port}")
+}
+
+/// `VmHWM` of a process: the most memory it has held resident.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
