@@ -12,7 +12,9 @@
 //! page to the subscriber, and each gated way to refuse a visitor. Prints requests/s, p50, p99 and
 //! what each adds to the direct p50, then Tollgate's peak resident memory.
 //!
-//! Usage: `bench_gate [seconds per way]`.
+//! Usage: `bench_gate [seconds per way] [only the ways whose name contains this]` (the direct
+//! way always runs: it is the baseline). `TOLLGATE_BENCH_PAUSE=1` waits for Enter before loading,
+//! printing Tollgate's pid, to attach a profiler.
 
 mod common;
 
@@ -43,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
 
     let (_emulator, stripe) = emulator(&[])?;
     let (tollgate, tollgate_url) = start(tollgate_command(&stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app")]))?;
-    let http = reqwest::Client::new();
+    // Redirects are answers here: sign-up's cookies come with one, and a gate's refusal may be one.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let cookie = subscriber_cookie(&http, &tollgate_url, &stripe).await?;
     let tollgate_port = tollgate_url.rsplit(':').next().unwrap_or_default().to_string();
 
@@ -97,8 +100,16 @@ async fn main() -> anyhow::Result<()> {
 
     println!("gate cost (wrk -t1 -c32, {seconds}s each, an entitled user's {PAGE_BYTES}-byte page served by nginx):");
     println!("| path | req/s | p50 | p99 | added p50 |\n|---|---|---|---|---|");
+    if std::env::var("TOLLGATE_BENCH_PAUSE").is_ok() {
+        eprintln!("Tollgate's pid: {}; press Enter to load", tollgate.0.id());
+        std::io::stdin().read_line(&mut String::new())?;
+    }
+    let only = std::env::args().nth(2).unwrap_or_default();
     let mut direct_p50 = None;
-    for (label, url, _) in &ways {
+    for (n, (label, url, _)) in ways.iter().enumerate() {
+        if n > 0 && !label.contains(only.as_str()) {
+            continue;
+        }
         let run = wrk(url, &cookie, seconds)?;
         let added = direct_p50.map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
         direct_p50.get_or_insert(run.p50_ms);
@@ -148,7 +159,7 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 
 /// An nginx of its own (`worker_processes auto`, logs off, keep-alive without a request limit)
 /// serving `server` (with any `upstream` blocks before it).
-fn nginx(dir: &Path, name: &str, server: &str) -> anyhow::Result<Proc> {
+fn nginx(dir: &Path, name: &str, server: &str) -> anyhow::Result<Nginx> {
     let home = dir.join(format!("nginx-{name}"));
     std::fs::create_dir_all(&home)?;
     let d = home.display();
@@ -165,12 +176,26 @@ fn nginx(dir: &Path, name: &str, server: &str) -> anyhow::Result<Proc> {
         .arg("-c")
         .arg(home.join("nginx.conf"))
         .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| anyhow::anyhow!("nginx is needed (scripts/bench installs it): {e}"))?;
     let port = server.split("listen 127.0.0.1:").last().and_then(|r| r.split(';').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let nginx = Nginx(child);
     listening(port, &format!("nginx ({name})"))?;
-    Ok(Proc(child))
+    Ok(nginx)
+}
+
+/// An nginx master, stopped with SIGTERM when dropped: it stops its workers (killed, it would
+/// leave them running).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
 }
 
 fn caddy(dir: &Path, caddyfile: &str, port: u16) -> anyhow::Result<Proc> {

@@ -133,7 +133,7 @@ async fn backlog(http: &reqwest::Client, metrics: &str) -> Option<i64> {
 async fn intake(seconds: u64) -> anyhow::Result<()> {
     let (_redis, kv_url) = redis_server()?;
     let (_emulator, stripe) = emulator(&[])?;
-    let templates = realistic_templates(&reqwest::Client::new(), &stripe).await?;
+    let templates = realistic_templates(&reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?, &stripe).await?;
     let (tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "95")]))?;
     let pid = tollgate.0.id();
     let cpu_before = cpu_time(pid);
@@ -189,7 +189,7 @@ struct WrkRun {
 /// One wrk run of distinct signed events (ids prefixed with `run`), copies of `templates` in turn.
 async fn wrk_intake(url: &str, seconds: u64, run: &str, templates: &[serde_json::Value]) -> anyhow::Result<WrkRun> {
     // Distinct events for the whole run (signatures stay valid for five minutes), one per line.
-    let events = (seconds as usize * 40_000).max(10_000);
+    let events = (seconds as usize * 15_000).max(10_000);
     let file = std::env::temp_dir().join(format!("tollgate-bench-events-{}-{run}.tsv", std::process::id()));
     let mut lines = String::with_capacity(events * 4000);
     let mut body_bytes = 0;

@@ -89,6 +89,7 @@ pub fn signed_event(id: &str, event_type: &str, customer: &str) -> (Vec<u8>, Str
 /// Real events to copy, as the emulator shapes them for the pinned API version: one
 /// `checkout.session.completed`, `customer.subscription.updated` and `invoice.paid` of a customer
 /// who paid on Checkout and then changed the subscription (whole bodies of 2–6 KB, as Stripe's).
+/// `http` must not follow redirects (completing Checkout answers one).
 pub async fn realistic_templates(http: &reqwest::Client, stripe: &str) -> anyhow::Result<Vec<Value>> {
     let session = stripe_post(
         http,
@@ -245,7 +246,10 @@ pub async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) 
         .map(|rest| rest.chars().take(32).collect::<String>())
         .ok_or_else(|| anyhow::anyhow!("no sign-up link in the outbox"))?;
     let signup = post_form("/auth/confirm", format!("token={token}&password=a+long+enough+password")).await?;
-    let session = set_cookie(&signup, "tollgate_session=").ok_or_else(|| anyhow::anyhow!("sign-up failed: {}", signup.status()))?;
+    let Some(session) = set_cookie(&signup, "tollgate_session=") else {
+        let status = signup.status();
+        anyhow::bail!("sign-up failed: {status}: {}", signup.text().await.unwrap_or_default());
+    };
     // Signing in rotates the CSRF token.
     let csrf_cookie = set_cookie(&signup, "tollgate_csrf=").unwrap_or(csrf_cookie);
     let csrf = csrf_cookie.trim_start_matches("tollgate_csrf=").to_string();
