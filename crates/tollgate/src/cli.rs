@@ -58,7 +58,12 @@ pub(crate) enum Command {
 pub fn run_command_line() -> i32 {
     crate::memory::tune_allocator();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(command_line()),
+        Ok(runtime) => {
+            let code = runtime.block_on(command_line());
+            // The process ends now: no waiting on a blocking task still running (a DNS lookup).
+            runtime.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             1
