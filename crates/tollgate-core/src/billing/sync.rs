@@ -165,14 +165,17 @@ impl Billing {
                 // What we wrote (if anything) covered every mark made before our read.
                 return Ok(last.map_or(Settled::Busy, Settled::Synced));
             }
-            // Pending: wait for the turn under Stripe's rate limit, then read the mark's generation.
-            // When the limit is the bottleneck the wait is long, and the marks made during it are
-            // read by this call instead of making another.
+            // Pending: wait for the turn under Stripe's rate limit, then read the mark's generation
+            // again if that took time. When the limit is the bottleneck the wait is long, and the
+            // marks made during it are read by this call instead of making another.
             let pending = match self.kv.pending_generation(customer.as_str()).await? {
                 None => None,
-                Some(_) => {
+                Some(generation) => {
                     let turn = self.stripe.turn().await?;
-                    self.kv.pending_generation(customer.as_str()).await?.map(|generation| (generation, turn))
+                    match turn.waited() {
+                        true => self.kv.pending_generation(customer.as_str()).await?.map(|generation| (generation, turn)),
+                        false => Some((generation, turn)),
+                    }
                 }
             };
             let Some((generation, turn)) = pending else {

@@ -40,7 +40,16 @@ impl StripeError {
 }
 
 /// One request's turn under the shared rate limit, already waited for ([`StripeClient::turn`]).
-pub struct Turn(());
+pub struct Turn {
+    waited: bool,
+}
+
+impl Turn {
+    /// Whether taking it took any time (false without a limit, or with one not yet reached).
+    pub fn waited(&self) -> bool {
+        self.waited
+    }
+}
 
 /// Requests per second to Stripe for all instances together, paced through the shared KV.
 #[derive(Clone)]
@@ -86,14 +95,14 @@ impl StripeClient {
         self.rate_limited.load(Ordering::Relaxed)
     }
 
-    /// Wait for this instance's turn under the shared limit, if there is one.
-    async fn pace(&self, deadline: Instant) -> Result<(), StripeError> {
-        let Some(limit) = &self.rate_limit else { return Ok(()) };
+    /// Wait for this instance's turn under the shared limit, if there is one; whether it waited.
+    async fn pace(&self, deadline: Instant) -> Result<bool, StripeError> {
+        let Some(limit) = &self.rate_limit else { return Ok(false) };
         let longest = deadline.saturating_duration_since(Instant::now());
         match limit.kv.reserve_rate(RATE_NAME, limit.per_second, longest).await {
             Ok(Some(wait)) => {
                 tokio::time::sleep(wait).await;
-                Ok(())
+                Ok(!wait.is_zero())
             }
             Ok(None) => {
                 Err(StripeError::Unavailable(format!("more requests are queued than {}/s allows within the deadline", limit.per_second)))
@@ -102,7 +111,7 @@ impl StripeClient {
             // KV, calls go unpaced rather than not at all.
             Err(e) => {
                 tracing::warn!(error = %e, "the shared Stripe rate limit is unreadable; calling without it");
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -115,8 +124,7 @@ impl StripeClient {
     /// ([`StripeClient::get_in_turn`]): a caller that must read something of its own just before
     /// calling Stripe reads it after the wait, not before.
     pub async fn turn(&self) -> Result<Turn, StripeError> {
-        self.pace(Instant::now() + DEADLINE).await?;
-        Ok(Turn(()))
+        Ok(Turn { waited: self.pace(Instant::now() + DEADLINE).await? })
     }
 
     /// A GET whose first attempt uses `turn` (its retries wait for turns of their own).

@@ -101,12 +101,7 @@ pub async fn realistic_templates(http: &reqwest::Client, stripe: &str) -> anyhow
     )
     .await?;
     let id = session["id"].as_str().unwrap_or_default();
-    let paid = http
-        .post(format!("{stripe}/_emulator/checkout/sessions/{id}/complete"))
-        .form(&[("card_number", "4242424242424242")])
-        .send()
-        .await?;
-    anyhow::ensure!(paid.status().is_redirection(), "completing the bench's Checkout Session: {}", paid.status());
+    pay_checkout(http, stripe, id).await?;
     let get = |path: String| async move {
         let text = http.get(format!("{stripe}{path}")).bearer_auth(KEY).send().await?.text().await?;
         anyhow::Ok(serde_json::from_str::<Value>(&text)?)
@@ -127,6 +122,18 @@ pub async fn realistic_templates(http: &reqwest::Client, stripe: &str) -> anyhow
         templates.push(event.cloned().ok_or_else(|| anyhow::anyhow!("the emulator sent no {kind}"))?);
     }
     Ok(templates)
+}
+
+/// Pay Checkout Session `id` on the emulator with the test card that succeeds. `http` must not
+/// follow redirects: the emulator answers with one to the success URL.
+pub async fn pay_checkout(http: &reqwest::Client, stripe: &str, id: &str) -> anyhow::Result<()> {
+    let paid = http
+        .post(format!("{stripe}/_emulator/checkout/sessions/{id}/complete"))
+        .form(&[("card_number", "4242424242424242")])
+        .send()
+        .await?;
+    anyhow::ensure!(paid.status().is_redirection(), "paying Checkout Session {id}: {}", paid.status());
+    Ok(())
 }
 
 /// `template` as a new event `id` for `customer`, signed (body, `Stripe-Signature`).
@@ -267,11 +274,7 @@ pub async fn subscriber_cookie(http: &reqwest::Client, url: &str, stripe: &str) 
             .await?,
     )?;
     let session_id = started["sessionId"].as_str().ok_or_else(|| anyhow::anyhow!("checkout failed: {started}"))?;
-    http.post(format!("{stripe}/_emulator/checkout/sessions/{session_id}/complete"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("card_number=4242424242424242")
-        .send()
-        .await?;
+    pay_checkout(http, stripe, session_id).await?;
     http.get(format!("{url}/success")).header("cookie", &cookie).send().await?;
     let check: Value =
         serde_json::from_str(&http.get(format!("{url}/api/subscription")).header("cookie", &cookie).send().await?.text().await?)?;
