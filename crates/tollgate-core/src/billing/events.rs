@@ -84,5 +84,11 @@ mod tests {
             ("evt_1", Some("sub_1"), Some("subscription"))
         );
         assert_eq!(route(&event), EventAction::Sync(CustomerId::parse("cus_1").unwrap()));
+        // Signed but not shaped as an event: refused (the webhook answers 400 invalid_event).
+        for hostile in
+            [r#"{"id":"evt_1","type":"invoice.paid","data":{"object":"cus_1"}}"#, r#"{"id":1,"type":"invoice.paid","data":{"object":{}}}"#]
+        {
+            assert!(serde_json::from_str::<Event>(hostile).is_err(), "{hostile}");
+        }
     }
 }
