@@ -99,9 +99,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("gate cost (wrk -t1 -c32, {seconds}s each, an entitled user's {PAGE_BYTES}-byte page served by nginx):");
-    println!("| path | req/s | p50 | p99 | added p50 |\n|---|---|---|---|---|");
+    println!("| path | req/s | p50 | p99 | added p50 | Tollgate CPU per request |\n|---|---|---|---|---|---|");
     if std::env::var("TOLLGATE_BENCH_PAUSE").is_ok() {
-        eprintln!("Tollgate's pid: {}; press Enter to load", tollgate.0.id());
+        eprintln!("Tollgate's pid: {} at {tollgate_url}, the subscriber's Cookie: {cookie}; press Enter to load", tollgate.0.id());
         std::io::stdin().read_line(&mut String::new())?;
     }
     let only = std::env::args().nth(2).unwrap_or_default();
@@ -110,10 +110,16 @@ async fn main() -> anyhow::Result<()> {
         if n > 0 && !label.contains(only.as_str()) {
             continue;
         }
+        let cpu_before = cpu_time(tollgate.0.id());
         let run = wrk(url, &cookie, seconds)?;
+        let cpu = (cpu_time(tollgate.0.id()) - cpu_before).as_secs_f64();
         let added = direct_p50.map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
         direct_p50.get_or_insert(run.p50_ms);
-        println!("| {label} | {:.0} | {:.2} ms | {:.2} ms | {added} |", run.per_second, run.p50_ms, run.p99_ms);
+        let cpu = match label.contains("Tollgate") {
+            true => format!("{:.1} µs", cpu * 1e6 / (run.per_second * seconds as f64).max(1.0)),
+            false => "—".to_string(),
+        };
+        println!("| {label} | {:.0} | {:.2} ms | {:.2} ms | {added} | {cpu} |", run.per_second, run.p50_ms, run.p99_ms);
     }
     println!("Tollgate's peak resident memory: {:.1} MB (target ≤ 48 MB)", peak_rss_kb(tollgate.0.id()) as f64 / 1024.0);
     Ok(())

@@ -136,6 +136,10 @@ async fn intake(seconds: u64) -> anyhow::Result<()> {
     let templates = realistic_templates(&reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?, &stripe).await?;
     let (tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "95")]))?;
     let pid = tollgate.0.id();
+    if std::env::var("TOLLGATE_BENCH_PAUSE").is_ok() {
+        eprintln!("Tollgate's pid: {pid}; press Enter to load");
+        std::io::stdin().read_line(&mut String::new())?;
+    }
     let cpu_before = cpu_time(pid);
     let plain = wrk_intake(&url, seconds, "plain", &templates).await?;
     let cpu = (cpu_time(pid) - cpu_before).as_secs_f64();

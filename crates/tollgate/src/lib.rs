@@ -33,6 +33,7 @@ mod memory;
 mod startup;
 mod state;
 mod telemetry;
+mod threads;
 
 pub use cli::run_command_line;
 pub use http::error::Failure;

@@ -26,7 +26,9 @@ use self::tunnel::{TunnelLimits, Tunnels};
 use tollgate_core::config::{GatewaySettings, UpstreamHost};
 
 pub(crate) struct Gateway {
-    client: Client<HttpConnector, Body>,
+    /// One pool of connections to the product per serving thread (`threads`): a request
+    /// and the product's connection it uses are then served by the same thread.
+    clients: Box<[Client<HttpConnector, Body>]>,
     /// `host:port` of the product (spoken to over plain http).
     upstream: axum::http::uri::Authority,
     /// The `Host` the product receives: `None` for the browser's, else the upstream's own.
@@ -70,8 +72,14 @@ impl Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        let client =
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(256).build(connector);
+        let clients = (0..crate::threads::count())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(256)
+                    .build(connector.clone())
+            })
+            .collect();
         let upstream: axum::http::uri::Authority =
             settings.upstream.trim_start_matches("http://").parse().expect("config checked UPSTREAM_URL");
         let host = match settings.host {
@@ -81,13 +89,18 @@ impl Gateway {
         let limits =
             TunnelLimits { idle: settings.idle_timeout, max_lifetime: settings.max_lifetime, recheck: settings.entitlement_recheck };
         Gateway {
-            client,
+            clients,
             upstream,
             host,
             timeout: settings.timeout,
             credentials: OwnCredentials { strip_clerk: clerk_issuer.filter(|_| !settings.forward_clerk_session) },
             tunnels: Tunnels::new(tunnels, limits, clock),
         }
+    }
+
+    /// The calling serving thread's pool (the first one's on any other thread).
+    fn client(&self) -> &Client<HttpConnector, Body> {
+        &self.clients[crate::threads::current().unwrap_or(0) % self.clients.len()]
     }
 
     /// How long the product may take to answer (`UPSTREAM_TIMEOUT`).
@@ -140,7 +153,7 @@ impl Gateway {
         }
         // The caller bounds this with `timeout` (one timer for the whole proxied request).
         let mut response =
-            self.client.request(Request::from_parts(parts, body)).await.map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+            self.client().request(Request::from_parts(parts, body)).await.map_err(|e| GatewayError::Unreachable(e.to_string()))?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let protocol = response.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
             return match client_side {

@@ -199,9 +199,19 @@ const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method
 /// path from the proxy (`X-Forwarded-Uri`, Traefik and Caddy; `X-Original-URI`, nginx): that path
 /// is made canonical and decided on as the gateway would (400, or 403 for nginx, when it cannot
 /// be; 200 for a visitor on an open path, without identity headers).
+///
+/// Its 200 has no body and none of the page headers (no proxy shows it to anyone), and so
+/// does every answer to nginx (`?deny=403`), which shows its own error pages: nginx keeps its
+/// connection to Tollgate for the next check only when an answer has no body (`auth_request`
+/// does not read one), and without that each check costs a new connection. A refusal to
+/// Traefik or Caddy keeps its JSON body: they pass it on to the user.
 pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<VerifyQuery>, parts: Parts) -> Response {
-    let deny = if query.deny == Some(403) { StatusCode::FORBIDDEN } else { StatusCode::PAYMENT_REQUIRED };
-    let answer = |status: StatusCode, code: &str| (status, Json(json!({ "error": { "code": code } }))).into_response();
+    let nginx = query.deny == Some(403);
+    let deny = if nginx { StatusCode::FORBIDDEN } else { StatusCode::PAYMENT_REQUIRED };
+    let refuse = |status: StatusCode, code: &'static str| match nginx {
+        true => ForProxy::answer(status),
+        false => (status, Json(json!({ "error": { "code": code } }))).into_response(),
+    };
     let header = |names: [&HeaderName; 2]| names.iter().find_map(|n| parts.headers.get(*n).and_then(|v| v.to_str().ok()));
     let (gated, bound) = match header([&X_FORWARDED_URI, &X_ORIGINAL_URI]).filter(|_| state.gate.trust_forwarded_uri) {
         None => (true, None),
@@ -210,7 +220,7 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
             let decided = state.gate.canonical(path).and_then(|canonical| Ok((state.gate.is_gated(&canonical)?, canonical.into_owned())));
             match decided {
                 Ok((gated, canonical)) => (gated, Some(canonical)),
-                Err(_) if deny == StatusCode::FORBIDDEN => return answer(deny, "invalid_path"),
+                Err(_) if nginx => return refuse(deny, "invalid_path"),
                 Err(refusal) => return Failure::bad_path(Surface::Api, refusal).into_response(),
             }
         }
@@ -219,20 +229,33 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
         Ok(kept) => kept,
         // A proxy cannot follow Clerk's handshake for a subrequest (nginx takes 401 and 403 only).
         Err(failure) if matches!(failure.status, StatusCode::UNAUTHORIZED | StatusCode::TEMPORARY_REDIRECT) => {
-            return answer(StatusCode::UNAUTHORIZED, "unauthenticated")
+            return refuse(StatusCode::UNAUTHORIZED, "unauthenticated")
         }
-        Err(failure) if failure.status == StatusCode::PAYMENT_REQUIRED => return answer(deny, "subscription_required"),
+        Err(failure) if failure.status == StatusCode::PAYMENT_REQUIRED => return refuse(deny, "subscription_required"),
         Err(failure) => return failure.into_response(),
     };
+    let mut response = ForProxy::answer(StatusCode::OK);
     let Some(kept) = kept else {
-        return Json(json!({ "entitled": false })).into_response(); // a visitor on an open path
+        return response; // a visitor on an open path
     };
     let method = header([&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD]).unwrap_or("GET");
     let assertion = state.assertions.sign(&kept.identity, bound.as_deref().map(|path| Bound { method, path }));
-    let mut response = Json(json!({ "entitled": kept.identity.entitled })).into_response();
     response.headers_mut().extend(kept.headers.iter().cloned());
     if let Some(assertion) = assertion {
         response.headers_mut().insert(crate::gateway::identity::X_TOLLGATE_ASSERTION, assertion);
     }
     response
+}
+
+/// Marks an answer meant for the proxy in front, not a browser: it gets no page headers.
+#[derive(Clone, Copy)]
+pub(crate) struct ForProxy;
+
+impl ForProxy {
+    /// An empty answer with `status` (`Content-Length: 0`).
+    fn answer(status: StatusCode) -> Response {
+        let mut response = status.into_response();
+        response.extensions_mut().insert(ForProxy);
+        response
+    }
 }

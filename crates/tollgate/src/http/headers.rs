@@ -1,6 +1,7 @@
-//! Security headers on every answer: a strict Content-Security-Policy (the pages use no script,
-//! no inline style and are never framed), no MIME sniffing, a referrer that leaves only as an
-//! origin, and HSTS when the site is served over https.
+//! Security headers on every answer of Tollgate's own (not the product's, nor forward-auth's to
+//! its proxy): a strict Content-Security-Policy (the pages use no script, no inline style and are
+//! never framed), no MIME sniffing, a referrer that leaves only as an origin, and HSTS when the
+//! site is served over https.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
@@ -14,8 +15,9 @@ const CONTENT_SECURITY_POLICY: &str =
 
 pub(crate) async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    if response.extensions().get::<super::gateway::FromProduct>().is_some() {
-        return response; // the product's own page, with its own policy
+    let extensions = response.extensions();
+    if extensions.get::<super::gateway::FromProduct>().is_some() || extensions.get::<super::gateway::ForProxy>().is_some() {
+        return response; // the product's own page with its own policy, or no page at all
     }
     let headers = response.headers_mut();
     // A page that loads Clerk's SDK sets its own, wider policy (`http::accounts`).

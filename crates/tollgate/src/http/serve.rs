@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use super::edge::{Arrival, Edge};
 use crate::gateway::tunnel::ConnectionSlot;
+use crate::threads::ServingThreads;
 
 /// How long a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,6 +63,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, edge: Edge, shu
     let closed = Arc::new(AtomicUsize::new(0));
     let _trim = AbortOnDrop(tokio::spawn(give_back_memory(closed.clone())));
     let edge = Arc::new(edge);
+    let threads = ServingThreads::start()?;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Too many header bytes held already: new connections wait (in the kernel) for room.
@@ -88,36 +90,39 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, edge: Edge, shu
             continue; // over capacity: the stream is dropped, which closes it
         };
         let _ = stream.set_nodelay(true);
+        // Handed to a serving thread (`threads`), whose reactor takes the socket over.
+        let Ok(stream) = stream.into_std() else { continue };
         let arrival = Arrival::new(peer, ConnectionSlot::new(permit));
-        let connection = Arc::new(ConnectionHead::default());
-        let max_header_bytes = edge.max_header_bytes;
-        let io = Counted { io: stream, heads: heads.clone(), connection: connection.clone(), most: max_header_bytes };
         let (router, edge, heads) = (router.clone(), edge.clone(), heads.clone());
-        let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-            connection.head_arrived(&heads);
-            let prepared = edge.prepare(&mut request, &arrival);
-            let (router, connection) = (router.clone(), connection.clone());
-            async move {
-                let response = match prepared {
-                    Ok(()) => router.oneshot(request.map(Body::new)).await,
-                    Err(refusal) => Ok(Edge::refused(&request, refusal)),
-                };
-                if let Ok(response) = &response {
-                    connection.answered(response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
-                }
-                response
-            }
-        });
         let (mut stopped, done, closed) = (stopped.clone(), done.clone(), closed.clone());
-        tokio::spawn(async move {
+        threads.spawn(move || async move {
             let _done = done;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(max_header_bytes)
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades();
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
+            let connection = Arc::new(ConnectionHead::default());
+            let max_header_bytes = edge.max_header_bytes;
+            let io = Counted { io: stream, heads: heads.clone(), connection: connection.clone(), most: max_header_bytes };
+            let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                connection.head_arrived(&heads);
+                let prepared = edge.prepare(&mut request, &arrival);
+                let (router, connection) = (router.clone(), connection.clone());
+                async move {
+                    let response = match prepared {
+                        Ok(()) => router.oneshot(request.map(Body::new)).await,
+                        Err(refusal) => Ok(Edge::refused(&request, refusal)),
+                    };
+                    if let Ok(response) = &response {
+                        connection.answered(response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
+                    }
+                    response
+                }
+            });
             {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(max_header_bytes)
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
                 let mut connection = std::pin::pin!(connection);
                 tokio::select! {
                     _ = connection.as_mut() => {}

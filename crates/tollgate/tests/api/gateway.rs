@@ -396,10 +396,16 @@ async fn a_product_that_is_down_or_slow_gets_a_clear_502_or_504() {
 async fn forward_auth_and_the_service_endpoint() {
     let (upstream, _) = start_product().await;
     let app = gateway_app(&upstream, vec![]).await;
-    assert_eq!(app.browser().get("/auth/verify").await.status, 401);
+    let visitor = app.browser().get("/auth/verify").await;
+    assert_eq!(visitor.status, 401);
+    assert!(visitor.text.contains("unauthenticated"), "Traefik and Caddy show a refusal's body: {}", visitor.text);
     let member = app.signed_in("member@example.com").await;
-    assert_eq!(member.get("/auth/verify").await.status, 402);
-    assert_eq!(member.get("/auth/verify?deny=403").await.status, 403);
+    let unpaid = member.get("/auth/verify").await;
+    assert_eq!(unpaid.status, 402);
+    assert!(unpaid.text.contains("subscription_required"), "{}", unpaid.text);
+    // nginx shows its own error pages, and reuses its connection only after an answer without a body.
+    let for_nginx = member.get("/auth/verify?deny=403").await;
+    assert_eq!((for_nginx.status, for_nginx.text.as_str(), for_nginx.headers["content-length"].to_str().unwrap()), (403, "", "0"));
     let (subscriber, _) = app.subscribed("payer@example.com", MONTHLY).await;
     subscriber.get("/success").await; // back from Checkout: synced
     let ok = subscriber.get("/auth/verify").await;
@@ -407,6 +413,8 @@ async fn forward_auth_and_the_service_endpoint() {
     assert_eq!(ok.headers["x-forwarded-email"], "payer@example.com");
     assert_eq!(ok.headers["x-tollgate-entitled"], "true");
     assert!(ok.headers.contains_key("x-tollgate-assertion"));
+    assert_eq!((ok.text.as_str(), ok.headers["content-length"].to_str().unwrap()), ("", "0"), "no proxy reads a 200's body");
+    assert!(!ok.headers.contains_key("content-security-policy"), "no page headers on an answer no one sees");
     let user_id = ok.headers["x-forwarded-user"].to_str().unwrap().to_string();
 
     let ask = |id: String, token: &'static str| {
@@ -493,6 +501,14 @@ async fn nginx_auth_request_with_the_readme_configuration() {
         assert!(!names.contains(&absent.to_string()), "{absent} reached the product: {names:?}");
     }
     assert!(!names.iter().any(|n| n.contains('_')), "underscore spellings are dropped: {names:?}");
+    // nginx keeps its connection to Tollgate between checks: the answers it reads have no body.
+    let tollgate_port: u16 = app.url.rsplit(':').next().unwrap().parse().unwrap();
+    let before = sockets_towards(tollgate_port);
+    for _ in 0..20 {
+        assert_eq!(through(&subscriber, "/app/", &[]).await.status, 200);
+    }
+    let opened = sockets_towards(tollgate_port).saturating_sub(before);
+    assert!(opened <= 1, "20 checks opened {opened} connections to Tollgate");
 
     // A WebSocket passes (the product echoes it); an h2c upgrade is dropped on the way.
     let (head, mut stream) =
@@ -501,6 +517,17 @@ async fn nginx_auth_request_with_the_readme_configuration() {
     assert!(crate::tunnels::echoes(&mut stream, b"through nginx").await);
     let h2c = received(&through(&subscriber, "/app/", &[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")]).await);
     assert!(h2c["headers"].get("upgrade").is_none(), "{h2c}");
+}
+
+/// This machine's TCP sockets (open, or closed and waiting) whose far end is `port` on this host.
+fn sockets_towards(port: u16) -> usize {
+    let far_port = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| line.split_whitespace().nth(2).is_some_and(|remote| format!("{remote} ").ends_with(&far_port)))
+        .count()
 }
 
 /// The identity is reused for a moment per credential, but never after a sign-out here: the old

@@ -12,7 +12,7 @@ use std::path::Path;
 const CORE_LAYERS: [&str; 9] = ["clock", "random", "domain", "config", "metrics", "kv", "mail", "stripe", "billing"];
 
 /// `tollgate`'s own.
-const LAYERS: [&str; 10] = ["memory", "telemetry", "auth", "access", "gateway", "state", "http", "startup", "doctor", "cli"];
+const LAYERS: [&str; 11] = ["memory", "threads", "telemetry", "auth", "access", "gateway", "state", "http", "startup", "doctor", "cli"];
 
 /// Every `crate::name` named in `text`.
 fn crate_paths(text: &str) -> Vec<String> {
