@@ -22,10 +22,11 @@ function startTollgate(env = {}) {
     child.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/open (http:\/\/localhost:\d+)/);
-      if (m) {
+      const emulator = out.match(/Stripe emulator at (http:\/\/\S+)/);
+      if (m && emulator) {
         clearTimeout(timer);
         // Its working directory goes with it: the test script counts what tests leave in the temp dir.
-        resolve({ url: m[1], stop: () => { child.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); } });
+        resolve({ url: m[1], emulator: emulator[1], stop: () => { child.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); } });
       }
     });
     child.stderr.on('data', (d) => { out += d; });
@@ -158,5 +159,59 @@ test('through the gateway: sign up, subscribe, then the product sees who the use
   } finally {
     gateway.stop();
     product.close();
+  }
+});
+
+// Pay on the emulator's Checkout page with a card that goes through, landing on the dashboard.
+async function payWithCard(page, appUrl) {
+  await page.fill('#card_number', '4242 4242 4242 4242');
+  await page.fill('#exp', '12 / 34');
+  await page.fill('#cvc', '123');
+  await Promise.all([page.waitForURL(`${appUrl}/dashboard`), page.click('#submit')]);
+}
+
+// Reload the dashboard until its status reads `status` (a webhook has to arrive and be synced).
+async function dashboardShows(page, appUrl, status) {
+  for (let i = 0; i < 50; i++) {
+    await page.goto(`${appUrl}/dashboard`);
+    if ((await page.textContent('#status')) === status) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(await page.textContent('#status'), status);
+}
+
+test('one trial per customer: a trial, its end, then the next subscription is paid at once', async () => {
+  const trialApp = await startTollgate({ TRIAL_DAYS: '7' });
+  const stripe = (method, path) => fetch(`${trialApp.emulator}${path}`, { method, headers: { authorization: 'Bearer sk_test_tollgate_emulator' } }).then((r) => r.json());
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${trialApp.url}/auth`);
+    await page.fill('#up-email', 'trier@example.com');
+    await signUpByEmail(page, 'trier@example.com', 'correct horse battery');
+    await page.goto(`${trialApp.url}/`);
+    assert.match(await page.textContent('#plans'), /7-day free trial/);
+    await Promise.all([page.waitForURL(/\/c\/pay\/cs_test_/), page.click('#subscribe-price_tollgate_monthly')]);
+    assert.match(await page.textContent('body'), /7 days free/);
+    await payWithCard(page, trialApp.url);
+    assert.equal(await page.textContent('#status'), 'trialing');
+
+    // The trial ends without being paid for (the subscription is cancelled in Stripe).
+    const [trial] = (await stripe('GET', '/v1/subscriptions?status=all')).data;
+    assert.equal(trial.status, 'trialing');
+    await stripe('DELETE', `/v1/subscriptions/${trial.id}`);
+    await dashboardShows(page, trialApp.url, 'canceled');
+
+    await page.goto(`${trialApp.url}/`);
+    assert.doesNotMatch(await page.textContent('#plans'), /free trial/, 'no second trial promised');
+    await Promise.all([page.waitForURL(/\/c\/pay\/cs_test_/), page.click('#subscribe-price_tollgate_monthly')]);
+    assert.doesNotMatch(await page.textContent('body'), /days free/);
+    assert.match(await page.textContent('body'), /\$12\.00/);
+    await payWithCard(page, trialApp.url);
+    assert.equal(await page.textContent('#status'), 'active', 'paid at once');
+    const subscriptions = (await stripe('GET', '/v1/subscriptions?status=all')).data;
+    assert.deepEqual(subscriptions.map((s) => [s.status, s.trial_end === null]).sort(), [['active', true], ['canceled', false]]);
+    await page.close();
+  } finally {
+    trialApp.stop();
   }
 });

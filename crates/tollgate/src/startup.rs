@@ -280,7 +280,7 @@ pub(crate) fn billing(
         drain,
         catalog: Arc::new(Catalog::new(price_ids, clock.clone())),
         public_url,
-        trial_days: settings.trial_days,
+        trial: settings.trial,
         value_encoding: settings.value_encoding,
         clock,
     };

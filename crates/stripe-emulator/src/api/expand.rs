@@ -79,6 +79,11 @@ fn check(store: &Store, node: &Value, segments: &[&str], path: &str) -> Result<(
         }
         return node["data"].as_array().into_iter().flatten().try_for_each(|item| check(store, item, rest, path));
     }
+    // A deleted object is a stub (`id`, `object`, `deleted`): what a path names below it is gone,
+    // and the path is not refused for it (a subscription's deleted customer, say).
+    if node.get("deleted") == Some(&Value::Bool(true)) {
+        return Ok(());
+    }
     let Some(field) = node.as_object().and_then(|o| o.get(first)) else {
         return Err(cannot_expand(path));
     };
@@ -226,5 +231,16 @@ mod tests {
         assert!(rendered(&store, &sub, &["nope"]).is_err());
         assert!(rendered(&store, &sub, &["items"]).is_err());
         assert!(rendered(&store, &sub, &["default_payment_method"]).is_ok());
+    }
+
+    #[test]
+    fn paths_through_a_deleted_object_end_there() {
+        let store = store_with(&[json!({"id": "cus_1", "object": "customer", "deleted": true})]);
+        let sub = json!({"id": "sub_1", "customer": "cus_1"});
+        let out = rendered(&store, &sub, &["customer.invoice_settings.default_payment_method"]).unwrap();
+        assert_eq!(out["customer"], json!({"id": "cus_1", "object": "customer", "deleted": true}));
+        assert!(rendered(&store, &sub, &["customer.nope"]).is_ok(), "nothing left below it to refuse");
+        let live = store_with(&[json!({"id": "cus_2", "object": "customer", "invoice_settings": {}})]);
+        assert!(rendered(&live, &json!({"customer": "cus_2"}), &["customer.nope"]).is_err(), "a live object's fields are checked");
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::{recipe, Billing, BillingError};
+use crate::config::TrialSettings;
 use crate::domain::{CustomerId, PriceId, User, UserId};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, List, PortalSession};
@@ -121,10 +122,11 @@ impl Billing {
         if let Some(open) = self.reuse_open_session(&customer, &plan.price_id).await? {
             return Ok(open);
         }
-        match self.create_session(user, &customer, &plan.price_id).await {
+        let trial = self.trial_at_checkout(&user.id, &customer).await?;
+        match self.create_session(user, &customer, &plan.price_id, trial).await {
             Err(BillingError::Stripe(e)) if e.is_missing_customer() => {
                 let replacement = self.replace_missing_customer(user, &customer).await?;
-                self.create_session(user, &replacement, &plan.price_id).await
+                self.create_session(user, &replacement, &plan.price_id, trial).await
             }
             other => other,
         }
@@ -160,10 +162,16 @@ impl Billing {
         Ok(reused)
     }
 
-    async fn create_session(&self, user: &User, customer: &CustomerId, price: &PriceId) -> Result<CheckoutStart, BillingError> {
+    async fn create_session(
+        &self,
+        user: &User,
+        customer: &CustomerId,
+        price: &PriceId,
+        trial: Option<TrialSettings>,
+    ) -> Result<CheckoutStart, BillingError> {
         let success_url = format!("{}/success?session_id={{CHECKOUT_SESSION_ID}}", self.public_url);
         let cancel_url = format!("{}/", self.public_url);
-        let trial = self.trial_days.map(|d| d.to_string());
+        let trial_days = trial.map(|t| t.days.to_string());
         let mut form = vec![
             ("mode", "subscription"),
             ("customer", customer.as_str()),
@@ -176,8 +184,12 @@ impl Billing {
             ("metadata[priceId]", price.as_str()),
             ("subscription_data[metadata][userId]", user.id.as_str()),
         ];
-        if let Some(days) = &trial {
+        if let Some(days) = &trial_days {
             form.push(("subscription_data[trial_period_days]", days));
+        }
+        if let Some(end) = trial.and_then(|t| t.without_card) {
+            form.push(("payment_method_collection", "if_required"));
+            form.push(("subscription_data[trial_settings][end_behavior][missing_payment_method]", end.as_stripe()));
         }
         let session: CheckoutSession = self.stripe.post("/v1/checkout/sessions", &form, None).await?;
         let url = session.url.ok_or_else(|| BillingError::Corrupt("Stripe returned a session without a url".into()))?;

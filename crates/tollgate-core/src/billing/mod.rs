@@ -10,6 +10,7 @@ pub mod import;
 pub mod recipe;
 pub mod reconcile;
 pub mod sync;
+pub mod trial;
 pub mod users;
 
 use std::sync::Arc;
@@ -44,7 +45,8 @@ pub struct Billing {
     pub drain: drain::Drain,
     pub catalog: Arc<catalog::Catalog>,
     pub public_url: String,
-    pub trial_days: Option<u32>,
+    /// The trial Checkout offers, once per customer (`billing::trial`).
+    pub trial: Option<crate::config::TrialSettings>,
     /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
     pub value_encoding: crate::config::ValueEncoding,
     /// The time, for the drain's debounce and sweeps, cache freshness and waits.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Billing, BillingError};
-use crate::domain::{CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus};
+use crate::domain::{CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus, UserId};
 use crate::kv::{keys, Commit};
 use crate::stripe::wire::{List, PaymentMethod, Subscription};
 use crate::stripe::{StripeClient, StripeError, Turn};
@@ -29,14 +29,18 @@ pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How long a waiting person's sync waits for another instance's run before giving up (503).
 const INLINE_WAIT: Duration = Duration::from_secs(10);
 
+/// What one read of a customer's subscriptions gives.
+pub struct Fetched {
+    pub entry: SubscriptionCache,
+    /// The customer's user (`metadata.userId`) when one of these subscriptions had a trial: they
+    /// have had theirs (`billing::trial`).
+    pub trialed: Option<UserId>,
+}
+
 /// Read the customer's subscriptions from Stripe and make the cache entry (no write). `turn`: a
 /// turn under the rate limit already waited for (else the call waits for one).
 #[tracing::instrument(skip(stripe, turn), fields(customer = %customer))]
-pub async fn fetch_subscription_state(
-    stripe: &StripeClient,
-    customer: &CustomerId,
-    turn: Option<Turn>,
-) -> Result<SubscriptionCache, StripeError> {
+pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &CustomerId, turn: Option<Turn>) -> Result<Fetched, StripeError> {
     let query = [
         ("customer", customer.as_str()),
         ("status", "all"),
@@ -52,7 +56,11 @@ pub async fn fetch_subscription_state(
     if let Some(n) = entry.subscription().and_then(|s| s.live_subscriptions) {
         tracing::error!(customer = %customer, live = n, "the customer has more than one live subscription; the newest is cached");
     }
-    Ok(entry)
+    let trialed = match super::trial::had_a_trial(&list.data) {
+        false => None,
+        true => list.data.iter().find_map(|s| UserId::parse(s.customer.as_ref()?.object()?.metadata.get("userId")?).ok()),
+    };
+    Ok(Fetched { entry, trialed })
 }
 
 /// The recipe's `syncStripeDataToKV`, fenced: read the customer's subscriptions from Stripe, then
@@ -67,9 +75,12 @@ async fn sync_stripe_data_to_kv(
     turn: Turn,
 ) -> Result<(SubscriptionCache, Commit), BillingError> {
     match fetch_subscription_state(stripe, customer, Some(turn)).await {
-        Ok(entry) => {
+        Ok(Fetched { entry, trialed }) => {
             let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
             let commit = kv.commit_sync(customer.as_str(), token, generation, Some(&json)).await?;
+            if let Some(user) = trialed {
+                kv.set(&keys::trialed(&user), "1").await?;
+            }
             Ok((entry, commit))
         }
         Err(e) => {

@@ -146,8 +146,8 @@ pub struct Settings {
     pub mail: MailSettings,
     /// Whether `past_due` still grants access (a grace period while Stripe retries the card).
     pub past_due_grace: bool,
-    /// Free trial length offered at Checkout, if any.
-    pub trial_days: Option<u32>,
+    /// The free trial offered at Checkout (once per customer), if any.
+    pub trial: Option<TrialSettings>,
     /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
     pub stripe_rate_limit: Option<u32>,
     /// How often one instance re-syncs every customer, healing what a lost webhook left behind.
@@ -193,6 +193,31 @@ pub struct GateSettings {
     /// `FORWARD_AUTH_TRUST_URI`: `/auth/verify` decides on the proxy's `X-Forwarded-Uri` /
     /// `X-Original-URI` (otherwise every path it is asked about is gated).
     pub trust_forwarded_uri: bool,
+}
+
+/// The free trial Checkout offers (`TRIAL_DAYS`), to a customer who never had one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrialSettings {
+    pub days: u32,
+    /// `TRIAL_REQUIRES_CARD=false`: Checkout asks for a card only if the customer wants to give
+    /// one, and a trial that ends without one ends as this says (`TRIAL_END_WITHOUT_CARD`).
+    pub without_card: Option<TrialEnd>,
+}
+
+/// What a trial that ends without a card does: Stripe's `missing_payment_method`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrialEnd {
+    Cancel,
+    Pause,
+}
+
+impl TrialEnd {
+    pub fn as_stripe(self) -> &'static str {
+        match self {
+            TrialEnd::Cancel => "cancel",
+            TrialEnd::Pause => "pause",
+        }
+    }
 }
 
 /// How the recipe's string values (`stripe:user:{userId}` → `cus_…`) are written
@@ -408,13 +433,7 @@ impl Settings {
             Some(url) => smtp_settings(url, &get),
         });
         let past_due_grace = gathered.take(flag(&get, "PAST_DUE_GRACE"));
-        let trial_days = gathered.take(match get("TRIAL_DAYS") {
-            None | Some("0") => Ok(None),
-            Some(v) => match v.parse::<u32>() {
-                Ok(d) if (1..=730).contains(&d) => Ok(Some(d)),
-                _ => Err(error("TRIAL_DAYS", format!("'{v}' must be a whole number of days from 1 to 730"))),
-            },
-        });
+        let trial = gathered.take(trial_settings(&get));
         let stripe_rate_limit = gathered.take(match lower("STRIPE_RATE_LIMIT").as_deref() {
             // Under Stripe's own limits (live 100/s, test mode 25/s), leaving room for other clients.
             None => Ok(match get("STRIPE_SECRET_KEY") {
@@ -497,7 +516,7 @@ impl Settings {
                 auth: auth?,
                 mail: mail?,
                 past_due_grace: past_due_grace?,
-                trial_days: trial_days?,
+                trial: trial?,
                 stripe_rate_limit: stripe_rate_limit?,
                 reconcile_every: reconcile_every?,
                 period_end_grace: period_end_grace?,
@@ -632,6 +651,31 @@ fn gateway_settings<'v>(url: &str, get: &impl Fn(&str) -> Option<&'v str>) -> Re
         entitlement_recheck: duration("ENTITLEMENT_RECHECK", 60, std::time::Duration::from_millis(100))?,
         forward_clerk_session: flag(get, "FORWARD_CLERK_SESSION")?,
     })
+}
+
+/// `TRIAL_DAYS`, `TRIAL_REQUIRES_CARD` and `TRIAL_END_WITHOUT_CARD`.
+fn trial_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<Option<TrialSettings>, ConfigError> {
+    let days = match get("TRIAL_DAYS") {
+        None | Some("0") => None,
+        Some(v) => match v.parse::<u32>() {
+            Ok(d) if (1..=730).contains(&d) => Some(d),
+            _ => return Err(error("TRIAL_DAYS", format!("'{v}' must be a whole number of days from 1 to 730"))),
+        },
+    };
+    let requires_card = match get("TRIAL_REQUIRES_CARD") {
+        None => true,
+        Some(_) => flag(get, "TRIAL_REQUIRES_CARD")?,
+    };
+    let end = match get("TRIAL_END_WITHOUT_CARD").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("cancel") => TrialEnd::Cancel,
+        Some("pause") => TrialEnd::Pause,
+        Some(v) => return Err(error("TRIAL_END_WITHOUT_CARD", format!("'{v}' is not cancel or pause"))),
+    };
+    match days {
+        None if !requires_card => Err(error("TRIAL_REQUIRES_CARD", "false needs TRIAL_DAYS: there is no trial to start without a card")),
+        None => Ok(None),
+        Some(days) => Ok(Some(TrialSettings { days, without_card: (!requires_card).then_some(end) })),
+    }
 }
 
 /// `true`/`false` (or `1`/`0`, any case); unset is false.
@@ -855,6 +899,8 @@ mod tests {
             (vec![("PLANS", "prod_x")], "PLANS"),
             (vec![("AUTH_PROVIDER", "ldap")], "AUTH_PROVIDER"),
             (vec![("TRIAL_DAYS", "-3")], "TRIAL_DAYS"),
+            (vec![("TRIAL_REQUIRES_CARD", "false")], "TRIAL_REQUIRES_CARD"),
+            (vec![("TRIAL_DAYS", "7"), ("TRIAL_END_WITHOUT_CARD", "charge")], "TRIAL_END_WITHOUT_CARD"),
             (vec![("KV_URL", "redis://h/notadb")], "KV_URL"),
             (vec![("KV_URL", "rediss://h"), ("KV_TLS_CA_FILE", "/nonexistent/ca.pem")], "KV_TLS_CA_FILE"),
             (vec![("STRIPE_RATE_LIMIT", "fast")], "STRIPE_RATE_LIMIT"),

@@ -127,7 +127,24 @@ pub const VARIABLES: &[Variable] = &[
         shown: Shown::Plain,
         meaning: r#"`true`: `past_due` still grants access while Stripe retries the card."#,
     },
-    Variable { name: "TRIAL_DAYS", default: r#"none"#, shown: Shown::Plain, meaning: r#"Free trial offered at Checkout (1–730 days)."# },
+    Variable {
+        name: "TRIAL_DAYS",
+        default: r#"none"#,
+        shown: Shown::Plain,
+        meaning: r#"Free trial offered at Checkout (1–730 days), once per customer: not to one whose customer ever had a subscription with a trial (read from Stripe, and remembered at `tollgate:trialed:{userId}` should the customer be deleted)."#,
+    },
+    Variable {
+        name: "TRIAL_REQUIRES_CARD",
+        default: r#"`true`"#,
+        shown: Shown::Plain,
+        meaning: r#"`false`: the trial starts without a card (Checkout's `payment_method_collection=if_required`)."#,
+    },
+    Variable {
+        name: "TRIAL_END_WITHOUT_CARD",
+        default: r#"`cancel`"#,
+        shown: Shown::Plain,
+        meaning: r#"What a trial started without a card does when it ends without one: `cancel` or `pause` (Stripe's `trial_settings.end_behavior.missing_payment_method`)."#,
+    },
     Variable {
         name: "KV_VALUE_ENCODING",
         default: r#"`raw`"#,

@@ -119,6 +119,11 @@ pub mod keys {
         format!("stripe:user:{user}")
     }
 
+    /// Set once the user's customer has had a trial (`billing::trial`): never another one.
+    pub fn trialed(user: &UserId) -> String {
+        format!("tollgate:trialed:{user}")
+    }
+
     pub fn customer_cache(customer: &CustomerId) -> String {
         format!("stripe:customer:{customer}")
     }

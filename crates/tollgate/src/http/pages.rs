@@ -39,9 +39,15 @@ pub(crate) async fn landing(
 ) -> Result<Response, Failure> {
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.map_err(|e| Failure::from_billing(Surface::Page, e))?;
     let user = user.map(|u| u.0);
+    // A promise only (Checkout decides): without the KV's answer, none is made.
+    let trial = state.billing.trial_promised(user.as_ref().map(|u| &u.id)).await.ok().flatten();
     let page = Landing {
         frame: Frame { user: user.as_ref(), csrf: &csrf, notice: notice_text(query.notice.as_deref()) },
         plans: plans.iter().map(PlanCard::of).collect(),
+        trial: trial.map(|t| match t.without_card {
+            None => format!("{}-day free trial", t.days),
+            Some(_) => format!("{}-day free trial, no card needed", t.days),
+        }),
     };
     Ok(page.into_response())
 }

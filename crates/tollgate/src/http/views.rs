@@ -24,6 +24,8 @@ pub(crate) struct Frame<'a> {
 pub(crate) struct Landing<'a> {
     pub(crate) frame: Frame<'a>,
     pub(crate) plans: Vec<PlanCard>,
+    /// "7-day free trial", when this visitor or user may still have one (`billing::trial`).
+    pub(crate) trial: Option<String>,
 }
 
 /// One plan as the pricing page shows it.

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, MONTHLY, YEARLY};
+use crate::helpers::{spawn_app, spawn_app_with, Browser, Options, TestApp, MONTHLY, YEARLY};
 
 #[tokio::test]
 async fn concurrent_checkout_requests_create_one_customer() {
@@ -118,4 +118,79 @@ async fn subscribe_while_signed_out_continues_to_checkout_after_sign_up() {
     assert!(checkout.location().contains(session["id"].as_str().unwrap()), "{}", checkout.location());
     let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{}", session["id"].as_str().unwrap()), &[]).await;
     assert_eq!(session["line_items"]["data"][0]["price"]["id"], YEARLY, "the plan chosen before signing up");
+}
+
+/// `TRIAL_DAYS` once per customer: subscribe with the trial, end it, subscribe again — paid at
+/// once. Stripe's history says no on its own (the mark removed), and the mark says no on its own
+/// (the customer deleted in Stripe and replaced). The pricing page stops promising the trial.
+#[tokio::test]
+async fn one_trial_per_customer() {
+    let app = spawn_app_with(Options { extra: vec![("TRIAL_DAYS", "7".into())], ..Options::default() }).await;
+    assert!(app.browser().get("/").await.text.contains("7-day free trial"), "promised to a visitor");
+    let (browser, customer) = app.subscribed("trial@example.com", MONTHLY).await;
+    browser.get("/success").await;
+    let first = only_subscription(&app, &customer).await;
+    assert_eq!((first["status"].as_str(), first["trial_end"].is_i64()), (Some("trialing"), true));
+    let user = app.stripe(Method::GET, &format!("/v1/customers/{customer}"), &[]).await["metadata"]["userId"].as_str().unwrap().to_string();
+    let mark = format!("tollgate:trialed:{user}");
+    assert!(app.state.billing().kv.get(&mark).await.unwrap().is_some(), "the sync marks the user");
+    assert!(!browser.get("/").await.text.contains("free trial"), "no longer promised");
+
+    // The trial ends unpaid (cancelled now); without the mark, Stripe's history still says no.
+    let end = |subscription: &serde_json::Value| format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap());
+    app.stripe(Method::DELETE, &end(&first), &[]).await;
+    app.state.billing().kv.delete(&mark).await.unwrap();
+    let again = subscribe_again(&app, &browser).await;
+    assert_eq!(again.0, customer);
+    assert_eq!((again.1["status"].as_str(), again.1["trial_end"].is_null()), (Some("active"), true), "{}", again.1);
+    assert!(app.state.billing().kv.get(&mark).await.unwrap().is_some(), "marked again from the history");
+
+    // The customer deleted in Stripe: the replacement has no history, and the mark still says no.
+    app.stripe(Method::DELETE, &end(&again.1), &[]).await;
+    app.stripe(Method::DELETE, &format!("/v1/customers/{customer}"), &[]).await;
+    let third = subscribe_again(&app, &browser).await;
+    assert_ne!(third.0, customer, "a new customer");
+    assert_eq!((third.1["status"].as_str(), third.1["trial_end"].is_null()), (Some("active"), true), "{}", third.1);
+}
+
+/// `TRIAL_REQUIRES_CARD=false`: Checkout asks for no card, and the trial ends as
+/// `TRIAL_END_WITHOUT_CARD` says.
+#[tokio::test]
+async fn a_trial_without_a_card() {
+    let extra = vec![("TRIAL_DAYS", "14".into()), ("TRIAL_REQUIRES_CARD", "false".into()), ("TRIAL_END_WITHOUT_CARD", "pause".into())];
+    let app = spawn_app_with(Options { extra, ..Options::default() }).await;
+    let browser = app.signed_in("cardless@example.com").await;
+    assert!(browser.get("/").await.text.contains("14-day free trial, no card needed"));
+    let started = browser.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    let session_id = started.json()["sessionId"].as_str().unwrap().to_string();
+    let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await;
+    assert_eq!(session["payment_method_collection"], "if_required");
+    assert_eq!(app.pay(&session_id, "").await.status, 303, "paid without a card");
+    let customer =
+        app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await["customer"].as_str().unwrap().to_string();
+    let subscription = only_subscription(&app, &customer).await;
+    assert_eq!(subscription["status"], "trialing");
+    assert_eq!(subscription["default_payment_method"], serde_json::Value::Null);
+    assert_eq!(subscription["trial_settings"]["end_behavior"]["missing_payment_method"], "pause");
+}
+
+/// The customer's one subscription that is not cancelled.
+async fn only_subscription(app: &TestApp, customer: &str) -> serde_json::Value {
+    let list = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", customer)]).await;
+    let live = list["data"].as_array().unwrap();
+    assert_eq!(live.len(), 1, "{list}");
+    live[0].clone()
+}
+
+/// Checkout once more, paid with a card: the customer it was for, and its new subscription.
+async fn subscribe_again(app: &TestApp, browser: &Browser) -> (String, serde_json::Value) {
+    browser.get("/success").await; // the ended subscription synced: a new checkout is allowed
+    let started = browser.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    assert_eq!(started.status, 200, "{}", started.text);
+    let session_id = started.json()["sessionId"].as_str().unwrap().to_string();
+    assert_eq!(app.pay(&session_id, "4242424242424242").await.status, 303);
+    let customer =
+        app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await["customer"].as_str().unwrap().to_string();
+    let subscription = only_subscription(app, &customer).await;
+    (customer, subscription)
 }
