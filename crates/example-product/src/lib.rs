@@ -1,22 +1,28 @@
 //! A product built on Tollgate as a library. Its own routes (a page and a JSON endpoint) sit beside
 //! Tollgate's (pricing, sign-in, checkout, dashboard, webhooks) in one axum router, and it gates
 //! them with Tollgate's `Entitled` extractor: a visitor is sent to sign in, a user without a
-//! subscription to pricing (401 / 402 JSON for API callers), a subscriber gets the product.
+//! subscription to pricing (401 / 402 JSON for API callers), a subscriber gets the product; and
+//! two API routes need a feature of the subscriber's plan (`RequireFeature`, `PLAN_FEATURES`).
 
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tollgate::{AppState, Application, CurrentUser, Entitled};
+use tollgate::{AppState, Application, CurrentUser, Entitled, RequireFeature};
 
-/// The product's routes, with Tollgate's state (its extractors read it).
-pub fn product_routes() -> Router<AppState> {
-    Router::new().route("/product", get(product_page)).route("/api/usage", get(usage)).route("/hello", get(hello))
+/// The product's routes, with Tollgate's state (its extractors and layers read it).
+pub fn product_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/product", get(product_page))
+        .route("/api/usage", get(usage))
+        .route("/api/reports", get(usage).route_layer(RequireFeature::new(state, "reports")))
+        .route("/api/export", get(usage).route_layer(RequireFeature::new(state, "export")))
+        .route("/hello", get(hello))
 }
 
 /// The product's routes and Tollgate's, in one router, ready for `Application::serve`.
 pub fn app(tollgate: &Application) -> Router {
-    product_routes().with_state(tollgate.state.clone()).merge(tollgate.routes())
+    product_routes(&tollgate.state).with_state(tollgate.state.clone()).merge(tollgate.routes())
 }
 
 /// Only for subscribers.

@@ -65,6 +65,7 @@ async fn the_product_is_gated_by_tollgates_extractors() {
         ("STRIPE_WEBHOOK_SECRET", "whsec_example_product"),
         ("STRIPE_API_BASE", &stripe),
         ("PLANS", "price_pro_monthly"),
+        ("PLAN_FEATURES", "price_pro_monthly:reports"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -89,6 +90,8 @@ async fn the_product_is_gated_by_tollgates_extractors() {
     assert_eq!(visitor.form("/auth/confirm", &[("token", token), ("password", "a long enough password")]).await.status, 303);
     assert_eq!(visitor.page("/product").await.location(), "/?notice=subscribe");
     assert_eq!(visitor.json("/api/usage").await.status, 402);
+    let reports = visitor.json("/api/reports").await;
+    assert_eq!((reports.status, reports.json()["error"]["code"].as_str()), (402, Some("subscription_required")), "first a subscription");
     assert_eq!(visitor.page("/hello").await.text, "hello maker@example.com");
 
     // Subscribed: the product.
@@ -111,4 +114,10 @@ async fn the_product_is_gated_by_tollgates_extractors() {
     let usage = visitor.json("/api/usage").await;
     assert_eq!(usage.json()["reportsThisMonth"], 3);
     assert!(usage.json()["user"].as_str().unwrap().starts_with("user_"));
+    // The plan has `reports`, not `export`.
+    assert_eq!(visitor.json("/api/reports").await.json()["reportsThisMonth"], 3);
+    let export = visitor.json("/api/export").await;
+    assert_eq!((export.status, export.json()["error"]["code"].as_str()), (402, Some("feature_required")));
+    assert!(export.json()["error"]["message"].as_str().unwrap().contains("export"));
+    assert_eq!(visitor.page("/api/export").await.location(), "/?notice=feature&feature=export", "a page visit goes to pricing");
 }

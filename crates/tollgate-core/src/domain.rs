@@ -261,6 +261,29 @@ impl AccessPolicy {
     }
 }
 
+/// What each plan unlocks beyond the product itself (`PLAN_FEATURES`): feature names by price.
+/// A user has the features of the price they are entitled through, and none otherwise.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanFeatures(pub std::collections::BTreeMap<String, Vec<String>>);
+
+impl PlanFeatures {
+    /// The features `entry` gives, when it grants access at all (`entitled`).
+    pub fn of(&self, entry: &SubscriptionCache, entitled: bool) -> Vec<String> {
+        let price = entry.subscription().and_then(|s| s.price_id.as_deref()).filter(|_| entitled);
+        price.and_then(|price| self.0.get(price)).cloned().unwrap_or_default()
+    }
+
+    /// The features of the plan with this price.
+    pub fn of_price(&self, price: &str) -> &[String] {
+        self.0.get(price).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any plan has `feature`.
+    pub fn offers(&self, feature: &str) -> bool {
+        self.0.values().any(|features| features.iter().any(|f| f == feature))
+    }
+}
+
 /// A plan offered on the pricing page, as read from Stripe.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {

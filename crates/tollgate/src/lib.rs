@@ -37,7 +37,7 @@ mod threads;
 
 pub use cli::run_command_line;
 pub use http::error::Failure;
-pub use http::extract::{CurrentUser, Entitled};
+pub use http::extract::{CurrentUser, Entitled, FeatureGuard, RequireFeature};
 pub use startup::Application;
 pub use state::AppState;
 pub use tollgate_core::config::Settings;

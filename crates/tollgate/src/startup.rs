@@ -166,6 +166,7 @@ impl Application {
             service_token: settings.service_token.clone(),
             metrics_access,
             mailer,
+            features: settings.plan_features.clone(),
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,
                 stale_after_period_end: settings.period_end_grace.as_secs() as i64,

@@ -47,6 +47,8 @@ pub struct Inner {
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
     pub(crate) mailer: Arc<tollgate_core::mail::Mailer>,
     pub(crate) policy: AccessPolicy,
+    /// `PLAN_FEATURES`: what each plan unlocks.
+    pub(crate) features: tollgate_core::domain::PlanFeatures,
     pub(crate) webhook_secret: Secret,
     /// `scheme://host[:port]` of `PUBLIC_URL`, compared with `Origin` on form posts.
     pub(crate) public_origin: String,

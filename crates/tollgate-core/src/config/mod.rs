@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::domain::PriceId;
+use crate::domain::{PlanFeatures, PriceId};
 
 pub mod variables;
 
@@ -148,6 +148,8 @@ pub struct Settings {
     pub past_due_grace: bool,
     /// The free trial offered at Checkout (once per customer), if any.
     pub trial: Option<TrialSettings>,
+    /// `PLAN_FEATURES`: what each plan unlocks, for `GATED_PATHS` prefixes that name a feature.
+    pub plan_features: PlanFeatures,
     /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
     pub stripe_rate_limit: Option<u32>,
     /// How often one instance re-syncs every customer, healing what a lost webhook left behind.
@@ -184,6 +186,8 @@ pub struct Settings {
 pub struct GateSettings {
     /// `GATED_PATHS` (default `/app`; `/` gates the whole product).
     pub gated_paths: Vec<String>,
+    /// The `GATED_PATHS` prefixes written `prefix:feature`: also the feature they need.
+    pub feature_paths: Vec<(String, String)>,
     /// `OPEN_PATHS`: prefixes served to anyone even under a gated prefix (`/` is the root page alone).
     pub open_paths: Vec<String>,
     /// `GATED_PATHS_CASE_INSENSITIVE`: the product routes `/APP` as `/app`.
@@ -463,6 +467,7 @@ impl Settings {
         let period_end_grace = gathered.take(interval("PERIOD_END_GRACE").map(|d| d.unwrap_or(std::time::Duration::from_secs(86_400))));
         let session_ttl = gathered.take(interval("SESSION_TTL").map(|d| d.unwrap_or(std::time::Duration::from_secs(30 * 86_400))));
         let gate = gathered.take(gate_settings(&get));
+        let plan_features = gathered.take(plan_features(&get, gate.as_ref()));
         let gateway = gathered.take(get("UPSTREAM_URL").map(|url| gateway_settings(url, &get)).transpose());
         let trusted_proxies = gathered.take(match get("TRUSTED_PROXIES") {
             None => Ok(Vec::new()),
@@ -517,6 +522,7 @@ impl Settings {
                 mail: mail?,
                 past_due_grace: past_due_grace?,
                 trial: trial?,
+                plan_features: plan_features?,
                 stripe_rate_limit: stripe_rate_limit?,
                 reconcile_every: reconcile_every?,
                 period_end_grace: period_end_grace?,
@@ -690,32 +696,69 @@ fn flag<'v>(get: &impl Fn(&str) -> Option<&'v str>, name: &'static str) -> Resul
 /// `GATED_PATHS`, `OPEN_PATHS` and how paths are read. Each prefix must be a plain canonical path
 /// (no escapes, dot segments, `;` or doubled slashes): it is compared with canonical paths.
 fn gate_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<GateSettings, ConfigError> {
-    let prefixes = |name: &'static str, default: &str| -> Result<Vec<String>, ConfigError> {
-        let list: Vec<String> = get(name)
-            .unwrap_or(default)
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| if p == "/" { p.to_string() } else { p.trim_end_matches('/').to_string() })
-            .collect();
+    // Each entry `prefix`, or (in GATED_PATHS) `prefix:feature`; every prefix a plain canonical path.
+    let prefixes = |name: &'static str, default: &str| -> Result<Vec<(String, Option<String>)>, ConfigError> {
         let plain = |p: &str| {
             p.starts_with('/')
                 && !p.contains("//")
                 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
                 && !p.split('/').any(|s| s == "." || s == "..")
         };
-        match list.iter().find(|p| !plain(p)) {
-            Some(bad) => Err(error(name, format!("'{bad}' is not a path prefix like /app (letters, digits, - . _ ~ and /)"))),
-            None => Ok(list),
-        }
+        let entries = get(name).unwrap_or(default).split(',').map(str::trim).filter(|p| !p.is_empty());
+        entries
+            .map(|entry| {
+                let (prefix, feature) = match entry.split_once(':') {
+                    Some((prefix, feature)) if name == "GATED_PATHS" && is_feature_name(feature) => (prefix, Some(feature.to_string())),
+                    Some(_) => {
+                        return Err(error(name, format!("'{entry}' is not a path prefix, or a prefix and a feature (/app/export:export)")))
+                    }
+                    None => (entry, None),
+                };
+                if !plain(prefix) {
+                    return Err(error(name, format!("'{prefix}' is not a path prefix like /app (letters, digits, - . _ ~ and /)")));
+                }
+                Ok((if prefix == "/" { prefix.to_string() } else { prefix.trim_end_matches('/').to_string() }, feature))
+            })
+            .collect()
     };
+    let gated = prefixes("GATED_PATHS", "/app")?;
     Ok(GateSettings {
-        gated_paths: prefixes("GATED_PATHS", "/app")?,
-        open_paths: prefixes("OPEN_PATHS", "")?,
+        feature_paths: gated.iter().filter_map(|(prefix, feature)| Some((prefix.clone(), feature.clone()?))).collect(),
+        gated_paths: gated.into_iter().map(|(prefix, _)| prefix).collect(),
+        open_paths: prefixes("OPEN_PATHS", "")?.into_iter().map(|(prefix, _)| prefix).collect(),
         case_insensitive: flag(get, "GATED_PATHS_CASE_INSENSITIVE")?,
         allow_encoded_slash: flag(get, "GATEWAY_ALLOW_ENCODED_SLASH")?,
         trust_forwarded_uri: flag(get, "FORWARD_AUTH_TRUST_URI")?,
     })
+}
+
+/// A feature's name (a Stripe feature's `lookup_key` style): letters, digits, `-`, `_` and `.`,
+/// at most 80; it travels in a header (`X-Tollgate-Features`), comma-separated.
+fn is_feature_name(name: &str) -> bool {
+    (1..=80).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// `PLAN_FEATURES=price_basic:export;price_pro:export,sso`, checked against `GATED_PATHS`: a
+/// prefix may only need a feature some plan has.
+fn plan_features<'v>(get: &impl Fn(&str) -> Option<&'v str>, gate: Option<&GateSettings>) -> Result<PlanFeatures, ConfigError> {
+    let mut plans = std::collections::BTreeMap::new();
+    for entry in get("PLAN_FEATURES").unwrap_or("").split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = entry.split_once(':').and_then(|(price, features)| {
+            let price = PriceId::parse(price.trim()).ok()?;
+            let features: Vec<String> = features.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_string).collect();
+            features.iter().all(|f| is_feature_name(f)).then_some((price, features))
+        });
+        let Some((price, features)) = parsed else {
+            return Err(error("PLAN_FEATURES", format!("'{entry}' is not price_…:feature,feature (features: letters, digits, - _ .)")));
+        };
+        plans.insert(price.to_string(), features);
+    }
+    let features = PlanFeatures(plans);
+    let needed = gate.into_iter().flat_map(|g| &g.feature_paths);
+    if let Some((prefix, feature)) = needed.into_iter().find(|(_, feature)| !features.offers(feature)) {
+        return Err(error("GATED_PATHS", format!("{prefix} needs the feature '{feature}', which no plan has in PLAN_FEATURES")));
+    }
+    Ok(features)
 }
 
 /// A number and the unit after it (`30m` → 30, `m`), the unit in lower case and maybe empty.
@@ -888,6 +931,27 @@ mod tests {
     }
 
     #[test]
+    fn plan_features_and_the_paths_that_need_them() {
+        let settings = Settings::from_vars(&vars(&[
+            ("GATED_PATHS", "/app, /app/export:export ,/api/ai:ai-assistant"),
+            ("PLAN_FEATURES", "price_basic:export; price_pro:export,ai-assistant,sso"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.gate.gated_paths, ["/app", "/app/export", "/api/ai"]);
+        assert_eq!(
+            settings.gate.feature_paths,
+            [("/app/export".to_string(), "export".to_string()), ("/api/ai".into(), "ai-assistant".into())]
+        );
+        assert_eq!(settings.plan_features.of_price("price_pro"), ["export", "ai-assistant", "sso"]);
+        assert_eq!(settings.plan_features.of_price("price_basic"), ["export"]);
+        assert!(settings.plan_features.of_price("price_other").is_empty());
+        let trial = Settings::from_vars(&vars(&[("TRIAL_DAYS", "7"), ("TRIAL_REQUIRES_CARD", "false")])).unwrap().trial;
+        assert_eq!(trial, Some(TrialSettings { days: 7, without_card: Some(TrialEnd::Cancel) }));
+        let trial = Settings::from_vars(&vars(&[("TRIAL_DAYS", "7")])).unwrap().trial;
+        assert_eq!(trial, Some(TrialSettings { days: 7, without_card: None }), "a card by default");
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (pairs, variable) in [
             (vec![("PORT", "eighty")], "PORT"),
@@ -900,6 +964,12 @@ mod tests {
             (vec![("AUTH_PROVIDER", "ldap")], "AUTH_PROVIDER"),
             (vec![("TRIAL_DAYS", "-3")], "TRIAL_DAYS"),
             (vec![("TRIAL_REQUIRES_CARD", "false")], "TRIAL_REQUIRES_CARD"),
+            (vec![("GATED_PATHS", "/app,/app/export:export")], "GATED_PATHS"),
+            (vec![("GATED_PATHS", "/app/export:ex port")], "GATED_PATHS"),
+            (vec![("OPEN_PATHS", "/docs:export")], "OPEN_PATHS"),
+            (vec![("PLAN_FEATURES", "price_basic")], "PLAN_FEATURES"),
+            (vec![("PLAN_FEATURES", "prod_x:export")], "PLAN_FEATURES"),
+            (vec![("PLAN_FEATURES", "price_basic:export,two words")], "PLAN_FEATURES"),
             (vec![("TRIAL_DAYS", "7"), ("TRIAL_END_WITHOUT_CARD", "charge")], "TRIAL_END_WITHOUT_CARD"),
             (vec![("KV_URL", "redis://h/notadb")], "KV_URL"),
             (vec![("KV_URL", "rediss://h"), ("KV_TLS_CA_FILE", "/nonexistent/ca.pem")], "KV_TLS_CA_FILE"),

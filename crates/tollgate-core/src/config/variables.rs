@@ -209,7 +209,13 @@ pub const VARIABLES: &[Variable] = &[
         name: "GATED_PATHS",
         default: r#"`/app`"#,
         shown: Shown::Plain,
-        meaning: r#"Comma-separated path prefixes that need an entitled user (whole segments); `/` gates the whole product."#,
+        meaning: r#"Comma-separated path prefixes that need an entitled user (whole segments); `/` gates the whole product. `prefix:feature` (`/app/export:export`) also needs a plan with that feature (`PLAN_FEATURES`); otherwise 402 naming it."#,
+    },
+    Variable {
+        name: "PLAN_FEATURES",
+        default: r#"none"#,
+        shown: Shown::Plain,
+        meaning: r#"What each plan unlocks: `price_basic:export;price_pro:export,sso`. An entitled user's features go to the product in `X-Tollgate-Features` (and the assertion's `features`), and are listed by `/api/subscription`."#,
     },
     Variable {
         name: "OPEN_PATHS",

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use axum::http::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-use tollgate_core::domain::{SubscriptionCache, User};
+use tollgate_core::domain::{PlanFeatures, SubscriptionCache, User};
 
 /// How long an assertion is good for: long enough for one request to reach the product.
 pub(crate) const ASSERTION_SECONDS: i64 = 30;
@@ -27,17 +27,24 @@ pub(crate) struct Identity {
     pub(crate) entitled: bool,
     pub(crate) status: String,
     pub(crate) price: Option<String>,
+    /// What the user's plan unlocks (`PLAN_FEATURES`); none when not entitled.
+    pub(crate) features: Vec<String>,
 }
 
 impl Identity {
-    pub(crate) fn of(user: &User, entry: &SubscriptionCache, entitled: bool) -> Identity {
+    pub(crate) fn of(user: &User, entry: &SubscriptionCache, entitled: bool, features: &PlanFeatures) -> Identity {
         Identity {
             sub: user.id.to_string(),
             email: user.email.as_str().to_string(),
             entitled,
             status: entry.status().as_str().to_string(),
             price: entry.subscription().and_then(|s| s.price_id.clone()),
+            features: features.of(entry, entitled),
         }
+    }
+
+    pub(crate) fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
     }
 
     /// The plain identity headers.
@@ -49,6 +56,7 @@ impl Identity {
             (HeaderName::from_static("x-tollgate-entitled"), HeaderValue::from_static(if self.entitled { "true" } else { "false" })),
             (HeaderName::from_static("x-tollgate-status"), value(&self.status)),
             (HeaderName::from_static("x-tollgate-price"), value(self.price.as_deref().unwrap_or(""))),
+            (HeaderName::from_static("x-tollgate-features"), value(&self.features.join(","))),
         ])
     }
 }

@@ -189,6 +189,16 @@ fn decoded(segment: &str) -> impl Iterator<Item = u8> + '_ {
     })
 }
 
+/// What a path needs of whoever asks for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Requirement<'a> {
+    Nothing,
+    /// An entitled user.
+    Entitled,
+    /// An entitled user whose plan has this feature (`PLAN_FEATURES`).
+    Feature(&'a str),
+}
+
 /// A configured path prefix, as segments (lower-case when matching ignores case).
 #[derive(Debug, Clone, PartialEq)]
 enum Prefix {
@@ -206,7 +216,8 @@ enum Prefix {
 /// Open prefixes match whole segments only.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GatePaths {
-    gated: Vec<Prefix>,
+    /// Each gated prefix, with the feature it needs if it names one.
+    gated: Vec<(Prefix, Option<String>)>,
     open: Vec<Prefix>,
     case_insensitive: bool,
     /// `GATEWAY_ALLOW_ENCODED_SLASH`: `%2F` stays in the canonical path; decisions decode it.
@@ -227,7 +238,14 @@ impl GatePaths {
             }
         };
         GatePaths {
-            gated: settings.gated_paths.iter().map(|p| prefix(p, Prefix::Everything)).collect(),
+            gated: settings
+                .gated_paths
+                .iter()
+                .map(|p| {
+                    let feature = settings.feature_paths.iter().find(|(prefix, _)| prefix == p).map(|(_, f)| f.clone());
+                    (prefix(p, Prefix::Everything), feature)
+                })
+                .collect(),
             open: settings.open_paths.iter().map(|p| prefix(p, Prefix::Root)).collect(),
             case_insensitive,
             allow_encoded_slash: settings.allow_encoded_slash,
@@ -242,7 +260,14 @@ impl GatePaths {
 
     /// Whether the canonical `path` needs an entitled user. A path parameter (`;`) anywhere in a
     /// gated path is refused: Tomcat and Spring would route `/app;x/secret` as `/app/secret`.
+    #[cfg(test)]
     pub(crate) fn is_gated(&self, path: &str) -> Result<bool, PathRefusal> {
+        Ok(self.requirement(path)? != Requirement::Nothing)
+    }
+
+    /// What the canonical `path` needs: nothing, an entitled user, or one whose plan has a
+    /// feature (the most specific gated prefix decides), or why it cannot be decided.
+    pub(crate) fn requirement(&self, path: &str) -> Result<Requirement<'_>, PathRefusal> {
         // With encoded slashes allowed, decide on the path the product may make of them.
         let decided: Cow<str> = if self.allow_encoded_slash && path.contains("%2F") {
             Cow::Owned(canonical_path(&path.replace("%2F", "/"), false)?.into_owned())
@@ -250,16 +275,21 @@ impl GatePaths {
             Cow::Borrowed(path)
         };
         let segments = decided.split('/').filter(|s| !s.is_empty());
-        let gated = self.gated.iter().filter_map(|p| self.matches(p, segments.clone(), true)).max();
-        let Some(gated) = gated else { return Ok(false) };
+        // The most specific match; of equally specific ones, one that needs a feature.
+        let gated = self
+            .gated
+            .iter()
+            .filter_map(|(p, feature)| Some((self.matches(p, segments.clone(), true)?, feature.is_some(), feature)))
+            .max_by_key(|(specific, has_feature, _)| (*specific, *has_feature));
+        let Some((gated, _, feature)) = gated else { return Ok(Requirement::Nothing) };
         let open = self.open.iter().filter_map(|p| self.matches(p, segments.clone(), false)).max();
         if open.is_some_and(|open| open > gated) {
-            return Ok(false);
+            return Ok(Requirement::Nothing);
         }
         if decided.contains(';') || (decided.contains('%') && decided.split('/').any(|s| decoded(s).any(|b| b == b';'))) {
             return Err(PathRefusal::PathParameter);
         }
-        Ok(true)
+        Ok(feature.as_deref().map_or(Requirement::Entitled, Requirement::Feature))
     }
 
     /// How specific `prefix`'s match of `segments` is, if it matches.
@@ -354,10 +384,32 @@ mod tests {
         GatePaths::new(&tollgate_core::config::GateSettings {
             gated_paths: strings(gated),
             open_paths: strings(open),
+            feature_paths: Vec::new(),
             case_insensitive,
             allow_encoded_slash: false,
             trust_forwarded_uri: false,
         })
+    }
+
+    #[test]
+    fn a_prefix_may_need_a_feature_and_the_most_specific_decides() {
+        let features = GatePaths::new(&tollgate_core::config::GateSettings {
+            gated_paths: vec!["/app".into(), "/app/export".into(), "/api/ai".into()],
+            feature_paths: vec![("/app/export".into(), "export".into()), ("/api/ai".into(), "ai-assistant".into())],
+            open_paths: vec!["/app/export/help".into()],
+            case_insensitive: false,
+            allow_encoded_slash: false,
+            trust_forwarded_uri: false,
+        });
+        assert_eq!(features.requirement("/app/projects"), Ok(Requirement::Entitled));
+        assert_eq!(features.requirement("/app/export"), Ok(Requirement::Feature("export")));
+        assert_eq!(features.requirement("/app/export.csv"), Ok(Requirement::Feature("export")), "what a framework maps onto it");
+        assert_eq!(features.requirement("/app/export/2026"), Ok(Requirement::Feature("export")));
+        assert_eq!(features.requirement("/app/exports"), Ok(Requirement::Entitled), "whole segments");
+        assert_eq!(features.requirement("/api/ai/chat"), Ok(Requirement::Feature("ai-assistant")));
+        assert_eq!(features.requirement("/app/export/help"), Ok(Requirement::Nothing), "a longer open prefix wins");
+        assert_eq!(features.requirement("/docs"), Ok(Requirement::Nothing));
+        assert_eq!(features.requirement("/app/export;x"), Err(PathRefusal::PathParameter));
     }
 
     #[test]

@@ -107,5 +107,6 @@ pub(crate) async fn subscription(State(state): State<AppState>, CurrentUser(user
     let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
     let mut body = serde_json::to_value(&access.entry).unwrap_or_default();
     body["entitled"] = json!(access.entitled);
+    body["features"] = json!(state.features.of(&access.entry, access.entitled));
     Ok((StatusCode::OK, Json(body)).into_response())
 }

@@ -146,6 +146,15 @@ impl Failure {
         }
     }
 
+    /// Entitled, but the plan lacks `feature` (`PLAN_FEATURES`): the pricing page marks the plans
+    /// that have it. (Feature names are letters, digits, `-`, `_` and `.`: safe in a URL.)
+    pub(crate) fn feature_required(surface: Surface, feature: &str) -> Failure {
+        Failure {
+            redirect: Some(format!("/?notice=feature&feature={feature}")),
+            ..Failure::new(surface, StatusCode::PAYMENT_REQUIRED, "feature_required", format!("Your plan does not include {feature}."))
+        }
+    }
+
     /// The request's path cannot be given one meaning (`gateway::path`).
     pub(crate) fn bad_path(surface: Surface, refusal: crate::gateway::path::PathRefusal) -> Failure {
         Failure::bad_request(surface, "invalid_path", format!("This address cannot be used: {refusal}."))

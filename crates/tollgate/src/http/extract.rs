@@ -1,5 +1,6 @@
 //! The extractors handlers use to know who calls: `CurrentUser` (signed in, or 401 / sign-in page)
-//! and `Entitled` (signed in with a subscription that grants access, or 402 / pricing page).
+//! and `Entitled` (signed in with a subscription that grants access, or 402 / pricing page); and
+//! `RequireFeature`, the layer for routes that need a feature of the user's plan.
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
@@ -85,6 +86,75 @@ impl FromRequestParts<AppState> for Entitled {
         } else {
             Err(Failure::not_entitled(surface))
         }
+    }
+}
+
+/// Library mode: a layer for routes that need a feature of the user's plan (`PLAN_FEATURES`), as
+/// a `GATED_PATHS` prefix written `prefix:feature` does in gateway mode —
+/// `.route_layer(RequireFeature::new(&app.state, "export"))`. A visitor is sent to sign in, a
+/// user without a subscription to pricing (401 / 402 for an API call), and a user whose plan
+/// lacks the feature gets 402 naming it (pages: pricing, with the plans that have it marked).
+#[derive(Clone)]
+pub struct RequireFeature {
+    state: AppState,
+    feature: &'static str,
+}
+
+impl RequireFeature {
+    pub fn new(state: &AppState, feature: &'static str) -> RequireFeature {
+        RequireFeature { state: state.clone(), feature }
+    }
+}
+
+impl<S> tower::Layer<S> for RequireFeature {
+    type Service = FeatureGuard<S>;
+
+    fn layer(&self, inner: S) -> FeatureGuard<S> {
+        FeatureGuard { inner, check: self.clone() }
+    }
+}
+
+/// The service [`RequireFeature`] wraps a route in.
+#[derive(Clone)]
+pub struct FeatureGuard<S> {
+    inner: S,
+    check: RequireFeature,
+}
+
+impl<S> tower::Service<axum::extract::Request> for FeatureGuard<S>
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        use axum::response::IntoResponse;
+        // The clone that was made ready serves this request (tower's rule for cloned services).
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        let RequireFeature { state, feature } = self.check.clone();
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let Entitled(_, entry) = match Entitled::from_request_parts(&mut parts, &state).await {
+                Ok(entitled) => entitled,
+                Err(failure) => return Ok(failure.into_response()),
+            };
+            if !state.features.of(&entry, true).iter().any(|f| f == feature) {
+                return Ok(Failure::feature_required(Surface::of(&parts), feature).into_response());
+            }
+            let mut ready = ready;
+            ready.call(axum::extract::Request::from_parts(parts, body)).await
+        })
     }
 }
 

@@ -22,6 +22,7 @@ use crate::access::{entitled_from_cache, entitlement};
 use crate::auth::Session;
 use crate::gateway::headers::{is_websocket_upgrade, ClientAddr};
 use crate::gateway::identity::{Bound, Identity, Kept};
+use crate::gateway::path::Requirement;
 use crate::gateway::tunnel::{ConnectionSlot, Ends};
 use crate::gateway::{Forwarded, Forwarding, GatewayError};
 use crate::state::AppState;
@@ -35,24 +36,37 @@ type Check = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 pub(crate) struct FromProduct;
 
 /// Who sent `parts`, as the product will be told (kept a moment per credential), or `None` for a
-/// visitor. On a gated path a visitor, or a user who is not entitled, is the `Err`: sign-in or
-/// pricing for a page, 401 or 402 for anything else (`surface`).
-async fn identity_for(state: &AppState, parts: &Parts, gated: bool, surface: Surface) -> Result<Option<Kept>, Failure> {
+/// visitor. On a gated path a visitor, or a user who is not entitled (or whose plan lacks the
+/// path's feature), is the `Err`: sign-in or pricing for a page, 401 or 402 for anything else
+/// (`surface`). A kept identity that falls short is looked up again: the user may just have paid.
+async fn identity_for(state: &AppState, parts: &Parts, needs: Requirement<'_>, surface: Surface) -> Result<Option<Kept>, Failure> {
     let credential = state.auth.credential(parts);
     if let Some(kept) = credential.as_deref().and_then(|c| state.identity_cache.get(c)) {
-        if kept.identity.entitled || !gated {
+        if admitted(&kept.identity, needs, surface).is_ok() {
             return Ok(Some(kept));
         }
     }
     let Some(user) = signed_in_user(parts, state, surface).await? else {
-        return if gated { Err(Failure::signed_out(surface, back_to(parts))) } else { Ok(None) };
+        return match needs {
+            Requirement::Nothing => Ok(None),
+            _ => Err(Failure::signed_out(surface, back_to(parts))),
+        };
     };
     let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
-    let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(Identity::of(&user, &access.entry, access.entitled)));
-    if gated && !access.entitled {
-        return Err(Failure::not_entitled(surface));
-    }
+    let identity = Identity::of(&user, &access.entry, access.entitled, &state.features);
+    let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
+    admitted(&kept.identity, needs, surface)?;
     Ok(Some(kept))
+}
+
+/// Whether `identity` may have what `needs` asks for; if not, the refusal.
+fn admitted(identity: &Identity, needs: Requirement<'_>, surface: Surface) -> Result<(), Failure> {
+    match needs {
+        Requirement::Nothing => Ok(()),
+        _ if !identity.entitled => Err(Failure::not_entitled(surface)),
+        Requirement::Feature(feature) if !identity.has_feature(feature) => Err(Failure::feature_required(surface, feature)),
+        _ => Ok(()),
+    }
 }
 
 /// The router's fallback: on to the product in gateway mode, 404 otherwise.
@@ -66,10 +80,11 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         return Failure::not_found(Surface::of(&parts)).into_response();
     };
     let surface = Surface::for_product(&parts);
-    let gated = match state.gate.is_gated(parts.uri.path()) {
-        Ok(gated) => gated,
+    let needs = match state.gate.requirement(parts.uri.path()) {
+        Ok(needs) => needs,
         Err(refusal) => return Failure::bad_path(surface, refusal).into_response(),
     };
+    let gated = needs != Requirement::Nothing;
     let tunnel = match is_websocket_upgrade(&parts.headers) {
         false => None,
         true => match gateway.tunnels.reserve() {
@@ -85,7 +100,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     let deadline = tokio::time::sleep(REQUEST_DEADLINE);
     tokio::pin!(deadline);
     let found = tokio::select! {
-        found = identity_for(&state, &parts, gated, surface) => found,
+        found = identity_for(&state, &parts, needs, surface) => found,
         _ = &mut deadline => return Failure::timed_out(surface).into_response(),
     };
     let identity = match found {
@@ -213,25 +228,28 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
         false => (status, Json(json!({ "error": { "code": code } }))).into_response(),
     };
     let header = |names: [&HeaderName; 2]| names.iter().find_map(|n| parts.headers.get(*n).and_then(|v| v.to_str().ok()));
-    let (gated, bound) = match header([&X_FORWARDED_URI, &X_ORIGINAL_URI]).filter(|_| state.gate.trust_forwarded_uri) {
-        None => (true, None),
-        Some(uri) => {
-            let path = uri.split(['?', '#']).next().unwrap_or("");
-            let decided = state.gate.canonical(path).and_then(|canonical| Ok((state.gate.is_gated(&canonical)?, canonical.into_owned())));
-            match decided {
-                Ok((gated, canonical)) => (gated, Some(canonical)),
-                Err(_) if nginx => return refuse(deny, "invalid_path"),
-                Err(refusal) => return Failure::bad_path(Surface::Api, refusal).into_response(),
-            }
-        }
+    let canonical = match header([&X_FORWARDED_URI, &X_ORIGINAL_URI]).filter(|_| state.gate.trust_forwarded_uri) {
+        None => None,
+        Some(uri) => match state.gate.canonical(uri.split(['?', '#']).next().unwrap_or("")) {
+            Ok(canonical) => Some(canonical.into_owned()),
+            Err(_) if nginx => return refuse(deny, "invalid_path"),
+            Err(refusal) => return Failure::bad_path(Surface::Api, refusal).into_response(),
+        },
     };
-    let kept = match identity_for(&state, &parts, gated, Surface::Api).await {
+    let needs = match canonical.as_deref().map(|path| state.gate.requirement(path)) {
+        None => Requirement::Entitled,
+        Some(Ok(needs)) => needs,
+        Some(Err(_)) if nginx => return refuse(deny, "invalid_path"),
+        Some(Err(refusal)) => return Failure::bad_path(Surface::Api, refusal).into_response(),
+    };
+    let kept = match identity_for(&state, &parts, needs, Surface::Api).await {
         Ok(kept) => kept,
         // A proxy cannot follow Clerk's handshake for a subrequest (nginx takes 401 and 403 only).
         Err(failure) if matches!(failure.status, StatusCode::UNAUTHORIZED | StatusCode::TEMPORARY_REDIRECT) => {
             return refuse(StatusCode::UNAUTHORIZED, "unauthenticated")
         }
-        Err(failure) if failure.status == StatusCode::PAYMENT_REQUIRED => return refuse(deny, "subscription_required"),
+        Err(failure) if failure.status == StatusCode::PAYMENT_REQUIRED && nginx => return ForProxy::answer(deny),
+        // Traefik and Caddy show it: the missing subscription, or the feature the plan lacks.
         Err(failure) => return failure.into_response(),
     };
     let mut response = ForProxy::answer(StatusCode::OK);
@@ -239,7 +257,7 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
         return response; // a visitor on an open path
     };
     let method = header([&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD]).unwrap_or("GET");
-    let assertion = state.assertions.sign(&kept.identity, bound.as_deref().map(|path| Bound { method, path }));
+    let assertion = state.assertions.sign(&kept.identity, canonical.as_deref().map(|path| Bound { method, path }));
     response.headers_mut().extend(kept.headers.iter().cloned());
     if let Some(assertion) = assertion {
         response.headers_mut().insert(crate::gateway::identity::X_TOLLGATE_ASSERTION, assertion);

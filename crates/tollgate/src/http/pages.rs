@@ -17,12 +17,15 @@ use crate::state::AppState;
 pub(crate) struct PageQuery {
     pub(super) notice: Option<String>,
     pub(super) next: Option<String>,
+    /// A feature the user's plan lacks (`?notice=feature`): the plans that have it are marked.
+    pub(super) feature: Option<String>,
 }
 
 /// Messages a redirect may ask a page to show; anything else in `?notice=` is ignored.
 pub(super) fn notice_text(code: Option<&str>) -> Option<&'static str> {
     match code? {
         "subscribe" => Some("Choose a plan to use the app."),
+        "feature" => Some("Your plan does not include that part of the app: the plans marked below do."),
         "already-subscribed" => Some("You already have a subscription: manage it here instead of buying a second one."),
         "signed-out" => Some("You are signed out."),
         "welcome" => Some("Welcome! Your account is ready."),
@@ -43,7 +46,14 @@ pub(crate) async fn landing(
     let trial = state.billing.trial_promised(user.as_ref().map(|u| &u.id)).await.ok().flatten();
     let page = Landing {
         frame: Frame { user: user.as_ref(), csrf: &csrf, notice: notice_text(query.notice.as_deref()) },
-        plans: plans.iter().map(PlanCard::of).collect(),
+        plans: plans
+            .iter()
+            .map(|plan| {
+                let features = state.features.of_price(plan.price_id.as_str());
+                let wanted = query.feature.as_deref().is_some_and(|wanted| features.iter().any(|f| f == wanted));
+                PlanCard { features: features.join(", "), wanted, ..PlanCard::of(plan) }
+            })
+            .collect(),
         trial: trial.map(|t| match t.without_card {
             None => format!("{}-day free trial", t.days),
             Some(_) => format!("{}-day free trial, no card needed", t.days),

@@ -37,6 +37,10 @@ pub(crate) struct PlanCard {
     pub(crate) amount: String,
     /// "per month".
     pub(crate) per_interval: String,
+    /// What the plan unlocks (`PLAN_FEATURES`), comma-separated; empty when nothing is listed.
+    pub(crate) features: String,
+    /// It has the feature the user was refused for (`?notice=feature&feature=`).
+    pub(crate) wanted: bool,
 }
 
 impl PlanCard {
@@ -47,6 +51,8 @@ impl PlanCard {
             billed: billed(&plan.interval, plan.interval_count),
             amount: money(plan.unit_amount, &plan.currency),
             per_interval: per_interval(&plan.interval, plan.interval_count),
+            features: String::new(),
+            wanted: false,
         }
     }
 }

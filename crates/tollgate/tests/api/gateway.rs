@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::helpers::{spawn_app_with, Browser, Options, TestApp, MONTHLY};
+use crate::helpers::{spawn_app_with, Browser, Options, TestApp, MONTHLY, YEARLY};
 
 const GATEWAY_SECRET: &str = "a gateway secret of at least thirty-two characters";
 const SERVICE_TOKEN: &str = "a service token of at least thirty-two characters";
@@ -589,4 +589,61 @@ async fn clients_hanging_up_mid_body_leave_the_pool_sound() {
         let seen: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(seen["path"], format!("/echo/{n}"), "each request gets its own answer");
     }
+}
+
+/// `PLAN_FEATURES` and a `GATED_PATHS` prefix that needs a feature: the monthly plan has
+/// `reports`, the yearly one `reports` and `export`. A monthly subscriber reaches the product with
+/// `X-Tollgate-Features: reports` (and the assertion's `features`), is refused `/app/export` with
+/// 402 naming the feature (a page goes to pricing, where the plan that has it is marked), and so
+/// is forward-auth asked about it; a yearly subscriber passes.
+#[tokio::test]
+async fn a_path_that_needs_a_feature_of_the_plan() {
+    let (upstream, _) = start_product().await;
+    let extra = vec![
+        ("GATED_PATHS", "/app,/app/export:export".into()),
+        ("PLAN_FEATURES", format!("{MONTHLY}:reports;{YEARLY}:reports,export")),
+        ("FORWARD_AUTH_TRUST_URI", "true".into()),
+    ];
+    let app = gateway_app(&upstream, extra).await;
+    let (monthly, _) = app.subscribed("monthly@example.com", MONTHLY).await;
+    monthly.get("/success").await;
+    let seen = received(&monthly.get_json("/app/projects").await);
+    assert_eq!(seen["headers"]["x-tollgate-features"], "reports");
+    let claims = assertion_claims(seen["headers"]["x-tollgate-assertion"].as_str().unwrap());
+    assert_eq!(claims["features"], serde_json::json!(["reports"]));
+
+    let refused = monthly.get_json("/app/export/2026.csv").await;
+    assert_eq!((refused.status, refused.json()["error"]["code"].as_str()), (402, Some("feature_required")));
+    assert!(refused.json()["error"]["message"].as_str().unwrap().contains("export"), "{}", refused.text);
+    let page = monthly.get("/app/export").await;
+    assert_eq!((page.status, page.location()), (303, "/?notice=feature&feature=export"));
+    let pricing = monthly.get(page.location()).await.text;
+    assert!(pricing.contains(&format!("class=\"card wanted\" id=\"plan-{YEARLY}\"")), "the yearly plan is marked: {pricing}");
+    assert!(pricing.contains(&format!("class=\"card\" id=\"plan-{MONTHLY}\"")), "the monthly one is not");
+    assert!(pricing.contains("Includes reports, export"));
+    assert_eq!(monthly.get_json("/api/subscription").await.json()["features"], serde_json::json!(["reports"]));
+
+    let verify = |deny: &'static str| {
+        let monthly = monthly.clone();
+        async move { monthly.send(reqwest::Method::GET, &format!("/auth/verify{deny}"), &[("x-forwarded-uri", "/app/export")], None).await }
+    };
+    let for_caddy = verify("").await;
+    assert_eq!((for_caddy.status, for_caddy.json()["error"]["code"].as_str()), (402, Some("feature_required")));
+    let for_nginx = verify("?deny=403").await;
+    assert_eq!((for_nginx.status, for_nginx.text.as_str()), (403, ""));
+
+    let (yearly, _) = app.subscribed("yearly@example.com", YEARLY).await;
+    yearly.get("/success").await;
+    let seen = received(&yearly.get_json("/app/export/2026.csv").await);
+    assert_eq!(seen["headers"]["x-tollgate-features"], "reports,export");
+    assert_eq!(yearly.get_json("/api/subscription").await.json()["features"], serde_json::json!(["reports", "export"]));
+    assert_eq!(verify("").await.status, 402, "still the monthly subscriber");
+}
+
+/// An assertion's claims, its signature checked with `GATEWAY_SECRET`.
+fn assertion_claims(assertion: &str) -> Value {
+    let key = jsonwebtoken::DecodingKey::from_secret(GATEWAY_SECRET.as_bytes());
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    jsonwebtoken::decode(assertion, &key, &validation).unwrap().claims
 }
