@@ -267,8 +267,58 @@ test('test clocks, dunning, pause and resume through the SDK', async () => {
 
 // The SDK accepts any JSON, so the responses kept above are also held against stripe-node's own
 // TypeScript definitions: a missing field or a wrong enum value fails `tsc`.
+test('entitlements: features on products, a customer\'s active entitlements and their summary events', async () => {
+  const { stripe } = emu;
+  const exportFeature = await stripe.entitlements.features.create({ name: 'Export', lookup_key: 'sdk-export' });
+  keep('Entitlements.Feature', exportFeature);
+  const sso = await stripe.entitlements.features.create({ name: 'SSO', lookup_key: 'sdk-sso', metadata: { tier: 'pro' } });
+  await assert.rejects(stripe.entitlements.features.create({ name: 'Again', lookup_key: 'sdk-export' }), (e) => e.type === 'StripeInvalidRequestError');
+  const basic = await stripe.products.create({ name: 'Basic' });
+  const pro = await stripe.products.create({ name: 'Pro' });
+  const basicPrice = await stripe.prices.create({ product: basic.id, unit_amount: 900, currency: 'usd', recurring: { interval: 'month' } });
+  const proPrice = await stripe.prices.create({ product: pro.id, unit_amount: 2900, currency: 'usd', recurring: { interval: 'month' } });
+  const attached = await stripe.products.createFeature(basic.id, { entitlement_feature: exportFeature.id });
+  keep('ProductFeature', attached);
+  assert.equal(attached.entitlement_feature.lookup_key, 'sdk-export');
+  await stripe.products.createFeature(pro.id, { entitlement_feature: exportFeature.id });
+  const proSso = await stripe.products.createFeature(pro.id, { entitlement_feature: sso.id });
+  assert.deepEqual((await stripe.products.listFeatures(pro.id)).data.map((f) => f.entitlement_feature.lookup_key).sort(), ['sdk-export', 'sdk-sso']);
+
+  const customer = await stripe.customers.create({ email: 'features@example.com', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+  const keys = async () => (await stripe.entitlements.activeEntitlements.list({ customer: customer.id })).data.map((e) => e.lookup_key).sort();
+  assert.deepEqual(await keys(), []);
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: basicPrice.id }] });
+  assert.deepEqual(await keys(), ['sdk-export']);
+  const [active] = (await stripe.entitlements.activeEntitlements.list({ customer: customer.id })).data;
+  keep('Entitlements.ActiveEntitlement', active);
+  assert.equal((await stripe.entitlements.activeEntitlements.retrieve(active.id)).feature, exportFeature.id);
+
+  // Upgrade: the same entitlement to export stays, sso is added.
+  await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data[0].id, price: proPrice.id }], proration_behavior: 'none' });
+  const afterUpgrade = (await stripe.entitlements.activeEntitlements.list({ customer: customer.id })).data;
+  assert.deepEqual(afterUpgrade.map((e) => e.lookup_key).sort(), ['sdk-export', 'sdk-sso']);
+  assert.equal(afterUpgrade.find((e) => e.lookup_key === 'sdk-export').id, active.id);
+  // Detached from the product, archived: gone; a cancelled subscription has none.
+  await stripe.products.deleteFeature(pro.id, proSso.id);
+  assert.deepEqual(await keys(), ['sdk-export']);
+  await stripe.entitlements.features.update(exportFeature.id, { active: false });
+  assert.deepEqual(await keys(), []);
+  await stripe.entitlements.features.update(exportFeature.id, { active: true });
+  assert.deepEqual(await keys(), ['sdk-export']);
+  await stripe.subscriptions.cancel(sub.id);
+  assert.deepEqual(await keys(), []);
+
+  const summaries = (await stripe.events.list({ type: 'entitlements.active_entitlement_summary.updated', limit: 100 })).data
+    .filter((e) => e.data.object.customer === customer.id).reverse();
+  keep('Entitlements.ActiveEntitlementSummary', summaries[0].data.object);
+  assert.deepEqual(summaries.map((e) => e.data.object.entitlements.data.map((x) => x.lookup_key).sort().join(',')),
+    ['sdk-export', 'sdk-export,sdk-sso', 'sdk-export', '', 'sdk-export', '']);
+  assert.deepEqual(summaries[1].data.previous_attributes.entitlements.data.map((x) => x.lookup_key), ['sdk-export']);
+  await waitFor(() => receiver.received.some(({ body }) => JSON.parse(body).id === summaries[5].id), 'the last summary delivered');
+});
+
 test('responses match the stripe-node type definitions', () => {
-  assert.ok(Object.keys(shapes).length >= 9, 'collected shapes of every resource');
+  assert.ok(Object.keys(shapes).length >= 13, 'collected shapes of every resource');
   const lines = ["import Stripe from 'stripe';", 'declare function D(s: string): ReturnType<typeof Stripe.Decimal.from>;'];
   let n = 0;
   for (const [type, objects] of Object.entries(shapes)) {

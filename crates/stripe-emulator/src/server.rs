@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::middleware::{idempotency, require_api_key, same_site_only, stripe_headers, unrecognized_url};
 use crate::api::resources::{
-    billing_portal, checkout, control, customers, events, invoices, payment_intents, payment_methods, prices, products, subscriptions,
-    test_clocks, webhook_endpoints,
+    billing_portal, checkout, control, customers, entitlements, events, invoices, payment_intents, payment_methods, prices, products,
+    subscriptions, test_clocks, webhook_endpoints,
 };
 use crate::config::EmulatorConfig;
 use crate::engine::Emulator;
@@ -63,6 +63,12 @@ pub fn router(emulator: Emulator) -> Router {
     let api = Router::new()
         .route("/v1/products", get(products::list).post(products::create))
         .route("/v1/products/{id}", get(products::retrieve).post(products::update).delete(products::delete))
+        .route("/v1/products/{id}/features", get(entitlements::list_product_features).post(entitlements::attach))
+        .route("/v1/products/{id}/features/{feature}", get(entitlements::retrieve_product_feature).delete(entitlements::detach))
+        .route("/v1/entitlements/features", get(entitlements::list_features).post(entitlements::create_feature))
+        .route("/v1/entitlements/features/{id}", get(entitlements::retrieve_feature).post(entitlements::update_feature))
+        .route("/v1/entitlements/active_entitlements", get(entitlements::list_active))
+        .route("/v1/entitlements/active_entitlements/{id}", get(entitlements::retrieve_active))
         .route("/v1/prices", get(prices::list).post(prices::create))
         .route("/v1/prices/{id}", get(prices::retrieve).post(prices::update))
         .route("/v1/customers", get(customers::list).post(customers::create))

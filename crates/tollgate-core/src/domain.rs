@@ -186,8 +186,11 @@ pub struct PaymentMethodSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SubscriptionCache {
-    Subscribed(CachedSubscription),
-    None { status: NoneStatus },
+    /// Boxed: an entry is mostly passed around, and the other variant is one word.
+    Subscribed(Box<CachedSubscription>),
+    None {
+        status: NoneStatus,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -214,6 +217,10 @@ pub struct CachedSubscription {
     /// not: checkout allows one): how many. The entry describes the newest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_subscriptions: Option<usize>,
+    /// With `ENTITLEMENTS=stripe`: the lookup keys of the customer's active entitlements, sorted
+    /// (Tollgate's field; the recipe has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
 }
 
 impl SubscriptionCache {
@@ -261,26 +268,34 @@ impl AccessPolicy {
     }
 }
 
-/// What each plan unlocks beyond the product itself (`PLAN_FEATURES`): feature names by price.
-/// A user has the features of the price they are entitled through, and none otherwise.
+/// What each plan unlocks beyond the product itself: feature names by price (`PLAN_FEATURES`),
+/// or Stripe's entitlements (`ENTITLEMENTS=stripe`: the lookup keys of the customer's active
+/// entitlements, which the sync caches in the entry). Either way a user has features only while
+/// entitled: Stripe keeps entitlements through `past_due`, `unpaid` and `paused`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PlanFeatures(pub std::collections::BTreeMap<String, Vec<String>>);
+pub struct PlanFeatures {
+    pub by_price: std::collections::BTreeMap<String, Vec<String>>,
+    pub from_stripe: bool,
+}
 
 impl PlanFeatures {
     /// The features `entry` gives, when it grants access at all (`entitled`).
     pub fn of(&self, entry: &SubscriptionCache, entitled: bool) -> Vec<String> {
-        let price = entry.subscription().and_then(|s| s.price_id.as_deref()).filter(|_| entitled);
-        price.and_then(|price| self.0.get(price)).cloned().unwrap_or_default()
+        let Some(subscription) = entry.subscription().filter(|_| entitled) else { return Vec::new() };
+        match self.from_stripe {
+            true => subscription.features.clone().unwrap_or_default(),
+            false => subscription.price_id.as_deref().and_then(|price| self.by_price.get(price)).cloned().unwrap_or_default(),
+        }
     }
 
-    /// The features of the plan with this price.
+    /// The features of the plan with this price, as configured (none are known ahead from Stripe).
     pub fn of_price(&self, price: &str) -> &[String] {
-        self.0.get(price).map_or(&[], Vec::as_slice)
+        self.by_price.get(price).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether any plan has `feature`.
+    /// Whether any plan may have `feature`.
     pub fn offers(&self, feature: &str) -> bool {
-        self.0.values().any(|features| features.iter().any(|f| f == feature))
+        self.from_stripe || self.by_price.values().any(|features| features.iter().any(|f| f == feature))
     }
 }
 
@@ -352,7 +367,7 @@ mod tests {
 
     #[test]
     fn cache_json_is_the_recipes_shape() {
-        let entry = SubscriptionCache::Subscribed(CachedSubscription {
+        let entry = SubscriptionCache::Subscribed(Box::new(CachedSubscription {
             subscription_id: Some("sub_1".into()),
             status: SubscriptionStatus::PastDue,
             price_id: Some("price_1".into()),
@@ -363,7 +378,8 @@ mod tests {
             cancel_at: None,
             trial_end: None,
             live_subscriptions: None,
-        });
+            features: None,
+        }));
         assert_eq!(
             serde_json::to_value(&entry).unwrap(),
             json!({"subscriptionId": "sub_1", "status": "past_due", "priceId": "price_1", "currentPeriodStart": 1, "currentPeriodEnd": 2, "cancelAtPeriodEnd": false, "paymentMethod": {"brand": "visa", "last4": "4242"}})

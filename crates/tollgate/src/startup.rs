@@ -282,6 +282,7 @@ pub(crate) fn billing(
         catalog: Arc::new(Catalog::new(price_ids, clock.clone())),
         public_url,
         trial: settings.trial,
+        entitlements_from_stripe: settings.plan_features.from_stripe,
         value_encoding: settings.value_encoding,
         clock,
     };

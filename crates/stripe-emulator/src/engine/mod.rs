@@ -7,6 +7,7 @@ pub mod billing;
 pub mod catalog;
 pub mod checkout;
 pub mod customers;
+pub mod entitlements;
 pub mod payment_methods;
 pub mod portal;
 pub mod test_clocks;
@@ -154,6 +155,9 @@ impl Emulator {
             let mut store = self.lock();
             store.request = request.clone();
             let result = change(&mut store);
+            if result.is_ok() {
+                entitlements::refresh_after_events(&mut store);
+            }
             // A test clock's time applies to the action that chose it, never to later actions or reads.
             store.use_frozen_time(None);
             let events = store.take_events();

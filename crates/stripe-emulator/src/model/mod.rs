@@ -47,6 +47,9 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         ("we_", "webhook_endpoint"),
         ("bps_", "billing_portal.session"),
         ("clock_", "test_helpers.test_clock"),
+        ("feat_", "entitlements.feature"),
+        ("prodft_", "product_feature"),
+        ("ent_", "entitlements.active_entitlement"),
     ];
     PREFIXES.iter().find(|(p, _)| id.starts_with(p)).map(|(_, k)| *k)
 }

@@ -420,6 +420,11 @@ impl Store {
         }
     }
 
+    /// The events of the action so far.
+    pub fn pending_events(&self) -> &[Value] {
+        &self.pending_events
+    }
+
     pub fn take_events(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.pending_events)
     }

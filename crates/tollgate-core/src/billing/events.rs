@@ -3,8 +3,10 @@
 use crate::domain::CustomerId;
 use crate::stripe::wire::Event;
 
-/// The recipe's eighteen events, plus the delayed-payment outcomes of Checkout.
-pub const TRACKED_EVENTS: [&str; 20] = [
+/// The recipe's eighteen events, plus the delayed-payment outcomes of Checkout, plus a change of
+/// the customer's active entitlements (`ENTITLEMENTS=stripe` caches them).
+pub const TRACKED_EVENTS: [&str; 21] = [
+    "entitlements.active_entitlement_summary.updated",
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",

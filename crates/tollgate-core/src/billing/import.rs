@@ -156,7 +156,10 @@ impl Billing {
         dry_run: bool,
     ) -> Result<Option<Result<Finding, Finding>>, BillingError> {
         let key = keys::customer_cache(customer);
-        let expected = match sync::fetch_subscription_state(&self.stripe, customer, None).await.map(|fetched| fetched.entry) {
+        let expected = match sync::fetch_subscription_state(&self.stripe, customer, None, self.entitlements_from_stripe)
+            .await
+            .map(|fetched| fetched.entry)
+        {
             Ok(expected) => expected,
             Err(e) if e.is_missing_customer() || matches!(e, StripeError::Refused { status: 404, .. }) => {
                 return Ok(Some(Err(Finding { key, what: "an entry for a customer Stripe no longer has: left as it is".into() })));

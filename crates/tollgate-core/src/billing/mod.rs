@@ -47,6 +47,8 @@ pub struct Billing {
     pub public_url: String,
     /// The trial Checkout offers, once per customer (`billing::trial`).
     pub trial: Option<crate::config::TrialSettings>,
+    /// `ENTITLEMENTS=stripe`: the sync also caches the customer's active entitlements.
+    pub entitlements_from_stripe: bool,
     /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
     pub value_encoding: crate::config::ValueEncoding,
     /// The time, for the drain's debounce and sweeps, cache freshness and waits.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::{Billing, BillingError};
 use crate::domain::{CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus, UserId};
 use crate::kv::{keys, Commit};
-use crate::stripe::wire::{List, PaymentMethod, Subscription};
+use crate::stripe::wire::{ActiveEntitlement, List, PaymentMethod, Subscription};
 use crate::stripe::{StripeClient, StripeError, Turn};
 
 /// How many subscriptions one sync looks at to find a live one among ended ones (one call).
@@ -38,9 +38,16 @@ pub struct Fetched {
 }
 
 /// Read the customer's subscriptions from Stripe and make the cache entry (no write). `turn`: a
-/// turn under the rate limit already waited for (else the call waits for one).
+/// turn under the rate limit already waited for (else the call waits for one). With
+/// `entitlements` (`ENTITLEMENTS=stripe`), a subscribed customer's active entitlements are read
+/// too (a second call), their lookup keys cached as `features`.
 #[tracing::instrument(skip(stripe, turn), fields(customer = %customer))]
-pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &CustomerId, turn: Option<Turn>) -> Result<Fetched, StripeError> {
+pub async fn fetch_subscription_state(
+    stripe: &StripeClient,
+    customer: &CustomerId,
+    turn: Option<Turn>,
+    entitlements: bool,
+) -> Result<Fetched, StripeError> {
     let query = [
         ("customer", customer.as_str()),
         ("status", "all"),
@@ -52,7 +59,10 @@ pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &Customer
         Some(turn) => stripe.get_in_turn(turn, "/v1/subscriptions", &query).await?,
         None => stripe.get("/v1/subscriptions", &query).await?,
     };
-    let entry = cache_entry(&list.data);
+    let mut entry = cache_entry(&list.data);
+    if let (true, SubscriptionCache::Subscribed(subscription)) = (entitlements, &mut entry) {
+        subscription.features = Some(active_features(stripe, customer).await?);
+    }
     if let Some(n) = entry.subscription().and_then(|s| s.live_subscriptions) {
         tracing::error!(customer = %customer, live = n, "the customer has more than one live subscription; the newest is cached");
     }
@@ -61,6 +71,17 @@ pub async fn fetch_subscription_state(stripe: &StripeClient, customer: &Customer
         true => list.data.iter().find_map(|s| UserId::parse(s.customer.as_ref()?.object()?.metadata.get("userId")?).ok()),
     };
     Ok(Fetched { entry, trialed })
+}
+
+/// The lookup keys of the customer's active entitlements, sorted (the first 100: more features
+/// than that on one customer is not a plan).
+async fn active_features(stripe: &StripeClient, customer: &CustomerId) -> Result<Vec<String>, StripeError> {
+    let query = [("customer", customer.as_str()), ("limit", "100")];
+    let list: List<ActiveEntitlement> = stripe.get("/v1/entitlements/active_entitlements", &query).await?;
+    let mut keys: Vec<String> = list.data.into_iter().map(|e| e.lookup_key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
 }
 
 /// The recipe's `syncStripeDataToKV`, fenced: read the customer's subscriptions from Stripe, then
@@ -73,8 +94,9 @@ async fn sync_stripe_data_to_kv(
     token: &str,
     generation: u64,
     turn: Turn,
+    entitlements: bool,
 ) -> Result<(SubscriptionCache, Commit), BillingError> {
-    match fetch_subscription_state(stripe, customer, Some(turn)).await {
+    match fetch_subscription_state(stripe, customer, Some(turn), entitlements).await {
         Ok(Fetched { entry, trialed }) => {
             let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
             let commit = kv.commit_sync(customer.as_str(), token, generation, Some(&json)).await?;
@@ -194,7 +216,9 @@ impl Billing {
                 return Ok(last.map_or(Settled::Idle, Settled::Synced));
             };
             let started = std::time::Instant::now();
-            let synced = sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation, turn).await;
+            let synced =
+                sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation, turn, self.entitlements_from_stripe)
+                    .await;
             let outcome = match &synced {
                 Ok((_, Commit::Clean)) => "clean",
                 Ok((_, Commit::DirtyAgain)) => "dirty_again",
@@ -237,7 +261,7 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
         .and_then(|pm| pm.object())
         .or_else(|| sub.customer.as_ref()?.object()?.invoice_settings.as_ref()?.default_payment_method.as_ref()?.object())
         .map(summary);
-    SubscriptionCache::Subscribed(CachedSubscription {
+    SubscriptionCache::Subscribed(Box::new(CachedSubscription {
         subscription_id: Some(sub.id.clone()),
         status: status_of(sub),
         price_id: item.map(|i| i.price.id.clone()),
@@ -247,8 +271,9 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
         payment_method,
         cancel_at: sub.cancel_at,
         trial_end: sub.trial_end,
+        features: None,
         live_subscriptions: Some(subscriptions.iter().filter(|s| status_of(s).is_live()).count()).filter(|n| *n > 1),
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -741,6 +741,14 @@ fn is_feature_name(name: &str) -> bool {
 /// `PLAN_FEATURES=price_basic:export;price_pro:export,sso`, checked against `GATED_PATHS`: a
 /// prefix may only need a feature some plan has.
 fn plan_features<'v>(get: &impl Fn(&str) -> Option<&'v str>, gate: Option<&GateSettings>) -> Result<PlanFeatures, ConfigError> {
+    let from_stripe = match get("ENTITLEMENTS").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("config") => false,
+        Some("stripe") if get("PLAN_FEATURES").is_some() => {
+            return Err(error("PLAN_FEATURES", "is not used with ENTITLEMENTS=stripe, which reads each customer's features from Stripe"))
+        }
+        Some("stripe") => true,
+        Some(v) => return Err(error("ENTITLEMENTS", format!("'{v}' is not config or stripe"))),
+    };
     let mut plans = std::collections::BTreeMap::new();
     for entry in get("PLAN_FEATURES").unwrap_or("").split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let parsed = entry.split_once(':').and_then(|(price, features)| {
@@ -753,7 +761,7 @@ fn plan_features<'v>(get: &impl Fn(&str) -> Option<&'v str>, gate: Option<&GateS
         };
         plans.insert(price.to_string(), features);
     }
-    let features = PlanFeatures(plans);
+    let features = PlanFeatures { by_price: plans, from_stripe };
     let needed = gate.into_iter().flat_map(|g| &g.feature_paths);
     if let Some((prefix, feature)) = needed.into_iter().find(|(_, feature)| !features.offers(feature)) {
         return Err(error("GATED_PATHS", format!("{prefix} needs the feature '{feature}', which no plan has in PLAN_FEATURES")));
@@ -945,6 +953,8 @@ mod tests {
         assert_eq!(settings.plan_features.of_price("price_pro"), ["export", "ai-assistant", "sso"]);
         assert_eq!(settings.plan_features.of_price("price_basic"), ["export"]);
         assert!(settings.plan_features.of_price("price_other").is_empty());
+        let stripe = Settings::from_vars(&vars(&[("ENTITLEMENTS", "stripe"), ("GATED_PATHS", "/app/export:export")])).unwrap();
+        assert!(stripe.plan_features.from_stripe && stripe.plan_features.offers("export"), "Stripe's features are not known ahead");
         let trial = Settings::from_vars(&vars(&[("TRIAL_DAYS", "7"), ("TRIAL_REQUIRES_CARD", "false")])).unwrap().trial;
         assert_eq!(trial, Some(TrialSettings { days: 7, without_card: Some(TrialEnd::Cancel) }));
         let trial = Settings::from_vars(&vars(&[("TRIAL_DAYS", "7")])).unwrap().trial;
@@ -969,6 +979,8 @@ mod tests {
             (vec![("OPEN_PATHS", "/docs:export")], "OPEN_PATHS"),
             (vec![("PLAN_FEATURES", "price_basic")], "PLAN_FEATURES"),
             (vec![("PLAN_FEATURES", "prod_x:export")], "PLAN_FEATURES"),
+            (vec![("ENTITLEMENTS", "stripe"), ("PLAN_FEATURES", "price_x:export")], "PLAN_FEATURES"),
+            (vec![("ENTITLEMENTS", "lago")], "ENTITLEMENTS"),
             (vec![("PLAN_FEATURES", "price_basic:export,two words")], "PLAN_FEATURES"),
             (vec![("TRIAL_DAYS", "7"), ("TRIAL_END_WITHOUT_CARD", "charge")], "TRIAL_END_WITHOUT_CARD"),
             (vec![("KV_URL", "redis://h/notadb")], "KV_URL"),

@@ -212,6 +212,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: r#"Comma-separated path prefixes that need an entitled user (whole segments); `/` gates the whole product. `prefix:feature` (`/app/export:export`) also needs a plan with that feature (`PLAN_FEATURES`); otherwise 402 naming it."#,
     },
     Variable {
+        name: "ENTITLEMENTS",
+        default: r#"`config`"#,
+        shown: Shown::Plain,
+        meaning: r#"Where features come from: `config` (`PLAN_FEATURES`), or `stripe`: the lookup keys of the customer's active entitlements (Stripe's Entitlements API: features attached to products), read by the sync and on `entitlements.active_entitlement_summary.updated`, kept in the cache entry (`features`), never fetched on a request."#,
+    },
+    Variable {
         name: "PLAN_FEATURES",
         default: r#"none"#,
         shown: Shown::Plain,

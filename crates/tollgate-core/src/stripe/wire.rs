@@ -99,6 +99,12 @@ pub struct InvoiceSettings {
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
 }
 
+/// One of a customer's active entitlements (`GET /v1/entitlements/active_entitlements`).
+#[derive(Debug, Deserialize)]
+pub struct ActiveEntitlement {
+    pub lookup_key: String,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Created {
     pub id: String,

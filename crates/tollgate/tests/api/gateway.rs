@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::helpers::{spawn_app_with, Browser, Options, TestApp, MONTHLY, YEARLY};
+use crate::helpers::{spawn_app_against, spawn_app_with, spawn_emulator, stripe_api, Browser, Options, TestApp, MONTHLY, YEARLY};
 
 const GATEWAY_SECRET: &str = "a gateway secret of at least thirty-two characters";
 const SERVICE_TOKEN: &str = "a service token of at least thirty-two characters";
@@ -646,4 +646,91 @@ fn assertion_claims(assertion: &str) -> Value {
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.validate_aud = false;
     jsonwebtoken::decode(assertion, &key, &validation).unwrap().claims
+}
+
+/// `ENTITLEMENTS=stripe`: features are the lookup keys of the customer's active entitlements in
+/// Stripe (features attached to products), cached by the sync. A Basic subscriber (its product has
+/// `reports`) is refused `/app/export`; a Pro one (`reports`, `export`) passes. Detaching `export`
+/// from Pro in Stripe revokes it once the summary event is in and the identity's second is over,
+/// and no request of the product calls Stripe.
+#[tokio::test]
+async fn features_from_stripe_entitlements() {
+    let (upstream, _) = start_product().await;
+    let stripe_url = spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: String, form: Vec<(&'static str, String)>| {
+        let (http, stripe_url) = (http.clone(), stripe_url.clone());
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            stripe_api(&http, &stripe_url, method, &path, &form).await
+        }
+    };
+    let post = reqwest::Method::POST;
+    let basic = api(post.clone(), "/v1/products".into(), vec![("name", "Basic".into())]).await["id"].as_str().unwrap().to_string();
+    let basic_price = api(
+        post.clone(),
+        "/v1/prices".into(),
+        vec![
+            ("product", basic.clone()),
+            ("unit_amount", "500".into()),
+            ("currency", "usd".into()),
+            ("recurring[interval]", "month".into()),
+        ],
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let feature =
+        |key: &'static str| api(post.clone(), "/v1/entitlements/features".into(), vec![("name", key.into()), ("lookup_key", key.into())]);
+    let (reports, export) =
+        (feature("reports").await["id"].as_str().unwrap().to_string(), feature("export").await["id"].as_str().unwrap().to_string());
+    let attach = |product: &str, feature: &str| {
+        api(post.clone(), format!("/v1/products/{product}/features"), vec![("entitlement_feature", feature.to_string())])
+    };
+    attach(&basic, &reports).await;
+    attach("prod_pro", &reports).await;
+    let pro_export = attach("prod_pro", &export).await["id"].as_str().unwrap().to_string();
+
+    let extra = vec![
+        ("UPSTREAM_URL", upstream.clone()),
+        ("GATED_PATHS", "/app,/app/export:export".into()),
+        ("ENTITLEMENTS", "stripe".into()),
+        ("PLANS", format!("{basic_price},{MONTHLY}")),
+    ];
+    let app = spawn_app_against(&stripe_url, Options { extra, ..Options::default() }).await;
+    let (basic_user, _) = app.subscribed("basic@example.com", &basic_price).await;
+    basic_user.get("/success").await;
+    assert_eq!(received(&basic_user.get_json("/app/projects").await)["headers"]["x-tollgate-features"], "reports");
+    assert_eq!(basic_user.get_json("/app/export").await.json()["error"]["code"], "feature_required");
+    let (pro_user, pro_customer) = app.subscribed("pro@example.com", MONTHLY).await;
+    pro_user.get("/success").await;
+    assert_eq!(received(&pro_user.get_json("/app/export/2026.csv").await)["headers"]["x-tollgate-features"], "export,reports");
+    let cached = app.cache(&pro_customer).await.unwrap();
+    assert_eq!(cached["features"], serde_json::json!(["export", "reports"]), "{cached}");
+
+    // Stripe takes `export` away from Pro; its summary event reaches Tollgate, which syncs.
+    let delete = reqwest::Method::DELETE;
+    api(delete, format!("/v1/products/prod_pro/features/{pro_export}"), vec![]).await;
+    let events = app.stripe(reqwest::Method::GET, "/v1/events", &[("type", "entitlements.active_entitlement_summary.updated")]).await;
+    let summary =
+        events["data"].as_array().unwrap().iter().find(|e| e["data"]["object"]["customer"] == pro_customer.as_str()).unwrap().clone();
+    assert_eq!(summary["data"]["object"]["entitlements"]["data"][0]["lookup_key"], "reports");
+    assert_eq!(crate::helpers::TestAppHandle::from(&app).deliver(&summary).await.status, 200);
+    app.settled().await;
+    assert_eq!(app.cache(&pro_customer).await.unwrap()["features"], serde_json::json!(["reports"]));
+    app.clock.advance(Duration::from_millis(1001)); // past the second an identity is kept
+    let calls = app.stripe_requests();
+    let emulator_calls = || async {
+        crate::helpers::Reply::read(http.get(format!("{stripe_url}/_emulator/stats")).send().await.unwrap()).await.json()["api_requests"]
+            .clone()
+    };
+    let emulator_before = emulator_calls().await;
+    for _ in 0..5 {
+        let refused = pro_user.get_json("/app/export").await;
+        assert_eq!((refused.status, refused.json()["error"]["code"].as_str()), (402, Some("feature_required")));
+        assert_eq!(received(&pro_user.get_json("/app/projects").await)["headers"]["x-tollgate-features"], "reports");
+    }
+    assert_eq!(app.stripe_requests(), calls, "no Stripe call on the request path");
+    assert_eq!(emulator_calls().await, emulator_before, "as the emulator counts them");
 }
