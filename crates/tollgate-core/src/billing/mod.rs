@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod drain;
 pub mod events;
 pub mod import;
+pub mod manage;
 pub mod recipe;
 pub mod reconcile;
 pub mod sync;
@@ -30,6 +31,8 @@ pub enum BillingError {
     AlreadySubscribed,
     #[error("no billing account yet")]
     NoCustomer,
+    #[error("no subscription to change")]
+    NoLiveSubscription,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A recipe key held a value nobody writes, and Stripe could not be asked to repair it now.

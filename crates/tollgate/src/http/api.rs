@@ -13,7 +13,7 @@ use super::error::{Failure, Surface};
 use super::extract::CurrentUser;
 use crate::access::entitlement;
 use crate::state::AppState;
-use tollgate_core::domain::{PriceId, UserId};
+use tollgate_core::domain::{PriceId, SubscriptionCache, UserId};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -105,8 +105,43 @@ pub(crate) async fn user_entitlement(
 /// The cache entry as the recipe stores it, plus `"entitled"`.
 pub(crate) async fn subscription(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<Response, Failure> {
     let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
-    let mut body = serde_json::to_value(&access.entry).unwrap_or_default();
-    body["entitled"] = json!(access.entitled);
-    body["features"] = json!(state.features.of(&access.entry, access.entitled));
-    Ok((StatusCode::OK, Json(body)).into_response())
+    Ok(subscription_answer(&state, &access.entry, access.entitled))
+}
+
+/// An entry as `/api/subscription` shows it: the recipe's fields, `entitled` and `features`.
+fn subscription_answer(state: &AppState, entry: &SubscriptionCache, entitled: bool) -> Response {
+    let mut body = serde_json::to_value(entry).unwrap_or_default();
+    body["entitled"] = json!(entitled);
+    body["features"] = json!(state.features.of(entry, entitled));
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// `POST /api/subscription/cancel`: cancel at the end of the period (access stays until then).
+pub(crate) async fn cancel_subscription(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    parts: Parts,
+) -> Result<Response, Failure> {
+    change_cancellation(&state, &user.id, &parts, true).await
+}
+
+/// `POST /api/subscription/resume`: take a cancellation at the period's end back.
+pub(crate) async fn resume_subscription(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    parts: Parts,
+) -> Result<Response, Failure> {
+    change_cancellation(&state, &user.id, &parts, false).await
+}
+
+/// JSON callers get the entry after the change; a browser goes back to its dashboard.
+async fn change_cancellation(state: &AppState, user: &UserId, parts: &Parts, cancel: bool) -> Result<Response, Failure> {
+    let surface = Surface::of(parts);
+    let entry = state.billing.cancel_at_period_end(user, cancel).await.map_err(|e| Failure::from_billing(surface, e))?;
+    Ok(match surface {
+        Surface::Api => subscription_answer(state, &entry, state.policy.grants(entry.status())),
+        Surface::Page => {
+            Redirect::to(if cancel { "/dashboard?notice=cancel-scheduled" } else { "/dashboard?notice=resumed" }).into_response()
+        }
+    })
 }

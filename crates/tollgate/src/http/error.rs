@@ -228,6 +228,10 @@ impl Failure {
                     "You already have a subscription. Manage it from your dashboard.",
                 )
             },
+            BillingError::NoLiveSubscription => Failure {
+                redirect: Some("/dashboard".into()),
+                ..Failure::new(surface, StatusCode::CONFLICT, "no_subscription", "You have no subscription to change.")
+            },
             BillingError::NoCustomer => Failure {
                 redirect: Some("/".into()),
                 ..Failure::new(

@@ -26,6 +26,8 @@ pub(super) fn notice_text(code: Option<&str>) -> Option<&'static str> {
     match code? {
         "subscribe" => Some("Choose a plan to use the app."),
         "feature" => Some("Your plan does not include that part of the app: the plans marked below do."),
+        "cancel-scheduled" => Some("Your subscription will end at the end of this billing period. You can resume it until then."),
+        "resumed" => Some("Your subscription continues: it renews as before."),
         "already-subscribed" => Some("You already have a subscription: manage it here instead of buying a second one."),
         "signed-out" => Some("You are signed out."),
         "welcome" => Some("Welcome! Your account is ready."),

@@ -34,6 +34,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/success-sync", get(pages::success))
         .route("/api/billing-portal", post(api::billing_portal))
         .route("/api/subscription", get(api::subscription))
+        .route("/api/subscription/cancel", post(api::cancel_subscription))
+        .route("/api/subscription/resume", post(api::resume_subscription))
         .route("/api/stripe-webhook", post(webhook::stripe_webhook))
         .route("/api/users/{id}/entitlement", get(api::user_entitlement))
         .route("/assets/style.css", get(assets::stylesheet))

@@ -191,6 +191,8 @@ pub(crate) struct SubscriptionView {
     /// Set to end at the period's end (or a date) while still live.
     pub(crate) cancels: bool,
     pub(crate) live: bool,
+    /// It can be cancelled at the period's end, or resumed, from the dashboard.
+    pub(crate) manageable: bool,
     /// More than one live subscription (a second charge): how many.
     pub(crate) duplicates: Option<usize>,
 }
@@ -220,6 +222,7 @@ impl SubscriptionView {
             },
             cancels: ending.is_some() && sub.status.is_live(),
             live: sub.status.is_live(),
+            manageable: sub.status.blocks_new_checkout(),
             duplicates: sub.live_subscriptions,
         }
     }

@@ -19,6 +19,7 @@ mod kv;
 mod layers;
 mod lifecycle;
 mod malformed;
+mod manage;
 mod nginx;
 mod ordering;
 mod pages;
