@@ -317,8 +317,63 @@ test('entitlements: features on products, a customer\'s active entitlements and 
   await waitFor(() => receiver.received.some(({ body }) => JSON.parse(body).id === summaries[5].id), 'the last summary delivered');
 });
 
+test('coupons and promotion codes: a code entered at Checkout discounts the invoices while it lasts', async () => {
+  const { stripe } = emu;
+  const coupon = await stripe.coupons.create({ percent_off: 25, duration: 'repeating', duration_in_months: 3, name: 'Spring' });
+  keep('Coupon', coupon);
+  assert.equal(coupon.valid, true);
+  await assert.rejects(stripe.coupons.create({ percent_off: 10, amount_off: 100, currency: 'usd' }), (e) => e.type === 'StripeInvalidRequestError');
+  const code = await stripe.promotionCodes.create({ promotion: { type: 'coupon', coupon: coupon.id }, code: 'SPRING25' });
+  keep('PromotionCode', code);
+  assert.equal(code.promotion.coupon, coupon.id);
+  const fiveOff = await stripe.coupons.create({ amount_off: 500, currency: 'usd', duration: 'once' });
+  await stripe.promotionCodes.create({ promotion: { type: 'coupon', coupon: fiveOff.id }, code: 'FIVEOFF' });
+
+  const product = await stripe.products.create({ name: 'Discounted' });
+  const price = await stripe.prices.create({ product: product.id, unit_amount: 2000, currency: 'usd', recurring: { interval: 'month' } });
+  const pay = async (code, allow = true) => {
+    const customer = await stripe.customers.create({ email: `${code || 'none'}@example.com` });
+    const session = await stripe.checkout.sessions.create({
+      mode: 'subscription', customer: customer.id, line_items: [{ price: price.id, quantity: 1 }], allow_promotion_codes: allow,
+      success_url: 'http://127.0.0.1:9/done', cancel_url: 'http://127.0.0.1:9/',
+    });
+    const paid = await fetch(`${emu.url}/_emulator/checkout/sessions/${session.id}/complete`, {
+      method: 'POST', body: new URLSearchParams({ card_number: '4242424242424242', promotion_code: code }), redirect: 'manual',
+    });
+    return { session, paid, customer };
+  };
+  const invalid = await pay('NOSUCHCODE');
+  assert.equal(invalid.paid.status, 400);
+  assert.match((await invalid.paid.json()).error.message, /invalid/);
+  assert.equal((await pay('SPRING25', false)).paid.status, 400, 'a session without the field takes no code');
+
+  const { session, paid, customer } = await pay('spring25');
+  assert.equal(paid.status, 303, 'codes match in any case');
+  const completed = await stripe.checkout.sessions.retrieve(session.id);
+  assert.deepEqual([completed.discounts[0].promotion_code, completed.total_details.amount_discount, completed.amount_total], [code.id, 500, 1500]);
+  const [sub] = (await stripe.subscriptions.list({ customer: customer.id, expand: ['data.discounts.source.coupon', 'data.discounts.promotion_code'] })).data;
+  const discount = sub.discounts[0];
+  keep('Discount', discount);
+  assert.equal(discount.source.coupon.percent_off, 25);
+  assert.equal(discount.promotion_code.code, 'SPRING25');
+  assert.ok(discount.end > discount.start + 88 * 86400 && discount.end < discount.start + 93 * 86400, 'three months');
+  const invoice = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.deepEqual([invoice.subtotal, invoice.total, invoice.amount_paid, invoice.total_discount_amounts[0].amount], [2000, 1500, 1500, 500]);
+  assert.equal((await stripe.coupons.retrieve(coupon.id)).times_redeemed, 1);
+  assert.equal((await stripe.promotionCodes.retrieve(code.id)).times_redeemed, 1);
+
+  // A `once` coupon takes its amount off the first invoice, then leaves the subscription.
+  const once = await pay('FIVEOFF');
+  assert.equal(once.paid.status, 303);
+  const [onceSub] = (await stripe.subscriptions.list({ customer: once.customer.id })).data;
+  assert.deepEqual(onceSub.discounts, []);
+  assert.equal((await stripe.invoices.retrieve(onceSub.latest_invoice)).total, 1500);
+  const deleted = (await stripe.events.list({ type: 'customer.discount.deleted' })).data;
+  assert.ok(deleted.some((e) => e.data.object.subscription === onceSub.id));
+});
+
 test('responses match the stripe-node type definitions', () => {
-  assert.ok(Object.keys(shapes).length >= 13, 'collected shapes of every resource');
+  assert.ok(Object.keys(shapes).length >= 16, 'collected shapes of every resource');
   const lines = ["import Stripe from 'stripe';", 'declare function D(s: string): ReturnType<typeof Stripe.Decimal.from>;'];
   let n = 0;
   for (const [type, objects] of Object.entries(shapes)) {

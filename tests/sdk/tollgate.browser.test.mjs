@@ -215,3 +215,31 @@ test('one trial per customer: a trial, its end, then the next subscription is pa
     trialApp.stop();
   }
 });
+
+test('a promotion code entered on Checkout shows on the dashboard with its end', async () => {
+  const promoApp = await startTollgate({ ALLOW_PROMOTION_CODES: 'true' });
+  const stripe = (path, form) => fetch(`${promoApp.emulator}${path}`, { method: 'POST', body: new URLSearchParams(form), headers: { authorization: 'Bearer sk_test_tollgate_emulator' } }).then((r) => r.json());
+  try {
+    const coupon = await stripe('/v1/coupons', { percent_off: '20', duration: 'repeating', duration_in_months: '3', name: 'Launch' });
+    await stripe('/v1/promotion_codes', { 'promotion[type]': 'coupon', 'promotion[coupon]': coupon.id, code: 'LAUNCH' });
+    const page = await browser.newPage();
+    await page.goto(`${promoApp.url}/auth`);
+    await page.fill('#up-email', 'early@example.com');
+    await signUpByEmail(page, 'early@example.com', 'correct horse battery');
+    await page.goto(`${promoApp.url}/`);
+    await Promise.all([page.waitForURL(/\/c\/pay\/cs_test_/), page.click('#subscribe-price_tollgate_monthly')]);
+    await page.fill('#card_number', '4242 4242 4242 4242');
+    await page.fill('#promotion_code', 'NOPE');
+    await page.click('#submit');
+    await page.waitForSelector('#error');
+    assert.match(await page.textContent('#error'), /invalid/);
+    await page.fill('#card_number', '4242 4242 4242 4242');
+    await page.fill('#promotion_code', 'launch');
+    await Promise.all([page.waitForURL(`${promoApp.url}/dashboard`), page.click('#submit')]);
+    assert.equal(await page.textContent('#status'), 'active');
+    assert.match(await page.textContent('#discount'), /^LAUNCH: 20% off until \d{1,2} \w+ \d{4}$/);
+    await page.close();
+  } finally {
+    promoApp.stop();
+  }
+});

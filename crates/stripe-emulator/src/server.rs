@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::middleware::{idempotency, require_api_key, same_site_only, stripe_headers, unrecognized_url};
 use crate::api::resources::{
-    billing_portal, checkout, control, customers, entitlements, events, invoices, payment_intents, payment_methods, prices, products,
-    subscriptions, test_clocks, webhook_endpoints,
+    billing_portal, checkout, control, customers, discounts, entitlements, events, invoices, payment_intents, payment_methods, prices,
+    products, subscriptions, test_clocks, webhook_endpoints,
 };
 use crate::config::EmulatorConfig;
 use crate::engine::Emulator;
@@ -69,6 +69,10 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/v1/entitlements/features/{id}", get(entitlements::retrieve_feature).post(entitlements::update_feature))
         .route("/v1/entitlements/active_entitlements", get(entitlements::list_active))
         .route("/v1/entitlements/active_entitlements/{id}", get(entitlements::retrieve_active))
+        .route("/v1/coupons", get(discounts::list_coupons).post(discounts::create_coupon))
+        .route("/v1/coupons/{id}", get(discounts::retrieve_coupon).post(discounts::update_coupon).delete(discounts::delete_coupon))
+        .route("/v1/promotion_codes", get(discounts::list_promotion_codes).post(discounts::create_promotion_code))
+        .route("/v1/promotion_codes/{id}", get(discounts::retrieve_promotion_code).post(discounts::update_promotion_code))
         .route("/v1/prices", get(prices::list).post(prices::create))
         .route("/v1/prices/{id}", get(prices::retrieve).post(prices::update))
         .route("/v1/customers", get(customers::list).post(customers::create))

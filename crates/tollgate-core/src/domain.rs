@@ -221,6 +221,30 @@ pub struct CachedSubscription {
     /// (Tollgate's field; the recipe has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
+    /// A coupon on the subscription (a promotion code entered at Checkout, say): Tollgate's field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<CachedDiscount>,
+}
+
+/// What a subscription's discount takes off, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedDiscount {
+    /// The coupon's name, else its id.
+    pub coupon: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_off: Option<f64>,
+    /// In the currency's minor unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_off: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// `once`, `repeating` or `forever`.
+    pub duration: String,
+    /// When it stops applying, for a `repeating` coupon.
+    pub end: Option<i64>,
 }
 
 impl SubscriptionCache {
@@ -379,6 +403,7 @@ mod tests {
             trial_end: None,
             live_subscriptions: None,
             features: None,
+            discount: None,
         }));
         assert_eq!(
             serde_json::to_value(&entry).unwrap(),

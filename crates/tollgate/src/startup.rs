@@ -283,6 +283,7 @@ pub(crate) fn billing(
         public_url,
         trial: settings.trial,
         entitlements_from_stripe: settings.plan_features.from_stripe,
+        allow_promotion_codes: settings.allow_promotion_codes,
         value_encoding: settings.value_encoding,
         clock,
     };

@@ -15,7 +15,7 @@ use crate::store::Store;
 /// Fields that hold the id of another object and may be expanded.
 const EXPANDABLE: &[&str] = &[
     "customer", "default_payment_method", "latest_invoice", "subscription", "product", "default_price", "invoice", "payment_intent",
-    "payment_method", "price", "line_items", "test_clock", "latest_charge", "charge",
+    "payment_method", "price", "line_items", "test_clock", "latest_charge", "charge", "discounts", "coupon", "promotion_code",
 ];
 
 /// Fields Stripe leaves out unless expanded; the emulator always renders them, so asking is allowed and changes nothing.
@@ -71,7 +71,11 @@ fn cannot_expand(path: &str) -> ApiError {
 fn check(store: &Store, node: &Value, segments: &[&str], path: &str) -> Result<(), ApiError> {
     let (first, rest) = (segments[0], &segments[1..]);
     if let Value::Array(items) = node {
-        return items.iter().try_for_each(|item| check(store, item, segments, path));
+        // An array of ids (a subscription's `discounts`): each names an object to walk into.
+        return items.iter().try_for_each(|item| match item {
+            Value::String(id) => store.get(id).map_or(Ok(()), |object| check(store, object, segments, path)),
+            other => check(store, other, segments, path),
+        });
     }
     if first == "data" && node.get("object").is_some_and(|o| o == "list") {
         if rest.is_empty() {
@@ -125,6 +129,19 @@ impl Serialize for Rendered<'_> {
                 for (key, value) in map {
                     match tree.child(key) {
                         None => out.serialize_entry(key, value)?,
+                        // An array of ids (`discounts`): each element is the object it names.
+                        Some(child) if value.as_array().is_some_and(|items| items.iter().all(Value::is_string)) => {
+                            let items: Vec<Rendered> = value
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|item| {
+                                    let target = item.as_str().and_then(|id| self.store.get(id)).unwrap_or(item);
+                                    Rendered { store: self.store, value: target, tree: Some(child) }
+                                })
+                                .collect();
+                            out.serialize_entry(key, &items)?
+                        }
                         Some(child) => {
                             let target = match value {
                                 Value::String(id) => self.store.get(id).unwrap_or(value),
@@ -231,6 +248,19 @@ mod tests {
         assert!(rendered(&store, &sub, &["nope"]).is_err());
         assert!(rendered(&store, &sub, &["items"]).is_err());
         assert!(rendered(&store, &sub, &["default_payment_method"]).is_ok());
+    }
+
+    #[test]
+    fn an_array_of_ids_expands_element_by_element() {
+        let store = store_with(&[
+            json!({"id": "di_1", "object": "discount", "source": {"coupon": "SPRING", "type": "coupon"}}),
+            json!({"id": "SPRING", "object": "coupon", "percent_off": 25.0}),
+        ]);
+        let sub = json!({"id": "sub_1", "discounts": ["di_1"], "items": {"object": "list", "data": []}});
+        assert_eq!(rendered(&store, &sub, &["discounts"]).unwrap()["discounts"][0]["source"]["coupon"], "SPRING");
+        let deep = rendered(&store, &sub, &["discounts.source.coupon"]).unwrap();
+        assert_eq!(deep["discounts"][0]["source"]["coupon"]["percent_off"], 25.0);
+        assert_eq!(rendered(&store, &sub, &[]).unwrap(), sub, "nothing asked, ids stay");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::discounts;
 use crate::config::{Dunning, FinalState};
 use crate::model::calendar::add_interval;
 use crate::model::cards::Outcome;
@@ -102,6 +103,8 @@ pub struct NewSubscription {
     pub cancel_at_period_end: bool,
     /// `error_if_incomplete`: a declined first payment is an error and nothing is kept.
     pub error_if_incomplete: bool,
+    /// A coupon to apply from the start (a promotion code entered at Checkout).
+    pub discount: Option<discounts::NewDiscount>,
 }
 
 /// The result of creating a subscription: its id and first invoice, or the card error of its first payment.
@@ -185,6 +188,10 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
         "trial_settings": { "end_behavior": { "billing_cycle_anchor": null, "missing_payment_method": spec.missing_payment_method } },
         "trial_start": spec.trial_end.map(|_| now),
     });
+    let mut subscription = subscription;
+    if let Some(discount) = &spec.discount {
+        subscription["discounts"] = json!([discounts::apply(store, discount, &spec.customer, &id)]);
+    }
     store.insert(subscription.clone());
     // The first invoice covers the first period; during a trial it is for zero and needs no payment.
     let amount = if spec.trial_end.is_some() { 0 } else { spec.items.iter().map(|(p, q)| unit_amount(p) * q).sum() };
@@ -235,6 +242,13 @@ fn new_invoice(store: &mut Store, subscription: &Value, amount: i64, reason: &st
     let invoice = invoice_object(store, &invoice_id, subscription, amount, reason, period, waits);
     store.insert(invoice.clone());
     store.defer("invoice.created", &invoice, None);
+    let applied: Vec<(String, i64)> = invoice["total_discount_amounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| (str_field(d, "discount"), d["amount"].as_i64().unwrap_or(0)))
+        .collect();
+    discounts::use_up_once(store, &str_field(subscription, "id"), &applied);
     invoice_id
 }
 
@@ -323,17 +337,28 @@ fn invoice_object(
         })
         .collect();
     let finalizes_at = if waits { json!(now + DRAFT_SECONDS) } else { Value::Null };
+    // What the subscription's discounts take off: on the first line (subscriptions here bill one
+    // price at a time) and in the invoice's totals.
+    let off = discounts::amounts_off(store, subscription, amount, period.0);
+    let discount_amounts: Vec<Value> = off.iter().map(|(discount, amount)| json!({ "amount": amount, "discount": discount })).collect();
+    let applied: Vec<&String> = off.iter().map(|(discount, _)| discount).collect();
+    let mut lines = lines;
+    if let Some(first) = lines.first_mut() {
+        first["discount_amounts"] = json!(discount_amounts);
+        first["discounts"] = json!(applied);
+    }
+    let total = amount - off.iter().map(|(_, amount)| amount).sum::<i64>();
     json!({
         "id": invoice_id,
         "object": "invoice",
         "account_country": "US",
         "account_name": "Stripe Emulator",
         "account_tax_ids": null,
-        "amount_due": amount,
+        "amount_due": total,
         "amount_overpaid": 0,
         "amount_paid": 0,
         "amount_paid_off_stripe": 0,
-        "amount_remaining": amount,
+        "amount_remaining": total,
         "amount_shipping": 0,
         "application": null,
         "attempt_count": 0,
@@ -359,7 +384,7 @@ fn invoice_object(
         "default_source": null,
         "default_tax_rates": [],
         "description": null,
-        "discounts": [],
+        "discounts": applied,
         "due_date": null,
         "effective_at": null,
         "ending_balance": null,
@@ -398,9 +423,9 @@ fn invoice_object(
         "subtotal": amount,
         "subtotal_excluding_tax": amount,
         "test_clock": subscription["test_clock"],
-        "total": amount,
-        "total_discount_amounts": [],
-        "total_excluding_tax": amount,
+        "total": total,
+        "total_discount_amounts": discount_amounts,
+        "total_excluding_tax": total,
         "total_pretax_credit_amounts": [],
         "total_taxes": [],
         "webhooks_delivered_at": now,
@@ -1046,6 +1071,7 @@ mod tests {
             description: None,
             cancel_at_period_end: false,
             error_if_incomplete: false,
+            discount: None,
         };
         let created = create_subscription(&mut store, spec).unwrap();
         assert!(types(&mut store).ends_with(&[

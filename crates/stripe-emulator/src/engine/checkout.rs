@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::billing::{self, NewSubscription};
 use crate::engine::customers::{create_customer, NewCustomer};
+use crate::engine::discounts::{self, NewDiscount};
 use crate::engine::payment_methods::{attach_payment_method, create_card_payment_method};
 use crate::model::cards::{Outcome, TestCard};
 use crate::model::{new_id, str_field, ApiError, PendingSubscription};
@@ -178,6 +179,8 @@ pub struct Payment<'a> {
     pub card_number: Option<&'a str>,
     pub email: Option<&'a str>,
     pub name: Option<&'a str>,
+    /// A promotion code typed on a page that offers the field (`allow_promotion_codes`).
+    pub promotion_code: Option<&'a str>,
 }
 
 /// Pay an open session: customer (if needed), payment method, subscription, invoice and payment,
@@ -209,6 +212,20 @@ pub fn pay(store: &mut Store, id: &str, payment: &Payment) -> Result<String, Api
             return Err(ApiError::card_declined("generic_decline", "Your card was declined."));
         }
     }
+    let discount = match payment.promotion_code.map(str::trim).filter(|c| !c.is_empty()) {
+        None => None,
+        Some(_) if session["allow_promotion_codes"] != true => {
+            return Err(ApiError::invalid(
+                "This Checkout Session does not accept promotion codes.",
+                Some("promotion_code"),
+                "promotion_code_invalid",
+            ))
+        }
+        Some(code) => {
+            let (promotion_code, coupon) = discounts::redeemable(store, code, session["customer"].as_str())?;
+            Some(NewDiscount { coupon, promotion_code: Some(promotion_code), checkout_session: Some(id.to_string()) })
+        }
+    };
     let email = pending.email.clone().or_else(|| payment.email.map(str::trim).filter(|e| !e.is_empty()).map(str::to_string));
     let Some(email) = email else {
         return Err(ApiError::invalid("Enter your email address.", Some("email"), "email_invalid"));
@@ -247,6 +264,7 @@ pub fn pay(store: &mut Store, id: &str, payment: &Payment) -> Result<String, Api
             description: pending.description.clone(),
             cancel_at_period_end: false,
             error_if_incomplete: false,
+            discount: discount.clone(),
         },
     )?;
     let paid = created.payment_error.is_none();
@@ -273,6 +291,13 @@ pub fn pay(store: &mut Store, id: &str, payment: &Payment) -> Result<String, Api
     ]);
     if session["customer"].is_null() {
         changes.insert("customer_creation".into(), json!("always"));
+    }
+    if let Some(discount) = &discount {
+        let first = store.get(&created.invoice).cloned().unwrap_or_default();
+        let off: i64 = first["total_discount_amounts"].as_array().into_iter().flatten().filter_map(|d| d["amount"].as_i64()).sum();
+        changes.insert("discounts".into(), json!([{ "coupon": discount.coupon, "promotion_code": discount.promotion_code }]));
+        changes.insert("total_details".into(), json!({ "amount_discount": off, "amount_shipping": 0, "amount_tax": 0 }));
+        changes.insert("amount_total".into(), json!(session["amount_subtotal"].as_i64().unwrap_or(0) - off));
     }
     store.update(id, changes);
     store.emit_for("checkout.session.completed", id, None);

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod catalog;
 pub mod checkout;
 pub mod customers;
+pub mod discounts;
 pub mod entitlements;
 pub mod payment_methods;
 pub mod portal;

@@ -50,6 +50,8 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         ("feat_", "entitlements.feature"),
         ("prodft_", "product_feature"),
         ("ent_", "entitlements.active_entitlement"),
+        ("promo_", "promotion_code"),
+        ("di_", "discount"),
     ];
     PREFIXES.iter().find(|(p, _)| id.starts_with(p)).map(|(_, k)| *k)
 }

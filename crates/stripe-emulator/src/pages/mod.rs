@@ -57,6 +57,8 @@ struct CheckoutPage<'a> {
     /// Known from the customer: shown read-only.
     email: Option<String>,
     card_optional: bool,
+    /// `allow_promotion_codes`: the page has a field for one.
+    promotion_codes: bool,
     error: Option<&'a str>,
     cancel_url: Option<String>,
     button: &'static str,
@@ -148,6 +150,7 @@ fn render_checkout(emu: &Emulator, id: &str, error: Option<&str>, status: Status
         due_today: if trial_days.is_some() { money(0, currency) } else { total },
         email,
         card_optional: session["payment_method_collection"] == "if_required" && trial_days.is_some(),
+        promotion_codes: session["allow_promotion_codes"] == true,
         error,
         cancel_url: session["cancel_url"].as_str().map(str::to_string),
         button: if trial_days.is_some() { "Start trial" } else { "Subscribe" },

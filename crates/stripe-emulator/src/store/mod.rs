@@ -299,7 +299,8 @@ impl Store {
     /// Store a new object (it must carry `id` and `object`), indexing it under its customer if it has one.
     pub fn insert(&mut self, object: Value) {
         let id = object["id"].as_str().unwrap_or_default().to_string();
-        let kind = kind_of(&id).unwrap_or("unknown");
+        // Coupons' ids have no prefix (they may be chosen: `SUMMER25`).
+        let kind = kind_of(&id).or_else(|| (object["object"] == "coupon").then_some("coupon")).unwrap_or("unknown");
         if let Some(customer) = object.get("customer").and_then(Value::as_str) {
             self.by_customer.entry(customer.to_string()).or_default().push(id.clone());
         }

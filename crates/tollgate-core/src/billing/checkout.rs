@@ -187,6 +187,9 @@ impl Billing {
         if let Some(days) = &trial_days {
             form.push(("subscription_data[trial_period_days]", days));
         }
+        if self.allow_promotion_codes {
+            form.push(("allow_promotion_codes", "true"));
+        }
         if let Some(end) = trial.and_then(|t| t.without_card) {
             form.push(("payment_method_collection", "if_required"));
             form.push(("subscription_data[trial_settings][end_behavior][missing_payment_method]", end.as_stripe()));

@@ -3,10 +3,10 @@
 use crate::domain::CustomerId;
 use crate::stripe::wire::Event;
 
-/// The recipe's eighteen events, plus the delayed-payment outcomes of Checkout, plus a change of
-/// the customer's active entitlements (`ENTITLEMENTS=stripe` caches them).
-pub const TRACKED_EVENTS: [&str; 21] = [
-    "entitlements.active_entitlement_summary.updated",
+/// The recipe's eighteen events, plus the delayed-payment outcomes of Checkout, a change of the
+/// customer's active entitlements (`ENTITLEMENTS=stripe` caches them) and of their discounts
+/// (the cache's `discount`: a `once` coupon used up, say).
+pub const TRACKED_EVENTS: [&str; 24] = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
@@ -27,6 +27,10 @@ pub const TRACKED_EVENTS: [&str; 21] = [
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
     "payment_intent.canceled",
+    "entitlements.active_entitlement_summary.updated",
+    "customer.discount.created",
+    "customer.discount.updated",
+    "customer.discount.deleted",
 ];
 
 #[derive(Debug, PartialEq)]

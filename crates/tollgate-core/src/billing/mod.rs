@@ -52,6 +52,8 @@ pub struct Billing {
     pub trial: Option<crate::config::TrialSettings>,
     /// `ENTITLEMENTS=stripe`: the sync also caches the customer's active entitlements.
     pub entitlements_from_stripe: bool,
+    /// `ALLOW_PROMOTION_CODES`: Checkout takes a promotion code.
+    pub allow_promotion_codes: bool,
     /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
     pub value_encoding: crate::config::ValueEncoding,
     /// The time, for the drain's debounce and sweeps, cache freshness and waits.

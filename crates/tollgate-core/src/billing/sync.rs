@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Billing, BillingError};
-use crate::domain::{CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus, UserId};
+use crate::domain::{CachedDiscount, CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus, UserId};
 use crate::kv::{keys, Commit};
-use crate::stripe::wire::{ActiveEntitlement, List, PaymentMethod, Subscription};
+use crate::stripe::wire::{ActiveEntitlement, Discount, List, PaymentMethod, Subscription};
 use crate::stripe::{StripeClient, StripeError, Turn};
 
 /// How many subscriptions one sync looks at to find a live one among ended ones (one call).
@@ -54,6 +54,8 @@ pub async fn fetch_subscription_state(
         ("limit", SUBSCRIPTIONS_PER_SYNC),
         ("expand[]", "data.default_payment_method"),
         ("expand[]", "data.customer.invoice_settings.default_payment_method"),
+        ("expand[]", "data.discounts.source.coupon"),
+        ("expand[]", "data.discounts.promotion_code"),
     ];
     let list: List<Subscription> = match turn {
         Some(turn) => stripe.get_in_turn(turn, "/v1/subscriptions", &query).await?,
@@ -272,8 +274,23 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
         cancel_at: sub.cancel_at,
         trial_end: sub.trial_end,
         features: None,
+        discount: sub.discounts.iter().find_map(|d| cached_discount(d.object()?)),
         live_subscriptions: Some(subscriptions.iter().filter(|s| status_of(s).is_live()).count()).filter(|n| *n > 1),
     }))
+}
+
+/// A discount as the cache keeps it; `None` when its coupon was not expanded.
+fn cached_discount(discount: &Discount) -> Option<CachedDiscount> {
+    let coupon = discount.source.coupon.as_ref()?.object()?;
+    Some(CachedDiscount {
+        coupon: coupon.name.clone().unwrap_or_else(|| coupon.id.clone()),
+        promotion_code: discount.promotion_code.as_ref().and_then(|p| p.object()).map(|p| p.code.clone()),
+        percent_off: coupon.percent_off,
+        amount_off: coupon.amount_off,
+        currency: coupon.currency.clone(),
+        duration: coupon.duration.clone(),
+        end: discount.end,
+    })
 }
 
 #[cfg(test)]

@@ -150,6 +150,8 @@ pub struct Settings {
     pub trial: Option<TrialSettings>,
     /// `PLAN_FEATURES`: what each plan unlocks, for `GATED_PATHS` prefixes that name a feature.
     pub plan_features: PlanFeatures,
+    /// `ALLOW_PROMOTION_CODES`: Checkout shows a field for a promotion code.
+    pub allow_promotion_codes: bool,
     /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
     pub stripe_rate_limit: Option<u32>,
     /// How often one instance re-syncs every customer, healing what a lost webhook left behind.
@@ -468,6 +470,7 @@ impl Settings {
         let session_ttl = gathered.take(interval("SESSION_TTL").map(|d| d.unwrap_or(std::time::Duration::from_secs(30 * 86_400))));
         let gate = gathered.take(gate_settings(&get));
         let plan_features = gathered.take(plan_features(&get, gate.as_ref()));
+        let allow_promotion_codes = gathered.take(flag(&get, "ALLOW_PROMOTION_CODES"));
         let gateway = gathered.take(get("UPSTREAM_URL").map(|url| gateway_settings(url, &get)).transpose());
         let trusted_proxies = gathered.take(match get("TRUSTED_PROXIES") {
             None => Ok(Vec::new()),
@@ -523,6 +526,7 @@ impl Settings {
                 past_due_grace: past_due_grace?,
                 trial: trial?,
                 plan_features: plan_features?,
+                allow_promotion_codes: allow_promotion_codes?,
                 stripe_rate_limit: stripe_rate_limit?,
                 reconcile_every: reconcile_every?,
                 period_end_grace: period_end_grace?,

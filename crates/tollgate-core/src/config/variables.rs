@@ -146,6 +146,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: r#"What a trial started without a card does when it ends without one: `cancel` or `pause` (Stripe's `trial_settings.end_behavior.missing_payment_method`)."#,
     },
     Variable {
+        name: "ALLOW_PROMOTION_CODES",
+        default: r#"`false`"#,
+        shown: Shown::Plain,
+        meaning: r#"`true`: Checkout has a field for a promotion code (`allow_promotion_codes`); the dashboard shows the discount and when it ends (cache field `discount`)."#,
+    },
+    Variable {
         name: "KV_VALUE_ENCODING",
         default: r#"`raw`"#,
         shown: Shown::Plain,

@@ -40,6 +40,9 @@ pub struct Subscription {
     pub trial_end: Option<i64>,
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
     pub customer: Option<Expandable<Customer>>,
+    /// Its discounts, oldest first (expanded by the sync: `data.discounts.source.coupon`).
+    #[serde(default)]
+    pub discounts: Vec<Expandable<Discount>>,
     /// On the subscription itself only before API version 2025-03-31.basil.
     pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
@@ -97,6 +100,34 @@ pub struct Customer {
 #[derive(Debug, Clone, Deserialize)]
 pub struct InvoiceSettings {
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Discount {
+    /// When it stops applying (a `repeating` coupon); `None`: while the subscription lasts.
+    pub end: Option<i64>,
+    pub source: DiscountSource,
+    pub promotion_code: Option<Expandable<PromotionCode>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiscountSource {
+    pub coupon: Option<Expandable<Coupon>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Coupon {
+    pub id: String,
+    pub name: Option<String>,
+    pub percent_off: Option<f64>,
+    pub amount_off: Option<i64>,
+    pub currency: Option<String>,
+    pub duration: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PromotionCode {
+    pub code: String,
 }
 
 /// One of a customer's active entitlements (`GET /v1/entitlements/active_entitlements`).

@@ -8,7 +8,7 @@ use askama_web::WebTemplate;
 use axum::http::StatusCode;
 use billing_text::{date, money, per_interval};
 
-use tollgate_core::domain::{CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
+use tollgate_core::domain::{CachedDiscount, CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
 
 /// What `layout.html` shows around every page: who is signed in (for the navigation and the
 /// sign-out form's CSRF token) and an optional notice.
@@ -195,6 +195,8 @@ pub(crate) struct SubscriptionView {
     pub(crate) manageable: bool,
     /// More than one live subscription (a second charge): how many.
     pub(crate) duplicates: Option<usize>,
+    /// "SPRING: 25% off until 2 March 2027".
+    pub(crate) discount: Option<String>,
 }
 
 impl SubscriptionView {
@@ -224,8 +226,25 @@ impl SubscriptionView {
             live: sub.status.is_live(),
             manageable: sub.status.blocks_new_checkout(),
             duplicates: sub.live_subscriptions,
+            discount: sub.discount.as_ref().map(discount_label),
         }
     }
+}
+
+/// A discount as the dashboard says it: what, how much off, and for how long.
+fn discount_label(discount: &CachedDiscount) -> String {
+    let name = discount.promotion_code.as_deref().unwrap_or(&discount.coupon);
+    let off = match (discount.percent_off, discount.amount_off) {
+        (Some(percent), _) => format!("{}% off", percent.to_string().trim_end_matches(".0")),
+        (None, Some(amount)) => format!("{} off", money(amount, discount.currency.as_deref().unwrap_or("usd"))),
+        _ => "a discount".into(),
+    };
+    let lasting = match (discount.end, discount.duration.as_str()) {
+        (Some(end), _) => format!("until {}", date(end)),
+        (None, "forever") => "for as long as you subscribe".into(),
+        _ => "on your next invoice".into(),
+    };
+    format!("{name}: {off} {lasting}")
 }
 
 impl<'a> Dashboard<'a> {

@@ -194,3 +194,52 @@ async fn subscribe_again(app: &TestApp, browser: &Browser) -> (String, serde_jso
     let subscription = only_subscription(app, &customer).await;
     (customer, subscription)
 }
+
+/// `ALLOW_PROMOTION_CODES`: Checkout takes a code; what it takes off, and until when, is in the
+/// cache entry (`discount`) and on the dashboard.
+#[tokio::test]
+async fn a_promotion_code_at_checkout_shows_on_the_dashboard() {
+    let app = spawn_app_with(Options { extra: vec![("ALLOW_PROMOTION_CODES", "true".into())], ..Options::default() }).await;
+    let coupon = app
+        .stripe(
+            Method::POST,
+            "/v1/coupons",
+            &[("percent_off", "20"), ("duration", "repeating"), ("duration_in_months", "2"), ("name", "Launch")],
+        )
+        .await;
+    let coupon_id = coupon["id"].as_str().unwrap().to_string();
+    app.stripe(
+        Method::POST,
+        "/v1/promotion_codes",
+        &[("promotion[type]", "coupon"), ("promotion[coupon]", &coupon_id), ("code", "LAUNCH")],
+    )
+    .await;
+    let browser = app.signed_in("early@example.com").await;
+    let started = browser.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    let session_id = started.json()["sessionId"].as_str().unwrap().to_string();
+    let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await;
+    assert_eq!(session["allow_promotion_codes"], true);
+    let paid = app
+        .http
+        .post(format!("{}/_emulator/checkout/sessions/{session_id}/complete", app.stripe_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(test_support::encode(&[("card_number", "4242424242424242"), ("promotion_code", "launch")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    browser.get("/success").await;
+    let customer =
+        app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await["customer"].as_str().unwrap().to_string();
+    let cached = app.cache(&customer).await.unwrap();
+    let discount = &cached["discount"];
+    assert_eq!(
+        (discount["coupon"].as_str(), discount["promotionCode"].as_str(), discount["percentOff"].as_f64()),
+        (Some("Launch"), Some("LAUNCH"), Some(20.0))
+    );
+    let end = discount["end"].as_i64().expect("a repeating coupon ends");
+    assert_eq!(cached["status"], "active", "the recipe's fields as before: {cached}");
+    let dashboard = browser.get("/dashboard").await.text;
+    let shown = format!("LAUNCH: 20% off until {}", billing_text::date(end));
+    assert!(dashboard.contains(&shown), "{shown} in {dashboard}");
+}

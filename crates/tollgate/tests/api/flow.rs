@@ -76,5 +76,5 @@ async fn success_without_a_customer_goes_home() {
     let r = browser.get("/success?session_id=cs_test_whatever").await;
     assert_eq!((r.status, r.location()), (303, "/"));
     let api = browser.get_json("/api/subscription").await.json();
-    assert_eq!(api, serde_json::json!({ "status": "none", "entitled": false }));
+    assert_eq!(api, serde_json::json!({ "status": "none", "entitled": false, "features": [] }));
 }

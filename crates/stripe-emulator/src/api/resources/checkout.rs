@@ -165,6 +165,7 @@ pub struct PaymentForm {
     card_number: Option<String>,
     email: Option<String>,
     name: Option<String>,
+    promotion_code: Option<String>,
 }
 
 impl PaymentForm {
@@ -172,6 +173,11 @@ impl PaymentForm {
         fn present(v: &Option<String>) -> Option<&str> {
             v.as_deref().map(str::trim).filter(|v| !v.is_empty())
         }
-        Payment { card_number: self.card_number.as_deref(), email: present(&self.email), name: present(&self.name) }
+        Payment {
+            card_number: self.card_number.as_deref(),
+            email: present(&self.email),
+            name: present(&self.name),
+            promotion_code: present(&self.promotion_code),
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod billing_portal;
 pub mod checkout;
 pub mod control;
 pub mod customers;
+pub mod discounts;
 pub mod entitlements;
 pub mod events;
 pub mod invoices;

@@ -113,6 +113,7 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
                 description: p.non_empty_str("description")?.map(str::to_string),
                 cancel_at_period_end: p.bool("cancel_at_period_end")?.unwrap_or(false),
                 error_if_incomplete: behavior == "error_if_incomplete",
+                discount: None,
             },
         )
     })?;
