@@ -372,8 +372,89 @@ test('coupons and promotion codes: a code entered at Checkout discounts the invo
   assert.ok(deleted.some((e) => e.data.object.subscription === onceSub.id));
 });
 
+test('prorations: a previewed upgrade is invoiced now for exactly the preview; a failing card leaves the old price', async () => {
+  const { stripe } = emu;
+  const product = await stripe.products.create({ name: 'Tiers' });
+  const basic = await stripe.prices.create({ product: product.id, unit_amount: 900, currency: 'usd', recurring: { interval: 'month' }, nickname: 'Basic' });
+  const pro = await stripe.prices.create({ product: product.id, unit_amount: 2900, currency: 'usd', recurring: { interval: 'month' }, nickname: 'Pro' });
+  const customer = await stripe.customers.create({ email: 'upgrade@example.com', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: basic.id }] });
+  const item = sub.items.data[0];
+  const at = item.current_period_start;
+  const change = { items: [{ id: item.id, price: pro.id }], proration_behavior: 'always_invoice', proration_date: at };
+  const preview = await stripe.invoices.createPreview({ subscription: sub.id, subscription_details: change });
+  keep('Invoice', preview);
+  assert.deepEqual(preview.lines.data.map((l) => [l.amount, l.parent.subscription_item_details.proration]), [[-900, true], [2900, true]]);
+  assert.equal(preview.amount_due, 2000);
+  const upgraded = await stripe.subscriptions.update(sub.id, change);
+  assert.equal(upgraded.items.data[0].price.id, pro.id);
+  const invoice = await stripe.invoices.retrieve(upgraded.latest_invoice);
+  assert.deepEqual([invoice.billing_reason, invoice.status, invoice.amount_paid], ['subscription_update', 'paid', preview.amount_due]);
+  await assert.rejects(stripe.subscriptions.update(sub.id, { ...change, proration_date: at + 90 * 86400 }), (e) => e.param === 'proration_date');
+
+  // Back down without prorations, then a card that fails: pending_if_incomplete keeps the old price.
+  await stripe.subscriptions.update(sub.id, { items: [{ id: item.id, price: basic.id }], proration_behavior: 'none' });
+  const failing = await stripe.paymentMethods.attach('pm_card_chargeCustomerFail', { customer: customer.id });
+  await stripe.subscriptions.update(sub.id, { default_payment_method: failing.id });
+  await assert.rejects(stripe.subscriptions.update(sub.id, { ...change, payment_behavior: 'error_if_incomplete' }), (e) => e.type === 'StripeCardError');
+  const waiting = await stripe.subscriptions.update(sub.id, { ...change, payment_behavior: 'pending_if_incomplete' });
+  keep('Subscription', waiting);
+  assert.equal(waiting.items.data[0].price.id, basic.id, 'the old price stays');
+  assert.equal(waiting.pending_update.subscription_items[0].price.id, pro.id);
+  assert.equal((await stripe.invoices.retrieve(waiting.latest_invoice)).status, 'open');
+});
+
+test('subscription schedules: a downgrade at the period\'s end, then the schedule releases the subscription', async () => {
+  const { stripe } = emu;
+  const start = Date.UTC(2025, 2, 10, 12) / 1000;
+  const clock = await stripe.testHelpers.testClocks.create({ frozen_time: start });
+  const advance = async (to) => {
+    await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: to });
+    for (let i = 0; i < 200 && (await stripe.testHelpers.testClocks.retrieve(clock.id)).status !== 'ready'; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const product = await stripe.products.create({ name: 'Scheduled' });
+  const pro = await stripe.prices.create({ product: product.id, unit_amount: 2900, currency: 'usd', recurring: { interval: 'month' } });
+  const basic = await stripe.prices.create({ product: product.id, unit_amount: 900, currency: 'usd', recurring: { interval: 'month' } });
+  const customer = await stripe.customers.create({ email: 'downgrade@example.com', test_clock: clock.id, payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: pro.id }] });
+  const periodEnd = sub.items.data[0].current_period_end;
+  const schedule = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+  assert.deepEqual([schedule.status, schedule.phases.length, schedule.phases[0].end_date], ['active', 1, periodEnd]);
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).schedule, schedule.id);
+  await assert.rejects(stripe.subscriptionSchedules.create({ from_subscription: sub.id }), (e) => e.type === 'StripeInvalidRequestError');
+  const updated = await stripe.subscriptionSchedules.update(schedule.id, {
+    end_behavior: 'release',
+    phases: [
+      { items: [{ price: pro.id }], start_date: schedule.phases[0].start_date, end_date: periodEnd },
+      { items: [{ price: basic.id }] },
+    ],
+  });
+  keep('SubscriptionSchedule', updated);
+  assert.equal(updated.phases[1].start_date, periodEnd);
+  const expanded = await stripe.subscriptions.retrieve(sub.id, { expand: ['schedule'] });
+  assert.equal(expanded.schedule.phases[1].items[0].price, basic.id);
+
+  await advance(periodEnd + 2 * 3600);
+  const renewed = await stripe.subscriptions.retrieve(sub.id);
+  assert.equal(renewed.items.data[0].price.id, basic.id, 'the next phase\'s price from its start');
+  assert.equal((await stripe.invoices.retrieve(renewed.latest_invoice)).amount_due, 900);
+  assert.equal((await stripe.subscriptionSchedules.retrieve(schedule.id)).current_phase.start_date, periodEnd);
+
+  await advance(renewed.items.data[0].current_period_end + 2 * 3600);
+  const released = await stripe.subscriptionSchedules.retrieve(schedule.id);
+  assert.deepEqual([released.status, released.released_subscription], ['released', sub.id]);
+  const after = await stripe.subscriptions.retrieve(sub.id);
+  assert.deepEqual([after.schedule, after.items.data[0].price.id, after.status], [null, basic.id, 'active']);
+  const types = (await stripe.events.list({ limit: 100 })).data.map((e) => e.type);
+  for (const t of ['subscription_schedule.created', 'subscription_schedule.updated', 'subscription_schedule.released']) {
+    assert.ok(types.includes(t), t);
+  }
+});
+
 test('responses match the stripe-node type definitions', () => {
-  assert.ok(Object.keys(shapes).length >= 16, 'collected shapes of every resource');
+  assert.ok(Object.keys(shapes).length >= 17, 'collected shapes of every resource');
   const lines = ["import Stripe from 'stripe';", 'declare function D(s: string): ReturnType<typeof Stripe.Decimal.from>;'];
   let n = 0;
   for (const [type, objects] of Object.entries(shapes)) {

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::api::middleware::{idempotency, require_api_key, same_site_only, stripe_headers, unrecognized_url};
 use crate::api::resources::{
     billing_portal, checkout, control, customers, discounts, entitlements, events, invoices, payment_intents, payment_methods, prices,
-    products, subscriptions, test_clocks, webhook_endpoints,
+    products, subscription_schedules, subscriptions, test_clocks, webhook_endpoints,
 };
 use crate::config::EmulatorConfig;
 use crate::engine::Emulator;
@@ -91,6 +91,10 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/v1/subscriptions/search", get(subscriptions::search))
         .route("/v1/subscriptions/{id}", get(subscriptions::retrieve).post(subscriptions::update).delete(subscriptions::cancel))
         .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
+        .route("/v1/subscription_schedules", get(subscription_schedules::list).post(subscription_schedules::create))
+        .route("/v1/subscription_schedules/{id}", get(subscription_schedules::retrieve).post(subscription_schedules::update))
+        .route("/v1/subscription_schedules/{id}/release", post(subscription_schedules::release))
+        .route("/v1/subscription_schedules/{id}/cancel", post(subscription_schedules::cancel))
         .route("/v1/subscription_items", get(subscriptions::list_items))
         .route("/v1/subscription_items/{id}", get(subscriptions::retrieve_item))
         .route("/v1/invoices", get(invoices::list))

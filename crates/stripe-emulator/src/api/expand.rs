@@ -15,7 +15,7 @@ use crate::store::Store;
 /// Fields that hold the id of another object and may be expanded.
 const EXPANDABLE: &[&str] = &[
     "customer", "default_payment_method", "latest_invoice", "subscription", "product", "default_price", "invoice", "payment_intent",
-    "payment_method", "price", "line_items", "test_clock", "latest_charge", "charge", "discounts", "coupon", "promotion_code",
+    "payment_method", "price", "line_items", "test_clock", "latest_charge", "charge", "discounts", "coupon", "promotion_code", "schedule",
 ];
 
 /// Fields Stripe leaves out unless expanded; the emulator always renders them, so asking is allowed and changes nothing.

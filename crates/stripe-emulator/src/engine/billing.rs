@@ -9,6 +9,7 @@
 use serde_json::{json, Map, Value};
 
 use super::discounts;
+use super::schedules::{self, AtBoundary};
 use crate::config::{Dunning, FinalState};
 use crate::model::calendar::add_interval;
 use crate::model::cards::Outcome;
@@ -761,6 +762,19 @@ fn roll(store: &mut Store, id: &str, boundary: i64, reset_anchor: bool, dunning:
             _ => {} // create_invoice: the invoice fails for want of a card, and the subscription is past_due
         }
     }
+    // A schedule's next phase may bring other prices (a different interval restarts the anchor);
+    // a schedule that ends may end the subscription.
+    let mut sub = sub;
+    let mut reset_anchor = reset_anchor;
+    match schedules::at_boundary(store, &sub, boundary) {
+        AtBoundary::Nothing => {}
+        AtBoundary::Cancel => return cancel_now(store, id, "cancellation_requested"),
+        AtBoundary::Phase { price, quantity } => {
+            reset_anchor |= interval_of(&price) != interval_of(&sub["items"]["data"][0]["price"]);
+            let first = &mut sub["items"]["data"][0];
+            *first = swap_price(id, first, &price, quantity, boundary);
+        }
+    }
     let anchor = if reset_anchor { boundary } else { sub["billing_cycle_anchor"].as_i64().unwrap_or(boundary) };
     let (interval, count) = interval_of(&sub["items"]["data"][0]["price"]);
     let period_end = next_period_end(anchor, &interval, count, boundary);
@@ -878,6 +892,124 @@ pub fn retry_now(store: &mut Store, id: &str, dunning: &Dunning) {
     if store.get(&invoice).is_some_and(|i| i["status"] == "open") {
         collect(store, &invoice, dunning);
     }
+}
+
+/// One prorated line of a price or quantity change within a period: the unused time on the old
+/// price as a credit (negative), or the remaining time on the new one as a charge.
+pub struct Proration {
+    pub description: String,
+    pub amount: i64,
+    pub price: Value,
+    pub quantity: i64,
+    pub item: String,
+    pub period: (i64, i64),
+}
+
+/// The prorations of changing `current`'s items to `items` at `at` (within the current period,
+/// the billing interval unchanged): for each item whose price or quantity changed, a credit for
+/// what the old one had left and a charge for what the new one costs until the period's end.
+pub fn prorations(current: &Value, items: &Value, at: i64) -> Vec<Proration> {
+    let mut lines = Vec::new();
+    for new in items["data"].as_array().into_iter().flatten() {
+        let Some(old) = current["items"]["data"].as_array().into_iter().flatten().find(|old| old["id"] == new["id"]) else { continue };
+        let (old_qty, new_qty) = (old["quantity"].as_i64().unwrap_or(1), new["quantity"].as_i64().unwrap_or(1));
+        if old["price"]["id"] == new["price"]["id"] && old_qty == new_qty {
+            continue;
+        }
+        let (start, end) = (old["current_period_start"].as_i64().unwrap_or(at), old["current_period_end"].as_i64().unwrap_or(at));
+        let left = if end > start { (end - at).clamp(0, end - start) as f64 / (end - start) as f64 } else { 0.0 };
+        let name =
+            |item: &Value| item["price"]["nickname"].as_str().or(item["price"]["product"].as_str()).unwrap_or("Subscription").to_string();
+        let when = billing_text::date(at);
+        lines.push(Proration {
+            description: format!("Unused time on {old_qty} × {} after {when}", name(old)),
+            amount: -((unit_amount(&old["price"]) * old_qty) as f64 * left).round() as i64,
+            price: old["price"].clone(),
+            quantity: old_qty,
+            item: str_field(old, "id"),
+            period: (at, end),
+        });
+        lines.push(Proration {
+            description: format!("Remaining time on {new_qty} × {} after {when}", name(new)),
+            amount: ((unit_amount(&new["price"]) * new_qty) as f64 * left).round() as i64,
+            price: new["price"].clone(),
+            quantity: new_qty,
+            item: str_field(new, "id"),
+            period: (at, end),
+        });
+    }
+    lines
+}
+
+/// An invoice of prorations alone, as `proration_behavior=always_invoice` makes one (and a
+/// preview shows it): its lines, a total that may be negative (a credit), never less than zero due.
+pub fn proration_invoice_object(store: &Store, invoice_id: &str, subscription: &Value, prorations: &[Proration], at: i64) -> Value {
+    let total: i64 = prorations.iter().map(|p| p.amount).sum();
+    let mut invoice = invoice_object(store, invoice_id, subscription, 0, "subscription_update", (at, at), false);
+    let subscription_id = str_field(subscription, "id");
+    let lines: Vec<Value> = prorations
+        .iter()
+        .map(|p| {
+            json!({
+                "id": new_id("il_"),
+                "object": "line_item",
+                "amount": p.amount,
+                "currency": subscription["currency"],
+                "description": p.description,
+                "discount_amounts": [],
+                "discountable": false,
+                "discounts": [],
+                "invoice": invoice_id,
+                "livemode": false,
+                "metadata": {},
+                "parent": {
+                    "invoice_item_details": null,
+                    "subscription_item_details": { "invoice_item": null, "proration": true, "proration_details": { "credited_items": null }, "subscription": subscription_id, "subscription_item": p.item },
+                    "type": "subscription_item_details",
+                },
+                "period": { "end": p.period.1, "start": p.period.0 },
+                "pretax_credit_amounts": [],
+                "pricing": { "price_details": { "price": p.price["id"], "product": p.price["product"] }, "type": "price_details", "unit_amount_decimal": unit_amount(&p.price).to_string() },
+                "quantity": p.quantity,
+                "quantity_decimal": p.quantity.to_string(),
+                "subscription": subscription_id,
+                "subtotal": p.amount,
+                "taxes": [],
+            })
+        })
+        .collect();
+    let due = total.max(0);
+    invoice["lines"]["data"] = json!(lines);
+    for field in ["subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"] {
+        invoice[field] = json!(total);
+    }
+    invoice["amount_due"] = json!(due);
+    invoice["amount_remaining"] = json!(due);
+    invoice["discounts"] = json!([]);
+    invoice["total_discount_amounts"] = json!([]);
+    invoice
+}
+
+/// Invoice prorations now and charge the invoice (`proration_behavior=always_invoice`): its id,
+/// and the card error if the charge failed. Events are deferred, in Stripe's order.
+pub fn invoice_prorations(store: &mut Store, id: &str, prorations: &[Proration], at: i64) -> (String, Option<ApiError>) {
+    let subscription = store.get(id).cloned().unwrap_or_default();
+    let invoice_id = new_id("in_");
+    let invoice = proration_invoice_object(store, &invoice_id, &subscription, prorations, at);
+    store.insert(invoice.clone());
+    store.defer("invoice.created", &invoice, None);
+    finalize(store, &invoice_id);
+    let error = attempt(store, &invoice_id, None, false);
+    set(store, id, Map::from_iter([("latest_invoice".to_string(), json!(invoice_id))]));
+    (invoice_id, error)
+}
+
+/// Whether charging the subscription's card now would fail: the card error it would give.
+pub fn charge_would_fail(store: &Store, subscription: &Value) -> Option<ApiError> {
+    let Some(pm) = payment_method_of(store, subscription) else {
+        return Some(ApiError::card_declined("no_payment_method", "The customer has no payment method to charge."));
+    };
+    store.card_outcome(&pm).cloned().unwrap_or(Outcome::Succeeds).charge_error()
 }
 
 /// Start a new period now and charge it at once: a trial ended early, a switch to another interval.

@@ -11,6 +11,7 @@ pub mod discounts;
 pub mod entitlements;
 pub mod payment_methods;
 pub mod portal;
+pub mod schedules;
 pub mod test_clocks;
 pub mod webhooks;
 

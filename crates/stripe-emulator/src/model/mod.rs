@@ -35,6 +35,8 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         ("prod_", "product"),
         ("price_", "price"),
         ("cus_", "customer"),
+        // Before `sub_`, which it starts with.
+        ("sub_sched_", "subscription_schedule"),
         ("pm_", "payment_method"),
         ("cs_", "checkout.session"),
         ("sub_", "subscription"),

@@ -5,10 +5,11 @@ use axum::extract::{Path, State};
 use serde_json::json;
 
 use crate::api::request::{ApiRequest, JsonBody};
-use crate::api::resources::subscriptions::updated_items;
+use crate::api::resources::subscriptions::{is_billed, proration_date, same_interval, updated_items};
 use crate::api::{existing_customer, list_embedded, list_kind, retrieve_kind, ApiResult};
-use crate::engine::billing::preview_invoice;
+use crate::engine::billing::{self, preview_invoice};
 use crate::engine::Emulator;
+use crate::model::new_id;
 
 pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     retrieve_kind(&emu, &req, "invoice", &id)
@@ -110,6 +111,15 @@ pub async fn create_preview(State(emu): State<Emulator>, req: ApiRequest) -> Api
         } else {
             updated_items(store, &subscription, &item_params, "subscription_details[items]", now)?
         };
+        // `always_invoice` within the period: the invoice the change would make now, of prorations.
+        let always = details.as_ref().and_then(|d| d.str("proration_behavior").ok().flatten()) == Some("always_invoice");
+        if always && !item_params.is_empty() && same_interval(&subscription, &items) && is_billed(&subscription) {
+            let at = proration_date(details.as_ref().expect("always_invoice came from the details"), &subscription, now)?;
+            let lines = billing::prorations(&subscription, &items, at);
+            let mut invoice = billing::proration_invoice_object(store, &format!("upcoming_{}", new_id("in_")), &subscription, &lines, at);
+            invoice["created"] = json!(at);
+            return Ok(invoice);
+        }
         let mut subscription = subscription;
         subscription["currency"] = items["data"][0]["price"]["currency"].clone();
         subscription["items"] = items;

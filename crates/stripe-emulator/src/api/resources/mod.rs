@@ -13,6 +13,7 @@ pub mod payment_intents;
 pub mod payment_methods;
 pub mod prices;
 pub mod products;
+pub mod subscription_schedules;
 pub mod subscriptions;
 pub mod test_clocks;
 pub mod webhook_endpoints;

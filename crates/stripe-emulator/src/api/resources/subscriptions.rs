@@ -129,10 +129,13 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     let p = &req.params;
     p.allow(&[
         "cancel_at_period_end", "cancel_at", "items", "metadata", "default_payment_method", "proration_behavior", "description",
-        "trial_end", "cancellation_details", "payment_behavior", "off_session", "pause_collection", "trial_settings", "expand",
+        "trial_end", "cancellation_details", "payment_behavior", "off_session", "pause_collection", "trial_settings", "proration_date",
+        "expand",
     ])?;
-    p.one_of("proration_behavior", &["create_prorations", "none", "always_invoice"])?;
-    p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete", "pending_if_incomplete"])?;
+    let proration_behavior =
+        p.one_of("proration_behavior", &["create_prorations", "none", "always_invoice"])?.unwrap_or("create_prorations");
+    let payment_behavior =
+        p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete", "pending_if_incomplete"])?.unwrap_or("allow_incomplete");
     let item_params = p.list("items")?;
     let sub = emu.apply(&req.info, |store| {
         let current = store.get_kind("subscription", &id, Some("id"))?.clone();
@@ -215,6 +218,20 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             changes.insert("trial_settings".into(), settings);
         }
         let new_items = if item_params.is_empty() { None } else { Some(updated_items(store, &current, &item_params, "items", now)?) };
+        // Within a period on the same interval, `always_invoice` bills the prorations at once.
+        let prorated = match &new_items {
+            Some(items) if proration_behavior == "always_invoice" && same_interval(&current, items) && is_billed(&current) => {
+                billing::prorations(&current, items, proration_date(p, &current, now)?)
+            }
+            _ => Vec::new(),
+        };
+        let due: i64 = prorated.iter().map(|line| line.amount).sum();
+        let will_fail = if due > 0 { billing::charge_would_fail(store, &current) } else { None };
+        if let (Some(err), "error_if_incomplete") = (&will_fail, payment_behavior) {
+            return Err(err.clone());
+        }
+        // `pending_if_incomplete`: a change whose payment fails waits, the old items stay.
+        let pending = will_fail.is_some() && payment_behavior == "pending_if_incomplete";
         let ends_trial = current["status"] == "trialing" && trial_end(p, now)? == Some(now);
         if let Some(t) = trial_end(p, now)?.filter(|t| *t > now) {
             if current["status"] != "trialing" {
@@ -227,9 +244,25 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             }
             changes.insert("items".into(), items);
         }
+        if let (true, Some(items)) = (pending, &new_items) {
+            changes.insert(
+                "pending_update".into(),
+                json!({
+                    "billing_cycle_anchor": null, "cancel_at_period_end": null, "discount": null, "discounts": null,
+                    "expires_at": now + 23 * 3600, "metadata": null, "subscription_items": items["data"], "trial_end": null,
+                    "trial_from_plan": null,
+                }),
+            );
+        }
         store.commit(&id, changes, "customer.subscription.updated");
-        if let Some(items) = new_items {
-            billing::replace_items(store, &id, items, &emu.config.dunning);
+        match new_items {
+            Some(items) if !pending => billing::replace_items(store, &id, items, &emu.config.dunning),
+            _ => {}
+        }
+        if !prorated.is_empty() {
+            let at = prorated[0].period.0;
+            billing::invoice_prorations(store, &id, &prorated, at);
+            store.flush_deferred();
         }
         if ends_trial {
             billing::restart_period(store, &id, &emu.config.dunning);
@@ -237,6 +270,28 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         Ok(store.get(&id).cloned().unwrap_or_default())
     })?;
     respond(&emu, &req, &sub)
+}
+
+/// Whether `items` bill on the subscription's own interval (a new interval restarts the period instead).
+pub fn same_interval(current: &Value, items: &Value) -> bool {
+    let interval = |items: &Value| items["data"][0]["price"]["recurring"].clone();
+    let recurring = |v: Value| (v["interval"].clone(), v["interval_count"].clone());
+    recurring(interval(&current["items"])) == recurring(interval(items))
+}
+
+/// A subscription whose period is being paid for (not in a trial, not ended or paused).
+pub fn is_billed(subscription: &Value) -> bool {
+    matches!(subscription["status"].as_str(), Some("active" | "past_due" | "unpaid"))
+}
+
+/// `proration_date`: a moment of the current period (default now) the prorations are counted from.
+pub fn proration_date(p: &Params, current: &Value, now: i64) -> Result<i64, ApiError> {
+    let start = current["items"]["data"][0]["current_period_start"].as_i64().unwrap_or(now);
+    match p.int("proration_date")? {
+        None => Ok(now),
+        Some(at) if at >= start && at <= now => Ok(at),
+        Some(_) => Err(p.invalid("proration_date", "proration_date must be within the current period, and not in the future.")),
+    }
 }
 
 /// Apply `items[n][id|price|quantity|deleted]` to a copy of the subscription's items (for an
