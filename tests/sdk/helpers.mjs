@@ -31,9 +31,9 @@ export function startServer(bin, args, env = {}) {
 
 export const emulatorBin = process.env.EMULATOR_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target'), 'debug', 'stripe-emulator');
 
-/** The emulator with the test seed and a webhook endpoint; retries compressed to milliseconds. */
-export async function startEmulator({ webhook, secret } = {}) {
-  const args = ['--port', '0', '--seed', seedFile, '--retry-base-ms', '50', '--webhook-timeout-ms', '2000'];
+/** The emulator with the test seed (or another) and a webhook endpoint; retries compressed to milliseconds. */
+export async function startEmulator({ webhook, secret, seed = seedFile } = {}) {
+  const args = ['--port', '0', '--seed', seed, '--retry-base-ms', '50', '--webhook-timeout-ms', '2000'];
   if (webhook) args.push('--webhook', webhook, '--webhook-secret', secret);
   const server = await startServer(emulatorBin, args);
   const { hostname, port } = new URL(server.url);

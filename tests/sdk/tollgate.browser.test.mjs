@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
-import { launchBrowser, repoRoot } from './helpers.mjs';
+import net from 'node:net';
+import { launchBrowser, repoRoot, startEmulator } from './helpers.mjs';
 
 const tollgateBin = process.env.TOLLGATE_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target'), 'debug', 'tollgate');
 let app;
@@ -23,10 +24,11 @@ function startTollgate(env = {}) {
       out += d;
       const m = out.match(/open (http:\/\/localhost:\d+)/);
       const emulator = out.match(/Stripe emulator at (http:\/\/\S+)/);
-      if (m && emulator) {
+      // With Stripe keys there is no embedded emulator to wait for.
+      if (m && (emulator || env.STRIPE_SECRET_KEY)) {
         clearTimeout(timer);
         // Its working directory goes with it: the test script counts what tests leave in the temp dir.
-        resolve({ url: m[1], emulator: emulator[1], stop: () => { child.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); } });
+        resolve({ url: m[1], emulator: emulator?.[1], stop: () => { child.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }); } });
       }
     });
     child.stderr.on('data', (d) => { out += d; });
@@ -241,5 +243,84 @@ test('a promotion code entered on Checkout shows on the dashboard with its end',
     await page.close();
   } finally {
     promoApp.stop();
+  }
+});
+
+// A port nothing listens on now, for a server that must be named before it starts.
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => { const { port } = server.address(); server.close(() => resolve(port)); });
+  });
+}
+
+test('plans: Basic, a previewed upgrade to Team charged at once, a downgrade at the period\'s end, then Basic again', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-plans-'));
+  const seed = path.join(dir, 'seed.json');
+  fs.writeFileSync(seed, JSON.stringify({ products: [
+    { id: 'prod_basic', name: 'Basic', prices: [{ id: 'price_basic_monthly', unit_amount: 500, currency: 'usd', interval: 'month' }] },
+    { id: 'prod_team', name: 'Team', prices: [{ id: 'price_team_monthly', unit_amount: 2000, currency: 'usd', interval: 'month' }] },
+  ] }));
+  const port = await freePort();
+  const secret = 'whsec_browser_plans_secret';
+  const emu = await startEmulator({ webhook: `http://127.0.0.1:${port}/api/stripe-webhook`, secret, seed });
+  const plansApp = await startTollgate({
+    PORT: String(port), STRIPE_SECRET_KEY: 'sk_test_browser_plans', STRIPE_WEBHOOK_SECRET: secret, STRIPE_API_BASE: emu.url,
+    PLANS: 'price_basic_monthly,price_team_monthly', STRIPE_RATE_LIMIT: 'off',
+  });
+  try {
+    const page = await browser.newPage();
+    // The cache (through Tollgate's API) and Stripe agree on the plan and what is scheduled.
+    const agree = async (price, scheduled) => {
+      const cached = await page.evaluate(() => fetch('/api/subscription', { headers: { accept: 'application/json' } }).then((r) => r.json()));
+      const sub = await emu.stripe.subscriptions.retrieve(cached.subscriptionId);
+      assert.equal(cached.priceId, price);
+      assert.equal(sub.items.data[0].price.id, price);
+      assert.equal(cached.scheduledPriceId, scheduled);
+      return sub;
+    };
+    await page.goto(`${plansApp.url}/auth`);
+    await page.fill('#up-email', 'planner@example.com');
+    await signUpByEmail(page, 'planner@example.com', 'correct horse battery');
+    await page.goto(`${plansApp.url}/`);
+    await Promise.all([page.waitForURL(/\/c\/pay\/cs_test_/), page.click('#subscribe-price_basic_monthly')]);
+    await page.fill('#card_number', '4242 4242 4242 4242');
+    await Promise.all([page.waitForURL(`${plansApp.url}/dashboard`), page.click('#submit')]);
+    assert.match(await page.textContent('#plan'), /Basic/);
+    await agree('price_basic_monthly', undefined);
+
+    // The preview is Stripe's proration; the upgrade charges it and shows Team at once.
+    const terms = await page.textContent('#terms-price_team_monthly');
+    const [, shown] = terms.match(/^\$(\d+\.\d\d) due now$/);
+    assert.ok(Number(shown) > 14.5 && Number(shown) <= 15, terms);
+    await Promise.all([page.waitForURL(/notice=plan-changed/), page.click('#switch-price_team_monthly')]);
+    assert.match(await page.textContent('#plan'), /Team/);
+    const upgraded = await agree('price_team_monthly', undefined);
+    const invoice = await emu.stripe.invoices.retrieve(upgraded.latest_invoice);
+    assert.equal((invoice.amount_paid / 100).toFixed(2), shown, 'charged what the dashboard said');
+
+    // Back to Basic: at the period's end, shown as scheduled.
+    assert.match(await page.textContent('#terms-price_basic_monthly'), /nothing due now/);
+    await Promise.all([page.waitForURL(/notice=plan-scheduled/), page.click('#switch-price_basic_monthly')]);
+    assert.match(await page.textContent('#scheduled'), /Basic/);
+    const scheduled = await agree('price_team_monthly', 'price_basic_monthly');
+
+    // The period ends (its invoice is charged an hour later): Basic, by webhook and sync.
+    const seconds = scheduled.items.data[0].current_period_end - Math.floor(Date.now() / 1000) + 3700;
+    const advanced = await fetch(`${emu.url}/_emulator/clock/advance`, { method: 'POST', body: new URLSearchParams({ seconds: String(seconds) }) });
+    assert.equal(advanced.status, 200);
+    for (let i = 0; i < 50 && !/Basic/.test(await page.textContent('#plan')); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      await page.goto(`${plansApp.url}/dashboard`);
+    }
+    assert.match(await page.textContent('#plan'), /Basic/);
+    assert.equal(await page.$('#scheduled'), null);
+    assert.equal(await page.textContent('#status'), 'active');
+    await agree('price_basic_monthly', undefined);
+    await page.close();
+  } finally {
+    plansApp.stop();
+    emu.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

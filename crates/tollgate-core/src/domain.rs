@@ -224,6 +224,12 @@ pub struct CachedSubscription {
     /// A coupon on the subscription (a promotion code entered at Checkout, say): Tollgate's field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discount: Option<CachedDiscount>,
+    /// A plan change waiting for the period's end (a subscription schedule's next phase): its
+    /// price and when it starts. Tollgate's fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_price_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<i64>,
 }
 
 /// What a subscription's discount takes off, and until when.
@@ -404,6 +410,8 @@ mod tests {
             live_subscriptions: None,
             features: None,
             discount: None,
+            scheduled_price_id: None,
+            scheduled_at: None,
         }));
         assert_eq!(
             serde_json::to_value(&entry).unwrap(),

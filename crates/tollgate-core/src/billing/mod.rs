@@ -8,6 +8,7 @@ pub mod drain;
 pub mod events;
 pub mod import;
 pub mod manage;
+pub mod plans;
 pub mod recipe;
 pub mod reconcile;
 pub mod sync;
@@ -33,6 +34,11 @@ pub enum BillingError {
     NoCustomer,
     #[error("no subscription to change")]
     NoLiveSubscription,
+    #[error("that is the current plan")]
+    SamePlan,
+    /// The card was declined for a plan change: the old plan stays.
+    #[error("the payment for the change failed")]
+    PaymentFailed,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A recipe key held a value nobody writes, and Stripe could not be asked to repair it now.

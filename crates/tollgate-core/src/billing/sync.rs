@@ -56,6 +56,7 @@ pub async fn fetch_subscription_state(
         ("expand[]", "data.customer.invoice_settings.default_payment_method"),
         ("expand[]", "data.discounts.source.coupon"),
         ("expand[]", "data.discounts.promotion_code"),
+        ("expand[]", "data.schedule"),
     ];
     let list: List<Subscription> = match turn {
         Some(turn) => stripe.get_in_turn(turn, "/v1/subscriptions", &query).await?,
@@ -170,7 +171,7 @@ impl Billing {
     }
 
     /// The stored entry; missing or unreadable only if something else wrote there since a sync.
-    async fn cached_entry(&self, customer: &CustomerId) -> Result<Option<SubscriptionCache>, BillingError> {
+    pub(super) async fn cached_entry(&self, customer: &CustomerId) -> Result<Option<SubscriptionCache>, BillingError> {
         let key = keys::customer_cache(customer);
         let value = self.kv.get(&key).await?;
         let entry = value.as_deref().and_then(super::recipe::read_cache_entry);
@@ -257,6 +258,16 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
         last4: pm.card.as_ref().and_then(|c| c.last4.clone()),
     };
     // The subscription's own method wins; otherwise invoices use the customer's default.
+    // The schedule's first phase after this period, if it is still to come.
+    let period_end = item.and_then(|i| i.current_period_end).or(sub.current_period_end);
+    let next_phase = sub
+        .schedule
+        .as_ref()
+        .and_then(|s| s.object())
+        .filter(|s| s.status == "active")
+        .and_then(|s| s.phases.iter().find(|p| period_end.is_some_and(|end| p.start_date >= end)))
+        // Only a phase that changes the price is a change to show.
+        .filter(|p| p.items.first().is_some_and(|i| Some(i.price_id()) != item.map(|i| i.price.id.as_str())));
     let payment_method = sub
         .default_payment_method
         .as_ref()
@@ -275,6 +286,8 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
         trial_end: sub.trial_end,
         features: None,
         discount: sub.discounts.iter().find_map(|d| cached_discount(d.object()?)),
+        scheduled_price_id: next_phase.and_then(|p| p.items.first()).map(|i| i.price_id().to_string()),
+        scheduled_at: next_phase.map(|p| p.start_date),
         live_subscriptions: Some(subscriptions.iter().filter(|s| status_of(s).is_live()).count()).filter(|n| *n > 1),
     }))
 }

@@ -40,6 +40,9 @@ pub struct Subscription {
     pub trial_end: Option<i64>,
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
     pub customer: Option<Expandable<Customer>>,
+    /// Its schedule, when one will change it (expanded by the sync: `data.schedule`).
+    #[serde(default)]
+    pub schedule: Option<Expandable<SubscriptionSchedule>>,
     /// Its discounts, oldest first (expanded by the sync: `data.discounts.source.coupon`).
     #[serde(default)]
     pub discounts: Vec<Expandable<Discount>>,
@@ -100,6 +103,32 @@ pub struct Customer {
 #[derive(Debug, Clone, Deserialize)]
 pub struct InvoiceSettings {
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionSchedule {
+    pub status: String,
+    pub phases: Vec<SchedulePhase>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SchedulePhase {
+    pub start_date: i64,
+    pub items: Vec<SchedulePhaseItem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SchedulePhaseItem {
+    pub price: Expandable<Price>,
+}
+
+impl SchedulePhaseItem {
+    pub fn price_id(&self) -> &str {
+        match &self.price {
+            Expandable::Id(id) => id,
+            Expandable::Object(price) => &price.id,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@ use super::error::{Failure, Surface};
 use super::extract::CurrentUser;
 use crate::access::entitlement;
 use crate::state::AppState;
+use tollgate_core::billing::plans::{PlanPreview, TakesEffect};
 use tollgate_core::domain::{PriceId, SubscriptionCache, UserId};
 
 #[derive(Deserialize, Default)]
@@ -114,6 +115,80 @@ fn subscription_answer(state: &AppState, entry: &SubscriptionCache, entitled: bo
     body["entitled"] = json!(entitled);
     body["features"] = json!(state.features.of(entry, entitled));
     (StatusCode::OK, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PreviewQuery {
+    price: Option<String>,
+}
+
+/// `GET /api/plan-preview?price=`: what switching to that plan costs now (`amountDue`, in the
+/// currency's minor unit, with the prorated `lines`), and when it takes effect (`now`, or the
+/// period's end: `at`). Pass `prorationDate` on to `/api/change-plan` to be charged exactly this.
+pub(crate) async fn plan_preview(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    axum::extract::Query(query): axum::extract::Query<PreviewQuery>,
+) -> Result<Response, Failure> {
+    let raw = query.price.as_deref().map(str::trim).filter(|p| !p.is_empty());
+    let price = raw.ok_or_else(|| Failure::bad_request(Surface::Api, "invalid_price", "Name the plan: ?price=price_…"))?;
+    let price = PriceId::parse(price).map_err(|e| Failure::bad_request(Surface::Api, "invalid_price", e.to_string()))?;
+    let preview = state.billing.plan_preview(&user.id, &price).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    Ok(Json(preview_json(&preview)).into_response())
+}
+
+fn preview_json(preview: &PlanPreview) -> serde_json::Value {
+    let (takes_effect, at) = match preview.takes_effect {
+        TakesEffect::Now => ("now", None),
+        TakesEffect::At(at) => ("periodEnd", Some(at)),
+    };
+    json!({
+        "priceId": preview.price,
+        "amountDue": preview.amount_due,
+        "currency": preview.currency,
+        "prorationDate": preview.proration_date,
+        "lines": preview.lines.iter().map(|(description, amount)| json!({ "description": description, "amount": amount })).collect::<Vec<_>>(),
+        "takesEffect": takes_effect,
+        "at": at,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ChangeRequest {
+    price_id: Option<String>,
+    proration_date: Option<i64>,
+}
+
+/// `POST /api/change-plan` (`{priceId, prorationDate?}` as JSON, or a form): an upgrade now, any
+/// other change at the period's end (`billing::plans`). JSON callers get the entry after it; a
+/// browser goes back to its dashboard.
+pub(crate) async fn change_plan(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let surface = Surface::of(&parts);
+    let is_json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
+    let request: ChangeRequest = if is_json {
+        serde_json::from_slice(&body)
+            .map_err(|e| Failure::bad_request(surface, "invalid_json", format!("The body is not valid JSON: {e}")))?
+    } else {
+        let field = |name: &str| form_urlencoded::parse(&body).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        ChangeRequest { price_id: field("priceId"), proration_date: field("prorationDate").and_then(|v| v.parse().ok()) }
+    };
+    let raw = request.price_id.as_deref().map(str::trim).filter(|p| !p.is_empty());
+    let price = raw.ok_or_else(|| Failure::bad_request(surface, "invalid_price", "Name the plan: priceId."))?;
+    let price = PriceId::parse(price).map_err(|e| Failure::bad_request(surface, "invalid_price", e.to_string()))?;
+    let entry = state.billing.change_plan(&user.id, &price, request.proration_date).await.map_err(|e| Failure::from_billing(surface, e))?;
+    Ok(match surface {
+        Surface::Api => subscription_answer(&state, &entry, state.policy.grants(entry.status())),
+        Surface::Page => {
+            let scheduled = entry.subscription().is_some_and(|s| s.scheduled_price_id.as_deref() == Some(price.as_str()));
+            Redirect::to(if scheduled { "/dashboard?notice=plan-scheduled" } else { "/dashboard?notice=plan-changed" }).into_response()
+        }
+    })
 }
 
 /// `POST /api/subscription/cancel`: cancel at the end of the period (access stays until then).

@@ -228,6 +228,19 @@ impl Failure {
                     "You already have a subscription. Manage it from your dashboard.",
                 )
             },
+            BillingError::SamePlan => Failure {
+                redirect: Some("/dashboard".into()),
+                ..Failure::new(surface, StatusCode::CONFLICT, "same_plan", "You are already on that plan.")
+            },
+            BillingError::PaymentFailed => Failure {
+                redirect: Some("/dashboard?notice=payment-failed".into()),
+                ..Failure::new(
+                    surface,
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_failed",
+                    "The payment for the new plan failed: you stay on your current plan. Update your card in billing and try again.",
+                )
+            },
             BillingError::NoLiveSubscription => Failure {
                 redirect: Some("/dashboard".into()),
                 ..Failure::new(surface, StatusCode::CONFLICT, "no_subscription", "You have no subscription to change.")

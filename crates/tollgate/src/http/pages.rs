@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
-use super::views::{AppHome, Dashboard, Frame, Landing, PlanCard};
+use super::views::{AppHome, Dashboard, Frame, Landing, PlanCard, PlanOption};
 use crate::access::cached_subscription;
 use crate::state::AppState;
 
@@ -28,6 +28,11 @@ pub(super) fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "feature" => Some("Your plan does not include that part of the app: the plans marked below do."),
         "cancel-scheduled" => Some("Your subscription will end at the end of this billing period. You can resume it until then."),
         "resumed" => Some("Your subscription continues: it renews as before."),
+        "plan-changed" => Some("Your plan changed. The difference for the rest of this period was charged now."),
+        "plan-scheduled" => Some("Your plan changes at the end of this billing period. Until then nothing changes."),
+        "payment-failed" => {
+            Some("The payment for the new plan failed: you stay on your current plan. Update your card in billing and try again.")
+        }
         "already-subscribed" => Some("You already have a subscription: manage it here instead of buying a second one."),
         "signed-out" => Some("You are signed out."),
         "welcome" => Some("Welcome! Your account is ready."),
@@ -76,7 +81,15 @@ pub(crate) async fn dashboard(
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
     let entitled = state.policy.grants(entry.status());
     let page = Dashboard::new(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref()));
-    Ok(Dashboard { local_accounts: state.clerk.is_none(), ..page }.into_response())
+    // A subscriber sees what switching to each other plan costs now (Stripe's own preview).
+    let mut options = Vec::new();
+    if let Some(sub) = entry.subscription().filter(|s| s.status.blocks_new_checkout()) {
+        for plan in plans.iter().filter(|p| Some(p.price_id.as_str()) != sub.price_id.as_deref()) {
+            let preview = state.billing.plan_preview(&user.id, &plan.price_id).await.ok();
+            options.push(PlanOption::of(plan, preview.as_ref()));
+        }
+    }
+    Ok(Dashboard { local_accounts: state.clerk.is_none(), options, ..page }.into_response())
 }
 
 /// `/success` and `/api/success-sync`: the user is back from Checkout, possibly before the webhooks;

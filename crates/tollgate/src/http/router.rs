@@ -36,6 +36,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/subscription", get(api::subscription))
         .route("/api/subscription/cancel", post(api::cancel_subscription))
         .route("/api/subscription/resume", post(api::resume_subscription))
+        .route("/api/plan-preview", get(api::plan_preview))
+        .route("/api/change-plan", post(api::change_plan))
         .route("/api/stripe-webhook", post(webhook::stripe_webhook))
         .route("/api/users/{id}/entitlement", get(api::user_entitlement))
         .route("/assets/style.css", get(assets::stylesheet))

@@ -177,6 +177,35 @@ pub(crate) struct Dashboard<'a> {
     pub(crate) entitled: bool,
     /// Built-in accounts offer "sign out on every device" (Clerk users manage devices at Clerk).
     pub(crate) local_accounts: bool,
+    /// The other plans a subscriber can switch to, with what switching costs now.
+    pub(crate) options: Vec<PlanOption>,
+}
+
+/// Another plan on the dashboard: what switching to it costs now, or when it would take effect.
+pub(crate) struct PlanOption {
+    pub(crate) price_id: String,
+    pub(crate) label: String,
+    /// "$5.00 due now" or "From 1 January 2027, nothing due now".
+    pub(crate) terms: String,
+    /// The preview's `proration_date`, passed back so the charge is what was shown.
+    pub(crate) proration_date: Option<i64>,
+}
+
+impl PlanOption {
+    pub(crate) fn of(plan: &Plan, preview: Option<&tollgate_core::billing::plans::PlanPreview>) -> PlanOption {
+        use tollgate_core::billing::plans::TakesEffect;
+        let terms = match preview.map(|p| (p.takes_effect, p.amount_due, p.currency.as_str())) {
+            Some((TakesEffect::Now, due, currency)) => format!("{} due now", money(due, currency)),
+            Some((TakesEffect::At(at), _, _)) => format!("From {}, nothing due now", date(at)),
+            None => "The price of the change could not be read just now".into(),
+        };
+        PlanOption {
+            price_id: plan.price_id.to_string(),
+            label: plan_label(plan),
+            terms,
+            proration_date: preview.and_then(|p| p.proration_date),
+        }
+    }
 }
 
 /// The subscription as the dashboard shows it.
@@ -197,6 +226,8 @@ pub(crate) struct SubscriptionView {
     pub(crate) duplicates: Option<usize>,
     /// "SPRING: 25% off until 2 March 2027".
     pub(crate) discount: Option<String>,
+    /// A plan change at the period's end: "Basic ($5.00 per month) from 1 January 2027".
+    pub(crate) scheduled: Option<String>,
 }
 
 impl SubscriptionView {
@@ -227,6 +258,7 @@ impl SubscriptionView {
             manageable: sub.status.blocks_new_checkout(),
             duplicates: sub.live_subscriptions,
             discount: sub.discount.as_ref().map(discount_label),
+            scheduled: None,
         }
     }
 }
@@ -256,9 +288,15 @@ impl<'a> Dashboard<'a> {
         entitled: bool,
         notice: Option<&'a str>,
     ) -> Self {
+        let plan_named = |price: Option<&str>| plans.iter().find(|p| Some(p.price_id.as_str()) == price);
         let subscription = cache.subscription().map(|sub| {
-            let plan = plans.iter().find(|p| Some(p.price_id.as_str()) == sub.price_id.as_deref());
-            SubscriptionView::of(sub, plan)
+            let scheduled = match (sub.scheduled_price_id.as_deref(), sub.scheduled_at) {
+                (Some(price), Some(at)) => {
+                    Some(format!("{} from {}", plan_named(Some(price)).map_or(price.to_string(), plan_label), date(at)))
+                }
+                _ => None,
+            };
+            SubscriptionView { scheduled, ..SubscriptionView::of(sub, plan_named(sub.price_id.as_deref())) }
         });
         Dashboard {
             frame: Frame { user: Some(user), csrf, notice },
@@ -266,6 +304,7 @@ impl<'a> Dashboard<'a> {
             subscription,
             entitled,
             local_accounts: true,
+            options: Vec::new(),
         }
     }
 }
