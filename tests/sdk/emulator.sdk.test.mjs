@@ -402,6 +402,17 @@ test('prorations: a previewed upgrade is invoiced now for exactly the preview; a
   assert.equal(waiting.items.data[0].price.id, basic.id, 'the old price stays');
   assert.equal(waiting.pending_update.subscription_items[0].price.id, pro.id);
   assert.equal((await stripe.invoices.retrieve(waiting.latest_invoice)).status, 'open');
+
+  // create_prorations (the default): nothing is charged now; the next invoice carries them.
+  const other = await stripe.customers.create({ email: 'later@example.com', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+  const later = await stripe.subscriptions.create({ customer: other.id, items: [{ price: basic.id }] });
+  const changed = await stripe.subscriptions.update(later.id, { items: [{ id: later.items.data[0].id, price: pro.id }], proration_date: later.items.data[0].current_period_start });
+  assert.equal(changed.latest_invoice, later.latest_invoice, 'no invoice now');
+  const next = await stripe.invoices.createPreview({ subscription: later.id });
+  assert.deepEqual(next.lines.data.map((l) => l.amount).sort((a, b) => a - b), [-900, 2900, 2900]);
+  assert.equal(next.amount_due, 4900);
+  const items = await fetch(`${emu.url}/v1/events?type=invoiceitem.created`, { headers: { authorization: 'Bearer sk_test_sdk_suite' } }).then((r) => r.json());
+  keep('InvoiceItem', items.data[0].data.object);
 });
 
 test('subscription schedules: a downgrade at the period\'s end, then the schedule releases the subscription', async () => {
@@ -454,7 +465,7 @@ test('subscription schedules: a downgrade at the period\'s end, then the schedul
 });
 
 test('responses match the stripe-node type definitions', () => {
-  assert.ok(Object.keys(shapes).length >= 17, 'collected shapes of every resource');
+  assert.ok(Object.keys(shapes).length >= 18, 'collected shapes of every resource');
   const lines = ["import Stripe from 'stripe';", 'declare function D(s: string): ReturnType<typeof Stripe.Decimal.from>;'];
   let n = 0;
   for (const [type, objects] of Object.entries(shapes)) {

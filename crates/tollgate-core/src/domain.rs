@@ -338,6 +338,8 @@ pub struct Plan {
     pub currency: String,
     pub interval: String,
     pub interval_count: i64,
+    /// With `ENTITLEMENTS=stripe`: the lookup keys of the features attached to its product.
+    pub features: Vec<String>,
 }
 
 #[cfg(test)]

@@ -279,7 +279,7 @@ pub(crate) fn billing(
         stripe: Arc::new(stripe),
         kv,
         drain,
-        catalog: Arc::new(Catalog::new(price_ids, clock.clone())),
+        catalog: Arc::new(Catalog::new(price_ids, clock.clone()).with_features(settings.plan_features.from_stripe)),
         public_url,
         trial: settings.trial,
         entitlements_from_stripe: settings.plan_features.from_stripe,

@@ -240,7 +240,13 @@ fn payment_method_of(store: &Store, subscription: &Value) -> Option<String> {
 /// A renewal's draft waits [`DRAFT_SECONDS`] before it is finalized and charged.
 fn new_invoice(store: &mut Store, subscription: &Value, amount: i64, reason: &str, period: (i64, i64), waits: bool) -> String {
     let invoice_id = new_id("in_");
-    let invoice = invoice_object(store, &invoice_id, subscription, amount, reason, period, waits);
+    let mut invoice = invoice_object(store, &invoice_id, subscription, amount, reason, period, waits);
+    // Prorations waiting for this invoice (`create_prorations`) go on it.
+    let pending = pending_items(store, &str_field(subscription, "id"));
+    with_pending_items(&mut invoice, &pending);
+    for item in &pending {
+        store.update(&str_field(item, "id"), Map::from_iter([("invoice".to_string(), json!(invoice_id))]));
+    }
     store.insert(invoice.clone());
     store.defer("invoice.created", &invoice, None);
     let applied: Vec<(String, i64)> = invoice["total_discount_amounts"]
@@ -281,6 +287,7 @@ pub fn preview_invoice(store: &Store, subscription: &Value) -> Value {
         .map(|item| unit_amount(&item["price"]) * item["quantity"].as_i64().unwrap_or(1))
         .sum();
     let mut invoice = invoice_object(store, &format!("upcoming_{}", new_id("in_")), &subscription, amount, reason, (start, end), true);
+    with_pending_items(&mut invoice, &pending_items(store, &str_field(&subscription, "id")));
     invoice["created"] = json!(start);
     invoice["automatically_finalizes_at"] = json!(start + DRAFT_SECONDS);
     invoice["next_payment_attempt"] = json!(start + DRAFT_SECONDS);
@@ -1002,6 +1009,100 @@ pub fn invoice_prorations(store: &mut Store, id: &str, prorations: &[Proration],
     let error = attempt(store, &invoice_id, None, false);
     set(store, id, Map::from_iter([("latest_invoice".to_string(), json!(invoice_id))]));
     (invoice_id, error)
+}
+
+/// Keep prorations for the subscription's next invoice (`proration_behavior=create_prorations`,
+/// the default): one pending invoice item each (`invoiceitem.created`).
+pub fn pend_prorations(store: &mut Store, id: &str, prorations: &[Proration]) {
+    let Some(subscription) = store.get(id).cloned() else { return };
+    for p in prorations {
+        let item = json!({
+            "id": new_id("ii_"),
+            "object": "invoiceitem",
+            "amount": p.amount,
+            "currency": subscription["currency"],
+            "customer": subscription["customer"],
+            "customer_account": null,
+            "date": store.now(),
+            "description": p.description,
+            "discountable": false,
+            "discounts": [],
+            "invoice": null,
+            "livemode": false,
+            "metadata": {},
+            "parent": { "subscription_details": { "subscription": id, "subscription_item": p.item }, "type": "subscription_details" },
+            "period": { "end": p.period.1, "start": p.period.0 },
+            "pricing": { "price_details": { "price": p.price["id"], "product": p.price["product"] }, "type": "price_details", "unit_amount_decimal": unit_amount(&p.price).to_string() },
+            "proration": true,
+            "quantity": p.quantity,
+            "quantity_decimal": p.quantity.to_string(),
+            "tax_rates": [],
+            "test_clock": subscription["test_clock"],
+        });
+        store.insert(item.clone());
+        store.emit("invoiceitem.created", &item, None);
+    }
+}
+
+/// The subscription's invoice items not yet on an invoice (prorations), oldest first.
+pub fn pending_items(store: &Store, id: &str) -> Vec<Value> {
+    let mut items: Vec<Value> = store
+        .iter_kind("invoiceitem", None)
+        .filter(|i| i["invoice"].is_null() && i["parent"]["subscription_details"]["subscription"] == id)
+        .cloned()
+        .collect();
+    items.reverse();
+    items
+}
+
+/// Put pending invoice items on `invoice` (a draft being made): their lines, and their amounts
+/// in its totals.
+fn with_pending_items(invoice: &mut Value, items: &[Value]) {
+    if items.is_empty() {
+        return;
+    }
+    let invoice_id = invoice["id"].clone();
+    let added: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
+    for item in items {
+        let line = json!({
+            "id": new_id("il_"),
+            "object": "line_item",
+            "amount": item["amount"],
+            "currency": item["currency"],
+            "description": item["description"],
+            "discount_amounts": [],
+            "discountable": false,
+            "discounts": [],
+            "invoice": invoice_id,
+            "livemode": false,
+            "metadata": {},
+            "parent": {
+                "invoice_item_details": null,
+                "subscription_item_details": {
+                    "invoice_item": item["id"], "proration": true, "proration_details": { "credited_items": null },
+                    "subscription": item["parent"]["subscription_details"]["subscription"], "subscription_item": item["parent"]["subscription_details"]["subscription_item"],
+                },
+                "type": "subscription_item_details",
+            },
+            "period": item["period"],
+            "pretax_credit_amounts": [],
+            "pricing": item["pricing"],
+            "quantity": item["quantity"],
+            "quantity_decimal": item["quantity_decimal"],
+            "subscription": item["parent"]["subscription_details"]["subscription"],
+            "subtotal": item["amount"],
+            "taxes": [],
+        });
+        if let Some(lines) = invoice["lines"]["data"].as_array_mut() {
+            lines.push(line);
+        }
+    }
+    for field in ["subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"] {
+        invoice[field] = json!(invoice[field].as_i64().unwrap_or(0) + added);
+    }
+    let due = (invoice["amount_due"].as_i64().unwrap_or(0) + added).max(0);
+    invoice["amount_due"] = json!(due);
+    invoice["amount_remaining"] = json!(due);
 }
 
 /// Whether charging the subscription's card now would fail: the card error it would give.

@@ -54,6 +54,7 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         ("ent_", "entitlements.active_entitlement"),
         ("promo_", "promotion_code"),
         ("di_", "discount"),
+        ("ii_", "invoiceitem"),
     ];
     PREFIXES.iter().find(|(p, _)| id.starts_with(p)).map(|(_, k)| *k)
 }

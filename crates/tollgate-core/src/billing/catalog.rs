@@ -12,7 +12,7 @@ use crate::clock::Clock;
 
 use super::BillingError;
 use crate::domain::{Plan, PriceId};
-use crate::stripe::wire::{Expandable, Price};
+use crate::stripe::wire::{Expandable, List, Price, ProductFeature};
 use crate::stripe::{StripeClient, StripeError};
 
 const FRESH_FOR: Duration = Duration::from_secs(300);
@@ -20,6 +20,8 @@ const FIRST_LOAD_BUDGET: Duration = Duration::from_secs(2);
 
 pub struct Catalog {
     pub price_ids: Vec<PriceId>,
+    /// `ENTITLEMENTS=stripe`: read each plan's product features too (for the pricing page).
+    pub with_features: bool,
     fresh_for: Duration,
     cached: Mutex<Option<(tokio::time::Instant, Arc<Vec<Plan>>)>>,
     refreshing: AtomicBool,
@@ -28,7 +30,19 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(price_ids: Vec<PriceId>, clock: Clock) -> Catalog {
-        Catalog { price_ids, fresh_for: FRESH_FOR, cached: Mutex::new(None), refreshing: AtomicBool::new(false), clock }
+        Catalog {
+            price_ids,
+            with_features: false,
+            fresh_for: FRESH_FOR,
+            cached: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
+            clock,
+        }
+    }
+
+    /// The same, reading each plan's product features too (`ENTITLEMENTS=stripe`).
+    pub fn with_features(self, with_features: bool) -> Catalog {
+        Catalog { with_features, ..self }
     }
 
     fn snapshot(&self) -> Option<(tokio::time::Instant, Arc<Vec<Plan>>)> {
@@ -79,9 +93,17 @@ impl Catalog {
         for id in &self.price_ids {
             let price: Price = stripe.get(&format!("/v1/prices/{id}"), &[("expand[]", "product")]).await?;
             let recurring = price.recurring.ok_or_else(|| BillingError::Corrupt(format!("{id} is not a recurring price")))?;
-            let product_name = match &price.product {
-                Expandable::Object(p) => p.name.clone(),
-                Expandable::Id(p) => p.clone(),
+            let (product_id, product_name) = match &price.product {
+                Expandable::Object(p) => (p.id.clone(), p.name.clone()),
+                Expandable::Id(p) => (p.clone(), p.clone()),
+            };
+            let features = match self.with_features {
+                false => Vec::new(),
+                true => {
+                    let attached: List<ProductFeature> =
+                        stripe.get(&format!("/v1/products/{product_id}/features"), &[("limit", "100")]).await?;
+                    attached.data.into_iter().filter(|a| a.entitlement_feature.active).map(|a| a.entitlement_feature.lookup_key).collect()
+                }
             };
             plans.push(Plan {
                 price_id: id.clone(),
@@ -90,6 +112,7 @@ impl Catalog {
                 currency: price.currency,
                 interval: recurring.interval,
                 interval_count: recurring.interval_count,
+                features,
             });
         }
         Ok(plans)
@@ -121,6 +144,7 @@ mod tests {
             currency: "usd".into(),
             interval: "month".into(),
             interval_count: 1,
+            features: Vec::new(),
         };
         catalog.store(vec![known.clone()]);
         let started = Instant::now();

@@ -209,6 +209,7 @@ impl Billing {
             currency: target.currency.clone(),
             interval: item.price.recurring.as_ref().map_or("month".into(), |r| r.interval.clone()),
             interval_count: item.price.recurring.as_ref().map_or(1, |r| r.interval_count),
+            features: Vec::new(),
         });
         let schedule = live.schedule.map(|s| s.id);
         Ok((

@@ -159,6 +159,19 @@ pub struct PromotionCode {
     pub code: String,
 }
 
+/// A feature attached to a product (`GET /v1/products/{id}/features`).
+#[derive(Debug, Deserialize)]
+pub struct ProductFeature {
+    pub entitlement_feature: EntitlementFeature,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EntitlementFeature {
+    pub lookup_key: String,
+    #[serde(default)]
+    pub active: bool,
+}
+
 /// One of a customer's active entitlements (`GET /v1/entitlements/active_entitlements`).
 #[derive(Debug, Deserialize)]
 pub struct ActiveEntitlement {

@@ -56,7 +56,11 @@ pub(crate) async fn landing(
         plans: plans
             .iter()
             .map(|plan| {
-                let features = state.features.of_price(plan.price_id.as_str());
+                // Configured per price, or (`ENTITLEMENTS=stripe`) read from the plan's product.
+                let features = match state.features.from_stripe {
+                    true => plan.features.as_slice(),
+                    false => state.features.of_price(plan.price_id.as_str()),
+                };
                 let wanted = query.feature.as_deref().is_some_and(|wanted| features.iter().any(|f| f == wanted));
                 PlanCard { features: features.join(", "), wanted, ..PlanCard::of(plan) }
             })

@@ -708,6 +708,10 @@ async fn features_from_stripe_entitlements() {
     assert_eq!(received(&pro_user.get_json("/app/export/2026.csv").await)["headers"]["x-tollgate-features"], "export,reports");
     let cached = app.cache(&pro_customer).await.unwrap();
     assert_eq!(cached["features"], serde_json::json!(["export", "reports"]), "{cached}");
+    // Pricing marks the plans whose product has the feature the Basic subscriber lacked.
+    let pricing = basic_user.get("/?notice=feature&feature=export").await.text;
+    assert!(pricing.contains(&format!("class=\"card wanted\" id=\"plan-{MONTHLY}\"")), "{pricing}");
+    assert!(pricing.contains(&format!("class=\"card\" id=\"plan-{basic_price}\"")), "{pricing}");
 
     // Stripe takes `export` away from Pro; its summary event reaches Tollgate, which syncs.
     let delete = reqwest::Method::DELETE;

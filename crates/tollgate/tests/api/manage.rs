@@ -113,3 +113,26 @@ async fn plan_changes_upgrade_now_and_downgrade_at_the_period_end() {
     let invoice = app.stripe(Method::GET, &format!("/v1/invoices/{}", renewed["latest_invoice"].as_str().unwrap()), &[]).await;
     assert_eq!(invoice["amount_due"], 400);
 }
+
+/// An upgrade whose payment fails keeps the old plan (Stripe's `pending_if_incomplete`): 402
+/// `payment_failed`, and the cache still says the old price.
+#[tokio::test]
+async fn an_upgrade_whose_payment_fails_keeps_the_old_plan() {
+    let stripe_url = spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let form = [("product", "prod_pro"), ("unit_amount", "5000"), ("currency", "usd"), ("recurring[interval]", "month")];
+    let dearer = stripe_api(&http, &stripe_url, Method::POST, "/v1/prices", &form).await["id"].as_str().unwrap().to_string();
+    let app = spawn_app_against(&stripe_url, Options { extra: vec![("PLANS", format!("{MONTHLY},{dearer}"))], ..Options::default() }).await;
+    let (browser, customer) = app.subscribed("declined@example.com", MONTHLY).await;
+    browser.get("/success").await;
+    let subscription = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await["data"][0].clone();
+    let failing = app.stripe(Method::POST, "/v1/payment_methods/pm_card_chargeCustomerFail/attach", &[("customer", &customer)]).await;
+    let id = subscription["id"].as_str().unwrap();
+    app.stripe(Method::POST, &format!("/v1/subscriptions/{id}"), &[("default_payment_method", failing["id"].as_str().unwrap())]).await;
+
+    let refused = browser.json_post("/api/change-plan", &json!({ "priceId": dearer })).await;
+    assert_eq!((refused.status, refused.json()["error"]["code"].as_str()), (402, Some("payment_failed")), "{}", refused.text);
+    assert_eq!(app.cache(&customer).await.unwrap()["priceId"], MONTHLY, "the old plan stays");
+    let page = browser.form("/api/change-plan", &[("priceId", &dearer)]).await;
+    assert_eq!((page.status, page.location()), (303, "/dashboard?notice=payment-failed"));
+}

@@ -218,14 +218,16 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             changes.insert("trial_settings".into(), settings);
         }
         let new_items = if item_params.is_empty() { None } else { Some(updated_items(store, &current, &item_params, "items", now)?) };
-        // Within a period on the same interval, `always_invoice` bills the prorations at once.
+        // Within a period on the same interval, a change is prorated: billed at once
+        // (`always_invoice`), or on the next invoice (`create_prorations`).
         let prorated = match &new_items {
-            Some(items) if proration_behavior == "always_invoice" && same_interval(&current, items) && is_billed(&current) => {
+            Some(items) if proration_behavior != "none" && same_interval(&current, items) && is_billed(&current) => {
                 billing::prorations(&current, items, proration_date(p, &current, now)?)
             }
             _ => Vec::new(),
         };
-        let due: i64 = prorated.iter().map(|line| line.amount).sum();
+        let invoiced_now = proration_behavior == "always_invoice";
+        let due: i64 = if invoiced_now { prorated.iter().map(|line| line.amount).sum() } else { 0 };
         let will_fail = if due > 0 { billing::charge_would_fail(store, &current) } else { None };
         if let (Some(err), "error_if_incomplete") = (&will_fail, payment_behavior) {
             return Err(err.clone());
@@ -259,10 +261,12 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
             Some(items) if !pending => billing::replace_items(store, &id, items, &emu.config.dunning),
             _ => {}
         }
-        if !prorated.is_empty() {
+        if !prorated.is_empty() && invoiced_now {
             let at = prorated[0].period.0;
             billing::invoice_prorations(store, &id, &prorated, at);
             store.flush_deferred();
+        } else if !prorated.is_empty() {
+            billing::pend_prorations(store, &id, &prorated);
         }
         if ends_trial {
             billing::restart_period(store, &id, &emu.config.dunning);
