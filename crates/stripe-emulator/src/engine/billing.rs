@@ -953,38 +953,7 @@ pub fn prorations(current: &Value, items: &Value, at: i64) -> Vec<Proration> {
 pub fn proration_invoice_object(store: &Store, invoice_id: &str, subscription: &Value, prorations: &[Proration], at: i64) -> Value {
     let total: i64 = prorations.iter().map(|p| p.amount).sum();
     let mut invoice = invoice_object(store, invoice_id, subscription, 0, "subscription_update", (at, at), false);
-    let subscription_id = str_field(subscription, "id");
-    let lines: Vec<Value> = prorations
-        .iter()
-        .map(|p| {
-            json!({
-                "id": new_id("il_"),
-                "object": "line_item",
-                "amount": p.amount,
-                "currency": subscription["currency"],
-                "description": p.description,
-                "discount_amounts": [],
-                "discountable": false,
-                "discounts": [],
-                "invoice": invoice_id,
-                "livemode": false,
-                "metadata": {},
-                "parent": {
-                    "invoice_item_details": null,
-                    "subscription_item_details": { "invoice_item": null, "proration": true, "proration_details": { "credited_items": null }, "subscription": subscription_id, "subscription_item": p.item },
-                    "type": "subscription_item_details",
-                },
-                "period": { "end": p.period.1, "start": p.period.0 },
-                "pretax_credit_amounts": [],
-                "pricing": { "price_details": { "price": p.price["id"], "product": p.price["product"] }, "type": "price_details", "unit_amount_decimal": unit_amount(&p.price).to_string() },
-                "quantity": p.quantity,
-                "quantity_decimal": p.quantity.to_string(),
-                "subscription": subscription_id,
-                "subtotal": p.amount,
-                "taxes": [],
-            })
-        })
-        .collect();
+    let lines: Vec<Value> = prorations.iter().map(|p| item_line(invoice_id, &proration_item(subscription, p, at), false)).collect();
     let due = total.max(0);
     invoice["lines"]["data"] = json!(lines);
     for field in ["subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"] {
@@ -1016,32 +985,72 @@ pub fn invoice_prorations(store: &mut Store, id: &str, prorations: &[Proration],
 pub fn pend_prorations(store: &mut Store, id: &str, prorations: &[Proration]) {
     let Some(subscription) = store.get(id).cloned() else { return };
     for p in prorations {
-        let item = json!({
-            "id": new_id("ii_"),
-            "object": "invoiceitem",
-            "amount": p.amount,
-            "currency": subscription["currency"],
-            "customer": subscription["customer"],
-            "customer_account": null,
-            "date": store.now(),
-            "description": p.description,
-            "discountable": false,
-            "discounts": [],
-            "invoice": null,
-            "livemode": false,
-            "metadata": {},
-            "parent": { "subscription_details": { "subscription": id, "subscription_item": p.item }, "type": "subscription_details" },
-            "period": { "end": p.period.1, "start": p.period.0 },
-            "pricing": { "price_details": { "price": p.price["id"], "product": p.price["product"] }, "type": "price_details", "unit_amount_decimal": unit_amount(&p.price).to_string() },
-            "proration": true,
-            "quantity": p.quantity,
-            "quantity_decimal": p.quantity.to_string(),
-            "tax_rates": [],
-            "test_clock": subscription["test_clock"],
-        });
+        let item = proration_item(&subscription, p, store.now());
         store.insert(item.clone());
         store.emit("invoiceitem.created", &item, None);
     }
+}
+
+/// A proration as an invoice item of `subscription` (`ii_…`, not yet on an invoice).
+fn proration_item(subscription: &Value, p: &Proration, date: i64) -> Value {
+    json!({
+        "id": new_id("ii_"),
+        "object": "invoiceitem",
+        "amount": p.amount,
+        "currency": subscription["currency"],
+        "customer": subscription["customer"],
+        "customer_account": null,
+        "date": date,
+        "description": p.description,
+        "discountable": false,
+        "discounts": [],
+        "invoice": null,
+        "livemode": false,
+        "metadata": {},
+        "parent": { "subscription_details": { "subscription": subscription["id"], "subscription_item": p.item }, "type": "subscription_details" },
+        "period": { "end": p.period.1, "start": p.period.0 },
+        "pricing": { "price_details": { "price": p.price["id"], "product": p.price["product"] }, "type": "price_details", "unit_amount_decimal": unit_amount(&p.price).to_string() },
+        "proration": true,
+        "quantity": p.quantity,
+        "quantity_decimal": p.quantity.to_string(),
+        "tax_rates": [],
+        "test_clock": subscription["test_clock"],
+    })
+}
+
+/// An invoice's line for a prorated invoice item (`stored`: the line names the item; an
+/// invoice of prorations made at once has none).
+fn item_line(invoice_id: &str, item: &Value, stored: bool) -> Value {
+    let details = &item["parent"]["subscription_details"];
+    json!({
+        "id": new_id("il_"),
+        "object": "line_item",
+        "amount": item["amount"],
+        "currency": item["currency"],
+        "description": item["description"],
+        "discount_amounts": [],
+        "discountable": false,
+        "discounts": [],
+        "invoice": invoice_id,
+        "livemode": false,
+        "metadata": {},
+        "parent": {
+            "invoice_item_details": null,
+            "subscription_item_details": {
+                "invoice_item": if stored { item["id"].clone() } else { Value::Null }, "proration": true,
+                "proration_details": { "credited_items": null }, "subscription": details["subscription"], "subscription_item": details["subscription_item"],
+            },
+            "type": "subscription_item_details",
+        },
+        "period": item["period"],
+        "pretax_credit_amounts": [],
+        "pricing": item["pricing"],
+        "quantity": item["quantity"],
+        "quantity_decimal": item["quantity_decimal"],
+        "subscription": details["subscription"],
+        "subtotal": item["amount"],
+        "taxes": [],
+    })
 }
 
 /// The subscription's invoice items not yet on an invoice (prorations), oldest first.
@@ -1061,41 +1070,10 @@ fn with_pending_items(invoice: &mut Value, items: &[Value]) {
     if items.is_empty() {
         return;
     }
-    let invoice_id = invoice["id"].clone();
+    let invoice_id = str_field(invoice, "id");
     let added: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
-    for item in items {
-        let line = json!({
-            "id": new_id("il_"),
-            "object": "line_item",
-            "amount": item["amount"],
-            "currency": item["currency"],
-            "description": item["description"],
-            "discount_amounts": [],
-            "discountable": false,
-            "discounts": [],
-            "invoice": invoice_id,
-            "livemode": false,
-            "metadata": {},
-            "parent": {
-                "invoice_item_details": null,
-                "subscription_item_details": {
-                    "invoice_item": item["id"], "proration": true, "proration_details": { "credited_items": null },
-                    "subscription": item["parent"]["subscription_details"]["subscription"], "subscription_item": item["parent"]["subscription_details"]["subscription_item"],
-                },
-                "type": "subscription_item_details",
-            },
-            "period": item["period"],
-            "pretax_credit_amounts": [],
-            "pricing": item["pricing"],
-            "quantity": item["quantity"],
-            "quantity_decimal": item["quantity_decimal"],
-            "subscription": item["parent"]["subscription_details"]["subscription"],
-            "subtotal": item["amount"],
-            "taxes": [],
-        });
-        if let Some(lines) = invoice["lines"]["data"].as_array_mut() {
-            lines.push(line);
-        }
+    if let Some(lines) = invoice["lines"]["data"].as_array_mut() {
+        lines.extend(items.iter().map(|item| item_line(&invoice_id, item, true)));
     }
     for field in ["subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"] {
         invoice[field] = json!(invoice[field].as_i64().unwrap_or(0) + added);

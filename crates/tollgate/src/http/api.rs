@@ -25,16 +25,31 @@ struct CheckoutRequest {
 /// The body of `POST /api/generate-stripe-checkout`: JSON `{"priceId"}` or a form with `priceId`;
 /// an empty body means the first plan.
 fn checkout_request(parts: &Parts, body: &[u8], surface: Surface) -> Result<Option<PriceId>, Failure> {
-    let is_json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
-    let request: CheckoutRequest = if body.is_empty() {
-        CheckoutRequest::default()
-    } else if is_json {
-        serde_json::from_slice(body)
-            .map_err(|e| Failure::bad_request(surface, "invalid_json", format!("The body is not valid JSON: {e}")))?
-    } else {
-        CheckoutRequest { price_id: form_urlencoded::parse(body).find(|(k, _)| k == "priceId").map(|(_, v)| v.into_owned()) }
+    let request: CheckoutRequest = match body.is_empty() {
+        true => CheckoutRequest::default(),
+        false => json_or_form(parts, body, surface, |field| CheckoutRequest { price_id: field("priceId") })?,
     };
-    match request.price_id.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+    price_of(request.price_id.as_deref(), surface)
+}
+
+/// A JSON body, or a form whose fields `from_form` reads, as the request's content type says.
+fn json_or_form<T: serde::de::DeserializeOwned>(
+    parts: &Parts,
+    body: &[u8],
+    surface: Surface,
+    from_form: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> T,
+) -> Result<T, Failure> {
+    let is_json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
+    match is_json {
+        true => serde_json::from_slice(body)
+            .map_err(|e| Failure::bad_request(surface, "invalid_json", format!("The body is not valid JSON: {e}"))),
+        false => Ok(from_form(&|name| form_urlencoded::parse(body).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))),
+    }
+}
+
+/// A price id as sent (trimmed; none when empty), or a 400.
+fn price_of(raw: Option<&str>, surface: Surface) -> Result<Option<PriceId>, Failure> {
+    match raw.map(str::trim).filter(|p| !p.is_empty()) {
         None => Ok(None),
         Some(raw) => PriceId::parse(raw).map(Some).map_err(|e| Failure::bad_request(surface, "invalid_price", e.to_string())),
     }
@@ -130,9 +145,8 @@ pub(crate) async fn plan_preview(
     CurrentUser(user): CurrentUser,
     axum::extract::Query(query): axum::extract::Query<PreviewQuery>,
 ) -> Result<Response, Failure> {
-    let raw = query.price.as_deref().map(str::trim).filter(|p| !p.is_empty());
-    let price = raw.ok_or_else(|| Failure::bad_request(Surface::Api, "invalid_price", "Name the plan: ?price=price_…"))?;
-    let price = PriceId::parse(price).map_err(|e| Failure::bad_request(Surface::Api, "invalid_price", e.to_string()))?;
+    let price = price_of(query.price.as_deref(), Surface::Api)?
+        .ok_or_else(|| Failure::bad_request(Surface::Api, "invalid_price", "Name the plan: ?price=price_…"))?;
     let preview = state.billing.plan_preview(&user.id, &price).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
     Ok(Json(preview_json(&preview)).into_response())
 }
@@ -170,17 +184,12 @@ pub(crate) async fn change_plan(
     body: Bytes,
 ) -> Result<Response, Failure> {
     let surface = Surface::of(&parts);
-    let is_json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
-    let request: ChangeRequest = if is_json {
-        serde_json::from_slice(&body)
-            .map_err(|e| Failure::bad_request(surface, "invalid_json", format!("The body is not valid JSON: {e}")))?
-    } else {
-        let field = |name: &str| form_urlencoded::parse(&body).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-        ChangeRequest { price_id: field("priceId"), proration_date: field("prorationDate").and_then(|v| v.parse().ok()) }
-    };
-    let raw = request.price_id.as_deref().map(str::trim).filter(|p| !p.is_empty());
-    let price = raw.ok_or_else(|| Failure::bad_request(surface, "invalid_price", "Name the plan: priceId."))?;
-    let price = PriceId::parse(price).map_err(|e| Failure::bad_request(surface, "invalid_price", e.to_string()))?;
+    let request: ChangeRequest = json_or_form(&parts, &body, surface, |field| ChangeRequest {
+        price_id: field("priceId"),
+        proration_date: field("prorationDate").and_then(|v| v.parse().ok()),
+    })?;
+    let price = price_of(request.price_id.as_deref(), surface)?
+        .ok_or_else(|| Failure::bad_request(surface, "invalid_price", "Name the plan: priceId."))?;
     let entry = state.billing.change_plan(&user.id, &price, request.proration_date).await.map_err(|e| Failure::from_billing(surface, e))?;
     Ok(match surface {
         Surface::Api => subscription_answer(&state, &entry, state.policy.grants(entry.status())),
