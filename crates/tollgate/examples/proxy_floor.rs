@@ -1,4 +1,9 @@
-//! Experiment: the floor of a hyper proxy on this machine.
+//! The floor of a hyper proxy on this machine, to compare the gateway with: a bare HTTP/1 proxy
+//! (no gate, no routing, no logging) in front of a product, on the work-stealing runtime (`mt`)
+//! or on one single-threaded runtime per thread sharing the port (`st`, SO_REUSEPORT).
+//!
+//! Usage: `proxy_floor mt|st <listen port> <product port> [threads]`, then load it with
+//! `wrk -t1 -c32` as `bench_gate` does (ARCHITECTURE.md has the numbers).
 use axum::body::Body;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
