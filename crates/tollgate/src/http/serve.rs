@@ -4,8 +4,9 @@
 //! bytes held for all connections together (beyond it new connections wait in the kernel's
 //! backlog), a cap on open connections (beyond it a new connection is closed at once; WebSocket
 //! tunnels keep their connection's slot), freed buffers handed back to the system, and graceful
-//! shutdown that lets requests in flight finish. Every request passes the edge (`http::edge`)
-//! before the router sees it.
+//! shutdown that lets requests in flight finish. Each accepted connection is served whole on one
+//! of the serving threads (`threads`). Every request passes the edge (`http::edge`) before the
+//! router sees it.
 
 use std::future::Future;
 use std::pin::Pin;
