@@ -136,3 +136,39 @@ async fn an_upgrade_whose_payment_fails_keeps_the_old_plan() {
     let page = browser.form("/api/change-plan", &[("priceId", &dearer)]).await;
     assert_eq!((page.status, page.location()), (303, "/dashboard?notice=payment-failed"));
 }
+
+/// Hostile or malformed plan-change requests: a 4xx naming what is wrong, and the plan untouched.
+#[tokio::test]
+async fn malformed_plan_changes_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let (browser, customer) = app.subscribed("careful@example.com", MONTHLY).await;
+    browser.get("/success").await;
+    for (query, code) in [
+        ("", "invalid_price"),
+        ("?price=", "invalid_price"),
+        ("?price=%3Cscript%3E", "invalid_price"),
+        ("?price=price_nope", "plan_not_offered"),
+    ] {
+        let r = browser.get_json(&format!("/api/plan-preview{query}")).await;
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some(code)), "{query}: {}", r.text);
+    }
+    let same = browser.get_json(&format!("/api/plan-preview?price={MONTHLY}")).await;
+    assert_eq!((same.status, same.json()["error"]["code"].as_str()), (409, Some("same_plan")));
+    let bodies = [
+        (r#"{"priceId": 12}"#, "invalid_json"),
+        (r#"{"priceId": "price_pro_yearly", "prorationDate": "soon"}"#, "invalid_json"),
+        ("{not json", "invalid_json"),
+        (r#"{"priceId": "prod_x"}"#, "invalid_price"),
+        (r#"{}"#, "invalid_price"),
+    ];
+    for (body, code) in bodies {
+        let headers = [("content-type", "application/json"), ("x-csrf-token", &browser.csrf().unwrap())];
+        let r = browser.send(Method::POST, "/api/change-plan", &headers, Some(body.as_bytes().to_vec())).await;
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some(code)), "{body}: {}", r.text);
+    }
+    let page = browser.form("/api/change-plan", &[("priceId", "<script>alert(1)</script>")]).await;
+    assert_eq!(page.status, 400, "{}", page.text);
+    assert!(!page.text.contains("<script>alert"), "escaped on the page");
+    assert_eq!(app.cache(&customer).await.unwrap()["priceId"], MONTHLY, "nothing changed");
+    assert!(app.cache(&customer).await.unwrap().get("scheduledPriceId").is_none());
+}
