@@ -44,13 +44,18 @@ pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, u
     Ok(Entitlement { entitled: policy.grants(entry.status()), entry })
 }
 
-/// Whether `user` is still entitled, from the cache alone and never a Stripe call (an open
-/// WebSocket tunnel asks this every `ENTITLEMENT_RECHECK`). A missing or unreadable entry, or a
-/// grant that would need a fresh read, counts as no: the client's next handshake goes through
-/// [`entitlement`], which reads Stripe.
-pub(crate) async fn entitled_from_cache(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<bool, BillingError> {
-    let Some(customer) = billing.customer_of(user).await? else { return Ok(false) };
-    let Some(value) = billing.kv.get(&keys::customer_cache(&customer)).await? else { return Ok(false) };
-    let Some(entry) = recipe::read_cache_entry(&value) else { return Ok(false) };
-    Ok(policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, billing.clock.unix_now()))
+/// `user`'s entry if they are still entitled, from the cache alone and never a Stripe call (an
+/// open WebSocket tunnel asks this every `ENTITLEMENT_RECHECK`). A missing or unreadable entry,
+/// or a grant that would need a fresh read, counts as no: the client's next handshake goes
+/// through [`entitlement`], which reads Stripe.
+pub(crate) async fn entitled_from_cache(
+    billing: &Arc<Billing>,
+    policy: &AccessPolicy,
+    user: &UserId,
+) -> Result<Option<SubscriptionCache>, BillingError> {
+    let Some(customer) = billing.customer_of(user).await? else { return Ok(None) };
+    let Some(value) = billing.kv.get(&keys::customer_cache(&customer)).await? else { return Ok(None) };
+    let Some(entry) = recipe::read_cache_entry(&value) else { return Ok(None) };
+    let entitled = policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, billing.clock.unix_now());
+    Ok(entitled.then_some(entry))
 }

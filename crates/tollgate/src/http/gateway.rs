@@ -112,12 +112,16 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         .and_then(|k| state.assertions.sign(&k.identity, Some(Bound { method: parts.method.as_str(), path: parts.uri.path() })));
     let client = parts.extensions.get::<ClientAddr>().cloned().unwrap_or_else(|| ClientAddr::direct(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
     // What a tunnel needs once the product has switched: its connection's slot, its user, and
-    // (on a gated path) the credentials to check again.
+    // (on a gated path) the credentials to check again, and the feature the path needs.
     let tunnel = tunnel.map(|reservation| {
         let slot = parts.extensions.get::<ConnectionSlot>().cloned();
         let user = identity.as_ref().map(|k| k.identity.sub.clone());
         let credentials = credential_headers(&parts.headers);
-        (reservation, slot, user, credentials)
+        let feature = match needs {
+            Requirement::Feature(feature) => Some(feature.to_string()),
+            _ => None,
+        };
+        (reservation, slot, user, credentials, feature)
     });
     let forwarding = Forwarding {
         identity: identity.map(|kept| (kept.headers, assertion)),
@@ -133,12 +137,12 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     let mut response = match forwarded {
         Ok(Forwarded::Answer(response)) => response,
         Ok(Forwarded::Tunnel { answer, client, product }) => {
-            if let Some((reservation, slot, user, credentials)) = tunnel {
+            if let Some((reservation, slot, user, credentials, feature)) = tunnel {
                 let (state, gateway) = (state.clone(), gateway.clone());
                 tokio::spawn(async move {
                     let (Ok(client), Ok(product)) = tokio::join!(client, product) else { return };
                     let recheck = match (&user, gated) {
-                        (Some(user), true) => UserId::parse(user).ok().map(|user| still_entitled(state, credentials, user)),
+                        (Some(user), true) => UserId::parse(user).ok().map(|user| still_entitled(state, credentials, user, feature)),
                         _ => None,
                     };
                     gateway.tunnels.run(Ends { reservation, slot, user, client, product }, recheck).await;
@@ -165,12 +169,14 @@ fn credential_headers(headers: &HeaderMap) -> HeaderMap {
 
 /// A tunnel's recheck: is its user still signed in with the same credentials (built-in
 /// accounts; a Clerk token is short-lived by design, so Clerk's user is checked by id) and still
-/// entitled, from the KV alone? A store that cannot answer three times running counts as no.
-fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId) -> impl FnMut() -> Check {
+/// entitled — with the path's `feature`, if it needs one — from the KV alone? A store that
+/// cannot answer three times running counts as no.
+fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId, feature: Option<String>) -> impl FnMut() -> Check {
     let failures = Arc::new(AtomicU32::new(0));
-    let (credentials, user) = (Arc::new(credentials), Arc::new(user));
+    let (credentials, user, feature) = (Arc::new(credentials), Arc::new(user), Arc::new(feature));
     move || {
-        let (state, credentials, user, failures) = (state.clone(), credentials.clone(), user.clone(), failures.clone());
+        let (state, credentials, user, feature, failures) =
+            (state.clone(), credentials.clone(), user.clone(), feature.clone(), failures.clone());
         Box::pin(async move {
             let answer = async {
                 if state.clerk.is_none() {
@@ -182,7 +188,10 @@ fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId) -> impl
                         _ => return Ok(false),
                     }
                 }
-                entitled_from_cache(&state.billing, &state.policy, &user).await.map_err(|_| ())
+                let entry = entitled_from_cache(&state.billing, &state.policy, &user).await.map_err(|_| ())?;
+                Ok(entry.is_some_and(|entry| {
+                    feature.as_deref().is_none_or(|feature| state.features.of(&entry, true).iter().any(|f| f == feature))
+                }))
             };
             match answer.await {
                 Ok(entitled) => {

@@ -1,6 +1,6 @@
 //! Upgrades through the gateway: only WebSocket is spliced (an `h2c` upgrade would hand the
 //! connection to the product and every later request on it would bypass the gate), and a
-//! tunnel keeps the gate — it closes when its user's subscription ends or they sign out, when
+//! tunnel keeps the gate — it closes when its user's subscription (or its path's feature) ends or they sign out, when
 //! it idles or outlives its limit, and tunnels together never take the whole connection cap.
 
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::gateway::{gateway_app, received, start_product};
-use crate::helpers::MONTHLY;
+use crate::helpers::{spawn_app_against, spawn_emulator, stripe_api, Options, MONTHLY};
 
 /// A WebSocket handshake on `path`, as a browser sends it: the answer's head and the stream.
 pub async fn handshake(addr: &str, path: &str, extra: &[(&str, &str)]) -> (String, TcpStream) {
@@ -134,6 +134,43 @@ async fn a_gated_tunnel_closes_when_the_subscription_ends_or_its_user_signs_out(
     member_browser.form("/auth/sign-out", &[]).await;
     let closed = closed_within(&mut socket, Duration::from_millis(800)).await;
     assert!(closed.is_some(), "the tunnel outlived the sign-out");
+}
+
+/// A tunnel on a path that needs a feature closes at its next recheck once the plan no longer has
+/// it (Stripe took it off the product: `ENTITLEMENTS=stripe`); one on a path that needs only the
+/// subscription stays open.
+#[tokio::test]
+async fn a_tunnel_closes_when_its_path_s_feature_is_taken_away() {
+    let (upstream, _) = start_product().await;
+    let stripe_url = spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let feature =
+        stripe_api(&http, &stripe_url, Method::POST, "/v1/entitlements/features", &[("name", "Live"), ("lookup_key", "live")]).await;
+    let attach = [("entitlement_feature", feature["id"].as_str().unwrap())];
+    let attached = stripe_api(&http, &stripe_url, Method::POST, "/v1/products/prod_pro/features", &attach).await;
+    let extra = vec![
+        ("UPSTREAM_URL", upstream.clone()),
+        ("GATED_PATHS", "/app,/app/live:live".into()),
+        ("ENTITLEMENTS", "stripe".into()),
+        ("ENTITLEMENT_RECHECK", "1s".into()),
+    ];
+    let app = spawn_app_against(&stripe_url, Options { extra, ..Options::default() }).await;
+    let (subscriber, customer) = app.subscribed("live@example.com", MONTHLY).await;
+    subscriber.get("/success").await;
+    let cookie = subscriber.cookie_header();
+    let (head, mut live) = handshake(&addr(&app.url), "/app/live/ws", &[("cookie", &cookie)]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (_, mut plain) = handshake(&addr(&app.url), "/app/ws", &[("cookie", &cookie)]).await;
+    assert!(echoes(&mut live, b"on air").await && echoes(&mut plain, b"hello").await);
+
+    let detach = format!("/v1/products/prod_pro/features/{}", attached["id"].as_str().unwrap());
+    stripe_api(&http, &stripe_url, Method::DELETE, &detach, &[]).await;
+    let summary =
+        app.events_for(&customer).await.into_iter().rfind(|e| e["type"] == "entitlements.active_entitlement_summary.updated").unwrap();
+    app.deliver_all_and_settle(&[summary]).await;
+    app.clock.advance(Duration::from_secs(1)); // the next recheck
+    assert!(closed_within(&mut live, Duration::from_secs(3)).await.is_some(), "the tunnel outlived its feature");
+    assert!(echoes(&mut plain, b"still subscribed").await, "the subscription alone still holds");
 }
 
 #[tokio::test]
