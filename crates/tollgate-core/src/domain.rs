@@ -318,6 +318,11 @@ impl PlanFeatures {
         }
     }
 
+    /// Whether `entry`, which grants access, includes `feature`.
+    pub fn grant(&self, entry: &SubscriptionCache, feature: &str) -> bool {
+        self.of(entry, true).iter().any(|f| f == feature)
+    }
+
     /// The features of the plan with this price, as configured (none are known ahead from Stripe).
     pub fn of_price(&self, price: &str) -> &[String] {
         self.by_price.get(price).map_or(&[], Vec::as_slice)

@@ -10,11 +10,9 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::{Billing, BillingError};
 use crate::domain::{CustomerId, Plan, PriceId, SubscriptionCache, UserId};
-use crate::stripe::wire::{Created, List};
+use crate::stripe::wire::{Created, Expandable, InvoicePreview, Subscription};
 
 /// When a plan change takes effect.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,29 +48,6 @@ struct Current {
     schedule: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Preview {
-    amount_due: i64,
-    currency: String,
-    lines: List<PreviewLine>,
-}
-
-#[derive(Deserialize)]
-struct PreviewLine {
-    amount: i64,
-    description: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Updated {
-    pending_update: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Schedule {
-    id: String,
-}
-
 /// A plan's price per day, to tell an upgrade from a downgrade.
 fn per_day(plan: &Plan) -> f64 {
     let days = match plan.interval.as_str() {
@@ -88,9 +63,27 @@ impl Billing {
     /// What switching `user` to `price` costs now, and when it takes effect.
     pub async fn plan_preview(self: &Arc<Self>, user: &UserId, price: &PriceId) -> Result<PlanPreview, BillingError> {
         let (current, target) = self.change_of(user, price, false).await?;
-        let Some(upgrade_at) = self.upgrade_moment(&current, &target) else {
+        self.preview(&current, &target).await
+    }
+
+    /// What switching `user` to each other offered plan costs now (`None` where Stripe could
+    /// not say): the dashboard's list. The subscription is read once for all of them.
+    pub async fn plan_previews(self: &Arc<Self>, user: &UserId) -> Result<Vec<(Plan, Option<PlanPreview>)>, BillingError> {
+        let plans = self.catalog.plans(&self.stripe).await?;
+        let current = self.current(user, &plans, false).await?;
+        let mut previews = Vec::new();
+        for plan in plans.iter().filter(|p| p.price_id != current.price.price_id) {
+            previews.push((plan.clone(), self.preview(&current, plan).await.ok()));
+        }
+        Ok(previews)
+    }
+
+    /// What going from `current` to `target` costs now: Stripe's preview of the prorations for
+    /// an upgrade; nothing, at the period's end, for any other change.
+    async fn preview(&self, current: &Current, target: &Plan) -> Result<PlanPreview, BillingError> {
+        let Some(upgrade_at) = self.upgrade_moment(current, target) else {
             return Ok(PlanPreview {
-                price: price.clone(),
+                price: target.price_id.clone(),
                 amount_due: 0,
                 currency: target.currency.clone(),
                 proration_date: None,
@@ -102,13 +95,13 @@ impl Billing {
         let form = [
             ("subscription", current.subscription.as_str()),
             ("subscription_details[items][0][id]", current.item.as_str()),
-            ("subscription_details[items][0][price]", price.as_str()),
+            ("subscription_details[items][0][price]", target.price_id.as_str()),
             ("subscription_details[proration_behavior]", "always_invoice"),
             ("subscription_details[proration_date]", at.as_str()),
         ];
-        let preview: Preview = self.stripe.post("/v1/invoices/create_preview", &form, None).await?;
+        let preview: InvoicePreview = self.stripe.post("/v1/invoices/create_preview", &form, None).await?;
         Ok(PlanPreview {
-            price: price.clone(),
+            price: target.price_id.clone(),
             amount_due: preview.amount_due,
             currency: preview.currency,
             proration_date: Some(upgrade_at),
@@ -138,7 +131,7 @@ impl Billing {
                     ("proration_date", at.as_str()),
                     ("payment_behavior", "pending_if_incomplete"),
                 ];
-                let updated: Updated = self.stripe.post(&format!("/v1/subscriptions/{}", current.subscription), &form, None).await?;
+                let updated: Subscription = self.stripe.post(&format!("/v1/subscriptions/{}", current.subscription), &form, None).await?;
                 let entry = self.sync(&current.customer).await?;
                 match updated.pending_update {
                     Some(pending) if !pending.is_null() => Err(BillingError::PaymentFailed),
@@ -179,12 +172,20 @@ impl Billing {
         (same_interval && per_day(target) > per_day(&current.price)).then(|| self.clock.unix_now())
     }
 
-    /// The user's live subscription and the offered plan of `price` (another than theirs): from
-    /// a fresh sync before a change (`fresh`), from the cache for a preview; the subscription's
-    /// item, period and schedule are read from Stripe either way.
+    /// The offered plan of `price` (another than the user's) and the user's live subscription.
     async fn change_of(self: &Arc<Self>, user: &UserId, price: &PriceId, fresh: bool) -> Result<(Current, Plan), BillingError> {
         let plans = self.catalog.plans(&self.stripe).await?;
         let target = plans.iter().find(|p| &p.price_id == price).cloned().ok_or(BillingError::PlanNotOffered)?;
+        let current = self.current(user, &plans, fresh).await?;
+        if current.price.price_id == target.price_id {
+            return Err(BillingError::SamePlan);
+        }
+        Ok((current, target))
+    }
+
+    /// The user's live subscription: from a fresh sync before a change (`fresh`), from the cache
+    /// for a preview; its item, period and schedule are read from Stripe either way.
+    async fn current(self: &Arc<Self>, user: &UserId, plans: &[Plan], fresh: bool) -> Result<Current, BillingError> {
         let customer = self.customer_of(user).await?.ok_or(BillingError::NoCustomer)?;
         let entry = match fresh {
             true => self.sync(&customer).await?,
@@ -195,48 +196,29 @@ impl Billing {
         };
         let subscription = entry.subscription().filter(|s| s.status.blocks_new_checkout()).ok_or(BillingError::NoLiveSubscription)?;
         let current_price = subscription.price_id.clone().ok_or(BillingError::NoLiveSubscription)?;
-        if current_price == price.as_str() {
-            return Err(BillingError::SamePlan);
-        }
         let id = subscription.subscription_id.clone().ok_or(BillingError::NoLiveSubscription)?;
-        // The item, the period and any schedule, read from Stripe.
-        let live: LiveSubscription = self.stripe.get(&format!("/v1/subscriptions/{id}"), &[("expand[]", "schedule")]).await?;
+        let live: Subscription = self.stripe.get(&format!("/v1/subscriptions/{id}"), &[("expand[]", "schedule")]).await?;
         let item = live.items.data.into_iter().next().ok_or(BillingError::NoLiveSubscription)?;
-        let current_plan = plans.iter().find(|p| p.price_id.as_str() == current_price).cloned().unwrap_or(Plan {
+        let price = plans.iter().find(|p| p.price_id.as_str() == current_price).cloned().unwrap_or(Plan {
             price_id: PriceId::parse(&current_price).map_err(|e| BillingError::Corrupt(e.to_string()))?,
             product_name: String::new(),
             unit_amount: item.price.unit_amount.unwrap_or(0),
-            currency: target.currency.clone(),
+            currency: item.price.currency.clone(),
             interval: item.price.recurring.as_ref().map_or("month".into(), |r| r.interval.clone()),
             interval_count: item.price.recurring.as_ref().map_or(1, |r| r.interval_count),
             features: Vec::new(),
         });
-        let schedule = live.schedule.map(|s| s.id);
-        Ok((
-            Current {
-                customer,
-                subscription: id,
-                item: item.id,
-                price: current_plan,
-                period_start: item.current_period_start.unwrap_or(0),
-                period_end: item.current_period_end.unwrap_or(0),
-                schedule,
-            },
-            target,
-        ))
+        Ok(Current {
+            customer,
+            subscription: id,
+            item: item.id,
+            price,
+            period_start: item.current_period_start.unwrap_or(0),
+            period_end: item.current_period_end.unwrap_or(0),
+            schedule: live.schedule.map(|s| match s {
+                Expandable::Id(id) => id,
+                Expandable::Object(s) => s.id,
+            }),
+        })
     }
-}
-
-#[derive(Deserialize)]
-struct LiveSubscription {
-    items: List<LiveItem>,
-    schedule: Option<Schedule>,
-}
-
-#[derive(Deserialize)]
-struct LiveItem {
-    id: String,
-    price: crate::stripe::wire::Price,
-    current_period_start: Option<i64>,
-    current_period_end: Option<i64>,
 }

@@ -40,6 +40,9 @@ pub struct Subscription {
     pub trial_end: Option<i64>,
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
     pub customer: Option<Expandable<Customer>>,
+    /// A change waiting for its payment (`payment_behavior=pending_if_incomplete`).
+    #[serde(default)]
+    pub pending_update: Option<serde_json::Value>,
     /// Its schedule, when one will change it (expanded by the sync: `data.schedule`).
     #[serde(default)]
     pub schedule: Option<Expandable<SubscriptionSchedule>>,
@@ -53,6 +56,8 @@ pub struct Subscription {
 
 #[derive(Debug, Deserialize)]
 pub struct SubscriptionItem {
+    #[serde(default)]
+    pub id: String,
     pub price: Price,
     pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
@@ -107,6 +112,8 @@ pub struct InvoiceSettings {
 
 #[derive(Debug, Deserialize)]
 pub struct SubscriptionSchedule {
+    #[serde(default)]
+    pub id: String,
     pub status: String,
     pub phases: Vec<SchedulePhase>,
 }
@@ -157,6 +164,20 @@ pub struct Coupon {
 #[derive(Debug, Deserialize)]
 pub struct PromotionCode {
     pub code: String,
+}
+
+/// What `POST /v1/invoices/create_preview` shows.
+#[derive(Debug, Deserialize)]
+pub struct InvoicePreview {
+    pub amount_due: i64,
+    pub currency: String,
+    pub lines: List<InvoiceLine>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvoiceLine {
+    pub amount: i64,
+    pub description: Option<String>,
 }
 
 /// A feature attached to a product (`GET /v1/products/{id}/features`).

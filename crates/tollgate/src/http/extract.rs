@@ -149,7 +149,7 @@ where
                 Ok(entitled) => entitled,
                 Err(failure) => return Ok(failure.into_response()),
             };
-            if !state.features.of(&entry, true).iter().any(|f| f == feature) {
+            if !state.features.grant(&entry, feature) {
                 return Ok(Failure::feature_required(Surface::of(&parts), feature).into_response());
             }
             let mut ready = ready;

@@ -189,9 +189,7 @@ fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId, feature
                     }
                 }
                 let entry = entitled_from_cache(&state.billing, &state.policy, &user).await.map_err(|_| ())?;
-                Ok(entry.is_some_and(|entry| {
-                    feature.as_deref().is_none_or(|feature| state.features.of(&entry, true).iter().any(|f| f == feature))
-                }))
+                Ok(entry.is_some_and(|entry| feature.as_deref().is_none_or(|feature| state.features.grant(&entry, feature))))
             };
             match answer.await {
                 Ok(entitled) => {
@@ -237,19 +235,18 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
         false => (status, Json(json!({ "error": { "code": code } }))).into_response(),
     };
     let header = |names: [&HeaderName; 2]| names.iter().find_map(|n| parts.headers.get(*n).and_then(|v| v.to_str().ok()));
-    let canonical = match header([&X_FORWARDED_URI, &X_ORIGINAL_URI]).filter(|_| state.gate.trust_forwarded_uri) {
-        None => None,
-        Some(uri) => match state.gate.canonical(uri.split(['?', '#']).next().unwrap_or("")) {
-            Ok(canonical) => Some(canonical.into_owned()),
-            Err(_) if nginx => return refuse(deny, "invalid_path"),
-            Err(refusal) => return Failure::bad_path(Surface::Api, refusal).into_response(),
-        },
-    };
-    let needs = match canonical.as_deref().map(|path| state.gate.requirement(path)) {
-        None => Requirement::Entitled,
-        Some(Ok(needs)) => needs,
-        Some(Err(_)) if nginx => return refuse(deny, "invalid_path"),
-        Some(Err(refusal)) => return Failure::bad_path(Surface::Api, refusal).into_response(),
+    let (needs, canonical) = match header([&X_FORWARDED_URI, &X_ORIGINAL_URI]).filter(|_| state.gate.trust_forwarded_uri) {
+        None => (Requirement::Entitled, None),
+        Some(uri) => {
+            let path = uri.split(['?', '#']).next().unwrap_or("");
+            let decided =
+                state.gate.canonical(path).and_then(|canonical| Ok((state.gate.requirement(&canonical)?, canonical.into_owned())));
+            match decided {
+                Ok((needs, canonical)) => (needs, Some(canonical)),
+                Err(_) if nginx => return refuse(deny, "invalid_path"),
+                Err(refusal) => return Failure::bad_path(Surface::Api, refusal).into_response(),
+            }
+        }
     };
     let kept = match identity_for(&state, &parts, needs, Surface::Api).await {
         Ok(kept) => kept,

@@ -85,14 +85,17 @@ pub(crate) async fn dashboard(
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
     let entitled = state.policy.grants(entry.status());
     let page = Dashboard::new(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref()));
-    // A subscriber sees what switching to each other plan costs now (Stripe's own preview).
-    let mut options = Vec::new();
-    if let Some(sub) = entry.subscription().filter(|s| s.status.blocks_new_checkout()) {
-        for plan in plans.iter().filter(|p| Some(p.price_id.as_str()) != sub.price_id.as_deref()) {
-            let preview = state.billing.plan_preview(&user.id, &plan.price_id).await.ok();
-            options.push(PlanOption::of(plan, preview.as_ref()));
-        }
-    }
+    // A subscriber sees what switching to each other plan costs now (Stripe's own preview); the
+    // plans alone when Stripe cannot say.
+    let options = match entry.subscription().filter(|s| s.status.blocks_new_checkout()) {
+        None => Vec::new(),
+        Some(sub) => match state.billing.plan_previews(&user.id).await {
+            Ok(previews) => previews.iter().map(|(plan, preview)| PlanOption::of(plan, preview.as_ref())).collect(),
+            Err(_) => {
+                plans.iter().filter(|p| Some(p.price_id.as_str()) != sub.price_id.as_deref()).map(|p| PlanOption::of(p, None)).collect()
+            }
+        },
+    };
     Ok(Dashboard { local_accounts: state.clerk.is_none(), options, ..page }.into_response())
 }
 
