@@ -64,6 +64,9 @@ pub(crate) struct Reservation {
 
 /// What a tunnel is made of: its room, its connection's slot, its user, and both upgraded ends.
 pub(crate) struct Ends {
+    /// When the product's switch was passed on to the client (`Tunnels::now`): the limits count
+    /// from it, not from whenever the tunnel's task first runs.
+    pub(crate) opened: Instant,
     pub(crate) reservation: Reservation,
     pub(crate) slot: Option<ConnectionSlot>,
     pub(crate) user: Option<String>,
@@ -85,6 +88,11 @@ impl Drop for Registration<'_> {
 }
 
 impl Tunnels {
+    /// The tunnels' time now (their clock).
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// At most `max` tunnels at once.
     pub(crate) fn new(max: usize, limits: TunnelLimits, clock: tollgate_core::Clock) -> Tunnels {
         Tunnels { open: Default::default(), next: AtomicU64::new(0), room: Arc::new(Semaphore::new(max)), limits, clock }
@@ -119,11 +127,10 @@ impl Tunnels {
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
     {
-        let Ends { reservation: _reservation, slot, user, client, product } = ends;
+        let Ends { opened: started, reservation: _reservation, slot, user, client, product } = ends;
         let _slot = slot.as_ref().and_then(ConnectionSlot::take);
         let registration = self.register(user);
         let clock = &self.clock;
-        let started = clock.now();
         let last_active = Arc::new(AtomicU64::new(0));
         let mut client = Active { io: TokioIo::new(client), started, last_active: last_active.clone(), clock: clock.clone() };
         let mut product = Active { io: TokioIo::new(product), started, last_active: last_active.clone(), clock: clock.clone() };

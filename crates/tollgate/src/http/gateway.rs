@@ -139,13 +139,14 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         Ok(Forwarded::Tunnel { answer, client, product }) => {
             if let Some((reservation, slot, user, credentials, feature)) = tunnel {
                 let (state, gateway) = (state.clone(), gateway.clone());
+                let opened = gateway.tunnels.now();
                 tokio::spawn(async move {
                     let (Ok(client), Ok(product)) = tokio::join!(client, product) else { return };
                     let recheck = match (&user, gated) {
                         (Some(user), true) => UserId::parse(user).ok().map(|user| still_entitled(state, credentials, user, feature)),
                         _ => None,
                     };
-                    gateway.tunnels.run(Ends { reservation, slot, user, client, product }, recheck).await;
+                    gateway.tunnels.run(Ends { opened, reservation, slot, user, client, product }, recheck).await;
                 });
             }
             answer

@@ -173,26 +173,28 @@ async fn a_tunnel_closes_when_its_path_s_feature_is_taken_away() {
     assert!(echoes(&mut plain, b"still subscribed").await, "the subscription alone still holds");
 }
 
+/// Idle and lifetime limits on the app's clock. That clock runs with real time too, so each step
+/// leaves seconds of slack before a limit (a loaded machine must not close a tunnel early).
 #[tokio::test]
 async fn idle_and_old_tunnels_close() {
     let (upstream, _) = start_product().await;
-    let app = gateway_app(&upstream, vec![("UPSTREAM_IDLE_TIMEOUT", "1s".into()), ("WEBSOCKET_MAX_LIFETIME", "4s".into())]).await;
+    let app = gateway_app(&upstream, vec![("UPSTREAM_IDLE_TIMEOUT", "10s".into()), ("WEBSOCKET_MAX_LIFETIME", "40s".into())]).await;
     let (_, mut chatty) = handshake(&addr(&app.url), "/ws", &[]).await;
     let (_, mut idle) = handshake(&addr(&app.url), "/ws", &[]).await;
-    // 0.6 s on the app's clock: the busy tunnel talks; the idle one has not idled a second yet.
-    app.clock.advance(Duration::from_millis(600));
+    // 6 s on the app's clock: the busy tunnel talks; the idle one has not idled 10 s yet.
+    app.clock.advance(Duration::from_secs(6));
     assert!(echoes(&mut chatty, b"ping").await);
     assert!(closed_within(&mut idle, Duration::from_millis(100)).await.is_none(), "closed before it idled");
-    // 1.2 s: the idle one has had no byte for over a second; the busy one talks again.
-    app.clock.advance(Duration::from_millis(600));
+    // 12 s: the idle one has had no byte for over 10 s; the busy one talks again.
+    app.clock.advance(Duration::from_secs(6));
     assert!(closed_within(&mut idle, Duration::from_secs(2)).await.is_some(), "an idle tunnel closes");
     assert!(echoes(&mut chatty, b"ping").await, "a busy tunnel stays open");
-    // The busy one talks every 0.8 s up to 3.6 s; at 4.4 s its lifetime (4 s) is over.
+    // The busy one talks every 8 s up to 36 s; at 44 s its lifetime (40 s) is over.
     for _ in 0..3 {
-        app.clock.advance(Duration::from_millis(800));
+        app.clock.advance(Duration::from_secs(8));
         assert!(echoes(&mut chatty, b"ping").await, "a busy tunnel stays open until its lifetime ends");
     }
-    app.clock.advance(Duration::from_millis(800));
+    app.clock.advance(Duration::from_secs(8));
     assert!(closed_within(&mut chatty, Duration::from_secs(2)).await.is_some(), "no tunnel outlives WEBSOCKET_MAX_LIFETIME");
 }
 
