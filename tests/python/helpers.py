@@ -33,6 +33,22 @@ def start_emulator(*args):
     return proc, proc.stdout.readline().split("listening on ")[1].strip()
 
 
+class SchemaConformance:
+    """A suite's emulator records its answers; the suite's last test (named to sort last) holds
+    them and every event against Stripe's schemas with tests/sdk/conformance.mjs (stripe-node's
+    types; scripts/test installs tests/sdk's packages first). Set `cls.recording` and `cls.base`."""
+
+    @staticmethod
+    def recording_file(name):
+        return Path(os.environ.get("TMPDIR", "/tmp")) / f"emulator-answers-{name}-{os.getpid()}.jsonl"
+
+    def test_zz_every_answer_and_event_matches_stripes_schemas(self):
+        checker = ROOT / "tests" / "sdk" / "conformance.mjs"
+        run = subprocess.run(["node", str(checker), str(self.recording), self.base], capture_output=True, text=True, timeout=300)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertRegex(run.stdout, r"[1-9]\d* answers and [1-9]\d* events checked: 0 violations")
+
+
 def stop(proc):
     """End `proc` as its supervisor would (SIGTERM: nginx takes its workers with it, Jupyter its
     kernels), then for certain."""

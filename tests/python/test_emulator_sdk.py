@@ -13,7 +13,7 @@ from pathlib import Path
 
 import stripe
 
-from helpers import start_emulator, stop
+from helpers import SchemaConformance, start_emulator, stop
 
 SECRET = "whsec_python_suite"
 
@@ -37,18 +37,20 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class EmulatorWithStripePython(unittest.TestCase):
+class EmulatorWithStripePython(SchemaConformance, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
         threading.Thread(target=cls.receiver.serve_forever, daemon=True).start()
         hook = f"http://127.0.0.1:{cls.receiver.server_address[1]}/hook"
-        cls.proc, cls.base = start_emulator("--webhook", hook, "--webhook-secret", SECRET)
+        cls.recording = cls.recording_file("checkout")
+        cls.proc, cls.base = start_emulator("--webhook", hook, "--webhook-secret", SECRET, "--record-responses", str(cls.recording))
         point_stripe_at(cls.base, "sk_test_python_suite")
 
     @classmethod
     def tearDownClass(cls):
         stop(cls.proc)
+        cls.recording.unlink(missing_ok=True)
         cls.receiver.shutdown()
         cls.receiver.server_close()
 
@@ -111,20 +113,24 @@ class EmulatorWithStripePython(unittest.TestCase):
             stripe.Webhook.construct_event(body, signature, "whsec_wrong")
 
 
-class DunningWithStripePython(unittest.TestCase):
+class DunningWithStripePython(SchemaConformance, unittest.TestCase):
     """Test clocks, a failed renewal retried on the emulator's --retry-days to its --final-state,
     search and the read endpoints, each object checked to be the SDK's own class."""
 
     @classmethod
     def setUpClass(cls):
         cls.data = Path(os.environ.get("TMPDIR", "/tmp")) / f"emulator-python-{os.getpid()}.jsonl"
-        cls.proc, cls.base = start_emulator("--retry-days", "1,2", "--final-state", "unpaid", "--data", str(cls.data))
+        cls.recording = cls.recording_file("dunning")
+        cls.proc, cls.base = start_emulator(
+            "--retry-days", "1,2", "--final-state", "unpaid", "--data", str(cls.data), "--record-responses", str(cls.recording)
+        )
         point_stripe_at(cls.base, "sk_test_python_dunning")
 
     @classmethod
     def tearDownClass(cls):
         stop(cls.proc)
         cls.data.unlink(missing_ok=True)
+        cls.recording.unlink(missing_ok=True)
 
     def advance(self, clock, to):
         advancing = stripe.test_helpers.TestClock.advance(clock.id, frozen_time=to)

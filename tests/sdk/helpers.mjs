@@ -1,9 +1,12 @@
 // Shared helpers: start real servers (the emulator binary, a webhook receiver) on free loopback ports.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Stripe from 'stripe';
+import { checkRecording } from './conformance.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '..', '..');
@@ -31,14 +34,22 @@ export function startServer(bin, args, env = {}) {
 
 export const emulatorBin = process.env.EMULATOR_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target'), 'debug', 'stripe-emulator');
 
-/** The emulator with the test seed (or another) and a webhook endpoint; retries compressed to milliseconds. */
-export async function startEmulator({ webhook, secret, seed = seedFile } = {}) {
-  const args = ['--port', '0', '--seed', seed, '--retry-base-ms', '50', '--webhook-timeout-ms', '2000'];
+/**
+ * The emulator with the test seed (or another) and a webhook endpoint; retries compressed to
+ * milliseconds. It records every answer, so `conformance()` can check them all (and every event)
+ * against Stripe's schemas before `stop()`, which removes the recording.
+ */
+export async function startEmulator({ webhook, secret, seed = seedFile, args: extra = [] } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'emulator-answers-'));
+  const recording = path.join(dir, 'answers.jsonl');
+  const args = ['--port', '0', '--seed', seed, '--retry-base-ms', '50', '--webhook-timeout-ms', '2000', '--record-responses', recording, ...extra];
   if (webhook) args.push('--webhook', webhook, '--webhook-secret', secret);
   const server = await startServer(emulatorBin, args);
   const { hostname, port } = new URL(server.url);
   const stripe = new Stripe('sk_test_sdk_suite', { host: hostname, port: Number(port), protocol: 'http', maxNetworkRetries: 0 });
-  return { ...server, stripe };
+  const stop = () => { server.stop(); fs.rmSync(dir, { recursive: true, force: true }); };
+  const conformance = () => checkRecording(recording, server.url);
+  return { ...server, stripe, stop, conformance };
 }
 
 /** A webhook receiver that keeps each raw body and its Stripe-Signature header. */

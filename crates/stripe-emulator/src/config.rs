@@ -58,6 +58,17 @@ pub struct EmulatorConfig {
     /// `/v1` requests per second allowed (a bucket that holds one second's worth); above it the
     /// answer is Stripe's 429 `rate_limit`. `None`: no limit.
     pub rate_limit: Option<u32>,
+    /// Days before a renewal that `invoice.upcoming` is sent (Stripe's "upcoming renewal events"
+    /// setting); 0 sends none.
+    pub upcoming_days: i64,
+    /// The least time a test clock stays `advancing` (Stripe takes seconds), so that code which
+    /// forgets to wait for `ready` fails here as it would against Stripe; a busy advance takes
+    /// longer, in proportion to the events it makes. Zero: instant (changeable at run time
+    /// through `POST /_emulator/test_clocks/advance_time`).
+    pub clock_advance: Duration,
+    /// Append every `/v1` answer to this file as a JSON line (`--record-responses`), so a test
+    /// suite can hold all of them against Stripe's schemas afterwards.
+    pub record_responses: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -74,6 +85,9 @@ impl Default for EmulatorConfig {
             rate_limit: None,
             data_file: None,
             dunning: Dunning::default(),
+            upcoming_days: 7,
+            clock_advance: Duration::from_millis(200),
+            record_responses: None,
         }
     }
 }
@@ -84,6 +98,7 @@ impl EmulatorConfig {
         EmulatorConfig {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             retry: RetryPolicy { max_attempts: 4, retry_base: Duration::from_millis(50), timeout: Duration::from_secs(2) },
+            clock_advance: Duration::ZERO,
             ..Default::default()
         }
     }

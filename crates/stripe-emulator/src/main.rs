@@ -54,6 +54,16 @@ struct Cli {
     /// What a subscription becomes when its last retry fails: canceled, unpaid or past_due.
     #[arg(long, default_value = "canceled")]
     final_state: FinalState,
+    /// Days before each renewal that `invoice.upcoming` is sent (0: never).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(i64).range(0..=60))]
+    upcoming_days: i64,
+    /// The least time a test clock advance takes, in milliseconds, so clients must poll for
+    /// `ready` as with Stripe (0: instant).
+    #[arg(long, default_value_t = 200)]
+    clock_advance_ms: u64,
+    /// Append every API answer to this file, one JSON line each (`{method, path, status, body}`).
+    #[arg(long, env = "STRIPE_EMULATOR_RECORD_RESPONSES")]
+    record_responses: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
         rate_limit: cli.rate_limit,
         data_file: cli.data,
         dunning: Dunning { retry_days: cli.retry_days.0, final_state: cli.final_state },
+        upcoming_days: cli.upcoming_days,
+        clock_advance: Duration::from_millis(cli.clock_advance_ms),
+        record_responses: cli.record_responses,
         ..Default::default()
     };
     let running = Emulator::build(config).await?;

@@ -91,6 +91,7 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/v1/subscriptions/search", get(subscriptions::search))
         .route("/v1/subscriptions/{id}", get(subscriptions::retrieve).post(subscriptions::update).delete(subscriptions::cancel))
         .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
+        .route("/v1/subscriptions/{id}/pause", post(subscriptions::pause))
         .route("/v1/subscription_schedules", get(subscription_schedules::list).post(subscription_schedules::create))
         .route("/v1/subscription_schedules/{id}", get(subscription_schedules::retrieve).post(subscription_schedules::update))
         .route("/v1/subscription_schedules/{id}/release", post(subscription_schedules::release))
@@ -101,6 +102,8 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/v1/invoices/create_preview", post(invoices::create_preview))
         .route("/v1/invoices/{id}", get(invoices::retrieve))
         .route("/v1/invoices/{id}/lines", get(invoices::lines))
+        .route("/v1/invoiceitems", get(invoices::list_items))
+        .route("/v1/invoiceitems/{id}", get(invoices::retrieve_item))
         .route("/v1/invoice_payments", get(invoices::list_payments))
         .route("/v1/invoice_payments/{id}", get(invoices::retrieve_payment))
         .route("/v1/payment_intents", get(payment_intents::list))
@@ -142,6 +145,8 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/_emulator/checkout/sessions/{id}/complete", post(control::complete_checkout))
         .route("/_emulator/clock", get(control::clock))
         .route("/_emulator/clock/advance", post(control::advance_clock))
+        .route("/_emulator/test_clocks/advance_time", post(control::set_clock_advance_time))
+        .route("/_emulator/payment_methods/{id}/outcome", post(control::set_card_outcome))
         .route("/_emulator/webhook_endpoints/{id}/test_delivery", post(control::test_delivery))
         .layer(middleware::from_fn_with_state(emulator.clone(), same_site_only));
 

@@ -1,6 +1,7 @@
 //! The layers around the API and the hosted pages: Stripe's response headers and rate limit, the
 //! API key, idempotency, and the same-site guard of pages and control endpoints.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
@@ -57,6 +58,8 @@ pub async fn stripe_headers(State(emulator): State<Emulator>, mut request: Reque
         }
     }
     request.extensions_mut().insert(RequestId(request_id.clone()));
+    emulator.delete_expired_test_clocks();
+    let called = (request.method().clone(), request.uri().path().to_string());
     // Stripe's limiter runs before anything else, idempotency included: a 429 is never replayed.
     let mut response = if emulator.admit_request() {
         next.run(request).await
@@ -65,6 +68,9 @@ pub async fn stripe_headers(State(emulator): State<Emulator>, mut request: Reque
         limited.headers_mut().insert("stripe-rate-limited-reason", HeaderValue::from_static("global-rate"));
         limited
     };
+    if emulator.recorder.is_some() {
+        response = record(&emulator, &called, response).await;
+    }
     if !emulator.config.latency.is_zero() {
         tokio::time::sleep(emulator.config.latency).await;
     }
@@ -76,6 +82,22 @@ pub async fn stripe_headers(State(emulator): State<Emulator>, mut request: Reque
         headers.insert("stripe-version", v);
     }
     response
+}
+
+/// Append an answer to the record file (`--record-responses`) as `{method, path, status, body}`.
+async fn record(emulator: &Emulator, (method, path): &(Method, String), response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "the answer could not be recorded").into_response();
+    };
+    if let (Ok(body), Some(recorder)) = (serde_json::from_slice::<serde_json::Value>(&bytes), &emulator.recorder) {
+        let line = serde_json::json!({ "method": method.as_str(), "path": path, "status": parts.status.as_u16(), "body": body });
+        let mut file = recorder.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(err) = writeln!(file, "{line}") {
+            tracing::error!(%err, "cannot record a response");
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// `YYYY-MM-DD` optionally followed by `.name` (`2025-03-31.basil`).

@@ -77,13 +77,32 @@ pub fn list_kind(
     customer: Option<&str>,
     keep: impl Fn(&Value) -> bool,
 ) -> ApiResult {
+    list_kind_ordered(emulator, request, kind, filters, customer, keep, false)
+}
+
+/// [`list_kind`], newest `created` first when `by_created` (events: those of a test clock carry
+/// its time, so the order they were made in is not their order in time), else newest made first.
+pub fn list_kind_ordered(
+    emulator: &Emulator,
+    request: &ApiRequest,
+    kind: &'static str,
+    filters: &[&str],
+    customer: Option<&str>,
+    keep: impl Fn(&Value) -> bool,
+    by_created: bool,
+) -> ApiResult {
     let allowed: Vec<&str> = list::LIST_PARAMS.iter().chain(filters.iter()).copied().collect();
     request.params.allow(&allowed)?;
     let expand = request.expand()?;
     let created = list::created_filter(&request.params)?;
     emulator.read(|store| {
         let page = ListParams::from(&request.params, store)?;
-        let (data, has_more) = paginate(store.iter_kind(kind, customer).filter(|v| keep(v) && created(v)), &page);
+        let mut matching: Vec<&Value> = store.iter_kind(kind, customer).filter(|v| keep(v) && created(v)).collect();
+        if by_created {
+            // Stable: objects made in the same second keep their newest-first order.
+            matching.sort_by_key(|v| std::cmp::Reverse(v["created"].as_i64().unwrap_or(0)));
+        }
+        let (data, has_more) = paginate(matching.into_iter(), &page);
         let tree = ExpandTree::for_list(store, &data, &expand)?;
         let body = ListPage { store, data, has_more, url: &request.path, tree: &tree, next_page: None };
         Ok(JsonBody(serde_json::to_vec(&body).unwrap_or_default()))

@@ -106,6 +106,20 @@ pub struct NewSubscription {
     pub error_if_incomplete: bool,
     /// A coupon to apply from the start (a promotion code entered at Checkout).
     pub discount: Option<discounts::NewDiscount>,
+    /// Made by a Checkout Session: Stripe announces it `incomplete`, and its first payment then
+    /// makes it `active` with a `customer.subscription.updated` (a trial starts `trialing`).
+    pub from_checkout: bool,
+    /// `billing_mode[type]`: `flexible` (the default since basil) or `classic`.
+    pub flexible: bool,
+}
+
+/// `billing_mode` as a subscription shows it; only `flexible` subscriptions can be paused.
+pub fn billing_mode(flexible: bool, at: i64) -> Value {
+    if flexible {
+        json!({ "flexible": { "proration_discounts": "included" }, "type": "flexible", "updated_at": at })
+    } else {
+        json!({ "flexible": null, "type": "classic" })
+    }
 }
 
 /// The result of creating a subscription: its id and first invoice, or the card error of its first payment.
@@ -128,7 +142,12 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
     if spec.items.iter().any(|(p, _)| interval_of(p) != (interval.clone(), count)) {
         return Err(ApiError::bad_request("All prices on a subscription must have the same recurring interval."));
     }
-    let outcome = spec.payment_method.as_ref().and_then(|pm| store.card_outcome(pm).cloned()).unwrap_or(Outcome::Succeeds);
+    // The first invoice is charged to the subscription's card, else to the customer's default.
+    let card = spec
+        .payment_method
+        .clone()
+        .or_else(|| store.get(&spec.customer).and_then(|c| c["invoice_settings"]["default_payment_method"].as_str().map(str::to_string)));
+    let outcome = card.as_ref().and_then(|pm| store.card_outcome(pm).cloned()).unwrap_or(Outcome::Succeeds);
     if spec.error_if_incomplete && spec.trial_end.is_none() {
         if let Some(err) = on_session(outcome).charge_error() {
             return Err(err);
@@ -148,7 +167,7 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
         "automatic_tax": { "disabled_reason": null, "enabled": false, "liability": null },
         "billing_cycle_anchor": anchor,
         "billing_cycle_anchor_config": null,
-        "billing_mode": { "flexible": null, "type": "classic" },
+        "billing_mode": billing_mode(spec.flexible, now),
         "billing_schedules": [],
         "billing_thresholds": null,
         "cancel_at": if spec.cancel_at_period_end { json!(period_end) } else { Value::Null },
@@ -204,10 +223,18 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
         (None, None) => "active",
         (None, Some(_)) => "incomplete",
     };
-    store.update(&id, Map::from_iter([("status".to_string(), json!(status)), ("latest_invoice".to_string(), json!(invoice))]));
     // Stripe announces the subscription once it exists in its first state, before the invoice events.
-    store.emit_for("customer.subscription.created", &id, None);
-    store.flush_deferred();
+    if spec.from_checkout {
+        let first_state = if spec.trial_end.is_some() { "trialing" } else { "incomplete" };
+        store.update(&id, Map::from_iter([("status".to_string(), json!(first_state)), ("latest_invoice".to_string(), json!(invoice))]));
+        store.emit_for("customer.subscription.created", &id, None);
+        store.flush_deferred();
+        set(store, &id, Map::from_iter([("status".to_string(), json!(status))]));
+    } else {
+        store.update(&id, Map::from_iter([("status".to_string(), json!(status)), ("latest_invoice".to_string(), json!(invoice))]));
+        store.emit_for("customer.subscription.created", &id, None);
+        store.flush_deferred();
+    }
     // A trial shorter than the notice period is announced at once.
     if spec.trial_end.is_some_and(|end| end - now <= TRIAL_NOTICE_SECONDS) {
         trial_will_end(store, &id);
@@ -546,8 +573,23 @@ fn attempt(store: &mut Store, invoice_id: &str, dunning: Option<&Dunning>, prese
     }
     let payment_method = subscription.as_ref().and_then(|s| payment_method_of(store, s));
     let attempts = invoice["attempt_count"].as_i64().unwrap_or(0) + 1;
+    let previous =
+        Map::from_iter(["attempt_count", "attempted", "next_payment_attempt"].map(|field| (field.to_string(), invoice[field].clone())));
     invoice["attempted"] = json!(true);
     invoice["attempt_count"] = json!(attempts);
+    // Retry n waits its number of days after the attempt before it.
+    let next_retry = dunning.and_then(|d| d.retry_days.get(attempts as usize - 1)).map(|days| now + days * 86_400);
+    let pi_id = invoice["payments"]["data"][0]["payment"]["payment_intent"].as_str().unwrap_or_default().to_string();
+    // A hard decline is not retried on the same card: a scheduled retry passes without a charge
+    // (it still counts in `attempt_count`) until the customer gives another payment method.
+    if dunning.is_some() {
+        if let Some(err) = store.get(&pi_id).and_then(|intent| hard_decline_of(intent, payment_method.as_deref())) {
+            invoice["next_payment_attempt"] = json!(next_retry);
+            store.replace(invoice.clone());
+            store.defer("invoice.updated", &invoice, Some(previous));
+            return Some(err);
+        }
+    }
     let error = match &payment_method {
         None => Some(ApiError::card_declined("no_payment_method", "The customer has no payment method to charge.")),
         Some(pm) => {
@@ -555,7 +597,6 @@ fn attempt(store: &mut Store, invoice_id: &str, dunning: Option<&Dunning>, prese
             (if present { on_session(outcome) } else { outcome }).charge_error()
         }
     };
-    let pi_id = invoice["payments"]["data"][0]["payment"]["payment_intent"].as_str().unwrap_or_default().to_string();
     let mut intent = store.get(&pi_id).cloned().unwrap_or_default();
     intent["payment_method"] = json!(payment_method);
     let needs_action = error.as_ref().is_some_and(|e| e.code.as_deref() == Some("authentication_required"));
@@ -581,9 +622,10 @@ fn attempt(store: &mut Store, invoice_id: &str, dunning: Option<&Dunning>, prese
     };
     intent["status"] = json!(if needs_action { "requires_action" } else { "requires_payment_method" });
     intent["next_action"] = if needs_action { json!({ "type": "use_stripe_sdk", "use_stripe_sdk": {} }) } else { Value::Null };
+    // `doc_url` and `param` are optional and never null in Stripe's schema: a card error has neither.
     intent["last_payment_error"] = json!({
-        "code": err.code, "decline_code": err.decline_code, "doc_url": null, "message": err.message,
-        "param": null, "payment_method": payment_method.as_ref().and_then(|pm| store.get(pm)).cloned(), "type": "card_error",
+        "code": err.code, "decline_code": err.decline_code, "message": err.message,
+        "payment_method": payment_method.as_ref().and_then(|pm| store.get(pm)).cloned(), "type": "card_error",
     });
     store.replace(intent.clone());
     if needs_action {
@@ -594,19 +636,38 @@ fn attempt(store: &mut Store, invoice_id: &str, dunning: Option<&Dunning>, prese
     if let Some(charge) = &charge {
         store.defer("charge.failed", charge, None);
     }
-    // Retry n waits its number of days after the attempt before it.
-    let next = dunning.and_then(|d| d.retry_days.get(attempts as usize - 1)).map(|days| now + days * 86_400);
-    invoice["next_payment_attempt"] = json!(next);
+    invoice["next_payment_attempt"] = json!(next_retry);
     store.replace(invoice.clone());
     store.defer("invoice.payment_failed", &invoice, None);
     if needs_action {
         store.defer("invoice.payment_action_required", &invoice, None);
     }
+    store.defer("invoice.updated", &invoice, Some(previous));
     Some(err)
+}
+
+/// Decline codes Stripe does not retry on the same payment method (its Smart Retries list).
+const HARD_DECLINES: &[&str] = &[
+    "incorrect_number", "lost_card", "pickup_card", "stolen_card", "revocation_of_authorization", "revocation_of_all_authorizations",
+    "authentication_required", "highest_risk_level",
+];
+
+/// The error of a payment intent's last attempt when it was a hard decline of `payment_method`.
+fn hard_decline_of(intent: &Value, payment_method: Option<&str>) -> Option<ApiError> {
+    let error = &intent["last_payment_error"];
+    let code = error["decline_code"].as_str().or(error["code"].as_str())?;
+    let same_card = payment_method.is_some() && error["payment_method"]["id"].as_str() == payment_method;
+    (same_card && HARD_DECLINES.contains(&code)).then(|| ApiError {
+        code: error["code"].as_str().map(str::to_string),
+        ..ApiError::card_declined(code, error["message"].as_str().unwrap_or("Your card was declined."))
+    })
 }
 
 fn mark_paid(store: &mut Store, invoice: &mut Value, now: i64) {
     let amount = invoice["amount_due"].as_i64().unwrap_or(0);
+    let previous = Map::from_iter(
+        ["status", "amount_paid", "amount_remaining", "next_payment_attempt"].map(|field| (field.to_string(), invoice[field].clone())),
+    );
     invoice["status"] = json!("paid");
     invoice["amount_paid"] = json!(amount);
     invoice["amount_remaining"] = json!(0);
@@ -625,6 +686,7 @@ fn mark_paid(store: &mut Store, invoice: &mut Value, now: i64) {
         store.replace(payment.clone());
         store.defer("invoice_payment.paid", &payment, None);
     }
+    store.defer("invoice.updated", invoice, Some(previous));
 }
 
 /// A charge of a payment intent to a card, succeeded or failed with `error`.
@@ -757,15 +819,10 @@ fn set(store: &mut Store, id: &str, changes: Map<String, Value>) {
 fn roll(store: &mut Store, id: &str, boundary: i64, reset_anchor: bool, dunning: &Dunning, now: bool) {
     let Some(sub) = store.get(id).cloned() else { return };
     let trial_ending = sub["status"] == "trialing";
-    let resuming = sub["status"] == "paused";
     if trial_ending && payment_method_of(store, &sub).is_none() {
         match sub["trial_settings"]["end_behavior"]["missing_payment_method"].as_str() {
             Some("cancel") => return cancel_now(store, id, "cancellation_requested"),
-            Some("pause") => {
-                set(store, id, Map::from_iter([("status".to_string(), json!("paused"))]));
-                store.emit_for("customer.subscription.paused", id, None);
-                return;
-            }
+            Some("pause") => return pause_now(store, id, "trial_end_without_payment_method"),
             _ => {} // create_invoice: the invoice fails for want of a card, and the subscription is past_due
         }
     }
@@ -795,11 +852,11 @@ fn roll(store: &mut Store, id: &str, boundary: i64, reset_anchor: bool, dunning:
     }
     let invoice = new_invoice(store, &renewed, amount, "subscription_cycle", (boundary, period_end), !now);
     let mut changes = Map::from_iter([("items".to_string(), renewed["items"].take()), ("latest_invoice".to_string(), json!(invoice))]);
-    if trial_ending || resuming {
+    if trial_ending {
         changes.insert("status".into(), json!("active"));
-        if reset_anchor {
-            changes.insert("trial_end".into(), json!(boundary));
-        }
+    }
+    if trial_ending && reset_anchor {
+        changes.insert("trial_end".into(), json!(boundary));
     }
     if reset_anchor {
         changes.insert("billing_cycle_anchor".into(), json!(boundary));
@@ -846,13 +903,40 @@ fn no_collection() -> Map<String, Value> {
 /// End an invoice's collection with `status` (`void`, `uncollectible`), stamping
 /// `status_transitions[transition]` now; `event` is deferred.
 fn close_invoice(store: &mut Store, invoice_id: &str, status: &str, transition: &str, event: &str) {
+    let now = store.now();
     let mut changes = no_collection();
-    let mut transitions = store.get(invoice_id).map(|i| i["status_transitions"].clone()).unwrap_or_default();
-    transitions[transition] = json!(store.now());
+    let invoice = store.get(invoice_id).cloned().unwrap_or_default();
+    let mut transitions = invoice["status_transitions"].clone();
+    transitions[transition] = json!(now);
     changes.insert("status".into(), json!(status));
     changes.insert("status_transitions".into(), transitions);
+    // A voided invoice's payment intent is canceled with it, and so is its invoice payment.
+    let mut canceled_intent = None;
+    if status == "void" {
+        let mut payments = invoice["payments"].clone();
+        if let Some(payment) = payments["data"].get_mut(0).filter(|p| p["status"] == "open") {
+            payment["status"] = json!("canceled");
+            payment["status_transitions"]["canceled_at"] = json!(now);
+            store.replace(payment.clone());
+            let pi_id = str_field(&payment["payment"], "payment_intent");
+            let open = store.get(&pi_id).is_some_and(|pi| !matches!(pi["status"].as_str(), Some("succeeded" | "canceled")));
+            if open {
+                let cancel = Map::from_iter([
+                    ("status".to_string(), json!("canceled")),
+                    ("canceled_at".to_string(), json!(now)),
+                    ("cancellation_reason".to_string(), json!("void_invoice")),
+                ]);
+                store.update(&pi_id, cancel);
+                canceled_intent = Some(pi_id);
+            }
+        }
+        changes.insert("payments".into(), payments);
+    }
     store.update(invoice_id, changes);
     store.defer_for(event, invoice_id);
+    if let Some(pi_id) = canceled_intent {
+        store.defer_for("payment_intent.canceled", &pi_id);
+    }
 }
 
 /// Finalize a draft if needed and try to pay it; move its subscription as the result requires:
@@ -871,6 +955,13 @@ pub fn collect(store: &mut Store, invoice_id: &str, dunning: &Dunning) {
         return;
     }
     let status = sub["status"].as_str().unwrap_or_default();
+    // A resumption invoice (`resume_on_payment_success`): paid resumes, failed stays paused.
+    if status == "paused" {
+        if !failed {
+            unpause(store, &sub_id, "active");
+        }
+        return;
+    }
     if !failed {
         if matches!(status, "past_due" | "unpaid" | "incomplete") {
             set(store, &sub_id, Map::from_iter([("status".to_string(), json!("active"))]));
@@ -1108,9 +1199,69 @@ pub fn replace_items(store: &mut Store, id: &str, items: Value, dunning: &Dunnin
     }
 }
 
+/// Move a subscription to `paused` (`customer.subscription.updated`, then `.paused`), saying why
+/// in `status_details.paused.subscription.type`.
+pub fn pause_now(store: &mut Store, id: &str, reason: &str) {
+    let details = json!({ "paused": { "subscription": { "type": reason }, "transitioned_at": store.now(), "type": "subscription" } });
+    let mut previous = store.update(id, Map::from_iter([("status".to_string(), json!("paused")), ("status_details".to_string(), details)]));
+    // `status_details` was absent, not null: it has no previous value to show.
+    previous.remove("status_details");
+    store.emit_for("customer.subscription.updated", id, Some(previous));
+    store.emit_for("customer.subscription.paused", id, None);
+}
+
+/// Leave `paused` for `status` (`active`, or `past_due` when the resumption invoice failed):
+/// `customer.subscription.updated`, then `.resumed`.
+fn unpause(store: &mut Store, id: &str, status: &str) {
+    let mut previous = store.update(id, Map::from_iter([("status".to_string(), json!(status))]));
+    if let Some(details) = store.remove_field(id, "status_details") {
+        previous.insert("status_details".into(), details);
+    }
+    store.emit_for("customer.subscription.updated", id, Some(previous));
+    store.emit_for("customer.subscription.resumed", id, None);
+}
+
+/// The credits of pausing now: the unused time of each item, from `from` to the period's end.
+pub fn unused_time_credits(subscription: &Value, from: i64) -> Vec<Proration> {
+    let name =
+        |item: &Value| item["price"]["nickname"].as_str().or(item["price"]["product"].as_str()).unwrap_or("Subscription").to_string();
+    subscription["items"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let (start, end) = (item["current_period_start"].as_i64()?, item["current_period_end"].as_i64()?);
+            let from = from.clamp(start, end);
+            let qty = item["quantity"].as_i64().unwrap_or(1);
+            let left = if end > start { (end - from) as f64 / (end - start) as f64 } else { 0.0 };
+            let amount = -((unit_amount(&item["price"]) * qty) as f64 * left).round() as i64;
+            (amount != 0).then(|| Proration {
+                description: format!("Unused time on {qty} × {} after {}", name(item), billing_text::date(from)),
+                amount,
+                price: item["price"].clone(),
+                quantity: qty,
+                item: str_field(item, "id"),
+                period: (from, end),
+            })
+        })
+        .collect()
+}
+
+/// How a resumed subscription's invoice is paid (`payment_behavior` of `…/resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumePayment {
+    /// The default: no payment attempt in the request; the subscription leaves `paused` when the
+    /// attempt is made, right after, for `active` or (failed, never retried) `past_due`.
+    OnAttempt,
+    /// The payment is attempted in the request; the subscription stays `paused` until it
+    /// succeeds, and a failed one is retried on the dunning schedule.
+    OnSuccess,
+}
+
 /// `POST /v1/subscriptions/{id}/resume`: a `paused` subscription starts a new period now (the
-/// anchor moves to now) and its invoice is charged once, without retries.
-pub fn resume(store: &mut Store, id: &str) -> Result<(), ApiError> {
+/// anchor moves to now), with its invoice finalized at once. Returns the invoice to attempt
+/// right after the request (`OnAttempt`), if any.
+pub fn resume(store: &mut Store, id: &str, payment: ResumePayment, dunning: &Dunning) -> Result<Option<String>, ApiError> {
     let sub = store.get_kind("subscription", id, Some("subscription"))?.clone();
     if sub["status"] != "paused" {
         return Err(ApiError::bad_request(format!(
@@ -1120,18 +1271,41 @@ pub fn resume(store: &mut Store, id: &str) -> Result<(), ApiError> {
     }
     store.use_clock_of(&str_field(&sub, "customer"));
     let now = store.now();
-    let no_retries = Dunning { retry_days: Vec::new(), final_state: FinalState::PastDue };
-    roll(store, id, now, true, &no_retries, false);
+    roll(store, id, now, true, dunning, false);
     let invoice = store.get(id).map(|s| str_field(s, "latest_invoice")).unwrap_or_default();
-    store.emit_for("customer.subscription.resumed", id, None);
-    collect(store, &invoice, &no_retries);
-    Ok(())
+    finalize(store, &invoice);
+    store.flush_deferred();
+    let due = store.get(&invoice).and_then(|i| i["amount_due"].as_i64()).unwrap_or(0);
+    if due == 0 || payment == ResumePayment::OnSuccess {
+        let failed = attempt(store, &invoice, Some(dunning).filter(|_| due > 0), false).is_some();
+        store.flush_deferred();
+        if !failed {
+            unpause(store, id, "active");
+        }
+        return Ok(None);
+    }
+    store.update(&invoice, Map::from_iter([("next_payment_attempt".to_string(), Value::Null)]));
+    Ok(Some(invoice))
+}
+
+/// The payment attempt of a resumption with `resume_on_payment_attempt`: the subscription
+/// leaves `paused` either way, for `past_due` when it failed (no retries).
+pub fn attempt_resumption(store: &mut Store, id: &str, invoice: &str) {
+    let Some(sub) = store.get(id).filter(|s| s["status"] == "paused" && s["latest_invoice"] == invoice).cloned() else { return };
+    if store.get(invoice).is_none_or(|i| i["status"] != "open") {
+        return;
+    }
+    store.use_clock_of(&str_field(&sub, "customer"));
+    let failed = attempt(store, invoice, None, false).is_some();
+    store.flush_deferred();
+    unpause(store, id, if failed { "past_due" } else { "active" });
 }
 
 /// One step of a subscription's life that falls due at a time.
 #[derive(Debug, Clone, PartialEq)]
 enum Due {
     TrialWillEnd,
+    Upcoming(i64),
     Collect(String),
     ResumeCollection,
     Expire,
@@ -1139,8 +1313,9 @@ enum Due {
     Renew(i64),
 }
 
-/// The earliest step of a subscription due by `now`, with its time.
-fn next_due(store: &Store, sub: &Value, now: i64) -> Option<(i64, Due)> {
+/// The earliest step of a subscription due by `now`, with its time. `invoice.upcoming` comes
+/// `upcoming_days` before a renewal (none when 0, or when the period is shorter than that).
+fn next_due(store: &Store, sub: &Value, now: i64, upcoming_days: i64) -> Option<(i64, Due)> {
     if is_ended(sub) {
         return None;
     }
@@ -1171,6 +1346,15 @@ fn next_due(store: &Store, sub: &Value, now: i64) -> Option<(i64, Due)> {
     if let Some(at) = sub["pause_collection"]["resumes_at"].as_i64() {
         due.push((at, Due::ResumeCollection));
     }
+    let renews = matches!(status, "active" | "trialing" | "past_due")
+        && sub["cancel_at_period_end"] != true
+        && sub["cancel_at"].as_i64().is_none_or(|at| at > period_end)
+        && sub["pause_collection"].is_null();
+    let period_start = sub["items"]["data"][0]["current_period_start"].as_i64().unwrap_or(0);
+    let upcoming_at = period_end.saturating_sub(upcoming_days * 86_400);
+    if renews && upcoming_days > 0 && upcoming_at > period_start && !store.noticed(&upcoming_notice(&id, period_end)) {
+        due.push((upcoming_at, Due::Upcoming(period_end)));
+    }
     match sub["cancel_at"].as_i64() {
         Some(at) if at <= period_end => due.push((at, Due::Cancel)),
         _ if sub["cancel_at_period_end"] == true => due.push((period_end, Due::Cancel)),
@@ -1179,6 +1363,20 @@ fn next_due(store: &Store, sub: &Value, now: i64) -> Option<(i64, Due)> {
         _ => {}
     }
     due.into_iter().filter(|(at, _)| *at <= now).min_by_key(|(at, _)| *at)
+}
+
+/// What moving time runs by: the dunning settings and how early `invoice.upcoming` comes.
+#[derive(Debug, Clone)]
+pub struct Renewals {
+    pub dunning: Dunning,
+    /// Days before a renewal that `invoice.upcoming` is sent (Stripe's Dashboard setting); 0: never.
+    pub upcoming_days: i64,
+}
+
+impl Renewals {
+    pub fn of(config: &crate::config::EmulatorConfig) -> Renewals {
+        Renewals { dunning: config.dunning.clone(), upcoming_days: config.upcoming_days }
+    }
 }
 
 /// Which subscriptions a clock moves: those of one test clock, or those under none.
@@ -1190,7 +1388,8 @@ pub enum Clock<'a> {
 
 /// Bring the subscriptions of `clock` up to `now`, running every step that fell due in between at
 /// its own time (renewals, collections, retries, notices, cancellations).
-pub fn catch_up(store: &mut Store, clock: Clock, now: i64, dunning: &Dunning) {
+pub fn catch_up(store: &mut Store, clock: Clock, now: i64, settings: &Renewals) {
+    let dunning = &settings.dunning;
     let ids: Vec<String> = store
         .iter_kind("subscription", None)
         .filter(|s| match clock {
@@ -1204,10 +1403,11 @@ pub fn catch_up(store: &mut Store, clock: Clock, now: i64, dunning: &Dunning) {
         // Bounded: a daily price advanced by years is at most a few thousand steps.
         for _ in 0..20_000 {
             let Some(sub) = store.get(&id).cloned() else { break };
-            let Some((at, step)) = next_due(store, &sub, now) else { break };
+            let Some((at, step)) = next_due(store, &sub, now, settings.upcoming_days) else { break };
             store.use_frozen_time(Some(at));
             match step {
                 Due::TrialWillEnd => trial_will_end(store, &id),
+                Due::Upcoming(period_end) => upcoming(store, &sub, period_end),
                 Due::Collect(invoice) => collect(store, &invoice, dunning),
                 Due::ResumeCollection => {
                     set(store, &id, Map::from_iter([("pause_collection".to_string(), Value::Null)]));
@@ -1222,6 +1422,21 @@ pub fn catch_up(store: &mut Store, clock: Clock, now: i64, dunning: &Dunning) {
         Clock::Control => None,
         Clock::Test(_) => Some(now),
     });
+}
+
+fn upcoming_notice(subscription: &str, period_end: i64) -> String {
+    format!("upcoming {subscription} {period_end}")
+}
+
+/// `invoice.upcoming`: the renewal's invoice as a preview, which has no id.
+fn upcoming(store: &mut Store, subscription: &Value, period_end: i64) {
+    if store.first_notice(upcoming_notice(&str_field(subscription, "id"), period_end)) {
+        let mut invoice = preview_invoice(store, subscription);
+        if let Some(fields) = invoice.as_object_mut() {
+            fields.remove("id");
+        }
+        store.emit("invoice.upcoming", &invoice, None);
+    }
 }
 
 /// An `incomplete` subscription whose first payment never came: `incomplete_expired`, its invoice void.
@@ -1283,6 +1498,8 @@ mod tests {
             cancel_at_period_end: false,
             error_if_incomplete: false,
             discount: None,
+            from_checkout: false,
+            flexible: true,
         };
         let created = create_subscription(&mut store, spec).unwrap();
         assert!(types(&mut store).ends_with(&[
@@ -1291,9 +1508,10 @@ mod tests {
             "invoice.finalized".into(),
             "invoice.paid".into(),
             "invoice.payment_succeeded".into(),
+            "invoice.updated".into(),
             "customer.subscription.trial_will_end".into()
         ]));
-        let dunning = Dunning { retry_days: vec![2], final_state: FinalState::Unpaid };
+        let dunning = Renewals { dunning: Dunning { retry_days: vec![2], final_state: FinalState::Unpaid }, upcoming_days: 0 };
         let trial_end = store.get(&created.subscription).unwrap()["trial_end"].as_i64().unwrap();
         catch_up(&mut store, Clock::Control, trial_end + DRAFT_SECONDS, &dunning);
         let sub = store.get(&created.subscription).cloned().unwrap();
@@ -1305,7 +1523,10 @@ mod tests {
         assert_eq!(store.get(&created.subscription).unwrap()["status"], "unpaid");
         assert_eq!(
             types(&mut store),
-            ["payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "customer.subscription.updated"]
+            [
+                "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "invoice.updated",
+                "customer.subscription.updated"
+            ]
         );
         // Nothing more falls due for an unpaid subscription.
         catch_up(&mut store, Clock::Control, trial_end + 400 * 86_400, &dunning);

@@ -265,6 +265,8 @@ pub fn pay(store: &mut Store, id: &str, payment: &Payment) -> Result<String, Api
             cancel_at_period_end: false,
             error_if_incomplete: false,
             discount: discount.clone(),
+            from_checkout: true,
+            flexible: true,
         },
     )?;
     let paid = created.payment_error.is_none();

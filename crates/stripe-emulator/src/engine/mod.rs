@@ -17,6 +17,7 @@ pub mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::StatusCode;
@@ -43,6 +44,11 @@ pub struct Inner {
     pub rate_limited: AtomicU64,
     /// The rate limit's bucket: tokens left and when it was last filled.
     bucket: std::sync::Mutex<(f64, std::time::Instant)>,
+    /// The least time a test clock advance takes, in milliseconds (`config.clock_advance`, then
+    /// `POST /_emulator/test_clocks/advance_time`).
+    pub clock_advance_ms: AtomicU64,
+    /// Where `/v1` answers are recorded (`config.record_responses`).
+    pub recorder: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 impl std::ops::Deref for Emulator {
@@ -63,6 +69,17 @@ impl Emulator {
         let store = SharedStore::new(store);
         let dispatcher = Dispatcher::new(config.retry.clone(), store.clone());
         let full = f64::from(config.rate_limit.unwrap_or(0));
+        let clock_advance_ms = AtomicU64::new(config.clock_advance.as_millis() as u64);
+        let recorder = match &config.record_responses {
+            Some(path) => Some(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open {} to record responses", path.display()))?,
+            )),
+            None => None,
+        };
         let emulator = Emulator(Arc::new(Inner {
             store,
             config,
@@ -71,13 +88,16 @@ impl Emulator {
             api_requests: Default::default(),
             rate_limited: Default::default(),
             bucket: std::sync::Mutex::new((full, std::time::Instant::now())),
+            clock_advance_ms,
+            recorder,
         }));
         emulator.load_startup_state(false)?;
         // An advance cut short by a stop is finished now, so no clock stays `advancing`.
         let interrupted = test_clocks::advancing(&emulator.lock_read());
         for id in interrupted {
             emulator.apply(&RequestInfo::default(), |store| {
-                test_clocks::finish_advance(store, &id, &emulator.config.dunning);
+                test_clocks::run_advance(store, &id, &billing::Renewals::of(&emulator.config));
+                test_clocks::mark_ready(store, &id);
                 Ok(())
             })?;
         }
@@ -182,20 +202,56 @@ impl Emulator {
 
     /// `POST /v1/test_helpers/test_clocks/{id}/advance`: the clock answers `advancing`, and the
     /// steps that fall due run in the background, after which it is `ready` at its new time.
+    /// Unless advances are instant, nothing changes for [`Inner::clock_advance_ms`], and `ready`
+    /// comes 2 ms per event made after the work (at most 10 s): as with Stripe, a client sees
+    /// the result only once it has waited for `ready`.
     pub fn advance_test_clock(&self, request: &RequestInfo, id: &str, frozen_time: i64) -> Result<serde_json::Value, ApiError> {
         let clock = self.apply(request, |store| test_clocks::start_advance(store, id, frozen_time))?;
         let emulator = self.clone();
         let id = id.to_string();
+        let floor = Duration::from_millis(self.clock_advance_ms.load(Ordering::Relaxed));
         tokio::spawn(async move {
-            let finished = emulator.apply(&RequestInfo::default(), |store| {
-                test_clocks::finish_advance(store, &id, &emulator.config.dunning);
-                Ok(())
+            tokio::time::sleep(floor).await;
+            let renewals = billing::Renewals::of(&emulator.config);
+            let worked = emulator.apply(&RequestInfo::default(), |store| {
+                let events = test_clocks::run_advance(store, &id, &renewals);
+                if floor.is_zero() {
+                    test_clocks::mark_ready(store, &id);
+                }
+                Ok(events)
             });
+            let finished = match worked {
+                Ok(events) if !floor.is_zero() => {
+                    tokio::time::sleep(Duration::from_millis(2 * events as u64).min(Duration::from_secs(10))).await;
+                    emulator.apply(&RequestInfo::default(), |store| {
+                        test_clocks::mark_ready(store, &id);
+                        Ok(())
+                    })
+                }
+                other => other.map(|_| ()),
+            };
             if let Err(err) = finished {
                 tracing::error!(clock = %id, error = %err.message, "a test clock could not finish advancing");
             }
         });
         Ok(clock)
+    }
+
+    /// Delete the test clocks whose `deletes_after` has passed (Stripe deletes a clock, with its
+    /// customers, 30 days after creating it). Checked before every API request.
+    pub fn delete_expired_test_clocks(&self) {
+        if test_clocks::expired(&self.lock_read()).is_empty() {
+            return;
+        }
+        let deleted = self.apply(&RequestInfo::default(), |store| {
+            for id in test_clocks::expired(store) {
+                test_clocks::delete(store, &id)?;
+            }
+            Ok(())
+        });
+        if let Err(err) = deleted {
+            tracing::error!(error = %err.message, "an expired test clock could not be deleted");
+        }
     }
 
     /// `POST /_emulator/clock/advance`: move the control clock, running what fell due for the
@@ -204,7 +260,7 @@ impl Emulator {
         self.apply(&RequestInfo::default(), |store| {
             store.advance_control_clock(seconds);
             let now = store.control_now();
-            billing::catch_up(store, billing::Clock::Control, now, &self.config.dunning);
+            billing::catch_up(store, billing::Clock::Control, now, &billing::Renewals::of(&self.config));
             Ok(now)
         })
     }

@@ -73,6 +73,8 @@ pub fn attach_payment_method(store: &mut Store, id: &str, customer: &str, param:
     }
     store.update(&pm_id, Map::from_iter([("customer".to_string(), json!(customer))]));
     store.index_under_customer(customer, &pm_id);
+    // A customer under a test clock has its events at the clock's time.
+    store.use_clock_of(customer);
     store.emit_for("payment_method.attached", &pm_id, None);
     Ok(pm_id)
 }

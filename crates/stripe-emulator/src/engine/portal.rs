@@ -90,6 +90,7 @@ pub fn act(store: &mut Store, session: &str, action: PortalAction, dunning: &Dun
             let pm_id = attach_payment_method(store, pm["id"].as_str().unwrap_or_default(), &customer, "card_number")?;
             let mut settings = store.get(&customer).map(|c| c["invoice_settings"].clone()).unwrap_or_default();
             settings["default_payment_method"] = json!(pm_id);
+            store.use_clock_of(&customer);
             store.commit(&customer, Map::from_iter([("invoice_settings".to_string(), settings)]), "customer.updated");
             // The new card also becomes the default of the customer's live subscriptions, so it is
             // the one charged next; an unpaid invoice is tried again with it at once.

@@ -56,7 +56,7 @@ pub fn create_from_subscription(store: &mut Store, subscription: &str) -> Result
         "id": id,
         "object": "subscription_schedule",
         "application": null,
-        "billing_mode": { "flexible": null, "type": "classic" },
+        "billing_mode": sub["billing_mode"],
         "canceled_at": null,
         "completed_at": null,
         "created": store.now(),

@@ -3,11 +3,11 @@
 //!
 //! An advance answers `advancing` at once and finishes in the background (see
 //! [`crate::engine::Emulator::advance_test_clock`]), as in Stripe, so clients poll until `ready`.
+//! A clock is deleted, with its customers, once its `deletes_after` has passed.
 
 use serde_json::{json, Map, Value};
 
-use crate::config::Dunning;
-use crate::engine::billing::{self, Clock};
+use crate::engine::billing::{self, Clock, Renewals};
 use crate::engine::customers::delete_customer;
 use crate::model::calendar::add_interval;
 use crate::model::{is_ended, new_id, str_field, ApiError};
@@ -87,16 +87,32 @@ pub fn start_advance(store: &mut Store, id: &str, frozen_time: i64) -> Result<Va
     Ok(store.commit(id, changes, "test_helpers.test_clock.advancing"))
 }
 
-/// Run everything due on the clock up to its target, then mark it `ready` at that time.
-pub fn finish_advance(store: &mut Store, id: &str, dunning: &Dunning) {
+/// Run everything due on the clock up to its target: the work of an advance. Returns how many
+/// events it made (what the advance's duration grows with).
+pub fn run_advance(store: &mut Store, id: &str, renewals: &Renewals) -> usize {
+    let Some(target) = store.get(id).and_then(|c| c["status_details"]["advancing"]["target_frozen_time"].as_i64()) else { return 0 };
+    let before = store.pending_events().len();
+    billing::catch_up(store, Clock::Test(id), target, renewals);
+    store.pending_events().len() - before
+}
+
+/// End an advance: the clock is `ready` at its target. The clock's own events carry the wall
+/// time, as its `created` and `advancing` events do (the clock is not under itself).
+pub fn mark_ready(store: &mut Store, id: &str) {
     let Some(target) = store.get(id).and_then(|c| c["status_details"]["advancing"]["target_frozen_time"].as_i64()) else { return };
-    billing::catch_up(store, Clock::Test(id), target, dunning);
+    store.use_frozen_time(None);
     let changes = Map::from_iter([
         ("status".to_string(), json!("ready")),
         ("frozen_time".to_string(), json!(target)),
         ("status_details".to_string(), json!({})),
     ]);
     store.commit(id, changes, "test_helpers.test_clock.ready");
+}
+
+/// Clocks whose `deletes_after` has passed on the control clock.
+pub fn expired(store: &Store) -> Vec<String> {
+    let now = store.control_now();
+    store.iter_kind(KIND, None).filter(|c| c["deletes_after"].as_i64().is_some_and(|at| at <= now)).map(|c| str_field(c, "id")).collect()
 }
 
 /// Clocks left `advancing` (the emulator stopped mid-advance).
@@ -113,6 +129,7 @@ pub fn delete(store: &mut Store, id: &str) -> Result<Value, ApiError> {
         delete_customer(store, &customer)?;
     }
     let tombstone = store.delete(id);
+    store.use_frozen_time(None);
     store.emit("test_helpers.test_clock.deleted", &clock, None);
     Ok(tombstone)
 }

@@ -16,7 +16,14 @@ pub enum Outcome {
     /// Needs 3D Secure every time (Stripe's `4000 0027 6000 3184`): the payer authenticates on
     /// Checkout's page, but a renewal charged off-session asks for action and does not pay.
     AuthenticationRequired,
+    /// A saved card whose later charges are declined with this code: one reported lost or stolen
+    /// after it was attached (set by `POST /_emulator/payment_methods/{id}/outcome`).
+    DeclinedWhenCharged(&'static str),
 }
+
+/// The decline codes a saved card can be given by `POST /_emulator/payment_methods/{id}/outcome`.
+pub const LATER_DECLINES: &[&str] =
+    &["lost_card", "stolen_card", "pickup_card", "insufficient_funds", "generic_decline", "expired_card", "do_not_honor"];
 
 const DECLINES: [Outcome; 4] = [
     INSUFFICIENT,
@@ -32,6 +39,7 @@ impl From<Outcome> for String {
             Outcome::Declined { decline_code, .. } => decline_code.into(),
             Outcome::FailsWhenCharged => "fails_when_charged".into(),
             Outcome::AuthenticationRequired => "authentication_required".into(),
+            Outcome::DeclinedWhenCharged(code) => format!("declined_when_charged:{code}"),
         }
     }
 }
@@ -55,6 +63,14 @@ impl TryFrom<String> for Outcome {
             "succeeds" => Ok(Outcome::Succeeds),
             "fails_when_charged" => Ok(Outcome::FailsWhenCharged),
             "authentication_required" => Ok(Outcome::AuthenticationRequired),
+            other if other.starts_with("declined_when_charged:") => {
+                let code = &other["declined_when_charged:".len()..];
+                LATER_DECLINES
+                    .iter()
+                    .find(|c| **c == code)
+                    .map(|c| Outcome::DeclinedWhenCharged(c))
+                    .ok_or_else(|| format!("unknown card outcome {other}"))
+            }
             other => DECLINES
                 .iter()
                 .find(|d| matches!(d, Outcome::Declined { decline_code, .. } if *decline_code == other))
@@ -75,6 +91,7 @@ impl Outcome {
             }),
             Outcome::Declined { decline_code, message } => Some(ApiError::card_declined(decline_code, message)),
             Outcome::FailsWhenCharged => Some(ApiError::card_declined("generic_decline", "Your card was declined.")),
+            Outcome::DeclinedWhenCharged(code) => Some(ApiError::card_declined(code, "Your card was declined.")),
         }
     }
 }

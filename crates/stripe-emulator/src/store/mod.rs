@@ -362,6 +362,12 @@ impl Store {
         previous
     }
 
+    /// Take a field off a stored object (one that Stripe leaves out rather than nulls), returning it.
+    pub fn remove_field(&mut self, id: &str, field: &str) -> Option<Value> {
+        self.touch(id);
+        self.objects.get_mut(id).and_then(Value::as_object_mut).and_then(|object| object.remove(field))
+    }
+
     /// Write changes and, if anything changed, emit `event_type` with `previous_attributes`.
     /// Returns the object as stored now.
     pub fn commit(&mut self, id: &str, changes: Map<String, Value>, event_type: &str) -> Value {

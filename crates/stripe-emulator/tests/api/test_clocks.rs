@@ -2,10 +2,11 @@
 //! failed renewals retried on the dunning schedule to the configured end state, cards that need
 //! authentication, paused collection, paused subscriptions and resuming, the trial notice.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::json;
 use stripe_emulator::model::calendar::days_from_civil;
 use stripe_emulator::{Dunning, EmulatorConfig, FinalState};
 
@@ -58,19 +59,28 @@ impl TestEmulator {
         id(&customer)
     }
 
-    /// The types of the events about `object_ids` since the last call, oldest first.
-    async fn events_since(&self, after: &mut Option<String>) -> Vec<String> {
-        let mut query = vec![("limit", "100".to_string())];
-        if let Some(last) = after.as_ref() {
-            query.push(("ending_before", last.clone()));
+    /// The types of the events not seen before, oldest first. Stripe lists events by `created`,
+    /// and a clock's objects have their events at the clock's (past) time, while the clock's own
+    /// `advancing` and `ready` events carry the wall time: those two come last.
+    async fn events_since(&self, seen: &mut HashSet<String>) -> Vec<String> {
+        let mut events = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "100".to_string())];
+            if let Some(last) = &after {
+                query.push(("starting_after", last.clone()));
+            }
+            let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let page = self.get("/v1/events", &query).await;
+            let data = page["data"].as_array().unwrap();
+            events.extend(data.iter().filter(|e| !seen.contains(e["id"].as_str().unwrap())).cloned());
+            after = data.last().map(id);
+            if page["has_more"] != true {
+                break;
+            }
         }
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let page = self.get("/v1/events", &query).await;
-        let mut events: Vec<Value> = page["data"].as_array().unwrap().clone();
         events.reverse();
-        if let Some(last) = events.last() {
-            *after = Some(id(last));
-        }
+        seen.extend(events.iter().map(id));
         events.iter().map(|e| e["type"].as_str().unwrap().to_string()).collect()
     }
 }
@@ -96,7 +106,7 @@ async fn a_test_clock_renews_on_the_anchor_and_hides_its_objects_from_plain_list
     assert!(emu.get("/v1/customers", &[]).await["data"].as_array().unwrap().iter().all(|c| c["id"] != customer.as_str()));
     assert_eq!(emu.get("/v1/customers", &[("test_clock", &clock)]).await["data"][0]["id"], customer.as_str());
 
-    let mut seen = None;
+    let mut seen = HashSet::new();
     emu.events_since(&mut seen).await;
     emu.advance_clock(&clock, at(2025, 2, 28) + 2 * 3600).await;
     let renewed = emu.get(&format!("/v1/subscriptions/{}", id(&sub)), &[("expand[]", "latest_invoice")]).await;
@@ -108,9 +118,9 @@ async fn a_test_clock_renews_on_the_anchor_and_hides_its_objects_from_plain_list
     assert_eq!(
         emu.events_since(&mut seen).await,
         [
-            "test_helpers.test_clock.advancing", "invoice.created", "customer.subscription.updated", "invoice.finalized",
-            "payment_intent.created", "payment_intent.succeeded", "charge.succeeded", "invoice.paid", "invoice.payment_succeeded",
-            "invoice_payment.paid", "test_helpers.test_clock.ready",
+            "invoice.upcoming", "invoice.created", "customer.subscription.updated", "invoice.finalized", "payment_intent.created",
+            "payment_intent.succeeded", "charge.succeeded", "invoice.paid", "invoice.payment_succeeded", "invoice_payment.paid",
+            "invoice.updated", "test_helpers.test_clock.advancing", "test_helpers.test_clock.ready",
         ]
     );
 
@@ -145,7 +155,7 @@ async fn a_failed_renewal_is_retried_on_schedule_then_ends_as_configured() {
         let path = format!("/v1/subscriptions/{}", id(&sub));
         // The card then starts failing.
         emu.post(&path, &[("default_payment_method", "pm_card_chargeCustomerFail")]).await;
-        let mut seen = None;
+        let mut seen = HashSet::new();
         emu.events_since(&mut seen).await;
         let renewal = at(2025, 4, 1);
         emu.advance_clock(&clock, renewal + 3600 + 60).await;
@@ -157,9 +167,9 @@ async fn a_failed_renewal_is_retried_on_schedule_then_ends_as_configured() {
         assert_eq!(
             first,
             [
-                "test_helpers.test_clock.advancing", "invoice.created", "customer.subscription.updated", "invoice.finalized",
-                "payment_intent.created", "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed",
-                "customer.subscription.updated", "test_helpers.test_clock.ready",
+                "invoice.upcoming", "invoice.created", "customer.subscription.updated", "invoice.finalized", "payment_intent.created",
+                "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "invoice.updated",
+                "customer.subscription.updated", "test_helpers.test_clock.advancing", "test_helpers.test_clock.ready",
             ]
         );
         emu.advance_clock(&clock, renewal + 3600 + DAY + 60).await;
@@ -170,8 +180,8 @@ async fn a_failed_renewal_is_retried_on_schedule_then_ends_as_configured() {
         assert_eq!(
             emu.events_since(&mut seen).await,
             [
-                "test_helpers.test_clock.advancing", "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed",
-                "test_helpers.test_clock.ready",
+                "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "invoice.updated",
+                "test_helpers.test_clock.advancing", "test_helpers.test_clock.ready",
             ]
         );
         emu.advance_clock(&clock, renewal + 3600 + 3 * DAY + 60).await;
@@ -179,13 +189,13 @@ async fn a_failed_renewal_is_retried_on_schedule_then_ends_as_configured() {
         assert_eq!(last["status"], expected);
         assert_eq!(last["latest_invoice"]["attempt_count"], 3);
         assert!(last["latest_invoice"]["next_payment_attempt"].is_null(), "no attempt after the last");
-        let mut end = vec!["test_helpers.test_clock.advancing", "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed"];
+        let mut end = vec!["payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "invoice.updated"];
         match final_state {
             FinalState::Unpaid => end.push("customer.subscription.updated"),
             FinalState::Canceled => end.push("customer.subscription.deleted"),
             FinalState::PastDue => {}
         }
-        end.push("test_helpers.test_clock.ready");
+        end.extend(["test_helpers.test_clock.advancing", "test_helpers.test_clock.ready"]);
         assert_eq!(emu.events_since(&mut seen).await, end);
         if final_state == FinalState::Canceled {
             assert_eq!(last["cancellation_details"]["reason"], "payment_failed");
@@ -220,7 +230,7 @@ async fn a_card_that_needs_authentication_asks_for_action_at_renewal() {
     let sub = emu.get("/v1/subscriptions", &[("customer", &customer)]).await["data"][0].clone();
     assert_eq!(sub["status"], "active");
     assert_eq!(sub["created"], start, "a session paid under a clock makes its subscription at the clock's time");
-    let mut seen = None;
+    let mut seen = HashSet::new();
     emu.events_since(&mut seen).await;
     emu.advance_clock(&clock, at(2025, 6, 10) + 2 * 3600).await;
     let renewal = emu.get(&format!("/v1/subscriptions/{}", id(&sub)), &[("expand[]", "latest_invoice")]).await;
@@ -237,7 +247,7 @@ async fn a_card_that_needs_authentication_asks_for_action_at_renewal() {
         tail,
         [
             "payment_intent.created", "payment_intent.requires_action", "invoice.payment_failed", "invoice.payment_action_required",
-            "customer.subscription.updated", "test_helpers.test_clock.ready",
+            "invoice.updated", "customer.subscription.updated", "test_helpers.test_clock.advancing", "test_helpers.test_clock.ready",
         ],
         "no charge is made while the card waits for authentication"
     );
@@ -290,13 +300,13 @@ async fn a_trial_without_a_card_pauses_then_resumes_and_warns_three_days_ahead()
         .await;
     assert_eq!(sub["status"], "trialing");
     let path = format!("/v1/subscriptions/{}", id(&sub));
-    let mut seen = None;
+    let mut seen = HashSet::new();
     emu.events_since(&mut seen).await;
     emu.advance_clock(&clock, start + 3 * DAY).await;
     assert!(!emu.events_since(&mut seen).await.contains(&"customer.subscription.trial_will_end".to_string()), "too early");
     emu.advance_clock(&clock, start + 5 * DAY).await;
     let notice = emu.events_since(&mut seen).await;
-    assert_eq!(notice, ["test_helpers.test_clock.advancing", "customer.subscription.trial_will_end", "test_helpers.test_clock.ready"]);
+    assert_eq!(notice, ["customer.subscription.trial_will_end", "test_helpers.test_clock.advancing", "test_helpers.test_clock.ready"]);
     let not_paused = emu.call(Method::POST, &format!("{path}/resume"), &[]).await;
     assert_eq!(not_paused.status, 400, "only a paused subscription resumes");
     emu.advance_clock(&clock, start + 8 * DAY).await;
@@ -305,7 +315,7 @@ async fn a_trial_without_a_card_pauses_then_resumes_and_warns_three_days_ahead()
     assert_eq!(
         emu.events_since(&mut seen).await,
         [
-            "test_helpers.test_clock.advancing", "customer.subscription.updated", "customer.subscription.paused",
+            "customer.subscription.updated", "customer.subscription.paused", "test_helpers.test_clock.advancing",
             "test_helpers.test_clock.ready"
         ]
     );
@@ -315,11 +325,19 @@ async fn a_trial_without_a_card_pauses_then_resumes_and_warns_three_days_ahead()
     emu.post("/v1/payment_methods/pm_card_visa/attach", &[("customer", &customer)]).await;
     let pm = emu.get("/v1/payment_methods", &[("customer", &customer)]).await["data"][0]["id"].as_str().unwrap().to_string();
     emu.post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", &pm)]).await;
+    assert_eq!(emu.get(&path, &[]).await["status_details"]["paused"]["subscription"]["type"], "trial_end_without_payment_method");
     let resumed = emu.post(&format!("{path}/resume"), &[("billing_cycle_anchor", "now"), ("expand[]", "latest_invoice")]).await;
-    assert_eq!(resumed["status"], "active");
+    // `resume_on_payment_attempt` (the default): no attempt in the request; the subscription
+    // leaves `paused` when the attempt is made, right after.
+    assert_eq!(resumed["status"], "paused");
     assert_eq!(resumed["billing_cycle_anchor"], start + 40 * DAY, "the anchor moves to the resume");
     assert_eq!(resumed["items"]["data"][0]["current_period_start"], start + 40 * DAY);
-    assert_eq!(resumed["latest_invoice"]["status"], "paid");
+    assert_eq!(resumed["trial_end"], start + 7 * DAY, "the trial's end is history, not moved by resuming");
+    assert_eq!((&resumed["latest_invoice"]["status"], &resumed["latest_invoice"]["attempt_count"]), (&json!("open"), &json!(0)));
+    let active = || async { Some(emu.get(&path, &[("expand[]", "latest_invoice")]).await).filter(|s| s["status"] == "active") };
+    let active = test_support::eventually("the resumed subscription active", Duration::from_secs(5), active).await;
+    assert_eq!(active["latest_invoice"]["status"], "paid");
+    assert!(active.get("status_details").is_none(), "no pause to describe");
     let types = emu.events_since(&mut seen).await;
     assert!(types.contains(&"customer.subscription.resumed".to_string()), "{types:?}");
 }

@@ -34,9 +34,15 @@ async fn deliveries_are_signed_and_ordered() {
     let expected = [
         "customer.created", "payment_method.attached", "customer.subscription.created", "invoice.created", "invoice.finalized",
         "payment_intent.created", "payment_intent.succeeded", "charge.succeeded", "invoice.paid", "invoice.payment_succeeded",
-        "invoice_payment.paid", "checkout.session.completed",
+        "invoice_payment.paid", "invoice.updated", "customer.subscription.updated", "checkout.session.completed",
     ];
     assert_eq!(types, expected, "one action's events arrive in Stripe's order");
+    // Checkout's subscription is announced `incomplete`; its first payment makes it `active`.
+    let subscription_events: Vec<Value> =
+        receiver.events().into_iter().filter(|e| e["type"].as_str().unwrap().starts_with("customer.subscription.")).collect();
+    assert_eq!(subscription_events[0]["data"]["object"]["status"], "incomplete");
+    assert_eq!(subscription_events[1]["data"]["object"]["status"], "active");
+    assert_eq!(subscription_events[1]["data"]["previous_attributes"]["status"], "incomplete");
     for (headers, body, _) in receiver.received.lock().unwrap().iter() {
         assert!(verify(headers, body, SECRET), "valid v1 signature");
         assert!(!verify(headers, body, "whsec_other"));

@@ -75,7 +75,7 @@ async fn trial_first_charge_failed_renewal_retries_and_the_end() {
         checkout,
         [
             "payment_method.attached", "customer.subscription.created", "invoice.created", "invoice.finalized", "invoice.paid",
-            "invoice.payment_succeeded", "checkout.session.completed",
+            "invoice.payment_succeeded", "invoice.updated", "checkout.session.completed",
         ],
         "a trial's first invoice is for nothing, so nothing is charged"
     );
@@ -92,7 +92,7 @@ async fn trial_first_charge_failed_renewal_retries_and_the_end() {
         timeline.advance(trial_end + 3600 + 60).await,
         [
             "invoice.finalized", "payment_intent.created", "payment_intent.succeeded", "charge.succeeded", "invoice.paid",
-            "invoice.payment_succeeded"
+            "invoice.payment_succeeded", "invoice.updated"
         ]
     );
     assert_eq!(timeline.seen_by(&browser).await, ("active".into(), true));
@@ -110,15 +110,15 @@ async fn trial_first_charge_failed_renewal_retries_and_the_end() {
     assert_eq!(
         timeline.advance(attempt + 60).await,
         [
-            "invoice.created", "customer.subscription.updated", "invoice.finalized", "payment_intent.created",
-            "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "customer.subscription.updated",
+            "invoice.upcoming", "invoice.created", "customer.subscription.updated", "invoice.finalized", "payment_intent.created",
+            "payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "invoice.updated", "customer.subscription.updated",
         ]
     );
     assert_eq!(timeline.seen_by(&browser).await, ("past_due".into(), true));
 
     // Each retry of the default schedule (3, 5 and 7 days apart) fails in turn.
     for (day, last) in [(3, false), (8, false), (15, true)] {
-        let mut expected = vec!["payment_intent.payment_failed", "charge.failed", "invoice.payment_failed"];
+        let mut expected = vec!["payment_intent.payment_failed", "charge.failed", "invoice.payment_failed", "invoice.updated"];
         if last {
             expected.push("customer.subscription.deleted");
         }

@@ -11,6 +11,7 @@ use crate::api::resources::checkout::PaymentForm;
 use crate::engine::checkout::{expire_if_due, pay, Payment};
 use crate::engine::webhooks::signature_header;
 use crate::engine::Emulator;
+use crate::model::cards::{Outcome, LATER_DECLINES};
 use crate::model::{random_alphanumeric, ApiError, API_VERSION};
 
 /// Empty the state, then restore the seed data and the start-up webhook endpoints.
@@ -91,6 +92,70 @@ pub async fn complete(emu: &Emulator, id: &str, payment: &Payment<'_>) -> Result
         let _ = tokio::time::timeout(emu.config.checkout_redirect_wait, handle).await;
     }
     Ok(url)
+}
+
+#[derive(Deserialize)]
+pub struct CardOutcome {
+    outcome: Option<String>,
+}
+
+/// How a saved card behaves from now on when charged: `succeeds`, `authentication_required`,
+/// or a decline code of [`LATER_DECLINES`] (a card reported lost after it was saved, say).
+pub async fn set_card_outcome(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    form: Result<Form<CardOutcome>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let outcome = match form.ok().and_then(|Form(f)| f.outcome) {
+        Some(o) if o == "succeeds" => Outcome::Succeeds,
+        Some(o) if o == "authentication_required" => Outcome::AuthenticationRequired,
+        Some(o) => match LATER_DECLINES.iter().find(|c| **c == o) {
+            Some(code) => Outcome::DeclinedWhenCharged(code),
+            None => return bad_outcome(),
+        },
+        None => return bad_outcome(),
+    };
+    let changed = emu.apply(&Default::default(), |store| {
+        let pm = store.get_kind("payment_method", &id, Some("id"))?;
+        if pm["type"] != "card" {
+            return Err(ApiError::bad_request("Only a card payment method has a charge outcome."));
+        }
+        store.set_card_outcome(&id, outcome.clone());
+        Ok(())
+    });
+    match changed {
+        Ok(()) => Json(json!({ "id": id, "outcome": String::from(outcome) })).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn bad_outcome() -> Response {
+    ApiError::invalid(
+        format!("Send outcome: succeeds, authentication_required or one of {}.", LATER_DECLINES.join(", ")),
+        Some("outcome"),
+        "parameter_invalid_string",
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct AdvanceTime {
+    milliseconds: Option<u64>,
+}
+
+/// How long a test clock advance takes at least (0: instant, for fast tests), from now on.
+pub async fn set_clock_advance_time(
+    State(emu): State<Emulator>,
+    form: Result<Form<AdvanceTime>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    match form {
+        Ok(Form(AdvanceTime { milliseconds: Some(ms) })) if ms <= 60_000 => {
+            emu.clock_advance_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+            Json(json!({ "milliseconds": ms })).into_response()
+        }
+        _ => ApiError::invalid("Send milliseconds: from 0 (instant) to 60000.", Some("milliseconds"), "parameter_invalid_integer")
+            .into_response(),
+    }
 }
 
 /// The control clock: its time, and how far it has been moved from the wall clock.

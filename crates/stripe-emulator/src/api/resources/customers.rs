@@ -19,6 +19,7 @@ const FIELDS: &[&str] =
 /// `invoice_settings[default_payment_method]`: must be a payment method attached to this customer.
 fn apply_invoice_settings(store: &mut Store, id: &str, settings: &Params) -> Result<(), ApiError> {
     settings.allow(&["default_payment_method", "footer"])?;
+    store.use_clock_of(id);
     let mut invoice_settings = store.get(id).map(|c| c["invoice_settings"].clone()).unwrap_or_default();
     if let Some(pm) = settings.str("default_payment_method")? {
         if pm.is_empty() {
@@ -77,6 +78,7 @@ pub async fn update(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
     p.allow(FIELDS)?;
     let customer = emu.apply(&req.info, |store| {
         let current = store.get_kind("customer", &id, Some("id"))?.clone();
+        store.use_clock_of(&id);
         let mut changes = Map::new();
         nullable_strings(p, &["email", "name", "description", "phone"], &mut changes)?;
         if p.has("preferred_locales") {

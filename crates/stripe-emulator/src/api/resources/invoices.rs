@@ -15,24 +15,37 @@ pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: 
     retrieve_kind(&emu, &req, "invoice", &id)
 }
 
-/// Invoices made under a test clock are listed only when the request names their customer,
-/// subscription or clock, as in Stripe.
+/// Invoices made under a test clock are listed only when the request names their customer or
+/// subscription, as in Stripe (which has no `test_clock` filter on invoices).
 pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     let customer = p.non_empty_str("customer")?.map(str::to_string);
     let subscription = p.non_empty_str("subscription")?.map(str::to_string);
-    let clock = p.non_empty_str("test_clock")?.map(str::to_string);
     let status = p.one_of("status", &["draft", "open", "paid", "uncollectible", "void"])?.map(str::to_string);
     let scoped = customer.is_some() || subscription.is_some();
-    let filters = ["customer", "subscription", "status", "collection_method", "due_date", "test_clock"];
+    let filters = ["customer", "subscription", "status", "collection_method", "due_date"];
     list_kind(&emu, &req, "invoice", &filters, customer.as_deref(), |inv| {
         subscription.as_ref().is_none_or(|s| inv["parent"]["subscription_details"]["subscription"] == s.as_str())
             && status.as_ref().is_none_or(|st| inv["status"] == st.as_str())
-            && match &clock {
-                Some(c) => inv["test_clock"] == c.as_str(),
-                None => scoped || inv["test_clock"].is_null(),
-            }
+            && (scoped || inv["test_clock"].is_null())
     })
+}
+
+/// `GET /v1/invoiceitems`: invoice items (prorations and credits), optionally of one customer or
+/// invoice; `pending=true` lists those on no invoice yet.
+pub async fn list_items(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    let customer = p.non_empty_str("customer")?.map(str::to_string);
+    let invoice = p.non_empty_str("invoice")?.map(str::to_string);
+    let pending = p.bool("pending")?;
+    list_kind(&emu, &req, "invoiceitem", &["customer", "invoice", "pending"], customer.as_deref(), |item| {
+        pending.is_none_or(|want| item["invoice"].is_null() == want) && invoice.as_ref().is_none_or(|i| item["invoice"] == i.as_str())
+    })
+}
+
+/// `GET /v1/invoiceitems/{id}`.
+pub async fn retrieve_item(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    retrieve_kind(&emu, &req, "invoiceitem", &id)
 }
 
 /// `GET /v1/invoices/{id}/lines`.

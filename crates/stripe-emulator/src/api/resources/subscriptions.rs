@@ -9,10 +9,10 @@ use crate::api::search::{search_kind, Field};
 use crate::api::{
     existing_customer, list_embedded, list_kind, merged_metadata, metadata, nullable_strings, retrieve_kind, trial_end_behavior, ApiResult,
 };
-use crate::engine::billing::{self, NewSubscription};
+use crate::engine::billing::{self, NewSubscription, ResumePayment};
 use crate::engine::payment_methods::resolve_payment_method;
 use crate::engine::Emulator;
-use crate::model::{is_ended, str_field, ApiError};
+use crate::model::{is_ended, str_field, ApiError, RequestInfo};
 use crate::store::Store;
 
 pub const STATUSES: &[&str] =
@@ -48,8 +48,15 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     p.allow(&[
         "customer", "items", "default_payment_method", "trial_period_days", "trial_end", "metadata", "description", "cancel_at_period_end",
         "payment_behavior", "proration_behavior", "collection_method", "off_session", "trial_from_plan", "expand", "currency",
-        "trial_settings",
+        "trial_settings", "billing_mode",
     ])?;
+    let flexible = match p.hash("billing_mode")? {
+        None => true,
+        Some(mode) => {
+            mode.allow(&["type", "flexible"])?;
+            mode.one_of("type", &["classic", "flexible"])?.ok_or_else(|| mode.missing("type"))? == "flexible"
+        }
+    };
     let behavior = p.one_of("payment_behavior", &["allow_incomplete", "error_if_incomplete"])?.unwrap_or("allow_incomplete");
     p.one_of("collection_method", &["charge_automatically"])?;
     p.one_of("proration_behavior", &["create_prorations", "none", "always_invoice"])?;
@@ -114,6 +121,8 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
                 cancel_at_period_end: p.bool("cancel_at_period_end")?.unwrap_or(false),
                 error_if_incomplete: behavior == "error_if_incomplete",
                 discount: None,
+                from_checkout: false,
+                flexible,
             },
         )
     })?;
@@ -426,7 +435,8 @@ pub async fn search(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
     search_kind(&emu, &req, "subscription", FIELDS)
 }
 
-/// `POST /v1/subscriptions/{id}/resume`: a `paused` subscription starts a new period now and is charged.
+/// `POST /v1/subscriptions/{id}/resume`: a `paused` subscription starts a new period now; its
+/// invoice is paid in the request (`resume_on_payment_success`) or right after it (the default).
 pub async fn resume(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
     let p = &req.params;
     p.allow(&["billing_cycle_anchor", "proration_behavior", "proration_date", "payment_behavior", "expand"])?;
@@ -441,9 +451,84 @@ pub async fn resume(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         }
     }
     p.one_of("proration_behavior", &["always_invoice", "create_prorations", "none"])?;
-    p.one_of("payment_behavior", &["resume_on_payment_attempt"])?;
+    let payment = match p.one_of("payment_behavior", &["resume_on_payment_attempt", "resume_on_payment_success"])? {
+        Some("resume_on_payment_success") => ResumePayment::OnSuccess,
+        _ => ResumePayment::OnAttempt,
+    };
+    let (sub, to_attempt) = emu.apply(&req.info, |store| {
+        let to_attempt = billing::resume(store, &id, payment, &emu.config.dunning)?;
+        Ok((store.get(&id).cloned().unwrap_or_default(), to_attempt))
+    })?;
+    if let Some(invoice) = to_attempt {
+        let emu = emu.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let _ = emu.apply(&RequestInfo::default(), |store| {
+                billing::attempt_resumption(store, &id, &invoice);
+                Ok(())
+            });
+        });
+    }
+    respond(&emu, &req, &sub)
+}
+
+/// `POST /v1/subscriptions/{id}/pause` (`2026-09-30.endive`): a flexible-mode subscription without
+/// a schedule becomes `paused`; its unused time is credited, as pending invoice items (the
+/// default) or on an invoice now.
+pub async fn pause(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
+    let p = &req.params;
+    p.allow(&["type", "invoicing_behavior", "bill_for", "expand"])?;
+    p.one_of("type", &["subscription"])?;
+    let invoice_now = p.one_of("invoicing_behavior", &["invoice", "pending_invoice_item"])? == Some("invoice");
+    let mut unused_from = "now".to_string();
+    if let Some(bill_for) = p.hash("bill_for")? {
+        bill_for.allow(&["outstanding_usage_through", "unused_time_from"])?;
+        if let Some(usage) = bill_for.hash("outstanding_usage_through")? {
+            usage.allow(&["type"])?;
+            usage.one_of("type", &["none", "now"])?;
+        }
+        if let Some(unused) = bill_for.hash("unused_time_from")? {
+            unused.allow(&["type"])?;
+            unused_from = unused.one_of("type", &["item_current_period_start", "none", "now"])?.unwrap_or("now").to_string();
+        }
+    }
     let sub = emu.apply(&req.info, |store| {
-        billing::resume(store, &id)?;
+        let current = store.get_kind("subscription", &id, Some("id"))?.clone();
+        let status = str_field(&current, "status");
+        if !matches!(status.as_str(), "active" | "trialing" | "past_due") {
+            return Err(ApiError::bad_request(format!(
+                "Only an active, trialing or past_due subscription can be paused; this one is {status}."
+            )));
+        }
+        if current["billing_mode"]["type"] != "flexible" {
+            return Err(ApiError::bad_request(
+                "Only subscriptions in flexible billing mode can be paused; this one uses classic billing mode.",
+            ));
+        }
+        if !current["schedule"].is_null() {
+            return Err(ApiError::bad_request("A subscription with a schedule cannot be paused; release the schedule first."));
+        }
+        if !current["pause_collection"].is_null() {
+            return Err(ApiError::bad_request("A subscription whose collection is paused cannot be paused; resume collection first."));
+        }
+        store.use_clock_of(&str_field(&current, "customer"));
+        let now = store.now();
+        let from = match unused_from.as_str() {
+            "none" => None,
+            "item_current_period_start" => current["items"]["data"][0]["current_period_start"].as_i64(),
+            _ => Some(now),
+        };
+        let credits = match from {
+            Some(from) if is_billed(&current) => billing::unused_time_credits(&current, from),
+            _ => Vec::new(),
+        };
+        if !credits.is_empty() && invoice_now {
+            billing::invoice_prorations(store, &id, &credits, now);
+            store.flush_deferred();
+        } else if !credits.is_empty() {
+            billing::pend_prorations(store, &id, &credits);
+        }
+        billing::pause_now(store, &id, "pause_requested");
         Ok(store.get(&id).cloned().unwrap_or_default())
     })?;
     respond(&emu, &req, &sub)
