@@ -1,14 +1,16 @@
 // Conformance of the emulator's answers to Stripe's published schemas, as stripe-node's type
-// definitions carry them (generated from Stripe's OpenAPI spec: the version is in
-// node_modules/stripe/OPENAPI_VERSION, the package pinned by package-lock.json).
+// definitions carry them: generated from Stripe's OpenAPI spec, pinned (with its integrity hash)
+// by package-lock.json, the versions in `REFERENCE` below. No package registry reachable here
+// carries the spec itself for this API version; the SDK's types are its faithful, pinned copy.
 //
 // The emulator records every `/v1` answer (`--record-responses FILE`); a suite ends by handing
 // that file and the emulator's URL to `checkRecording`, which also reads every event the
 // emulator made. Each 2xx body (each object of a list) and every event, with its `data.object`,
-// becomes a typed declaration `const x: Stripe.<Type> = <json>` that `tsc --strict` checks: a
-// missing required field, a null where the schema has none, an unknown field, a wrong type or an
-// object kind with no type all fail. Enums that stripe-node leaves open (`| OtherString`) accept
-// any string: those values are not checked here.
+// becomes a typed declaration `const x: Closed<Stripe.<Type>> = <json>` that `tsc --strict`
+// checks: a missing required field, a null where the schema has none, an unknown field, a wrong
+// type, a value outside an enum or an object kind with no type all fail. (stripe-node leaves its
+// enums open with `| OtherString` so old SDKs accept new values; `Closed` takes that member off
+// again, to hold the emulator to the values the spec lists.)
 //
 // Run by hand: node tests/sdk/conformance.mjs RECORDING.jsonl [EMULATOR_URL]
 import { execFile } from 'node:child_process';
@@ -18,6 +20,19 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+
+// The schemas' provenance: the stripe-node release whose types are the reference, and the
+// OpenAPI spec version it was generated from (API version 2026-10-28.endive, the emulator's).
+// Moving to another release is a deliberate change of both lines.
+export const REFERENCE = { stripeNode: '23.1.0', openapi: 'v2596' };
+
+function checkReference() {
+  const installed = JSON.parse(fs.readFileSync(path.join(here, 'node_modules', 'stripe', 'package.json'), 'utf8')).version;
+  const openapi = fs.readFileSync(path.join(here, 'node_modules', 'stripe', 'OPENAPI_VERSION'), 'utf8').trim();
+  if (installed !== REFERENCE.stripeNode || openapi !== REFERENCE.openapi) {
+    throw new Error(`the schemas are stripe-node ${REFERENCE.stripeNode} (OpenAPI ${REFERENCE.openapi}); installed: ${installed} (${openapi})`);
+  }
+}
 
 // `object` → the type in the Stripe namespace. A kind missing here is a violation of its own.
 const TYPES = {
@@ -57,9 +72,14 @@ function deletedType(type) {
   return dot < 0 ? `Deleted${type}` : `${type.slice(0, dot + 1)}Deleted${type.slice(dot + 1)}`;
 }
 
-// Stripe's spec has no `id` on the invoice of `invoice.upcoming` (stripe-node's Invoice requires one).
+// `Closed<T>`: T with every open enum closed, all the way down. Stripe's spec has no `id` on the
+// invoice of `invoice.upcoming` (stripe-node's Invoice requires one).
 const PRELUDE = `import Stripe from 'stripe';
 declare function D(s: string): ReturnType<typeof Stripe.Decimal.from>;
+type Literals<U> = U extends unknown ? (string extends U ? never : U) : never;
+type ClosedString<S> = [S] extends [never] ? never : [Literals<S>] extends [never] ? S : Literals<S>;
+type Closed<T> = ClosedString<Extract<T, string>> | ClosedMember<Exclude<T, string>>;
+type ClosedMember<T> = T extends (infer E)[] ? Closed<E>[] : T extends object ? { [K in keyof T]: Closed<T[K]> } : T;
 type UpcomingInvoice = Omit<Stripe.Invoice, 'id'> & { id?: string };
 type UpcomingInvoiceEvent = Omit<Stripe.InvoiceUpcomingEvent, 'data'> & { data: { object: UpcomingInvoice } };
 `;
@@ -77,6 +97,7 @@ export function typedObjects(body) {
 
 /** Violations of `entries` ({where, body}) as `{where, type, message}`; empty when all conform. */
 export async function check(entries) {
+  checkReference();
   const violations = [];
   const seen = new Set();
   const lines = PRELUDE.split('\n');
@@ -94,7 +115,7 @@ export async function check(entries) {
       const key = `${typed.type}:${literal.replace(/"(?:[a-z]+_[A-Za-z0-9_]+)"|\d+/g, '_')}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      const text = `export const v${spans.length}: ${typed.raw ? '' : 'Stripe.'}${typed.type} = ${literal};`.split('\n');
+      const text = `export const v${spans.length}: Closed<${typed.raw ? '' : 'Stripe.'}${typed.type}> = ${literal};`.split('\n');
       spans.push([lines.length + 1, lines.length + text.length, where, typed.type]);
       lines.push(...text);
     }

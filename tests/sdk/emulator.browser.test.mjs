@@ -2,6 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startEmulator, launchBrowser, startAppStub } from './helpers.mjs';
+import { report } from './conformance.mjs';
 
 let emu;
 let app;
@@ -80,4 +81,10 @@ test('canceling in the portal, then returning to return_url', async () => {
   await Promise.all([page.waitForURL(`${app.url}/dashboard`), page.click('#return')]);
   assert.equal(await page.textContent('#where'), '/dashboard');
   await page.close();
+});
+
+test('what the pages did matches Stripe\'s schemas: every answer and event', async () => {
+  const { events, violations } = await emu.conformance();
+  assert.ok(events > 10, `${events} events checked`);
+  assert.equal(violations.length, 0, report(violations));
 });

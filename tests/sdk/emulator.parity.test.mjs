@@ -287,6 +287,7 @@ test('the conformance check fails on planted defects', async () => {
     ['no status', (({ status, ...rest }) => rest)(subscription)],
     ['unknown field', { ...subscription, surprise: true }],
     ['string amount', { ...intent, amount: '1000' }],
+    ['status outside the enum', { ...subscription, status: 'sleeping' }],
     ['unknown kind', { id: 'thing_1', object: 'thing' }],
   ];
   const violations = await check(planted.map(([where, body]) => ({ where, body })));

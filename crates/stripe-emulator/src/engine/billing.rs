@@ -1288,6 +1288,19 @@ pub fn resume(store: &mut Store, id: &str, payment: ResumePayment, dunning: &Dun
     Ok(Some(invoice))
 }
 
+/// Resumptions whose payment attempt had not run when the emulator stopped: (subscription, invoice).
+pub fn unattempted_resumptions(store: &Store) -> Vec<(String, String)> {
+    store
+        .iter_kind("subscription", None)
+        .filter(|s| s["status"] == "paused")
+        .filter_map(|s| {
+            let invoice = store.get(s["latest_invoice"].as_str()?)?;
+            let waiting = invoice["status"] == "open" && invoice["attempt_count"] == 0 && invoice["next_payment_attempt"].is_null();
+            waiting.then(|| (str_field(s, "id"), str_field(invoice, "id")))
+        })
+        .collect()
+}
+
 /// The payment attempt of a resumption with `resume_on_payment_attempt`: the subscription
 /// leaves `paused` either way, for `past_due` when it failed (no retries).
 pub fn attempt_resumption(store: &mut Store, id: &str, invoice: &str) {
@@ -1531,6 +1544,39 @@ mod tests {
         // Nothing more falls due for an unpaid subscription.
         catch_up(&mut store, Clock::Control, trial_end + 400 * 86_400, &dunning);
         assert!(types(&mut store).is_empty());
+    }
+
+    #[test]
+    fn a_resumption_cut_off_before_its_payment_attempt_is_found_and_attempted() {
+        let (mut store, pm, price) = customer_with("pm_card_visa");
+        let customer = store.get(&pm).map(|p| str_field(p, "customer")).unwrap();
+        let spec = NewSubscription {
+            customer,
+            items: vec![(price, 1)],
+            payment_method: Some(pm),
+            trial_end: None,
+            missing_payment_method: "create_invoice".into(),
+            metadata: Map::new(),
+            description: None,
+            cancel_at_period_end: false,
+            error_if_incomplete: false,
+            discount: None,
+            from_checkout: false,
+            flexible: true,
+        };
+        let id = create_subscription(&mut store, spec).unwrap().subscription;
+        pause_now(&mut store, &id, "pause_requested");
+        let dunning = Dunning::default();
+        let invoice = resume(&mut store, &id, ResumePayment::OnAttempt, &dunning).unwrap().expect("an invoice to attempt");
+        assert_eq!(store.get(&id).unwrap()["status"], "paused", "nothing charged in the request");
+        // The emulator stops here; at the next start the attempt is found and made.
+        assert_eq!(unattempted_resumptions(&store), [(id.clone(), invoice.clone())]);
+        attempt_resumption(&mut store, &id, &invoice);
+        assert_eq!(store.get(&id).unwrap()["status"], "active");
+        assert_eq!(store.get(&invoice).unwrap()["status"], "paid");
+        assert!(store.get(&id).unwrap().get("status_details").is_none());
+        assert!(unattempted_resumptions(&store).is_empty());
+        assert!(types(&mut store).ends_with(&["customer.subscription.updated".into(), "customer.subscription.resumed".into()]));
     }
 
     fn date(ts: i64) -> (i64, i64, i64) {

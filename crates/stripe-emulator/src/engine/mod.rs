@@ -92,6 +92,14 @@ impl Emulator {
             recorder,
         }));
         emulator.load_startup_state(false)?;
+        // A resumption whose payment the stop cut off is attempted now, so it does not stay paused.
+        let unattempted = billing::unattempted_resumptions(&emulator.lock_read());
+        for (subscription, invoice) in unattempted {
+            emulator.apply(&RequestInfo::default(), |store| {
+                billing::attempt_resumption(store, &subscription, &invoice);
+                Ok(())
+            })?;
+        }
         // An advance cut short by a stop is finished now, so no clock stays `advancing`.
         let interrupted = test_clocks::advancing(&emulator.lock_read());
         for id in interrupted {

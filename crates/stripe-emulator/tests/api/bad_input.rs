@@ -29,6 +29,7 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
     let pm_path = format!("/v1/payment_methods/{pm}");
     let we_path = format!("/v1/webhook_endpoints/{endpoint}");
     let resume_path = format!("{sub_path}/resume");
+    let pause_path = format!("{sub_path}/pause");
     let attach = format!("{pm_path}/attach");
 
     let cases: Vec<Case> = vec![
@@ -266,6 +267,30 @@ async fn every_endpoint_rejects_unknown_missing_and_mistyped_parameters() {
         (Method::POST, "/v1/invoices/create_preview", vec![("subscription", "sub_nope")], 404, "resource_missing", Some("subscription")),
         (Method::POST, "/v1/subscriptions/sub_nope/resume", vec![], 404, "resource_missing", Some("subscription")),
         (Method::POST, &resume_path, vec![], 400, "", None), // not paused
+        (Method::POST, &resume_path, vec![("payment_behavior", "whenever")], 400, "parameter_invalid_value", Some("payment_behavior")),
+        (Method::POST, "/v1/subscriptions/sub_nope/pause", vec![], 404, "resource_missing", Some("id")),
+        (Method::POST, &pause_path, vec![("invoicing_behavior", "later")], 400, "parameter_invalid_value", Some("invoicing_behavior")),
+        (Method::POST, &pause_path, vec![("type", "forever")], 400, "parameter_invalid_value", Some("type")),
+        (
+            Method::POST,
+            &pause_path,
+            vec![("bill_for[unused_time_from][type]", "yesterday")],
+            400,
+            "parameter_invalid_value",
+            Some("bill_for[unused_time_from][type]"),
+        ),
+        (Method::POST, &pause_path, vec![("bill_for[tomorrow]", "1")], 400, "parameter_unknown", Some("bill_for[tomorrow]")),
+        (
+            Method::POST,
+            "/v1/subscriptions",
+            vec![("customer", "cus_x"), ("items[0][price]", "price_pro_monthly"), ("billing_mode[type]", "modern")],
+            400,
+            "parameter_invalid_value",
+            Some("billing_mode[type]"),
+        ),
+        (Method::GET, "/v1/invoices", vec![("test_clock", "clock_1")], 400, "parameter_unknown", Some("test_clock")),
+        (Method::GET, "/v1/invoiceitems/ii_nope", vec![], 404, "resource_missing", Some("id")),
+        (Method::GET, "/v1/invoiceitems", vec![("pending", "maybe")], 400, "", Some("pending")),
         (
             Method::POST,
             &sub_path,
@@ -380,6 +405,15 @@ async fn control_endpoints_reject_bad_input() {
     assert_stripe_error(not_a_card.status, &not_a_card.body, 402, "bad card number");
     assert_eq!(not_a_card.body["error"]["code"], "incorrect_number");
     assert_eq!(emu.form("/_emulator/clock/advance", "seconds=-5").await.status, 400);
+    assert_eq!(emu.form("/_emulator/test_clocks/advance_time", "milliseconds=999999").await.status, 400);
+    let card = emu.post("/v1/payment_methods", &[("type", "card"), ("card[token]", "tok_visa")]).await;
+    let outcome = format!("/_emulator/payment_methods/{}/outcome", id(&card));
+    let bad = emu.form(&outcome, "outcome=stolen_wallet").await;
+    assert_stripe_error(bad.status, &bad.body, 400, "an outcome that is no decline code");
+    assert_eq!(bad.body["error"]["param"], "outcome");
+    assert_eq!(emu.form("/_emulator/payment_methods/pm_nope/outcome", "outcome=lost_card").await.status, 404);
+    let set = emu.form(&outcome, "outcome=lost_card").await;
+    assert_eq!((set.status, &set.body["outcome"]), (200, &serde_json::json!("declined_when_charged:lost_card")));
     let page = emu.client.get(format!("{}/c/pay/cs_test_nope", emu.url)).send().await.unwrap();
     assert_eq!(page.status(), 404);
     assert!(page.text().await.unwrap().contains("not found"));
