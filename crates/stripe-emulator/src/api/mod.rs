@@ -69,6 +69,8 @@ pub fn retrieve_kind(emulator: &Emulator, request: &ApiRequest, kind: &str, id: 
 }
 
 /// A list endpoint: common pagination, the resource's filters, then expansion of the page.
+/// Newest first: by `created` for events (those of a test clock carry its time, so the order they
+/// were made in is not their order in time), else in the order made.
 pub fn list_kind(
     emulator: &Emulator,
     request: &ApiRequest,
@@ -77,20 +79,6 @@ pub fn list_kind(
     customer: Option<&str>,
     keep: impl Fn(&Value) -> bool,
 ) -> ApiResult {
-    list_kind_ordered(emulator, request, kind, filters, customer, keep, false)
-}
-
-/// [`list_kind`], newest `created` first when `by_created` (events: those of a test clock carry
-/// its time, so the order they were made in is not their order in time), else newest made first.
-pub fn list_kind_ordered(
-    emulator: &Emulator,
-    request: &ApiRequest,
-    kind: &'static str,
-    filters: &[&str],
-    customer: Option<&str>,
-    keep: impl Fn(&Value) -> bool,
-    by_created: bool,
-) -> ApiResult {
     let allowed: Vec<&str> = list::LIST_PARAMS.iter().chain(filters.iter()).copied().collect();
     request.params.allow(&allowed)?;
     let expand = request.expand()?;
@@ -98,7 +86,7 @@ pub fn list_kind_ordered(
     emulator.read(|store| {
         let page = ListParams::from(&request.params, store)?;
         let mut matching: Vec<&Value> = store.iter_kind(kind, customer).filter(|v| keep(v) && created(v)).collect();
-        if by_created {
+        if kind == "event" {
             // Stable: objects made in the same second keep their newest-first order.
             matching.sort_by_key(|v| std::cmp::Reverse(v["created"].as_i64().unwrap_or(0)));
         }

@@ -1492,19 +1492,13 @@ mod tests {
         (store, pm, price)
     }
 
-    fn types(store: &mut Store) -> Vec<String> {
-        store.take_events().iter().map(|e| str_field(e, "type")).collect()
-    }
-
-    #[test]
-    fn the_engine_renews_and_retries_without_http() {
-        let (mut store, pm, price) = customer_with("pm_card_chargeCustomerFail");
-        let customer = store.get(&pm).map(|p| str_field(p, "customer")).unwrap();
-        let spec = NewSubscription {
-            customer,
+    /// A subscription to `price` paid with `pm` (a stored payment method of its customer).
+    fn new_subscription(store: &Store, pm: String, price: Value, trial_end: Option<i64>) -> NewSubscription {
+        NewSubscription {
+            customer: store.get(&pm).map(|p| str_field(p, "customer")).unwrap(),
             items: vec![(price, 1)],
             payment_method: Some(pm),
-            trial_end: Some(store.now() + 86_400),
+            trial_end,
             missing_payment_method: "create_invoice".into(),
             metadata: Map::new(),
             description: None,
@@ -1513,7 +1507,17 @@ mod tests {
             discount: None,
             from_checkout: false,
             flexible: true,
-        };
+        }
+    }
+
+    fn types(store: &mut Store) -> Vec<String> {
+        store.take_events().iter().map(|e| str_field(e, "type")).collect()
+    }
+
+    #[test]
+    fn the_engine_renews_and_retries_without_http() {
+        let (mut store, pm, price) = customer_with("pm_card_chargeCustomerFail");
+        let spec = new_subscription(&store, pm, price, Some(store.now() + 86_400));
         let created = create_subscription(&mut store, spec).unwrap();
         assert!(types(&mut store).ends_with(&[
             "customer.subscription.created".into(),
@@ -1549,21 +1553,7 @@ mod tests {
     #[test]
     fn a_resumption_cut_off_before_its_payment_attempt_is_found_and_attempted() {
         let (mut store, pm, price) = customer_with("pm_card_visa");
-        let customer = store.get(&pm).map(|p| str_field(p, "customer")).unwrap();
-        let spec = NewSubscription {
-            customer,
-            items: vec![(price, 1)],
-            payment_method: Some(pm),
-            trial_end: None,
-            missing_payment_method: "create_invoice".into(),
-            metadata: Map::new(),
-            description: None,
-            cancel_at_period_end: false,
-            error_if_incomplete: false,
-            discount: None,
-            from_checkout: false,
-            flexible: true,
-        };
+        let spec = new_subscription(&store, pm, price, None);
         let id = create_subscription(&mut store, spec).unwrap().subscription;
         pause_now(&mut store, &id, "pause_requested");
         let dunning = Dunning::default();

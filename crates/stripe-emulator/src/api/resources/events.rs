@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 
 use crate::api::request::ApiRequest;
-use crate::api::{list_kind_ordered, retrieve_kind, ApiResult};
+use crate::api::{list_kind, retrieve_kind, ApiResult};
 use crate::engine::Emulator;
 
 pub async fn retrieve(State(emu): State<Emulator>, Path(id): Path<String>, req: ApiRequest) -> ApiResult {
@@ -23,13 +23,5 @@ pub async fn list(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
                 None => event_type == t,
             })
     };
-    list_kind_ordered(
-        &emu,
-        &req,
-        "event",
-        &["type", "types", "delivery_success"],
-        None,
-        |e| matches(e["type"].as_str().unwrap_or_default()),
-        true,
-    )
+    list_kind(&emu, &req, "event", &["type", "types", "delivery_success"], None, |e| matches(e["type"].as_str().unwrap_or_default()))
 }
