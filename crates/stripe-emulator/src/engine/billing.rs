@@ -992,6 +992,27 @@ pub fn retry_now(store: &mut Store, id: &str, dunning: &Dunning) {
     }
 }
 
+/// What a proration line calls a subscription item: its price's nickname, else its product.
+fn item_name(item: &Value) -> String {
+    item["price"]["nickname"].as_str().or(item["price"]["product"].as_str()).unwrap_or("Subscription").to_string()
+}
+
+/// The credit (negative) for an item's time from `from` to the end of its period.
+fn unused_time(item: &Value, from: i64) -> Proration {
+    let (start, end) = (item["current_period_start"].as_i64().unwrap_or(from), item["current_period_end"].as_i64().unwrap_or(from));
+    let from = from.clamp(start.min(end), end);
+    let qty = item["quantity"].as_i64().unwrap_or(1);
+    let left = if end > start { (end - from) as f64 / (end - start) as f64 } else { 0.0 };
+    Proration {
+        description: format!("Unused time on {qty} × {} after {}", item_name(item), billing_text::date(from)),
+        amount: -((unit_amount(&item["price"]) * qty) as f64 * left).round() as i64,
+        price: item["price"].clone(),
+        quantity: qty,
+        item: str_field(item, "id"),
+        period: (from, end),
+    }
+}
+
 /// One prorated line of a price or quantity change within a period: the unused time on the old
 /// price as a credit (negative), or the remaining time on the new one as a charge.
 pub struct Proration {
@@ -1016,19 +1037,9 @@ pub fn prorations(current: &Value, items: &Value, at: i64) -> Vec<Proration> {
         }
         let (start, end) = (old["current_period_start"].as_i64().unwrap_or(at), old["current_period_end"].as_i64().unwrap_or(at));
         let left = if end > start { (end - at).clamp(0, end - start) as f64 / (end - start) as f64 } else { 0.0 };
-        let name =
-            |item: &Value| item["price"]["nickname"].as_str().or(item["price"]["product"].as_str()).unwrap_or("Subscription").to_string();
-        let when = billing_text::date(at);
+        lines.push(unused_time(old, at));
         lines.push(Proration {
-            description: format!("Unused time on {old_qty} × {} after {when}", name(old)),
-            amount: -((unit_amount(&old["price"]) * old_qty) as f64 * left).round() as i64,
-            price: old["price"].clone(),
-            quantity: old_qty,
-            item: str_field(old, "id"),
-            period: (at, end),
-        });
-        lines.push(Proration {
-            description: format!("Remaining time on {new_qty} × {} after {when}", name(new)),
+            description: format!("Remaining time on {new_qty} × {} after {}", item_name(new), billing_text::date(at)),
             amount: ((unit_amount(&new["price"]) * new_qty) as f64 * left).round() as i64,
             price: new["price"].clone(),
             quantity: new_qty,
@@ -1223,28 +1234,7 @@ fn unpause(store: &mut Store, id: &str, status: &str) {
 
 /// The credits of pausing now: the unused time of each item, from `from` to the period's end.
 pub fn unused_time_credits(subscription: &Value, from: i64) -> Vec<Proration> {
-    let name =
-        |item: &Value| item["price"]["nickname"].as_str().or(item["price"]["product"].as_str()).unwrap_or("Subscription").to_string();
-    subscription["items"]["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| {
-            let (start, end) = (item["current_period_start"].as_i64()?, item["current_period_end"].as_i64()?);
-            let from = from.clamp(start, end);
-            let qty = item["quantity"].as_i64().unwrap_or(1);
-            let left = if end > start { (end - from) as f64 / (end - start) as f64 } else { 0.0 };
-            let amount = -((unit_amount(&item["price"]) * qty) as f64 * left).round() as i64;
-            (amount != 0).then(|| Proration {
-                description: format!("Unused time on {qty} × {} after {}", name(item), billing_text::date(from)),
-                amount,
-                price: item["price"].clone(),
-                quantity: qty,
-                item: str_field(item, "id"),
-                period: (from, end),
-            })
-        })
-        .collect()
+    subscription["items"]["data"].as_array().into_iter().flatten().map(|item| unused_time(item, from)).filter(|p| p.amount != 0).collect()
 }
 
 /// How a resumed subscription's invoice is paid (`payment_behavior` of `…/resume`).

@@ -63,19 +63,11 @@ impl TryFrom<String> for Outcome {
             "succeeds" => Ok(Outcome::Succeeds),
             "fails_when_charged" => Ok(Outcome::FailsWhenCharged),
             "authentication_required" => Ok(Outcome::AuthenticationRequired),
-            other if other.starts_with("declined_when_charged:") => {
-                let code = &other["declined_when_charged:".len()..];
-                LATER_DECLINES
-                    .iter()
-                    .find(|c| **c == code)
-                    .map(|c| Outcome::DeclinedWhenCharged(c))
-                    .ok_or_else(|| format!("unknown card outcome {other}"))
+            other => match other.strip_prefix("declined_when_charged:") {
+                Some(code) => LATER_DECLINES.iter().find(|c| **c == code).map(|c| Outcome::DeclinedWhenCharged(c)),
+                None => DECLINES.iter().find(|d| matches!(d, Outcome::Declined { decline_code, .. } if *decline_code == other)).cloned(),
             }
-            other => DECLINES
-                .iter()
-                .find(|d| matches!(d, Outcome::Declined { decline_code, .. } if *decline_code == other))
-                .cloned()
-                .ok_or_else(|| format!("unknown card outcome {other}")),
+            .ok_or_else(|| format!("unknown card outcome {other}")),
         }
     }
 }
@@ -208,5 +200,9 @@ mod tests {
             let outcome = TestCard::from_number(number).unwrap().outcome;
             assert_eq!(Outcome::try_from(String::from(outcome.clone())).unwrap(), outcome, "{number} survives a data file");
         }
+        let lost_later = Outcome::DeclinedWhenCharged("lost_card");
+        assert_eq!(Outcome::try_from(String::from(lost_later.clone())).unwrap(), lost_later);
+        assert!(Outcome::try_from("declined_when_charged:made_up".to_string()).is_err());
+        assert_eq!(lost_later.charge_error().unwrap().decline_code.as_deref(), Some("lost_card"));
     }
 }

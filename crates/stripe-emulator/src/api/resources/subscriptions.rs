@@ -463,10 +463,13 @@ pub async fn resume(State(emu): State<Emulator>, Path(id): Path<String>, req: Ap
         let emu = emu.clone();
         let id = id.clone();
         tokio::spawn(async move {
-            let _ = emu.apply(&RequestInfo::default(), |store| {
+            let attempted = emu.apply(&RequestInfo::default(), |store| {
                 billing::attempt_resumption(store, &id, &invoice);
                 Ok(())
             });
+            if let Err(err) = attempted {
+                tracing::error!(subscription = %id, error = %err.message, "a resumption's payment could not be attempted");
+            }
         });
     }
     respond(&emu, &req, &sub)
