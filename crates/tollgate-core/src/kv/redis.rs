@@ -2,12 +2,20 @@
 //! rustls, with the system's roots or the CA in `KV_TLS_CA_FILE`), `user:password@` with
 //! percent-decoding, and a database number — the crate parses all of that.
 //!
-//! All commands share one multiplexed connection kept up by the crate's `ConnectionManager`.
+//! Commands go over multiplexed connections kept up by the crate's `ConnectionManager`: one
+//! shared by the background work (the multi-threaded runtime), and one per serving thread (a
+//! single-threaded runtime), made there on its first command. A connection's task runs on the
+//! runtime that made it, so a request's command and reply stay on its own thread: with one shared
+//! connection, each webhook woke the connection's thread and was woken back, and its buffers were
+//! freed on another thread than the one that made them (measured: the largest cost of intake).
 //! Replies are matched to requests inside the connection's own task, so a request dropped
 //! half-way (a client hung up, a timeout fired) cannot shift the replies of later ones. Every
 //! multi-step operation is a Lua script: atomic on the server, and safe to send again when an
 //! answer was lost (each is idempotent, or harmless when repeated: one more sync at worst).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -91,8 +99,21 @@ struct Scripts {
 }
 
 pub struct RedisKv {
+    /// The shared connection (made on the runtime that connected).
     connection: ConnectionManager,
+    /// What a serving thread makes its own connection from.
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// Tells this KV's per-thread connections from another's (tests run several in one process).
+    id: u64,
     scripts: Scripts,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's connection to each Redis KV, by the KV's id; set once made.
+    static THREAD_CONNECTIONS: RefCell<HashMap<u64, std::sync::Arc<tokio::sync::OnceCell<ConnectionManager>>>> = RefCell::new(HashMap::new());
 }
 
 fn unavailable(e: redis::RedisError) -> KvError {
@@ -123,12 +144,15 @@ impl RedisKv {
             .set_max_delay(Duration::from_millis(500));
         // The address tried is named (never the password, which is not part of it).
         let address = client.get_connection_info().addr().to_string();
-        let connection = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new_with_config(client, config))
+        let connection = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new_with_config(client.clone(), config.clone()))
             .await
             .map_err(|_| anyhow::anyhow!("KV_URL: Redis at {address} did not answer within 10 s"))?
             .map_err(|e| anyhow::anyhow!("KV_URL: cannot connect to Redis at {address}: {e}"))?;
         let kv = RedisKv {
             connection,
+            client,
+            config,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             scripts: Scripts {
                 set_if_absent: Script::new(SET_IF_ABSENT),
                 take: Script::new(TAKE),
@@ -144,15 +168,32 @@ impl RedisKv {
         Ok(kv)
     }
 
-    /// `attempt` on the shared connection, once more if the connection broke under it (the
+    /// The connection for the caller's thread: its own on a single-threaded runtime (a serving
+    /// thread), made on first use; the shared one elsewhere, or while its own cannot be made.
+    async fn connection(&self) -> ConnectionManager {
+        let single_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !single_threaded {
+            return self.connection.clone();
+        }
+        let cell = THREAD_CONNECTIONS.with(|connections| connections.borrow_mut().entry(self.id).or_default().clone());
+        let made = cell.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), self.config.clone())).await;
+        match made {
+            Ok(own) => own.clone(),
+            Err(_) => self.connection.clone(),
+        }
+    }
+
+    /// `attempt` on the caller's connection, once more if the connection broke under it (the
     /// manager reconnects meanwhile), all within [`TIMEOUT`].
     async fn retried<T, F: std::future::Future<Output = redis::RedisResult<T>>>(
         &self,
         attempt: impl Fn(ConnectionManager) -> F,
     ) -> Result<T, KvError> {
         let attempts = async {
-            match attempt(self.connection.clone()).await {
-                Err(e) if connection_failed(&e) => attempt(self.connection.clone()).await.map_err(unavailable),
+            let connection = self.connection().await;
+            match attempt(connection.clone()).await {
+                Err(e) if connection_failed(&e) => attempt(connection).await.map_err(unavailable),
                 other => other.map_err(unavailable),
             }
         };

@@ -225,6 +225,49 @@ async fn redis_keeps_the_contract() {
     contract(Arc::new(tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap()), Time::Real).await;
 }
 
+/// Each single-threaded runtime (a serving thread) gets its own Redis connection, made on its
+/// first command (one, however many commands race to make it) and kept; a multi-threaded runtime
+/// uses the shared one (made here, on a multi-threaded runtime as in the server).
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_gives_each_serving_thread_its_own_connection() {
+    let redis = RedisServer::start();
+    let kv = Arc::new(tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap());
+    // `CLIENT LIST` counts its own connection (redis-cli's) too.
+    let connections = || redis.cli(&["CLIENT", "LIST"]).lines().count();
+    kv.ping().await.unwrap();
+    let before = connections();
+    let (ready, readies) = std::sync::mpsc::channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let threads: Vec<_> = [false, false, true]
+        .into_iter()
+        .map(|multi_threaded| {
+            let (kv, ready, mut released) = (kv.clone(), ready.clone(), released.clone());
+            std::thread::spawn(move || {
+                let mut builder = if multi_threaded {
+                    tokio::runtime::Builder::new_multi_thread()
+                } else {
+                    tokio::runtime::Builder::new_current_thread()
+                };
+                builder.enable_all().build().unwrap().block_on(async move {
+                    let (a, b, c) = tokio::join!(kv.get("thread-test:a"), kv.get("thread-test:b"), kv.get("thread-test:c"));
+                    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+                    kv.get("thread-test:d").await.unwrap();
+                    ready.send(()).unwrap();
+                    // The runtime, and its connection, live until counted.
+                    released.wait_for(|go| *go).await.unwrap();
+                });
+            })
+        })
+        .collect();
+    let count = threads.len();
+    tokio::task::spawn_blocking(move || (0..count).for_each(|_| readies.recv().unwrap())).await.unwrap();
+    assert_eq!(connections(), before + 2, "one more connection per single-threaded runtime, none for the multi-threaded one");
+    release.send(true).unwrap();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
 /// Two signed-in users; 8 clients send requests with one user's cookie and hang up at once (or a
 /// moment later), 300 times; then 400 ordinary requests alternating between the users must each
 /// show only their own user, and a fresh sign-up must still work.
