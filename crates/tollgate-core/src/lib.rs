@@ -27,3 +27,10 @@ pub mod stripe;
 
 pub use clock::{unix_now, unix_now_ms, Clock};
 pub use random::random_token;
+
+/// Whether the caller runs on a single-threaded tokio runtime: one of the `tollgate` crate's
+/// serving threads, whose per-thread resources (a Redis connection, the drain's gathered wakes)
+/// keep a request's work on its own thread.
+pub(crate) fn on_serving_thread() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
