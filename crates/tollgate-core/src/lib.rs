@@ -8,6 +8,7 @@
 //! - [`config`]: settings from the environment and `.env`, every variable in one table; secrets that never print.
 //! - [`clock`]: the time, injectable (tests advance it instead of sleeping).
 //! - [`random`]: random tokens.
+//! - [`serving`]: whether work runs on one of `tollgate`'s serving threads (their per-thread resources).
 //! - [`domain`]: ids, emails, statuses, the cache entry, the access policy (no I/O).
 //! - [`kv`]: the `Kv` trait, its backends (redb, Redis, memory) and every key name.
 //! - [`stripe`]: the Stripe client, wire types, webhook signatures, the pinned API version.
@@ -23,14 +24,8 @@ pub mod kv;
 pub mod mail;
 pub mod metrics;
 pub mod random;
+pub mod serving;
 pub mod stripe;
 
 pub use clock::{unix_now, unix_now_ms, Clock};
 pub use random::random_token;
-
-/// Whether the caller runs on a single-threaded tokio runtime: one of the `tollgate` crate's
-/// serving threads, whose per-thread resources (a Redis connection, the drain's gathered wakes)
-/// keep a request's work on its own thread.
-pub(crate) fn on_serving_thread() -> bool {
-    tokio::runtime::Handle::try_current().is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
-}

@@ -61,7 +61,7 @@ impl Drain {
     /// A wake is a hint only (the mark is in the KV, and the sweep finds it), so a batch lost to
     /// a stop loses nothing.
     pub fn wake(&self, customer: CustomerId) {
-        if !crate::on_serving_thread() {
+        if !crate::serving::on_serving_thread() {
             // Only fails once the drain has stopped (shutting down): the sweep of a later start finds it.
             let _ = self.wake.send(vec![customer]);
             return;

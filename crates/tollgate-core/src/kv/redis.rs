@@ -171,7 +171,7 @@ impl RedisKv {
     /// The connection for the caller's thread: its own on a single-threaded runtime (a serving
     /// thread), made on first use; the shared one elsewhere, or while its own cannot be made.
     async fn connection(&self) -> ConnectionManager {
-        if !crate::on_serving_thread() {
+        if !crate::serving::on_serving_thread() {
             return self.connection.clone();
         }
         let cell = THREAD_CONNECTIONS.with(|connections| connections.borrow_mut().entry(self.id).or_default().clone());
