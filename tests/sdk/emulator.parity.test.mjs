@@ -24,6 +24,14 @@ async function customerWith(card, clock) {
   });
 }
 
+/** A test clock at `start`, a customer paying with pm_card_visa under it, and a monthly subscription. */
+async function clockedSubscription(start) {
+  const clock = (await stripe.testHelpers.testClocks.create({ frozen_time: start })).id;
+  const customer = await customerWith('pm_card_visa', clock);
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: 'price_pro_monthly' }] });
+  return { clock, customer, sub };
+}
+
 /** Advance `clock` and wait for `ready`, as code against Stripe must. */
 async function advance(clock, to) {
   await stripe.testHelpers.testClocks.advance(clock, { frozen_time: to });
@@ -90,9 +98,7 @@ test('3. a card error leaves out last_payment_error.doc_url and .param (optional
 
 test('4. hard declines are not retried on the same card; invoice.updated, invoice.upcoming and payment_intent.canceled fire', async () => {
   const start = Date.UTC(2025, 4, 1, 10) / 1000;
-  const clock = (await stripe.testHelpers.testClocks.create({ frozen_time: start })).id;
-  const customer = await customerWith('pm_card_visa', clock);
-  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: 'price_pro_monthly' }] });
+  const { clock, customer, sub } = await clockedSubscription(start);
   const renewal = sub.items.data[0].current_period_end;
 
   // invoice.upcoming comes 7 days (the default) before the renewal, with the next invoice, which has no id.
@@ -157,9 +163,7 @@ test('4. hard declines are not retried on the same card; invoice.updated, invoic
 
 test('5. a test clock advance takes time: a second one is refused until ready, and events carry the right times', async () => {
   const start = Date.UTC(2025, 5, 1, 10) / 1000;
-  const clock = (await stripe.testHelpers.testClocks.create({ frozen_time: start })).id;
-  const customer = await customerWith('pm_card_visa', clock);
-  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: 'price_pro_monthly' }] });
+  const { clock, customer, sub } = await clockedSubscription(start);
   const periodEnd = sub.items.data[0].current_period_end;
   // A floor of 2 s (the default is 200 ms) leaves a loaded machine time for the checks below.
   assert.equal((await setAdvanceTime(2000)).status, 200);

@@ -39,10 +39,10 @@ export const emulatorBin = process.env.EMULATOR_BIN || path.join(process.env.CAR
  * milliseconds. It records every answer, so `conformance()` can check them all (and every event)
  * against Stripe's schemas before `stop()`, which removes the recording.
  */
-export async function startEmulator({ webhook, secret, seed = seedFile, args: extra = [] } = {}) {
+export async function startEmulator({ webhook, secret, seed = seedFile } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'emulator-answers-'));
   const recording = path.join(dir, 'answers.jsonl');
-  const args = ['--port', '0', '--seed', seed, '--retry-base-ms', '50', '--webhook-timeout-ms', '2000', '--record-responses', recording, ...extra];
+  const args = ['--port', '0', '--seed', seed, '--retry-base-ms', '50', '--webhook-timeout-ms', '2000', '--record-responses', recording];
   if (webhook) args.push('--webhook', webhook, '--webhook-secret', secret);
   const server = await startServer(emulatorBin, args);
   const { hostname, port } = new URL(server.url);

@@ -142,11 +142,7 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
     if spec.items.iter().any(|(p, _)| interval_of(p) != (interval.clone(), count)) {
         return Err(ApiError::bad_request("All prices on a subscription must have the same recurring interval."));
     }
-    // The first invoice is charged to the subscription's card, else to the customer's default.
-    let card = spec
-        .payment_method
-        .clone()
-        .or_else(|| store.get(&spec.customer).and_then(|c| c["invoice_settings"]["default_payment_method"].as_str().map(str::to_string)));
+    let card = charged_card(store, spec.payment_method.as_deref(), &spec.customer);
     let outcome = card.as_ref().and_then(|pm| store.card_outcome(pm).cloned()).unwrap_or(Outcome::Succeeds);
     if spec.error_if_incomplete && spec.trial_end.is_none() {
         if let Some(err) = on_session(outcome).charge_error() {
@@ -257,10 +253,12 @@ fn on_session(outcome: Outcome) -> Outcome {
 
 /// The payment method a subscription's invoices are charged to: its own default, else the customer's.
 fn payment_method_of(store: &Store, subscription: &Value) -> Option<String> {
-    subscription["default_payment_method"].as_str().map(str::to_string).or_else(|| {
-        let customer = store.get(subscription["customer"].as_str().unwrap_or_default())?;
-        customer["invoice_settings"]["default_payment_method"].as_str().map(str::to_string)
-    })
+    charged_card(store, subscription["default_payment_method"].as_str(), subscription["customer"].as_str().unwrap_or_default())
+}
+
+/// A subscription's own payment method if it has one, else its customer's default.
+fn charged_card(store: &Store, own: Option<&str>, customer: &str) -> Option<String> {
+    own.map(str::to_string).or_else(|| store.get(customer)?["invoice_settings"]["default_payment_method"].as_str().map(str::to_string))
 }
 
 /// Create a draft invoice for one period of a subscription (`invoice.created`, deferred).

@@ -90,16 +90,21 @@ pub fn start_advance(store: &mut Store, id: &str, frozen_time: i64) -> Result<Va
 /// Run everything due on the clock up to its target: the work of an advance. Returns how many
 /// events it made (what the advance's duration grows with).
 pub fn run_advance(store: &mut Store, id: &str, renewals: &Renewals) -> usize {
-    let Some(target) = store.get(id).and_then(|c| c["status_details"]["advancing"]["target_frozen_time"].as_i64()) else { return 0 };
+    let Some(target) = advancing_to(store, id) else { return 0 };
     let before = store.pending_events().len();
     billing::catch_up(store, Clock::Test(id), target, renewals);
     store.pending_events().len() - before
 }
 
+/// The time a clock that is advancing is moving to.
+fn advancing_to(store: &Store, id: &str) -> Option<i64> {
+    store.get(id).and_then(|c| c["status_details"]["advancing"]["target_frozen_time"].as_i64())
+}
+
 /// End an advance: the clock is `ready` at its target. The clock's own events carry the wall
 /// time, as its `created` and `advancing` events do (the clock is not under itself).
 pub fn mark_ready(store: &mut Store, id: &str) {
-    let Some(target) = store.get(id).and_then(|c| c["status_details"]["advancing"]["target_frozen_time"].as_i64()) else { return };
+    let Some(target) = advancing_to(store, id) else { return };
     store.use_frozen_time(None);
     let changes = Map::from_iter([
         ("status".to_string(), json!("ready")),
