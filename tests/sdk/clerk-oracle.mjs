@@ -81,8 +81,17 @@ async function verdict(testCase) {
   const location = state.headers.get('location');
   if (location) return { kind: 'redirect', location, setCookies };
   if (state.status === 'handshake') return { kind: 'error', detail: 'a handshake without a location' };
-  const userId = state.toAuth()?.userId;
-  return userId ? { kind: 'signed-in', user: userId, setCookies } : { kind: 'signed-out', setCookies };
+  const auth = state.toAuth();
+  if (!auth?.userId) return { kind: 'signed-out', setCookies };
+  return { kind: 'signed-in', user: auth.userId, setCookies, ...organization(auth) };
+}
+
+// Clerk's active organization as Tollgate documents its reading of it: an id of the shape
+// `org_…` (anything else is no organization), `org:admin` an admin and any other role a member,
+// the slug as given (none: empty).
+function organization({ orgId, orgRole, orgSlug }) {
+  if (typeof orgId !== 'string' || !/^org_[A-Za-z0-9_]+$/.test(orgId) || orgId.length > 255) return {};
+  return { org: { id: orgId, role: orgRole === 'org:admin' ? 'admin' : 'member', slug: typeof orgSlug === 'string' ? orgSlug : '' } };
 }
 
 // Clerk logs its reasoning on stderr; only the verdicts go to stdout.

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
-import { launchBrowser, repoRoot, startEmulator } from './helpers.mjs';
+import { launchBrowser, repoRoot, startEmulator, waitFor } from './helpers.mjs';
 
 const tollgateBin = process.env.TOLLGATE_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target'), 'debug', 'tollgate');
 let app;
@@ -322,5 +322,100 @@ test('plans: Basic, a previewed upgrade to Team charged at once, a downgrade at 
     plansApp.stop();
     emu.stop();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('teams: an owner subscribes Acme per seat, two people join and one leaves, the bill follows, the product sees each member', async () => {
+  const product = http.createServer((req, res) => {
+    const said = (name) => String(req.headers[name] || '').replace(/[<>&]/g, '');
+    res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><title>Product</title><p id="product-email">${said('x-forwarded-email')}</p><p id="product-org">${said('x-tollgate-org-slug')}</p><p id="product-role">${said('x-tollgate-org-role')}</p>`);
+  });
+  await new Promise((resolve) => product.listen(0, '127.0.0.1', resolve));
+  const teams = await startTollgate({
+    UPSTREAM_URL: `http://127.0.0.1:${product.address().port}`, GATED_PATHS: '/app',
+    BILLING_SUBJECT: 'organization', SEAT_PRICES: 'price_tollgate_monthly',
+  });
+  const stripe = (method, path, form) => fetch(`${teams.emulator}${path}`, { method, body: form && new URLSearchParams(form), headers: { authorization: 'Bearer sk_test_tollgate_emulator' } }).then((r) => r.json());
+  const seats = async () => (await stripe('GET', '/v1/subscriptions?status=all')).data[0]?.items.data[0].quantity;
+  const seatsBecome = (n) => waitFor(async () => (await seats()) === n, `${n} seats in Stripe`);
+  const contexts = [];
+  const person = async (email) => {
+    const context = await browser.newContext();
+    contexts.push(context);
+    const page = await context.newPage();
+    await page.goto(`${teams.url}/auth`);
+    await page.fill('#up-email', email);
+    await signUpByEmail(page, email, 'correct horse battery');
+    return page;
+  };
+  try {
+    const owner = await person('owner@acme.test');
+    await owner.goto(`${teams.url}/orgs`);
+    await owner.fill('#org-name', 'Acme');
+    await Promise.all([owner.waitForURL(/\/orgs\/org_\w+\?notice=org-created/), owner.click('#create-org')]);
+    const orgPage = owner.url().split('?')[0];
+    assert.equal(await owner.textContent('#org-menu'), 'acme', 'the header names the active organization');
+
+    // Acme subscribes: one seat, the owner's.
+    await owner.goto(`${teams.url}/`);
+    await Promise.all([owner.waitForURL(/\/c\/pay\/cs_test_/), owner.click('#subscribe-price_tollgate_monthly')]);
+    await payWithCard(owner, teams.url);
+    assert.equal(await owner.textContent('#status'), 'active');
+    assert.equal(await owner.textContent('#team-name'), 'Acme');
+    assert.equal(await seats(), 1);
+
+    // Two invitations, accepted from the emailed links.
+    for (const email of ['ada@acme.test', 'bob@acme.test']) {
+      await owner.goto(orgPage);
+      await owner.fill('#invite-email', email);
+      await Promise.all([owner.waitForURL(/notice=invited/), owner.click('#invite')]);
+    }
+    const members = {};
+    for (const email of ['ada@acme.test', 'bob@acme.test']) {
+      const page = await person(email);
+      await page.goto(`${teams.url}/dev/outbox`);
+      await followEmailedLink(page, email, 'invited you to Acme');
+      await Promise.all([page.waitForURL(/\/dashboard\?notice=joined/), page.click('#accept-invitation')]);
+      assert.equal(await page.textContent('#team-name'), 'Acme');
+      assert.match(await page.textContent('#ask-billing'), /owner@acme\.test/, 'a member is told whom to ask');
+      assert.equal(await page.$('#manage-billing'), null, 'and sees no billing buttons');
+      members[email] = page;
+    }
+    await seatsBecome(3);
+    const items = await stripe('GET', '/v1/invoiceitems?limit=100');
+    assert.ok(items.data.some((item) => item.proration), 'the added seats are prorated');
+
+    // Each member reaches the product, which is told the organization and the role.
+    for (const [email, page] of [['owner@acme.test', owner], ...Object.entries(members)]) {
+      await page.goto(`${teams.url}/app/projects`);
+      assert.equal(await page.textContent('#product-email'), email);
+      assert.equal(await page.textContent('#product-org'), 'acme');
+    }
+    assert.equal(await members['bob@acme.test'].textContent('#product-role'), 'member');
+
+    // The owner removes Bob: two seats, and Bob is back on the pricing page.
+    await owner.goto(orgPage);
+    const bobRow = owner.locator('tr', { has: owner.locator('td.email', { hasText: 'bob@acme.test' }) });
+    await Promise.all([owner.waitForURL(/notice=removed/), bobRow.locator('button[id^=remove-]').click()]);
+    await seatsBecome(2);
+    await members['bob@acme.test'].goto(`${teams.url}/app/projects`);
+    assert.match(members['bob@acme.test'].url(), /notice=subscribe/);
+
+    // The owner cancels; when the period ends, nobody in Acme reaches the product.
+    await owner.goto(`${teams.url}/dashboard`);
+    await Promise.all([owner.waitForURL(/notice=cancel-scheduled/), owner.click('#cancel-at-period-end')]);
+    const [subscription] = (await stripe('GET', '/v1/subscriptions?status=all')).data;
+    const seconds = subscription.items.data[0].current_period_end - Math.floor(Date.now() / 1000) + 60;
+    assert.equal((await fetch(`${teams.emulator}/_emulator/clock/advance`, { method: 'POST', body: new URLSearchParams({ seconds: String(seconds) }) })).status, 200);
+    await waitFor(async () => {
+      await members['ada@acme.test'].goto(`${teams.url}/app/projects`);
+      return /notice=subscribe/.test(members['ada@acme.test'].url());
+    }, 'Ada refused once the subscription ended');
+    await owner.goto(`${teams.url}/app/projects`);
+    assert.match(owner.url(), /notice=subscribe/);
+  } finally {
+    for (const context of contexts) await context.close();
+    teams.stop();
+    product.close();
   }
 });

@@ -54,6 +54,86 @@ macro_rules! id_type {
 id_type!(UserId, "user_", "user");
 id_type!(CustomerId, "cus_", "Stripe customer");
 id_type!(PriceId, "price_", "Stripe price");
+id_type!(OrgId, "org_", "organization");
+
+impl OrgId {
+    pub fn generate() -> OrgId {
+        OrgId(format!("org_{}", crate::random::random_token(20)))
+    }
+}
+
+/// A member's role in an organization. Owners and admins manage billing and members; only an
+/// owner makes or unmakes owners, and an organization always keeps one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgRole {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl OrgRole {
+    /// `owner`, `admin` or `member`; Clerk's role keys too (`org:admin`, `org:member`, as v1
+    /// tokens and the Backend API write them; v2 tokens drop the `org:`). Clerk has no owner:
+    /// its admins are the highest role, and other custom roles count as members.
+    pub fn parse(raw: &str) -> Result<OrgRole, ParseError> {
+        match raw.strip_prefix("org:").unwrap_or(raw) {
+            "owner" => Ok(OrgRole::Owner),
+            "admin" => Ok(OrgRole::Admin),
+            "member" => Ok(OrgRole::Member),
+            other => Err(ParseError(format!("'{}' is not a role (owner, admin or member)", other.chars().take(40).collect::<String>()))),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgRole::Owner => "owner",
+            OrgRole::Admin => "admin",
+            OrgRole::Member => "member",
+        }
+    }
+    /// May start Checkout, open the portal, change the plan, invite and manage members.
+    pub fn manages(self) -> bool {
+        matches!(self, OrgRole::Owner | OrgRole::Admin)
+    }
+}
+
+/// The organization a signed-in user acts for (the active one), with their role in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveOrg {
+    pub id: OrgId,
+    pub role: OrgRole,
+    pub slug: String,
+}
+
+/// Who pays, and whose cache entry decides: a user (the recipe's `stripe:user:{userId}`) or an
+/// organization (`stripe:org:{orgId}`). Both are Stripe customers written by the same one sync.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Payer {
+    User(UserId),
+    Org(OrgId),
+}
+
+impl Payer {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Payer::User(id) => id.as_str(),
+            Payer::Org(id) => id.as_str(),
+        }
+    }
+    /// The customer's `metadata` key naming this payer (the recipe's reverse link for users).
+    pub fn metadata_key(&self) -> &'static str {
+        match self {
+            Payer::User(_) => "userId",
+            Payer::Org(_) => "orgId",
+        }
+    }
+}
+
+impl std::fmt::Display for Payer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl UserId {
     pub fn generate() -> UserId {
@@ -66,6 +146,9 @@ impl UserId {
 pub struct User {
     pub id: UserId,
     pub email: Email,
+    /// The organization the user acts for, if any (built-in accounts: chosen and kept in the
+    /// session; Clerk: the session token's active organization).
+    pub org: Option<ActiveOrg>,
 }
 
 /// A normalised email address: trimmed, lower-cased, one `@`, a dotted domain, at most 254 characters.
@@ -273,16 +356,47 @@ impl SubscriptionCache {
     }
 }
 
-/// Who may use the product: `active` and `trialing` always; `past_due` only with a grace period.
+/// `BILLING_SUBJECT`: who subscribes and whose subscription entitles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BillingSubject {
+    /// Each user pays for themselves (the recipe's model).
+    #[default]
+    User,
+    /// The active organization pays; a user without one is not entitled.
+    Organization,
+    /// The active organization pays when there is one, else the user; either entitles.
+    Both,
+}
+
+/// Who may use the product: `active` and `trialing` always; `past_due` only with a grace period;
+/// and whose subscription counts (`BILLING_SUBJECT`).
 #[derive(Debug, Clone, Copy)]
 pub struct AccessPolicy {
     pub past_due_grace: bool,
     /// How long after its period ended a cached grant is still believed without asking Stripe
     /// (webhooks may have been lost; renewals normally arrive within minutes of the period end).
     pub stale_after_period_end: i64,
+    pub billing_subject: BillingSubject,
 }
 
 impl AccessPolicy {
+    /// Who subscribes for `user` (and whose billing they manage): `None` when
+    /// `BILLING_SUBJECT=organization` and they act for no organization.
+    pub fn payer(&self, user: &User) -> Option<Payer> {
+        self.payers(user).into_iter().next()
+    }
+
+    /// Whose subscriptions entitle `user`, the one that pays first.
+    pub fn payers(&self, user: &User) -> Vec<Payer> {
+        let org = user.org.as_ref().map(|o| Payer::Org(o.id.clone()));
+        let own = Payer::User(user.id.clone());
+        match self.billing_subject {
+            BillingSubject::User => vec![own],
+            BillingSubject::Organization => org.into_iter().collect(),
+            BillingSubject::Both => org.into_iter().chain([own]).collect(),
+        }
+    }
+
     /// Should a cached entry that grants access be re-read from Stripe before it is trusted?
     pub fn needs_fresh_read(&self, entry: &SubscriptionCache, now: i64) -> bool {
         let period_end = entry.subscription().and_then(|s| s.trial_end.max(s.current_period_end));
@@ -345,6 +459,10 @@ pub struct Plan {
     pub interval_count: i64,
     /// With `ENTITLEMENTS=stripe`: the lookup keys of the features attached to its product.
     pub features: Vec<String>,
+    /// Its price's `metadata.tollgate_seats` is `per_seat` (`SEAT_PRICES` may say so too).
+    pub per_seat: bool,
+    /// Its price's `metadata.tollgate_max_seats`: members beyond it are refused.
+    pub max_seats: Option<u32>,
 }
 
 #[cfg(test)]
@@ -434,8 +552,8 @@ mod tests {
 
     #[test]
     fn access_policy() {
-        let strict = AccessPolicy { past_due_grace: false, stale_after_period_end: 86_400 };
-        let lenient = AccessPolicy { past_due_grace: true, stale_after_period_end: 86_400 };
+        let strict = AccessPolicy { past_due_grace: false, stale_after_period_end: 86_400, billing_subject: BillingSubject::User };
+        let lenient = AccessPolicy { past_due_grace: true, stale_after_period_end: 86_400, billing_subject: BillingSubject::User };
         assert!(strict.grants(SubscriptionStatus::Active) && strict.grants(SubscriptionStatus::Trialing));
         assert!(!strict.grants(SubscriptionStatus::PastDue) && lenient.grants(SubscriptionStatus::PastDue));
         for s in [

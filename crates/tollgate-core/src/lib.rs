@@ -11,6 +11,7 @@
 //! - [`serving`]: whether work runs on one of `tollgate`'s serving threads (their per-thread resources).
 //! - [`domain`]: ids, emails, statuses, the cache entry, the access policy (no I/O).
 //! - [`kv`]: the `Kv` trait, its backends (redb, Redis, memory) and every key name.
+//! - [`orgs`]: organizations, their members and roles, and invitations.
 //! - [`stripe`]: the Stripe client, wire types, webhook signatures, the pinned API version.
 //! - [`billing`]: `sync_stripe_data_to_kv`, its coordination across instances, the drain, reconcile, checkout, portal, plans, tracked events.
 //! - [`mail`]: account emails by SMTP, or the local outbox.
@@ -23,6 +24,7 @@ pub mod domain;
 pub mod kv;
 pub mod mail;
 pub mod metrics;
+pub mod orgs;
 pub mod random;
 pub mod serving;
 pub mod stripe;

@@ -7,7 +7,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use prometheus::{register_histogram_vec_with_registry, register_int_counter_vec_with_registry, register_int_gauge_with_registry};
+use prometheus::{
+    register_histogram_vec_with_registry, register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_with_registry,
+};
 use prometheus::{Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry, TextEncoder};
 
 pub struct Metrics {
@@ -23,6 +26,7 @@ pub struct Metrics {
     pub kv_errors: IntCounterVec,
     pub kv_unreadable_values: IntCounterVec,
     pub sign_in_throttled: IntCounterVec,
+    pub seat_updates: IntCounter,
 }
 
 /// Request latencies: 1 ms to 10 s.
@@ -96,6 +100,11 @@ fn build() -> prometheus::Result<Metrics> {
             "sign_in_throttled_total",
             "Requests refused by the account throttle, by kind (sign_in: too many failed sign-ins; email: too many emails asked for)",
             &["kind"],
+            r
+        )?,
+        seat_updates: register_int_counter_with_registry!(
+            "seat_updates_total",
+            "Seat counts set on an organization's per-seat subscription (each a Stripe update)",
             r
         )?,
         registry,

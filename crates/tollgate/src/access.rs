@@ -1,19 +1,20 @@
 //! "May this user use the product?" answered from the KV alone (no Stripe call, except for a
 //! grant long past its period's end); the `Entitled` extractor, the gateway, forward-auth and the
-//! service endpoint all ask `entitlement`.
+//! service endpoint all ask `entitlement`. Whose subscription counts is the policy's
+//! (`BILLING_SUBJECT`): the user's, the active organization's, or either.
 
 use std::sync::Arc;
 
 use tollgate_core::billing::{recipe, Billing, BillingError};
-use tollgate_core::domain::{AccessPolicy, CustomerId, SubscriptionCache, UserId};
+use tollgate_core::domain::{AccessPolicy, CustomerId, Payer, SubscriptionCache, User};
 use tollgate_core::kv::keys;
 
-/// The user's cached subscription. A customer whose entry is missing or unreadable is synced once.
+/// The payer's cached subscription. A customer whose entry is missing or unreadable is synced once.
 pub(crate) async fn cached_subscription(
     billing: &Arc<Billing>,
-    user: &UserId,
+    payer: &Payer,
 ) -> Result<(Option<CustomerId>, SubscriptionCache), BillingError> {
-    let Some(customer) = billing.customer_of(user).await? else {
+    let Some(customer) = billing.customer_of(payer).await? else {
         return Ok((None, SubscriptionCache::none()));
     };
     let key = keys::customer_cache(&customer);
@@ -34,28 +35,47 @@ pub(crate) struct Entitlement {
     pub(crate) entitled: bool,
 }
 
-/// Whether `user` may use the product. A cached grant long past its period's end may be one
-/// whose webhooks were lost: it is checked with Stripe first (`AccessPolicy::needs_fresh_read`).
-pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &UserId) -> Result<Entitlement, BillingError> {
-    let (customer, mut entry) = cached_subscription(billing, user).await?;
+/// Whether `user` may use the product: the first of the policy's payers whose subscription grants
+/// it (otherwise not entitled, with the first payer's entry). A cached grant long past its
+/// period's end may be one whose webhooks were lost: it is checked with Stripe first
+/// (`AccessPolicy::needs_fresh_read`).
+pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &User) -> Result<Entitlement, BillingError> {
+    let mut first = None;
+    for payer in policy.payers(user) {
+        let access = payer_entitlement(billing, policy, &payer).await?;
+        if access.entitled {
+            return Ok(access);
+        }
+        first.get_or_insert(access);
+    }
+    Ok(first.unwrap_or(Entitlement { entitled: false, entry: SubscriptionCache::none() }))
+}
+
+/// Whether `payer`'s own subscription grants access (see [`entitlement`]).
+pub(crate) async fn payer_entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, payer: &Payer) -> Result<Entitlement, BillingError> {
+    let (customer, mut entry) = cached_subscription(billing, payer).await?;
     if let Some(customer) = customer.filter(|_| policy.needs_fresh_read(&entry, billing.clock.unix_now())) {
         entry = billing.sync(&customer).await?;
     }
     Ok(Entitlement { entitled: policy.grants(entry.status()), entry })
 }
 
-/// `user`'s entry if they are still entitled, from the cache alone and never a Stripe call (an
-/// open WebSocket tunnel asks this every `ENTITLEMENT_RECHECK`). A missing or unreadable entry,
-/// or a grant that would need a fresh read, counts as no: the client's next handshake goes
-/// through [`entitlement`], which reads Stripe.
+/// The entry that still entitles `user`, from the cache alone and never a Stripe call (an open
+/// WebSocket tunnel asks this every `ENTITLEMENT_RECHECK`). A missing or unreadable entry, or a
+/// grant that would need a fresh read, counts as no: the client's next handshake goes through
+/// [`entitlement`], which reads Stripe.
 pub(crate) async fn entitled_from_cache(
     billing: &Arc<Billing>,
     policy: &AccessPolicy,
-    user: &UserId,
+    user: &User,
 ) -> Result<Option<SubscriptionCache>, BillingError> {
-    let Some(customer) = billing.customer_of(user).await? else { return Ok(None) };
-    let Some(value) = billing.kv.get(&keys::customer_cache(&customer)).await? else { return Ok(None) };
-    let Some(entry) = recipe::read_cache_entry(&value) else { return Ok(None) };
-    let entitled = policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, billing.clock.unix_now());
-    Ok(entitled.then_some(entry))
+    for payer in policy.payers(user) {
+        let Some(customer) = billing.customer_of(&payer).await? else { continue };
+        let Some(value) = billing.kv.get(&keys::customer_cache(&customer)).await? else { continue };
+        let Some(entry) = recipe::read_cache_entry(&value) else { continue };
+        if policy.grants(entry.status()) && !policy.needs_fresh_read(&entry, billing.clock.unix_now()) {
+            return Ok(Some(entry));
+        }
+    }
+    Ok(None)
 }

@@ -11,9 +11,10 @@ use crate::auth::clerk::ClerkAuth;
 use crate::auth::local::LocalAccounts;
 use crate::state::{AppState, Inner, MetricsAccess};
 use tollgate_core::billing::drain::{self, Drain, Wakeups};
-use tollgate_core::billing::{catalog::Catalog, reconcile, Billing};
+use tollgate_core::billing::{catalog::Catalog, reconcile, seats::Seats, Billing};
 use tollgate_core::config::{AuthSettings, Secret, Settings, StripeSettings};
 use tollgate_core::domain::{AccessPolicy, PriceId};
+use tollgate_core::orgs::Orgs;
 use tollgate_core::stripe::client::RateLimit;
 use tollgate_core::stripe::StripeClient;
 use tollgate_core::Clock;
@@ -170,6 +171,7 @@ impl Application {
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,
                 stale_after_period_end: settings.period_end_grace.as_secs() as i64,
+                billing_subject: settings.teams.billing_subject,
             },
             webhook_secret,
             secure_cookies,
@@ -275,6 +277,7 @@ pub(crate) fn billing(
         None => DEMO_PLANS.iter().map(|id| PriceId::parse(id).expect("demo ids are valid")).collect(),
     };
     let (drain, wakeups) = Drain::new();
+    let orgs = Orgs::new(kv.clone(), clock.clone());
     let billing = Billing {
         stripe: Arc::new(stripe),
         kv,
@@ -285,6 +288,7 @@ pub(crate) fn billing(
         entitlements_from_stripe: settings.plan_features.from_stripe,
         allow_promotion_codes: settings.allow_promotion_codes,
         value_encoding: settings.value_encoding,
+        seats: Seats { orgs, settings: settings.teams.clone() },
         clock,
     };
     (Arc::new(billing), wakeups)

@@ -92,6 +92,7 @@ impl Catalog {
         let mut plans = Vec::with_capacity(self.price_ids.len());
         for id in &self.price_ids {
             let price: Price = stripe.get(&format!("/v1/prices/{id}"), &[("expand[]", "product")]).await?;
+            let (per_seat, max_seats) = (super::seats::metadata_per_seat(&price), super::seats::metadata_max_seats(&price));
             let recurring = price.recurring.ok_or_else(|| BillingError::Corrupt(format!("{id} is not a recurring price")))?;
             let (product_id, product_name) = match &price.product {
                 Expandable::Object(p) => (p.id.clone(), p.name.clone()),
@@ -106,6 +107,8 @@ impl Catalog {
                 }
             };
             plans.push(Plan {
+                per_seat,
+                max_seats,
                 price_id: id.clone(),
                 product_name,
                 unit_amount: price.unit_amount.unwrap_or(0),
@@ -145,6 +148,8 @@ mod tests {
             interval: "month".into(),
             interval_count: 1,
             features: Vec::new(),
+            per_seat: false,
+            max_seats: None,
         };
         catalog.store(vec![known.clone()]);
         let started = Instant::now();

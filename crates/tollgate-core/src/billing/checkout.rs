@@ -1,10 +1,11 @@
-//! Get-or-create the Stripe customer (before checkout, never twice), start Checkout, open the portal.
+//! Get-or-create the Stripe customer of a payer (a user, or an organization) before checkout,
+//! never twice; start Checkout (for a seat-billed plan, with the organization's seat count); open the portal.
 
 use std::sync::Arc;
 
 use super::{recipe, Billing, BillingError};
 use crate::config::TrialSettings;
-use crate::domain::{CustomerId, PriceId, User, UserId};
+use crate::domain::{CustomerId, Email, Payer, PriceId, User};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, List, PortalSession};
 use crate::stripe::StripeError;
@@ -14,30 +15,55 @@ use crate::stripe::StripeError;
 const CHECKOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const CHECKOUT_LEASE: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// What a Checkout Session is made for.
+#[derive(Clone, Copy)]
+struct Session<'a> {
+    payer: &'a Payer,
+    /// Who clicked Subscribe.
+    user: &'a User,
+    price: &'a PriceId,
+    quantity: u32,
+    trial: Option<TrialSettings>,
+}
+
+/// The idempotency key of a payer's customer (or of the one replacing `missing`). A user's key
+/// is the one Tollgate always used.
+fn idempotency_key(payer: &Payer, missing: Option<&CustomerId>) -> String {
+    let name = match payer {
+        Payer::User(user) => format!("tollgate-customer-{user}"),
+        Payer::Org(org) => format!("tollgate-org-customer-{org}"),
+    };
+    match missing {
+        None => name,
+        Some(missing) => format!("{name}-replaces-{missing}"),
+    }
+}
+
 pub struct CheckoutStart {
     pub url: String,
     pub session_id: String,
 }
 
 impl Billing {
-    /// The user's customer id from the KV, if they have one, in either form the recipe's apps
+    /// The payer's customer id from the KV, if they have one, in either form the recipe's apps
     /// write it (`billing::recipe`); a value in neither is repaired from Stripe first.
-    pub async fn customer_of(&self, user: &UserId) -> Result<Option<CustomerId>, BillingError> {
-        let key = keys::user_customer(user);
+    pub async fn customer_of(&self, payer: &Payer) -> Result<Option<CustomerId>, BillingError> {
+        let key = keys::payer_customer(payer);
         match self.kv.get(&key).await? {
             None => Ok(None),
             Some(value) => match recipe::read_customer_id(&value) {
                 Some((customer, _)) => Ok(Some(customer)),
-                None => self.repair_mapping(user, &key).await,
+                None => self.repair_mapping(payer, &key).await,
             },
         }
     }
 
-    /// An unreadable `stripe:user:{userId}`: find the user's customer in Stripe by the recipe's
-    /// reverse link (`metadata.userId`), and map it again (or unmap the user when there is none).
-    async fn repair_mapping(&self, user: &UserId, key: &str) -> Result<Option<CustomerId>, BillingError> {
-        recipe::unreadable("stripe:user", key);
-        match self.customer_named_by(user).await.map_err(|_| BillingError::Repairing(key.to_string()))? {
+    /// An unreadable mapping: find the payer's customer in Stripe by its reverse link
+    /// (`metadata.userId`, the recipe's, or `metadata.orgId`), and map it again (or unmap the
+    /// payer when there is none).
+    async fn repair_mapping(&self, payer: &Payer, key: &str) -> Result<Option<CustomerId>, BillingError> {
+        recipe::unreadable(if matches!(payer, Payer::Org(_)) { "stripe:org" } else { "stripe:user" }, key);
+        match self.customer_named_by(payer).await.map_err(|_| BillingError::Repairing(key.to_string()))? {
             Some(customer) => {
                 self.kv.set(key, &recipe::write_customer_id(&customer, self.value_encoding)).await?;
                 Ok(Some(customer))
@@ -49,59 +75,69 @@ impl Billing {
         }
     }
 
-    /// The user's customer, created first if needed. Two concurrent calls end with one customer:
-    /// the create carries an idempotency key derived from the user id, and the mapping is stored
-    /// only if absent (whoever loses reads the winner's).
-    #[tracing::instrument(skip_all, fields(user = %user.id))]
-    pub async fn get_or_create_customer(&self, user: &User) -> Result<CustomerId, BillingError> {
-        if let Some(existing) = self.customer_of(&user.id).await? {
+    /// The payer's customer, created first if needed (with `email` as its billing email). Two
+    /// concurrent calls end with one customer: the create carries an idempotency key derived
+    /// from the payer's id, and the mapping is stored only if absent (whoever loses reads the winner's).
+    #[tracing::instrument(skip_all, fields(payer = %payer))]
+    pub async fn get_or_create_customer(&self, payer: &Payer, email: &Email) -> Result<CustomerId, BillingError> {
+        if let Some(existing) = self.customer_of(payer).await? {
             return Ok(existing);
         }
-        let created = self.create_customer(user, &format!("tollgate-customer-{}", user.id)).await?;
+        let created = self.create_customer(payer, email, &idempotency_key(payer, None)).await?;
         let value = recipe::write_customer_id(&created, self.value_encoding);
-        if self.kv.set_if_absent(&keys::user_customer(&user.id), &value).await? {
+        if self.kv.set_if_absent(&keys::payer_customer(payer), &value).await? {
             return Ok(created);
         }
-        self.customer_of(&user.id).await?.ok_or(BillingError::NoCustomer)
+        self.customer_of(payer).await?.ok_or(BillingError::NoCustomer)
     }
 
     /// Stripe no longer knows the mapped customer (deleted in the Dashboard, or the emulator was
     /// restarted): make a new one and remap. The idempotency key names the customer it replaces,
     /// so concurrent repairs make the same one.
-    async fn replace_missing_customer(&self, user: &User, missing: &CustomerId) -> Result<CustomerId, BillingError> {
-        tracing::warn!(user = %user.id, customer = %missing, "the mapped Stripe customer no longer exists; creating a new one");
-        let created = self.create_customer(user, &format!("tollgate-customer-{}-replaces-{missing}", user.id)).await?;
-        self.kv.set(&keys::user_customer(&user.id), &recipe::write_customer_id(&created, self.value_encoding)).await?;
+    async fn replace_missing_customer(&self, payer: &Payer, email: &Email, missing: &CustomerId) -> Result<CustomerId, BillingError> {
+        tracing::warn!(payer = %payer, customer = %missing, "the mapped Stripe customer no longer exists; creating a new one");
+        let created = self.create_customer(payer, email, &idempotency_key(payer, Some(missing))).await?;
+        self.kv.set(&keys::payer_customer(payer), &recipe::write_customer_id(&created, self.value_encoding)).await?;
         Ok(created)
     }
 
-    async fn create_customer(&self, user: &User, idempotency_key: &str) -> Result<CustomerId, BillingError> {
-        let created: Created = self
-            .stripe
-            .post("/v1/customers", &[("email", user.email.as_str()), ("metadata[userId]", user.id.as_str())], Some(idempotency_key))
-            .await?;
+    async fn create_customer(&self, payer: &Payer, email: &Email, idempotency_key: &str) -> Result<CustomerId, BillingError> {
+        let metadata = format!("metadata[{}]", payer.metadata_key());
+        let mut form = vec![("email", email.as_str().to_string()), (metadata.as_str(), payer.as_str().to_string())];
+        if let Payer::Org(org) = payer {
+            if let Some(org) = self.seats.orgs.get(org).await.map_err(|e| BillingError::Corrupt(e.to_string()))? {
+                form.push(("name", org.name));
+            }
+        }
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let created: Created = self.stripe.post("/v1/customers", &form, Some(idempotency_key)).await?;
         CustomerId::parse(&created.id).map_err(|e| BillingError::Corrupt(e.to_string()))
     }
 
-    /// Start Checkout for one of the offered plans (the first when none is named). Refused while
-    /// the user has a subscription to manage (the check reads Stripe, not the cache). At most one
-    /// session can be paid: the user's open session for this plan is reused and any other open one
-    /// is expired, one request at a time per user (a lease, across instances), so eight parallel
-    /// clicks cannot become two subscriptions. The work is spawned: a click abandoned half-way
-    /// does not leave the lease held.
-    pub async fn start_checkout(self: &Arc<Self>, user: &User, price: Option<&PriceId>) -> Result<CheckoutStart, BillingError> {
-        let (billing, user, price) = (self.clone(), user.clone(), price.cloned());
+    /// Start Checkout for `payer` (`user` clicked) and one of the offered plans (the first when
+    /// none is named). Refused while the payer has a subscription to manage (the check reads
+    /// Stripe, not the cache). At most one session can be paid: the payer's open session for
+    /// this plan is reused and any other open one is expired, one request at a time per payer (a
+    /// lease, across instances), so eight parallel clicks cannot become two subscriptions. The
+    /// work is spawned: a click abandoned half-way does not leave the lease held.
+    pub async fn start_checkout(
+        self: &Arc<Self>,
+        payer: &Payer,
+        user: &User,
+        price: Option<&PriceId>,
+    ) -> Result<CheckoutStart, BillingError> {
+        let (billing, payer, user, price) = (self.clone(), payer.clone(), user.clone(), price.cloned());
         tokio::spawn(async move {
-            let lease = format!("checkout:{}", user.id);
+            let lease = format!("checkout:{payer}");
             let token = crate::random::random_token(20);
             let deadline = tokio::time::Instant::now() + CHECKOUT_WAIT;
             while !billing.kv.lease(&lease, &token, CHECKOUT_LEASE).await? {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(StripeError::Unavailable("another checkout for this user is still being prepared".into()).into());
+                    return Err(StripeError::Unavailable("another checkout for this customer is still being prepared".into()).into());
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            let started = billing.start_checkout_alone(&user, price.as_ref()).await;
+            let started = billing.start_checkout_alone(&payer, &user, price.as_ref()).await;
             let _ = billing.kv.release(&lease, &token).await;
             started
         })
@@ -109,31 +145,44 @@ impl Billing {
         .map_err(|e| BillingError::Corrupt(format!("the checkout task failed: {e}")))?
     }
 
-    async fn start_checkout_alone(self: &Arc<Self>, user: &User, price: Option<&PriceId>) -> Result<CheckoutStart, BillingError> {
+    async fn start_checkout_alone(
+        self: &Arc<Self>,
+        payer: &Payer,
+        user: &User,
+        price: Option<&PriceId>,
+    ) -> Result<CheckoutStart, BillingError> {
         let plans = self.catalog.plans(&self.stripe).await?;
         let plan = match price {
             Some(id) => plans.iter().find(|p| &p.price_id == id).ok_or(BillingError::PlanNotOffered)?,
             None => plans.first().ok_or(BillingError::PlanNotOffered)?,
         };
-        let customer = self.get_or_create_customer(user).await?;
+        let quantity = self.seats_to_bill(payer, plan).await?;
+        let customer = self.get_or_create_customer(payer, &user.email).await?;
         if self.sync(&customer).await?.status().blocks_new_checkout() {
             return Err(BillingError::AlreadySubscribed);
         }
-        if let Some(open) = self.reuse_open_session(&customer, &plan.price_id).await? {
+        if let Some(open) = self.reuse_open_session(&customer, &plan.price_id, quantity).await? {
             return Ok(open);
         }
-        let trial = self.trial_at_checkout(&user.id, &customer).await?;
-        match self.create_session(user, &customer, &plan.price_id, trial).await {
+        let trial = self.trial_at_checkout(payer, &customer).await?;
+        let session = Session { payer, user, price: &plan.price_id, quantity, trial };
+        match self.create_session(&customer, &session).await {
             Err(BillingError::Stripe(e)) if e.is_missing_customer() => {
-                let replacement = self.replace_missing_customer(user, &customer).await?;
-                self.create_session(user, &replacement, &plan.price_id, trial).await
+                let replacement = self.replace_missing_customer(payer, &user.email, &customer).await?;
+                self.create_session(&replacement, &session).await
             }
             other => other,
         }
     }
 
-    /// The customer's open session for `price`, if there is one; every other open session is expired.
-    async fn reuse_open_session(&self, customer: &CustomerId, price: &PriceId) -> Result<Option<CheckoutStart>, BillingError> {
+    /// The customer's open session for `price` and `quantity`, if there is one; every other open
+    /// session is expired (one for another seat count would bill the wrong number).
+    async fn reuse_open_session(
+        &self,
+        customer: &CustomerId,
+        price: &PriceId,
+        quantity: u32,
+    ) -> Result<Option<CheckoutStart>, BillingError> {
         let open: List<CheckoutSession> = match self
             .stripe
             .get(
@@ -152,8 +201,11 @@ impl Billing {
         }
         let mut reused = None;
         for session in open.data {
+            let same_quantity = session.metadata.get("quantity").map_or(quantity == 1, |q| q == &quantity.to_string());
             match (&reused, session.metadata.get("priceId"), session.url) {
-                (None, Some(id), Some(url)) if id == price.as_str() => reused = Some(CheckoutStart { url, session_id: session.id }),
+                (None, Some(id), Some(url)) if id == price.as_str() && same_quantity => {
+                    reused = Some(CheckoutStart { url, session_id: session.id })
+                }
                 _ => {
                     let _: CheckoutSession = self.stripe.post(&format!("/v1/checkout/sessions/{}/expire", session.id), &[], None).await?;
                 }
@@ -162,28 +214,29 @@ impl Billing {
         Ok(reused)
     }
 
-    async fn create_session(
-        &self,
-        user: &User,
-        customer: &CustomerId,
-        price: &PriceId,
-        trial: Option<TrialSettings>,
-    ) -> Result<CheckoutStart, BillingError> {
+    async fn create_session(&self, customer: &CustomerId, session: &Session<'_>) -> Result<CheckoutStart, BillingError> {
+        let Session { payer, user, price, quantity, trial } = *session;
         let success_url = format!("{}/success?session_id={{CHECKOUT_SESSION_ID}}", self.public_url);
         let cancel_url = format!("{}/", self.public_url);
         let trial_days = trial.map(|t| t.days.to_string());
+        let quantity = quantity.to_string();
         let mut form = vec![
             ("mode", "subscription"),
             ("customer", customer.as_str()),
             ("line_items[0][price]", price.as_str()),
-            ("line_items[0][quantity]", "1"),
+            ("line_items[0][quantity]", quantity.as_str()),
             ("success_url", success_url.as_str()),
             ("cancel_url", cancel_url.as_str()),
             ("client_reference_id", user.id.as_str()),
             ("metadata[userId]", user.id.as_str()),
             ("metadata[priceId]", price.as_str()),
+            ("metadata[quantity]", quantity.as_str()),
             ("subscription_data[metadata][userId]", user.id.as_str()),
         ];
+        if let Payer::Org(org) = payer {
+            form.push(("metadata[orgId]", org.as_str()));
+            form.push(("subscription_data[metadata][orgId]", org.as_str()));
+        }
         if let Some(days) = &trial_days {
             form.push(("subscription_data[trial_period_days]", days));
         }

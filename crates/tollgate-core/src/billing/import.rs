@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{recipe, sync, Billing, BillingError};
-use crate::domain::{CustomerId, UserId};
+use crate::domain::{CustomerId, Payer, UserId};
 use crate::kv::keys;
 use crate::stripe::StripeError;
 
@@ -91,7 +91,7 @@ impl Billing {
                     }
                     customer
                 }
-                None => match self.customer_named_by(&user).await? {
+                None => match self.customer_named_by(&Payer::User(user.clone())).await? {
                     Some(customer) => {
                         report
                             .repaired
@@ -140,9 +140,10 @@ impl Billing {
         Ok(report)
     }
 
-    /// The customer whose `metadata.userId` names `user` (the recipe's reverse link), if any.
-    pub async fn customer_named_by(&self, user: &UserId) -> Result<Option<CustomerId>, BillingError> {
-        let query = format!("metadata['userId']:'{user}'");
+    /// The customer whose `metadata.userId` names the user (the recipe's reverse link), or whose
+    /// `metadata.orgId` names the organization, if any.
+    pub async fn customer_named_by(&self, payer: &Payer) -> Result<Option<CustomerId>, BillingError> {
+        let query = format!("metadata['{}']:'{payer}'", payer.metadata_key());
         let found: crate::stripe::wire::List<crate::stripe::wire::Created> =
             self.stripe.get("/v1/customers/search", &[("query", &query)]).await?;
         Ok(found.data.into_iter().find_map(|c| CustomerId::parse(&c.id).ok()))

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use super::{Billing, BillingError};
-use crate::domain::{SubscriptionCache, UserId};
+use crate::domain::{Payer, SubscriptionCache};
 use crate::stripe::wire::Created;
 
 impl Billing {
-    /// Set (`cancel`) or clear the user's `cancel_at_period_end`; the entry after the change.
-    pub async fn cancel_at_period_end(self: &Arc<Self>, user: &UserId, cancel: bool) -> Result<SubscriptionCache, BillingError> {
-        let customer = self.customer_of(user).await?.ok_or(BillingError::NoCustomer)?;
+    /// Set (`cancel`) or clear the payer's `cancel_at_period_end`; the entry after the change.
+    pub async fn cancel_at_period_end(self: &Arc<Self>, payer: &Payer, cancel: bool) -> Result<SubscriptionCache, BillingError> {
+        let customer = self.customer_of(payer).await?.ok_or(BillingError::NoCustomer)?;
         let current = self.sync(&customer).await?;
         let live = current.subscription().filter(|s| s.status.blocks_new_checkout());
         let Some(subscription_id) = live.and_then(|s| s.subscription_id.clone()) else {

@@ -1,6 +1,6 @@
 //! The billing flow: the one sync function and its coordination across instances, the drain
 //! that settles recorded webhooks, reconciliation, checkout and portal sessions, the plan
-//! catalogue, and which webhook events matter.
+//! catalogue, seats, and which webhook events matter.
 
 pub mod catalog;
 pub mod checkout;
@@ -11,6 +11,7 @@ pub mod manage;
 pub mod plans;
 pub mod recipe;
 pub mod reconcile;
+pub mod seats;
 pub mod sync;
 pub mod trial;
 pub mod users;
@@ -39,6 +40,12 @@ pub enum BillingError {
     /// The card was declined for a plan change: the old plan stays.
     #[error("the payment for the change failed")]
     PaymentFailed,
+    /// `BILLING_SUBJECT=organization` and the user acts for none.
+    #[error("Create or choose an organization first: it is the organization that subscribes.")]
+    NoOrganization,
+    /// A member (not an owner or admin) of the paying organization asked for a billing action.
+    #[error("Only the organization's owners and admins manage billing.")]
+    NotABillingManager,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A recipe key held a value nobody writes, and Stripe could not be asked to repair it now.
@@ -62,6 +69,8 @@ pub struct Billing {
     pub allow_promotion_codes: bool,
     /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
     pub value_encoding: crate::config::ValueEncoding,
+    /// Organizations, who pays (`BILLING_SUBJECT`) and per-seat prices.
+    pub seats: seats::Seats,
     /// The time, for the drain's debounce and sweeps, cache freshness and waits.
     pub clock: crate::clock::Clock,
 }

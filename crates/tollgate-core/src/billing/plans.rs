@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::{Billing, BillingError};
-use crate::domain::{CustomerId, Plan, PriceId, SubscriptionCache, UserId};
+use crate::domain::{CustomerId, Payer, Plan, PriceId, SubscriptionCache};
 use crate::stripe::wire::{Created, Expandable, InvoicePreview, Subscription};
 
 /// When a plan change takes effect.
@@ -60,17 +60,17 @@ fn per_day(plan: &Plan) -> f64 {
 }
 
 impl Billing {
-    /// What switching `user` to `price` costs now, and when it takes effect.
-    pub async fn plan_preview(self: &Arc<Self>, user: &UserId, price: &PriceId) -> Result<PlanPreview, BillingError> {
-        let (current, target) = self.change_of(user, price, false).await?;
+    /// What switching `payer` to `price` costs now, and when it takes effect.
+    pub async fn plan_preview(self: &Arc<Self>, payer: &Payer, price: &PriceId) -> Result<PlanPreview, BillingError> {
+        let (current, target) = self.change_of(payer, price, false).await?;
         self.preview(&current, &target).await
     }
 
-    /// What switching `user` to each other offered plan costs now (`None` where Stripe could
+    /// What switching `payer` to each other offered plan costs now (`None` where Stripe could
     /// not say): the dashboard's list. The subscription is read once for all of them.
-    pub async fn plan_previews(self: &Arc<Self>, user: &UserId) -> Result<Vec<(Plan, Option<PlanPreview>)>, BillingError> {
+    pub async fn plan_previews(self: &Arc<Self>, payer: &Payer) -> Result<Vec<(Plan, Option<PlanPreview>)>, BillingError> {
         let plans = self.catalog.plans(&self.stripe).await?;
-        let current = self.current(user, &plans, false).await?;
+        let current = self.current(payer, &plans, false).await?;
         let mut previews = Vec::new();
         for plan in plans.iter().filter(|p| p.price_id != current.price.price_id) {
             previews.push((plan.clone(), self.preview(&current, plan).await.ok()));
@@ -110,15 +110,15 @@ impl Billing {
         })
     }
 
-    /// Switch `user` to `price`: now with prorations (an upgrade; `proration_date` from its
+    /// Switch `payer` to `price`: now with prorations (an upgrade; `proration_date` from its
     /// preview pins the amount), or at the period's end. The entry after the change.
     pub async fn change_plan(
         self: &Arc<Self>,
-        user: &UserId,
+        payer: &Payer,
         price: &PriceId,
         proration_date: Option<i64>,
     ) -> Result<SubscriptionCache, BillingError> {
-        let (current, target) = self.change_of(user, price, true).await?;
+        let (current, target) = self.change_of(payer, price, true).await?;
         match self.upgrade_moment(&current, &target) {
             Some(now) => {
                 // A downgrade waiting for the period's end is replaced by this change.
@@ -172,21 +172,21 @@ impl Billing {
         (same_interval && per_day(target) > per_day(&current.price)).then(|| self.clock.unix_now())
     }
 
-    /// The offered plan of `price` (another than the user's) and the user's live subscription.
-    async fn change_of(self: &Arc<Self>, user: &UserId, price: &PriceId, fresh: bool) -> Result<(Current, Plan), BillingError> {
+    /// The offered plan of `price` (another than the payer's) and the payer's live subscription.
+    async fn change_of(self: &Arc<Self>, payer: &Payer, price: &PriceId, fresh: bool) -> Result<(Current, Plan), BillingError> {
         let plans = self.catalog.plans(&self.stripe).await?;
         let target = plans.iter().find(|p| &p.price_id == price).cloned().ok_or(BillingError::PlanNotOffered)?;
-        let current = self.current(user, &plans, fresh).await?;
+        let current = self.current(payer, &plans, fresh).await?;
         if current.price.price_id == target.price_id {
             return Err(BillingError::SamePlan);
         }
         Ok((current, target))
     }
 
-    /// The user's live subscription: from a fresh sync before a change (`fresh`), from the cache
+    /// The payer's live subscription: from a fresh sync before a change (`fresh`), from the cache
     /// for a preview; its item, period and schedule are read from Stripe either way.
-    async fn current(self: &Arc<Self>, user: &UserId, plans: &[Plan], fresh: bool) -> Result<Current, BillingError> {
-        let customer = self.customer_of(user).await?.ok_or(BillingError::NoCustomer)?;
+    async fn current(self: &Arc<Self>, payer: &Payer, plans: &[Plan], fresh: bool) -> Result<Current, BillingError> {
+        let customer = self.customer_of(payer).await?.ok_or(BillingError::NoCustomer)?;
         let entry = match fresh {
             true => self.sync(&customer).await?,
             false => match self.cached_entry(&customer).await? {
@@ -207,6 +207,8 @@ impl Billing {
             interval: item.price.recurring.as_ref().map_or("month".into(), |r| r.interval.clone()),
             interval_count: item.price.recurring.as_ref().map_or(1, |r| r.interval_count),
             features: Vec::new(),
+            per_seat: false,
+            max_seats: None,
         });
         Ok(Current {
             customer,

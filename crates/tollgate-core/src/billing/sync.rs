@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Billing, BillingError};
-use crate::domain::{CachedDiscount, CachedSubscription, CustomerId, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus, UserId};
+use crate::domain::{
+    CachedDiscount, CachedSubscription, CustomerId, OrgId, Payer, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus, UserId,
+};
 use crate::kv::{keys, Commit};
 use crate::stripe::wire::{ActiveEntitlement, Discount, List, PaymentMethod, Subscription};
 use crate::stripe::{StripeClient, StripeError, Turn};
@@ -32,9 +34,11 @@ const INLINE_WAIT: Duration = Duration::from_secs(10);
 /// What one read of a customer's subscriptions gives.
 pub struct Fetched {
     pub entry: SubscriptionCache,
-    /// The customer's user (`metadata.userId`) when one of these subscriptions had a trial: they
-    /// have had theirs (`billing::trial`).
-    pub trialed: Option<UserId>,
+    /// The customer's payer (`metadata.orgId`, else the recipe's `metadata.userId`) when one of
+    /// these subscriptions had a trial: they have had theirs (`billing::trial`).
+    pub trialed: Option<Payer>,
+    /// The subscriptions read, newest first.
+    pub subscriptions: Vec<Subscription>,
 }
 
 /// Read the customer's subscriptions from Stripe and make the cache entry (no write). `turn`: a
@@ -71,9 +75,15 @@ pub async fn fetch_subscription_state(
     }
     let trialed = match super::trial::had_a_trial(&list.data) {
         false => None,
-        true => list.data.iter().find_map(|s| UserId::parse(s.customer.as_ref()?.object()?.metadata.get("userId")?).ok()),
+        true => list.data.iter().find_map(|s| {
+            let metadata = &s.customer.as_ref()?.object()?.metadata;
+            match metadata.get("orgId") {
+                Some(org) => OrgId::parse(org).ok().map(Payer::Org),
+                None => UserId::parse(metadata.get("userId")?).ok().map(Payer::User),
+            }
+        }),
     };
-    Ok(Fetched { entry, trialed })
+    Ok(Fetched { entry, trialed, subscriptions: list.data })
 }
 
 /// The lookup keys of the customer's active entitlements, sorted (the first 100: more features
@@ -89,22 +99,24 @@ async fn active_features(stripe: &StripeClient, customer: &CustomerId) -> Result
 
 /// The recipe's `syncStripeDataToKV`, fenced: read the customer's subscriptions from Stripe, then
 /// write the entry in one step with the pending mark's clearing, if `token` still holds the lease.
+/// An organization's per-seat subscription gets its seat count set in between (`billing::seats`).
 /// When Stripe refuses the read (the customer is gone), the mark is dropped: retrying cannot help.
 async fn sync_stripe_data_to_kv(
-    stripe: &StripeClient,
-    kv: &dyn crate::kv::Kv,
+    billing: &Billing,
     customer: &CustomerId,
     token: &str,
     generation: u64,
     turn: Turn,
-    entitlements: bool,
 ) -> Result<(SubscriptionCache, Commit), BillingError> {
-    match fetch_subscription_state(stripe, customer, Some(turn), entitlements).await {
-        Ok(Fetched { entry, trialed }) => {
+    let (stripe, kv) = (billing.stripe.as_ref(), billing.kv.as_ref());
+    match fetch_subscription_state(stripe, customer, Some(turn), billing.entitlements_from_stripe).await {
+        Ok(Fetched { entry, trialed, subscriptions }) => {
+            let live = subscriptions.iter().find(|s| SubscriptionStatus::parse(&s.status).is_some_and(|s| s.is_live()));
+            super::seats::reconcile(stripe, &billing.seats, customer, live).await?;
             let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
             let commit = kv.commit_sync(customer.as_str(), token, generation, Some(&json)).await?;
-            if let Some(user) = trialed {
-                kv.set(&keys::trialed(&user), "1").await?;
+            if let Some(payer) = trialed {
+                kv.set(&keys::trialed(&payer), "1").await?;
             }
             Ok((entry, commit))
         }
@@ -219,9 +231,7 @@ impl Billing {
                 return Ok(last.map_or(Settled::Idle, Settled::Synced));
             };
             let started = std::time::Instant::now();
-            let synced =
-                sync_stripe_data_to_kv(&self.stripe, self.kv.as_ref(), customer, token, generation, turn, self.entitlements_from_stripe)
-                    .await;
+            let synced = sync_stripe_data_to_kv(self, customer, token, generation, turn).await;
             let outcome = match &synced {
                 Ok((_, Commit::Clean)) => "clean",
                 Ok((_, Commit::DirtyAgain)) => "dirty_again",

@@ -152,6 +152,8 @@ pub struct Settings {
     pub plan_features: PlanFeatures,
     /// `ALLOW_PROMOTION_CODES`: Checkout shows a field for a promotion code.
     pub allow_promotion_codes: bool,
+    /// `BILLING_SUBJECT`, `SEAT_PRICES`, `SEAT_PRORATION`, `SEATS_COUNT_INVITES`: who pays, and per-seat plans.
+    pub teams: TeamSettings,
     /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
     pub stripe_rate_limit: Option<u32>,
     /// How often one instance re-syncs every customer, healing what a lost webhook left behind.
@@ -181,6 +183,38 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `METRICS_TOKEN`: `/metrics` on the main port for `Authorization: Bearer` this token.
     pub metrics_token: Option<Secret>,
+}
+
+/// `SEAT_PRORATION`: how Stripe bills a seat count changed within a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeatProration {
+    /// Prorated on the next invoice (Stripe's default).
+    #[default]
+    CreateProrations,
+    /// Invoiced and charged at once.
+    AlwaysInvoice,
+    /// The new count from the next period on.
+    None,
+}
+
+impl SeatProration {
+    pub fn as_stripe(self) -> &'static str {
+        match self {
+            SeatProration::CreateProrations => "create_prorations",
+            SeatProration::AlwaysInvoice => "always_invoice",
+            SeatProration::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TeamSettings {
+    pub billing_subject: crate::domain::BillingSubject,
+    /// `SEAT_PRICES`: prices billed per member (as is a price whose `metadata.tollgate_seats` is `per_seat`).
+    pub seat_prices: Vec<PriceId>,
+    pub seat_proration: SeatProration,
+    /// `SEATS_COUNT_INVITES`: pending invitations take a seat too.
+    pub seats_count_invitations: bool,
 }
 
 /// How request paths are read and which need an entitled user (`gateway::path`).
@@ -438,6 +472,7 @@ impl Settings {
             None => Ok(MailSettings::Outbox),
             Some(url) => smtp_settings(url, &get),
         });
+        let teams = gathered.take(team_settings(&get));
         let past_due_grace = gathered.take(flag(&get, "PAST_DUE_GRACE"));
         let trial = gathered.take(trial_settings(&get));
         let stripe_rate_limit = gathered.take(match lower("STRIPE_RATE_LIMIT").as_deref() {
@@ -527,6 +562,7 @@ impl Settings {
                 trial: trial?,
                 plan_features: plan_features?,
                 allow_promotion_codes: allow_promotion_codes?,
+                teams: teams?,
                 stripe_rate_limit: stripe_rate_limit?,
                 reconcile_every: reconcile_every?,
                 period_end_grace: period_end_grace?,
@@ -689,6 +725,30 @@ fn trial_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<Option<T
 }
 
 /// `true`/`false` (or `1`/`0`, any case); unset is false.
+fn team_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<TeamSettings, ConfigError> {
+    let lower = |name: &str| get(name).map(str::to_ascii_lowercase);
+    let billing_subject = match lower("BILLING_SUBJECT").as_deref() {
+        None | Some("user") => crate::domain::BillingSubject::User,
+        Some("organization") | Some("organisation") | Some("org") => crate::domain::BillingSubject::Organization,
+        Some("both") => crate::domain::BillingSubject::Both,
+        Some(v) => return Err(error("BILLING_SUBJECT", format!("'{v}' is not user, organization or both"))),
+    };
+    let seat_proration = match lower("SEAT_PRORATION").as_deref() {
+        None | Some("create_prorations") => SeatProration::CreateProrations,
+        Some("always_invoice") => SeatProration::AlwaysInvoice,
+        Some("none") => SeatProration::None,
+        Some(v) => return Err(error("SEAT_PRORATION", format!("'{v}' is not create_prorations, always_invoice or none"))),
+    };
+    let seat_prices = get("SEAT_PRICES")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| PriceId::parse(p).map_err(|e| error("SEAT_PRICES", e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok(TeamSettings { billing_subject, seat_prices, seat_proration, seats_count_invitations: flag(get, "SEATS_COUNT_INVITES")? })
+}
+
 fn flag<'v>(get: &impl Fn(&str) -> Option<&'v str>, name: &'static str) -> Result<bool, ConfigError> {
     match get(name).map(str::to_ascii_lowercase).as_deref() {
         None | Some("false") | Some("0") => Ok(false),

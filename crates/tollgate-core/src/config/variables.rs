@@ -152,6 +152,30 @@ pub const VARIABLES: &[Variable] = &[
         meaning: r#"`true`: Checkout has a field for a promotion code (`allow_promotion_codes`); the dashboard shows the discount and when it ends (cache field `discount`)."#,
     },
     Variable {
+        name: "BILLING_SUBJECT",
+        default: r#"`user`"#,
+        shown: Shown::Plain,
+        meaning: r#"Who subscribes: `user` (each person, the recipe's model), `organization` (the active organization; its members are entitled through it), or `both` (the active organization when there is one, else the user; either entitles). An organization's customer is mapped at `stripe:org:{orgId}` beside the recipe's `stripe:user:{userId}`."#,
+    },
+    Variable {
+        name: "SEAT_PRICES",
+        default: r#"none"#,
+        shown: Shown::Plain,
+        meaning: r#"Prices billed per member of the paying organization: `price_team_monthly,price_team_yearly` (a price whose `metadata.tollgate_seats` is `per_seat` counts too). Checkout's quantity is the member count, and every membership change sets the subscription's quantity again. A price's `metadata.tollgate_max_seats` caps the members."#,
+    },
+    Variable {
+        name: "SEAT_PRORATION",
+        default: r#"`create_prorations`"#,
+        shown: Shown::Plain,
+        meaning: r#"How a seat change within a period is billed: `create_prorations` (on the next invoice), `always_invoice` (charged at once) or `none`."#,
+    },
+    Variable {
+        name: "SEATS_COUNT_INVITES",
+        default: r#"`false`"#,
+        shown: Shown::Plain,
+        meaning: r#"`true`: a pending invitation takes a seat (billed, and counted against the cap) until it is accepted, revoked or expires."#,
+    },
+    Variable {
         name: "KV_VALUE_ENCODING",
         default: r#"`raw`"#,
         shown: Shown::Plain,

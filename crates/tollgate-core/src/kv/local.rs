@@ -54,6 +54,33 @@ pub fn take(table: &mut dyn Table, key: &str, now_unix: i64) -> Result<Option<St
     Ok(value.filter(|_| !expired))
 }
 
+/// A hash's field, as its own row: the hash's key, a separator no key or field contains, the field.
+fn hash_row(key: &str, field: &str) -> String {
+    format!("{key}\u{1f}{field}")
+}
+
+pub fn hash_get(table: &dyn ReadTable, key: &str, field: &str) -> Result<Option<String>, KvError> {
+    table.get(&hash_row(key, field))
+}
+
+pub fn hash_get_all(table: &dyn ReadTable, key: &str) -> Result<Vec<(String, String)>, KvError> {
+    let prefix = hash_row(key, "");
+    Ok(table.scan(&prefix, &prefix, usize::MAX)?.into_iter().map(|(k, v)| (k[prefix.len()..].to_string(), v)).collect())
+}
+
+pub fn hash_set(table: &mut dyn Table, key: &str, field: &str, value: &str) -> Result<(), KvError> {
+    table.insert(&hash_row(key, field), value)
+}
+
+pub fn hash_remove(table: &mut dyn Table, key: &str, field: &str) -> Result<bool, KvError> {
+    let row = hash_row(key, field);
+    let present = table.get(&row)?.is_some();
+    if present {
+        table.remove(&row)?;
+    }
+    Ok(present)
+}
+
 pub fn mark_pending(table: &mut dyn Table, customer: &str, event_id: Option<&str>, now_unix: i64) -> Result<bool, KvError> {
     if let Some(id) = event_id {
         let key = keys::event(id);

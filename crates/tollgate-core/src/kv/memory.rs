@@ -81,6 +81,18 @@ impl Kv for MemoryKv {
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
         self.with(|m| local::increment(m, key, ttl, self.clock.unix_now()))
     }
+    fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
+        self.with(|m| local::hash_get(m, key, field))
+    }
+    fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
+        self.with(|m| local::hash_get_all(m, key))
+    }
+    fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
+        self.with(|m| local::hash_set(m, key, field, value))
+    }
+    fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, bool> {
+        self.with(|m| local::hash_remove(m, key, field))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         local::ready(())
     }

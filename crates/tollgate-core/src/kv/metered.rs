@@ -40,6 +40,18 @@ impl Kv for Metered {
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
         counted("increment", self.0.increment(key, ttl))
     }
+    fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
+        counted("hash_get", self.0.hash_get(key, field))
+    }
+    fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
+        counted("hash_get_all", self.0.hash_get_all(key))
+    }
+    fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
+        counted("hash_set", self.0.hash_set(key, field, value))
+    }
+    fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, bool> {
+        counted("hash_remove", self.0.hash_remove(key, field))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         counted("ping", self.0.ping())
     }

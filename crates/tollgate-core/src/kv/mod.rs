@@ -2,6 +2,7 @@
 //!
 //! Keys written by Tollgate (see ARCHITECTURE.md for who owns which):
 //! - `stripe:user:{userId}` → Stripe customer id (the recipe's key; written once, if absent)
+//! - `stripe:org:{orgId}` → an organization's Stripe customer id (written once, if absent)
 //! - `stripe:customer:{customerId}` → the subscription cache JSON (the recipe's key; written only by a sync)
 //! - `tollgate:account:{email}` → local account JSON (id, email, password hash)
 //! - `tollgate:session:{sha256(token)}` → local session JSON (user id, email, created, expiry)
@@ -14,6 +15,7 @@
 //! - `tollgate:rate:{name}` → the shared Stripe request pacing (Redis only)
 //! - `tollgate:throttle:{kind}:{subject}` → failed sign-ins and locks (`auth::throttle`)
 //! - `tollgate:ready` → `/readyz`'s write check
+//! - organizations, their members and invitations: the `orgs` module names those keys
 //!
 //! Besides plain strings the trait offers the few atomic steps that coordinate syncs across
 //! instances (pending marks, leases, a fenced commit, a shared rate limit). Redis runs each as
@@ -31,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::KvSettings;
-use crate::domain::{CustomerId, UserId};
+use crate::domain::{CustomerId, Payer, UserId};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
@@ -73,6 +75,13 @@ pub trait Kv: Send + Sync {
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()>;
     /// Add one to a counter that is forgotten `ttl` after its first increment; the new count.
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64>;
+    /// One field of the hash at `key` (a Redis hash; rows of their own in the local stores).
+    fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>>;
+    /// Every field of the hash at `key`, in no particular order.
+    fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>>;
+    fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()>;
+    /// Remove one field: true when it was there (of concurrent removals, one learns it removed it).
+    fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, bool>;
     /// A cheap round trip, for `/readyz`.
     fn ping(&self) -> KvFuture<'_, ()>;
     /// Some keys starting with `prefix` (at most about `limit`), from `cursor` on (`""` at first),
@@ -119,9 +128,18 @@ pub mod keys {
         format!("stripe:user:{user}")
     }
 
-    /// Set once the user's customer has had a trial (`billing::trial`): never another one.
-    pub fn trialed(user: &UserId) -> String {
-        format!("tollgate:trialed:{user}")
+    /// The payer's customer id: the recipe's `stripe:user:{userId}`, or `stripe:org:{orgId}`
+    /// beside it for an organization.
+    pub fn payer_customer(payer: &Payer) -> String {
+        match payer {
+            Payer::User(user) => user_customer(user),
+            Payer::Org(org) => format!("stripe:org:{org}"),
+        }
+    }
+
+    /// Set once the payer's customer has had a trial (`billing::trial`): never another one.
+    pub fn trialed(payer: &Payer) -> String {
+        format!("tollgate:trialed:{payer}")
     }
 
     pub fn customer_cache(customer: &CustomerId) -> String {

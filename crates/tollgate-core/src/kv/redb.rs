@@ -275,6 +275,20 @@ impl Kv for RedbKv {
         let now = self.clock.unix_now();
         self.write(move |t| local::increment(t, &key, ttl, now))
     }
+    fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
+        Box::pin(async move { self.read(|t| local::hash_get(t, key, field)) })
+    }
+    fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
+        Box::pin(async move { self.read(|t| local::hash_get_all(t, key)) })
+    }
+    fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
+        let (key, field, value) = (key.to_string(), field.to_string(), value.to_string());
+        self.write(move |t| local::hash_set(t, &key, &field, &value))
+    }
+    fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, bool> {
+        let (key, field) = (key.to_string(), field.to_string());
+        self.write(move |t| local::hash_remove(t, &key, &field))
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ())) })
     }

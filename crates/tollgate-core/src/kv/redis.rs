@@ -238,6 +238,18 @@ impl Kv for RedisKv {
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
         Box::pin(async move { self.script(&self.scripts.increment, &[key], &[&ttl.as_millis().max(1).to_string()]).await })
     }
+    fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
+        Box::pin(self.run(redis::cmd("HGET").arg(key).arg(field).clone()))
+    }
+    fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
+        Box::pin(self.run(redis::cmd("HGETALL").arg(key).clone()))
+    }
+    fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
+        Box::pin(async move { self.run::<i64>(redis::cmd("HSET").arg(key).arg(field).arg(value).clone()).await.map(drop) })
+    }
+    fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, bool> {
+        Box::pin(async move { Ok(self.run::<i64>(redis::cmd("HDEL").arg(key).arg(field).clone()).await? == 1) })
+    }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })
     }

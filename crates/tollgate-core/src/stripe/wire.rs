@@ -59,6 +59,8 @@ pub struct SubscriptionItem {
     #[serde(default)]
     pub id: String,
     pub price: Price,
+    #[serde(default)]
+    pub quantity: Option<i64>,
     pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
 }
@@ -72,6 +74,8 @@ pub struct Price {
     pub currency: String,
     pub recurring: Option<Recurring>,
     pub product: Expandable<Product>,
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use super::throttle::{Attempt, MailDecision, Throttle};
 use super::{cookie, AuthFuture, AuthProvider, Session, User};
-use tollgate_core::domain::{Email, UserId};
+use tollgate_core::domain::{ActiveOrg, Email, OrgId, UserId};
 use tollgate_core::kv::{keys, KvError, SharedKv};
 use tollgate_core::mail::{Mail, Mailer};
+use tollgate_core::orgs::{Org, OrgError, Orgs};
 
 /// The session cookie's name; under https the `__Host-` prefix makes browsers insist that it is
 /// Secure, for this host only, on every path (no subdomain can set or shadow it).
@@ -107,6 +108,15 @@ struct SessionRecord {
     #[serde(default)]
     created_at_ms: i64,
     expires_at: i64,
+    /// The organization this session acts for (checked against its members on every use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    org: Option<SessionOrg>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionOrg {
+    id: OrgId,
+    slug: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +201,8 @@ pub(crate) struct LocalAccounts {
     decoy: tokio::sync::OnceCell<String>,
     /// Sessions' and links' ages, and when an account signed out everywhere.
     clock: tollgate_core::Clock,
+    /// Which organization a session acts for, and the user's role there.
+    orgs: Arc<Orgs>,
 }
 
 impl LocalAccounts {
@@ -204,14 +216,15 @@ impl LocalAccounts {
     ) -> LocalAccounts {
         LocalAccounts {
             throttle: Throttle::new(kv.clone(), clock.clone()),
-            clock,
-            kv,
+            clock: clock.clone(),
+            kv: kv.clone(),
             mailer,
             public_url,
             session_cookie: session_cookie_name(secure_cookies),
             session_ttl,
             hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(HASHES_IN_FLIGHT)),
             decoy: Default::default(),
+            orgs: Orgs::new(kv.clone(), clock.clone()),
         }
     }
 
@@ -291,6 +304,27 @@ impl LocalAccounts {
         }
     }
 
+    /// Email an invitation to join `org` (the link carries `token`), counted by the throttle:
+    /// invitations cannot be used to flood someone's inbox, and an organization sends a few
+    /// hundred per quarter hour at most. Over either, nothing is sent and the inviter is told.
+    pub(crate) async fn send_invitation(&self, to: &Email, org: &Org, inviter: &Email, token: &str) -> Result<(), AccountError> {
+        if let Some(seconds) = self.throttle.invitation_requested(org.id.as_str(), to.as_str()).await? {
+            crate::telemetry::metrics::METRICS.sign_in_throttled.with_label_values(&["email"]).inc();
+            return Err(AccountError::Throttled(seconds));
+        }
+        let org_name = &org.name;
+        let mail = Mail {
+            to: to.clone(),
+            subject: format!("{} invited you to {org_name}", inviter.as_str()),
+            text: format!(
+                "{inviter} invited you to join {org_name}.\n\n                 To accept, open this link within 7 days (sign up or sign in with this email first if you need to):\n                 {url}/invitations/accept?token={token}\n\n                 If you do not know them, you can ignore this message.\n",
+                inviter = inviter.as_str(),
+                url = self.public_url
+            ),
+        };
+        self.mailer.send(mail).await.map_err(|e| AccountError::Mail(e.to_string()))
+    }
+
     /// Start a sign-up: email a link that creates the account (or, when the email already has
     /// one, a note saying so). The caller learns only the normalised email, either way; the
     /// password is hashed either way so the answer takes as long. `continue_to` is the same-site
@@ -363,7 +397,7 @@ impl LocalAccounts {
             if !kv.set_if_absent(&keys::account(account.email.as_str()), &json).await? {
                 return Err(AccountError::EmailTaken); // another sign-up for this email was confirmed first
             }
-            Ok(Authenticated { user: User { id: account.id, email: account.email }, password })
+            Ok(Authenticated { user: User { id: account.id, email: account.email, org: None }, password })
         })
         .await
     }
@@ -440,7 +474,7 @@ impl LocalAccounts {
             if fingerprint(&current.password_hash) != record.password {
                 return Err(AccountError::LinkExpired); // the password changed since the link was made
             }
-            let user = User { id: current.id.clone(), email: current.email.clone() };
+            let user = User { id: current.id.clone(), email: current.email.clone(), org: None };
             // Sessions from before fingerprints end by time.
             kv.set(&keys::signed_out_before(&user.id), &clock.unix_now_ms().to_string()).await?;
             let json = serde_json::to_string(&Account { password_hash, ..current }).expect("an account serialises");
@@ -505,18 +539,26 @@ impl LocalAccounts {
             })
             .await?;
         match account {
-            Some(account) if matches => {
-                Ok(Authenticated { password: fingerprint(&account.password_hash), user: User { id: account.id, email: account.email } })
-            }
+            Some(account) if matches => Ok(Authenticated {
+                password: fingerprint(&account.password_hash),
+                user: User { id: account.id, email: account.email, org: None },
+            }),
             _ => Err(AccountError::BadCredentials),
         }
     }
 
-    /// A new session for a user just authenticated; returns the token for the cookie.
+    /// A new session for a user just authenticated, acting for the organization they joined
+    /// first (if any); returns the token for the cookie.
     pub(crate) async fn start_session(&self, authenticated: &Authenticated) -> Result<String, KvError> {
         let token = tollgate_core::random_token(32);
         let user = &authenticated.user;
+        let org = match self.orgs.of_user(&user.id).await {
+            Ok(orgs) => orgs.into_iter().next().map(|(org, _)| SessionOrg { id: org.id, slug: org.slug }),
+            Err(OrgError::Kv(e)) => return Err(e),
+            Err(_) => None,
+        };
         let record = SessionRecord {
+            org,
             user_id: user.id.clone(),
             email: user.email.clone(),
             password: authenticated.password.clone(),
@@ -530,6 +572,16 @@ impl LocalAccounts {
     async fn store_session(&self, token: &str, record: &SessionRecord) -> Result<(), KvError> {
         let json = serde_json::to_string(record).expect("a session serialises");
         self.kv.set_expiring(&keys::session(token), &json, self.session_ttl).await
+    }
+
+    /// Make this request's session act for `org` (`None`: for the user alone). The caller has
+    /// checked the membership; every later request checks it again.
+    pub(crate) async fn set_active_org(&self, parts: &Parts, org: Option<&Org>) -> Result<(), KvError> {
+        let Some(token) = self.session_token(parts) else { return Ok(()) };
+        let Some(json) = self.kv.get(&keys::session(token)).await? else { return Ok(()) };
+        let Ok(mut record) = serde_json::from_str::<SessionRecord>(&json) else { return Ok(()) };
+        record.org = org.map(|org| SessionOrg { id: org.id.clone(), slug: org.slug.clone() });
+        self.store_session(token, &record).await
     }
 
     /// End every session of this user, on every device (this one included).
@@ -579,7 +631,17 @@ impl LocalAccounts {
             return Ok(None);
         }
         let revoked_key = keys::signed_out_before(&record.user_id);
-        let (account, revoked_before) = tokio::try_join!(self.account(&record.email), self.kv.get(&revoked_key))?;
+        let membership = async {
+            match &record.org {
+                None => Ok(None),
+                Some(org) => match self.orgs.member(&org.id, &record.user_id).await {
+                    Ok(member) => Ok(member),
+                    Err(OrgError::Kv(e)) => Err(e),
+                    Err(_) => Ok(None),
+                },
+            }
+        };
+        let (account, revoked_before, membership) = tokio::try_join!(self.account(&record.email), self.kv.get(&revoked_key), membership)?;
         let revoked_before = revoked_before.and_then(|t| t.parse::<i64>().ok());
         let password_changed = match &account {
             Some(account) => {
@@ -597,7 +659,9 @@ impl LocalAccounts {
             record.expires_at = now + ttl;
             self.store_session(token, &record).await?;
         }
-        Ok(Some(User { id: record.user_id, email: record.email }))
+        // A membership that ended leaves the session acting for the user alone.
+        let org = record.org.zip(membership).map(|(org, member)| ActiveOrg { id: org.id, role: member.role, slug: org.slug });
+        Ok(Some(User { id: record.user_id, email: record.email, org }))
     }
 }
 
@@ -825,6 +889,18 @@ mod tests {
         }
         fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> tollgate_core::kv::KvFuture<'a, u64> {
             self.pass(move || self.inner.increment(key, ttl))
+        }
+        fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> tollgate_core::kv::KvFuture<'a, Option<String>> {
+            self.pass(move || self.inner.hash_get(key, field))
+        }
+        fn hash_get_all<'a>(&'a self, key: &'a str) -> tollgate_core::kv::KvFuture<'a, Vec<(String, String)>> {
+            self.pass(move || self.inner.hash_get_all(key))
+        }
+        fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> tollgate_core::kv::KvFuture<'a, ()> {
+            self.pass(move || self.inner.hash_set(key, field, value))
+        }
+        fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> tollgate_core::kv::KvFuture<'a, bool> {
+            self.pass(move || self.inner.hash_remove(key, field))
         }
         fn ping(&self) -> tollgate_core::kv::KvFuture<'_, ()> {
             self.pass(move || self.inner.ping())

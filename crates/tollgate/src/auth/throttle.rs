@@ -30,6 +30,9 @@ const GROWING_WAITS: u64 = 5;
 /// one), per window.
 const MAILS_PER_RECIPIENT: u64 = 3;
 const MAILS_PER_ADDRESS: u64 = 60;
+/// Invitations one organization may send per window: its admins are signed in, so they are
+/// counted by organization rather than by address (a team invites dozens at once).
+const INVITATIONS_PER_ORGANIZATION: u64 = 500;
 
 /// Whether a request may send its email.
 #[derive(Debug, PartialEq)]
@@ -117,6 +120,18 @@ impl Throttle {
             return Ok(MailDecision::Skip);
         }
         Ok(MailDecision::Send)
+    }
+
+    /// Count an invitation of `org` to `recipient`: refused (with the wait) over the
+    /// organization's allowance or the recipient's (who is not to be flooded).
+    pub(crate) async fn invitation_requested(&self, org: &str, recipient: &str) -> Result<Option<u64>, KvError> {
+        if self.kv.increment(&keys::throttle("invitations-from", org), WINDOW).await? > INVITATIONS_PER_ORGANIZATION {
+            return Ok(Some(WINDOW.as_secs()));
+        }
+        if self.kv.increment(&keys::throttle("mail-to", recipient), WINDOW).await? > MAILS_PER_RECIPIENT {
+            return Ok(Some(WINDOW.as_secs()));
+        }
+        Ok(None)
     }
 
     pub(crate) async fn succeeded(&self, attempt: &Attempt<'_>) -> Result<(), KvError> {

@@ -29,6 +29,16 @@ pub(crate) struct Identity {
     pub(crate) price: Option<String>,
     /// What the user's plan unlocks (`PLAN_FEATURES`); none when not entitled.
     pub(crate) features: Vec<String>,
+    /// The organization the user acts for, their role and its slug (`X-Tollgate-Org`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) org: Option<String>,
+    #[serde(rename = "orgRole", skip_serializing_if = "Option::is_none")]
+    pub(crate) org_role: Option<&'static str>,
+    #[serde(rename = "orgSlug", skip_serializing_if = "Option::is_none")]
+    pub(crate) org_slug: Option<String>,
+    /// The user it was made for (a tunnel's rechecks ask about them again).
+    #[serde(skip)]
+    pub(crate) user: User,
 }
 
 impl Identity {
@@ -40,6 +50,10 @@ impl Identity {
             status: entry.status().as_str().to_string(),
             price: entry.subscription().and_then(|s| s.price_id.clone()),
             features: features.of(entry, entitled),
+            org: user.org.as_ref().map(|o| o.id.to_string()),
+            org_role: user.org.as_ref().map(|o| o.role.as_str()),
+            org_slug: user.org.as_ref().map(|o| o.slug.clone()),
+            user: user.clone(),
         }
     }
 
@@ -57,6 +71,9 @@ impl Identity {
             (HeaderName::from_static("x-tollgate-status"), value(&self.status)),
             (HeaderName::from_static("x-tollgate-price"), value(self.price.as_deref().unwrap_or(""))),
             (HeaderName::from_static("x-tollgate-features"), value(&self.features.join(","))),
+            (HeaderName::from_static("x-tollgate-org"), value(self.org.as_deref().unwrap_or(""))),
+            (HeaderName::from_static("x-tollgate-org-role"), value(self.org_role.unwrap_or(""))),
+            (HeaderName::from_static("x-tollgate-org-slug"), value(self.org_slug.as_deref().unwrap_or(""))),
         ])
     }
 }

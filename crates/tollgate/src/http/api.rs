@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{Failure, Surface};
-use super::extract::CurrentUser;
-use crate::access::entitlement;
+use super::extract::{CurrentUser, Paying};
+use crate::access::{entitlement, payer_entitlement};
 use crate::state::AppState;
 use tollgate_core::billing::plans::{PlanPreview, TakesEffect};
-use tollgate_core::domain::{PriceId, SubscriptionCache, UserId};
+use tollgate_core::domain::{OrgId, Payer, PriceId, SubscriptionCache, UserId};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -33,7 +33,7 @@ fn checkout_request(parts: &Parts, body: &[u8], surface: Surface) -> Result<Opti
 }
 
 /// A JSON body, or a form whose fields `from_form` reads, as the request's content type says.
-fn json_or_form<T: serde::de::DeserializeOwned>(
+pub(super) fn json_or_form<T: serde::de::DeserializeOwned>(
     parts: &Parts,
     body: &[u8],
     surface: Surface,
@@ -59,7 +59,7 @@ fn price_of(raw: Option<&str>, surface: Surface) -> Result<Option<PriceId>, Fail
 /// JSON callers get `{"url","sessionId"}`; a browser (a form post, or the Subscribe link) is sent straight to Checkout.
 pub(crate) async fn generate_checkout(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Paying { user, payer }: Paying,
     parts: Parts,
     body: Bytes,
 ) -> Result<Response, Failure> {
@@ -68,24 +68,20 @@ pub(crate) async fn generate_checkout(
     // sign-up and comes back here, on to Checkout.
     let input = if parts.method == axum::http::Method::GET { parts.uri.query().unwrap_or("").as_bytes() } else { &body };
     let price = checkout_request(&parts, input, surface)?;
-    let started = state.billing.start_checkout(&user, price.as_ref()).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let started = state.billing.start_checkout(&payer, &user, price.as_ref()).await.map_err(|e| Failure::from_billing(surface, e))?;
     Ok(match surface {
         Surface::Api => Json(json!({ "url": started.url, "sessionId": started.session_id })).into_response(),
         Surface::Page => Redirect::to(&started.url).into_response(),
     })
 }
 
-/// A billing-portal session for the signed-in customer; 303 to it.
-pub(crate) async fn billing_portal(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-    parts: Parts,
-) -> Result<Redirect, Failure> {
+/// A billing-portal session for the payer's customer; 303 to it.
+pub(crate) async fn billing_portal(State(state): State<AppState>, Paying { payer, .. }: Paying, parts: Parts) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);
     let failure = |e| Failure::from_billing(surface, e);
     let customer = state
         .billing
-        .customer_of(&user.id)
+        .customer_of(&payer)
         .await
         .map_err(failure)?
         .ok_or_else(|| failure(tollgate_core::billing::BillingError::NoCustomer))?;
@@ -93,23 +89,38 @@ pub(crate) async fn billing_portal(
 }
 
 /// `GET /api/users/{id}/entitlement` for workers and back ends (`Authorization: Bearer
-/// SERVICE_TOKEN`): whether the user may use the product, from the KV as every gated request asks.
+/// SERVICE_TOKEN`): whether the user's own subscription lets them use the product, from the KV as
+/// every gated request asks (`/api/orgs/{id}/entitlement`: an organization's).
 pub(crate) async fn user_entitlement(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
+    let user = UserId::parse(&id).map_err(|e| Failure::bad_request(Surface::Api, "invalid_user", e.to_string()))?;
+    service_entitlement(&state, &headers, Payer::User(user)).await
+}
+
+/// `GET /api/orgs/{id}/entitlement`: the same for an organization's subscription.
+pub(crate) async fn org_entitlement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    let org = OrgId::parse(&id).map_err(|e| Failure::bad_request(Surface::Api, "invalid_org", e.to_string()))?;
+    service_entitlement(&state, &headers, Payer::Org(org)).await
+}
+
+async fn service_entitlement(state: &AppState, headers: &HeaderMap, payer: Payer) -> Result<Response, Failure> {
     let Some(expected) = &state.service_token else {
         return Err(Failure::not_found(Surface::Api));
     };
-    if !super::extract::bearer(&headers).is_some_and(|sent| expected.equals(sent)) {
+    if !super::extract::bearer(headers).is_some_and(|sent| expected.equals(sent)) {
         return Err(Failure::new(Surface::Api, StatusCode::UNAUTHORIZED, "unauthenticated", "A valid service token is required."));
     }
-    let user = UserId::parse(&id).map_err(|e| Failure::bad_request(Surface::Api, "invalid_user", e.to_string()))?;
-    let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    let access = payer_entitlement(&state.billing, &state.policy, &payer).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
     let subscription = access.entry.subscription();
     Ok(Json(json!({
-        "userId": user,
+        payer.metadata_key(): payer.as_str(),
         "entitled": access.entitled,
         "status": access.entry.status().as_str(),
         "priceId": subscription.and_then(|s| s.price_id.clone()),
@@ -120,7 +131,7 @@ pub(crate) async fn user_entitlement(
 
 /// The cache entry as the recipe stores it, plus `"entitled"`.
 pub(crate) async fn subscription(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<Response, Failure> {
-    let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
     Ok(subscription_answer(&state, &access.entry, access.entitled))
 }
 
@@ -142,12 +153,12 @@ pub(crate) struct PreviewQuery {
 /// period's end: `at`). Pass `prorationDate` on to `/api/change-plan` to be charged exactly this.
 pub(crate) async fn plan_preview(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Paying { payer, .. }: Paying,
     axum::extract::Query(query): axum::extract::Query<PreviewQuery>,
 ) -> Result<Response, Failure> {
     let price = price_of(query.price.as_deref(), Surface::Api)?
         .ok_or_else(|| Failure::bad_request(Surface::Api, "invalid_price", "Name the plan: ?price=price_…"))?;
-    let preview = state.billing.plan_preview(&user.id, &price).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    let preview = state.billing.plan_preview(&payer, &price).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
     Ok(Json(preview_json(&preview)).into_response())
 }
 
@@ -179,7 +190,7 @@ struct ChangeRequest {
 /// browser goes back to its dashboard.
 pub(crate) async fn change_plan(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Paying { payer, .. }: Paying,
     parts: Parts,
     body: Bytes,
 ) -> Result<Response, Failure> {
@@ -190,7 +201,7 @@ pub(crate) async fn change_plan(
     })?;
     let price = price_of(request.price_id.as_deref(), surface)?
         .ok_or_else(|| Failure::bad_request(surface, "invalid_price", "Name the plan: priceId."))?;
-    let entry = state.billing.change_plan(&user.id, &price, request.proration_date).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let entry = state.billing.change_plan(&payer, &price, request.proration_date).await.map_err(|e| Failure::from_billing(surface, e))?;
     Ok(match surface {
         Surface::Api => subscription_answer(&state, &entry, state.policy.grants(entry.status())),
         Surface::Page => {
@@ -203,25 +214,25 @@ pub(crate) async fn change_plan(
 /// `POST /api/subscription/cancel`: cancel at the end of the period (access stays until then).
 pub(crate) async fn cancel_subscription(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Paying { payer, .. }: Paying,
     parts: Parts,
 ) -> Result<Response, Failure> {
-    change_cancellation(&state, &user.id, &parts, true).await
+    change_cancellation(&state, &payer, &parts, true).await
 }
 
 /// `POST /api/subscription/resume`: take a cancellation at the period's end back.
 pub(crate) async fn resume_subscription(
     State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
+    Paying { payer, .. }: Paying,
     parts: Parts,
 ) -> Result<Response, Failure> {
-    change_cancellation(&state, &user.id, &parts, false).await
+    change_cancellation(&state, &payer, &parts, false).await
 }
 
 /// JSON callers get the entry after the change; a browser goes back to its dashboard.
-async fn change_cancellation(state: &AppState, user: &UserId, parts: &Parts, cancel: bool) -> Result<Response, Failure> {
+async fn change_cancellation(state: &AppState, payer: &Payer, parts: &Parts, cancel: bool) -> Result<Response, Failure> {
     let surface = Surface::of(parts);
-    let entry = state.billing.cancel_at_period_end(user, cancel).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let entry = state.billing.cancel_at_period_end(payer, cancel).await.map_err(|e| Failure::from_billing(surface, e))?;
     Ok(match surface {
         Surface::Api => subscription_answer(state, &entry, state.policy.grants(entry.status())),
         Surface::Page => {

@@ -1,7 +1,9 @@
 //! `POST /api/clerk-webhook` (Clerk as the provider, with `CLERK_WEBHOOK_SECRET`): Svix-signed user
-//! events. `user.updated` re-reads the user from the Backend API (never the payload, so deliveries
-//! out of order cannot restore an old email) and gives the Stripe customer the new email;
-//! `user.deleted` cancels the user's subscriptions and forgets them (`billing::users`). A delivery
+//! and organization events. `user.updated` re-reads the user from the Backend API (never the
+//! payload, so deliveries out of order cannot restore an old email) and gives the Stripe customer
+//! the new email; `user.deleted` cancels the user's subscriptions and forgets them
+//! (`billing::users`); `organizationMembership.*` re-read the organization's members (its seats
+//! follow); `organization.deleted` cancels its subscriptions and forgets it. A delivery
 //! already handled (its `svix-id`) is acknowledged and not run again; a failure answers 503 so
 //! Svix retries.
 
@@ -19,7 +21,7 @@ use super::error::{Failure, Surface};
 use super::webhook::MAX_EVENT_BYTES;
 use crate::auth::clerk::svix::{self, Delivery};
 use crate::state::AppState;
-use tollgate_core::domain::UserId;
+use tollgate_core::domain::{OrgId, Payer, UserId};
 use tollgate_core::kv::keys;
 
 /// How long a handled delivery id is remembered: far longer than the 300 s a signature is good for.
@@ -32,8 +34,15 @@ struct ClerkEvent {
     data: EventUser,
 }
 
+/// The event's object: a user or an organization (`id`), or a membership (`organization.id`).
 #[derive(Deserialize)]
 struct EventUser {
+    id: Option<String>,
+    organization: Option<EventOrganization>,
+}
+
+#[derive(Deserialize)]
+struct EventOrganization {
     id: Option<String>,
 }
 
@@ -77,13 +86,38 @@ pub(crate) async fn clerk_webhook(State(state): State<AppState>, headers: Header
         }
         "user.deleted" => {
             let user = user()?;
-            state.billing.user_deleted(&user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+            state.billing.payer_deleted(&Payer::User(user.clone())).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
             clerk.forget(&user).await.map_err(|e| Failure::from_auth(Surface::Api, e))?;
             super::accounts::forget(&state, Some(&user)); // a user gone: their tunnels too
         }
+        // Memberships are re-read from the Backend API (never the payload: deliveries come in
+        // any order), and the organization's seats follow.
+        "organizationMembership.created" | "organizationMembership.updated" | "organizationMembership.deleted" | "organization.updated" => {
+            let org = organization(event.data.organization.as_ref().and_then(|o| o.id.as_deref()).or(event.data.id.as_deref()))?;
+            match clerk.organization(&org).await.map_err(|e| Failure::from_auth(Surface::Api, e))? {
+                Some((record, members)) => {
+                    state.billing.seats.orgs.replace(record, members).await.map_err(|e| Failure::from_org(Surface::Api, e))?;
+                    state.billing.seats_changed(&org).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+                }
+                None => organization_deleted(&state, &org).await?,
+            }
+        }
+        "organization.deleted" => organization_deleted(&state, &organization(event.data.id.as_deref())?).await?,
         _ => {} // user.created and the rest: the customer is made when the user first subscribes
     }
-    state.identity_cache.forget_all(); // a new email, or a user gone
+    state.identity_cache.forget_all(); // a new email, a user gone, a membership changed
     kv.set_expiring(&keys::clerk_delivery(id), "1", DELIVERIES_REMEMBERED).await.map_err(|e| Failure::from_kv(Surface::Api, e))?;
     Ok(Json(json!({ "received": true, "duplicate": false })).into_response())
+}
+
+fn organization(id: Option<&str>) -> Result<OrgId, Failure> {
+    id.and_then(|id| OrgId::parse(id).ok())
+        .ok_or_else(|| Failure::bad_request(Surface::Api, "invalid_event", "The event names no organization id (org_…)."))
+}
+
+/// Clerk deleted the organization: it stops paying (its subscriptions are cancelled, as a deleted
+/// user's are) and its members are forgotten.
+async fn organization_deleted(state: &AppState, org: &OrgId) -> Result<(), Failure> {
+    state.billing.payer_deleted(&Payer::Org(org.clone())).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+    state.billing.seats.orgs.delete(org).await.map_err(|e| Failure::from_org(Surface::Api, e))
 }

@@ -12,6 +12,7 @@ use crate::auth::AuthError;
 use crate::gateway::GatewayError;
 use tollgate_core::billing::BillingError;
 use tollgate_core::kv::KvError;
+use tollgate_core::orgs::OrgError;
 use tollgate_core::stripe::StripeError;
 
 /// Which kind of caller a response is for.
@@ -260,10 +261,34 @@ impl Failure {
                 format!("the value at {key} is unreadable and Stripe could not be asked to repair it yet"),
             )
             .with_message("Billing for your account is being repaired. Please try again in a moment."),
+            BillingError::NoOrganization => {
+                Failure { redirect: Some("/orgs".into()), ..Failure::new(surface, StatusCode::CONFLICT, "no_organization", e.to_string()) }
+            }
+            BillingError::NotABillingManager => Failure::forbidden(surface, &e.to_string()),
             BillingError::Corrupt(detail) => Failure {
                 detail: Some(detail),
                 ..Failure::new(surface, StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side.")
             },
+        }
+    }
+}
+
+impl Failure {
+    pub(crate) fn from_org(surface: Surface, e: OrgError) -> Failure {
+        let message = e.to_string();
+        match e {
+            OrgError::Kv(e) => Failure::from_kv(surface, e),
+            OrgError::Busy => Failure::unavailable(surface, "Changing this organization", message),
+            OrgError::NotFound => Failure::new(surface, StatusCode::NOT_FOUND, "not_found", message),
+            OrgError::NotAMember | OrgError::Forbidden(_) | OrgError::InvitationForSomeoneElse => Failure::forbidden(surface, &message),
+            OrgError::LastOwner => Failure::new(surface, StatusCode::CONFLICT, "last_owner", message),
+            OrgError::AlreadyAMember { .. } => Failure::new(surface, StatusCode::CONFLICT, "already_a_member", message),
+            OrgError::SeatLimit { .. } => Failure {
+                redirect: Some("/dashboard?notice=seat-limit".into()),
+                ..Failure::new(surface, StatusCode::CONFLICT, "seat_limit", message)
+            },
+            OrgError::InvitationExpired => Failure::new(surface, StatusCode::GONE, "invitation_expired", message),
+            OrgError::Invalid(_) => Failure::bad_request(surface, "invalid_request", message),
         }
     }
 }

@@ -10,7 +10,8 @@ use super::error::{Failure, Surface};
 use crate::access::entitlement;
 use crate::auth::Session;
 use crate::state::AppState;
-use tollgate_core::domain::{SubscriptionCache, User};
+use tollgate_core::billing::BillingError;
+use tollgate_core::domain::{Payer, SubscriptionCache, User};
 
 /// The signed-in user. Without one, an API call gets 401 JSON and a page visit goes to `/auth`.
 pub struct CurrentUser(pub User);
@@ -69,6 +70,28 @@ impl OptionalFromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// A signed-in user who may act on billing, and the payer they act for (`BILLING_SUBJECT`):
+/// themselves, or their active organization, where they must be an owner or admin (403
+/// otherwise). Without an organization to act for when one must pay: 409, or the page to make one.
+pub(crate) struct Paying {
+    pub(crate) user: User,
+    pub(crate) payer: Payer,
+}
+
+impl FromRequestParts<AppState> for Paying {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let CurrentUser(user) = <CurrentUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        let surface = Surface::of(parts);
+        let payer = state.policy.payer(&user).ok_or_else(|| Failure::from_billing(surface, BillingError::NoOrganization))?;
+        if matches!(payer, Payer::Org(_)) && !user.org.as_ref().is_some_and(|org| org.role.manages()) {
+            return Err(Failure::from_billing(surface, BillingError::NotABillingManager));
+        }
+        Ok(Paying { user, payer })
+    }
+}
+
 /// A signed-in user whose subscription grants access. Otherwise: sign-in, or the pricing page
 /// (JSON callers get 401 / 402). A cached grant long past its period's end is checked with Stripe
 /// first (`AccessPolicy::needs_fresh_read`).
@@ -80,7 +103,7 @@ impl FromRequestParts<AppState> for Entitled {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let CurrentUser(user) = <CurrentUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
         let surface = Surface::of(parts);
-        let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
+        let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
         if access.entitled {
             Ok(Entitled(user, access.entry))
         } else {

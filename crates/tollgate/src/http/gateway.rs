@@ -26,7 +26,7 @@ use crate::gateway::path::Requirement;
 use crate::gateway::tunnel::{ConnectionSlot, Ends};
 use crate::gateway::{Forwarded, Forwarding, GatewayError};
 use crate::state::AppState;
-use tollgate_core::domain::UserId;
+use tollgate_core::domain::User;
 
 /// A tunnel's recheck in progress: whether it may stay open.
 type Check = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
@@ -52,7 +52,7 @@ async fn identity_for(state: &AppState, parts: &Parts, needs: Requirement<'_>, s
             _ => Err(Failure::signed_out(surface, back_to(parts))),
         };
     };
-    let access = entitlement(&state.billing, &state.policy, &user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
     let identity = Identity::of(&user, &access.entry, access.entitled, &state.features);
     let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
     admitted(&kept.identity, needs, surface)?;
@@ -115,7 +115,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     // (on a gated path) the credentials to check again, and the feature the path needs.
     let tunnel = tunnel.map(|reservation| {
         let slot = parts.extensions.get::<ConnectionSlot>().cloned();
-        let user = identity.as_ref().map(|k| k.identity.sub.clone());
+        let user = identity.as_ref().map(|k| k.identity.user.clone());
         let credentials = credential_headers(&parts.headers);
         let feature = match needs {
             Requirement::Feature(feature) => Some(feature.to_string()),
@@ -143,9 +143,10 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
                 tokio::spawn(async move {
                     let (Ok(client), Ok(product)) = tokio::join!(client, product) else { return };
                     let recheck = match (&user, gated) {
-                        (Some(user), true) => UserId::parse(user).ok().map(|user| still_entitled(state, credentials, user, feature)),
+                        (Some(user), true) => Some(still_entitled(state, credentials, user.clone(), feature)),
                         _ => None,
                     };
+                    let user = user.map(|u| u.id.to_string());
                     gateway.tunnels.run(Ends { opened, reservation, slot, user, client, product }, recheck).await;
                 });
             }
@@ -172,7 +173,7 @@ fn credential_headers(headers: &HeaderMap) -> HeaderMap {
 /// accounts; a Clerk token is short-lived by design, so Clerk's user is checked by id) and still
 /// entitled — with the path's `feature`, if it needs one — from the KV alone? A store that
 /// cannot answer three times running counts as no.
-fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId, feature: Option<String>) -> impl FnMut() -> Check {
+fn still_entitled(state: AppState, credentials: HeaderMap, user: User, feature: Option<String>) -> impl FnMut() -> Check {
     let failures = Arc::new(AtomicU32::new(0));
     let (credentials, user, feature) = (Arc::new(credentials), Arc::new(user), Arc::new(feature));
     move || {
@@ -180,16 +181,20 @@ fn still_entitled(state: AppState, credentials: HeaderMap, user: UserId, feature
             (state.clone(), credentials.clone(), user.clone(), feature.clone(), failures.clone());
         Box::pin(async move {
             let answer = async {
-                if state.clerk.is_none() {
-                    let mut request = axum::http::Request::new(());
-                    *request.headers_mut() = (*credentials).clone();
-                    let (parts, _) = request.into_parts();
-                    match state.auth.session(&parts).await.map_err(|_| ())? {
-                        Session::SignedIn(signed_in) if signed_in.id == *user => {}
-                        _ => return Ok(false),
+                // The built-in accounts' session says who the user is now (and for which organization).
+                let now = match state.clerk.is_none() {
+                    false => (*user).clone(),
+                    true => {
+                        let mut request = axum::http::Request::new(());
+                        *request.headers_mut() = (*credentials).clone();
+                        let (parts, _) = request.into_parts();
+                        match state.auth.session(&parts).await.map_err(|_| ())? {
+                            Session::SignedIn(signed_in) if signed_in.id == user.id => signed_in,
+                            _ => return Ok(false),
+                        }
                     }
-                }
-                let entry = entitled_from_cache(&state.billing, &state.policy, &user).await.map_err(|_| ())?;
+                };
+                let entry = entitled_from_cache(&state.billing, &state.policy, &now).await.map_err(|_| ())?;
                 Ok(entry.is_some_and(|entry| feature.as_deref().is_none_or(|feature| state.features.grant(&entry, feature))))
             };
             match answer.await {

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
 use super::extract::{CurrentUser, Entitled};
-use super::views::{AppHome, Dashboard, Frame, Landing, PlanCard, PlanOption};
-use crate::access::cached_subscription;
+use super::views::{AppHome, Dashboard, Frame, Landing, PlanCard, PlanOption, TeamView};
+use crate::access::{cached_subscription, entitlement};
 use crate::state::AppState;
+use tollgate_core::domain::{ActiveOrg, Payer, SubscriptionCache};
 
 #[derive(Deserialize, Default)]
 pub(crate) struct PageQuery {
@@ -36,6 +37,13 @@ pub(super) fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "already-subscribed" => Some("You already have a subscription: manage it here instead of buying a second one."),
         "signed-out" => Some("You are signed out."),
         "welcome" => Some("Welcome! Your account is ready."),
+        "org-created" => Some("Your organization is ready, and you act for it now. Invite the people who work with you."),
+        "invited" => Some("The invitation is on its way: it works for 7 days."),
+        "joined" => Some("You joined the organization, and you act for it now."),
+        "role-changed" => Some("The role was changed."),
+        "removed" => Some("The member was removed."),
+        "left" => Some("You left the organization."),
+        "seat-limit" => Some("Your plan's seats are all taken: upgrade the plan to invite more people."),
         "password-changed" => Some("Your password was changed and every device was signed out. Sign in with the new password."),
         _ => None,
     }
@@ -50,7 +58,8 @@ pub(crate) async fn landing(
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.map_err(|e| Failure::from_billing(Surface::Page, e))?;
     let user = user.map(|u| u.0);
     // A promise only (Checkout decides): without the KV's answer, none is made.
-    let trial = state.billing.trial_promised(user.as_ref().map(|u| &u.id)).await.ok().flatten();
+    let payer = user.as_ref().and_then(|u| state.policy.payer(u));
+    let trial = state.billing.trial_promised(payer.as_ref()).await.ok().flatten();
     let page = Landing {
         frame: Frame { user: user.as_ref(), csrf: &csrf, notice: notice_text(query.notice.as_deref()) },
         plans: plans
@@ -80,30 +89,65 @@ pub(crate) async fn dashboard(
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Failure> {
     let failure = |e| Failure::from_billing(Surface::Page, e);
-    let (_, entry) = cached_subscription(&state.billing, &user.id).await.map_err(failure)?;
+    // The payer's subscription is shown (the active organization's when it pays); whether the
+    // user is entitled may also come from another payer (`BILLING_SUBJECT=both`).
+    let payer = state.policy.payer(&user);
+    let entry = match &payer {
+        Some(payer) => cached_subscription(&state.billing, payer).await.map_err(failure)?.1,
+        None => SubscriptionCache::none(),
+    };
+    let entitled = entitlement(&state.billing, &state.policy, &user).await.map_err(failure)?.entitled;
     // The plan's name is a nicety: without Stripe the dashboard still shows the cached entry.
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
-    let entitled = state.policy.grants(entry.status());
+    let team = match (&payer, &user.org) {
+        (Some(Payer::Org(_)), Some(org)) => Some(team_view(&state, org).await?),
+        _ => None,
+    };
+    let billing_allowed = payer.is_some() && team.as_ref().is_none_or(|t| t.manages);
     let page = Dashboard::new(&user, &csrf, &entry, &plans, entitled, notice_text(query.notice.as_deref()));
     // A subscriber sees what switching to each other plan costs now (Stripe's own preview); the
     // plans alone when Stripe cannot say.
-    let options = match entry.subscription().filter(|s| s.status.blocks_new_checkout()) {
-        None => Vec::new(),
-        Some(sub) => match state.billing.plan_previews(&user.id).await {
+    let options = match (entry.subscription().filter(|s| s.status.blocks_new_checkout()), payer.as_ref().filter(|_| billing_allowed)) {
+        (None, _) | (_, None) => Vec::new(),
+        (Some(sub), Some(payer)) => match state.billing.plan_previews(payer).await {
             Ok(previews) => previews.iter().map(|(plan, preview)| PlanOption::of(plan, preview.as_ref())).collect(),
             Err(_) => {
                 plans.iter().filter(|p| Some(p.price_id.as_str()) != sub.price_id.as_deref()).map(|p| PlanOption::of(p, None)).collect()
             }
         },
     };
-    Ok(Dashboard { local_accounts: state.clerk.is_none(), options, ..page }.into_response())
+    let needs_org = payer.is_none();
+    Ok(Dashboard { local_accounts: state.clerk.is_none(), options, team, billing_allowed, needs_org, ..page }.into_response())
+}
+
+/// The organization the dashboard's subscription belongs to: who may manage its billing, and its seats.
+async fn team_view(state: &AppState, org: &ActiveOrg) -> Result<TeamView, Failure> {
+    let failure = |e| Failure::from_org(Surface::Page, e);
+    let name = state.billing.seats.orgs.get(&org.id).await.map_err(failure)?.map_or_else(|| org.slug.clone(), |o| o.name);
+    let managers: Vec<String> = state
+        .billing
+        .seats
+        .orgs
+        .members(&org.id)
+        .await
+        .map_err(failure)?
+        .into_iter()
+        .filter(|m| m.role.manages())
+        .map(|m| m.email.as_str().to_string())
+        .collect();
+    let seats = super::orgs::seat_terms(state, &org.id).await?.map(|(used, max)| match max {
+        Some(max) => format!("{used} of {max}"),
+        None => used.to_string(),
+    });
+    Ok(TeamView { id: org.id.to_string(), name, role: org.role.as_str(), manages: org.role.manages(), ask: managers.join(", "), seats })
 }
 
 /// `/success` and `/api/success-sync`: the user is back from Checkout, possibly before the webhooks;
 /// sync now so the dashboard is already right.
 pub(crate) async fn success(State(state): State<AppState>, CurrentUser(user): CurrentUser, parts: Parts) -> Result<Redirect, Failure> {
     let surface = Surface::of(&parts);
-    let customer = state.billing.customer_of(&user.id).await.map_err(|e| Failure::from_billing(surface, e))?;
+    let Some(payer) = state.policy.payer(&user) else { return Ok(Redirect::to("/dashboard")) };
+    let customer = state.billing.customer_of(&payer).await.map_err(|e| Failure::from_billing(surface, e))?;
     let Some(customer) = customer else { return Ok(Redirect::to("/")) };
     state.billing.sync(&customer).await.map_err(|e| Failure::from_billing(surface, e))?;
     Ok(Redirect::to("/dashboard"))

@@ -4,11 +4,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{accounts, api, assets, clerk_handshake, clerk_webhook, csrf, deadline, gateway, headers, health, pages, trace, webhook};
+use super::{accounts, api, assets, clerk_handshake, clerk_webhook, csrf, deadline, gateway, headers, health, orgs, pages, trace, webhook};
 use crate::state::{AppState, MetricsAccess};
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -39,7 +39,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/plan-preview", get(api::plan_preview))
         .route("/api/change-plan", post(api::change_plan))
         .route("/api/stripe-webhook", post(webhook::stripe_webhook))
+        .route("/orgs", get(orgs::orgs_page))
         .route("/api/users/{id}/entitlement", get(api::user_entitlement))
+        .route("/api/orgs/{id}/entitlement", get(api::org_entitlement))
         .route("/assets/style.css", get(assets::stylesheet))
         // Forward-auth for a proxy in front of another app
         .route("/auth/verify", get(gateway::verify))
@@ -79,6 +81,17 @@ fn local_account_routes() -> Router<AppState> {
         .route("/auth/reset/new", get(accounts::new_password_page_for).post(accounts::set_new_password))
         .route("/auth/sign-out-everywhere", post(accounts::sign_out_everywhere))
         .route("/dev/outbox", get(accounts::outbox))
+        // Organizations (Clerk has its own)
+        .route("/api/orgs", get(orgs::list).post(orgs::create))
+        .route("/orgs/{id}", get(orgs::org_page))
+        .route("/api/orgs/{id}/activate", post(orgs::activate))
+        .route("/api/orgs/{id}/members", get(orgs::members))
+        .route("/api/orgs/{id}/members/{member}", patch(orgs::change_role).delete(orgs::remove))
+        .route("/api/orgs/{id}/members/{member}/role", post(orgs::change_role))
+        .route("/api/orgs/{id}/members/{member}/remove", post(orgs::remove))
+        .route("/api/orgs/{id}/invitations", post(orgs::invite))
+        .route("/invitations/accept", get(orgs::invitation_page))
+        .route("/api/invitations/accept", post(orgs::accept))
 }
 
 async fn method_not_allowed(parts: Parts) -> Failure {

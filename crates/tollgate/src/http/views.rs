@@ -8,7 +8,8 @@ use askama_web::WebTemplate;
 use axum::http::StatusCode;
 use billing_text::{date, money, per_interval};
 
-use tollgate_core::domain::{CachedDiscount, CachedSubscription, Plan, SubscriptionCache, SubscriptionStatus, User};
+use tollgate_core::domain::{CachedDiscount, CachedSubscription, OrgRole, Plan, SubscriptionCache, SubscriptionStatus, User, UserId};
+use tollgate_core::orgs::{Member, Org};
 
 /// What `layout.html` shows around every page: who is signed in (for the navigation and the
 /// sign-out form's CSRF token) and an optional notice.
@@ -179,6 +180,24 @@ pub(crate) struct Dashboard<'a> {
     pub(crate) local_accounts: bool,
     /// The other plans a subscriber can switch to, with what switching costs now.
     pub(crate) options: Vec<PlanOption>,
+    /// The organization that pays, when one does.
+    pub(crate) team: Option<TeamView>,
+    /// Subscribe, Manage billing and plan changes are shown (not to an organization's members).
+    pub(crate) billing_allowed: bool,
+    /// `BILLING_SUBJECT=organization` and the user acts for none.
+    pub(crate) needs_org: bool,
+}
+
+/// The paying organization on the dashboard.
+pub(crate) struct TeamView {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) role: &'static str,
+    pub(crate) manages: bool,
+    /// Its owners' and admins' emails: whom a member asks about billing.
+    pub(crate) ask: String,
+    /// Seats in use ("3", or "3 of 5" under a cap), for a per-seat subscription.
+    pub(crate) seats: Option<String>,
 }
 
 /// Another plan on the dashboard: what switching to it costs now, or when it would take effect.
@@ -305,6 +324,9 @@ impl<'a> Dashboard<'a> {
             entitled,
             local_accounts: true,
             options: Vec::new(),
+            team: None,
+            billing_allowed: true,
+            needs_org: false,
         }
     }
 }
@@ -341,4 +363,81 @@ mod tests {
         assert_eq!(billed("", 1), "Recurring");
         assert_eq!(billed("ünit", 1), "Ünitly", "non-ASCII first letters do not panic");
     }
+}
+
+/// `/orgs`: the user's organizations and which one they act for.
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs.html")]
+pub(crate) struct OrgsPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) orgs: Vec<OrgRow>,
+    /// Clerk manages organizations: the page says where.
+    pub(crate) clerk: bool,
+    pub(crate) personal_active: bool,
+}
+
+pub(crate) struct OrgRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) slug: String,
+    pub(crate) role: &'static str,
+    pub(crate) active: bool,
+}
+
+impl OrgRow {
+    pub(crate) fn of(org: &Org, role: OrgRole, active: bool) -> OrgRow {
+        OrgRow { id: org.id.to_string(), name: org.name.clone(), slug: org.slug.clone(), role: role.as_str(), active }
+    }
+}
+
+/// `/orgs/{id}`: its members and invitations, and what the viewer may change.
+#[derive(Template, WebTemplate)]
+#[template(path = "org.html")]
+pub(crate) struct OrgPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) org: Org,
+    /// The viewer's role.
+    pub(crate) role: &'static str,
+    pub(crate) manages: bool,
+    pub(crate) members: Vec<MemberRow>,
+    /// Pending invitations: email, role, expiry (shown to owners and admins).
+    pub(crate) invitations: Vec<(String, &'static str, String)>,
+    /// "3 of 5 seats in use", for a per-seat subscription.
+    pub(crate) seats: Option<String>,
+}
+
+pub(crate) struct MemberRow {
+    pub(crate) user_id: String,
+    pub(crate) email: String,
+    pub(crate) role: &'static str,
+    pub(crate) is_me: bool,
+    /// The viewer may change this member's role or remove them.
+    pub(crate) changeable: bool,
+}
+
+impl MemberRow {
+    pub(crate) fn of(member: &Member, viewer: &UserId, viewer_role: OrgRole) -> MemberRow {
+        let changeable = match viewer_role {
+            OrgRole::Owner => true,
+            OrgRole::Admin => member.role != OrgRole::Owner,
+            OrgRole::Member => false,
+        };
+        MemberRow {
+            user_id: member.user_id.to_string(),
+            email: member.email.as_str().to_string(),
+            role: member.role.as_str(),
+            is_me: &member.user_id == viewer,
+            changeable: changeable && &member.user_id != viewer,
+        }
+    }
+}
+
+/// `/invitations/accept`: the button that accepts an emailed invitation.
+#[derive(Template, WebTemplate)]
+#[template(path = "invitation.html")]
+pub(crate) struct InvitationPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    /// The signed-in user's email (the invitation must be for it).
+    pub(crate) email: String,
+    pub(crate) token: String,
 }

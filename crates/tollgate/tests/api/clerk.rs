@@ -408,3 +408,79 @@ async fn clerk_credentials_do_not_reach_the_product() {
     let seen = crate::gateway::received(&browser.get_json("/docs").await);
     assert!(seen["headers"]["cookie"].as_str().unwrap().contains(&format!("__session_{COOKIE_SUFFIX}=")), "{seen}");
 }
+
+const ACME: &str = "org_2acmeClerk";
+const BOB: &str = "user_bob_clerk";
+
+/// A browser whose Clerk session acts for `org` with `role` (v2's `o` claim).
+fn in_org(app: &TestApp, user: &str, org: &str, role: &str) -> Browser {
+    let browser = signed_in_browser(app, user);
+    let token = session_token(user, &origin(app), |_, claims| claims["o"] = json!({"id": org, "slg": "acme", "rol": role}));
+    browser.set_cookie(&format!("__session_{COOKIE_SUFFIX}"), &token);
+    browser
+}
+
+/// Organizations under Clerk: the token's organization pays (per seat here), its members pass
+/// the gate, and Clerk's membership webhooks set the seat count; deleting the organization ends
+/// its subscription.
+#[tokio::test]
+async fn a_clerk_organization_pays_per_seat_and_its_membership_webhooks_set_the_seats() {
+    let clerk = MockClerk::start().await;
+    clerk.add_user(ADA, Some("ada@acme.test"));
+    clerk.add_user(BOB, Some("bob@acme.test"));
+    clerk.set_org(ACME, "Acme", "acme", &[(ADA, "ada@acme.test", "org:admin")]);
+    let app = clerk_app(&clerk, vec![("BILLING_SUBJECT", "organization".into()), ("SEAT_PRICES", MONTHLY.into())]).await;
+    let now = tollgate_core::unix_now();
+    let membership = |id: &str, kind: &str| {
+        let body = json!({"type": kind, "object": "event", "data": {"object": "organization_membership", "id": format!("orgmem_{id}"),
+                                                                    "organization": {"id": ACME}, "role": "org:member"}})
+        .to_string();
+        (signed_delivery(id, now, &body), body)
+    };
+    let (headers, body) = membership("msg_ada_joined", "organizationMembership.created");
+    assert_eq!(deliver(&app, &headers, &body).await.status, 200);
+
+    // Ada, Acme's admin, subscribes for it; Bob (a member) may not.
+    let ada = in_org(&app, ADA, ACME, "admin");
+    let bob = in_org(&app, BOB, ACME, "member");
+    assert_eq!(bob.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await.status, 403);
+    let started = ada.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    assert_eq!(started.status, 200, "{}", started.text);
+    let session = started.json()["sessionId"].as_str().unwrap().to_string();
+    app.pay(&session, "4242424242424242").await;
+    assert_eq!(ada.get("/success").await.status, 303);
+    let customer = app.state.billing().kv.get(&format!("stripe:org:{ACME}")).await.unwrap().expect("the organization's customer");
+    assert_eq!(app.stripe(Method::GET, &format!("/v1/customers/{customer}"), &[]).await["metadata"]["orgId"], ACME);
+
+    // Bob's token names Acme: he is entitled through it; without the organization he is not.
+    assert_eq!(bob.get("/app").await.status, 200);
+    assert_eq!(signed_in_browser(&app, BOB).get_json("/api/subscription").await.json()["entitled"], false);
+
+    // Bob joins at Clerk: the webhook re-reads the memberships and the seats follow.
+    clerk.set_org(ACME, "Acme", "acme", &[(ADA, "ada@acme.test", "org:admin"), (BOB, "bob@acme.test", "org:member")]);
+    let (headers, body) = membership("msg_bob_joined", "organizationMembership.created");
+    assert_eq!(deliver(&app, &headers, &body).await.status, 200);
+    let quantity = || async {
+        app.settled().await;
+        let list = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await;
+        list["data"][0]["items"]["data"][0]["quantity"].as_i64()
+    };
+    let is = |wanted: i64| {
+        let quantity = &quantity;
+        move || async move { (quantity().await == Some(wanted)).then_some(()) }
+    };
+    test_support::eventually("two seats", std::time::Duration::from_secs(20), is(2)).await;
+    clerk.set_org(ACME, "Acme", "acme", &[(ADA, "ada@acme.test", "org:admin")]);
+    let (headers, body) = membership("msg_bob_left", "organizationMembership.deleted");
+    assert_eq!(deliver(&app, &headers, &body).await.status, 200);
+    test_support::eventually("one seat", std::time::Duration::from_secs(20), is(1)).await;
+
+    // Clerk deletes the organization: its subscription ends.
+    let deleted =
+        json!({"type": "organization.deleted", "object": "event", "data": {"object": "organization", "id": ACME, "deleted": true}})
+            .to_string();
+    assert_eq!(deliver(&app, &signed_delivery("msg_acme_deleted", now, &deleted), &deleted).await.status, 200);
+    let subscriptions = app.stripe(Method::GET, "/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await;
+    assert_eq!(subscriptions["data"][0]["status"], "canceled");
+    assert_eq!(app.state.billing().kv.get(&format!("stripe:org:{ACME}")).await.unwrap(), None);
+}

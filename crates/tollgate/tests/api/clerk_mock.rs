@@ -1,7 +1,8 @@
 //! Clerk cannot be reached from the tests, so this stands in for it on loopback, shaped from
 //! `../shared/reference/clerk.md` (itself checked against `@clerk/backend`): the Backend API's
-//! `/v1/jwks` (bearer secret key), `/v1/users/{id}`, `/v1/sessions/{id}/revoke` and
-//! `/v1/clients/handshake_payload` (a nonce's `Set-Cookie` lines, tokens minted when asked), with
+//! `/v1/jwks` (bearer secret key), `/v1/users/{id}`, `/v1/sessions/{id}/revoke`,
+//! `/v1/organizations/{id}/memberships` and `/v1/clients/handshake_payload` (a nonce's
+//! `Set-Cookie` lines, tokens minted when asked), with
 //! hit counters and a switch that makes it fail; and tokens minted as a Clerk instance signs them,
 //! from a description (`mint`) that `tests/sdk/clerk-oracle.mjs` mints from too.
 
@@ -53,6 +54,9 @@ pub const OTHER_KEY: &str = include_str!("../fixtures/clerk-other.key.pem");
 /// name (`{{tN}}`), minted when the nonce is exchanged.
 pub type HandshakeLines = (Vec<String>, Vec<Value>);
 
+/// An organization: name, slug, and members as (user id, identifier, role key).
+pub type MockOrg = (String, String, Vec<(String, String, String)>);
+
 #[derive(Default)]
 pub struct ClerkState {
     /// user id → primary email (`None`: a user without one).
@@ -65,6 +69,7 @@ pub struct ClerkState {
     /// Every call to a user hangs (never answers) while set.
     pub hanging: AtomicBool,
     pub nonces: Mutex<HashMap<String, HandshakeLines>>,
+    pub orgs: Mutex<HashMap<String, MockOrg>>,
 }
 
 pub struct MockClerk {
@@ -132,6 +137,36 @@ async fn handshake_payload(State(state): State<Arc<ClerkState>>, headers: Header
     Json(json!({"directives": lines.iter().map(|line| expand(line, now, &minted)).collect::<Vec<_>>()})).into_response()
 }
 
+/// `GET /v1/organizations/{id}/memberships?limit&offset`: a page of `OrganizationMembershipJSON`
+/// (the fields `@clerk/backend` types), with `total_count`.
+async fn memberships(
+    State(state): State<Arc<ClerkState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Query<HashMap<String, String>>,
+) -> Response {
+    if state.failing.load(Ordering::SeqCst) || !authorized(&headers) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let Some((name, slug, members)) = state.orgs.lock().unwrap().get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, Json(json!({"errors": [{"code": "resource_not_found"}]}))).into_response();
+    };
+    let number = |name: &str, default: usize| query.get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let organization = json!({"object": "organization", "id": id, "name": name, "slug": slug, "members_count": members.len()});
+    let data: Vec<Value> = members
+        .iter()
+        .skip(number("offset", 0))
+        .take(number("limit", 10).min(500))
+        .map(|(user, identifier, role)| {
+            json!({"object": "organization_membership", "id": format!("orgmem_{user}"), "role": role, "permissions": [],
+                   "public_metadata": {}, "created_at": 1700000000000i64, "updated_at": 1700000000000i64,
+                   "organization": organization,
+                   "public_user_data": {"user_id": user, "identifier": identifier, "first_name": null, "last_name": null, "image_url": "", "has_image": false}})
+        })
+        .collect();
+    Json(json!({"data": data, "total_count": members.len()})).into_response()
+}
+
 impl MockClerk {
     pub async fn start() -> MockClerk {
         let state = Arc::new(ClerkState::default());
@@ -140,6 +175,7 @@ impl MockClerk {
             .route("/v1/users/{id}", get(user))
             .route("/v1/sessions/{id}/revoke", post(revoke))
             .route("/v1/clients/handshake_payload", get(handshake_payload))
+            .route("/v1/organizations/{id}/memberships", get(memberships))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -149,6 +185,12 @@ impl MockClerk {
 
     pub fn add_user(&self, id: &str, email: Option<&str>) {
         self.state.users.lock().unwrap().insert(id.into(), email.map(str::to_string));
+    }
+
+    /// Set an organization's members: (user id, email, role key such as `org:admin`).
+    pub fn set_org(&self, id: &str, name: &str, slug: &str, members: &[(&str, &str, &str)]) {
+        let members = members.iter().map(|(u, e, r)| (u.to_string(), e.to_string(), r.to_string())).collect();
+        self.state.orgs.lock().unwrap().insert(id.into(), (name.into(), slug.into(), members));
     }
 
     pub fn hits(&self) -> (usize, usize) {

@@ -161,7 +161,14 @@ fn tollgate_verdict(status: u16, location: Option<&str>, set_cookies: Vec<String
         307 => json!({"kind": "redirect", "location": location, "setCookies": set_cookies}),
         400 if refused => json!({"kind": "error"}),
         200 => match body["headers"]["x-forwarded-user"].as_str() {
-            Some(user) => json!({"kind": "signed-in", "user": user, "setCookies": set_cookies}),
+            Some(user) => {
+                let mut verdict = json!({"kind": "signed-in", "user": user, "setCookies": set_cookies});
+                let header = |name: &str| body["headers"][name].as_str().unwrap_or("").to_string();
+                if !header("x-tollgate-org").is_empty() {
+                    verdict["org"] = json!({"id": header("x-tollgate-org"), "role": header("x-tollgate-org-role"), "slug": header("x-tollgate-org-slug")});
+                }
+                verdict
+            }
             None => json!({"kind": "signed-out", "setCookies": set_cookies}),
         },
         _ => json!({"kind": "unexpected", "status": status, "body": text}),
@@ -634,8 +641,98 @@ fn cases(dev: &str, prod: &str) -> Vec<Case> {
             vec![expired(Prod), ada(Prod)],
         ),
         case("production: no cookies, a page", Prod, page(), vec![]),
+        // The active organization: v2's `o`, v1's `org_*`, and what neither reads.
+        case(
+            "an organization, v2",
+            Dev,
+            api().bearer(T0),
+            vec![with(ada(Dev), "claims.o", json!({"id": ORG, "slg": "acme", "rol": "admin", "per": "read", "fpm": "1"}))],
+        ),
+        case(
+            "an organization's member, v2",
+            Dev,
+            api().bearer(T0),
+            vec![with(ada(Dev), "claims.o", json!({"id": ORG, "slg": "acme", "rol": "member"}))],
+        ),
+        case(
+            "a custom role, v2",
+            Dev,
+            api().bearer(T0),
+            vec![with(ada(Dev), "claims.o", json!({"id": ORG, "slg": "acme", "rol": "billing_viewer"}))],
+        ),
+        case("no role, no slug, v2", Dev, api().bearer(T0), vec![with(ada(Dev), "claims.o", json!({"id": ORG}))]),
+        case("an empty role, v2", Dev, api().bearer(T0), vec![with(ada(Dev), "claims.o", json!({"id": ORG, "rol": ""}))]),
+        case(
+            "v2 ignores v1's claims",
+            Dev,
+            api().bearer(T0),
+            vec![with(with(ada(Dev), "claims.org_id", json!(ORG)), "claims.org_role", json!("org:admin"))],
+        ),
+        case(
+            "v2's o wins over v1's claims",
+            Dev,
+            api().bearer(T0),
+            vec![with(with(ada(Dev), "claims.o", json!({"id": ORG, "rol": "member", "slg": "acme"})), "claims.org_id", json!("org_other"))],
+        ),
+        case("o as a string", Dev, api().bearer(T0), vec![with(ada(Dev), "claims.o", json!(ORG))]),
+        case("o's id a number", Dev, api().bearer(T0), vec![with(ada(Dev), "claims.o", json!({"id": 5, "rol": "admin"}))]),
+        case(
+            "o's id not an organization id",
+            Dev,
+            api().bearer(T0),
+            vec![with(ada(Dev), "claims.o", json!({"id": "acme", "rol": "admin"}))],
+        ),
+        case(
+            "v as the string 2 reads v1's claims",
+            Dev,
+            api().bearer(T0),
+            vec![with(with(with(ada(Dev), "claims.v", json!("2")), "claims.o", json!({"id": ORG})), "claims.org_id", json!("org_v1"))],
+        ),
+        case(
+            "v 2.0",
+            Dev,
+            api().bearer(T0),
+            vec![with(with(ada(Dev), "claims.v", json!(2.0)), "claims.o", json!({"id": ORG, "rol": "admin", "slg": "acme"}))],
+        ),
+        case(
+            "an organization, v1",
+            Dev,
+            api().bearer(T0),
+            vec![with(
+                with(with(with(ada(Dev), "claims.v", Value::Null), "claims.org_id", json!(ORG)), "claims.org_role", json!("org:admin")),
+                "claims.org_slug",
+                json!("acme"),
+            )],
+        ),
+        case(
+            "a member, v1",
+            Dev,
+            api().bearer(T0),
+            vec![with(with(with(ada(Dev), "claims.v", json!(1)), "claims.org_id", json!(ORG)), "claims.org_role", json!("org:member"))],
+        ),
+        case(
+            "v1 ignores o",
+            Dev,
+            api().bearer(T0),
+            vec![with(with(ada(Dev), "claims.v", json!(1)), "claims.o", json!({"id": ORG, "rol": "admin"}))],
+        ),
+        case(
+            "v1's role without its prefix",
+            Dev,
+            api().bearer(T0),
+            vec![with(with(with(ada(Dev), "claims.v", json!(1)), "claims.org_id", json!(ORG)), "claims.org_role", json!("admin"))],
+        ),
+        case(
+            "an organization in a cookie, on a page",
+            Dev,
+            page().cookie(&browser_cookies(Dev)),
+            vec![with(ada(Dev), "claims.o", json!({"id": ORG, "slg": "acme", "rol": "admin"}))],
+        ),
     ]
 }
+
+/// The organization the org cases name.
+const ORG: &str = "org_2abcACME";
 
 /// Clerk's own verdict and Tollgate's, case by case, over the same Backend API.
 #[tokio::test]
@@ -653,7 +750,7 @@ async fn tollgate_decides_every_case_as_clerk_does() {
     let prod_app = clerk_app(&clerk, gateway(PROD_KEY, LIVE_SECRET_KEY)).await;
     let (dev, prod) = (dev_app.state.billing().public_url.clone(), prod_app.state.billing().public_url.clone());
     let cases = cases(&dev, &prod);
-    assert!(cases.len() >= 85, "{} cases", cases.len());
+    assert!(cases.len() >= 100, "{} cases", cases.len());
 
     let lines = |instance: Instance, token: Value| {
         let sfx = instance.suffix();

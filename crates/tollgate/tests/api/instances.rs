@@ -208,3 +208,114 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
     }
     drop(instances);
 }
+
+const JOINERS: usize = 50;
+
+/// The newest link to `path` in an instance's outbox page (`/dev/outbox`, newest first).
+async fn newest_link(browser: &crate::helpers::Browser, path: &str) -> String {
+    let outbox = crate::helpers::shown_text(&browser.get("/dev/outbox").await.text);
+    let start = outbox.find(&format!("{path}?")).unwrap_or_else(|| panic!("a {path} link in the outbox"));
+    outbox[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<').collect()
+}
+
+/// Fifty people accept their invitations at once, spread over three instances over one Redis:
+/// the per-seat subscription ends at 51 (the members), set by a few updates, not fifty, and the
+/// cache equals Stripe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_joins_at_once_on_three_instances_bill_every_seat_in_a_few_updates() {
+    use crate::helpers::Browser;
+    use serde_json::json;
+
+    let redis = RedisServer::start();
+    let config = EmulatorConfig { latency: Duration::from_millis(20), ..crate::helpers::seeded() };
+    let stripe_url = crate::helpers::spawn_emulator_with(config).await;
+    let http = reqwest::Client::new();
+    let env = vec![
+        ("KV_URL", redis.url()),
+        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
+        ("STRIPE_API_BASE", stripe_url.clone()),
+        ("PLANS", format!("{MONTHLY},{YEARLY}")),
+        ("BILLING_SUBJECT", "organization".to_string()),
+        ("SEAT_PRICES", MONTHLY.to_string()),
+    ];
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
+    let urls: Vec<String> = instances.iter().map(Instance::url).collect();
+    for url in &urls {
+        wait_until_up(&http, url).await;
+    }
+
+    // The owner: an organization, subscribed per seat (one seat).
+    let owner = Browser::at(&urls[0]);
+    owner.sign_up_through_the_outbox("owner@fifty.test").await;
+    let org = owner.json_post("/api/orgs", &json!({ "name": "Fifty" })).await.json()["id"].as_str().unwrap().to_string();
+    let started = owner.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    let session = started.json()["sessionId"].as_str().unwrap().to_string();
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let paid = no_redirects
+        .post(format!("{stripe_url}/_emulator/checkout/sessions/{session}/complete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("card_number=4242424242424242")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    assert_eq!(owner.get("/success").await.status, 303);
+    let customer = stripe(&http, &stripe_url, Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Fifty people with accounts (each on one of the instances) and their invitations.
+    let mut joiners = Vec::new();
+    for n in 0..JOINERS {
+        let email = format!("joiner{n}@fifty.test");
+        let browser = Browser::at(&urls[n % 3]);
+        browser.sign_up_through_the_outbox(&email).await;
+        let invited = owner.json_post(&format!("/api/orgs/{org}/invitations"), &json!({ "email": email })).await;
+        assert_eq!(invited.status, 201, "{}", invited.text);
+        let link = newest_link(&owner, "/invitations/accept").await;
+        joiners.push((browser, link.split("token=").nth(1).unwrap().to_string()));
+    }
+
+    // All of them accept at once.
+    let mut accepts = tokio::task::JoinSet::new();
+    for (browser, token) in joiners {
+        accepts.spawn(async move { browser.json_post("/api/invitations/accept", &json!({ "token": token })).await });
+    }
+    for accepted in accepts.join_all().await {
+        assert_eq!(accepted.status, 200, "{}", accepted.text);
+    }
+    let members = owner.get_json(&format!("/api/orgs/{org}/members")).await.json()["data"].as_array().unwrap().len();
+    assert_eq!(members, JOINERS + 1);
+
+    let kv = tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap();
+    let quantity = || async {
+        let list = stripe(&http, &stripe_url, Method::GET, "/v1/subscriptions", &[("customer", &customer)]).await;
+        list["data"][0]["items"]["data"][0]["quantity"].as_u64()
+    };
+    let at_members = || async { (crate::helpers::settled(&kv).await, quantity().await == Some(members as u64)).1.then_some(()) };
+    test_support::eventually("the seat count equal to the members", Duration::from_secs(30), at_members).await;
+
+    // How many times the seat count was set, over all three instances (their `/metrics`).
+    let mut updates = 0.0;
+    for url in &urls {
+        let metrics = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = metrics.lines().find(|l| l.starts_with("tollgate_seat_updates_total ")).expect("the seat update counter");
+        updates += line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap();
+    }
+    eprintln!("{JOINERS} joins on 3 instances: {updates} seat updates");
+    assert!((1.0..=5.0).contains(&updates), "{updates} seat updates for {JOINERS} joins");
+
+    // Stripe's events reach the instances: the cache ends equal to Stripe.
+    let events: Vec<Value> =
+        all_events(&http, &stripe_url).await.into_iter().filter(|e| e["data"]["object"]["customer"] == customer.as_str()).collect();
+    for (n, event) in events.iter().enumerate() {
+        deliver(&http, &urls, n, event).await;
+    }
+    crate::helpers::settled(&kv).await;
+    assert_eq!(quantity().await, Some(members as u64), "no sync set another count");
+    let cached = kv.get(&format!("stripe:customer:{customer}")).await.unwrap().map(|v| serde_json::from_str::<Value>(&v).unwrap());
+    assert_eq!(cached, Some(expected_cache(&http, &stripe_url, &customer).await));
+    drop(instances);
+}

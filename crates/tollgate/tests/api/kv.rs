@@ -99,9 +99,34 @@ async fn contract(kv: SharedKv, time: Time) {
     assert!(scan_all("scan:nothing-here:".into()).await.is_empty());
     assert_eq!(scan_all(format!("{prefix}05")).await.len(), 10, "the prefix is literal, and pages stay within it");
 
+    hashes(kv.clone()).await;
     recipe_values(kv.as_ref()).await;
     sync_bookkeeping(kv.as_ref(), &time).await;
     cancellation(kv.clone()).await;
+}
+
+/// Hashes (an organization's members): fields set, read one and all, removed once; a hash's
+/// fields never mix with another hash's.
+async fn hashes(kv: SharedKv) {
+    let key = format!("hash:{}", tollgate_core::random_token(8));
+    assert!(kv.hash_get_all(&key).await.unwrap().is_empty());
+    kv.hash_set(&key, "user_a", r#"{"role":"owner"}"#).await.unwrap();
+    kv.hash_set(&key, "user_b", "member").await.unwrap();
+    kv.hash_set(&key, "user_b", "admin").await.unwrap();
+    kv.hash_set(&format!("{key}x"), "user_c", "elsewhere").await.unwrap();
+    assert_eq!(kv.hash_get(&key, "user_b").await.unwrap().as_deref(), Some("admin"), "the last set wins");
+    assert_eq!(kv.hash_get(&key, "user_c").await.unwrap(), None);
+    let mut all = kv.hash_get_all(&key).await.unwrap();
+    all.sort();
+    assert_eq!(all, [("user_a".to_string(), r#"{"role":"owner"}"#.to_string()), ("user_b".into(), "admin".into())]);
+    // Of concurrent removals of one field, exactly one removed it.
+    let mut removals = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (kv, key) = (kv.clone(), key.clone());
+        removals.spawn(async move { kv.hash_remove(&key, "user_a").await.unwrap() });
+    }
+    assert_eq!(removals.join_all().await.into_iter().filter(|removed| *removed).count(), 1);
+    assert_eq!(kv.hash_get_all(&key).await.unwrap(), [("user_b".to_string(), "admin".to_string())]);
 }
 
 /// What the Next.js recipe's app writes (`@upstash/redis`/`ioredis`: the customer id as a plain

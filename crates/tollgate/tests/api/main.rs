@@ -22,6 +22,7 @@ mod malformed;
 mod manage;
 mod nginx;
 mod ordering;
+mod orgs;
 mod pages;
 mod recipe;
 mod redis;

@@ -1,5 +1,6 @@
 //! The few Backend API calls Tollgate makes (`{CLERK_API_URL}/v1`, the secret key as bearer): the
-//! JWKS, a user's primary email, a handshake's cookies, and revoking a session at sign-out. Every failure (the network,
+//! JWKS, a user's primary email, an organization's memberships, a handshake's cookies, and
+//! revoking a session at sign-out. Every failure (the network,
 //! a 429, a 5xx, an unexpected body) is an error the caller answers with a retryable 503.
 
 use serde::Deserialize;
@@ -53,6 +54,41 @@ struct EmailAddressJson {
     email_address: String,
 }
 
+/// An organization and its members as the Backend API lists them.
+pub(crate) struct OrganizationMembers {
+    pub(crate) name: String,
+    pub(crate) slug: String,
+    /// User id, identifier (the email, usually), role key (`org:admin`).
+    pub(crate) members: Vec<(String, String, String)>,
+}
+
+#[derive(Deserialize)]
+struct MembershipPage {
+    data: Vec<MembershipJson>,
+    total_count: usize,
+}
+
+#[derive(Deserialize)]
+struct MembershipJson {
+    role: String,
+    organization: OrganizationJson,
+    public_user_data: PublicUserDataJson,
+}
+
+#[derive(Deserialize)]
+struct OrganizationJson {
+    name: String,
+    #[serde(default)]
+    slug: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PublicUserDataJson {
+    user_id: String,
+    #[serde(default)]
+    identifier: String,
+}
+
 /// A user as far as Tollgate cares: `None` when Clerk does not know them (deleted).
 pub(crate) enum UserLookup {
     Found { primary_email: Option<String> },
@@ -100,6 +136,30 @@ impl BackendApi {
         let primary_email =
             user.primary_email_address_id.and_then(|id| user.email_addresses.into_iter().find(|e| e.id == id)).map(|e| e.email_address);
         Ok(UserLookup::Found { primary_email })
+    }
+
+    /// Every membership of an organization (`GET /v1/organizations/{id}/memberships`, 100 a
+    /// page); `None` when Clerk does not know the organization (deleted). An organization without
+    /// members has no name to read: it comes back with an empty one.
+    pub(crate) async fn organization_members(&self, org_id: &str) -> Result<Option<OrganizationMembers>, BackendError> {
+        let mut found = OrganizationMembers { name: String::new(), slug: String::new(), members: Vec::new() };
+        loop {
+            let path = format!("/organizations/{org_id}/memberships?limit=100&offset={}", found.members.len());
+            let response = self.send(self.request(reqwest::Method::GET, &path)).await?;
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let page: MembershipPage = read_json(response, "the organization's memberships").await?;
+            let last = page.data.is_empty();
+            for membership in page.data {
+                found.name = membership.organization.name;
+                found.slug = membership.organization.slug.unwrap_or_default();
+                found.members.push((membership.public_user_data.user_id, membership.public_user_data.identifier, membership.role));
+            }
+            if last || found.members.len() >= page.total_count {
+                return Ok(Some(found));
+            }
+        }
     }
 
     /// The `Set-Cookie` lines a handshake's nonce stands for (`GET /v1/clients/handshake_payload`).

@@ -33,8 +33,9 @@ use self::request::{ClerkRequest, Instance};
 use self::token::{is_machine_token, Jwks, KeySource, Rejection, SessionClaims, Verifier, VerifyError, VerifyingKey};
 use super::{AuthError, AuthFuture, AuthProvider, Session};
 use tollgate_core::config::ClerkSettings;
-use tollgate_core::domain::{Email, User, UserId};
+use tollgate_core::domain::{ActiveOrg, Email, OrgId, OrgRole, User, UserId};
 use tollgate_core::kv::{keys, SharedKv};
+use tollgate_core::orgs::Org;
 
 /// How long a user's email is kept without a word from Clerk.
 const EMAIL_KEPT: Duration = Duration::from_secs(86_400);
@@ -271,6 +272,26 @@ impl ClerkAuth {
         Ok(Some(email))
     }
 
+    /// An organization as Clerk has it now: its record and members (a member whose identifier is
+    /// not an email is kept under a placeholder address; seats count them all). `None` when Clerk
+    /// no longer knows it.
+    pub(crate) async fn organization(&self, org: &OrgId) -> Result<Option<(Org, Vec<(UserId, Email, OrgRole)>)>, AuthError> {
+        let Some(found) = self.backend.organization_members(org.as_str()).await.map_err(|e| AuthError::Unavailable(e.to_string()))? else {
+            return Ok(None);
+        };
+        let members = found
+            .members
+            .into_iter()
+            .filter_map(|(user, identifier, role)| {
+                let user = UserId::parse(&user).ok()?;
+                let email = Email::parse(&identifier).or_else(|_| Email::parse(&format!("{user}@users.clerk.invalid"))).ok()?;
+                Some((user, email, if role == "org:admin" { OrgRole::Admin } else { OrgRole::Member }))
+            })
+            .collect();
+        let slug = if found.slug.is_empty() { org.to_string() } else { found.slug };
+        Ok(Some((Org { id: org.clone(), name: found.name, slug, created_at_ms: tollgate_core::unix_now_ms() }, members)))
+    }
+
     /// Forget what Tollgate keeps about a user Clerk deleted.
     pub(crate) async fn forget(&self, user_id: &UserId) -> Result<(), AuthError> {
         Ok(self.kv.delete(&keys::clerk_email(user_id)).await?)
@@ -294,6 +315,18 @@ impl ClerkAuth {
     }
 }
 
+/// Tollgate's view of the token's organization: its id must be an organization id (`org_…`);
+/// Clerk's `admin` is an admin here, and every other role (`member`, custom ones, none) a member
+/// (Clerk has no owner role: its admins are the highest).
+fn active_org(claims: &token::OrgClaims) -> Option<ActiveOrg> {
+    let id = OrgId::parse(&claims.id).ok()?;
+    let role = match claims.role.as_deref() {
+        Some("org:admin") => OrgRole::Admin,
+        _ => OrgRole::Member,
+    };
+    Some(ActiveOrg { id, role, slug: claims.slug.clone().unwrap_or_default() })
+}
+
 impl AuthProvider for ClerkAuth {
     fn session<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         Box::pin(async move {
@@ -307,7 +340,7 @@ impl AuthProvider for ClerkAuth {
                 return Ok(Session::SignedOut);
             };
             let email = self.email_of(&id).await?;
-            Ok(Session::SignedIn(User { id, email }))
+            Ok(Session::SignedIn(User { id, email, org: claims.org.as_ref().and_then(active_org) }))
         })
     }
 

@@ -136,6 +136,33 @@ pub(crate) struct SessionClaims {
     pub(crate) session_id: Option<String>,
     /// The session has a task to finish (`sts: pending`): Clerk's `auth()` calls it signed out.
     pub(crate) pending: bool,
+    /// The active organization, as `toAuth()` reports it (`orgId`, `orgRole`, `orgSlug`).
+    pub(crate) org: Option<OrgClaims>,
+}
+
+/// The active organization's claims, read as `@clerk/shared`'s `jwtPayloadParser` reads them:
+/// a token whose `v` is the number 2 carries them in `o` (`id`, `slg`, and `rol` without its
+/// `org:` prefix); any other token in `org_id`, `org_slug` and `org_role`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OrgClaims {
+    pub(crate) id: String,
+    /// With its `org:` prefix (`org:admin`), as `toAuth()` gives it.
+    pub(crate) role: Option<String>,
+    pub(crate) slug: Option<String>,
+}
+
+impl OrgClaims {
+    fn read(claims: &serde_json::Map<String, Value>) -> Option<OrgClaims> {
+        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_string);
+        if claims.get("v").and_then(Value::as_f64) == Some(2.0) {
+            // JavaScript's `if (claims.o)`, then `claims.o?.id`: only an object has fields.
+            let o = claims.get("o")?.as_object()?;
+            let role = o.get("rol").and_then(Value::as_str).filter(|r| !r.is_empty()).map(|r| format!("org:{r}"));
+            Some(OrgClaims { id: text(o.get("id"))?, role, slug: text(o.get("slg")) })
+        } else {
+            Some(OrgClaims { id: text(claims.get("org_id"))?, role: text(claims.get("org_role")), slug: text(claims.get("org_slug")) })
+        }
+    }
 }
 
 /// The keys can be unknown for a while (the Backend API is down): the caller answers 503.
@@ -416,6 +443,7 @@ impl Verifier {
             user_id: user_id.to_string(),
             session_id: claims.get("sid").and_then(Value::as_str).map(str::to_string),
             pending: claims.get("sts").is_some_and(|s| s == "pending"),
+            org: OrgClaims::read(claims),
         })
     }
 }
