@@ -372,6 +372,54 @@ test('prorations: a previewed upgrade is invoiced now for exactly the preview; a
   const items = await fetch(`${emu.url}/v1/events?type=invoiceitem.created`, { headers: { authorization: 'Bearer sk_test_sdk_suite' } }).then((r) => r.json());
 });
 
+test('seats: Checkout for three, then quantity changes prorated on the next invoice, at once, or not at all', async () => {
+  const { stripe } = emu;
+  const product = await stripe.products.create({ name: 'Per seat' });
+  const seat = await stripe.prices.create({ product: product.id, unit_amount: 2500, currency: 'usd', recurring: { interval: 'month' }, metadata: { tollgate_seats: 'per_seat' } });
+  const customer = await stripe.customers.create({ email: 'team@example.com', metadata: { orgId: 'org_sdk' } });
+  const session = await stripe.checkout.sessions.create({
+    mode: 'subscription', customer: customer.id, line_items: [{ price: seat.id, quantity: 3 }],
+    success_url: 'http://127.0.0.1:9/success', cancel_url: 'http://127.0.0.1:9/',
+  });
+  assert.equal(session.amount_total, 7500);
+  const lines = await stripe.checkout.sessions.listLineItems(session.id);
+  assert.deepEqual(lines.data.map((l) => [l.quantity, l.amount_total]), [[3, 7500]]);
+  const paid = await fetch(`${emu.url}/_emulator/checkout/sessions/${session.id}/complete`, {
+    method: 'POST', body: new URLSearchParams({ card_number: '4242424242424242' }), redirect: 'manual',
+  });
+  assert.equal(paid.status, 303);
+  const { subscription: subId } = await stripe.checkout.sessions.retrieve(session.id);
+  let sub = await stripe.subscriptions.retrieve(subId);
+  const item = sub.items.data[0];
+  assert.equal(item.quantity, 3);
+  assert.equal((await stripe.invoices.retrieve(sub.latest_invoice)).amount_paid, 7500);
+  const at = item.current_period_start;
+
+  // Five seats, previewed: two more for the whole period, exactly what the preview says.
+  const toFive = { items: [{ id: item.id, quantity: 5 }], proration_behavior: 'always_invoice', proration_date: at };
+  const preview = await stripe.invoices.createPreview({ subscription: sub.id, subscription_details: toFive });
+  assert.deepEqual(preview.lines.data.map((l) => [l.quantity, l.amount]), [[3, -7500], [5, 12500]]);
+  assert.equal(preview.amount_due, 5000);
+  sub = await stripe.subscriptions.update(sub.id, toFive);
+  assert.equal(sub.items.data[0].quantity, 5);
+  const now = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.deepEqual([now.billing_reason, now.status, now.amount_paid], ['subscription_update', 'paid', 5000]);
+
+  // Four seats with create_prorations: proration invoice items wait for the next invoice.
+  sub = await stripe.subscriptions.update(sub.id, { items: [{ id: item.id, quantity: 4 }], proration_date: at });
+  assert.equal(sub.latest_invoice, now.id, 'nothing invoiced now');
+  const pending = await stripe.invoiceItems.list({ customer: customer.id, pending: true });
+  assert.deepEqual(pending.data.map((i) => [i.proration, i.quantity, i.amount]).sort((a, b) => a[2] - b[2]), [[true, 5, -12500], [true, 4, 10000]]);
+  const next = await stripe.invoices.createPreview({ subscription: sub.id });
+  assert.equal(next.amount_due, 4 * 2500 - 2500, 'the next period\'s four seats, less the seat given back');
+
+  // Three seats without prorations: the quantity changes, nothing is billed for it.
+  sub = await stripe.subscriptions.update(sub.id, { items: [{ id: item.id, quantity: 3 }], proration_behavior: 'none' });
+  assert.equal(sub.items.data[0].quantity, 3);
+  assert.equal((await stripe.invoiceItems.list({ customer: customer.id, pending: true })).data.length, 2, 'no new items');
+  await assert.rejects(stripe.subscriptions.update(sub.id, { items: [{ id: item.id, quantity: 0 }] }), (e) => e.param === 'items[0][quantity]');
+});
+
 test('subscription schedules: a downgrade at the period\'s end, then the schedule releases the subscription', async () => {
   const { stripe } = emu;
   const start = Date.UTC(2025, 2, 10, 12) / 1000;

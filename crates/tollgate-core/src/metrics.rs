@@ -92,7 +92,7 @@ fn build() -> prometheus::Result<Metrics> {
         )?,
         kv_unreadable_values: register_int_counter_vec_with_registry!(
             "kv_unreadable_values_total",
-            "Values of the recipe's keys that neither the recipe's clients nor Tollgate write, found and repaired from Stripe, by key (stripe:user, stripe:customer)",
+            "Values of the recipe's keys that neither the recipe's clients nor Tollgate write, found and repaired from Stripe, by key (stripe:user, stripe:org, stripe:customer)",
             &["key"],
             r
         )?,

@@ -521,6 +521,40 @@ mod tests {
         assert_eq!(orgs.seats_used(&acme.id, true).await.unwrap(), 3, "a pending invitation counts when asked");
     }
 
+    /// A caller that hangs up (its future dropped) once a change has begun leaves the change
+    /// whole: the accepted member is in with the link spent, the removed one out of both the
+    /// members and their index.
+    #[tokio::test]
+    async fn a_caller_that_hangs_up_leaves_each_change_whole() {
+        /// Polled once (the change starts), then dropped, as axum drops a handler's future.
+        fn hang_up<T>(change: impl std::future::Future<Output = T>) {
+            let mut change = std::pin::pin!(change);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(change.as_mut().poll(&mut cx).is_pending(), "cut short");
+        }
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let orgs = orgs();
+        let (owner, joiner) = (user(1), user(2));
+        let org = orgs.create("Cut", &owner).await.unwrap();
+        let token = orgs.invite(&org.id, &owner.id, &joiner.email, OrgRole::Member).await.unwrap();
+        hang_up(orgs.accept(&token, &joiner));
+        settle().await;
+        assert!(orgs.member(&org.id, &joiner.id).await.unwrap().is_some(), "in");
+        assert_eq!(orgs.of_user(&joiner.id).await.unwrap().len(), 1, "and indexed");
+        assert!(matches!(orgs.accept(&token, &joiner).await, Err(OrgError::InvitationExpired)), "the link spent");
+        assert!(orgs.pending_invitations(&org.id).await.unwrap().is_empty());
+
+        hang_up(orgs.remove(&org.id, &owner.id, &joiner.id));
+        settle().await;
+        assert!(orgs.member(&org.id, &joiner.id).await.unwrap().is_none(), "out");
+        assert!(orgs.of_user(&joiner.id).await.unwrap().is_empty(), "and out of the index");
+        assert!(orgs.kv.lease(&keys::change_lease(&org.id), "next", CHANGE_LEASE).await.unwrap(), "the lease was given back");
+    }
+
     /// Two owners demoting each other at once: one wins, and the organization keeps an owner.
     #[tokio::test]
     async fn concurrent_demotions_keep_an_owner() {

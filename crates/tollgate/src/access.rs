@@ -36,13 +36,20 @@ pub(crate) struct Entitlement {
 }
 
 /// Whether `user` may use the product: the first of the policy's payers whose subscription grants
-/// it (otherwise not entitled, with the first payer's entry). A cached grant long past its
+/// it (otherwise not entitled, with the first payer's entry); through an organization, only
+/// within its plan's seat cap. A cached grant long past its
 /// period's end may be one whose webhooks were lost: it is checked with Stripe first
 /// (`AccessPolicy::needs_fresh_read`).
 pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &User) -> Result<Entitlement, BillingError> {
     let mut first = None;
     for payer in policy.payers(user) {
-        let access = payer_entitlement(billing, policy, &payer).await?;
+        let mut access = payer_entitlement(billing, policy, &payer).await?;
+        // A plan with a seat cap: members beyond it wait until an owner makes room.
+        if let (true, Payer::Org(org), Some(price)) =
+            (access.entitled, &payer, access.entry.subscription().and_then(|s| s.price_id.as_deref()))
+        {
+            access.entitled = !billing.beyond_the_seat_cap(org, &user.id, price).await?;
+        }
         if access.entitled {
             return Ok(access);
         }

@@ -42,6 +42,8 @@ struct Current {
     customer: CustomerId,
     subscription: String,
     item: String,
+    /// The item's quantity (seats, for a per-seat plan): a scheduled change keeps it.
+    quantity: i64,
     price: Plan,
     period_start: i64,
     period_end: i64,
@@ -144,13 +146,16 @@ impl Billing {
                 let created: Created =
                     self.stripe.post("/v1/subscription_schedules", &[("from_subscription", current.subscription.as_str())], None).await?;
                 let schedule = created.id;
-                let (start, end) = (current.period_start.to_string(), current.period_end.to_string());
+                let (start, end, quantity) =
+                    (current.period_start.to_string(), current.period_end.to_string(), current.quantity.to_string());
                 let form = [
                     ("end_behavior", "release"),
                     ("phases[0][items][0][price]", current.price.price_id.as_str()),
+                    ("phases[0][items][0][quantity]", quantity.as_str()),
                     ("phases[0][start_date]", start.as_str()),
                     ("phases[0][end_date]", end.as_str()),
                     ("phases[1][items][0][price]", price.as_str()),
+                    ("phases[1][items][0][quantity]", quantity.as_str()),
                 ];
                 let _: Created = self.stripe.post(&format!("/v1/subscription_schedules/{schedule}"), &form, None).await?;
                 self.sync(&current.customer).await
@@ -213,6 +218,7 @@ impl Billing {
         Ok(Current {
             customer,
             subscription: id,
+            quantity: item.quantity.unwrap_or(1),
             item: item.id,
             price,
             period_start: item.current_period_start.unwrap_or(0),

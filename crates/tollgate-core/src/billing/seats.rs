@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use super::{Billing, BillingError};
 use crate::config::TeamSettings;
-use crate::domain::{CustomerId, OrgId, Payer, Plan};
+use crate::domain::{CustomerId, OrgId, Payer, Plan, UserId};
 use crate::orgs::{OrgError, Orgs};
-use crate::stripe::wire::{Created, Price, Subscription};
+use crate::stripe::wire::{Created, InvoicePreview, Price, Subscription};
 use crate::stripe::StripeClient;
 
 /// What seat billing needs inside a sync.
@@ -39,6 +39,19 @@ impl Seats {
         let used = self.orgs.seats_used(org, self.settings.seats_count_invitations).await?.max(1);
         Ok(max.map_or(used, |max| used.min(max.max(1))))
     }
+}
+
+/// An organization's seats, as its pages show them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeatSummary {
+    /// Members (and, with `SEATS_COUNT_INVITES`, pending invitations).
+    pub used: u32,
+    /// The plan's `metadata.tollgate_max_seats`.
+    pub cap: Option<u32>,
+    /// What Stripe bills: the subscription item's quantity (asked for only).
+    pub billed: Option<u32>,
+    /// The next invoice, Stripe's preview: amount due (minor unit), currency, when (asked for only).
+    pub next_invoice: Option<(i64, String, i64)>,
 }
 
 /// `metadata.tollgate_seats` says per seat.
@@ -68,6 +81,42 @@ impl Billing {
             }
             _ => Ok(1),
         }
+    }
+
+    /// The seats of `org`'s live per-seat subscription (`None`: it has none), from the cache and
+    /// the plans; `with_bill` adds what Stripe bills (two reads: the subscription, the preview).
+    pub async fn seat_summary(&self, org: &OrgId, with_bill: bool) -> Result<Option<SeatSummary>, BillingError> {
+        let Some(customer) = self.customer_of(&Payer::Org(org.clone())).await? else { return Ok(None) };
+        let Some(entry) = self.cached_entry(&customer).await? else { return Ok(None) };
+        let Some(subscription) = entry.subscription().filter(|s| s.status.is_live()) else { return Ok(None) };
+        let (Some(id), Some(price)) = (subscription.subscription_id.as_deref(), subscription.price_id.as_deref()) else { return Ok(None) };
+        let plans = self.catalog.plans(&self.stripe).await.unwrap_or_default();
+        let plan = plans.iter().find(|p| p.price_id.as_str() == price);
+        if !self.seats.per_seat(price, plan.is_some_and(|p| p.per_seat)) {
+            return Ok(None);
+        }
+        let used = self.seats.orgs.seats_used(org, self.seats.settings.seats_count_invitations).await.map_err(corrupt)?;
+        let mut summary = SeatSummary { used, cap: plan.and_then(|p| p.max_seats), billed: None, next_invoice: None };
+        if with_bill {
+            let live: Subscription = self.stripe.get(&format!("/v1/subscriptions/{id}"), &[]).await?;
+            summary.billed = live.items.data.first().and_then(|i| i.quantity).and_then(|q| u32::try_from(q).ok());
+            let preview: InvoicePreview = self.stripe.post("/v1/invoices/create_preview", &[("subscription", id)], None).await?;
+            let at = subscription.current_period_end.unwrap_or_default();
+            summary.next_invoice = Some((preview.amount_due, preview.currency, at));
+        }
+        Ok(Some(summary))
+    }
+
+    /// Whether `user` is beyond the seat cap of `price` in `org`: the seats go to owners first,
+    /// then admins, then members, each in the order they joined; someone not yet in the stored
+    /// members (Clerk's webhook on its way) counts as the last to join. Without a known cap,
+    /// nobody is.
+    pub async fn beyond_the_seat_cap(&self, org: &OrgId, user: &UserId, price: &str) -> Result<bool, BillingError> {
+        let Ok(plans) = self.catalog.plans(&self.stripe).await else { return Ok(false) };
+        let Some(cap) = plans.iter().find(|p| p.price_id.as_str() == price).and_then(|p| p.max_seats) else { return Ok(false) };
+        let members = self.seats.orgs.members(org).await.map_err(corrupt)?;
+        let rank = members.iter().position(|m| &m.user_id == user).unwrap_or(members.len());
+        Ok(rank >= cap as usize)
     }
 
     /// A membership of `org` changed: its customer, if it has one, is synced (and its seat count

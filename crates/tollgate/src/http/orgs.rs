@@ -23,10 +23,9 @@ use super::error::{Failure, Surface};
 use super::extract::CurrentUser;
 use super::pages::{notice_text, PageQuery};
 use super::views::{Frame, InvitationPage, MemberRow, OrgPage, OrgRow, OrgsPage};
-use crate::access::cached_subscription;
 use crate::auth::local::AccountError;
 use crate::state::AppState;
-use tollgate_core::domain::{Email, OrgId, OrgRole, Payer, User, UserId};
+use tollgate_core::domain::{Email, OrgId, OrgRole, User, UserId};
 use tollgate_core::orgs::{Org, OrgError};
 
 /// `{id}` in a path: an organization id, or a 404 (an id of the wrong shape names nothing).
@@ -156,7 +155,7 @@ pub(crate) async fn org_page(
         true => orgs.pending_invitations(&org.id).await.map_err(org_failure(surface))?,
         false => Vec::new(),
     };
-    let seats = seat_terms(&state, &org.id).await?;
+    let seats = state.billing.seat_summary(&org.id, false).await.map_err(|e| Failure::from_billing(surface, e))?;
     let page = OrgPage {
         frame: Frame { user: Some(&user), csrf: &csrf, notice: notice_text(query.notice.as_deref()) },
         members: members.iter().map(|m| MemberRow::of(m, &user.id, role)).collect(),
@@ -166,33 +165,13 @@ pub(crate) async fn org_page(
             .collect(),
         manages: role.manages(),
         role: role.as_str(),
-        seats: seats.map(|(used, max)| match max {
-            Some(max) => format!("{used} of {max} seats in use"),
-            None => format!("{used} seats in use"),
+        seats: seats.map(|s| match s.cap {
+            Some(cap) => format!("{} of {cap} seats in use", s.used),
+            None => format!("{} seats in use", s.used),
         }),
         org,
     };
     Ok(page.into_response())
-}
-
-/// The organization's seats in use, and the cap of its plan, when its subscription is per seat.
-pub(super) async fn seat_terms(state: &AppState, org: &OrgId) -> Result<Option<(u32, Option<u32>)>, Failure> {
-    let (_, entry) =
-        cached_subscription(&state.billing, &Payer::Org(org.clone())).await.map_err(|e| Failure::from_billing(Surface::Page, e))?;
-    let Some(price) = entry.subscription().filter(|s| s.status.is_live()).and_then(|s| s.price_id.clone()) else { return Ok(None) };
-    let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
-    let plan = plans.iter().find(|p| p.price_id.as_str() == price);
-    if !state.billing.seats.per_seat(&price, plan.is_some_and(|p| p.per_seat)) {
-        return Ok(None);
-    }
-    let used = state
-        .billing
-        .seats
-        .orgs
-        .seats_used(org, state.billing.seats.settings.seats_count_invitations)
-        .await
-        .map_err(org_failure(Surface::Page))?;
-    Ok(Some((used, plan.and_then(|p| p.max_seats))))
 }
 
 /// `GET /api/orgs/{id}/members`: `{data: [{userId, email, role}]}`, for members only.
@@ -230,7 +209,9 @@ pub(crate) async fn invite(
         Email::parse(request.email.as_deref().unwrap_or("")).map_err(|e| Failure::bad_request(surface, "invalid_email", e.to_string()))?;
     let role = role_of(request.role.as_deref(), OrgRole::Member, surface)?;
     let (org, _) = org_of_member(&state, &org_id(&id, surface)?, &user, surface).await?;
-    if let Some((_, Some(max))) = seat_terms(&state, &org.id).await? {
+    let summary = state.billing.seat_summary(&org.id, false).await.map_err(|e| Failure::from_billing(surface, e))?;
+    if let Some(max) = summary.and_then(|s| s.cap) {
+        // Pending invitations hold their seats here, whether or not they are billed.
         let taken = state.billing.seats.orgs.seats_used(&org.id, true).await.map_err(&failure)?;
         if taken >= max {
             return Err(failure(OrgError::SeatLimit { max }));

@@ -135,11 +135,31 @@ async fn team_view(state: &AppState, org: &ActiveOrg) -> Result<TeamView, Failur
         .filter(|m| m.role.manages())
         .map(|m| m.email.as_str().to_string())
         .collect();
-    let seats = super::orgs::seat_terms(state, &org.id).await?.map(|(used, max)| match max {
-        Some(max) => format!("{used} of {max}"),
-        None => used.to_string(),
-    });
-    Ok(TeamView { id: org.id.to_string(), name, role: org.role.as_str(), manages: org.role.manages(), ask: managers.join(", "), seats })
+    // What Stripe bills is read for owners and admins, who pay; a failed read leaves it out.
+    let summary = match state.billing.seat_summary(&org.id, org.role.manages()).await {
+        Ok(summary) => summary,
+        Err(_) => state.billing.seat_summary(&org.id, false).await.map_err(|e| Failure::from_billing(Surface::Page, e))?,
+    };
+    let over_cap = summary.as_ref().and_then(|s| s.cap.filter(|cap| s.used > *cap).map(|cap| (s.used, cap)));
+    Ok(TeamView {
+        id: org.id.to_string(),
+        name,
+        role: org.role.as_str(),
+        manages: org.role.manages(),
+        ask: managers.join(", "),
+        seats: summary.as_ref().map(|s| match (s.cap, s.billed) {
+            (Some(cap), Some(billed)) => format!("{} of {cap}, {billed} billed", s.used),
+            (Some(cap), None) => format!("{} of {cap}", s.used),
+            (None, Some(billed)) => format!("{}, {billed} billed", s.used),
+            (None, None) => s.used.to_string(),
+        }),
+        next_invoice: summary
+            .and_then(|s| s.next_invoice)
+            .map(|(amount, currency, at)| format!("{} on {}", billing_text::money(amount, &currency), billing_text::date(at))),
+        over_cap: over_cap.map(|(used, cap)| {
+            format!("The plan includes {cap} seats and the organization has {used} members: the {} who joined last cannot use the product until an owner upgrades the plan or removes members.", used - cap)
+        }),
+    })
 }
 
 /// `/success` and `/api/success-sync`: the user is back from Checkout, possibly before the webhooks;

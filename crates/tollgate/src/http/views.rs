@@ -196,8 +196,12 @@ pub(crate) struct TeamView {
     pub(crate) manages: bool,
     /// Its owners' and admins' emails: whom a member asks about billing.
     pub(crate) ask: String,
-    /// Seats in use ("3", or "3 of 5" under a cap), for a per-seat subscription.
+    /// Seats in use and billed ("3, 3 billed", "3 of 5" under a cap), for a per-seat subscription.
     pub(crate) seats: Option<String>,
+    /// "$36.00 on 1 January 2027": Stripe's preview of the next invoice (owners and admins).
+    pub(crate) next_invoice: Option<String>,
+    /// More members than the plan's seats: who is left out, and how to fix it.
+    pub(crate) over_cap: Option<String>,
 }
 
 /// Another plan on the dashboard: what switching to it costs now, or when it would take effect.

@@ -97,6 +97,11 @@ async fn an_organization_subscribes_per_seat_and_its_members_use_the_product() {
     let prorations: Vec<&Value> = items["data"].as_array().unwrap().iter().filter(|i| i["proration"] == true).collect();
     assert!(!prorations.is_empty(), "the added seats are prorated: {items}");
 
+    let dashboard = owner.get("/dashboard").await.text;
+    assert!(dashboard.contains("<span id=\"team-seats\">3, 3 billed</span>"), "{dashboard}");
+    let next = dashboard.split("<span id=\"next-invoice\">").nth(1).and_then(|rest| rest.split('<').next()).unwrap_or("");
+    assert!(next.starts_with('$') && next.contains(" on "), "Stripe's preview of the next invoice: {next:?}");
+
     let members = owner.get_json(&format!("/api/orgs/{org}/members")).await.json();
     let roles: Vec<(&str, &str)> =
         members["data"].as_array().unwrap().iter().map(|m| (m["email"].as_str().unwrap(), m["role"].as_str().unwrap())).collect();
@@ -297,4 +302,74 @@ async fn the_gateway_tells_the_product_which_organization_and_role() {
     assert_eq!(member.json_post("/api/orgs/personal/activate", &json!({})).await.status, 200);
     let refused = member.send(Method::GET, "/app/report", &[("accept", "application/json")], None).await;
     assert_eq!(refused.status, 402, "{}", refused.text);
+}
+
+/// A plan capped at two seats (`metadata.tollgate_max_seats`): a third invitation is refused with
+/// an upgrade link; after a change to the capped plan with three members, the one who joined
+/// last loses access until an owner makes room, and the dashboard says so.
+#[tokio::test]
+async fn a_seat_cap_refuses_invitations_and_leaves_out_the_last_to_join() {
+    let stripe_url = crate::helpers::spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let product = crate::helpers::stripe_api(&http, &stripe_url, Method::POST, "/v1/products", &[("name", "Team Small")]).await;
+    let capped = crate::helpers::stripe_api(
+        &http,
+        &stripe_url,
+        Method::POST,
+        "/v1/prices",
+        &[
+            ("product", product["id"].as_str().unwrap()),
+            ("unit_amount", "900"),
+            ("currency", "usd"),
+            ("recurring[interval]", "month"),
+            ("metadata[tollgate_seats]", "per_seat"),
+            ("metadata[tollgate_max_seats]", "2"),
+        ],
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let settings =
+        [("BILLING_SUBJECT", "organization".to_string()), ("PLANS", format!("{MONTHLY},{capped}")), ("SEAT_PRICES", MONTHLY.to_string())];
+    let app = crate::helpers::spawn_app_against(&stripe_url, Options { extra: settings.into(), ..Options::default() }).await;
+
+    // On the capped plan from the start: the owner and one more.
+    let owner = app.signed_in("owner@zeta.test").await;
+    let org = owner.json_post("/api/orgs", &json!({ "name": "Zeta" })).await.json()["id"].as_str().unwrap().to_string();
+    let started = owner.json_post("/api/generate-stripe-checkout", &json!({ "priceId": capped })).await;
+    app.pay(started.json()["sessionId"].as_str().unwrap(), "4242424242424242").await;
+    assert_eq!(owner.get("/success").await.status, 303);
+    let first = invited_and_accepted(&app, &owner, &org, "first@zeta.test", "member").await;
+    let refused = owner.json_post(&format!("/api/orgs/{org}/invitations"), &json!({ "email": "third@zeta.test" })).await;
+    assert_eq!((refused.status, refused.json()["error"]["code"].as_str()), (409, Some("seat_limit")), "{}", refused.text);
+    assert!(refused.text.contains("includes 2 seats") && refused.text.contains("Upgrade"), "{}", refused.text);
+    let page = owner.form(&format!("/api/orgs/{org}/invitations"), &[("email", "third@zeta.test")]).await;
+    assert_eq!(
+        page.headers.get("location").and_then(|l| l.to_str().ok()),
+        Some("/dashboard?notice=seat-limit"),
+        "the page leads to the plans"
+    );
+
+    // A third member through a plan without a cap, then a downgrade (in Stripe) to the capped one.
+    let customer = app.state.billing().kv.get(&format!("stripe:org:{org}")).await.unwrap().unwrap();
+    let subscription = subscription_of(&app, &customer).await;
+    let item = subscription["items"]["data"][0]["id"].as_str().unwrap().to_string();
+    let id = subscription["id"].as_str().unwrap().to_string();
+    app.stripe(Method::POST, &format!("/v1/subscriptions/{id}"), &[("items[0][id]", &item), ("items[0][price]", MONTHLY)]).await;
+    app.deliver_all_and_settle(&app.events_for(&customer).await).await;
+    let third = invited_and_accepted(&app, &owner, &org, "third@zeta.test", "member").await;
+    quantity_becomes(&app, &customer, 3).await;
+    app.stripe(Method::POST, &format!("/v1/subscriptions/{id}"), &[("items[0][id]", &item), ("items[0][price]", &capped)]).await;
+    app.deliver_all_and_settle(&app.events_for(&customer).await).await;
+    quantity_becomes(&app, &customer, 2).await;
+    for (browser, entitled) in [(&owner, true), (&first, true), (&third, false)] {
+        assert_eq!(browser.get_json("/api/subscription").await.json()["entitled"], entitled);
+    }
+    assert!(shown_text(&owner.get("/dashboard").await.text).contains("includes 2 seats and the organization has 3 members"));
+
+    // The owner removes the first member: the third is within the cap again.
+    let first_id = roles_and_ids(&owner, &org).await["first@zeta.test"].clone();
+    assert_eq!(json_call(&owner, Method::DELETE, &format!("/api/orgs/{org}/members/{first_id}"), None).await.status, 204);
+    assert_eq!(third.get_json("/api/subscription").await.json()["entitled"], true);
 }
