@@ -2,13 +2,14 @@
 //! Tollgate's (pricing, sign-in, checkout, dashboard, webhooks) in one axum router, and it gates
 //! them with Tollgate's `Entitled` extractor: a visitor is sent to sign in, a user without a
 //! subscription to pricing (401 / 402 JSON for API callers), a subscriber gets the product; and
-//! two API routes need a feature of the subscriber's plan (`RequireFeature`, `PLAN_FEATURES`).
+//! two API routes need a feature of the subscriber's plan (`RequireFeature`, `PLAN_FEATURES`);
+//! `/team` is for members of an organization that subscribes (`OrgEntitled`).
 
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tollgate::{AppState, Application, CurrentUser, Entitled, RequireFeature};
+use tollgate::{AppState, Application, CurrentUser, Entitled, OrgEntitled, RequireFeature};
 
 /// The product's routes, with Tollgate's state (its extractors and layers read it).
 pub fn product_routes(state: &AppState) -> Router<AppState> {
@@ -18,6 +19,7 @@ pub fn product_routes(state: &AppState) -> Router<AppState> {
         .route("/api/reports", get(usage).route_layer(RequireFeature::new(state, "reports")))
         .route("/api/export", get(usage).route_layer(RequireFeature::new(state, "export")))
         .route("/hello", get(hello))
+        .route("/team", get(team))
 }
 
 /// The product's routes and Tollgate's, in one router, ready for `Application::serve`.
@@ -38,6 +40,11 @@ async fn product_page(Entitled(user, subscription): Entitled) -> Html<String> {
 /// Only for subscribers, as JSON.
 async fn usage(Entitled(user, _): Entitled) -> Json<Value> {
     Json(json!({ "user": user.id, "reportsThisMonth": 3 }))
+}
+
+/// For members of an organization that subscribes (`OrgEntitled`).
+async fn team(OrgEntitled(user, org, _): OrgEntitled) -> Json<Value> {
+    Json(json!({ "user": user.id, "org": org.id, "slug": org.slug, "role": org.role.as_str() }))
 }
 
 /// For anyone signed in.

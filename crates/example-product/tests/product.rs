@@ -45,6 +45,16 @@ impl Visitor {
         self.cookies.lock().unwrap()["tollgate_csrf"].clone()
     }
 
+    /// Checkout for the monthly plan, paid on the emulator, back on the dashboard.
+    async fn subscribe(&self, stripe: &str) {
+        let headers = [("content-type", "application/json"), ("x-csrf-token", &self.csrf())];
+        let started =
+            self.send(Method::POST, "/api/generate-stripe-checkout", &headers, Some(r#"{"priceId":"price_pro_monthly"}"#.into())).await;
+        let session = started.json()["sessionId"].as_str().unwrap().to_string();
+        assert_eq!(test_support::pay_checkout(stripe, &session, &[("card_number", "4242424242424242")]).await.status, 303);
+        assert_eq!(self.page("/success").await.location(), "/dashboard");
+    }
+
     async fn form(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
         let mut fields = fields.to_vec();
         let csrf = self.csrf();
@@ -66,6 +76,8 @@ async fn the_product_is_gated_by_tollgates_extractors() {
         ("STRIPE_API_BASE", &stripe),
         ("PLANS", "price_pro_monthly"),
         ("PLAN_FEATURES", "price_pro_monthly:reports"),
+        // Either pays: the user alone, or the organization they act for.
+        ("BILLING_SUBJECT", "both"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -75,7 +87,7 @@ async fn the_product_is_gated_by_tollgates_extractors() {
     let app = example_product::app(&tollgate);
     tokio::spawn(tollgate.serve(app));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let visitor = Visitor { http: http.clone(), url: url.clone(), cookies: Default::default() };
+    let visitor = Visitor { http, url: url.clone(), cookies: Default::default() };
 
     // A visitor: to sign-in, or 401.
     assert_eq!(visitor.page("/product").await.location(), "/auth?next=%2Fproduct");
@@ -96,18 +108,7 @@ async fn the_product_is_gated_by_tollgates_extractors() {
 
     // Subscribed: the product.
     let headers = [("content-type", "application/json"), ("x-csrf-token", &visitor.csrf())];
-    let started =
-        visitor.send(Method::POST, "/api/generate-stripe-checkout", &headers, Some(r#"{"priceId":"price_pro_monthly"}"#.into())).await;
-    let session = started.json()["sessionId"].as_str().unwrap().to_string();
-    let paid = http
-        .post(format!("{stripe}/_emulator/checkout/sessions/{session}/complete"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(encode(&[("card_number", "4242424242424242")]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 303);
-    assert_eq!(visitor.page("/success").await.location(), "/dashboard");
+    visitor.subscribe(&stripe).await;
     let page = visitor.page("/product").await;
     assert_eq!(page.status, 200);
     assert!(page.text.contains("<p id=\"who\">maker@example.com</p>") && page.text.contains("<p id=\"plan\">active</p>"));
@@ -120,4 +121,16 @@ async fn the_product_is_gated_by_tollgates_extractors() {
     assert_eq!((export.status, export.json()["error"]["code"].as_str()), (402, Some("feature_required")));
     assert!(export.json()["error"]["message"].as_str().unwrap().contains("export"));
     assert_eq!(visitor.page("/api/export").await.location(), "/?notice=feature&feature=export", "a page visit goes to pricing");
+
+    // An organization: `/team` (`OrgEntitled`) needs it to subscribe; acting for none is a 409.
+    assert_eq!(visitor.json("/team").await.json()["error"]["code"], "no_organization");
+    let created = visitor.send(Method::POST, "/api/orgs", &headers, Some(r#"{"name":"Makers"}"#.into())).await;
+    let org = created.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(visitor.json("/team").await.status, 402, "the organization has no subscription");
+    assert_eq!(visitor.json("/api/usage").await.status, 200, "the user's own still counts (BILLING_SUBJECT=both)");
+    visitor.subscribe(&stripe).await;
+    let team = visitor.json("/team").await.json();
+    assert_eq!((team["org"].as_str(), team["slug"].as_str(), team["role"].as_str()), (Some(org.as_str()), Some("makers"), Some("owner")));
+    visitor.send(Method::POST, "/api/orgs/personal/activate", &headers, None).await;
+    assert_eq!(visitor.json("/team").await.status, 409);
 }

@@ -46,6 +46,18 @@ impl Reply {
     }
 }
 
+/// Pay Checkout Session `session` on the emulator at `stripe` as its hosted page would, with the
+/// form `fields` (`card_number`, and `promotion_code` or the like); the answer is not followed
+/// (a paid session answers 303 to its success URL).
+pub async fn pay_checkout(stripe: &str, session: &str, fields: &[(&str, &str)]) -> Reply {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("an HTTP client");
+    let request = http
+        .post(format!("{stripe}/_emulator/checkout/sessions/{session}/complete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(fields));
+    Reply::read(request.send().await.expect("the emulator answers")).await
+}
+
 /// Every `.rs` file below `dir` (the layer checks of both crates read their sources with it).
 pub fn rust_sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tollgate_core::billing::{recipe, Billing, BillingError};
-use tollgate_core::domain::{AccessPolicy, CustomerId, Payer, SubscriptionCache, User};
+use tollgate_core::domain::{AccessPolicy, CustomerId, OrgId, Payer, SubscriptionCache, User};
 use tollgate_core::kv::keys;
 
 /// The payer's cached subscription. A customer whose entry is missing or unreadable is synced once.
@@ -37,25 +37,36 @@ pub(crate) struct Entitlement {
 
 /// Whether `user` may use the product: the first of the policy's payers whose subscription grants
 /// it (otherwise not entitled, with the first payer's entry); through an organization, only
-/// within its plan's seat cap. A cached grant long past its
-/// period's end may be one whose webhooks were lost: it is checked with Stripe first
-/// (`AccessPolicy::needs_fresh_read`).
+/// within its plan's seat cap. A cached grant long past its period's end may be one whose
+/// webhooks were lost: it is checked with Stripe first (`AccessPolicy::needs_fresh_read`).
 pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, user: &User) -> Result<Entitlement, BillingError> {
     let mut first = None;
     for payer in policy.payers(user) {
-        let mut access = payer_entitlement(billing, policy, &payer).await?;
-        // A plan with a seat cap: members beyond it wait until an owner makes room.
-        if let (true, Payer::Org(org), Some(price)) =
-            (access.entitled, &payer, access.entry.subscription().and_then(|s| s.price_id.as_deref()))
-        {
-            access.entitled = !billing.beyond_the_seat_cap(org, &user.id, price).await?;
-        }
+        let access = match &payer {
+            Payer::Org(org) => org_entitlement(billing, policy, user, org).await?,
+            Payer::User(_) => payer_entitlement(billing, policy, &payer).await?,
+        };
         if access.entitled {
             return Ok(access);
         }
         first.get_or_insert(access);
     }
     Ok(first.unwrap_or(Entitlement { entitled: false, entry: SubscriptionCache::none() }))
+}
+
+/// Whether `org`'s subscription lets `user`, its member, use the product: it grants access, and
+/// the user is within its plan's seat cap (members beyond it wait until an owner makes room).
+pub(crate) async fn org_entitlement(
+    billing: &Arc<Billing>,
+    policy: &AccessPolicy,
+    user: &User,
+    org: &OrgId,
+) -> Result<Entitlement, BillingError> {
+    let mut access = payer_entitlement(billing, policy, &Payer::Org(org.clone())).await?;
+    if let (true, Some(price)) = (access.entitled, access.entry.subscription().and_then(|s| s.price_id.as_deref())) {
+        access.entitled = !billing.beyond_the_seat_cap(org, &user.id, price).await?;
+    }
+    Ok(access)
 }
 
 /// Whether `payer`'s own subscription grants access (see [`entitlement`]).

@@ -37,11 +37,11 @@ mod threads;
 
 pub use cli::run_command_line;
 pub use http::error::Failure;
-pub use http::extract::{CurrentUser, Entitled, FeatureGuard, RequireFeature};
+pub use http::extract::{CurrentOrg, CurrentUser, Entitled, FeatureGuard, OrgEntitled, RequireFeature};
 pub use startup::Application;
 pub use state::AppState;
 pub use tollgate_core::config::Settings;
-pub use tollgate_core::domain::{SubscriptionCache, User};
+pub use tollgate_core::domain::{ActiveOrg, OrgRole, SubscriptionCache, User};
 pub use tollgate_core::Clock;
 
 /// Log as the settings say (`LOG_FORMAT`, `RUST_LOG`): for a program that embeds Tollgate.

@@ -112,7 +112,13 @@ async fn sync_stripe_data_to_kv(
     match fetch_subscription_state(stripe, customer, Some(turn), billing.entitlements_from_stripe).await {
         Ok(Fetched { entry, trialed, subscriptions }) => {
             let live = subscriptions.iter().find(|s| SubscriptionStatus::parse(&s.status).is_some_and(|s| s.is_live()));
-            super::seats::reconcile(stripe, &billing.seats, customer, live).await?;
+            match super::seats::reconcile(stripe, &billing.seats, customer, live).await {
+                // Stripe refused the seat count: the cache is still written (the next change tries again).
+                Err(BillingError::Stripe(refused @ StripeError::Refused { .. })) => {
+                    tracing::error!(customer = %customer, error = %refused, "Stripe refused the seat count");
+                }
+                other => other?,
+            }
             let json = serde_json::to_string(&entry).expect("the cache entry always serialises");
             let commit = kv.commit_sync(customer.as_str(), token, generation, Some(&json)).await?;
             if let Some(payer) = trialed {

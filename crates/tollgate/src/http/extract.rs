@@ -1,5 +1,7 @@
-//! The extractors handlers use to know who calls: `CurrentUser` (signed in, or 401 / sign-in page)
-//! and `Entitled` (signed in with a subscription that grants access, or 402 / pricing page); and
+//! The extractors handlers use to know who calls: `CurrentUser` (signed in, or 401 / sign-in page),
+//! `Entitled` (signed in with a subscription that grants access, or 402 / pricing page),
+//! `CurrentOrg` and `OrgEntitled` (the same for the organization a user acts for), `Paying` (who
+//! may act on billing, for which payer); and
 //! `RequireFeature`, the layer for routes that need a feature of the user's plan.
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
@@ -7,11 +9,11 @@ use axum::http::request::Parts;
 use axum::http::Method;
 
 use super::error::{Failure, Surface};
-use crate::access::entitlement;
+use crate::access::{entitlement, org_entitlement};
 use crate::auth::Session;
 use crate::state::AppState;
 use tollgate_core::billing::BillingError;
-use tollgate_core::domain::{Payer, SubscriptionCache, User};
+use tollgate_core::domain::{ActiveOrg, Payer, SubscriptionCache, User};
 
 /// The signed-in user. Without one, an API call gets 401 JSON and a page visit goes to `/auth`.
 pub struct CurrentUser(pub User);
@@ -89,6 +91,41 @@ impl FromRequestParts<AppState> for Paying {
             return Err(Failure::from_billing(surface, BillingError::NotABillingManager));
         }
         Ok(Paying { user, payer })
+    }
+}
+
+/// Library mode: a signed-in user acting for an organization, and their membership (role, slug).
+/// Acting for none: 409 `no_organization` (pages: `/orgs`, to make or choose one).
+pub struct CurrentOrg(pub User, pub ActiveOrg);
+
+impl FromRequestParts<AppState> for CurrentOrg {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let CurrentUser(user) = <CurrentUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        match user.org.clone() {
+            Some(org) => Ok(CurrentOrg(user, org)),
+            None => Err(Failure::from_billing(Surface::of(parts), BillingError::NoOrganization)),
+        }
+    }
+}
+
+/// Library mode: a signed-in user acting for an organization whose subscription entitles its
+/// members (within its plan's seat cap), whatever `BILLING_SUBJECT` says. Otherwise sign-in,
+/// `/orgs` or pricing (401, 409 or 402).
+pub struct OrgEntitled(pub User, pub ActiveOrg, pub SubscriptionCache);
+
+impl FromRequestParts<AppState> for OrgEntitled {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let CurrentOrg(user, org) = CurrentOrg::from_request_parts(parts, state).await?;
+        let surface = Surface::of(parts);
+        let access = org_entitlement(&state.billing, &state.policy, &user, &org.id).await.map_err(|e| Failure::from_billing(surface, e))?;
+        match access.entitled {
+            true => Ok(OrgEntitled(user, org, access.entry)),
+            false => Err(Failure::not_entitled(surface)),
+        }
     }
 }
 

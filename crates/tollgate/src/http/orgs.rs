@@ -110,6 +110,7 @@ pub(crate) async fn create(
     let request: NameRequest = json_or_form(&parts, &body, surface, |field| NameRequest { name: field("name") })?;
     let org = state.billing.seats.orgs.create(request.name.as_deref().unwrap_or(""), &user).await.map_err(org_failure(surface))?;
     state.accounts.set_active_org(&parts, Some(&org)).await.map_err(|e| Failure::from_kv(surface, e))?;
+    state.identity_cache.forget_all();
     Ok(match surface {
         Surface::Api => (StatusCode::CREATED, Json(json!({ "id": org.id, "slug": org.slug, "name": org.name }))).into_response(),
         Surface::Page => Redirect::to(&format!("/orgs/{}?notice=org-created", org.id)).into_response(),

@@ -219,15 +219,10 @@ async fn a_promotion_code_at_checkout_shows_on_the_dashboard() {
     let session_id = started.json()["sessionId"].as_str().unwrap().to_string();
     let session = app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await;
     assert_eq!(session["allow_promotion_codes"], true);
-    let paid = app
-        .http
-        .post(format!("{}/_emulator/checkout/sessions/{session_id}/complete", app.stripe_url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(test_support::encode(&[("card_number", "4242424242424242"), ("promotion_code", "launch")]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 303);
+    let paid =
+        test_support::pay_checkout(&app.stripe_url, &session_id, &[("card_number", "4242424242424242"), ("promotion_code", "launch")])
+            .await;
+    assert_eq!(paid.status, 303);
     browser.get("/success").await;
     let customer =
         app.stripe(Method::GET, &format!("/v1/checkout/sessions/{session_id}"), &[]).await["customer"].as_str().unwrap().to_string();

@@ -274,17 +274,7 @@ async fn the_offline_app_keeps_a_subscription_across_a_restart() {
     let session = checkout["sessionId"].as_str().unwrap();
     let stripe_url = reqwest::Url::parse(checkout["url"].as_str().unwrap()).unwrap();
     let emulator = format!("http://{}:{}", stripe_url.host_str().unwrap(), stripe_url.port().unwrap());
-    let paid = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{emulator}/_emulator/checkout/sessions/{session}/complete"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("card_number=4242424242424242")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 303);
+    assert_eq!(test_support::pay_checkout(&emulator, session, &[("card_number", "4242424242424242")]).await.status, 303);
     browser.get("/success").await;
     let before = browser.get_json("/api/subscription").await.json();
     assert_eq!(before["status"], "active", "{before}");

@@ -141,12 +141,7 @@ impl TestApp {
 
     /// Pay a Checkout Session on the emulator, as the hosted page would.
     pub async fn pay(&self, session_id: &str, card: &str) -> Reply {
-        let request = self
-            .http
-            .post(format!("{}/_emulator/checkout/sessions/{session_id}/complete", self.stripe_url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(encode(&[("card_number", card)]));
-        Reply::read(request.send().await.unwrap()).await
+        test_support::pay_checkout(&self.stripe_url, session_id, &[("card_number", card)]).await
     }
 
     /// Sign up, start Checkout for `price`, pay with 4242. Returns the browser and the customer id.

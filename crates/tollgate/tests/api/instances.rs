@@ -62,6 +62,17 @@ impl Drop for Instance {
     }
 }
 
+/// What every instance of these tests is started with: the shared Redis, the emulator, the plans.
+fn instance_env(redis: &RedisServer, stripe_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("KV_URL", redis.url()),
+        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
+        ("STRIPE_API_BASE", stripe_url.to_string()),
+        ("PLANS", format!("{MONTHLY},{YEARLY}")),
+    ]
+}
+
 async fn wait_until_up(http: &reqwest::Client, url: &str) {
     let up = || async { http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status() == 200).then_some(()) };
     test_support::eventually(&format!("{url} up"), Duration::from_secs(10), up).await;
@@ -131,14 +142,8 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
         customers.push(customer);
     }
 
-    let env = vec![
-        ("KV_URL", redis.url()),
-        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
-        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
-        ("STRIPE_API_BASE", stripe_url.clone()),
-        ("PLANS", format!("{MONTHLY},{YEARLY}")),
-        ("STRIPE_RATE_LIMIT", "40".to_string()),
-    ];
+    let mut env = instance_env(&redis, &stripe_url);
+    env.push(("STRIPE_RATE_LIMIT", "40".to_string()));
     let mut instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
     let urls: Vec<String> = instances.iter().map(Instance::url).collect();
     for url in &urls {
@@ -230,15 +235,8 @@ async fn fifty_joins_at_once_on_three_instances_bill_every_seat_in_a_few_updates
     let config = EmulatorConfig { latency: Duration::from_millis(20), ..crate::helpers::seeded() };
     let stripe_url = crate::helpers::spawn_emulator_with(config).await;
     let http = reqwest::Client::new();
-    let env = vec![
-        ("KV_URL", redis.url()),
-        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
-        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
-        ("STRIPE_API_BASE", stripe_url.clone()),
-        ("PLANS", format!("{MONTHLY},{YEARLY}")),
-        ("BILLING_SUBJECT", "organization".to_string()),
-        ("SEAT_PRICES", MONTHLY.to_string()),
-    ];
+    let mut env = instance_env(&redis, &stripe_url);
+    env.extend([("BILLING_SUBJECT", "organization".to_string()), ("SEAT_PRICES", MONTHLY.to_string())]);
     let instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
     let urls: Vec<String> = instances.iter().map(Instance::url).collect();
     for url in &urls {
@@ -251,15 +249,7 @@ async fn fifty_joins_at_once_on_three_instances_bill_every_seat_in_a_few_updates
     let org = owner.json_post("/api/orgs", &json!({ "name": "Fifty" })).await.json()["id"].as_str().unwrap().to_string();
     let started = owner.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
     let session = started.json()["sessionId"].as_str().unwrap().to_string();
-    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let paid = no_redirects
-        .post(format!("{stripe_url}/_emulator/checkout/sessions/{session}/complete"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("card_number=4242424242424242")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), 303);
+    assert_eq!(test_support::pay_checkout(&stripe_url, &session, &[("card_number", "4242424242424242")]).await.status, 303);
     assert_eq!(owner.get("/success").await.status, 303);
     let customer = stripe(&http, &stripe_url, Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await["customer"]
         .as_str()
