@@ -3,13 +3,14 @@
 //! them with Tollgate's `Entitled` extractor: a visitor is sent to sign in, a user without a
 //! subscription to pricing (401 / 402 JSON for API callers), a subscriber gets the product; and
 //! two API routes need a feature of the subscriber's plan (`RequireFeature`, `PLAN_FEATURES`);
-//! `/team` is for members of an organization that subscribes (`OrgEntitled`).
+//! `/team` is for members of an organization that subscribes (`OrgEntitled`), `/api/v1/usage`
+//! for programs with a subscriber's API key (`ApiCaller`).
 
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tollgate::{AppState, Application, CurrentUser, Entitled, OrgEntitled, RequireFeature};
+use tollgate::{ApiCaller, AppState, Application, CurrentUser, Entitled, OrgEntitled, RequireFeature};
 
 /// The product's routes, with Tollgate's state (its extractors and layers read it).
 pub fn product_routes(state: &AppState) -> Router<AppState> {
@@ -20,6 +21,7 @@ pub fn product_routes(state: &AppState) -> Router<AppState> {
         .route("/api/export", get(usage).route_layer(RequireFeature::new(state, "export")))
         .route("/hello", get(hello))
         .route("/team", get(team))
+        .route("/api/v1/usage", get(api_usage))
 }
 
 /// The product's routes and Tollgate's, in one router, ready for `Application::serve`.
@@ -45,6 +47,11 @@ async fn usage(Entitled(user, _): Entitled) -> Json<Value> {
 /// For members of an organization that subscribes (`OrgEntitled`).
 async fn team(OrgEntitled(user, org, _): OrgEntitled) -> Json<Value> {
     Json(json!({ "user": user.id, "org": org.id, "slug": org.slug, "role": org.role.as_str() }))
+}
+
+/// For programs with an API key of a subscriber (`ApiCaller`).
+async fn api_usage(caller: ApiCaller) -> Json<Value> {
+    Json(json!({ "user": caller.user.id, "key": caller.key_id, "status": caller.subscription.status().as_str() }))
 }
 
 /// For anyone signed in.

@@ -134,3 +134,59 @@ async fn the_product_is_gated_by_tollgates_extractors() {
     visitor.send(Method::POST, "/api/orgs/personal/activate", &headers, None).await;
     assert_eq!(visitor.json("/team").await.status, 409);
 }
+
+/// The example product's `/api/v1/usage` takes `ApiCaller`: a subscriber's API key, never a session.
+#[tokio::test]
+async fn programs_call_the_api_with_a_key() {
+    let seeded = stripe_emulator::EmulatorConfig { seed: Some(test_support::SEED.into()), ..stripe_emulator::EmulatorConfig::for_tests() };
+    let (_, stripe, _) = stripe_emulator::Emulator::build(seeded).await.expect("the emulator starts").spawn();
+    let vars: HashMap<String, String> = [
+        ("PORT", "0"),
+        ("KV_URL", "memory:"),
+        ("STRIPE_SECRET_KEY", "sk_test_example_product"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_example_product"),
+        ("STRIPE_API_BASE", &stripe),
+        ("PLANS", "price_pro_monthly"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let tollgate = tollgate::Application::build(tollgate::Settings::from_vars(&vars).unwrap()).await.unwrap();
+    let (url, state) = (format!("http://{}", tollgate.addr), tollgate.state.clone());
+    let app = example_product::app(&tollgate);
+    tokio::spawn(tollgate.serve(app));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let visitor = Visitor { http: http.clone(), url: url.clone(), cookies: Default::default() };
+    visitor.page("/").await;
+    visitor.form("/auth/sign-up", &[("email", "program@example.com")]).await;
+    let text = &state.mailer().outbox().unwrap()[0].mail.text;
+    let token = &text[text.find("token=").unwrap() + 6..][..32];
+    assert_eq!(visitor.form("/auth/confirm", &[("token", token), ("password", "a long enough password")]).await.status, 303);
+    let headers = [("content-type", "application/json"), ("x-csrf-token", &visitor.csrf())];
+    let made = visitor.send(Method::POST, "/api/keys", &headers, Some(r#"{"name":"nightly job"}"#.into())).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let secret = made.json()["key"].as_str().unwrap().to_string();
+    let call = |key: Option<String>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let request = http.get(format!("{url}/api/v1/usage"));
+            let request = match key {
+                Some(key) => request.header("x-api-key", key),
+                None => request,
+            };
+            Reply::read(request.send().await.unwrap()).await
+        }
+    };
+    assert_eq!(call(Some(secret.clone())).await.status, 402, "a key of someone not subscribed");
+    visitor.subscribe(&stripe).await;
+    let usage = call(Some(secret.clone())).await;
+    assert_eq!(
+        (usage.status, usage.json()["key"].as_str(), usage.json()["status"].as_str()),
+        (200, made.json()["id"].as_str(), Some("active"))
+    );
+    assert_eq!(visitor.json("/api/v1/usage").await.json()["error"]["code"], "invalid_api_key", "a session is no key");
+    assert_eq!(call(None).await.status, 401);
+    let id = made.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(visitor.send(Method::DELETE, &format!("/api/keys/{id}"), &headers, None).await.status, 204);
+    assert_eq!(call(Some(secret)).await.status, 401, "revoked");
+}

@@ -12,11 +12,13 @@
 //! - [`domain`]: ids, emails, statuses, the cache entry, the access policy (no I/O).
 //! - [`kv`]: the `Kv` trait, its backends (redb, Redis, memory) and every key name.
 //! - [`orgs`]: organizations, their members and roles, and invitations.
+//! - [`api_keys`]: the keys programs call a product's API with.
 //! - [`stripe`]: the Stripe client, wire types, webhook signatures, the pinned API version.
 //! - [`billing`]: `sync_stripe_data_to_kv`, its coordination across instances, the drain, reconcile, checkout, portal, plans, tracked events.
 //! - [`mail`]: account emails by SMTP, or the local outbox.
 //! - [`metrics`]: every Prometheus series Tollgate exports at `/metrics`.
 
+pub mod api_keys;
 pub mod billing;
 pub mod clock;
 pub mod config;

@@ -37,7 +37,7 @@ mod threads;
 
 pub use cli::run_command_line;
 pub use http::error::Failure;
-pub use http::extract::{CurrentOrg, CurrentUser, Entitled, FeatureGuard, OrgEntitled, RequireFeature};
+pub use http::extract::{ApiCaller, CurrentOrg, CurrentUser, Entitled, FeatureGuard, OrgEntitled, RequireFeature};
 pub use startup::Application;
 pub use state::AppState;
 pub use tollgate_core::config::Settings;

@@ -117,7 +117,10 @@ impl Application {
                 ((url.clone(), Secret::new("sk_test_tollgate_emulator")), Secret::new(secret), Some(url))
             }
         };
+        // Keys say which Stripe mode they bill in, as Stripe's own keys do.
+        let live_keys = api_key.expose().starts_with("sk_live_");
         let (billing, wakeups) = billing(&settings, kv.clone(), &api_base, api_key, public_url.clone(), clock.clone());
+        let api_keys = Arc::new(tollgate_core::api_keys::ApiKeys::new(kv.clone(), billing.seats.orgs.clone(), clock.clone(), live_keys));
         if let (Some(_), Some(plans)) = (&emulator_url, &settings.plans) {
             emulator_has_the_plans(&billing, plans).await?;
         }
@@ -158,6 +161,7 @@ impl Application {
             billing,
             auth,
             accounts,
+            api_keys,
             clerk,
             gateway,
             gate: crate::gateway::path::GatePaths::new(&settings.gate),

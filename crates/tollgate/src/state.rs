@@ -27,6 +27,8 @@ pub struct Inner {
     pub(crate) auth: Arc<dyn AuthProvider>,
     /// The built-in accounts (sign-up, sign-in, sign-out); the same object as `auth` when local.
     pub(crate) accounts: Arc<LocalAccounts>,
+    /// API keys (`API_PATHS`).
+    pub(crate) api_keys: Arc<tollgate_core::api_keys::ApiKeys>,
     /// Clerk, when it is the provider (the same object as `auth`): its pages, sign-out, webhook.
     pub(crate) clerk: Option<Arc<crate::auth::clerk::ClerkAuth>>,
     /// Gateway mode (`UPSTREAM_URL`): the product behind Tollgate.

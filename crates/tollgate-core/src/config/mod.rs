@@ -226,6 +226,8 @@ pub struct GateSettings {
     pub feature_paths: Vec<(String, String)>,
     /// `OPEN_PATHS`: prefixes served to anyone even under a gated prefix (`/` is the root page alone).
     pub open_paths: Vec<String>,
+    /// `API_PATHS`: the product's API (gated too), where an API key identifies the caller.
+    pub api_paths: Vec<String>,
     /// `GATED_PATHS_CASE_INSENSITIVE`: the product routes `/APP` as `/app`.
     pub case_insensitive: bool,
     /// `GATEWAY_ALLOW_ENCODED_SLASH`: `%2F` is forwarded as it came (and decided on decoded).
@@ -790,6 +792,7 @@ fn gate_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<GateSetti
         feature_paths: gated.iter().filter_map(|(prefix, feature)| Some((prefix.clone(), feature.clone()?))).collect(),
         gated_paths: gated.into_iter().map(|(prefix, _)| prefix).collect(),
         open_paths: prefixes("OPEN_PATHS", "")?.into_iter().map(|(prefix, _)| prefix).collect(),
+        api_paths: prefixes("API_PATHS", "/api/v1")?.into_iter().map(|(prefix, _)| prefix).collect(),
         case_insensitive: flag(get, "GATED_PATHS_CASE_INSENSITIVE")?,
         allow_encoded_slash: flag(get, "GATEWAY_ALLOW_ENCODED_SLASH")?,
         trust_forwarded_uri: flag(get, "FORWARD_AUTH_TRUST_URI")?,

@@ -254,6 +254,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: r#"What each plan unlocks: `price_basic:export;price_pro:export,sso`. An entitled user's features go to the product in `X-Tollgate-Features` (and the assertion's `features`), and are listed by `/api/subscription`."#,
     },
     Variable {
+        name: "API_PATHS",
+        default: r#"`/api/v1`"#,
+        shown: Shown::Plain,
+        meaning: r#"Comma-separated path prefixes of the product's API: gated like `GATED_PATHS`, and there an API key (`Authorization: Bearer tg_…` or `X-API-Key: tg_…`, made on the dashboard's keys page) identifies the caller; the product receives `X-Tollgate-Key-Id` and never the key."#,
+    },
+    Variable {
         name: "OPEN_PATHS",
         default: r#"none"#,
         shown: Shown::Plain,

@@ -49,6 +49,17 @@ pub(crate) trait AuthProvider: Send + Sync {
     fn credential<'p>(&self, parts: &'p Parts) -> Option<std::borrow::Cow<'p, str>>;
 }
 
+/// Where a program may send its API key instead of `Authorization: Bearer`.
+pub(crate) const X_API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("x-api-key");
+
+/// The Tollgate API key a request carries (`Authorization: Bearer tg_…`, or `X-API-Key: tg_…`),
+/// if any: only a value of a key's shape counts, so a product's own keys pass untouched.
+pub(crate) fn api_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let bearer = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let header = headers.get(X_API_KEY).and_then(|v| v.to_str().ok());
+    bearer.into_iter().chain(header).map(str::trim).find(|key| tollgate_core::api_keys::is_secret(key))
+}
+
 /// Reads one cookie from the request headers.
 pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts

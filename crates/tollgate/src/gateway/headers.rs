@@ -131,8 +131,13 @@ impl OwnCredentials {
         !(OWN_COOKIES.contains(&name) || (self.strip_clerk.is_some() && CLERK_COOKIES.iter().any(clerk)))
     }
 
-    /// Remove Tollgate's (and, when asked, Clerk's) credentials from a request to the product.
+    /// Remove Tollgate's (and, when asked, Clerk's) credentials from a request to the product:
+    /// its cookies, and a Tollgate API key in `Authorization` or `X-API-Key`.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
+        if crate::auth::api_key(headers).is_some() {
+            headers.remove(header::AUTHORIZATION);
+            headers.remove(crate::auth::X_API_KEY);
+        }
         if let Some(issuer) = &self.strip_clerk {
             let clerk_token = headers
                 .get(header::AUTHORIZATION)

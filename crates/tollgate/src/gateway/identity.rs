@@ -36,6 +36,9 @@ pub(crate) struct Identity {
     pub(crate) org_role: Option<&'static str>,
     #[serde(rename = "orgSlug", skip_serializing_if = "Option::is_none")]
     pub(crate) org_slug: Option<String>,
+    /// The API key the request came with (`X-Tollgate-Key-Id`), if it came with one.
+    #[serde(rename = "keyId", skip_serializing_if = "Option::is_none")]
+    pub(crate) key_id: Option<String>,
     /// The user it was made for (a tunnel's rechecks ask about them again).
     #[serde(skip)]
     pub(crate) user: User,
@@ -53,6 +56,7 @@ impl Identity {
             org: user.org.as_ref().map(|o| o.id.to_string()),
             org_role: user.org.as_ref().map(|o| o.role.as_str()),
             org_slug: user.org.as_ref().map(|o| o.slug.clone()),
+            key_id: None,
             user: user.clone(),
         }
     }
@@ -74,6 +78,7 @@ impl Identity {
             (HeaderName::from_static("x-tollgate-org"), value(self.org.as_deref().unwrap_or(""))),
             (HeaderName::from_static("x-tollgate-org-role"), value(self.org_role.unwrap_or(""))),
             (HeaderName::from_static("x-tollgate-org-slug"), value(self.org_slug.as_deref().unwrap_or(""))),
+            (HeaderName::from_static("x-tollgate-key-id"), value(self.key_id.as_deref().unwrap_or(""))),
         ])
     }
 }

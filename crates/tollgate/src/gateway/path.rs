@@ -216,9 +216,11 @@ enum Prefix {
 /// Open prefixes match whole segments only.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GatePaths {
-    /// Each gated prefix, with the feature it needs if it names one.
+    /// Each gated prefix, with the feature it needs if it names one (`API_PATHS` among them).
     gated: Vec<(Prefix, Option<String>)>,
     open: Vec<Prefix>,
+    /// `API_PATHS`: where an API key identifies the caller.
+    api: Vec<Prefix>,
     case_insensitive: bool,
     /// `GATEWAY_ALLOW_ENCODED_SLASH`: `%2F` stays in the canonical path; decisions decode it.
     pub(crate) allow_encoded_slash: bool,
@@ -245,12 +247,20 @@ impl GatePaths {
                     let feature = settings.feature_paths.iter().find(|(prefix, _)| prefix == p).map(|(_, f)| f.clone());
                     (prefix(p, Prefix::Everything), feature)
                 })
+                .chain(settings.api_paths.iter().map(|p| (prefix(p, Prefix::Everything), None)))
                 .collect(),
             open: settings.open_paths.iter().map(|p| prefix(p, Prefix::Root)).collect(),
+            api: settings.api_paths.iter().map(|p| prefix(p, Prefix::Everything)).collect(),
             case_insensitive,
             allow_encoded_slash: settings.allow_encoded_slash,
             trust_forwarded_uri: settings.trust_forwarded_uri,
         }
+    }
+
+    /// Whether the canonical `path` is under `API_PATHS` (whole segments).
+    pub(crate) fn is_api(&self, path: &str) -> bool {
+        let segments = path.split('/').filter(|s| !s.is_empty());
+        self.api.iter().any(|p| self.matches(p, segments.clone(), false).is_some())
     }
 
     /// The canonical form of a request path under these rules.
@@ -384,6 +394,7 @@ mod tests {
         GatePaths::new(&tollgate_core::config::GateSettings {
             gated_paths: strings(gated),
             open_paths: strings(open),
+            api_paths: Vec::new(),
             feature_paths: Vec::new(),
             case_insensitive,
             allow_encoded_slash: false,
@@ -397,6 +408,7 @@ mod tests {
             gated_paths: vec!["/app".into(), "/app/export".into(), "/api/ai".into()],
             feature_paths: vec![("/app/export".into(), "export".into()), ("/api/ai".into(), "ai-assistant".into())],
             open_paths: vec!["/app/export/help".into()],
+            api_paths: vec!["/api/v1".into()],
             case_insensitive: false,
             allow_encoded_slash: false,
             trust_forwarded_uri: false,
@@ -408,6 +420,8 @@ mod tests {
         assert_eq!(features.requirement("/app/exports"), Ok(Requirement::Entitled), "whole segments");
         assert_eq!(features.requirement("/api/ai/chat"), Ok(Requirement::Feature("ai-assistant")));
         assert_eq!(features.requirement("/app/export/help"), Ok(Requirement::Nothing), "a longer open prefix wins");
+        assert_eq!(features.requirement("/api/v1/items"), Ok(Requirement::Entitled), "the API's paths are gated");
+        assert!(features.is_api("/api/v1") && features.is_api("/api/v1/items") && !features.is_api("/api/v10") && !features.is_api("/api/v1.json"));
         assert_eq!(features.requirement("/docs"), Ok(Requirement::Nothing));
         assert_eq!(features.requirement("/app/export;x"), Err(PathRefusal::PathParameter));
     }

@@ -170,6 +170,11 @@ impl Failure {
         Failure { message: message.to_string(), ..self }
     }
 
+    /// An API key that opens nothing (revoked, mistyped): always JSON, for a program.
+    pub(crate) fn invalid_api_key() -> Failure {
+        Failure::new(Surface::Api, StatusCode::UNAUTHORIZED, "invalid_api_key", "The API key is not valid: it was revoked, or mistyped.")
+    }
+
     pub(crate) fn forbidden(surface: Surface, message: &str) -> Failure {
         Failure::new(surface, StatusCode::FORBIDDEN, "forbidden", message)
     }

@@ -129,6 +129,35 @@ impl FromRequestParts<AppState> for OrgEntitled {
     }
 }
 
+/// Library mode: a program calling with an API key (`Authorization: Bearer tg_…` or
+/// `X-API-Key`) whose owner is entitled, as the gateway admits it on `API_PATHS`: the user the
+/// key calls as (with the organization it calls for), the key's id, and the entry that entitles.
+/// Without a key, or with one that opens nothing: 401 `invalid_api_key`; not entitled: 402.
+pub struct ApiCaller {
+    pub user: User,
+    pub key_id: String,
+    pub subscription: SubscriptionCache,
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let secret = crate::auth::api_key(&parts.headers).ok_or_else(Failure::invalid_api_key)?;
+        let (key, user) = match state.api_keys.authenticate(secret).await {
+            Ok(Some(found)) => found,
+            Ok(None) | Err(tollgate_core::api_keys::ApiKeyError::NotFound) => return Err(Failure::invalid_api_key()),
+            Err(tollgate_core::api_keys::ApiKeyError::Kv(e)) => return Err(Failure::from_kv(Surface::Api, e)),
+            Err(_) => return Err(Failure::invalid_api_key()),
+        };
+        let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
+        match access.entitled {
+            true => Ok(ApiCaller { user, key_id: key.id, subscription: access.entry }),
+            false => Err(Failure::not_entitled(Surface::Api)),
+        }
+    }
+}
+
 /// A signed-in user whose subscription grants access. Otherwise: sign-in, or the pricing page
 /// (JSON callers get 401 / 402). A cached grant long past its period's end is checked with Stripe
 /// first (`AccessPolicy::needs_fresh_read`).

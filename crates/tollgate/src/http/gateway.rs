@@ -39,21 +39,40 @@ pub(crate) struct FromProduct;
 /// visitor. On a gated path a visitor, or a user who is not entitled (or whose plan lacks the
 /// path's feature), is the `Err`: sign-in or pricing for a page, 401 or 402 for anything else
 /// (`surface`). A kept identity that falls short is looked up again: the user may just have paid.
-async fn identity_for(state: &AppState, parts: &Parts, needs: Requirement<'_>, surface: Surface) -> Result<Option<Kept>, Failure> {
-    let credential = state.auth.credential(parts);
+/// On an API path (`api`) an API key, when the request carries one, decides who calls: a key
+/// that opens nothing (revoked, mistyped) is a 401, whatever else the request carries.
+async fn identity_for(
+    state: &AppState,
+    parts: &Parts,
+    needs: Requirement<'_>,
+    surface: Surface,
+    api: bool,
+) -> Result<Option<Kept>, Failure> {
+    let key = crate::auth::api_key(&parts.headers).filter(|_| api);
+    let credential = match key {
+        Some(key) => Some(std::borrow::Cow::Borrowed(key)),
+        None => state.auth.credential(parts),
+    };
     if let Some(kept) = credential.as_deref().and_then(|c| state.identity_cache.get(c)) {
         if admitted(&kept.identity, needs, surface).is_ok() {
             return Ok(Some(kept));
         }
     }
-    let Some(user) = signed_in_user(parts, state, surface).await? else {
-        return match needs {
-            Requirement::Nothing => Ok(None),
-            _ => Err(Failure::signed_out(surface, back_to(parts))),
-        };
+    let (user, key_id) = match key {
+        Some(key) => match state.api_keys.authenticate(key).await {
+            Ok(Some((key, user))) => (user, Some(key.id)),
+            Ok(None) => return Err(Failure::invalid_api_key()),
+            Err(tollgate_core::api_keys::ApiKeyError::Kv(e)) => return Err(Failure::from_kv(Surface::Api, e)),
+            Err(_) => return Err(Failure::invalid_api_key()),
+        },
+        None => match signed_in_user(parts, state, surface).await? {
+            Some(user) => (user, None),
+            None if needs == Requirement::Nothing => return Ok(None),
+            None => return Err(Failure::signed_out(surface, back_to(parts))),
+        },
     };
     let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
-    let identity = Identity::of(&user, &access.entry, access.entitled, &state.features);
+    let identity = Identity { key_id, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
     let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
     admitted(&kept.identity, needs, surface)?;
     Ok(Some(kept))
@@ -100,7 +119,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     let deadline = tokio::time::sleep(REQUEST_DEADLINE);
     tokio::pin!(deadline);
     let found = tokio::select! {
-        found = identity_for(&state, &parts, needs, surface) => found,
+        found = identity_for(&state, &parts, needs, surface, state.gate.is_api(parts.uri.path())) => found,
         _ = &mut deadline => return Failure::timed_out(surface).into_response(),
     };
     let identity = match found {
@@ -254,7 +273,9 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
             }
         }
     };
-    let kept = match identity_for(&state, &parts, needs, Surface::Api).await {
+    // Without the proxy's path, a key counts wherever it is asked about.
+    let api = canonical.as_deref().is_none_or(|path| state.gate.is_api(path));
+    let kept = match identity_for(&state, &parts, needs, Surface::Api, api).await {
         Ok(kept) => kept,
         // A proxy cannot follow Clerk's handshake for a subrequest (nginx takes 401 and 403 only).
         Err(failure) if matches!(failure.status, StatusCode::UNAUTHORIZED | StatusCode::TEMPORARY_REDIRECT) => {

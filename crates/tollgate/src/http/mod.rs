@@ -14,6 +14,7 @@ pub(crate) mod extract;
 pub(crate) mod gateway;
 pub(crate) mod headers;
 pub(crate) mod health;
+pub(crate) mod keys;
 pub(crate) mod orgs;
 pub(crate) mod pages;
 pub(crate) mod router;

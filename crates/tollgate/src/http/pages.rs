@@ -37,6 +37,7 @@ pub(super) fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "already-subscribed" => Some("You already have a subscription: manage it here instead of buying a second one."),
         "signed-out" => Some("You are signed out."),
         "welcome" => Some("Welcome! Your account is ready."),
+        "key-revoked" => Some("The key was revoked: calls with it are refused from now on."),
         "org-created" => Some("Your organization is ready, and you act for it now. Invite the people who work with you."),
         "invited" => Some("The invitation is on its way: it works for 7 days."),
         "joined" => Some("You joined the organization, and you act for it now."),

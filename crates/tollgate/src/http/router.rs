@@ -4,11 +4,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{accounts, api, assets, clerk_handshake, clerk_webhook, csrf, deadline, gateway, headers, health, orgs, pages, trace, webhook};
+use super::{
+    accounts, api, assets, clerk_handshake, clerk_webhook, csrf, deadline, gateway, headers, health, keys, orgs, pages, trace, webhook,
+};
 use crate::state::{AppState, MetricsAccess};
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -40,6 +42,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/change-plan", post(api::change_plan))
         .route("/api/stripe-webhook", post(webhook::stripe_webhook))
         .route("/orgs", get(orgs::orgs_page))
+        // API keys (either provider)
+        .route("/keys", get(keys::keys_page))
+        .route("/api/keys", get(keys::list).post(keys::create))
+        .route("/api/keys/{id}", delete(keys::revoke))
+        .route("/api/keys/{id}/revoke", post(keys::revoke))
         .route("/api/users/{id}/entitlement", get(api::user_entitlement))
         .route("/api/orgs/{id}/entitlement", get(api::org_entitlement))
         .route("/assets/style.css", get(assets::stylesheet))

@@ -445,3 +445,34 @@ pub(crate) struct InvitationPage<'a> {
     pub(crate) email: String,
     pub(crate) token: String,
 }
+
+/// `/keys`: the API keys of the user (or of the organization they act for).
+#[derive(Template, WebTemplate)]
+#[template(path = "keys.html")]
+pub(crate) struct KeysPage<'a> {
+    pub(crate) frame: Frame<'a>,
+    pub(crate) keys: Vec<KeyRow>,
+    /// A key just made: its secret, shown this once.
+    pub(crate) created: Option<String>,
+    pub(crate) for_org: bool,
+}
+
+pub(crate) struct KeyRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) prefix: String,
+    pub(crate) created: String,
+    pub(crate) last_used: String,
+}
+
+impl KeyRow {
+    pub(crate) fn of(key: &tollgate_core::api_keys::ApiKey, last_used_ms: Option<i64>) -> KeyRow {
+        KeyRow {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            created: date(key.created_at_ms / 1000),
+            last_used: last_used_ms.map_or_else(|| "never".into(), |ms| date(ms / 1000)),
+        }
+    }
+}

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// `tollgate-core`'s modules, lowest first: a module may use only modules before it.
-const CORE_LAYERS: [&str; 11] = ["serving", "clock", "random", "domain", "config", "metrics", "kv", "orgs", "mail", "stripe", "billing"];
+const CORE_LAYERS: [&str; 12] =
+    ["serving", "clock", "random", "domain", "config", "metrics", "kv", "orgs", "api_keys", "mail", "stripe", "billing"];
 
 /// `tollgate`'s own.
 const LAYERS: [&str; 11] = ["memory", "threads", "telemetry", "auth", "access", "gateway", "state", "http", "startup", "doctor", "cli"];

@@ -15,6 +15,7 @@ mod gateway;
 mod helpers;
 mod hostile;
 mod instances;
+mod keys;
 mod kv;
 mod layers;
 mod lifecycle;

@@ -1,0 +1,156 @@
+//! API keys through the gateway: a subscriber makes a key, a program calls the product's API
+//! (`API_PATHS`) with it, the product learns who calls (and with which key) but never sees the
+//! key; forward-auth reads keys too; a revoked key stops working within a second, on every
+//! instance over one Redis.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{shown_text, spawn_app_against, spawn_app_with, Browser, Options, Reply, TestApp, MONTHLY};
+
+/// A gateway in front of the echo product, `/app` and `/api/v1` gated.
+async fn gateway_app(product: &str, extra: Vec<(&'static str, String)>) -> TestApp {
+    let mut settings = vec![("UPSTREAM_URL", product.to_string()), ("GATED_PATHS", "/app".to_string())];
+    settings.extend(extra);
+    spawn_app_with(Options { extra: settings, ..Options::default() }).await
+}
+
+/// A program's request: no cookies, the key in `header` (`authorization` gets `Bearer `).
+async fn program(app: &TestApp, path: &str, header: &str, key: &str) -> Reply {
+    let value = if header == "authorization" { format!("Bearer {key}") } else { key.to_string() };
+    let request = app.http.get(format!("{}{path}", app.url)).header(header, value).header("accept", "application/json");
+    Reply::read(request.send().await.unwrap()).await
+}
+
+async fn make_key(browser: &Browser, name: &str) -> (String, String) {
+    let made = browser.json_post("/api/keys", &json!({ "name": name })).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    (made.json()["id"].as_str().unwrap().to_string(), made.json()["key"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn a_program_calls_the_api_with_a_key_and_the_product_never_sees_it() {
+    let (product, _) = crate::gateway::start_product().await;
+    let app = gateway_app(&product, vec![]).await;
+    let (subscriber, _) = app.subscribed("builder@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (id, secret) = make_key(&subscriber, "deploy bot").await;
+    assert!(secret.starts_with("tg_test_") && secret.len() == 48, "{secret}");
+
+    for header in ["authorization", "x-api-key"] {
+        let seen = crate::gateway::received(&program(&app, "/api/v1/items?page=2", header, &secret).await);
+        let headers = &seen["headers"];
+        assert_eq!(headers["x-tollgate-key-id"], id.as_str());
+        assert_eq!(
+            (headers["x-forwarded-email"].as_str(), headers["x-tollgate-entitled"].as_str()),
+            (Some("builder@example.com"), Some("true"))
+        );
+        assert!(headers.get("authorization").is_none() && headers.get("x-api-key").is_none(), "the key stays with Tollgate: {headers}");
+        assert!(!seen.to_string().contains(&secret));
+    }
+    // A key counts only on the API's paths; a wrong one is a clear 401.
+    assert_eq!(program(&app, "/app/items", "x-api-key", &secret).await.status, 401);
+    let wrong = program(&app, "/api/v1/items", "x-api-key", &format!("tg_test_{}", "x".repeat(40))).await;
+    assert_eq!((wrong.status, wrong.json()["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(program(&app, "/api/v1/items", "x-api-key", "tg_test_short").await.status, 401, "no key at all");
+
+    // The list shows names and prefixes, never a secret.
+    let listed = subscriber.get_json("/api/keys").await;
+    assert_eq!(listed.json()["data"][0]["prefix"], &secret[..12]);
+    assert!(!listed.text.contains(&secret));
+
+    // Revoked: refused within a second (what an identity is kept for).
+    let r = subscriber.send(Method::DELETE, &format!("/api/keys/{id}"), &[("x-csrf-token", &subscriber.csrf().unwrap())], None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    app.clock.advance(Duration::from_secs(1));
+    assert_eq!(program(&app, "/api/v1/items", "authorization", &secret).await.status, 401);
+}
+
+#[tokio::test]
+async fn keys_of_someone_not_subscribed_and_forward_auth() {
+    let app = crate::helpers::spawn_app().await;
+    let browser = app.signed_in("free@example.com").await;
+    let (id, secret) = make_key(&browser, "script").await;
+    let verify = |key: String| {
+        let request = app.http.get(format!("{}/auth/verify", app.url)).header("x-api-key", key);
+        async move { Reply::read(request.send().await.unwrap()).await }
+    };
+    assert_eq!(verify(secret.clone()).await.status, 402, "not subscribed");
+    let started = browser.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    app.pay(started.json()["sessionId"].as_str().unwrap(), "4242424242424242").await;
+    assert_eq!(browser.get("/success").await.status, 303);
+    app.clock.advance(Duration::from_secs(1));
+    let verified = verify(secret).await;
+    assert_eq!(verified.status, 200, "{}", verified.text);
+    assert_eq!(verified.headers["x-tollgate-key-id"], id.as_str());
+    assert_eq!(verified.headers["x-forwarded-email"], "free@example.com");
+}
+
+#[tokio::test]
+async fn the_keys_page_shows_a_new_key_once_and_an_organizations_keys_are_its_admins() {
+    let app = crate::helpers::spawn_app().await;
+    let owner = app.signed_in("keys@example.com").await;
+    assert!(owner.get("/keys").await.text.contains("id=\"no-keys\""));
+    let made = owner.form("/api/keys", &[("name", "laptop")]).await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    assert_eq!(made.headers["cache-control"], "no-store");
+    let secret = made.text.split("<code id=\"new-key\">").nth(1).and_then(|rest| rest.split('<').next()).unwrap().to_string();
+    assert!(tollgate_core::api_keys::is_secret(&secret), "{secret}");
+    let page = owner.get("/keys").await.text;
+    assert!(page.contains(&secret[..12]) && !page.contains(&secret), "listed by its prefix only");
+    for (body, code) in [(json!({ "name": "" }), 400), (json!({ "name": "x".repeat(61) }), 400), (json!({ "name": ["no"] }), 400)] {
+        let r = owner.json_post("/api/keys", &body).await;
+        assert_eq!(r.status, code, "{body}: {}", r.text);
+        assert!(r.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let id = owner.get_json("/api/keys").await.json()["data"][0]["id"].as_str().unwrap().to_string();
+    let revoked = owner.form(&format!("/api/keys/{id}/revoke"), &[]).await;
+    assert_eq!(revoked.headers["location"], "/keys?notice=key-revoked");
+    assert_eq!(owner.get_json("/api/keys").await.json()["data"], json!([]));
+    assert_eq!(owner.form(&format!("/api/keys/{id}/revoke"), &[]).await.status, 404, "gone");
+
+    // Acting for an organization: its keys, managed by its owners and admins only.
+    let org = owner.json_post("/api/orgs", &json!({ "name": "Keyed" })).await.json()["id"].as_str().unwrap().to_string();
+    let (_, org_secret) = make_key(&owner, "org job").await;
+    assert_eq!(owner.get_json("/api/keys").await.json()["data"][0]["orgId"], org.as_str());
+    let invited = owner.json_post(&format!("/api/orgs/{org}/invitations"), &json!({ "email": "member@example.com" })).await;
+    assert_eq!(invited.status, 201);
+    let link = app.emailed_link("member@example.com", "/invitations/accept");
+    let member = app.signed_in("member@example.com").await;
+    member.json_post("/api/invitations/accept", &json!({ "token": link.split("token=").nth(1).unwrap() })).await;
+    let refused = member.json_post("/api/keys", &json!({ "name": "mine" })).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(shown_text(&member.get("/keys").await.text).contains("owners and admins"));
+    // The organization's key calls as the organization.
+    let kv = app.state.billing().kv.clone();
+    let keys =
+        tollgate_core::api_keys::ApiKeys::new(kv.clone(), tollgate_core::orgs::Orgs::new(kv, app.clock.clone()), app.clock.clone(), false);
+    let (_, caller) = keys.authenticate(&org_secret).await.unwrap().expect("the organization's key opens");
+    assert_eq!(caller.org.map(|o| (o.id.to_string(), o.role)), Some((org, tollgate::OrgRole::Owner)));
+}
+
+/// Two instances over one Redis: a key revoked on one is refused by the other within a second.
+#[tokio::test]
+async fn a_revoked_key_is_refused_on_every_instance_within_a_second() {
+    let redis = crate::redis_server::RedisServer::start();
+    let (product, _) = crate::gateway::start_product().await;
+    let stripe = crate::helpers::spawn_emulator().await;
+    let options = || Options { kv_url: redis.url(), extra: vec![("UPSTREAM_URL", product.clone())], ..Options::default() };
+    let (one, two) = (spawn_app_against(&stripe, options()).await, spawn_app_against(&stripe, options()).await);
+    let (subscriber, _) = one.subscribed("two@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (id, secret) = make_key(&subscriber, "everywhere").await;
+    for app in [&one, &two] {
+        assert_eq!(program(app, "/api/v1/x", "x-api-key", &secret).await.status, 200, "the key works on both");
+    }
+    let r = subscriber.send(Method::DELETE, &format!("/api/keys/{id}"), &[("x-csrf-token", &subscriber.csrf().unwrap())], None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(program(&one, "/api/v1/x", "x-api-key", &secret).await.status, 401, "at once where it was revoked");
+    // The other instance answered from its moment of memory until that moment is over.
+    assert_eq!(program(&two, "/api/v1/x", "x-api-key", &secret).await.status, 200, "kept for under a second");
+    two.clock.advance(Duration::from_secs(1));
+    let elsewhere: Value = program(&two, "/api/v1/x", "x-api-key", &secret).await.json();
+    assert_eq!(elsewhere["error"]["code"], "invalid_api_key", "within a second on the other");
+}
