@@ -451,6 +451,8 @@ impl PlanFeatures {
 /// A plan offered on the pricing page, as read from Stripe.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
+    /// The price's `metadata.tollgate_limits` (`60/min,10000/month`), if it has them.
+    pub limits: Option<Limits>,
     pub price_id: PriceId,
     pub product_name: String,
     pub unit_amount: i64,
@@ -465,10 +467,56 @@ pub struct Plan {
     pub max_seats: Option<u32>,
 }
 
+/// A plan's API quotas: requests per minute (a GCRA: a minute's worth may come at once) and per
+/// billing period (counted from the customer's own period start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub per_minute: Option<u32>,
+    pub per_period: Option<u64>,
+}
+
+impl Limits {
+    /// `60/min`, `10000/month`, or both, comma-separated.
+    pub fn parse(raw: &str) -> Result<Limits, ParseError> {
+        let mut limits = Limits::default();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || ParseError(format!("'{part}' is not a limit like 60/min or 10000/month"));
+            let (count, unit) = part.split_once('/').ok_or_else(bad)?;
+            let count: u64 = count.trim().parse().map_err(|_| bad())?;
+            match unit.trim() {
+                "min" | "minute" if (1..=u64::from(u32::MAX)).contains(&count) => limits.per_minute = Some(count as u32),
+                "month" | "period" if count >= 1 => limits.per_period = Some(count),
+                _ => return Err(bad()),
+            }
+        }
+        match limits == Limits::default() {
+            true => Err(ParseError(format!("'{raw}' names no limit (60/min, 10000/month)"))),
+            false => Ok(limits),
+        }
+    }
+}
+
+/// `PLAN_LIMITS`: each price's quotas, as configured (a price's `metadata.tollgate_limits` is
+/// read from the catalogue when it has none here).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlanLimits {
+    pub by_price: std::collections::BTreeMap<String, Limits>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn limits_read_as_written() {
+        assert_eq!(Limits::parse("60/min, 10000/month"), Ok(Limits { per_minute: Some(60), per_period: Some(10_000) }));
+        assert_eq!(Limits::parse("5/minute"), Ok(Limits { per_minute: Some(5), per_period: None }));
+        for bad in ["", "60", "60/hour", "0/min", "x/min", "-1/month", "99999999999/min"] {
+            assert!(Limits::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn ids_need_their_prefix() {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tollgate_core::billing::{recipe, Billing, BillingError};
-use tollgate_core::domain::{AccessPolicy, CustomerId, OrgId, Payer, SubscriptionCache, User};
+use tollgate_core::domain::{AccessPolicy, CustomerId, Limits, OrgId, Payer, PlanLimits, SubscriptionCache, User};
 use tollgate_core::kv::keys;
 
 /// The payer's cached subscription. A customer whose entry is missing or unreadable is synced once.
@@ -33,6 +33,8 @@ pub(crate) async fn cached_subscription(
 pub(crate) struct Entitlement {
     pub(crate) entry: SubscriptionCache,
     pub(crate) entitled: bool,
+    /// Whose entry it is (none when the user has no payer).
+    pub(crate) payer: Option<Payer>,
 }
 
 /// Whether `user` may use the product: the first of the policy's payers whose subscription grants
@@ -51,7 +53,7 @@ pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, u
         }
         first.get_or_insert(access);
     }
-    Ok(first.unwrap_or(Entitlement { entitled: false, entry: SubscriptionCache::none() }))
+    Ok(first.unwrap_or(Entitlement { entitled: false, entry: SubscriptionCache::none(), payer: None }))
 }
 
 /// Whether `org`'s subscription lets `user`, its member, use the product: it grants access, and
@@ -75,7 +77,17 @@ pub(crate) async fn payer_entitlement(billing: &Arc<Billing>, policy: &AccessPol
     if let Some(customer) = customer.filter(|_| policy.needs_fresh_read(&entry, billing.clock.unix_now())) {
         entry = billing.sync(&customer).await?;
     }
-    Ok(Entitlement { entitled: policy.grants(entry.status()), entry })
+    Ok(Entitlement { entitled: policy.grants(entry.status()), entry, payer: Some(payer.clone()) })
+}
+
+/// The quotas of the plan with `price` on `API_PATHS`: `PLAN_LIMITS`, else the price's
+/// `metadata.tollgate_limits` (from the catalogue, kept in memory).
+pub(crate) async fn limits_of(billing: &Arc<Billing>, configured: &PlanLimits, price: &str) -> Option<Limits> {
+    if let Some(limits) = configured.by_price.get(price) {
+        return Some(*limits);
+    }
+    let plans = billing.catalog.plans(&billing.stripe).await.ok()?;
+    plans.iter().find(|p| p.price_id.as_str() == price).and_then(|p| p.limits)
 }
 
 /// The entry that still entitles `user`, from the cache alone and never a Stripe call (an open

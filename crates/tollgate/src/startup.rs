@@ -172,6 +172,7 @@ impl Application {
             metrics_access,
             mailer,
             features: settings.plan_features.clone(),
+            limits: settings.plan_limits.clone(),
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,
                 stale_after_period_end: settings.period_end_grace.as_secs() as i64,

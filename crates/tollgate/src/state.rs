@@ -49,6 +49,8 @@ pub struct Inner {
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
     pub(crate) mailer: Arc<tollgate_core::mail::Mailer>,
     pub(crate) policy: AccessPolicy,
+    /// `PLAN_LIMITS`: each plan's quotas on `API_PATHS`.
+    pub(crate) limits: tollgate_core::domain::PlanLimits,
     /// `PLAN_FEATURES`: what each plan unlocks.
     pub(crate) features: tollgate_core::domain::PlanFeatures,
     pub(crate) webhook_secret: Secret,

@@ -107,6 +107,7 @@ impl Catalog {
                 }
             };
             plans.push(Plan {
+                limits: price.metadata.get("tollgate_limits").and_then(|l| crate::domain::Limits::parse(l).ok()),
                 per_seat,
                 max_seats,
                 price_id: id.clone(),
@@ -150,6 +151,7 @@ mod tests {
             features: Vec::new(),
             per_seat: false,
             max_seats: None,
+            limits: None,
         };
         catalog.store(vec![known.clone()]);
         let started = Instant::now();

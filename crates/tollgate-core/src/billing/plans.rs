@@ -214,6 +214,7 @@ impl Billing {
             features: Vec::new(),
             per_seat: false,
             max_seats: None,
+            limits: None,
         });
         Ok(Current {
             customer,

@@ -152,6 +152,8 @@ pub struct Settings {
     pub plan_features: PlanFeatures,
     /// `ALLOW_PROMOTION_CODES`: Checkout shows a field for a promotion code.
     pub allow_promotion_codes: bool,
+    /// `PLAN_LIMITS`: each plan's API quotas on `API_PATHS`.
+    pub plan_limits: crate::domain::PlanLimits,
     /// `BILLING_SUBJECT`, `SEAT_PRICES`, `SEAT_PRORATION`, `SEATS_COUNT_INVITES`: who pays, and per-seat plans.
     pub teams: TeamSettings,
     /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
@@ -475,6 +477,7 @@ impl Settings {
             Some(url) => smtp_settings(url, &get),
         });
         let teams = gathered.take(team_settings(&get));
+        let plan_limits = gathered.take(plan_limits(&get));
         let past_due_grace = gathered.take(flag(&get, "PAST_DUE_GRACE"));
         let trial = gathered.take(trial_settings(&get));
         let stripe_rate_limit = gathered.take(match lower("STRIPE_RATE_LIMIT").as_deref() {
@@ -565,6 +568,7 @@ impl Settings {
                 plan_features: plan_features?,
                 allow_promotion_codes: allow_promotion_codes?,
                 teams: teams?,
+                plan_limits: plan_limits?,
                 stripe_rate_limit: stripe_rate_limit?,
                 reconcile_every: reconcile_every?,
                 period_end_grace: period_end_grace?,
@@ -727,6 +731,19 @@ fn trial_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<Option<T
 }
 
 /// `true`/`false` (or `1`/`0`, any case); unset is false.
+/// `PLAN_LIMITS=price_basic:60/min,10000/month;price_pro:600/min`.
+fn plan_limits<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<crate::domain::PlanLimits, ConfigError> {
+    let mut by_price = std::collections::BTreeMap::new();
+    for entry in get("PLAN_LIMITS").unwrap_or("").split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (price, limits) =
+            entry.split_once(':').ok_or_else(|| error("PLAN_LIMITS", format!("'{entry}' is not price_…:60/min,10000/month")))?;
+        let price = PriceId::parse(price.trim()).map_err(|e| error("PLAN_LIMITS", e.to_string()))?;
+        let limits = crate::domain::Limits::parse(limits).map_err(|e| error("PLAN_LIMITS", e.to_string()))?;
+        by_price.insert(price.to_string(), limits);
+    }
+    Ok(crate::domain::PlanLimits { by_price })
+}
+
 fn team_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<TeamSettings, ConfigError> {
     let lower = |name: &str| get(name).map(str::to_ascii_lowercase);
     let billing_subject = match lower("BILLING_SUBJECT").as_deref() {

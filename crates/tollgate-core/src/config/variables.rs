@@ -260,6 +260,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: r#"Comma-separated path prefixes of the product's API: gated like `GATED_PATHS`, and there an API key (`Authorization: Bearer tg_…` or `X-API-Key: tg_…`, made on the dashboard's keys page) identifies the caller; the product receives `X-Tollgate-Key-Id` and never the key."#,
     },
     Variable {
+        name: "PLAN_LIMITS",
+        default: r#"none"#,
+        shown: Shown::Plain,
+        meaning: r#"Each plan's quotas on `API_PATHS`: `price_basic:60/min,10000/month;price_pro:600/min,1000000/month` (or a price's `metadata.tollgate_limits`, `60/min,10000/month`). All instances count together in the KV: requests per minute as a GCRA (a minute's worth may come at once), and per billing period from the customer's own period start. Over either: 429 with `Retry-After`; every answer on a limited path carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`."#,
+    },
+    Variable {
         name: "OPEN_PATHS",
         default: r#"none"#,
         shown: Shown::Plain,

@@ -170,6 +170,55 @@ pub fn commit_sync(
     }
 }
 
+/// [`Kv::admit`](super::Kv::admit) for one process: the minute's GCRA in memory (`leases`), the
+/// period's count in the table (it outlives a restart), with the same rules as the Redis script.
+pub fn admit(table: &mut dyn Table, leases: &Leases, quota: super::Quota<'_>, now_unix: i64) -> Result<super::Admission, KvError> {
+    let minute = quota.minute.map(|(key, limit)| leases.gcra(key, limit));
+    let used = match quota.period {
+        None => None,
+        Some((key, _, _)) => {
+            let expired = table.get(&keys::expiry(key))?.and_then(|e| e.parse::<i64>().ok()).is_none_or(|e| e <= now_unix);
+            Some(if expired { 0 } else { table.get(key)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) })
+        }
+    };
+    let period_open = quota.period.zip(used).is_none_or(|((_, limit, _), used)| used < limit);
+    let minute_open = minute.as_ref().is_none_or(|m| m.retry_after.is_none());
+    let admitted = period_open && minute_open;
+    let mut period_used = used;
+    if admitted {
+        if let (Some((key, limit)), Some(gcra)) = (quota.minute, &minute) {
+            leases.gcra_commit(key, limit, gcra);
+        }
+        if let (Some((key, _, ttl)), Some(used)) = (quota.period, used) {
+            match used {
+                0 => set_expiring(table, key, "1", ttl, now_unix)?,
+                n => table.insert(key, &(n + 1).to_string())?,
+            }
+            period_used = Some(used + 1);
+        }
+    }
+    Ok(super::Admission {
+        admitted,
+        minute_remaining: minute.as_ref().map(|m| if admitted { m.remaining } else { m.remaining.min(m.remaining_now) }),
+        minute_reset: minute.as_ref().map_or(Duration::ZERO, |m| if admitted { m.reset } else { m.reset_now }),
+        period_used,
+        retry_after: minute.and_then(|m| m.retry_after),
+    })
+}
+
+/// One GCRA step, not yet committed.
+pub struct GcraStep {
+    /// The theoretical arrival time after this request.
+    new_tat: Instant,
+    /// Left after this request / now, without it.
+    remaining: u32,
+    remaining_now: u32,
+    /// Until the limit is whole: after this request / now.
+    reset: Duration,
+    reset_now: Duration,
+    retry_after: Option<Duration>,
+}
+
 /// Leases and pacing for one process.
 #[derive(Default)]
 pub struct Leases {
@@ -206,6 +255,24 @@ impl Leases {
     pub fn holds(&self, name: &str, token: &str) -> bool {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.get(name).is_some_and(|(holder, expires)| holder == token && *expires > self.clock.now())
+    }
+
+    /// The GCRA of `limit` per minute for `name`, as it stands with one more request.
+    pub fn gcra(&self, name: &str, limit: u32) -> GcraStep {
+        let window = Duration::from_secs(60);
+        let interval = window / limit.max(1);
+        let pacing = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        let tat = pacing.get(name).copied().unwrap_or(now).max(now);
+        let new_tat = tat + interval;
+        let left = |tat: Instant| ((window.saturating_sub(tat - now)).as_nanos() / interval.as_nanos().max(1)) as u32;
+        let retry_after = new_tat.checked_sub(window).filter(|allowed_at| *allowed_at > now).map(|allowed_at| allowed_at - now);
+        GcraStep { new_tat, remaining: left(new_tat), remaining_now: left(tat), reset: new_tat - now, reset_now: tat - now, retry_after }
+    }
+
+    /// Admit the request `step` was computed for.
+    pub fn gcra_commit(&self, name: &str, _limit: u32, step: &GcraStep) {
+        self.pacing.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), step.new_tat);
     }
 
     pub fn reserve(&self, name: &str, per_second: u32, max_wait: Duration) -> Option<Duration> {

@@ -121,6 +121,9 @@ impl Kv for MemoryKv {
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         self.with(|m| local::commit_sync(m, &self.leases, customer, token, generation, entry))
     }
+    fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
+        self.with(|m| local::admit(m, &self.leases, quota, self.clock.unix_now()))
+    }
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
         local::ready(self.leases.reserve(name, per_second, max_wait))
     }

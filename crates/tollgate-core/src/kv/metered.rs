@@ -76,6 +76,9 @@ impl Kv for Metered {
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         counted("commit_sync", self.0.commit_sync(customer, token, generation, entry))
     }
+    fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
+        counted("admit", self.0.admit(quota))
+    }
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
         counted("reserve_rate", self.0.reserve_rate(name, per_second, max_wait))
     }

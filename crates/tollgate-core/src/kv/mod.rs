@@ -13,6 +13,8 @@
 //! - `tollgate:event:{eventId}` → a webhook event already recorded (kept 3 days, Stripe's retry window)
 //! - `tollgate:lease:{name}` → who may sync a customer (or reconcile) right now, with an expiry
 //! - `tollgate:rate:{name}` → the shared Stripe request pacing (Redis only)
+//! - `tollgate:quota:minute:{payer}`, `tollgate:quota:period:{payer}:{periodStart}` → API quotas
+//!   (`PLAN_LIMITS`): the minute's GCRA, the period's count
 //! - `tollgate:throttle:{kind}:{subject}` → failed sign-ins and locks (`auth::throttle`)
 //! - `tollgate:ready` → `/readyz`'s write check
 //! - organizations, their members and invitations: the `orgs` module names those keys
@@ -52,6 +54,29 @@ pub enum Commit {
     DirtyAgain,
     /// The lease had expired or passed to another instance: nothing was written.
     LeaseLost,
+}
+
+/// One request against a payer's API quotas (`Kv::admit`).
+#[derive(Debug, Clone, Copy)]
+pub struct Quota<'a> {
+    /// The per-minute GCRA's key and limit.
+    pub minute: Option<(&'a str, u32)>,
+    /// The period counter's key, limit, and how long to keep it (past the period's end).
+    pub period: Option<(&'a str, u64, Duration)>,
+}
+
+/// What `Kv::admit` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub admitted: bool,
+    /// Requests the minute's limit allows now (after this one, if admitted).
+    pub minute_remaining: Option<u32>,
+    /// Until the minute's limit is whole again.
+    pub minute_reset: Duration,
+    /// Requests counted this period (this one included, if admitted).
+    pub period_used: Option<u64>,
+    /// When refused by the minute's limit: how long until a request would pass it.
+    pub retry_after: Option<Duration>,
 }
 
 /// How long an event id is remembered: Stripe retries a delivery for up to three days.
@@ -103,6 +128,10 @@ pub trait Kv: Send + Sync {
     /// The end of a sync, in one step: if `token` still holds the customer's lease, write the
     /// cache entry (when given) and clear the pending mark if its generation is still `generation`.
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit>;
+    /// Admit one request against `quota` in one step, for every user of this store together: a
+    /// GCRA over a minute (a whole minute's worth may come at once), then the period's count.
+    /// A refused request counts against neither.
+    fn admit<'a>(&'a self, quota: Quota<'a>) -> KvFuture<'a, Admission>;
     /// Reserve the next slot of a limit of `per_second` shared by every user of this store: the
     /// time to wait before using it, or `None` (nothing reserved) when that is over `max_wait`.
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>>;
@@ -226,6 +255,16 @@ pub mod keys {
     /// The lease that lets one sync of `customer` run at a time.
     pub fn sync_lease(customer: &str) -> String {
         format!("sync:{customer}")
+    }
+
+    /// A payer's per-minute API quota (a GCRA's theoretical arrival time).
+    pub fn quota_minute(payer: &str) -> String {
+        format!("tollgate:quota:minute:{payer}")
+    }
+
+    /// A payer's API requests in the billing period that started at `period_start` (unix seconds).
+    pub fn quota_period(payer: &str, period_start: i64) -> String {
+        format!("tollgate:quota:period:{payer}:{period_start}")
     }
 
     pub fn rate(name: &str) -> String {

@@ -332,6 +332,18 @@ impl Kv for RedbKv {
         let (customer, token, entry, leases) = (customer.to_string(), token.to_string(), entry.map(str::to_string), self.leases.clone());
         self.write(move |t| local::commit_sync(t, &leases, &customer, &token, generation, entry.as_deref()))
     }
+    fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
+        let minute = quota.minute.map(|(key, limit)| (key.to_string(), limit));
+        let period = quota.period.map(|(key, limit, ttl)| (key.to_string(), limit, ttl));
+        let (leases, now) = (self.leases.clone(), self.clock.unix_now());
+        self.write(move |t| {
+            let quota = super::Quota {
+                minute: minute.as_ref().map(|(k, l)| (k.as_str(), *l)),
+                period: period.as_ref().map(|(k, l, ttl)| (k.as_str(), *l, *ttl)),
+            };
+            local::admit(t, &leases, quota, now)
+        })
+    }
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
         local::ready(self.leases.reserve(name, per_second, max_wait))
     }

@@ -87,6 +87,47 @@ local next = tat + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%d', next), 'PX', math.floor((next - now) / 1000) + 1000)
 return wait";
 
+/// One request against a quota (`Kv::admit`), on the server's clock. KEYS: the minute's GCRA,
+/// the period's counter (either may be unused: ARGV says). ARGV: minute limit (0: none), period
+/// limit (0: none), the counter's life in ms. Answers {admitted, minute remaining, minute reset
+/// µs, retry after µs (-1: none), period used (-1: none)}.
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = 60000000
+local minute_limit, period_limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local admitted, remaining, reset, retry, new_tat = 1, -1, 0, -1, 0
+if minute_limit > 0 then
+  local interval = window / minute_limit
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now then tat = now end
+  new_tat = tat + interval
+  if new_tat - window > now then
+    admitted = 0
+    retry = new_tat - window - now
+    remaining = math.floor((window - (tat - now)) / interval)
+    reset = tat - now
+  else
+    remaining = math.floor((window - (new_tat - now)) / interval)
+    reset = new_tat - now
+  end
+end
+local used = -1
+if period_limit > 0 then
+  used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used >= period_limit then admitted = 0 end
+end
+if admitted == 1 then
+  if minute_limit > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+  end
+  if period_limit > 0 then
+    used = redis.call('INCR', KEYS[2])
+    if used == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+  end
+end
+return {admitted, remaining, math.floor(reset), math.floor(retry), used}";
+
 struct Scripts {
     set_if_absent: Script,
     take: Script,
@@ -96,6 +137,7 @@ struct Scripts {
     release: Script,
     commit_sync: Script,
     reserve_rate: Script,
+    admit: Script,
 }
 
 pub struct RedisKv {
@@ -162,6 +204,7 @@ impl RedisKv {
                 release: Script::new(RELEASE),
                 commit_sync: Script::new(COMMIT_SYNC),
                 reserve_rate: Script::new(RESERVE_RATE),
+                admit: Script::new(ADMIT),
             },
         };
         kv.ping().await.map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
@@ -314,6 +357,27 @@ impl Kv for RedisKv {
                 1 => Ok(Commit::DirtyAgain),
                 _ => Ok(Commit::LeaseLost),
             }
+        })
+    }
+    fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
+        Box::pin(async move {
+            // An unused key still takes its place in KEYS (the script reads by position; ARGV says it is unused).
+            let minute_key = quota.minute.map_or("tollgate:quota:unused", |(key, _)| key);
+            let period_key = quota.period.map_or("tollgate:quota:unused", |(key, _, _)| key);
+            let args = [
+                quota.minute.map_or(0, |(_, limit)| u64::from(limit)).to_string(),
+                quota.period.map_or(0, |(_, limit, _)| limit).to_string(),
+                quota.period.map_or(1, |(_, _, ttl)| ttl.as_millis().max(1) as u64).to_string(),
+            ];
+            let (admitted, remaining, reset, retry, used): (i64, i64, i64, i64, i64) =
+                self.script(&self.scripts.admit, &[minute_key, period_key], &[&args[0], &args[1], &args[2]]).await?;
+            Ok(super::Admission {
+                admitted: admitted == 1,
+                minute_remaining: (remaining >= 0).then_some(remaining as u32),
+                minute_reset: Duration::from_micros(reset.max(0) as u64),
+                period_used: (used >= 0).then_some(used as u64),
+                retry_after: (retry >= 0).then(|| Duration::from_micros(retry as u64)),
+            })
         })
     }
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {

@@ -937,6 +937,9 @@ mod tests {
         ) -> tollgate_core::kv::KvFuture<'a, tollgate_core::kv::Commit> {
             self.pass(move || self.inner.commit_sync(customer, token, generation, entry))
         }
+        fn admit<'a>(&'a self, quota: tollgate_core::kv::Quota<'a>) -> tollgate_core::kv::KvFuture<'a, tollgate_core::kv::Admission> {
+            self.pass(move || self.inner.admit(quota))
+        }
         fn reserve_rate<'a>(
             &'a self,
             name: &'a str,

@@ -42,6 +42,9 @@ pub(crate) struct Identity {
     /// The user it was made for (a tunnel's rechecks ask about them again).
     #[serde(skip)]
     pub(crate) user: User,
+    /// What the API's quotas count against, when the plan has them.
+    #[serde(skip)]
+    pub(crate) quota: Option<QuotaSubject>,
 }
 
 impl Identity {
@@ -58,6 +61,7 @@ impl Identity {
             org_slug: user.org.as_ref().map(|o| o.slug.clone()),
             key_id: None,
             user: user.clone(),
+            quota: None,
         }
     }
 
@@ -81,6 +85,16 @@ impl Identity {
             (HeaderName::from_static("x-tollgate-key-id"), value(self.key_id.as_deref().unwrap_or(""))),
         ])
     }
+}
+
+/// Whose quotas an entitled caller's API requests count against, and the plan's limits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QuotaSubject {
+    /// The payer's id (`user_…` or `org_…`): everyone acting for an organization shares its quotas.
+    pub(crate) payer: String,
+    pub(crate) limits: tollgate_core::domain::Limits,
+    /// The billing period the count is for (unix seconds): it starts afresh with each period.
+    pub(crate) period: Option<(i64, i64)>,
 }
 
 /// The plain identity headers, shared (a kept answer is not copied).

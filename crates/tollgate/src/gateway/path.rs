@@ -421,7 +421,12 @@ mod tests {
         assert_eq!(features.requirement("/api/ai/chat"), Ok(Requirement::Feature("ai-assistant")));
         assert_eq!(features.requirement("/app/export/help"), Ok(Requirement::Nothing), "a longer open prefix wins");
         assert_eq!(features.requirement("/api/v1/items"), Ok(Requirement::Entitled), "the API's paths are gated");
-        assert!(features.is_api("/api/v1") && features.is_api("/api/v1/items") && !features.is_api("/api/v10") && !features.is_api("/api/v1.json"));
+        assert!(
+            features.is_api("/api/v1")
+                && features.is_api("/api/v1/items")
+                && !features.is_api("/api/v10")
+                && !features.is_api("/api/v1.json")
+        );
         assert_eq!(features.requirement("/docs"), Ok(Requirement::Nothing));
         assert_eq!(features.requirement("/app/export;x"), Err(PathRefusal::PathParameter));
     }

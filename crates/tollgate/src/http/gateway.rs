@@ -6,10 +6,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -21,12 +22,13 @@ use super::extract::{back_to, signed_in_user};
 use crate::access::{entitled_from_cache, entitlement};
 use crate::auth::Session;
 use crate::gateway::headers::{is_websocket_upgrade, ClientAddr};
-use crate::gateway::identity::{Bound, Identity, Kept};
+use crate::gateway::identity::{Bound, Identity, Kept, QuotaSubject};
 use crate::gateway::path::Requirement;
 use crate::gateway::tunnel::{ConnectionSlot, Ends};
 use crate::gateway::{Forwarded, Forwarding, GatewayError};
 use crate::state::AppState;
 use tollgate_core::domain::User;
+use tollgate_core::kv::Quota;
 
 /// A tunnel's recheck in progress: whether it may stay open.
 type Check = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
@@ -48,7 +50,7 @@ async fn identity_for(
     surface: Surface,
     api: bool,
 ) -> Result<Option<Kept>, Failure> {
-    let key = crate::auth::api_key(&parts.headers).filter(|_| api);
+    let key = if api { crate::auth::api_key(&parts.headers) } else { None };
     let credential = match key {
         Some(key) => Some(std::borrow::Cow::Borrowed(key)),
         None => state.auth.credential(parts),
@@ -72,10 +74,68 @@ async fn identity_for(
         },
     };
     let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
-    let identity = Identity { key_id, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
+    let quota = quota_subject(state, &access).await;
+    let identity = Identity { key_id, quota, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
     let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
     admitted(&kept.identity, needs, surface)?;
     Ok(Some(kept))
+}
+
+/// Whose quotas an entitled caller counts against, when the plan that entitles has limits.
+async fn quota_subject(state: &AppState, access: &crate::access::Entitlement) -> Option<QuotaSubject> {
+    let subscription = access.entry.subscription().filter(|_| access.entitled)?;
+    let limits = crate::access::limits_of(&state.billing, &state.limits, subscription.price_id.as_deref()?).await?;
+    let period = subscription.current_period_start.zip(subscription.current_period_end);
+    Some(QuotaSubject { payer: access.payer.as_ref()?.to_string(), limits, period })
+}
+
+/// The `RateLimit-*` headers of an admitted request, or the 429 of a refused one (with
+/// `Retry-After`). The binding limit is reported: the period's once fewer requests are left in it
+/// than in the minute.
+async fn admit(state: &AppState, quota: &QuotaSubject) -> Result<HeaderMap, Response> {
+    let now = state.clock.unix_now();
+    let minute_key = tollgate_core::kv::keys::quota_minute(&quota.payer);
+    let period_key = quota.period.map(|(start, _)| tollgate_core::kv::keys::quota_period(&quota.payer, start));
+    // The count is kept a day past its period's end (a renewal's webhook may come late).
+    let keep = quota.period.map_or(Duration::from_secs(3600), |(_, end)| Duration::from_secs((end - now).max(0) as u64 + 86_400));
+    let asked = Quota {
+        minute: quota.limits.per_minute.map(|limit| (minute_key.as_str(), limit)),
+        period: period_key.as_deref().zip(quota.limits.per_period).map(|(key, limit)| (key, limit, keep)),
+    };
+    let admission = match state.billing.kv.admit(asked).await {
+        Ok(admission) => admission,
+        Err(e) => return Err(Failure::from_kv(Surface::Api, e).into_response()),
+    };
+    let period_left = quota.limits.per_period.zip(admission.period_used).map(|(limit, used)| limit.saturating_sub(used));
+    let period_ends_in = quota.period.map_or(0, |(_, end)| (end - now).max(0) as u64);
+    let (limit, remaining, reset) = match (quota.limits.per_minute.zip(admission.minute_remaining), period_left) {
+        (Some((_, minute_left)), Some(left)) if left < u64::from(minute_left) => {
+            (quota.limits.per_period.unwrap_or(0), left, period_ends_in)
+        }
+        (Some((limit, minute_left)), _) => (u64::from(limit), u64::from(minute_left), admission.minute_reset.as_secs_f64().ceil() as u64),
+        (None, Some(left)) => (quota.limits.per_period.unwrap_or(0), left, period_ends_in),
+        (None, None) => return Ok(HeaderMap::new()),
+    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in [("ratelimit-limit", limit), ("ratelimit-remaining", remaining), ("ratelimit-reset", reset)] {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+    if admission.admitted {
+        return Ok(headers);
+    }
+    let (retry, message) = match admission.retry_after {
+        Some(wait) => {
+            (wait.as_secs_f64().ceil() as u64, "Too many requests this minute for this plan. Try again after Retry-After seconds.")
+        }
+        None => (
+            period_ends_in,
+            "This billing period's requests for this plan are used up: they renew with the next period, or with a larger plan.",
+        ),
+    };
+    headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(retry.max(1)));
+    let mut refused = Failure::new(Surface::Api, StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response();
+    refused.headers_mut().extend(headers);
+    Err(refused)
 }
 
 /// Whether `identity` may have what `needs` asks for; if not, the refusal.
@@ -104,6 +164,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         Err(refusal) => return Failure::bad_path(surface, refusal).into_response(),
     };
     let gated = needs != Requirement::Nothing;
+    let api = state.gate.is_api(parts.uri.path());
     let tunnel = match is_websocket_upgrade(&parts.headers) {
         false => None,
         true => match gateway.tunnels.reserve() {
@@ -119,12 +180,20 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     let deadline = tokio::time::sleep(REQUEST_DEADLINE);
     tokio::pin!(deadline);
     let found = tokio::select! {
-        found = identity_for(&state, &parts, needs, surface, state.gate.is_api(parts.uri.path())) => found,
+        found = identity_for(&state, &parts, needs, surface, api) => found,
         _ = &mut deadline => return Failure::timed_out(surface).into_response(),
     };
     let identity = match found {
         Ok(identity) => identity,
         Err(failure) => return failure.into_response(),
+    };
+    // The API's quotas count every request that reaches the product.
+    let rate_headers = match identity.as_ref().and_then(|k| k.identity.quota.as_ref()).filter(|_| api) {
+        Some(quota) => match admit(&state, quota).await {
+            Ok(headers) => headers,
+            Err(refused) => return refused,
+        },
+        None => HeaderMap::new(),
     };
     let assertion = identity
         .as_ref()
@@ -173,6 +242,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         }
         Err(e) => return Failure::from_gateway(surface, e).into_response(),
     };
+    response.headers_mut().extend(rate_headers);
     response.extensions_mut().insert(FromProduct);
     response
 }
@@ -289,6 +359,13 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
     let Some(kept) = kept else {
         return response; // a visitor on an open path
     };
+    if let Some(quota) = kept.identity.quota.as_ref().filter(|_| api) {
+        match admit(&state, quota).await {
+            Ok(headers) => response.headers_mut().extend(headers),
+            Err(_) if nginx => return ForProxy::answer(StatusCode::FORBIDDEN),
+            Err(refused) => return refused,
+        }
+    }
     let method = header([&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD]).unwrap_or("GET");
     let assertion = state.assertions.sign(&kept.identity, canonical.as_deref().map(|path| Bound { method, path }));
     response.headers_mut().extend(kept.headers.iter().cloned());

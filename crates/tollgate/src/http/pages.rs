@@ -12,7 +12,7 @@ use super::extract::{CurrentUser, Entitled};
 use super::views::{AppHome, Dashboard, Frame, Landing, PlanCard, PlanOption, TeamView};
 use crate::access::{cached_subscription, entitlement};
 use crate::state::AppState;
-use tollgate_core::domain::{ActiveOrg, Payer, SubscriptionCache};
+use tollgate_core::domain::{ActiveOrg, CachedSubscription, Payer, SubscriptionCache};
 
 #[derive(Deserialize, Default)]
 pub(crate) struct PageQuery {
@@ -118,7 +118,26 @@ pub(crate) async fn dashboard(
         },
     };
     let needs_org = payer.is_none();
-    Ok(Dashboard { local_accounts: state.clerk.is_none(), options, team, billing_allowed, needs_org, ..page }.into_response())
+    let usage = match (&payer, entry.subscription().filter(|_| entitled)) {
+        (Some(payer), Some(sub)) => api_usage(&state, payer, sub).await?,
+        _ => None,
+    };
+    Ok(Dashboard { local_accounts: state.clerk.is_none(), options, team, billing_allowed, needs_org, usage, ..page }.into_response())
+}
+
+/// API requests counted this period against the plan's `PLAN_LIMITS`: (used, limit).
+async fn api_usage(state: &AppState, payer: &Payer, sub: &CachedSubscription) -> Result<Option<(u64, u64)>, Failure> {
+    let (Some(price), Some(start)) = (sub.price_id.as_deref(), sub.current_period_start) else { return Ok(None) };
+    let Some(limit) = crate::access::limits_of(&state.billing, &state.limits, price).await.and_then(|l| l.per_period) else {
+        return Ok(None);
+    };
+    let used = state
+        .billing
+        .kv
+        .get(&tollgate_core::kv::keys::quota_period(payer.as_str(), start))
+        .await
+        .map_err(|e| Failure::from_kv(Surface::Page, e))?;
+    Ok(Some((used.and_then(|u| u.parse().ok()).unwrap_or(0), limit)))
 }
 
 /// The organization the dashboard's subscription belongs to: who may manage its billing, and its seats.

@@ -186,6 +186,8 @@ pub(crate) struct Dashboard<'a> {
     pub(crate) billing_allowed: bool,
     /// `BILLING_SUBJECT=organization` and the user acts for none.
     pub(crate) needs_org: bool,
+    /// API requests this period and the plan's limit (`PLAN_LIMITS`).
+    pub(crate) usage: Option<(u64, u64)>,
 }
 
 /// The paying organization on the dashboard.
@@ -331,6 +333,7 @@ impl<'a> Dashboard<'a> {
             team: None,
             billing_allowed: true,
             needs_org: false,
+            usage: None,
         }
     }
 }

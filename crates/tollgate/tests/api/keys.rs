@@ -154,3 +154,72 @@ async fn a_revoked_key_is_refused_on_every_instance_within_a_second() {
     let elsewhere: Value = program(&two, "/api/v1/x", "x-api-key", &secret).await.json();
     assert_eq!(elsewhere["error"]["code"], "invalid_api_key", "within a second on the other");
 }
+
+/// `PLAN_LIMITS`: five a minute (a GCRA: all five may come at once) and eight a period. Every
+/// answer carries `RateLimit-*`; the sixth in a minute is a 429 with `Retry-After`; past the
+/// period's eight, the period's limit answers until the next period, whose count starts afresh.
+#[tokio::test]
+async fn plan_limits_answer_429_with_the_ratelimit_headers_and_start_afresh_each_period() {
+    let (product, _) = crate::gateway::start_product().await;
+    let app = gateway_app(&product, vec![("PLAN_LIMITS", format!("{MONTHLY}:5/min,8/month"))]).await;
+    let (subscriber, customer) = app.subscribed("metered@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (_, secret) = make_key(&subscriber, "quota").await;
+    let header = |reply: &Reply, name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    for n in 1..=5u64 {
+        let ok = program(&app, "/api/v1/x", "x-api-key", &secret).await;
+        assert_eq!(ok.status, 200, "{n}: {}", ok.text);
+        assert_eq!((header(&ok, "ratelimit-limit"), header(&ok, "ratelimit-remaining")), (Some(5), Some(5 - n)), "{n}");
+    }
+    let refused = program(&app, "/api/v1/x", "x-api-key", &secret).await;
+    assert_eq!((refused.status, refused.json()["error"]["code"].as_str()), (429, Some("rate_limited")), "{}", refused.text);
+    assert_eq!(header(&refused, "ratelimit-remaining"), Some(0));
+    assert!(header(&refused, "retry-after").is_some_and(|s| (1..=12).contains(&s)), "{:?}", refused.headers);
+    assert_eq!(program(&app, "/app/x", "x-api-key", &secret).await.status, 401, "quotas are the API's; /app is for sessions");
+
+    // A minute later: three more reach the period's eight, and the period's limit is the binding one.
+    app.clock.advance(Duration::from_secs(60));
+    for _ in 6..=8 {
+        assert_eq!(program(&app, "/api/v1/x", "x-api-key", &secret).await.status, 200);
+    }
+    assert!(subscriber.get("/dashboard").await.text.contains("<span id=\"usage\">8 of 8</span>"), "the dashboard's bar");
+    let spent = program(&app, "/api/v1/x", "x-api-key", &secret).await;
+    assert_eq!((spent.status, header(&spent, "ratelimit-limit"), header(&spent, "ratelimit-remaining")), (429, Some(8), Some(0)));
+    let period_end = app.cache(&customer).await.unwrap()["currentPeriodEnd"].as_i64().unwrap();
+    let wait = header(&spent, "retry-after").unwrap() as i64;
+    assert!((period_end - app.clock.unix_now() - wait).abs() <= 2, "until the period ends: {wait}");
+
+    // The customer's own next period: a fresh count.
+    let seconds = (period_end - tollgate_core::unix_now() + 3700).to_string();
+    app.stripe(Method::POST, "/_emulator/clock/advance", &[("seconds", &seconds)]).await;
+    app.deliver_all_and_settle(&app.events_for(&customer).await).await;
+    app.clock.advance(Duration::from_secs(2));
+    let renewed = program(&app, "/api/v1/x", "x-api-key", &secret).await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    // The period's count is fresh (1 of 8), so the minute's limit binds again: 4 of its 5 used.
+    assert_eq!((header(&renewed, "ratelimit-limit"), header(&renewed, "ratelimit-remaining")), (Some(5), Some(1)));
+}
+
+/// Two instances over one Redis count one quota together.
+#[tokio::test]
+async fn instances_over_one_redis_share_the_quota() {
+    let redis = crate::redis_server::RedisServer::start();
+    let (product, _) = crate::gateway::start_product().await;
+    let stripe = crate::helpers::spawn_emulator().await;
+    let options = || Options {
+        kv_url: redis.url(),
+        extra: vec![("UPSTREAM_URL", product.clone()), ("PLAN_LIMITS", format!("{MONTHLY}:10/min"))],
+        ..Options::default()
+    };
+    let (one, two) = (spawn_app_against(&stripe, options()).await, spawn_app_against(&stripe, options()).await);
+    let (subscriber, _) = one.subscribed("shared@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (_, secret) = make_key(&subscriber, "shared").await;
+    for n in 0..10 {
+        let app = if n % 2 == 0 { &one } else { &two };
+        assert_eq!(program(app, "/api/v1/x", "authorization", &secret).await.status, 200, "{n}");
+    }
+    for app in [&one, &two] {
+        assert_eq!(program(app, "/api/v1/x", "authorization", &secret).await.status, 429);
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tollgate_core::domain::{SubscriptionCache, SubscriptionStatus};
-use tollgate_core::kv::{Commit, Kv, SharedKv};
+use tollgate_core::kv::{Commit, Kv, Quota, SharedKv};
 
 use crate::helpers::{spawn_app_with, Options};
 use crate::redis_server::RedisServer;
@@ -100,6 +100,7 @@ async fn contract(kv: SharedKv, time: Time) {
     assert_eq!(scan_all(format!("{prefix}05")).await.len(), 10, "the prefix is literal, and pages stay within it");
 
     hashes(kv.clone()).await;
+    quotas(kv.as_ref()).await;
     recipe_values(kv.as_ref()).await;
     sync_bookkeeping(kv.as_ref(), &time).await;
     cancellation(kv.clone()).await;
@@ -127,6 +128,30 @@ async fn hashes(kv: SharedKv) {
     }
     assert_eq!(removals.join_all().await.into_iter().filter(|removed| *removed).count(), 1);
     assert_eq!(kv.hash_get_all(&key).await.unwrap(), [("user_b".to_string(), "admin".to_string())]);
+}
+
+/// Quotas: a minute's GCRA lets a whole minute's worth through at once, then refuses with the
+/// wait; a period's count stops at its limit; a refused request counts against neither.
+async fn quotas(kv: &dyn Kv) {
+    let id = tollgate_core::random_token(8);
+    let (minute, period) = (format!("quota:minute:{id}"), format!("quota:period:{id}"));
+    let quota = Quota { minute: Some((&minute, 3)), period: Some((&period, 5, Duration::from_secs(3600))) };
+    for n in 1..=3u64 {
+        let admitted = kv.admit(quota).await.unwrap();
+        assert!(admitted.admitted, "{n}: {admitted:?}");
+        assert_eq!((admitted.minute_remaining, admitted.period_used), (Some(3 - n as u32), Some(n)));
+    }
+    let refused = kv.admit(quota).await.unwrap();
+    assert!(!refused.admitted && refused.minute_remaining == Some(0), "{refused:?}");
+    let wait = refused.retry_after.expect("the wait");
+    assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20), "a third of a minute: {wait:?}");
+    assert_eq!(refused.period_used, Some(3), "nothing counted for the refusal");
+    // The period's limit alone.
+    let (other_minute, other_period) = (format!("quota:minute:{id}:b"), format!("quota:period:{id}:b"));
+    let by_period = Quota { minute: Some((&other_minute, 1000)), period: Some((&other_period, 2, Duration::from_secs(3600))) };
+    assert!(kv.admit(by_period).await.unwrap().admitted && kv.admit(by_period).await.unwrap().admitted);
+    let over = kv.admit(by_period).await.unwrap();
+    assert!(!over.admitted && over.retry_after.is_none() && over.period_used == Some(2), "{over:?}");
 }
 
 /// What the Next.js recipe's app writes (`@upstash/redis`/`ioredis`: the customer id as a plain
