@@ -64,30 +64,32 @@ impl Visitor {
     }
 }
 
-#[tokio::test]
-async fn the_product_is_gated_by_tollgates_extractors() {
+/// The example product and Tollgate in one server, with `extra` settings, over a seeded emulator:
+/// the emulator's URL, Tollgate's state, and a visitor.
+async fn start(extra: &[(&str, &str)]) -> (String, tollgate::AppState, Visitor) {
     let seeded = stripe_emulator::EmulatorConfig { seed: Some(test_support::SEED.into()), ..stripe_emulator::EmulatorConfig::for_tests() };
     let (_, stripe, _) = stripe_emulator::Emulator::build(seeded).await.expect("the emulator starts").spawn();
-    let vars: HashMap<String, String> = [
+    let base = [
         ("PORT", "0"),
         ("KV_URL", "memory:"),
         ("STRIPE_SECRET_KEY", "sk_test_example_product"),
         ("STRIPE_WEBHOOK_SECRET", "whsec_example_product"),
-        ("STRIPE_API_BASE", &stripe),
+        ("STRIPE_API_BASE", stripe.as_str()),
         ("PLANS", "price_pro_monthly"),
-        ("PLAN_FEATURES", "price_pro_monthly:reports"),
-        // Either pays: the user alone, or the organization they act for.
-        ("BILLING_SUBJECT", "both"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ];
+    let vars: HashMap<String, String> = base.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let tollgate = tollgate::Application::build(tollgate::Settings::from_vars(&vars).unwrap()).await.unwrap();
     let (url, state) = (format!("http://{}", tollgate.addr), tollgate.state.clone());
     let app = example_product::app(&tollgate);
     tokio::spawn(tollgate.serve(app));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let visitor = Visitor { http, url: url.clone(), cookies: Default::default() };
+    (stripe, state, Visitor { http, url, cookies: Default::default() })
+}
+
+#[tokio::test]
+async fn the_product_is_gated_by_tollgates_extractors() {
+    // Either pays: the user alone, or the organization they act for.
+    let (stripe, state, visitor) = start(&[("PLAN_FEATURES", "price_pro_monthly:reports"), ("BILLING_SUBJECT", "both")]).await;
 
     // A visitor: to sign-in, or 401.
     assert_eq!(visitor.page("/product").await.location(), "/auth?next=%2Fproduct");
@@ -138,25 +140,8 @@ async fn the_product_is_gated_by_tollgates_extractors() {
 /// The example product's `/api/v1/usage` takes `ApiCaller`: a subscriber's API key, never a session.
 #[tokio::test]
 async fn programs_call_the_api_with_a_key() {
-    let seeded = stripe_emulator::EmulatorConfig { seed: Some(test_support::SEED.into()), ..stripe_emulator::EmulatorConfig::for_tests() };
-    let (_, stripe, _) = stripe_emulator::Emulator::build(seeded).await.expect("the emulator starts").spawn();
-    let vars: HashMap<String, String> = [
-        ("PORT", "0"),
-        ("KV_URL", "memory:"),
-        ("STRIPE_SECRET_KEY", "sk_test_example_product"),
-        ("STRIPE_WEBHOOK_SECRET", "whsec_example_product"),
-        ("STRIPE_API_BASE", &stripe),
-        ("PLANS", "price_pro_monthly"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let tollgate = tollgate::Application::build(tollgate::Settings::from_vars(&vars).unwrap()).await.unwrap();
-    let (url, state) = (format!("http://{}", tollgate.addr), tollgate.state.clone());
-    let app = example_product::app(&tollgate);
-    tokio::spawn(tollgate.serve(app));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let visitor = Visitor { http: http.clone(), url: url.clone(), cookies: Default::default() };
+    let (stripe, state, visitor) = start(&[]).await;
+    let (http, url) = (visitor.http.clone(), visitor.url.clone());
     visitor.page("/").await;
     visitor.form("/auth/sign-up", &[("email", "program@example.com")]).await;
     let text = &state.mailer().outbox().unwrap()[0].mail.text;

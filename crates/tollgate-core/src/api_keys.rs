@@ -177,7 +177,10 @@ impl ApiKeys {
                 Some(crate::domain::ActiveOrg { id: org.clone(), role: member.role, slug })
             }
         };
-        self.record_use(&key.id).await?;
+        // "Last used" is a nicety: a store that cannot take it now does not refuse the call.
+        if let Err(e) = self.record_use(&key.id).await {
+            tracing::warn!(key = %key.id, error = %e, "could not record the key's use");
+        }
         let user = User { id: key.user_id.clone(), email: key.email.clone(), org };
         Ok(Some((key, user)))
     }

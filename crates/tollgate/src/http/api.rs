@@ -47,6 +47,17 @@ pub(super) fn json_or_form<T: serde::de::DeserializeOwned>(
     }
 }
 
+#[derive(Deserialize, Default)]
+struct NameRequest {
+    name: Option<String>,
+}
+
+/// The `name` of a JSON body or a form (empty when it has none): what an organization or a key is called.
+pub(super) fn name_of(parts: &Parts, body: &[u8], surface: Surface) -> Result<String, Failure> {
+    let request: NameRequest = json_or_form(parts, body, surface, |field| NameRequest { name: field("name") })?;
+    Ok(request.name.unwrap_or_default())
+}
+
 /// A price id as sent (trimmed; none when empty), or a 400.
 fn price_of(raw: Option<&str>, surface: Surface) -> Result<Option<PriceId>, Failure> {
     match raw.map(str::trim).filter(|p| !p.is_empty()) {

@@ -359,7 +359,13 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
     let Some(kept) = kept else {
         return response; // a visitor on an open path
     };
-    if let Some(quota) = kept.identity.quota.as_ref().filter(|_| api) {
+    // Quotas count the API's requests: on the proxy's path when it names one, else only a key's
+    // (a browser's page loads checked here are not the API's).
+    let counted = match canonical.as_deref() {
+        Some(path) => state.gate.is_api(path),
+        None => crate::auth::api_key(&parts.headers).is_some(),
+    };
+    if let Some(quota) = kept.identity.quota.as_ref().filter(|_| counted) {
         match admit(&state, quota).await {
             Ok(headers) => response.headers_mut().extend(headers),
             Err(_) if nginx => return ForProxy::answer(StatusCode::FORBIDDEN),

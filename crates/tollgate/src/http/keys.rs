@@ -9,10 +9,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::json;
 
-use super::api::json_or_form;
+use super::api::name_of;
 use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
 use super::extract::CurrentUser;
@@ -65,11 +64,6 @@ pub(crate) async fn list(State(state): State<AppState>, CurrentUser(user): Curre
     Ok(Json(json!({ "data": keys.iter().map(|(k, used)| key_json(k, *used)).collect::<Vec<_>>() })).into_response())
 }
 
-#[derive(Deserialize, Default)]
-struct NameRequest {
-    name: Option<String>,
-}
-
 /// `POST /api/keys` `{name}`: a new key. JSON: 201 with `key`, the secret, shown this once; a
 /// browser gets the keys page with the secret on it (never stored, never cached).
 pub(crate) async fn create(
@@ -81,9 +75,8 @@ pub(crate) async fn create(
 ) -> Result<Response, Failure> {
     let surface = Surface::of(&parts);
     let (owner, org) = owner_of(&user, surface)?;
-    let request: NameRequest = json_or_form(&parts, &body, surface, |field| NameRequest { name: field("name") })?;
-    let (key, secret) =
-        state.api_keys.create(&user, org.as_ref(), request.name.as_deref().unwrap_or("")).await.map_err(|e| key_failure(surface, e))?;
+    let name = name_of(&parts, &body, surface)?;
+    let (key, secret) = state.api_keys.create(&user, org.as_ref(), &name).await.map_err(|e| key_failure(surface, e))?;
     let mut response = match surface {
         Surface::Api => {
             let mut body = key_json(&key, None);

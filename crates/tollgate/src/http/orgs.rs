@@ -17,7 +17,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::json_or_form;
+use super::api::{json_or_form, name_of};
 use super::csrf::CsrfToken;
 use super::error::{Failure, Surface};
 use super::extract::CurrentUser;
@@ -93,11 +93,6 @@ pub(crate) async fn list(State(state): State<AppState>, CurrentUser(user): Curre
     Ok(Json(json!({ "data": data })).into_response())
 }
 
-#[derive(Deserialize, Default)]
-struct NameRequest {
-    name: Option<String>,
-}
-
 /// `POST /api/orgs` `{name}`: a new organization with the user as its owner, now active in this
 /// session; `{id, slug, name}` (201), or its page.
 pub(crate) async fn create(
@@ -107,8 +102,7 @@ pub(crate) async fn create(
     body: Bytes,
 ) -> Result<Response, Failure> {
     let surface = Surface::of(&parts);
-    let request: NameRequest = json_or_form(&parts, &body, surface, |field| NameRequest { name: field("name") })?;
-    let org = state.billing.seats.orgs.create(request.name.as_deref().unwrap_or(""), &user).await.map_err(org_failure(surface))?;
+    let org = state.billing.seats.orgs.create(&name_of(&parts, &body, surface)?, &user).await.map_err(org_failure(surface))?;
     state.accounts.set_active_org(&parts, Some(&org)).await.map_err(|e| Failure::from_kv(surface, e))?;
     state.identity_cache.forget_all();
     Ok(match surface {

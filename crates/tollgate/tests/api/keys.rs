@@ -166,6 +166,9 @@ async fn plan_limits_answer_429_with_the_ratelimit_headers_and_start_afresh_each
     assert_eq!(subscriber.get("/success").await.status, 303);
     let (_, secret) = make_key(&subscriber, "quota").await;
     let header = |reply: &Reply, name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    // Forward-auth checking a browser's request (no path named, no key) counts nothing.
+    let checked = subscriber.get_json("/auth/verify").await;
+    assert_eq!((checked.status, header(&checked, "ratelimit-remaining")), (200, None), "{:?}", checked.headers);
     for n in 1..=5u64 {
         let ok = program(&app, "/api/v1/x", "x-api-key", &secret).await;
         assert_eq!(ok.status, 200, "{n}: {}", ok.text);
