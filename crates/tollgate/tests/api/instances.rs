@@ -309,3 +309,68 @@ async fn fifty_joins_at_once_on_three_instances_bill_every_seat_in_a_few_updates
     assert_eq!(cached, Some(expected_cache(&http, &stripe_url, &customer).await));
     drop(instances);
 }
+
+/// A key calls the product's API 1,000 times spread over three instances (processes) over one
+/// Redis, with a plan of 60 a minute: exactly the minute's 60 (plus one per second the run
+/// takes, the GCRA's steady rate) get through, every other call is a 429 with the headers; a
+/// revoked key is refused by every instance within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_on_three_instances_meets_one_quota_and_one_revocation() {
+    use crate::helpers::Browser;
+    use serde_json::json;
+
+    let redis = RedisServer::start();
+    let stripe_url = crate::helpers::spawn_emulator_with(crate::helpers::seeded()).await;
+    let (product, _) = crate::gateway::start_product().await;
+    let http = reqwest::Client::new();
+    let mut env = instance_env(&redis, &stripe_url);
+    env.extend([("UPSTREAM_URL", product), ("PLAN_LIMITS", format!("{MONTHLY}:60/min"))]);
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
+    let urls: Vec<String> = instances.iter().map(Instance::url).collect();
+    for url in &urls {
+        wait_until_up(&http, url).await;
+    }
+    let owner = Browser::at(&urls[0]);
+    owner.sign_up_through_the_outbox("api@three.test").await;
+    let started = owner.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
+    let session = started.json()["sessionId"].as_str().unwrap().to_string();
+    assert_eq!(test_support::pay_checkout(&stripe_url, &session, &[("card_number", "4242424242424242")]).await.status, 303);
+    assert_eq!(owner.get("/success").await.status, 303);
+    let made = owner.json_post("/api/keys", &json!({ "name": "load" })).await;
+    let (id, key) = (made.json()["id"].as_str().unwrap().to_string(), made.json()["key"].as_str().unwrap().to_string());
+
+    let call = |n: usize| {
+        let (http, url, key) = (http.clone(), urls[n % 3].clone(), key.clone());
+        async move { test_support::Reply::read(http.get(format!("{url}/api/v1/items")).bearer_auth(key).send().await.unwrap()).await }
+    };
+    let started_at = std::time::Instant::now();
+    let (mut admitted, mut refused) = (0, 0);
+    for n in 0..1000 {
+        let reply = call(n).await;
+        assert!(reply.headers.contains_key("ratelimit-remaining"), "{n}: {:?}", reply.headers);
+        match reply.status {
+            200 => admitted += 1,
+            429 => {
+                refused += 1;
+                assert!(reply.headers.contains_key("retry-after") && reply.json()["error"]["code"] == "rate_limited");
+            }
+            other => panic!("{n}: {other} {}", reply.text),
+        }
+        if n == 60 && started_at.elapsed() < Duration::from_secs(1) {
+            assert_eq!(reply.status, 429, "the 61st call within the first second");
+        }
+    }
+    let seconds = started_at.elapsed().as_secs_f64();
+    eprintln!("1000 calls on 3 instances in {seconds:.2} s: {admitted} admitted, {refused} refused");
+    assert!(admitted >= 60 && admitted <= 60 + seconds.ceil() as usize, "{admitted} admitted in {seconds:.2} s");
+
+    // Revoked on one instance: every instance refuses the key within a second.
+    let r = owner.send(Method::DELETE, &format!("/api/keys/{id}"), &[("x-csrf-token", &owner.csrf().unwrap())], None).await;
+    assert_eq!(r.status, 204);
+    // Real time, as everywhere in this file: the instances are processes with their own clocks.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for n in 0..3 {
+        assert_eq!(call(n).await.status, 401, "instance {n}");
+    }
+    drop(instances);
+}
