@@ -36,6 +36,9 @@ function checkReference() {
 
 // `object` → the type in the Stripe namespace. A kind missing here is a violation of its own.
 const TYPES = {
+  'billing.meter': 'Billing.Meter',
+  'billing.meter_event': 'Billing.MeterEvent',
+  'billing.meter_event_summary': 'Billing.MeterEventSummary',
   'billing_portal.configuration': 'BillingPortal.Configuration',
   'billing_portal.session': 'BillingPortal.Session',
   charge: 'Charge',

@@ -420,6 +420,49 @@ test('seats: Checkout for three, then quantity changes prorated on the next invo
   await assert.rejects(stripe.subscriptions.update(sub.id, { items: [{ id: item.id, quantity: 0 }] }), (e) => e.param === 'items[0][quantity]');
 });
 
+test('billing meters: events counted once per identifier, summed into summaries by minute, hour and day', async () => {
+  const { stripe } = emu;
+  const meter = await stripe.billing.meters.create({
+    display_name: 'API requests', event_name: 'api_requests', default_aggregation: { formula: 'sum' },
+  });
+  assert.deepEqual([meter.status, meter.customer_mapping.event_payload_key, meter.value_settings.event_payload_key], ['active', 'stripe_customer_id', 'value']);
+  await assert.rejects(
+    stripe.billing.meters.create({ display_name: 'Again', event_name: 'api_requests', default_aggregation: { formula: 'count' } }),
+    (e) => e.code === 'resource_already_exists',
+  );
+  const counter = await stripe.billing.meters.create({ display_name: 'Calls', event_name: 'api_calls', default_aggregation: { formula: 'count' } });
+  const customer = await stripe.customers.create({ email: 'metered@example.com' });
+  const hour = Math.floor(Date.now() / 1000 / 3600) * 3600 - 3600;
+  const send = (identifier, value, timestamp, event_name = 'api_requests') =>
+    stripe.billing.meterEvents.create({ event_name, identifier, timestamp, payload: { stripe_customer_id: customer.id, value: String(value) } });
+  const first = await send('acme:minute:1', 1530, hour + 60);
+  assert.deepEqual([first.identifier, first.payload.value, first.timestamp], ['acme:minute:1', '1530', hour + 60]);
+  await send('acme:minute:2', 470, hour + 120);
+  await send('acme:next-hour', 1000, hour + 3600 + 5);
+  await assert.rejects(send('acme:minute:1', 1530, hour + 60), (e) => e.param === 'identifier', 'an identifier counts once');
+  await assert.rejects(send('too-old', 1, hour - 40 * 86400), (e) => e.param === 'timestamp');
+  await send('calls:1', 1, hour + 60, 'api_calls');
+  await send('calls:2', 1, hour + 61, 'api_calls');
+
+  const total = await stripe.billing.meters.listEventSummaries(meter.id, { customer: customer.id, start_time: hour, end_time: hour + 7200 });
+  assert.deepEqual(total.data.map((s) => [s.aggregated_value, s.start_time, s.end_time]), [[3000, hour, hour + 7200]]);
+  const hourly = await stripe.billing.meters.listEventSummaries(meter.id, { customer: customer.id, start_time: hour, end_time: hour + 7200, value_grouping_window: 'hour' });
+  assert.deepEqual(hourly.data.map((s) => s.aggregated_value), [1000, 2000], 'newest window first');
+  const calls = await stripe.billing.meters.listEventSummaries(counter.id, { customer: customer.id, start_time: hour, end_time: hour + 3600 });
+  assert.equal(calls.data[0].aggregated_value, 2);
+  await assert.rejects(stripe.billing.meters.listEventSummaries(meter.id, { customer: customer.id, start_time: hour + 1, end_time: hour + 3600 }), (e) => e.param === 'start_time');
+
+  const renamed = await stripe.billing.meters.update(meter.id, { display_name: 'Tokens' });
+  assert.equal(renamed.display_name, 'Tokens');
+  const off = await stripe.billing.meters.deactivate(meter.id);
+  assert.equal(off.status, 'inactive');
+  assert.ok(off.status_transitions.deactivated_at > 0);
+  assert.deepEqual((await stripe.billing.meters.list({ status: 'active' })).data.map((m) => m.id), [counter.id]);
+  const on = await stripe.billing.meters.reactivate(meter.id);
+  assert.deepEqual([on.status, on.status_transitions.deactivated_at], ['active', null]);
+  assert.equal((await stripe.billing.meters.retrieve(meter.id)).display_name, 'Tokens');
+});
+
 test('subscription schedules: a downgrade at the period\'s end, then the schedule releases the subscription', async () => {
   const { stripe } = emu;
   const start = Date.UTC(2025, 2, 10, 12) / 1000;

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::middleware::{idempotency, require_api_key, same_site_only, stripe_headers, unrecognized_url};
 use crate::api::resources::{
-    billing_portal, checkout, control, customers, discounts, entitlements, events, invoices, payment_intents, payment_methods, prices,
-    products, subscription_schedules, subscriptions, test_clocks, webhook_endpoints,
+    billing_portal, checkout, control, customers, discounts, entitlements, events, invoices, meters, payment_intents, payment_methods,
+    prices, products, subscription_schedules, subscriptions, test_clocks, webhook_endpoints,
 };
 use crate::config::EmulatorConfig;
 use crate::engine::Emulator;
@@ -65,6 +65,12 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/v1/products/{id}", get(products::retrieve).post(products::update).delete(products::delete))
         .route("/v1/products/{id}/features", get(entitlements::list_product_features).post(entitlements::attach))
         .route("/v1/products/{id}/features/{feature}", get(entitlements::retrieve_product_feature).delete(entitlements::detach))
+        .route("/v1/billing/meters", get(meters::list).post(meters::create))
+        .route("/v1/billing/meters/{id}", get(meters::retrieve).post(meters::update))
+        .route("/v1/billing/meters/{id}/deactivate", post(meters::deactivate))
+        .route("/v1/billing/meters/{id}/reactivate", post(meters::reactivate))
+        .route("/v1/billing/meters/{id}/event_summaries", get(meters::event_summaries))
+        .route("/v1/billing/meter_events", post(meters::create_event))
         .route("/v1/entitlements/features", get(entitlements::list_features).post(entitlements::create_feature))
         .route("/v1/entitlements/features/{id}", get(entitlements::retrieve_feature).post(entitlements::update_feature))
         .route("/v1/entitlements/active_entitlements", get(entitlements::list_active))

@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod customers;
 pub mod discounts;
 pub mod entitlements;
+pub mod meters;
 pub mod payment_methods;
 pub mod portal;
 pub mod schedules;

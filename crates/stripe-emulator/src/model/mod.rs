@@ -55,6 +55,8 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         ("promo_", "promotion_code"),
         ("di_", "discount"),
         ("ii_", "invoiceitem"),
+        ("mtr_", "billing.meter"),
+        ("mtrevt_", "billing.meter_event"),
     ];
     PREFIXES.iter().find(|(p, _)| id.starts_with(p)).map(|(_, k)| *k)
 }
