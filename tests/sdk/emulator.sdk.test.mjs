@@ -463,6 +463,53 @@ test('billing meters: events counted once per identifier, summed into summaries 
   assert.equal((await stripe.billing.meters.retrieve(meter.id)).display_name, 'Tokens');
 });
 
+test('a metered price bills the period\'s usage in arrears, beside a licensed price billed ahead', async () => {
+  const { stripe } = emu;
+  const product = await stripe.products.create({ name: 'API' });
+  const meter = await stripe.billing.meters.create({ display_name: 'Tokens', event_name: 'tokens_used', default_aggregation: { formula: 'sum' } });
+  await assert.rejects(
+    stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 2, recurring: { interval: 'month', usage_type: 'metered' } }),
+    (e) => e.param === 'recurring[meter]',
+    'a metered price needs its meter',
+  );
+  const perToken = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 2, recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
+  assert.equal(perToken.recurring.meter, meter.id);
+  const base = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 1000, recurring: { interval: 'month' } });
+  const now = Math.floor(Date.now() / 1000);
+  const clock = await stripe.testHelpers.testClocks.create({ frozen_time: now, name: 'metered' });
+  const customer = await stripe.customers.create({
+    email: 'tokens@example.com', test_clock: clock.id, payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' },
+  });
+  await assert.rejects(
+    stripe.subscriptions.create({ customer: customer.id, items: [{ price: perToken.id, quantity: 3 }] }),
+    (e) => e.param === 'items[0][quantity]',
+  );
+  const sub = await stripe.subscriptions.create({ customer: customer.id, items: [{ price: base.id }, { price: perToken.id }] });
+  const metered = sub.items.data.find((i) => i.price.id === perToken.id);
+  assert.equal(metered.quantity, undefined, 'a metered item has no quantity');
+  const first = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.equal(first.amount_paid, 1000, 'the first invoice: the base ahead, no usage yet');
+
+  for (const [identifier, value] of [['t:1', 1500], ['t:2', 500]]) {
+    await stripe.billing.meterEvents.create({ event_name: 'tokens_used', identifier, timestamp: now + 60, payload: { stripe_customer_id: customer.id, value: String(value) } });
+  }
+  const upcoming = await stripe.invoices.createPreview({ subscription: sub.id });
+  assert.equal(upcoming.amount_due, 1000 + 2 * 2000, 'the preview counts the usage so far');
+
+  const end = metered.current_period_end;
+  await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: end + 3700 });
+  for (let i = 0; i < 200 && (await stripe.testHelpers.testClocks.retrieve(clock.id)).status !== 'ready'; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const renewed = await stripe.subscriptions.retrieve(sub.id);
+  const invoice = await stripe.invoices.retrieve(renewed.latest_invoice);
+  assert.deepEqual([invoice.billing_reason, invoice.status, invoice.amount_paid], ['subscription_cycle', 'paid', 1000 + 2 * 2000]);
+  const usageLine = invoice.lines.data.find((l) => l.pricing.price_details.price === perToken.id);
+  assert.deepEqual([usageLine.quantity, usageLine.amount, usageLine.period.start, usageLine.period.end], [2000, 4000, metered.current_period_start, end]);
+  const baseLine = invoice.lines.data.find((l) => l.pricing.price_details.price === base.id);
+  assert.equal(baseLine.period.start, end, 'the base is billed for the period ahead');
+});
+
 test('subscription schedules: a downgrade at the period\'s end, then the schedule releases the subscription', async () => {
   const { stripe } = emu;
   const start = Date.UTC(2025, 2, 10, 12) / 1000;

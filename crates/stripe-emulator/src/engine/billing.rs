@@ -49,7 +49,7 @@ fn plan_from_price(price: &Value) -> Value {
 }
 
 pub fn subscription_item(subscription: &str, price: &Value, quantity: i64, period: (i64, i64), created: i64) -> Value {
-    json!({
+    let mut item = json!({
         "id": new_id("si_"),
         "object": "subscription_item",
         "billing_thresholds": null,
@@ -64,7 +64,12 @@ pub fn subscription_item(subscription: &str, price: &Value, quantity: i64, perio
         "quantity": quantity,
         "subscription": subscription,
         "tax_rates": [],
-    })
+    });
+    // A metered item has no quantity: its meter counts what it bills.
+    if is_metered(price) {
+        item.as_object_mut().map(|fields| fields.remove("quantity"));
+    }
+    item
 }
 
 /// An item given a new price (and maybe quantity): same id, creation and period, as a price swap keeps the item.
@@ -210,8 +215,10 @@ pub fn create_subscription(store: &mut Store, spec: NewSubscription) -> Result<C
     }
     store.insert(subscription.clone());
     // The first invoice covers the first period; during a trial it is for zero and needs no payment.
-    let amount = if spec.trial_end.is_some() { 0 } else { spec.items.iter().map(|(p, q)| unit_amount(p) * q).sum() };
-    let invoice = new_invoice(store, &subscription, amount, "subscription_create", (now, now), false);
+    // Metered items bill their usage at the period's end: nothing yet.
+    let licensed = spec.items.iter().filter(|(price, _)| !is_metered(price));
+    let amount = if spec.trial_end.is_some() { 0 } else { licensed.map(|(p, q)| unit_amount(p) * q).sum() };
+    let invoice = new_invoice(store, &subscription, amount, "subscription_create", (now, now), false, &Usage::new());
     finalize(store, &invoice);
     let payment_error = attempt(store, &invoice, None, true);
     let status = match (&spec.trial_end, &payment_error) {
@@ -242,6 +249,42 @@ fn unit_amount(price: &Value) -> i64 {
     price["unit_amount"].as_i64().unwrap_or(0)
 }
 
+fn is_metered(price: &Value) -> bool {
+    price["recurring"]["usage_type"] == "metered"
+}
+
+/// What metered items bill on an invoice: by item id, the usage their meter counted and the
+/// period it was counted over (billed in arrears; licensed items bill the period ahead).
+type Usage = std::collections::HashMap<String, (i64, (i64, i64))>;
+
+/// The quantity an item bills: a licensed item its quantity, a metered one its usage (none
+/// counted yet: zero).
+fn billed_quantity(item: &Value, usage: &Usage) -> i64 {
+    match is_metered(&item["price"]) {
+        true => usage.get(item["id"].as_str().unwrap_or_default()).map_or(0, |(quantity, _)| *quantity),
+        false => item["quantity"].as_i64().unwrap_or(1),
+    }
+}
+
+/// The usage of `subscription`'s metered items over `[start, until)` of each item's period: the
+/// meter's aggregate for the customer, rounded to whole units.
+fn usage_of(store: &Store, subscription: &Value, until: Option<i64>) -> Usage {
+    let customer = str_field(subscription, "customer");
+    subscription["items"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| is_metered(&item["price"]))
+        .filter_map(|item| {
+            let meter = store.get(item["price"]["recurring"]["meter"].as_str()?)?;
+            let start = item["current_period_start"].as_i64()?;
+            let end = until.unwrap_or(item["current_period_end"].as_i64()?);
+            let counted = super::meters::aggregate(store, meter, &customer, start, end);
+            Some((str_field(item, "id"), (counted.round().max(0.0) as i64, (start, end))))
+        })
+        .collect()
+}
+
 /// A card that asks for authentication passes when the payer is present (Checkout's page).
 fn on_session(outcome: Outcome) -> Outcome {
     if outcome == Outcome::AuthenticationRequired {
@@ -263,9 +306,17 @@ fn charged_card(store: &Store, own: Option<&str>, customer: &str) -> Option<Stri
 
 /// Create a draft invoice for one period of a subscription (`invoice.created`, deferred).
 /// A renewal's draft waits [`DRAFT_SECONDS`] before it is finalized and charged.
-fn new_invoice(store: &mut Store, subscription: &Value, amount: i64, reason: &str, period: (i64, i64), waits: bool) -> String {
+fn new_invoice(
+    store: &mut Store,
+    subscription: &Value,
+    amount: i64,
+    reason: &str,
+    period: (i64, i64),
+    waits: bool,
+    usage: &Usage,
+) -> String {
     let invoice_id = new_id("in_");
-    let mut invoice = invoice_object(store, &invoice_id, subscription, amount, reason, period, waits);
+    let mut invoice = invoice_object(store, &invoice_id, subscription, Billed { amount, usage }, reason, period, waits);
     // Prorations waiting for this invoice (`create_prorations`) go on it.
     let pending = pending_items(store, &str_field(subscription, "id"));
     with_pending_items(&mut invoice, &pending);
@@ -289,6 +340,9 @@ fn new_invoice(store: &mut Store, subscription: &Value, amount: i64, reason: &st
 /// `upcoming_in`.
 pub fn preview_invoice(store: &Store, subscription: &Value) -> Value {
     let now = store.now();
+    // Metered items: the usage counted so far in the current period (events are never more than
+    // minutes ahead of time, so the whole period's count is the count so far).
+    let usage = usage_of(store, subscription, None);
     let mut subscription = subscription.clone();
     let (start, end, reason) = match subscription["items"]["data"][0]["current_period_end"].as_i64() {
         Some(end) if subscription["status"] != "incomplete" => {
@@ -309,9 +363,17 @@ pub fn preview_invoice(store: &Store, subscription: &Value) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|item| unit_amount(&item["price"]) * item["quantity"].as_i64().unwrap_or(1))
+        .map(|item| unit_amount(&item["price"]) * billed_quantity(item, &usage))
         .sum();
-    let mut invoice = invoice_object(store, &format!("upcoming_{}", new_id("in_")), &subscription, amount, reason, (start, end), true);
+    let mut invoice = invoice_object(
+        store,
+        &format!("upcoming_{}", new_id("in_")),
+        &subscription,
+        Billed { amount, usage: &usage },
+        reason,
+        (start, end),
+        true,
+    );
     with_pending_items(&mut invoice, &pending_items(store, &str_field(&subscription, "id")));
     invoice["created"] = json!(start);
     invoice["automatically_finalizes_at"] = json!(start + DRAFT_SECONDS);
@@ -319,15 +381,22 @@ pub fn preview_invoice(store: &Store, subscription: &Value) -> Value {
     invoice
 }
 
+/// What an invoice bills: its total before discounts, and what metered items used.
+struct Billed<'a> {
+    amount: i64,
+    usage: &'a Usage,
+}
+
 fn invoice_object(
     store: &Store,
     invoice_id: &str,
     subscription: &Value,
-    amount: i64,
+    billed: Billed<'_>,
     reason: &str,
     period: (i64, i64),
     waits: bool,
 ) -> Value {
+    let Billed { amount, usage } = billed;
     let now = store.now();
     let subscription_id = subscription["id"].as_str().unwrap_or_default();
     let customer_id = str_field(subscription, "customer");
@@ -340,7 +409,12 @@ fn invoice_object(
         .iter()
         .map(|item| {
             let unit = if amount == 0 { 0 } else { unit_amount(&item["price"]) };
-            let qty = item["quantity"].as_i64().unwrap_or(1);
+            let qty = billed_quantity(item, usage);
+            // A metered line is for the period its usage was counted over.
+            let line_period = match usage.get(item["id"].as_str().unwrap_or_default()) {
+                Some((_, (start, end))) => json!({ "end": end, "start": start }),
+                None => json!({ "end": item["current_period_end"], "start": item["current_period_start"] }),
+            };
             json!({
                 "id": new_id("il_"),
                 "object": "line_item",
@@ -358,7 +432,7 @@ fn invoice_object(
                     "subscription_item_details": { "invoice_item": null, "proration": false, "proration_details": { "credited_items": null }, "subscription": subscription_id, "subscription_item": item["id"] },
                     "type": "subscription_item_details",
                 },
-                "period": { "end": item["current_period_end"], "start": item["current_period_start"] },
+                "period": line_period,
                 "pretax_credit_amounts": [],
                 "pricing": { "price_details": { "price": item["price"]["id"], "product": item["price"]["product"] }, "type": "price_details", "unit_amount_decimal": unit.to_string() },
                 "quantity": qty,
@@ -840,15 +914,17 @@ fn roll(store: &mut Store, id: &str, boundary: i64, reset_anchor: bool, dunning:
     let anchor = if reset_anchor { boundary } else { sub["billing_cycle_anchor"].as_i64().unwrap_or(boundary) };
     let (interval, count) = interval_of(&sub["items"]["data"][0]["price"]);
     let period_end = next_period_end(anchor, &interval, count, boundary);
-    // The subscription as the new period has it: its invoice's lines are for that period.
+    // Metered items bill the period that ends: what their meters counted over it.
+    let usage = usage_of(store, &sub, Some(boundary));
+    // The subscription as the new period has it: its invoice's licensed lines are for that period.
     let mut renewed = sub.clone();
     let mut amount = 0;
     for item in renewed["items"]["data"].as_array_mut().into_iter().flatten() {
         item["current_period_start"] = json!(boundary);
         item["current_period_end"] = json!(period_end);
-        amount += unit_amount(&item["price"]) * item["quantity"].as_i64().unwrap_or(1);
+        amount += unit_amount(&item["price"]) * billed_quantity(item, &usage);
     }
-    let invoice = new_invoice(store, &renewed, amount, "subscription_cycle", (boundary, period_end), !now);
+    let invoice = new_invoice(store, &renewed, amount, "subscription_cycle", (boundary, period_end), !now, &usage);
     let mut changes = Map::from_iter([("items".to_string(), renewed["items"].take()), ("latest_invoice".to_string(), json!(invoice))]);
     if trial_ending {
         changes.insert("status".into(), json!("active"));
@@ -1029,6 +1105,10 @@ pub fn prorations(current: &Value, items: &Value, at: i64) -> Vec<Proration> {
     let mut lines = Vec::new();
     for new in items["data"].as_array().into_iter().flatten() {
         let Some(old) = current["items"]["data"].as_array().into_iter().flatten().find(|old| old["id"] == new["id"]) else { continue };
+        // Metered items bill usage, not time: nothing to prorate.
+        if is_metered(&old["price"]) || is_metered(&new["price"]) {
+            continue;
+        }
         let (old_qty, new_qty) = (old["quantity"].as_i64().unwrap_or(1), new["quantity"].as_i64().unwrap_or(1));
         if old["price"]["id"] == new["price"]["id"] && old_qty == new_qty {
             continue;
@@ -1052,7 +1132,9 @@ pub fn prorations(current: &Value, items: &Value, at: i64) -> Vec<Proration> {
 /// preview shows it): its lines, a total that may be negative (a credit), never less than zero due.
 pub fn proration_invoice_object(store: &Store, invoice_id: &str, subscription: &Value, prorations: &[Proration], at: i64) -> Value {
     let total: i64 = prorations.iter().map(|p| p.amount).sum();
-    let mut invoice = invoice_object(store, invoice_id, subscription, 0, "subscription_update", (at, at), false);
+    let none = Usage::new();
+    let mut invoice =
+        invoice_object(store, invoice_id, subscription, Billed { amount: 0, usage: &none }, "subscription_update", (at, at), false);
     let lines: Vec<Value> = prorations.iter().map(|p| item_line(invoice_id, &proration_item(subscription, p, at), false)).collect();
     let due = total.max(0);
     invoice["lines"]["data"] = json!(lines);

@@ -69,6 +69,8 @@ pub struct Recurring {
     pub interval_count: i64,
     pub trial_period_days: Option<i64>,
     pub usage_type: String,
+    /// A metered price's meter (`mtr_…`): what counts its usage.
+    pub meter: Option<String>,
 }
 
 /// Where a new price's product comes from.
@@ -122,12 +124,15 @@ pub fn create_price(store: &mut Store, new: NewPrice) -> Result<Value, ApiError>
         Some(id) => id,
         None => new_id("price_"),
     };
+    if let Some(meter) = new.recurring.as_ref().and_then(|r| r.meter.as_deref()) {
+        store.get_kind("billing.meter", meter, Some("recurring[meter]"))?;
+    }
     let recurring = match &new.recurring {
         None => Value::Null,
         Some(r) => json!({
             "interval": r.interval,
             "interval_count": r.interval_count,
-            "meter": null,
+            "meter": r.meter,
             "trial_period_days": r.trial_period_days,
             "usage_type": r.usage_type,
         }),
@@ -207,6 +212,7 @@ pub fn seed(store: &mut Store, products: &[SeedProduct]) -> anyhow::Result<()> {
                         interval_count: count,
                         trial_period_days: None,
                         usage_type: "licensed".into(),
+                        meter: None,
                     })
                 }
             };

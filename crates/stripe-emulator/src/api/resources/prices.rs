@@ -54,11 +54,20 @@ fn new_price(params: &Params) -> Result<NewPrice, ApiError> {
             if !(1..=max).contains(&count) {
                 return Err(r.invalid("interval_count", format!("Invalid interval_count: a {interval}ly price allows 1 to {max}")));
             }
+            let usage_type = r.one_of("usage_type", &["licensed", "metered"])?.unwrap_or("licensed");
+            // Since 2025-03-31.basil a metered price counts through a meter, and only a metered one does.
+            let meter = r.non_empty_str("meter")?;
+            match (usage_type, meter) {
+                ("metered", None) => return Err(r.missing("meter")),
+                ("licensed", Some(_)) => return Err(r.invalid("meter", "A meter is only for a price with usage_type=metered.")),
+                _ => {}
+            }
             Some(Recurring {
                 interval: interval.to_string(),
                 interval_count: count,
                 trial_period_days: r.int("trial_period_days")?,
-                usage_type: r.one_of("usage_type", &["licensed", "metered"])?.unwrap_or("licensed").to_string(),
+                usage_type: usage_type.to_string(),
+                meter: meter.map(str::to_string),
             })
         }
     };

@@ -80,7 +80,9 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
             if quantity < 1 {
                 return Err(item.invalid("quantity", "Quantity must be at least 1."));
             }
-            items.push((recurring_price(store, item, "price")?, quantity));
+            let price = recurring_price(store, item, "price")?;
+            no_quantity_when_metered(item, &price)?;
+            items.push((price, quantity));
         }
         let now = store.now();
         let trial_end = match (trial_end(p, now)?, trial_days) {
@@ -332,16 +334,19 @@ pub fn updated_items(store: &Store, current: &Value, item_params: &[Params], ite
                 let existing = &mut data[position];
                 if item.has("price") {
                     let price = recurring_price(store, item, "price")?;
+                    no_quantity_when_metered(item, &price)?;
                     if price["currency"] != current["currency"] {
                         return Err(item.invalid("price", "The new price must have the subscription's currency."));
                     }
                     *existing = billing::swap_price(&id, existing, &price, quantity, now);
                 } else if let Some(q) = quantity {
+                    no_quantity_when_metered(item, &existing["price"])?;
                     existing["quantity"] = json!(q);
                 }
             }
             None => {
                 let price = recurring_price(store, item, "price")?;
+                no_quantity_when_metered(item, &price)?;
                 let first = &data.first().cloned().unwrap_or_default();
                 let period = (first["current_period_start"].as_i64().unwrap_or(now), first["current_period_end"].as_i64().unwrap_or(now));
                 data.push(billing::subscription_item(&id, &price, quantity.unwrap_or(1), period, now));
@@ -557,4 +562,14 @@ pub async fn retrieve_item(State(emu): State<Emulator>, Path(id): Path<String>, 
             .ok_or_else(|| ApiError::missing("subscription_item", &id, Some("id")))?;
         crate::api::expand::render(store, item, &expand).map(crate::api::request::JsonBody)
     })
+}
+
+/// A metered price's item takes no quantity: its meter counts what it bills (Stripe's message).
+fn no_quantity_when_metered(item: &Params, price: &Value) -> Result<(), ApiError> {
+    match price["recurring"]["usage_type"] == "metered" && item.has("quantity") {
+        true => {
+            Err(item.invalid("quantity", "Quantity should not be specified where usage_type is `metered`. Remove quantity from this item."))
+        }
+        false => Ok(()),
+    }
 }
