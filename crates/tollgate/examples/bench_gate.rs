@@ -5,7 +5,10 @@
 //! - through nginx `proxy_pass` (one hop, no gate: the cost of any proxy);
 //! - through nginx `auth_request` asking Tollgate's `/auth/verify` (keep-alive to both);
 //! - through Caddy `forward_auth` asking `/auth/verify`;
-//! - through Tollgate's gateway.
+//! - through Tollgate's gateway;
+//! - a program's request to the product's API (`API_PATHS`) through the gateway, with an API key
+//!   and the plan's quotas on (`PLAN_LIMITS`, set high enough never to refuse), against the same
+//!   file fetched directly.
 //!
 //! Every process is its own (the load generator, the proxies, the product and Tollgate share the
 //! machine's cores, as they would on one host). Before loading, each way is checked to serve the
@@ -35,8 +38,11 @@ async fn main() -> anyhow::Result<()> {
     let page = format!("<!doctype html><title>the product</title><p>{}</p>\n", "x".repeat(PAGE_BYTES - 52));
     std::fs::create_dir_all(dir.path().join("www/app"))?;
     std::fs::write(dir.path().join("www/app/page.html"), &page)?;
-    set_mode(&dir.path().join("www"), 0o755)?;
-    set_mode(&dir.path().join("www/app"), 0o755)?;
+    std::fs::create_dir_all(dir.path().join("www/api/v1"))?;
+    std::fs::write(dir.path().join("www/api/v1/page.html"), &page)?;
+    for served in ["www", "www/app", "www/api", "www/api/v1"] {
+        set_mode(&dir.path().join(served), 0o755)?;
+    }
 
     let product_port = free_port()?;
     let product = format!("http://127.0.0.1:{product_port}");
@@ -44,10 +50,14 @@ async fn main() -> anyhow::Result<()> {
         nginx(dir.path(), "product", &format!("server {{ listen 127.0.0.1:{product_port}; root {}/www; }}", dir.path().display()))?;
 
     let (_emulator, stripe) = emulator(&[])?;
-    let (tollgate, tollgate_url) = start(tollgate_command(&stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app")]))?;
+    // Quotas high enough never to refuse: every request pays for counting, none is refused.
+    let limits = "price_pro_monthly:4000000000/min,1000000000000/month;price_pro_yearly:4000000000/min";
+    let (tollgate, tollgate_url) =
+        start(tollgate_command(&stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app"), ("PLAN_LIMITS", limits)]))?;
     // Redirects are answers here: sign-up's cookies come with one, and a gate's refusal may be one.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let cookie = subscriber_cookie(&http, &tollgate_url, &stripe).await?;
+    let api_key = api_key(&http, &tollgate_url, &cookie).await?;
     let tollgate_port = tollgate_url.rsplit(':').next().unwrap_or_default().to_string();
 
     let upstreams = format!(
@@ -87,9 +97,17 @@ async fn main() -> anyhow::Result<()> {
         ("nginx auth_request → Tollgate /auth/verify", format!("http://127.0.0.1:{auth_port}/app/page.html"), true),
         ("Caddy forward_auth → Tollgate /auth/verify", format!("http://127.0.0.1:{caddy_port}/app/page.html"), true),
         ("Tollgate gateway", format!("{tollgate_url}/app/page.html"), true),
+        ("API: directly", format!("{product}/api/v1/page.html"), false),
+        ("API: Tollgate gateway, key and quotas", format!("{tollgate_url}/api/v1/page.html"), true),
     ];
+    // The API's ways send the key, the others the subscriber's cookie.
+    let credential = |label: &str| match label.starts_with("API") {
+        true => format!("Authorization: Bearer {api_key}"),
+        false => format!("Cookie: {cookie}"),
+    };
     for (label, url, gated) in &ways {
-        let served = http.get(url).header("cookie", &cookie).send().await?;
+        let (name, value) = credential(label).split_once(": ").map(|(n, v)| (n.to_string(), v.to_string())).unwrap_or_default();
+        let served = http.get(url).header(name, value).send().await?;
         let status = served.status();
         anyhow::ensure!(status.is_success() && served.text().await? == page, "{label} did not serve the page to the subscriber ({status})");
         if *gated {
@@ -107,14 +125,17 @@ async fn main() -> anyhow::Result<()> {
     let only = std::env::args().nth(2).unwrap_or_default();
     let mut direct_p50 = None;
     for (n, (label, url, _)) in ways.iter().enumerate() {
-        if n > 0 && !label.contains(only.as_str()) {
+        let baseline = *label == "API: directly";
+        if n > 0 && !baseline && !label.contains(only.as_str()) {
             continue;
         }
         let cpu_before = cpu_time(tollgate.0.id());
-        let run = wrk(url, &cookie, seconds)?;
+        let run = wrk(url, &credential(label), seconds)?;
         let cpu = (cpu_time(tollgate.0.id()) - cpu_before).as_secs_f64();
-        let added = direct_p50.map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
-        direct_p50.get_or_insert(run.p50_ms);
+        let added = direct_p50.filter(|_| !baseline).map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
+        if n == 0 || baseline {
+            direct_p50 = Some(run.p50_ms);
+        }
         let cpu = match label.contains("Tollgate") {
             true => format!("{:.1} µs", cpu * 1e6 / (run.per_second * seconds as f64).max(1.0)),
             false => "—".to_string(),
@@ -131,9 +152,27 @@ struct WrkRun {
     p99_ms: f64,
 }
 
-fn wrk(url: &str, cookie: &str, seconds: u64) -> anyhow::Result<WrkRun> {
+/// An API key of the subscriber whose session is `cookie` (`tollgate_csrf=…; tollgate_session=…`).
+async fn api_key(http: &reqwest::Client, url: &str, cookie: &str) -> anyhow::Result<String> {
+    let csrf = cookie.split("; ").find_map(|c| c.strip_prefix("tollgate_csrf=")).unwrap_or_default();
+    let made = http
+        .post(format!("{url}/api/keys"))
+        .header("cookie", cookie)
+        .header("x-csrf-token", csrf)
+        .header("content-type", "application/json")
+        .body(r#"{"name":"bench"}"#)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let made: serde_json::Value = serde_json::from_str(&made)?;
+    made["key"].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("no API key made: {made}"))
+}
+
+/// `wrk` with one request header (`Name: value`: the cookie or the API key).
+fn wrk(url: &str, header: &str, seconds: u64) -> anyhow::Result<WrkRun> {
     let out = Command::new("wrk")
-        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", &format!("Cookie: {cookie}"), url])
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", "-H", header, url])
         .output()
         .map_err(|e| anyhow::anyhow!("wrk is needed (scripts/bench installs it): {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
