@@ -27,6 +27,7 @@ pub struct Metrics {
     pub kv_unreadable_values: IntCounterVec,
     pub sign_in_throttled: IntCounterVec,
     pub seat_updates: IntCounter,
+    pub usage_unreported: IntGauge,
 }
 
 /// Request latencies: 1 ms to 10 s.
@@ -105,6 +106,11 @@ fn build() -> prometheus::Result<Metrics> {
         seat_updates: register_int_counter_with_registry!(
             "seat_updates_total",
             "Seat counts set on an organization's per-seat subscription (each a Stripe update)",
+            r
+        )?,
+        usage_unreported: register_int_gauge_with_registry!(
+            "usage_unreported_records",
+            "Closed usage buckets waiting to be sent to Stripe as meter events (METERED_PATHS), as this instance's last flush saw them",
             r
         )?,
         registry,

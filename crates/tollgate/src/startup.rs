@@ -173,6 +173,7 @@ impl Application {
             mailer,
             features: settings.plan_features.clone(),
             limits: settings.plan_limits.clone(),
+            metered: settings.metered_paths.clone(),
             policy: AccessPolicy {
                 past_due_grace: settings.past_due_grace,
                 stale_after_period_end: settings.period_end_grace.as_secs() as i64,
@@ -228,6 +229,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let billing = self.state.billing.clone();
         let drain = tokio::spawn(drain::run(billing.clone(), self.wakeups));
+        let usage = (!self.state.metered.is_empty()).then(|| tokio::spawn(tollgate_core::billing::usage::run(billing.clone())));
         let reconcile = self.reconcile_every.map(|every| tokio::spawn(reconcile::run_periodically(billing, every)));
         let metrics = self.metrics_listener.map(|listener| {
             let router = axum::Router::new().route("/metrics", axum::routing::get(crate::http::health::render_metrics));
@@ -235,7 +237,7 @@ impl Application {
                 let _ = axum::serve(listener, router).await;
             })
         });
-        let _stop_background = AbortOnDrop(std::iter::once(drain).chain(reconcile).chain(metrics).collect());
+        let _stop_background = AbortOnDrop(std::iter::once(drain).chain(usage).chain(reconcile).chain(metrics).collect());
         crate::http::serve::serve(self.listener, self.router, self.edge, shutdown_requested()).await
         // In-flight requests have finished here, so every KV write they made has committed; the
         // drain stops with `_stop_background`, and its pending marks stay in the KV for the next

@@ -49,6 +49,8 @@ pub struct Inner {
     /// Account emails; its outbox (no SMTP) is shown at `/dev/outbox`.
     pub(crate) mailer: Arc<tollgate_core::mail::Mailer>,
     pub(crate) policy: AccessPolicy,
+    /// `METERED_PATHS`: where the product's 2xx answers are counted for Stripe's meters.
+    pub(crate) metered: Vec<tollgate_core::config::MeteredPath>,
     /// `PLAN_LIMITS`: each plan's quotas on `API_PATHS`.
     pub(crate) limits: tollgate_core::domain::PlanLimits,
     /// `PLAN_FEATURES`: what each plan unlocks.
@@ -67,6 +69,15 @@ pub struct Inner {
 impl AppState {
     pub(crate) fn new(inner: Inner) -> AppState {
         AppState(Arc::new(inner))
+    }
+
+    /// The meter event a canonical `path` counts as (`METERED_PATHS`; the longest prefix, whole segments).
+    pub(crate) fn metered_event(&self, path: &str) -> Option<&str> {
+        self.metered
+            .iter()
+            .filter(|m| path == m.prefix || path.strip_prefix(m.prefix.as_str()).is_some_and(|rest| rest.starts_with('/')))
+            .max_by_key(|m| m.prefix.len())
+            .map(|m| m.event_name.as_str())
     }
 
     /// The billing core of this app (library mode): its KV (the recipe's keys), its Stripe client,

@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod seats;
 pub mod sync;
 pub mod trial;
+pub mod usage;
 pub mod users;
 
 use std::sync::Arc;

@@ -154,6 +154,8 @@ pub struct Settings {
     pub allow_promotion_codes: bool,
     /// `PLAN_LIMITS`: each plan's API quotas on `API_PATHS`.
     pub plan_limits: crate::domain::PlanLimits,
+    /// `METERED_PATHS`: paths whose 2xx answers are counted and billed through Stripe's meters.
+    pub metered_paths: Vec<MeteredPath>,
     /// `BILLING_SUBJECT`, `SEAT_PRICES`, `SEAT_PRORATION`, `SEATS_COUNT_INVITES`: who pays, and per-seat plans.
     pub teams: TeamSettings,
     /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
@@ -478,6 +480,7 @@ impl Settings {
         });
         let teams = gathered.take(team_settings(&get));
         let plan_limits = gathered.take(plan_limits(&get));
+        let metered_paths = gathered.take(metered_paths(&get));
         let past_due_grace = gathered.take(flag(&get, "PAST_DUE_GRACE"));
         let trial = gathered.take(trial_settings(&get));
         let stripe_rate_limit = gathered.take(match lower("STRIPE_RATE_LIMIT").as_deref() {
@@ -569,6 +572,7 @@ impl Settings {
                 allow_promotion_codes: allow_promotion_codes?,
                 teams: teams?,
                 plan_limits: plan_limits?,
+                metered_paths: metered_paths?,
                 stripe_rate_limit: stripe_rate_limit?,
                 reconcile_every: reconcile_every?,
                 period_end_grace: period_end_grace?,
@@ -731,6 +735,30 @@ fn trial_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<Option<T
 }
 
 /// `true`/`false` (or `1`/`0`, any case); unset is false.
+/// A metered path prefix and the meter event it counts as (`METERED_PATHS`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeteredPath {
+    pub prefix: String,
+    pub event_name: String,
+}
+
+/// `METERED_PATHS=/api/v1:api_requests,/api/v2/chat:tokens` (path prefix → meter event name).
+fn metered_paths<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<Vec<MeteredPath>, ConfigError> {
+    let mut paths = Vec::new();
+    for entry in get("METERED_PATHS").unwrap_or("").split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || error("METERED_PATHS", format!("'{entry}' is not /path:meter_event_name"));
+        let (prefix, event) = entry.split_once(':').ok_or_else(bad)?;
+        let plain =
+            prefix.starts_with('/') && !prefix.contains("//") && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+        let event_ok = (1..=100).contains(&event.len()) && event.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+        if !plain || !event_ok {
+            return Err(bad());
+        }
+        paths.push(MeteredPath { prefix: prefix.trim_end_matches('/').to_string(), event_name: event.to_string() });
+    }
+    Ok(paths)
+}
+
 /// `PLAN_LIMITS=price_basic:60/min,10000/month;price_pro:600/min`.
 fn plan_limits<'v>(get: &impl Fn(&str) -> Option<&'v str>) -> Result<crate::domain::PlanLimits, ConfigError> {
     let mut by_price = std::collections::BTreeMap::new();

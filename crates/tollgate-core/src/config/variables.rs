@@ -266,6 +266,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: r#"Each plan's quotas on `API_PATHS`: `price_basic:60/min,10000/month;price_pro:600/min,1000000/month` (or a price's `metadata.tollgate_limits`, `60/min,10000/month`). All instances count together in the KV: requests per minute as a GCRA (a minute's worth may come at once), and per billing period from the customer's own period start. Over either: 429 with `Retry-After`; every answer on a limited path carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`."#,
     },
     Variable {
+        name: "METERED_PATHS",
+        default: r#"none"#,
+        shown: Shown::Plain,
+        meaning: r#"Usage billed through Stripe's meters: `/api/v1:api_requests` (a path prefix under `API_PATHS` and the meter's event name; comma-separated for more). Each request the product answers with a 2xx there counts one for its payer, in a per-minute bucket in the KV; every instance sends closed minutes as meter events (`identifier` = the bucket), exactly once."#,
+    },
+    Variable {
         name: "OPEN_PATHS",
         default: r#"none"#,
         shown: Shown::Plain,

@@ -170,6 +170,37 @@ pub fn commit_sync(
     }
 }
 
+/// [`Kv::usage_add`](super::Kv::usage_add).
+pub fn usage_add(table: &mut dyn Table, bucket: &str, amount: u64) -> Result<(), KvError> {
+    let count = table.get(bucket)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    table.insert(bucket, &(count + amount).to_string())?;
+    hash_set(table, keys::USAGE_OPEN, bucket, "1")
+}
+
+/// [`Kv::usage_take`](super::Kv::usage_take).
+pub fn usage_take(table: &mut dyn Table, bucket: &str) -> Result<Option<(String, u64)>, KvError> {
+    hash_remove(table, keys::USAGE_OPEN, bucket)?;
+    let Some(count) = table.get(bucket)?.and_then(|v| v.parse::<u64>().ok()) else { return Ok(None) };
+    table.remove(bucket)?;
+    let closed = keys::usage_closed(bucket);
+    let n = table.get(&closed)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+    table.insert(&closed, &n.to_string())?;
+    let record = format!("{bucket}:{n}");
+    hash_set(table, keys::USAGE_SENDING, &record, &count.to_string())?;
+    Ok(Some((record, count)))
+}
+
+/// [`Kv::usage_pending`](super::Kv::usage_pending).
+pub fn usage_pending(table: &dyn ReadTable, limit: usize) -> Result<super::UsagePending, KvError> {
+    let open = hash_get_all(table, keys::USAGE_OPEN)?.into_iter().take(limit).map(|(bucket, _)| bucket).collect();
+    let sending = hash_get_all(table, keys::USAGE_SENDING)?
+        .into_iter()
+        .take(limit)
+        .map(|(record, count)| (record, count.parse().unwrap_or(0)))
+        .collect();
+    Ok((open, sending))
+}
+
 /// [`Kv::admit`](super::Kv::admit) for one process: the minute's GCRA in memory (`leases`), the
 /// period's count in the table (it outlives a restart), with the same rules as the Redis script.
 pub fn admit(table: &mut dyn Table, leases: &Leases, quota: super::Quota<'_>, now_unix: i64) -> Result<super::Admission, KvError> {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::local::{self, Leases, ReadTable, Table};
-use super::{Commit, Kv, KvError, KvFuture};
+use super::{keys, Commit, Kv, KvError, KvFuture};
 use crate::clock::Clock;
 
 /// `Default`: on the system's clock.
@@ -120,6 +120,18 @@ impl Kv for MemoryKv {
     }
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         self.with(|m| local::commit_sync(m, &self.leases, customer, token, generation, entry))
+    }
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
+        self.with(|m| local::usage_add(m, bucket, amount))
+    }
+    fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
+        self.with(|m| local::usage_take(m, bucket))
+    }
+    fn usage_pending(&self, limit: usize) -> KvFuture<'_, super::UsagePending> {
+        self.with(|m| local::usage_pending(m, limit))
+    }
+    fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()> {
+        self.with(|m| local::hash_remove(m, keys::USAGE_SENDING, record).map(drop))
     }
     fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
         self.with(|m| local::admit(m, &self.leases, quota, self.clock.unix_now()))

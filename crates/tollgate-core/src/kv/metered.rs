@@ -76,6 +76,18 @@ impl Kv for Metered {
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         counted("commit_sync", self.0.commit_sync(customer, token, generation, entry))
     }
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
+        counted("usage_add", self.0.usage_add(bucket, amount))
+    }
+    fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
+        counted("usage_take", self.0.usage_take(bucket))
+    }
+    fn usage_pending(&self, limit: usize) -> KvFuture<'_, super::UsagePending> {
+        counted("usage_pending", self.0.usage_pending(limit))
+    }
+    fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()> {
+        counted("usage_sent", self.0.usage_sent(record))
+    }
     fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
         counted("admit", self.0.admit(quota))
     }

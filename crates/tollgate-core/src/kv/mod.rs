@@ -13,6 +13,10 @@
 //! - `tollgate:event:{eventId}` → a webhook event already recorded (kept 3 days, Stripe's retry window)
 //! - `tollgate:lease:{name}` → who may sync a customer (or reconcile) right now, with an expiry
 //! - `tollgate:rate:{name}` → the shared Stripe request pacing (Redis only)
+//! - `tollgate:usage:{meter event}:{customer}:{minute}` → usage counted in an open bucket;
+//!   `tollgate:usage:open` and `tollgate:usage:sending` (hashes) → the open buckets, and the closed
+//!   ones waiting to be sent (`{bucket}:{n}` → count); `tollgate:usage:closed:{bucket}` → how many
+//!   times a bucket was closed (`METERED_PATHS`, `billing::usage`)
 //! - `tollgate:quota:minute:{payer}`, `tollgate:quota:period:{payer}:{periodStart}` → API quotas
 //!   (`PLAN_LIMITS`): the minute's GCRA, the period's count
 //! - `tollgate:throttle:{kind}:{subject}` → failed sign-ins and locks (`auth::throttle`)
@@ -79,6 +83,9 @@ pub struct Admission {
     pub retry_after: Option<Duration>,
 }
 
+/// Usage waiting (`Kv::usage_pending`): open buckets, and closed records to send with their counts.
+pub type UsagePending = (Vec<String>, Vec<(String, u64)>);
+
 /// How long an event id is remembered: Stripe retries a delivery for up to three days.
 pub const EVENT_MEMORY: Duration = Duration::from_secs(3 * 24 * 3600);
 
@@ -132,6 +139,16 @@ pub trait Kv: Send + Sync {
     /// GCRA over a minute (a whole minute's worth may come at once), then the period's count.
     /// A refused request counts against neither.
     fn admit<'a>(&'a self, quota: Quota<'a>) -> KvFuture<'a, Admission>;
+    /// Count `amount` of usage into the open bucket `bucket` (and index it, so a flusher finds it).
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()>;
+    /// Close `bucket` in one step: its count moves into a record to send (`{bucket}:{n}`, the
+    /// bucket's n-th), which is returned with the count; `None` when the bucket holds nothing.
+    /// Usage counted into the bucket later opens it again, to be sent under the next number.
+    fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>>;
+    /// Up to `limit` open buckets, and up to `limit` records waiting to be sent with their counts.
+    fn usage_pending(&self, limit: usize) -> KvFuture<'_, UsagePending>;
+    /// A record was accepted by Stripe (or had been before): forget it.
+    fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()>;
     /// Reserve the next slot of a limit of `per_second` shared by every user of this store: the
     /// time to wait before using it, or `None` (nothing reserved) when that is over `max_wait`.
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>>;
@@ -265,6 +282,16 @@ pub mod keys {
     /// A payer's API requests in the billing period that started at `period_start` (unix seconds).
     pub fn quota_period(payer: &str, period_start: i64) -> String {
         format!("tollgate:quota:period:{payer}:{period_start}")
+    }
+
+    /// The index of open usage buckets (a Redis hash; rows of their own locally).
+    pub const USAGE_OPEN: &str = "tollgate:usage:open";
+    /// The index of usage records waiting to be sent, with their counts.
+    pub const USAGE_SENDING: &str = "tollgate:usage:sending";
+
+    /// A bucket's sequence counter: how many times it was closed.
+    pub fn usage_closed(bucket: &str) -> String {
+        format!("tollgate:usage:closed:{bucket}")
     }
 
     pub fn rate(name: &str) -> String {

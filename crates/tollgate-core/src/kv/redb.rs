@@ -332,6 +332,21 @@ impl Kv for RedbKv {
         let (customer, token, entry, leases) = (customer.to_string(), token.to_string(), entry.map(str::to_string), self.leases.clone());
         self.write(move |t| local::commit_sync(t, &leases, &customer, &token, generation, entry.as_deref()))
     }
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
+        let bucket = bucket.to_string();
+        self.write(move |t| local::usage_add(t, &bucket, amount))
+    }
+    fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
+        let bucket = bucket.to_string();
+        self.write(move |t| local::usage_take(t, &bucket))
+    }
+    fn usage_pending(&self, limit: usize) -> KvFuture<'_, super::UsagePending> {
+        Box::pin(async move { self.read(|t| local::usage_pending(t, limit)) })
+    }
+    fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()> {
+        let record = record.to_string();
+        self.write(move |t| local::hash_remove(t, super::keys::USAGE_SENDING, &record).map(drop))
+    }
     fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
         let minute = quota.minute.map(|(key, limit)| (key.to_string(), limit));
         let period = quota.period.map(|(key, limit, ttl)| (key.to_string(), limit, ttl));

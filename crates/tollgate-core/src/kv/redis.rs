@@ -128,6 +128,25 @@ if admitted == 1 then
 end
 return {admitted, remaining, math.floor(reset), math.floor(retry), used}";
 
+/// KEYS: the bucket, the open index. ARGV: the amount.
+const USAGE_ADD: &str = r"
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], KEYS[1], '1')
+return 1";
+
+/// KEYS: the bucket, the open index, the bucket's closed counter, the sending index. Answers
+/// {record, count}, or nothing for an empty bucket.
+const USAGE_TAKE: &str = r"
+redis.call('HDEL', KEYS[2], KEYS[1])
+local count = redis.call('GET', KEYS[1])
+if not count then return nil end
+redis.call('DEL', KEYS[1])
+local n = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], 259200)
+local record = KEYS[1] .. ':' .. n
+redis.call('HSET', KEYS[4], record, count)
+return {record, count}";
+
 struct Scripts {
     set_if_absent: Script,
     take: Script,
@@ -138,6 +157,8 @@ struct Scripts {
     commit_sync: Script,
     reserve_rate: Script,
     admit: Script,
+    usage_add: Script,
+    usage_take: Script,
 }
 
 pub struct RedisKv {
@@ -205,6 +226,8 @@ impl RedisKv {
                 commit_sync: Script::new(COMMIT_SYNC),
                 reserve_rate: Script::new(RESERVE_RATE),
                 admit: Script::new(ADMIT),
+                usage_add: Script::new(USAGE_ADD),
+                usage_take: Script::new(USAGE_TAKE),
             },
         };
         kv.ping().await.map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
@@ -358,6 +381,29 @@ impl Kv for RedisKv {
                 _ => Ok(Commit::LeaseLost),
             }
         })
+    }
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
+        Box::pin(
+            async move { self.script::<i64>(&self.scripts.usage_add, &[bucket, keys::USAGE_OPEN], &[&amount.to_string()]).await.map(drop) },
+        )
+    }
+    fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
+        Box::pin(async move {
+            let closed = keys::usage_closed(bucket);
+            let keys = [bucket, keys::USAGE_OPEN, closed.as_str(), keys::USAGE_SENDING];
+            let taken: Option<(String, u64)> = self.script(&self.scripts.usage_take, &keys, &[]).await?;
+            Ok(taken)
+        })
+    }
+    fn usage_pending(&self, limit: usize) -> KvFuture<'_, super::UsagePending> {
+        Box::pin(async move {
+            let open: Vec<String> = self.run(redis::cmd("HKEYS").arg(keys::USAGE_OPEN).clone()).await?;
+            let sending: Vec<(String, u64)> = self.run(redis::cmd("HGETALL").arg(keys::USAGE_SENDING).clone()).await?;
+            Ok((open.into_iter().take(limit).collect(), sending.into_iter().take(limit).collect()))
+        })
+    }
+    fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()> {
+        Box::pin(async move { self.run::<i64>(redis::cmd("HDEL").arg(keys::USAGE_SENDING).arg(record).clone()).await.map(drop) })
     }
     fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
         Box::pin(async move {

@@ -937,6 +937,18 @@ mod tests {
         ) -> tollgate_core::kv::KvFuture<'a, tollgate_core::kv::Commit> {
             self.pass(move || self.inner.commit_sync(customer, token, generation, entry))
         }
+        fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> tollgate_core::kv::KvFuture<'a, ()> {
+            self.pass(move || self.inner.usage_add(bucket, amount))
+        }
+        fn usage_take<'a>(&'a self, bucket: &'a str) -> tollgate_core::kv::KvFuture<'a, Option<(String, u64)>> {
+            self.pass(move || self.inner.usage_take(bucket))
+        }
+        fn usage_pending(&self, limit: usize) -> tollgate_core::kv::KvFuture<'_, tollgate_core::kv::UsagePending> {
+            self.pass(move || self.inner.usage_pending(limit))
+        }
+        fn usage_sent<'a>(&'a self, record: &'a str) -> tollgate_core::kv::KvFuture<'a, ()> {
+            self.pass(move || self.inner.usage_sent(record))
+        }
         fn admit<'a>(&'a self, quota: tollgate_core::kv::Quota<'a>) -> tollgate_core::kv::KvFuture<'a, tollgate_core::kv::Admission> {
             self.pass(move || self.inner.admit(quota))
         }

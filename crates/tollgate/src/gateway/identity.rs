@@ -45,6 +45,9 @@ pub(crate) struct Identity {
     /// What the API's quotas count against, when the plan has them.
     #[serde(skip)]
     pub(crate) quota: Option<QuotaSubject>,
+    /// The Stripe customer an entitled caller's metered usage is billed to (`METERED_PATHS`).
+    #[serde(skip)]
+    pub(crate) billed_to: Option<tollgate_core::domain::CustomerId>,
 }
 
 impl Identity {
@@ -62,6 +65,7 @@ impl Identity {
             key_id: None,
             user: user.clone(),
             quota: None,
+            billed_to: None,
         }
     }
 

@@ -75,7 +75,12 @@ async fn identity_for(
     };
     let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
     let quota = quota_subject(state, &access).await;
-    let identity = Identity { key_id, quota, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
+    // Metered usage goes to the customer of the payer that entitles (read once, kept with the identity).
+    let billed_to = match (&access.payer, access.entitled && !state.metered.is_empty()) {
+        (Some(payer), true) => state.billing.customer_of(payer).await.map_err(|e| Failure::from_billing(surface, e))?,
+        _ => None,
+    };
+    let identity = Identity { key_id, quota, billed_to, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
     let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
     admitted(&kept.identity, needs, surface)?;
     Ok(Some(kept))
@@ -195,6 +200,8 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         },
         None => HeaderMap::new(),
     };
+    // A 2xx of the product on a metered path counts for the caller's customer.
+    let metered = state.metered_event(parts.uri.path()).zip(identity.as_ref().and_then(|k| k.identity.billed_to.clone()));
     let assertion = identity
         .as_ref()
         .and_then(|k| state.assertions.sign(&k.identity, Some(Bound { method: parts.method.as_str(), path: parts.uri.path() })));
@@ -243,6 +250,13 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         Err(e) => return Failure::from_gateway(surface, e).into_response(),
     };
     response.headers_mut().extend(rate_headers);
+    if let (Some((event, customer)), true) = (metered, response.status().is_success()) {
+        // The product did the work: a store that cannot count it now is logged (and counted in
+        // `tollgate_kv_errors_total{operation="usage_add"}`), the answer still goes out.
+        if let Err(e) = state.billing.count_usage(event, &customer, 1).await {
+            tracing::error!(customer = %customer, error = %e, "usage could not be counted");
+        }
+    }
     response.extensions_mut().insert(FromProduct);
     response
 }

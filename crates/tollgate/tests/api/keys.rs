@@ -226,3 +226,65 @@ async fn instances_over_one_redis_share_the_quota() {
         assert_eq!(program(app, "/api/v1/x", "authorization", &secret).await.status, 429);
     }
 }
+
+/// `METERED_PATHS`: each 2xx of the product on a metered path counts once for the caller's
+/// customer; closed minutes reach the emulator's meter as one event each; a record sent again
+/// (a crash after Stripe accepted it) is not counted twice, and usage that comes for a minute
+/// already sent is sent under the next number, not lost.
+#[tokio::test]
+async fn metered_calls_reach_stripes_meter_exactly_once() {
+    let (product, _) = crate::gateway::start_product().await;
+    let app = gateway_app(&product, vec![("METERED_PATHS", "/api/v1:api_requests".to_string())]).await;
+    let meter = app
+        .stripe(
+            Method::POST,
+            "/v1/billing/meters",
+            &[("display_name", "API calls"), ("event_name", "api_requests"), ("default_aggregation[formula]", "sum")],
+        )
+        .await;
+    let meter = meter["id"].as_str().unwrap().to_string();
+    let (subscriber, customer) = app.subscribed("meters@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (_, secret) = make_key(&subscriber, "metered").await;
+    for _ in 0..37 {
+        assert_eq!(program(&app, "/api/v1/work", "x-api-key", &secret).await.status, 200);
+    }
+    assert_eq!(program(&app, "/app/page", "x-api-key", &secret).await.status, 401, "not the API: neither admitted nor counted");
+    let kv = app.state.billing().kv.clone();
+    let (open, _) = kv.usage_pending(10).await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let bucket = open[0].clone();
+
+    let now = tollgate_core::unix_now() / 60 * 60;
+    let (from, to) = ((now - 3600).to_string(), (now + 7200).to_string());
+    let counted = || async {
+        let path = format!("/v1/billing/meters/{meter}/event_summaries");
+        let summaries = app.stripe(Method::GET, &path, &[("customer", &customer), ("start_time", &from), ("end_time", &to)]).await;
+        summaries["data"][0]["aggregated_value"].as_f64()
+    };
+    let becomes = |wanted: f64| {
+        let (app, counted) = (&app, &counted);
+        move || async move {
+            // The flusher's next round: a few seconds on the app's clock.
+            app.clock.advance(tollgate_core::billing::usage::FLUSH_EVERY);
+            (counted().await == Some(wanted)).then_some(())
+        }
+    };
+    // The minute ends: its bucket is sent.
+    app.clock.advance(Duration::from_secs(60));
+    test_support::eventually("37 calls on the meter", Duration::from_secs(20), becomes(37.0)).await;
+
+    // As if an instance died after Stripe accepted the record, before forgetting it: sent again, not counted again.
+    kv.hash_set(tollgate_core::kv::keys::USAGE_SENDING, &format!("{bucket}:1"), "37").await.unwrap();
+    let resent = || async { kv.usage_pending(10).await.unwrap().1.is_empty().then_some(()) };
+    test_support::eventually("the record sent again and forgotten", Duration::from_secs(20), || async {
+        app.clock.advance(tollgate_core::billing::usage::FLUSH_EVERY);
+        resent().await
+    })
+    .await;
+    assert_eq!(counted().await, Some(37.0), "the meter counted it once");
+
+    // A call answered just after its minute was sent (it was in flight): sent as the bucket's second record.
+    kv.usage_add(&bucket, 5).await.unwrap();
+    test_support::eventually("the late usage on the meter too", Duration::from_secs(20), becomes(42.0)).await;
+}

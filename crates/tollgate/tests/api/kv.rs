@@ -101,6 +101,7 @@ async fn contract(kv: SharedKv, time: Time) {
 
     hashes(kv.clone()).await;
     quotas(kv.as_ref()).await;
+    usage(kv.as_ref()).await;
     recipe_values(kv.as_ref()).await;
     sync_bookkeeping(kv.as_ref(), &time).await;
     cancellation(kv.clone()).await;
@@ -152,6 +153,24 @@ async fn quotas(kv: &dyn Kv) {
     assert!(kv.admit(by_period).await.unwrap().admitted && kv.admit(by_period).await.unwrap().admitted);
     let over = kv.admit(by_period).await.unwrap();
     assert!(!over.admitted && over.retry_after.is_none() && over.period_used == Some(2), "{over:?}");
+}
+
+/// Usage buckets: counted, closed into numbered records in one step, reopened by later usage.
+async fn usage(kv: &dyn Kv) {
+    let bucket = format!("tollgate:usage:api_requests:cus_{}:29000000", tollgate_core::random_token(8));
+    kv.usage_add(&bucket, 2).await.unwrap();
+    kv.usage_add(&bucket, 3).await.unwrap();
+    assert!(kv.usage_pending(1000).await.unwrap().0.contains(&bucket));
+    let (record, count) = kv.usage_take(&bucket).await.unwrap().expect("a full bucket");
+    assert_eq!((record.as_str(), count), (format!("{bucket}:1").as_str(), 5));
+    assert_eq!(kv.usage_take(&bucket).await.unwrap(), None, "closed and empty");
+    let (open, sending) = kv.usage_pending(1000).await.unwrap();
+    assert!(!open.contains(&bucket) && sending.contains(&(record.clone(), 5)), "{open:?} {sending:?}");
+    kv.usage_add(&bucket, 1).await.unwrap();
+    assert_eq!(kv.usage_take(&bucket).await.unwrap(), Some((format!("{bucket}:2"), 1)), "later usage: the next record");
+    kv.usage_sent(&record).await.unwrap();
+    kv.usage_sent(&format!("{bucket}:2")).await.unwrap();
+    assert!(!kv.usage_pending(1000).await.unwrap().1.iter().any(|(r, _)| r.starts_with(&bucket)));
 }
 
 /// What the Next.js recipe's app writes (`@upstash/redis`/`ioredis`: the customer id as a plain
