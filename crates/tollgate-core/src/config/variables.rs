@@ -269,7 +269,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "METERED_PATHS",
         default: r#"none"#,
         shown: Shown::Plain,
-        meaning: r#"Usage billed through Stripe's meters: `/api/v1:api_requests` (a path prefix under `API_PATHS` and the meter's event name; comma-separated for more). Each request the product answers with a 2xx there counts one for its payer, in a per-minute bucket in the KV; every instance sends closed minutes as meter events (`identifier` = the bucket), exactly once."#,
+        meaning: r#"Usage billed through Stripe's meters: `/api/v1:api_requests` (a path prefix under `API_PATHS` and the meter's event name; comma-separated for more). Each request the product answers with a 2xx there counts one (or what its `X-Tollgate-Usage` answer header says) for its payer, in a per-minute bucket in the KV; every instance sends closed minutes as meter events (`identifier` = the bucket), exactly once."#,
     },
     Variable {
         name: "OPEN_PATHS",

@@ -30,6 +30,11 @@ use crate::state::AppState;
 use tollgate_core::domain::User;
 use tollgate_core::kv::Quota;
 
+/// What a metered request counts for, when the product says (else one).
+const X_TOLLGATE_USAGE: HeaderName = HeaderName::from_static("x-tollgate-usage");
+/// A weight above this is no weight (a product's bug): the request counts one.
+const MAX_USAGE_WEIGHT: u64 = 1_000_000_000;
+
 /// A tunnel's recheck in progress: whether it may stay open.
 type Check = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
@@ -250,10 +255,13 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         Err(e) => return Failure::from_gateway(surface, e).into_response(),
     };
     response.headers_mut().extend(rate_headers);
+    // The product may weigh a request (`X-Tollgate-Usage: 1530`, tokens say); it is Tollgate's to read.
+    let weight = response.headers_mut().remove(X_TOLLGATE_USAGE);
     if let (Some((event, customer)), true) = (metered, response.status().is_success()) {
+        let amount = weight.and_then(|w| w.to_str().ok()?.trim().parse::<u64>().ok()).filter(|w| *w <= MAX_USAGE_WEIGHT).unwrap_or(1);
         // The product did the work: a store that cannot count it now is logged (and counted in
         // `tollgate_kv_errors_total{operation="usage_add"}`), the answer still goes out.
-        if let Err(e) = state.billing.count_usage(event, &customer, 1).await {
+        if let Err(e) = state.billing.count_usage(event, &customer, amount).await {
             tracing::error!(customer = %customer, error = %e, "usage could not be counted");
         }
     }

@@ -288,3 +288,39 @@ async fn metered_calls_reach_stripes_meter_exactly_once() {
     kv.usage_add(&bucket, 5).await.unwrap();
     test_support::eventually("the late usage on the meter too", Duration::from_secs(20), becomes(42.0)).await;
 }
+
+/// A product weighs a metered request with `X-Tollgate-Usage` (tokens, say): that is what counts,
+/// a weight that is no number counts one, and the header stays with Tollgate.
+#[tokio::test]
+async fn the_product_weighs_its_requests() {
+    let product = crate::gateway::start_raw_product(|head| match head.contains("/api/v1/tokens") {
+        true => b"HTTP/1.1 200 OK\r\nx-tollgate-usage: 1530\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        false => b"HTTP/1.1 200 OK\r\nx-tollgate-usage: lots\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    })
+    .await;
+    let app = gateway_app(&product, vec![("METERED_PATHS", "/api/v1:tokens_used".to_string())]).await;
+    let meter = app
+        .stripe(
+            Method::POST,
+            "/v1/billing/meters",
+            &[("display_name", "Tokens"), ("event_name", "tokens_used"), ("default_aggregation[formula]", "sum")],
+        )
+        .await;
+    let (subscriber, customer) = app.subscribed("weights@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (_, secret) = make_key(&subscriber, "weights").await;
+    let weighed = program(&app, "/api/v1/tokens", "authorization", &secret).await;
+    assert_eq!(weighed.status, 200, "{}", weighed.text);
+    assert!(weighed.headers.get("x-tollgate-usage").is_none(), "the weight is not the client's");
+    assert_eq!(program(&app, "/api/v1/other", "authorization", &secret).await.status, 200);
+    let now = tollgate_core::unix_now() / 60 * 60;
+    let (from, to) = ((now - 3600).to_string(), (now + 7200).to_string());
+    app.clock.advance(Duration::from_secs(60));
+    let path = format!("/v1/billing/meters/{}/event_summaries", meter["id"].as_str().unwrap());
+    let counted = || async {
+        app.clock.advance(tollgate_core::billing::usage::FLUSH_EVERY);
+        let summaries = app.stripe(Method::GET, &path, &[("customer", &customer), ("start_time", &from), ("end_time", &to)]).await;
+        (summaries["data"][0]["aggregated_value"].as_f64() == Some(1531.0)).then_some(())
+    };
+    test_support::eventually("1,530 tokens and one call", Duration::from_secs(20), counted).await;
+}
