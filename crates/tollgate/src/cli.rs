@@ -1,5 +1,5 @@
 //! The command line: `tollgate` (= `tollgate serve`), `tollgate config`, `tollgate sync`,
-//! `tollgate import`, `tollgate doctor` and `tollgate setup`.
+//! `tollgate import`, `tollgate usage`, `tollgate doctor` and `tollgate setup`.
 
 use std::sync::Arc;
 
@@ -42,6 +42,16 @@ pub(crate) enum Command {
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// A customer's metered usage (METERED_PATHS): what Stripe's meters counted since a time,
+    /// and what waits here to be sent.
+    Usage {
+        /// The customer (cus_…).
+        #[arg(long, value_parser = |s: &str| CustomerId::parse(s))]
+        customer: CustomerId,
+        /// Unix seconds to count from (default: 30 days ago).
+        #[arg(long)]
+        since: Option<i64>,
     },
     /// Take over a recipe deployment's KV: check every stripe:user:* and stripe:customer:* against
     /// Stripe (within STRIPE_RATE_LIMIT), re-write stale ones, report orphans.
@@ -101,6 +111,7 @@ async fn command_line() -> i32 {
         Command::Doctor { json } => i32::from(!doctor(&settings, json).await),
         Command::Sync(target) => outcome("sync", sync(settings, target).await),
         Command::Import { dry_run } => outcome("import", import(settings, dry_run).await),
+        Command::Usage { customer, since } => outcome("usage", usage(settings, customer, since).await),
         Command::Setup { dry_run } => outcome("setup", setup(&settings, dry_run).await),
     }
 }
@@ -240,6 +251,27 @@ pub(crate) async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<
         report.repaired.len(),
         report.orphaned.len()
     );
+    Ok(())
+}
+
+/// `tollgate usage`: one line per meter event of `METERED_PATHS`.
+pub(crate) async fn usage(settings: Settings, customer: CustomerId, since: Option<i64>) -> anyhow::Result<()> {
+    let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
+        anyhow::bail!(
+            "STRIPE_SECRET_KEY: `tollgate usage` reads Stripe's meters; without a key there is only the emulator inside `tollgate serve`"
+        );
+    };
+    let mut events: Vec<String> = settings.metered_paths.iter().map(|m| m.event_name.clone()).collect();
+    events.sort();
+    events.dedup();
+    anyhow::ensure!(!events.is_empty(), "METERED_PATHS: no metered path is set, so no usage is counted");
+    let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
+    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
+    let since = since.unwrap_or_else(|| tollgate_core::unix_now() - 30 * 86_400);
+    for report in billing.usage_report(&customer, &events, since).await? {
+        let reported = report.reported.map_or("no active meter in Stripe".to_string(), |r| format!("reported {r}"));
+        println!("{}: {reported}, waiting {}", report.event_name, report.waiting);
+    }
     Ok(())
 }
 

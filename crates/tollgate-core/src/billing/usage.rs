@@ -85,6 +85,47 @@ impl Billing {
     }
 }
 
+/// One meter's usage of a customer: what Stripe counted, and what waits here to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageReport {
+    pub event_name: String,
+    /// The meter's aggregate for the customer since the asked time (`None`: Stripe has no
+    /// active meter with this event name).
+    pub reported: Option<f64>,
+    /// Counted here and not yet sent: open buckets and records waiting.
+    pub waiting: u64,
+}
+
+impl Billing {
+    /// `tollgate usage`: for each meter event, what Stripe's meter counted for `customer` since
+    /// `since` (unix seconds, taken down to the minute), and what waits here to be sent.
+    pub async fn usage_report(&self, customer: &CustomerId, events: &[String], since: i64) -> Result<Vec<UsageReport>, BillingError> {
+        let (open, sending) = self.kv.usage_pending(100_000).await?;
+        let meters: crate::stripe::wire::List<serde_json::Value> =
+            self.stripe.get("/v1/billing/meters", &[("status", "active"), ("limit", "100")]).await?;
+        let (from, to) = ((since / 60 * 60).to_string(), ((self.clock.unix_now() / 60 + 2) * 60).to_string());
+        let mut reports = Vec::new();
+        for event in events {
+            let mine = |name: &str| parts(name).is_some_and(|(e, c, _)| e == event && c == customer.as_str());
+            let mut waiting: u64 = sending.iter().filter(|(record, _)| mine(record)).map(|(_, count)| count).sum();
+            for bucket in open.iter().filter(|b| mine(b)) {
+                waiting += self.kv.get(bucket).await?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+            let reported = match meters.data.iter().find(|m| m["event_name"] == event.as_str()).and_then(|m| m["id"].as_str()) {
+                None => None,
+                Some(meter) => {
+                    let query = [("customer", customer.as_str()), ("start_time", from.as_str()), ("end_time", to.as_str())];
+                    let summaries: crate::stripe::wire::List<serde_json::Value> =
+                        self.stripe.get(&format!("/v1/billing/meters/{meter}/event_summaries"), &query).await?;
+                    Some(summaries.data.iter().filter_map(|s| s["aggregated_value"].as_f64()).sum())
+                }
+            };
+            reports.push(UsageReport { event_name: event.clone(), reported, waiting });
+        }
+        Ok(reports)
+    }
+}
+
 /// Flush every [`FLUSH_EVERY`] until the process stops (every instance runs one; closing and
 /// sending are safe side by side).
 pub async fn run(billing: Arc<Billing>) {

@@ -324,3 +324,51 @@ async fn serving(env: &[(&str, String)], stdout: std::process::Stdio) -> (std::p
     test_support::eventually("the binary answers /healthz", std::time::Duration::from_secs(5), up).await;
     (child, url)
 }
+
+/// `tollgate usage`: what Stripe's meter counted for a customer, and what waits in the KV.
+#[tokio::test]
+async fn usage_says_what_the_meter_counted_and_what_waits() {
+    use tollgate_core::kv::Kv;
+    let stripe = crate::helpers::spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let meter = [("display_name", "API calls"), ("event_name", "api_requests"), ("default_aggregation[formula]", "sum")];
+    crate::helpers::stripe_api(&http, &stripe, reqwest::Method::POST, "/v1/billing/meters", &meter).await;
+    let customer =
+        crate::helpers::stripe_api(&http, &stripe, reqwest::Method::POST, "/v1/customers", &[("email", "usage@example.com")]).await;
+    let customer = customer["id"].as_str().unwrap().to_string();
+    let minute = tollgate_core::unix_now() / 60 - 5;
+    let event = [
+        ("event_name", "api_requests"),
+        ("payload[stripe_customer_id]", customer.as_str()),
+        ("payload[value]", "37"),
+        ("identifier", "already-sent"),
+        ("timestamp", &(minute * 60).to_string()),
+    ];
+    crate::helpers::stripe_api(&http, &stripe, reqwest::Method::POST, "/v1/billing/meter_events", &event).await;
+    let dir = tempfile::Builder::new().prefix("tollgate-cli-usage-").tempdir().unwrap();
+    let kv_file = dir.path().join("kv.redb");
+    {
+        let kv = tollgate_core::kv::redb::RedbKv::open(&kv_file).unwrap();
+        kv.usage_add(&format!("tollgate:usage:api_requests:{customer}:{minute}"), 5).await.unwrap();
+        kv.usage_add(&format!("tollgate:usage:api_requests:cus_someoneelse:{minute}"), 99).await.unwrap();
+        kv.close().await;
+    }
+    let env = [
+        ("KV_URL", format!("redb:{}", kv_file.display())),
+        ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
+        ("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET.to_string()),
+        ("STRIPE_API_BASE", stripe.clone()),
+        ("PLANS", crate::helpers::MONTHLY.to_string()),
+        ("METERED_PATHS", "/api/v1:api_requests,/api/v2:tokens".to_string()),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        tollgate(&["usage", "--customer", &customer], &env)
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("api_requests: reported 37, waiting 5"), "{printed}");
+    assert!(printed.contains("tokens: no active meter in Stripe, waiting 0"), "{printed}");
+}
