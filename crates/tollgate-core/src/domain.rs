@@ -127,6 +127,13 @@ impl Payer {
             Payer::Org(_) => "orgId",
         }
     }
+    /// The payer a Stripe customer's `metadata` names: `orgId` when present, else `userId`.
+    pub fn of_metadata(metadata: &std::collections::HashMap<String, String>) -> Option<Payer> {
+        match metadata.get("orgId") {
+            Some(org) => OrgId::parse(org).ok().map(Payer::Org),
+            None => UserId::parse(metadata.get("userId")?).ok().map(Payer::User),
+        }
+    }
 }
 
 impl std::fmt::Display for Payer {

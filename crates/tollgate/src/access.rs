@@ -35,6 +35,8 @@ pub(crate) struct Entitlement {
     pub(crate) entitled: bool,
     /// Whose entry it is (none when the user has no payer).
     pub(crate) payer: Option<Payer>,
+    /// The payer's Stripe customer (none before their first checkout).
+    pub(crate) customer: Option<CustomerId>,
 }
 
 /// Whether `user` may use the product: the first of the policy's payers whose subscription grants
@@ -53,7 +55,7 @@ pub(crate) async fn entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, u
         }
         first.get_or_insert(access);
     }
-    Ok(first.unwrap_or(Entitlement { entitled: false, entry: SubscriptionCache::none(), payer: None }))
+    Ok(first.unwrap_or(Entitlement { entitled: false, entry: SubscriptionCache::none(), payer: None, customer: None }))
 }
 
 /// Whether `org`'s subscription lets `user`, its member, use the product: it grants access, and
@@ -74,10 +76,10 @@ pub(crate) async fn org_entitlement(
 /// Whether `payer`'s own subscription grants access (see [`entitlement`]).
 pub(crate) async fn payer_entitlement(billing: &Arc<Billing>, policy: &AccessPolicy, payer: &Payer) -> Result<Entitlement, BillingError> {
     let (customer, mut entry) = cached_subscription(billing, payer).await?;
-    if let Some(customer) = customer.filter(|_| policy.needs_fresh_read(&entry, billing.clock.unix_now())) {
-        entry = billing.sync(&customer).await?;
+    if let Some(customer) = customer.as_ref().filter(|_| policy.needs_fresh_read(&entry, billing.clock.unix_now())) {
+        entry = billing.sync(customer).await?;
     }
-    Ok(Entitlement { entitled: policy.grants(entry.status()), entry, payer: Some(payer.clone()) })
+    Ok(Entitlement { entitled: policy.grants(entry.status()), entry, payer: Some(payer.clone()), customer })
 }
 
 /// The quotas of the plan with `price` on `API_PATHS`: `PLAN_LIMITS`, else the price's

@@ -36,8 +36,7 @@ impl Billing {
     pub async fn mark_all_pending(&self) -> Result<usize, BillingError> {
         let customers = customers_with_user(&self.stripe).await?;
         for customer in &customers {
-            self.kv.mark_pending(customer.as_str(), None).await?;
-            self.drain.wake(customer.clone());
+            self.mark_pending(customer).await?;
         }
         Ok(customers.len())
     }

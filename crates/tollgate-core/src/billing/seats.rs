@@ -123,8 +123,7 @@ impl Billing {
     /// with it) by the drain, on whichever instance gets there first.
     pub async fn seats_changed(&self, org: &OrgId) -> Result<(), BillingError> {
         if let Some(customer) = self.customer_of(&Payer::Org(org.clone())).await? {
-            self.kv.mark_pending(customer.as_str(), None).await?;
-            self.drain.wake(customer);
+            self.mark_pending(&customer).await?;
         }
         Ok(())
     }
@@ -142,8 +141,10 @@ pub(super) async fn reconcile(
     let Some(subscription) = subscription.filter(|s| matches!(s.status.as_str(), "active" | "trialing" | "past_due")) else {
         return Ok(());
     };
-    let org =
-        subscription.customer.as_ref().and_then(|c| c.object()).and_then(|c| c.metadata.get("orgId")).and_then(|o| OrgId::parse(o).ok());
+    let org = match subscription.customer.as_ref().and_then(|c| c.object()).and_then(|c| Payer::of_metadata(&c.metadata)) {
+        Some(Payer::Org(org)) => Some(org),
+        _ => None,
+    };
     let (Some(org), Some(item)) = (org, subscription.items.data.first()) else { return Ok(()) };
     if !seats.per_seat(&item.price.id, metadata_per_seat(&item.price)) {
         return Ok(());

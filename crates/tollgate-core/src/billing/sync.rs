@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Billing, BillingError};
-use crate::domain::{
-    CachedDiscount, CachedSubscription, CustomerId, OrgId, Payer, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus, UserId,
-};
+use crate::domain::{CachedDiscount, CachedSubscription, CustomerId, Payer, PaymentMethodSummary, SubscriptionCache, SubscriptionStatus};
 use crate::kv::{keys, Commit};
 use crate::stripe::wire::{ActiveEntitlement, Discount, List, PaymentMethod, Subscription};
 use crate::stripe::{StripeClient, StripeError, Turn};
@@ -75,13 +73,7 @@ pub async fn fetch_subscription_state(
     }
     let trialed = match super::trial::had_a_trial(&list.data) {
         false => None,
-        true => list.data.iter().find_map(|s| {
-            let metadata = &s.customer.as_ref()?.object()?.metadata;
-            match metadata.get("orgId") {
-                Some(org) => OrgId::parse(org).ok().map(Payer::Org),
-                None => UserId::parse(metadata.get("userId")?).ok().map(Payer::User),
-            }
-        }),
+        true => list.data.iter().find_map(|s| Payer::of_metadata(&s.customer.as_ref()?.object()?.metadata)),
     };
     Ok(Fetched { entry, trialed, subscriptions: list.data })
 }
@@ -156,6 +148,13 @@ impl Billing {
             self.drain.wake(customer.clone());
         }
         Ok(recorded)
+    }
+
+    /// Note that `customer` needs a sync (not for a webhook event) and wake this instance's drain.
+    pub async fn mark_pending(&self, customer: &CustomerId) -> Result<(), BillingError> {
+        self.kv.mark_pending(customer.as_str(), None).await?;
+        self.drain.wake(customer.clone());
+        Ok(())
     }
 
     /// Sync now, for someone waiting on the answer. The run is spawned, so a client that hangs up

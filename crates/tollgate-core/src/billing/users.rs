@@ -30,8 +30,7 @@ impl Billing {
                 let _: Created = self.stripe.delete(&format!("/v1/subscriptions/{}", subscription.id)).await?;
             }
         }
-        self.kv.mark_pending(customer.as_str(), None).await?;
-        self.drain.wake(customer.clone());
+        self.mark_pending(&customer).await?;
         self.kv.delete(&keys::payer_customer(payer)).await?;
         Ok(())
     }

@@ -12,6 +12,7 @@ use super::error::{Failure, Surface};
 use crate::access::{entitlement, org_entitlement};
 use crate::auth::Session;
 use crate::state::AppState;
+use tollgate_core::api_keys::{ApiKey, ApiKeyError};
 use tollgate_core::billing::BillingError;
 use tollgate_core::domain::{ActiveOrg, Payer, SubscriptionCache, User};
 
@@ -139,17 +140,22 @@ pub struct ApiCaller {
     pub subscription: SubscriptionCache,
 }
 
+/// The key a secret names and its holder: a KV failure is a 503 to retry; a secret that names no
+/// live key, the API's 401.
+pub(crate) async fn key_holder(state: &AppState, secret: &str) -> Result<(ApiKey, User), Failure> {
+    match state.api_keys.authenticate(secret).await {
+        Ok(Some(found)) => Ok(found),
+        Err(ApiKeyError::Kv(e)) => Err(Failure::from_kv(Surface::Api, e)),
+        Ok(None) | Err(_) => Err(Failure::invalid_api_key()),
+    }
+}
+
 impl FromRequestParts<AppState> for ApiCaller {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let secret = crate::auth::api_key(&parts.headers).ok_or_else(Failure::invalid_api_key)?;
-        let (key, user) = match state.api_keys.authenticate(secret).await {
-            Ok(Some(found)) => found,
-            Ok(None) | Err(tollgate_core::api_keys::ApiKeyError::NotFound) => return Err(Failure::invalid_api_key()),
-            Err(tollgate_core::api_keys::ApiKeyError::Kv(e)) => return Err(Failure::from_kv(Surface::Api, e)),
-            Err(_) => return Err(Failure::invalid_api_key()),
-        };
+        let (key, user) = key_holder(state, secret).await?;
         let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(Surface::Api, e))?;
         match access.entitled {
             true => Ok(ApiCaller { user, key_id: key.id, subscription: access.entry }),

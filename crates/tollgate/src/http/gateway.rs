@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::deadline::REQUEST_DEADLINE;
 use super::error::{Failure, Surface};
-use super::extract::{back_to, signed_in_user};
+use super::extract::{back_to, key_holder, signed_in_user};
 use crate::access::{entitled_from_cache, entitlement};
 use crate::auth::Session;
 use crate::gateway::headers::{is_websocket_upgrade, ClientAddr};
@@ -66,12 +66,10 @@ async fn identity_for(
         }
     }
     let (user, key_id) = match key {
-        Some(key) => match state.api_keys.authenticate(key).await {
-            Ok(Some((key, user))) => (user, Some(key.id)),
-            Ok(None) => return Err(Failure::invalid_api_key()),
-            Err(tollgate_core::api_keys::ApiKeyError::Kv(e)) => return Err(Failure::from_kv(Surface::Api, e)),
-            Err(_) => return Err(Failure::invalid_api_key()),
-        },
+        Some(key) => {
+            let (key, user) = key_holder(state, key).await?;
+            (user, Some(key.id))
+        }
         None => match signed_in_user(parts, state, surface).await? {
             Some(user) => (user, None),
             None if needs == Requirement::Nothing => return Ok(None),
@@ -80,11 +78,8 @@ async fn identity_for(
     };
     let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
     let quota = quota_subject(state, &access).await;
-    // Metered usage goes to the customer of the payer that entitles (read once, kept with the identity).
-    let billed_to = match (&access.payer, access.entitled && !state.metered.is_empty()) {
-        (Some(payer), true) => state.billing.customer_of(payer).await.map_err(|e| Failure::from_billing(surface, e))?,
-        _ => None,
-    };
+    // Metered usage goes to the customer of the payer that entitles (kept with the identity).
+    let billed_to = access.customer.clone().filter(|_| access.entitled && !state.metered.is_empty());
     let identity = Identity { key_id, quota, billed_to, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
     let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
     admitted(&kept.identity, needs, surface)?;

@@ -93,11 +93,13 @@ pub(crate) async fn dashboard(
     // The payer's subscription is shown (the active organization's when it pays); whether the
     // user is entitled may also come from another payer (`BILLING_SUBJECT=both`).
     let payer = state.policy.payer(&user);
+    let access = entitlement(&state.billing, &state.policy, &user).await.map_err(failure)?;
+    let entitled = access.entitled;
     let entry = match &payer {
+        Some(payer) if access.payer.as_ref() == Some(payer) => access.entry,
         Some(payer) => cached_subscription(&state.billing, payer).await.map_err(failure)?.1,
         None => SubscriptionCache::none(),
     };
-    let entitled = entitlement(&state.billing, &state.policy, &user).await.map_err(failure)?.entitled;
     // The plan's name is a nicety: without Stripe the dashboard still shows the cached entry.
     let plans = state.billing.catalog.plans(&state.billing.stripe).await.unwrap_or_default();
     let team = match (&payer, &user.org) {
