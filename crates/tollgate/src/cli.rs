@@ -281,7 +281,7 @@ pub(crate) struct SyncTarget {
     /// One customer (cus_…).
     #[arg(long, value_parser = |s: &str| CustomerId::parse(s))]
     pub(crate) customer: Option<CustomerId>,
-    /// Every Stripe customer with a `userId` in its metadata (the ones Tollgate made).
+    /// Every Stripe customer with a `userId` or an `orgId` in its metadata (the ones Tollgate made).
     #[arg(long)]
     pub(crate) all: bool,
 }
@@ -302,7 +302,7 @@ pub(crate) async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Resu
             billing.stripe.get::<tollgate_core::stripe::wire::Customer>(&format!("/v1/customers/{customer}"), &[]).await?;
             vec![customer]
         }
-        None => tollgate_core::billing::reconcile::customers_with_user(&billing.stripe).await?,
+        None => tollgate_core::billing::reconcile::customers_of_payers(&billing.stripe).await?,
     };
     let progress = indicatif::ProgressBar::new(customers.len() as u64);
     progress.set_style(

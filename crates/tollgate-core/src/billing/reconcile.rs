@@ -13,8 +13,9 @@ use crate::stripe::{StripeClient, StripeError};
 
 const PAGE: &str = "100";
 
-/// Every Stripe customer with a `userId` in its metadata (the ones Tollgate creates), page by page.
-pub async fn customers_with_user(stripe: &StripeClient) -> Result<Vec<CustomerId>, StripeError> {
+/// Every Stripe customer with a `userId` or an `orgId` in its metadata (the ones Tollgate creates,
+/// for a user or an organization), page by page.
+pub async fn customers_of_payers(stripe: &StripeClient) -> Result<Vec<CustomerId>, StripeError> {
     let mut found = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -24,7 +25,12 @@ pub async fn customers_with_user(stripe: &StripeClient) -> Result<Vec<CustomerId
         }
         let page: List<Customer> = stripe.get("/v1/customers", &query).await?;
         after = page.data.last().map(|c| c.id.clone());
-        found.extend(page.data.iter().filter(|c| c.metadata.contains_key("userId")).filter_map(|c| CustomerId::parse(&c.id).ok()));
+        found.extend(
+            page.data
+                .iter()
+                .filter(|c| ["userId", "orgId"].iter().any(|k| c.metadata.contains_key(*k)))
+                .filter_map(|c| CustomerId::parse(&c.id).ok()),
+        );
         if !page.has_more || after.is_none() {
             return Ok(found);
         }
@@ -34,7 +40,7 @@ pub async fn customers_with_user(stripe: &StripeClient) -> Result<Vec<CustomerId
 impl Billing {
     /// Mark every customer pending and wake the drain (which keeps to the rate limit).
     pub async fn mark_all_pending(&self) -> Result<usize, BillingError> {
-        let customers = customers_with_user(&self.stripe).await?;
+        let customers = customers_of_payers(&self.stripe).await?;
         for customer in &customers {
             self.mark_pending(customer).await?;
         }

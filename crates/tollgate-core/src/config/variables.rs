@@ -227,7 +227,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "RECONCILE_INTERVAL",
         default: r#"off"#,
         shown: Shown::Plain,
-        meaning: r#"`30m`, `6h`, `1d`…: one instance at a time marks every customer for a sync, healing what a lost webhook left behind."#,
+        meaning: r#"`30m`, `6h`, `1d`…: one instance at a time marks every customer Tollgate made (a user's or an organization's) for a sync, healing what a lost webhook left behind."#,
     },
     Variable {
         name: "UPSTREAM_URL",

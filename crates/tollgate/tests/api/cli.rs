@@ -136,7 +136,20 @@ async fn sync_one_customer_or_all_of_them() {
     use tollgate_core::kv::Kv;
     let stripe = crate::helpers::spawn_emulator().await;
     let http = reqwest::Client::new();
-    let customers = crate::helpers::customers_with_subscriptions(&http, &stripe, 3).await;
+    let mut customers = crate::helpers::customers_with_subscriptions(&http, &stripe, 3).await;
+    // An organization's customer (metadata.orgId, no userId) is Tollgate's too: `--all` includes it;
+    // one with neither is someone else's and is left alone.
+    let org_customer = crate::helpers::stripe_api(
+        &http,
+        &stripe,
+        reqwest::Method::POST,
+        "/v1/customers",
+        &[("email", "team@example.com"), ("metadata[orgId]", "org_cli")],
+    )
+    .await;
+    customers.push(org_customer["id"].as_str().unwrap().to_string());
+    let stranger = crate::helpers::stripe_api(&http, &stripe, reqwest::Method::POST, "/v1/customers", &[("email", "x@example.com")]).await;
+    let stranger = stranger["id"].as_str().unwrap().to_string();
     let dir = tempfile::Builder::new().prefix("tollgate-cli-sync-").tempdir().unwrap();
     let kv_file = dir.path().join("kv.redb");
     let kv_url = format!("redb:{}", kv_file.display());
@@ -165,7 +178,7 @@ async fn sync_one_customer_or_all_of_them() {
     assert!(String::from_utf8_lossy(&one.stdout).contains("synced 1 customer"));
     let all = run(vec!["sync".into(), "--all".into()], env(&[("STRIPE_RATE_LIMIT", "50")])).await;
     assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
-    assert!(String::from_utf8_lossy(&all.stdout).contains("synced 3 customer"), "{}", String::from_utf8_lossy(&all.stdout));
+    assert!(String::from_utf8_lossy(&all.stdout).contains("synced 4 customer"), "{}", String::from_utf8_lossy(&all.stdout));
 
     let kv = tollgate_core::kv::redb::RedbKv::open(&kv_file).unwrap();
     for customer in &customers {
@@ -173,6 +186,7 @@ async fn sync_one_customer_or_all_of_them() {
             serde_json::from_str(&kv.get(&format!("stripe:customer:{customer}")).await.unwrap().unwrap()).unwrap();
         assert_eq!(cached, crate::helpers::expected_cache(&http, &stripe, customer).await);
     }
+    assert_eq!(kv.get(&format!("stripe:customer:{stranger}")).await.unwrap(), None, "not Tollgate's customer");
     drop(kv);
 
     // Errors say what is wrong and exit non-zero.
