@@ -227,6 +227,30 @@ async fn instances_over_one_redis_share_the_quota() {
     }
 }
 
+/// Redis gone while a program calls with a key not checked before: a retryable 503 (never the 401
+/// that would tell the program its key is bad), the product not asked; once Redis is back, the
+/// same key works.
+#[tokio::test]
+async fn a_key_checked_while_redis_is_down_is_a_retryable_503() {
+    let mut redis = crate::redis_server::RedisServer::start_with(crate::redis_server::RedisOptions { durable: true, ..Default::default() });
+    let (product, seen) = crate::gateway::start_product().await;
+    let app = spawn_app_with(Options { kv_url: redis.url(), extra: vec![("UPSTREAM_URL", product)], ..Options::default() }).await;
+    let (subscriber, _) = app.subscribed("outage@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (_, secret) = make_key(&subscriber, "outage").await;
+
+    redis.kill();
+    let before = seen.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let r = program(&app, "/api/v1/items", "authorization", &secret).await;
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (503, Some("unavailable")), "{}", r.text);
+    assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+    assert_eq!(seen.requests.load(std::sync::atomic::Ordering::SeqCst), before, "the product was not asked");
+
+    redis.restart();
+    let back = program(&app, "/api/v1/items", "authorization", &secret).await;
+    assert_eq!(crate::gateway::received(&back)["headers"]["x-forwarded-email"], "outage@example.com");
+}
+
 /// `METERED_PATHS`: each 2xx of the product on a metered path counts once for the caller's
 /// customer; closed minutes reach the emulator's meter as one event each; a record sent again
 /// (a crash after Stripe accepted it) is not counted twice, and usage that comes for a minute
