@@ -39,6 +39,7 @@ const TYPES = {
   'billing.meter': 'Billing.Meter',
   'billing.meter_event': 'Billing.MeterEvent',
   'billing.meter_event_summary': 'Billing.MeterEventSummary',
+  'v2.billing.meter_event_session': 'V2.Billing.MeterEventSession',
   'billing_portal.configuration': 'BillingPortal.Configuration',
   'billing_portal.session': 'BillingPortal.Session',
   charge: 'Charge',
@@ -92,6 +93,8 @@ export function typedObjects(body) {
   if (body === null || typeof body !== 'object') return [];
   if (body.object === 'list' || body.object === 'search_result') return (body.data || []).flatMap(typedObjects);
   const type = TYPES[body.object];
+  // The v2 meter event stream answers `{}` (stripe-node's `EmptyObject`): nothing to check.
+  if (body.object === undefined && Object.keys(body).length === 0) return [];
   if (!type) return [{ problem: `no stripe-node type for object "${body.object}"`, value: body }];
   if (body.deleted === true) return [{ type: deletedType(type), value: body }];
   if (body.object === 'event' && body.type === 'invoice.upcoming') return [{ type: 'UpcomingInvoiceEvent', value: body, raw: true }];

@@ -463,6 +463,40 @@ test('billing meters: events counted once per identifier, summed into summaries 
   assert.equal((await stripe.billing.meters.retrieve(meter.id)).display_name, 'Tokens');
 });
 
+test('the v2 meter event stream: a session token, batches of events, async validation, expiry', async () => {
+  const { stripe } = emu;
+  const meter = await stripe.billing.meters.create({ display_name: 'Streamed', event_name: 'streamed_calls', default_aggregation: { formula: 'sum' } });
+  const customer = await stripe.customers.create({ email: 'stream@example.com' });
+  const session = await stripe.v2.billing.meterEventSession.create();
+  assert.equal(session.object, 'v2.billing.meter_event_session');
+  assert.equal(Date.parse(session.expires_at) - Date.parse(session.created), 15 * 60 * 1000, 'a token is good for 15 minutes');
+  const { hostname, port } = new URL(emu.url);
+  const streamer = new Stripe(session.authentication_token, { host: hostname, port: Number(port), protocol: 'http', maxNetworkRetries: 0 });
+  const minute = Math.floor(Date.now() / 60000) * 60;
+  const event = (identifier, value) => ({
+    event_name: 'streamed_calls', identifier, timestamp: new Date(minute * 1000).toISOString(),
+    payload: { stripe_customer_id: customer.id, value: String(value) },
+  });
+  const answer = await streamer.v2.billing.meterEventStream.create({ events: [event('s:1', 40), event('s:2', 2)] });
+  assert.deepEqual({ ...answer, lastResponse: undefined }, { lastResponse: undefined }, 'the stream answers {}');
+  // A repeated identifier is accepted and dropped (Stripe validates the stream's events later).
+  await streamer.v2.billing.meterEventStream.create({ events: [event('s:1', 40)] });
+  await assert.rejects(
+    streamer.v2.billing.meterEventStream.create({ events: [{ event_name: 'streamed_calls', payload: { value: 1 } }] }),
+    (e) => e.statusCode === 400 && /payload/.test(e.message),
+  );
+  await assert.rejects(stripe.v2.billing.meterEventStream.create({ events: [event('s:3', 1)] }), (e) => e.statusCode === 401, 'the secret key is not a session token');
+  const summed = await stripe.billing.meters.listEventSummaries(meter.id, { customer: customer.id, start_time: minute - 60, end_time: minute + 120 });
+  assert.equal(summed.data[0].aggregated_value, 42);
+
+  const moved = await fetch(`${emu.url}/_emulator/clock/advance`, { method: 'POST', body: new URLSearchParams({ seconds: String(16 * 60) }) });
+  assert.equal(moved.status, 200);
+  await assert.rejects(
+    streamer.v2.billing.meterEventStream.create({ events: [event('s:4', 1)] }),
+    (e) => e instanceof Stripe.errors.TemporarySessionExpiredError && e.code === 'billing_meter_event_session_expired',
+  );
+});
+
 test('a metered price bills the period\'s usage in arrears, beside a licensed price billed ahead', async () => {
   const { stripe } = emu;
   const product = await stripe.products.create({ name: 'API' });
@@ -508,6 +542,35 @@ test('a metered price bills the period\'s usage in arrears, beside a licensed pr
   assert.deepEqual([usageLine.quantity, usageLine.amount, usageLine.period.start, usageLine.period.end], [2000, 4000, metered.current_period_start, end]);
   const baseLine = invoice.lines.data.find((l) => l.pricing.price_details.price === base.id);
   assert.equal(baseLine.period.start, end, 'the base is billed for the period ahead');
+});
+
+test('Checkout with a usage price beside the plan: no quantity, nothing charged for it up front', async () => {
+  const { stripe } = emu;
+  const product = await stripe.products.create({ name: 'API plan' });
+  const meter = await stripe.billing.meters.create({ display_name: 'Calls', event_name: 'checkout_calls', default_aggregation: { formula: 'sum' } });
+  const plan = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 1900, recurring: { interval: 'month' } });
+  const perCall = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 1, recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
+  const customer = await stripe.customers.create({ email: 'api-plan@example.com' });
+  const urls = { success_url: 'http://127.0.0.1:9/success', cancel_url: 'http://127.0.0.1:9/' };
+  await assert.rejects(
+    stripe.checkout.sessions.create({ mode: 'subscription', customer: customer.id, line_items: [{ price: plan.id, quantity: 1 }, { price: perCall.id, quantity: 1 }], ...urls }),
+    (e) => e.param === 'line_items[1][quantity]',
+    'a usage price takes no quantity',
+  );
+  const session = await stripe.checkout.sessions.create({ mode: 'subscription', customer: customer.id, line_items: [{ price: plan.id, quantity: 1 }, { price: perCall.id }], ...urls });
+  assert.equal(session.amount_total, 1900, 'usage is billed in arrears');
+  const lines = await stripe.checkout.sessions.listLineItems(session.id);
+  assert.deepEqual(lines.data.map((l) => [l.price.id, l.quantity, l.amount_total]), [[plan.id, 1, 1900], [perCall.id, null, 0]]);
+  const page = await fetch(session.url).then((r) => r.text());
+  assert.match(page, /\(usage\)/, 'the hosted page says which line is usage');
+  const paid = await fetch(`${emu.url}/_emulator/checkout/sessions/${session.id}/complete`, {
+    method: 'POST', body: new URLSearchParams({ card_number: '4242424242424242' }), redirect: 'manual',
+  });
+  assert.equal(paid.status, 303);
+  const { subscription } = await stripe.checkout.sessions.retrieve(session.id);
+  const sub = await stripe.subscriptions.retrieve(subscription);
+  assert.deepEqual(sub.items.data.map((i) => [i.price.id, i.quantity]), [[plan.id, 1], [perCall.id, undefined]]);
+  assert.equal((await stripe.invoices.retrieve(sub.latest_invoice)).amount_paid, 1900);
 });
 
 test('subscription schedules: a downgrade at the period\'s end, then the schedule releases the subscription', async () => {

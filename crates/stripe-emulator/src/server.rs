@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::middleware::{idempotency, require_api_key, same_site_only, stripe_headers, unrecognized_url};
 use crate::api::resources::{
-    billing_portal, checkout, control, customers, discounts, entitlements, events, invoices, meters, payment_intents, payment_methods,
-    prices, products, subscription_schedules, subscriptions, test_clocks, webhook_endpoints,
+    billing_portal, checkout, control, customers, discounts, entitlements, events, invoices, meter_stream, meters, payment_intents,
+    payment_methods, prices, products, subscription_schedules, subscriptions, test_clocks, webhook_endpoints,
 };
 use crate::config::EmulatorConfig;
 use crate::engine::Emulator;
@@ -71,6 +71,7 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/v1/billing/meters/{id}/reactivate", post(meters::reactivate))
         .route("/v1/billing/meters/{id}/event_summaries", get(meters::event_summaries))
         .route("/v1/billing/meter_events", post(meters::create_event))
+        .route("/v2/billing/meter_event_session", post(meter_stream::create_session))
         .route("/v1/entitlements/features", get(entitlements::list_features).post(entitlements::create_feature))
         .route("/v1/entitlements/features/{id}", get(entitlements::retrieve_feature).post(entitlements::update_feature))
         .route("/v1/entitlements/active_entitlements", get(entitlements::list_active))
@@ -137,6 +138,11 @@ pub fn router(emulator: Emulator) -> Router {
         .layer(middleware::from_fn(require_api_key))
         .layer(middleware::from_fn_with_state(emulator.clone(), stripe_headers));
 
+    // The meter event stream takes a session's token instead of the API key (`meter_stream`).
+    let stream = Router::new()
+        .route("/v2/billing/meter_event_stream", post(meter_stream::stream))
+        .layer(middleware::from_fn_with_state(emulator.clone(), stripe_headers));
+
     let pages = Router::new()
         .route("/c/pay/{id}", get(crate::pages::checkout_page).post(crate::pages::checkout_submit))
         .route("/p/session/{id}", get(crate::pages::portal_page))
@@ -156,5 +162,5 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/_emulator/webhook_endpoints/{id}/test_delivery", post(control::test_delivery))
         .layer(middleware::from_fn_with_state(emulator.clone(), same_site_only));
 
-    Router::new().merge(pages).merge(control).merge(api).with_state(emulator)
+    Router::new().merge(pages).merge(control).merge(stream).merge(api).with_state(emulator)
 }

@@ -52,6 +52,10 @@ pub(crate) enum Command {
         /// Unix seconds to count from (default: 30 days ago).
         #[arg(long)]
         since: Option<i64>,
+        /// First send everything counted (every customer's), this minute's too: before a
+        /// renewal, a change of Stripe account, or shutting the last instance down.
+        #[arg(long)]
+        flush: bool,
     },
     /// Take over a recipe deployment's KV: check every stripe:user:* and stripe:customer:* against
     /// Stripe (within STRIPE_RATE_LIMIT), re-write stale ones, report orphans.
@@ -111,7 +115,7 @@ async fn command_line() -> i32 {
         Command::Doctor { json } => i32::from(!doctor(&settings, json).await),
         Command::Sync(target) => outcome("sync", sync(settings, target).await),
         Command::Import { dry_run } => outcome("import", import(settings, dry_run).await),
-        Command::Usage { customer, since } => outcome("usage", usage(settings, customer, since).await),
+        Command::Usage { customer, since, flush } => outcome("usage", usage(settings, customer, since, flush).await),
         Command::Setup { dry_run } => outcome("setup", setup(&settings, dry_run).await),
     }
 }
@@ -255,7 +259,7 @@ pub(crate) async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<
 }
 
 /// `tollgate usage`: one line per meter event of `METERED_PATHS`.
-pub(crate) async fn usage(settings: Settings, customer: CustomerId, since: Option<i64>) -> anyhow::Result<()> {
+pub(crate) async fn usage(settings: Settings, customer: CustomerId, since: Option<i64>, flush: bool) -> anyhow::Result<()> {
     let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
         anyhow::bail!(
             "STRIPE_SECRET_KEY: `tollgate usage` reads Stripe's meters; without a key there is only the emulator inside `tollgate serve`"
@@ -267,6 +271,9 @@ pub(crate) async fn usage(settings: Settings, customer: CustomerId, since: Optio
     anyhow::ensure!(!events.is_empty(), "METERED_PATHS: no metered path is set, so no usage is counted");
     let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
     let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
+    if flush {
+        println!("sent {} usage records", billing.flush_all_usage().await?);
+    }
     let since = since.unwrap_or_else(|| tollgate_core::unix_now() - 30 * 86_400);
     for report in billing.usage_report(&customer, &events, since).await? {
         let reported = report.reported.map_or("no active meter in Stripe".to_string(), |r| format!("reported {r}"));

@@ -294,6 +294,8 @@ pub(crate) fn billing(
         trial: settings.trial,
         entitlements_from_stripe: settings.plan_features.from_stripe,
         allow_promotion_codes: settings.allow_promotion_codes,
+        usage_prices: Arc::new(Catalog::new(settings.metered_prices.clone(), clock.clone())),
+        meter_stream: settings.meter_stream.then(tollgate_core::billing::usage::MeterStream::default),
         value_encoding: settings.value_encoding,
         seats: Seats { orgs, settings: settings.teams.clone() },
         clock,

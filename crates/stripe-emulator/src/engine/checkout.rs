@@ -30,7 +30,7 @@ pub struct NewSession {
     pub customer_email: Option<String>,
     /// Default: 24 hours from now; else between 30 minutes and 24 hours from now.
     pub expires_at: Option<i64>,
-    /// Recurring prices with their quantities.
+    /// Recurring prices with their quantities (0: a usage price, which has none).
     pub line_items: Vec<(Value, i64)>,
     pub fields: SessionFields,
     /// What paying will create (its `email` is filled in here).
@@ -80,7 +80,8 @@ pub fn create_session(store: &mut Store, new: NewSession) -> Result<Value, ApiEr
                 "description": product_name,
                 "metadata": {},
                 "price": price,
-                "quantity": quantity,
+                // A usage price's line has no quantity: it bills in arrears what its meter counts.
+                "quantity": if *quantity == 0 { Value::Null } else { json!(quantity) },
             })
         })
         .collect();

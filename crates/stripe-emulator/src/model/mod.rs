@@ -57,6 +57,7 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         ("ii_", "invoiceitem"),
         ("mtr_", "billing.meter"),
         ("mtrevt_", "billing.meter_event"),
+        ("mes_", "v2.billing.meter_event_session"),
     ];
     PREFIXES.iter().find(|(p, _)| id.starts_with(p)).map(|(_, k)| *k)
 }

@@ -66,7 +66,8 @@ struct CheckoutPage<'a> {
 
 struct LineView {
     description: String,
-    quantity: i64,
+    /// `None`: a usage price, billed in arrears by what its meter counts.
+    quantity: Option<i64>,
     amount: String,
     per_interval: String,
 }
@@ -129,8 +130,11 @@ fn render_checkout(emu: &Emulator, id: &str, error: Option<&str>, status: Status
         .flatten()
         .map(|line| LineView {
             description: line["description"].as_str().unwrap_or("Subscription").to_string(),
-            quantity: line["quantity"].as_i64().unwrap_or(1),
-            amount: money(line["amount_total"].as_i64().unwrap_or(0), currency),
+            quantity: line["quantity"].as_i64(),
+            amount: match line["quantity"].as_i64() {
+                Some(_) => money(line["amount_total"].as_i64().unwrap_or(0), currency),
+                None => format!("{} per unit used", money(line["price"]["unit_amount"].as_i64().unwrap_or(0), currency)),
+            },
             per_interval: per_interval(&line["price"]),
         })
         .collect();

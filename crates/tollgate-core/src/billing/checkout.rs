@@ -243,6 +243,15 @@ impl Billing {
         if self.allow_promotion_codes {
             form.push(("allow_promotion_codes", "true"));
         }
+        // Usage prices come after the plan (the plan is the first licensed item), with no
+        // quantity: their meter counts what they bill.
+        let plan = self.catalog.plans(&self.stripe).await?.iter().find(|p| p.price_id == *price).cloned();
+        let usage = match plan {
+            Some(plan) => self.usage_prices_for(&plan).await?,
+            None => Vec::new(),
+        };
+        let usage_fields: Vec<String> = (1..=usage.len()).map(|i| format!("line_items[{i}][price]")).collect();
+        form.extend(usage_fields.iter().map(String::as_str).zip(usage.iter().map(PriceId::as_str)));
         if let Some(end) = trial.and_then(|t| t.without_card) {
             form.push(("payment_method_collection", "if_required"));
             form.push(("subscription_data[trial_settings][end_behavior][missing_payment_method]", end.as_stripe()));
@@ -250,6 +259,17 @@ impl Billing {
         let session: CheckoutSession = self.stripe.post("/v1/checkout/sessions", &form, None).await?;
         let url = session.url.ok_or_else(|| BillingError::Corrupt("Stripe returned a session without a url".into()))?;
         Ok(CheckoutStart { url, session_id: session.id })
+    }
+
+    /// The `METERED_PRICES` that go with `plan`: those billed on its interval (a subscription's
+    /// items are billed together, so Stripe refuses a mix).
+    pub(crate) async fn usage_prices_for(&self, plan: &crate::domain::Plan) -> Result<Vec<PriceId>, BillingError> {
+        if self.usage_prices.price_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let usage = self.usage_prices.plans(&self.stripe).await?;
+        let same_interval = |u: &&crate::domain::Plan| u.interval == plan.interval && u.interval_count == plan.interval_count;
+        Ok(usage.iter().filter(same_interval).map(|u| u.price_id.clone()).collect())
     }
 
     pub async fn portal_url(&self, customer: &CustomerId) -> Result<String, BillingError> {

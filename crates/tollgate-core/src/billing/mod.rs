@@ -68,6 +68,10 @@ pub struct Billing {
     pub entitlements_from_stripe: bool,
     /// `ALLOW_PROMOTION_CODES`: Checkout takes a promotion code.
     pub allow_promotion_codes: bool,
+    /// `METERED_PRICES`: usage prices Checkout adds beside a plan billed on the same interval.
+    pub usage_prices: Arc<catalog::Catalog>,
+    /// `METER_STREAM=true`: usage goes through the v2 meter event stream, not `/v1/billing/meter_events`.
+    pub meter_stream: Option<usage::MeterStream>,
     /// How the recipe's string values are written (`KV_VALUE_ENCODING`).
     pub value_encoding: crate::config::ValueEncoding,
     /// Organizations, who pays (`BILLING_SUBJECT`) and per-seat prices.

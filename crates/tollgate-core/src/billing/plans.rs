@@ -44,6 +44,8 @@ struct Current {
     item: String,
     /// The item's quantity (seats, for a per-seat plan): a scheduled change keeps it.
     quantity: i64,
+    /// The usage prices beside the plan (`METERED_PRICES`): a scheduled change keeps them.
+    usage_prices: Vec<String>,
     price: Plan,
     period_start: i64,
     period_end: i64,
@@ -148,15 +150,26 @@ impl Billing {
                 let schedule = created.id;
                 let (start, end, quantity) =
                     (current.period_start.to_string(), current.period_end.to_string(), current.quantity.to_string());
-                let form = [
-                    ("end_behavior", "release"),
-                    ("phases[0][items][0][price]", current.price.price_id.as_str()),
-                    ("phases[0][items][0][quantity]", quantity.as_str()),
-                    ("phases[0][start_date]", start.as_str()),
-                    ("phases[0][end_date]", end.as_str()),
-                    ("phases[1][items][0][price]", price.as_str()),
-                    ("phases[1][items][0][quantity]", quantity.as_str()),
+                let mut form = vec![
+                    ("end_behavior".to_string(), "release"),
+                    ("phases[0][items][0][price]".to_string(), current.price.price_id.as_str()),
+                    ("phases[0][items][0][quantity]".to_string(), quantity.as_str()),
+                    ("phases[0][start_date]".to_string(), start.as_str()),
+                    ("phases[0][end_date]".to_string(), end.as_str()),
+                    ("phases[1][items][0][price]".to_string(), price.as_str()),
+                    ("phases[1][items][0][quantity]".to_string(), quantity.as_str()),
                 ];
+                // A phase lists all its items: this period keeps its usage prices, the next one
+                // gets those that go with the new plan (no quantity: a meter counts).
+                let next_usage = self.usage_prices_for(&target).await?;
+                let next_usage = next_usage.iter().map(PriceId::as_str);
+                for (phase, usage) in [(0, current.usage_prices.iter().map(String::as_str).collect::<Vec<_>>()), (1, next_usage.collect())]
+                {
+                    for (n, price) in usage.into_iter().enumerate() {
+                        form.push((format!("phases[{phase}][items][{}][price]", n + 1), price));
+                    }
+                }
+                let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 let _: Created = self.stripe.post(&format!("/v1/subscription_schedules/{schedule}"), &form, None).await?;
                 self.sync(&current.customer).await
             }
@@ -203,7 +216,8 @@ impl Billing {
         let current_price = subscription.price_id.clone().ok_or(BillingError::NoLiveSubscription)?;
         let id = subscription.subscription_id.clone().ok_or(BillingError::NoLiveSubscription)?;
         let live: Subscription = self.stripe.get(&format!("/v1/subscriptions/{id}"), &[("expand[]", "schedule")]).await?;
-        let item = live.items.data.into_iter().next().ok_or(BillingError::NoLiveSubscription)?;
+        let usage_prices = live.items.data.iter().filter(|i| i.price.is_metered()).map(|i| i.price.id.clone()).collect();
+        let item = live.items.data.into_iter().find(|i| !i.price.is_metered()).ok_or(BillingError::NoLiveSubscription)?;
         let price = plans.iter().find(|p| p.price_id.as_str() == current_price).cloned().unwrap_or(Plan {
             price_id: PriceId::parse(&current_price).map_err(|e| BillingError::Corrupt(e.to_string()))?,
             product_name: String::new(),
@@ -220,6 +234,7 @@ impl Billing {
             customer,
             subscription: id,
             quantity: item.quantity.unwrap_or(1),
+            usage_prices,
             item: item.id,
             price,
             period_start: item.current_period_start.unwrap_or(0),

@@ -99,7 +99,7 @@ impl Billing {
         let mut summary = SeatSummary { used, cap: plan.and_then(|p| p.max_seats), billed: None, next_invoice: None };
         if with_bill {
             let live: Subscription = self.stripe.get(&format!("/v1/subscriptions/{id}"), &[]).await?;
-            summary.billed = live.items.data.first().and_then(|i| i.quantity).and_then(|q| u32::try_from(q).ok());
+            summary.billed = live.plan_item().and_then(|i| i.quantity).and_then(|q| u32::try_from(q).ok());
             let preview: InvoicePreview = self.stripe.post("/v1/invoices/create_preview", &[("subscription", id)], None).await?;
             let at = subscription.current_period_end.unwrap_or_default();
             summary.next_invoice = Some((preview.amount_due, preview.currency, at));
@@ -145,7 +145,7 @@ pub(super) async fn reconcile(
         Some(Payer::Org(org)) => Some(org),
         _ => None,
     };
-    let (Some(org), Some(item)) = (org, subscription.items.data.first()) else { return Ok(()) };
+    let (Some(org), Some(item)) = (org, subscription.plan_item()) else { return Ok(()) };
     if !seats.per_seat(&item.price.id, metadata_per_seat(&item.price)) {
         return Ok(());
     }

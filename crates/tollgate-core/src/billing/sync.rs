@@ -267,7 +267,7 @@ pub fn cache_entry(subscriptions: &[Subscription]) -> SubscriptionCache {
     let status_of = |s: &Subscription| SubscriptionStatus::parse(&s.status).unwrap_or(SubscriptionStatus::Incomplete);
     let chosen = subscriptions.iter().find(|s| status_of(s).is_live()).or(subscriptions.first());
     let Some(sub) = chosen else { return SubscriptionCache::none() };
-    let item = sub.items.data.first();
+    let item = sub.plan_item();
     let summary = |pm: &PaymentMethod| PaymentMethodSummary {
         brand: pm.card.as_ref().and_then(|c| c.brand.clone()),
         last4: pm.card.as_ref().and_then(|c| c.last4.clone()),

@@ -3,6 +3,10 @@
 //! request's path); a flusher closes the minutes that ended and sends each closed bucket to
 //! Stripe as one meter event whose `identifier` is the bucket's name and number.
 //!
+//! A bucket is named by the time its meter event carries: the minute's start, or the customer's
+//! period start when the period began within that minute (a renewal, or the first Checkout), so
+//! usage after the period began is never reported before it, nor usage before it after it.
+//!
 //! Why nothing is lost or counted twice, on any number of instances:
 //! - closing a bucket is one step (`Kv::usage_take`): its count moves into a record to send,
 //!   numbered; usage that comes for that minute afterwards (a request in flight at the minute's
@@ -17,58 +21,111 @@ use std::time::Duration;
 
 use super::{Billing, BillingError};
 use crate::domain::CustomerId;
-use crate::stripe::wire::Created;
+use crate::stripe::wire::MeterEvent;
 use crate::stripe::StripeError;
 
 /// How often the flusher looks for closed minutes and records to send.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 const PREFIX: &str = "tollgate:usage:";
 
-fn bucket(event: &str, customer: &CustomerId, minute: i64) -> String {
-    format!("{PREFIX}{event}:{customer}:{minute}")
+/// Whom a metered request is billed to: the payer's customer, and the start of its current
+/// billing period (from the cache entry), if known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BilledTo {
+    pub customer: CustomerId,
+    pub period_start: Option<i64>,
 }
 
-/// A bucket's (or record's) event name, customer and minute.
+/// The bucket for usage counted at `now` (unix seconds): see the module's doc.
+fn bucket(event: &str, billed: &BilledTo, now: i64) -> String {
+    let minute = now / 60 * 60;
+    let at = billed.period_start.filter(|start| (minute..=now).contains(start)).unwrap_or(minute);
+    format!("{PREFIX}{event}:{}:{at}", billed.customer)
+}
+
+/// A record's meter event `identifier`: its name without the prefix, hashed when longer than
+/// Stripe's 100 characters (a long event name).
+fn identifier(record: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let name = &record[PREFIX.len()..];
+    match name.len() <= 100 {
+        true => name.to_string(),
+        false => hex::encode(Sha256::digest(name.as_bytes())),
+    }
+}
+
+/// A bucket's (or record's) event name, customer and time (unix seconds, within its minute).
 fn parts(bucket: &str) -> Option<(&str, &str, i64)> {
     let mut fields = bucket.strip_prefix(PREFIX)?.split(':');
-    let (event, customer, minute) = (fields.next()?, fields.next()?, fields.next()?.parse().ok()?);
-    Some((event, customer, minute))
+    let (event, customer, at) = (fields.next()?, fields.next()?, fields.next()?.parse().ok()?);
+    Some((event, customer, at))
 }
 
 impl Billing {
-    /// Count `amount` of `event` for `customer` in this minute's bucket.
-    pub async fn count_usage(&self, event: &str, customer: &CustomerId, amount: u64) -> Result<(), BillingError> {
-        let minute = self.clock.unix_now() / 60;
-        Ok(self.kv.usage_add(&bucket(event, customer, minute), amount).await?)
+    /// Count `amount` of `event` for `customer` in this minute's bucket; a request retried with
+    /// the same `idempotency_key` (within `kv::USAGE_ONCE_MEMORY`) counts once. Whether it counted.
+    pub async fn count_usage(
+        &self,
+        event: &str,
+        billed: &BilledTo,
+        amount: u64,
+        idempotency_key: Option<&str>,
+    ) -> Result<bool, BillingError> {
+        let once = idempotency_key.map(|key| crate::kv::keys::usage_once(billed.customer.as_str(), key));
+        Ok(self.kv.usage_add(&bucket(event, billed, self.clock.unix_now()), amount, once.as_deref()).await?)
     }
 
     /// One round: close the buckets of minutes that ended, then send every record waiting. The
     /// records sent (accepted, or recorded before).
     pub async fn flush_usage(&self) -> Result<usize, BillingError> {
-        let this_minute = self.clock.unix_now() / 60;
+        self.send_usage(self.clock.unix_now() / 60).await
+    }
+
+    /// `tollgate usage --flush`: close every bucket, this minute's too, and send them all now
+    /// (usage that comes for this minute afterwards goes under the bucket's next number).
+    pub async fn flush_all_usage(&self) -> Result<usize, BillingError> {
+        self.send_usage(i64::MAX).await
+    }
+
+    /// Close the buckets of minutes before the minute `until`, then send every record waiting.
+    async fn send_usage(&self, until: i64) -> Result<usize, BillingError> {
         let (open, _) = self.kv.usage_pending(10_000).await?;
-        for open in open.iter().filter(|b| parts(b).is_some_and(|(_, _, minute)| minute < this_minute)) {
+        for open in open.iter().filter(|b| parts(b).is_some_and(|(_, _, at)| at / 60 < until)) {
             self.kv.usage_take(open).await?;
         }
         let (_, sending) = self.kv.usage_pending(10_000).await?;
         crate::metrics::METRICS.usage_unreported.set(sending.len() as i64);
-        let mut sent = 0;
+        let mut readable = Vec::with_capacity(sending.len());
         for (record, count) in sending {
-            let Some((event, customer, minute)) = parts(&record) else {
-                tracing::error!(record, "an unreadable usage record; dropping it");
-                self.kv.usage_sent(&record).await?;
-                continue;
-            };
-            let (value, timestamp) = (count.to_string(), (minute * 60).to_string());
-            let identifier = &record[PREFIX.len()..];
+            match parts(&record) {
+                Some(_) => readable.push((record, count)),
+                None => {
+                    tracing::error!(record, "an unreadable usage record; dropping it");
+                    self.kv.usage_sent(&record).await?;
+                }
+            }
+        }
+        match &self.meter_stream {
+            None => self.send_one_by_one(readable).await,
+            Some(stream) => self.stream_usage(stream, readable).await,
+        }
+    }
+
+    /// `/v1/billing/meter_events`: one request per record, paced under `STRIPE_RATE_LIMIT`.
+    async fn send_one_by_one(&self, records: Vec<(String, u64)>) -> Result<usize, BillingError> {
+        let mut sent = 0;
+        for (record, count) in records {
+            let Some((event, customer, at)) = parts(&record) else { continue };
+            let (value, timestamp) = (count.to_string(), at.to_string());
+            let identifier = identifier(&record);
             let form = [
                 ("event_name", event),
                 ("payload[stripe_customer_id]", customer),
                 ("payload[value]", value.as_str()),
-                ("identifier", identifier),
+                ("identifier", identifier.as_str()),
                 ("timestamp", timestamp.as_str()),
             ];
-            match self.stripe.post::<Created>("/v1/billing/meter_events", &form, None).await {
+            match self.stripe.post::<MeterEvent>("/v1/billing/meter_events", &form, None).await {
                 Ok(_) => {}
                 // Recorded before: an earlier attempt's answer was lost, or another instance sent it.
                 Err(StripeError::Refused { param: Some(param), .. }) if param == "identifier" => {}
@@ -82,6 +139,93 @@ impl Billing {
             sent += 1;
         }
         Ok(sent)
+    }
+
+    /// `METER_STREAM=true`: the v2 meter event stream, up to 100 records per request under a
+    /// session token (made when needed, and again when Stripe says it expired). The stream
+    /// validates after answering and drops an identifier it recorded before, so a batch sent
+    /// again after a crash counts once; a refused batch stays, to be sent again.
+    async fn stream_usage(&self, stream: &MeterStream, records: Vec<(String, u64)>) -> Result<usize, BillingError> {
+        let mut sent = 0;
+        for batch in records.chunks(STREAM_BATCH) {
+            let events: Vec<serde_json::Value> = batch
+                .iter()
+                .filter_map(|(record, count)| {
+                    let (event, customer, at) = parts(record)?;
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64);
+                    Some(serde_json::json!({
+                        "event_name": event,
+                        "identifier": identifier(record),
+                        "timestamp": humantime::format_rfc3339_seconds(at).to_string(),
+                        "payload": { "stripe_customer_id": customer, "value": count.to_string() },
+                    }))
+                })
+                .collect();
+            let body = serde_json::json!({ "events": events });
+            let mut renewed = false;
+            loop {
+                let token = stream.token(self).await?;
+                match self.stripe.post_v2::<serde_json::Value>("/v2/billing/meter_event_stream", &body, Some(&token)).await {
+                    Ok(_) => break,
+                    Err(StripeError::Refused { status: 401, .. }) if !renewed => {
+                        stream.forget(&token).await;
+                        renewed = true;
+                    }
+                    Err(e @ StripeError::Refused { .. }) => {
+                        tracing::error!(records = batch.len(), error = %e, "Stripe refused a batch of usage; it stays, to be sent again");
+                        return Ok(sent);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for (record, _) in batch {
+                self.kv.usage_sent(record).await?;
+            }
+            sent += batch.len();
+        }
+        Ok(sent)
+    }
+}
+
+/// Records per meter event stream request (Stripe's limit).
+const STREAM_BATCH: usize = 100;
+
+/// This instance's meter event session (`METER_STREAM=true`): its token, made once and kept
+/// until a minute before it expires, or until Stripe says it has.
+#[derive(Default)]
+pub struct MeterStream {
+    session: tokio::sync::Mutex<Option<(String, i64)>>,
+}
+
+#[derive(serde::Deserialize)]
+struct MeterEventSession {
+    authentication_token: String,
+    expires_at: String,
+}
+
+impl MeterStream {
+    async fn token(&self, billing: &Billing) -> Result<String, BillingError> {
+        let mut session = self.session.lock().await;
+        let now = billing.clock.unix_now();
+        if let Some((token, _)) = session.as_ref().filter(|(_, expires)| *expires - 60 > now) {
+            return Ok(token.clone());
+        }
+        let made: MeterEventSession = billing.stripe.post_v2("/v2/billing/meter_event_session", &serde_json::json!({}), None).await?;
+        // An unreadable expiry: use the token for a minute, then make another.
+        let expires = humantime::parse_rfc3339_weak(&made.expires_at)
+            .ok()
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(now + 120, |d| d.as_secs() as i64);
+        *session = Some((made.authentication_token.clone(), expires));
+        Ok(made.authentication_token)
+    }
+
+    /// Stripe said the token expired: the next call makes a new session.
+    async fn forget(&self, token: &str) {
+        let mut session = self.session.lock().await;
+        if session.as_ref().is_some_and(|(kept, _)| kept == token) {
+            *session = None;
+        }
     }
 }
 
@@ -142,11 +286,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_name_their_event_customer_and_minute() {
-        let customer = CustomerId::parse("cus_A1").unwrap();
-        let name = bucket("api_requests", &customer, 29_412_345);
-        assert_eq!(parts(&name), Some(("api_requests", "cus_A1", 29_412_345)));
-        assert_eq!(parts(&format!("{name}:3")), Some(("api_requests", "cus_A1", 29_412_345)), "a record: the bucket and its number");
+    fn buckets_name_their_event_customer_and_time() {
+        let billed = BilledTo { customer: CustomerId::parse("cus_A1").unwrap(), period_start: None };
+        let name = bucket("api_requests", &billed, 1_764_740_725);
+        assert_eq!(parts(&name), Some(("api_requests", "cus_A1", 1_764_740_700)), "the minute's start");
+        assert_eq!(parts(&format!("{name}:3")), Some(("api_requests", "cus_A1", 1_764_740_700)), "a record: the bucket and its number");
         assert_eq!(parts("tollgate:usage:x"), None);
+        assert_eq!(identifier(&format!("{name}:3")), "api_requests:cus_A1:1764740700:3");
+        let long = format!("{PREFIX}{}:cus_A1:1764740700:1", "e".repeat(90));
+        assert_eq!(identifier(&long).len(), 64, "at most Stripe's 100 characters");
+    }
+
+    #[test]
+    fn a_period_that_began_within_the_minute_splits_its_bucket() {
+        let billed = |period_start| BilledTo { customer: CustomerId::parse("cus_A1").unwrap(), period_start: Some(period_start) };
+        let at = |period_start, now| parts(&bucket("e", &billed(period_start), now)).unwrap().2;
+        assert_eq!(at(1_764_740_730, 1_764_740_740), 1_764_740_730, "after the period began: never before it");
+        assert_eq!(at(1_764_740_730, 1_764_740_720), 1_764_740_700, "before it began: the minute, the period before");
+        assert_eq!(at(1_764_000_000, 1_764_740_740), 1_764_740_700, "a period that began earlier");
     }
 }

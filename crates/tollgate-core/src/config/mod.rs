@@ -156,6 +156,10 @@ pub struct Settings {
     pub plan_limits: crate::domain::PlanLimits,
     /// `METERED_PATHS`: paths whose 2xx answers are counted and billed through Stripe's meters.
     pub metered_paths: Vec<MeteredPath>,
+    /// `METERED_PRICES`: usage prices Checkout adds beside the plan (each bills a meter's usage).
+    pub metered_prices: Vec<PriceId>,
+    /// `METER_STREAM`: send usage through Stripe's v2 meter event stream.
+    pub meter_stream: bool,
     /// `BILLING_SUBJECT`, `SEAT_PRICES`, `SEAT_PRORATION`, `SEATS_COUNT_INVITES`: who pays, and per-seat plans.
     pub teams: TeamSettings,
     /// Stripe requests per second for all instances together; `None`: no limit (the emulator).
@@ -514,6 +518,16 @@ impl Settings {
         let gate = gathered.take(gate_settings(&get));
         let plan_features = gathered.take(plan_features(&get, gate.as_ref()));
         let allow_promotion_codes = gathered.take(flag(&get, "ALLOW_PROMOTION_CODES"));
+        let meter_stream = gathered.take(flag(&get, "METER_STREAM"));
+        let metered_prices = gathered.take(
+            get("METERED_PRICES")
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| PriceId::parse(p).map_err(|e| error("METERED_PRICES", e.to_string())))
+                .collect::<Result<Vec<_>, _>>(),
+        );
         let gateway = gathered.take(get("UPSTREAM_URL").map(|url| gateway_settings(url, &get)).transpose());
         let trusted_proxies = gathered.take(match get("TRUSTED_PROXIES") {
             None => Ok(Vec::new()),
@@ -573,6 +587,8 @@ impl Settings {
                 teams: teams?,
                 plan_limits: plan_limits?,
                 metered_paths: metered_paths?,
+                metered_prices: metered_prices?,
+                meter_stream: meter_stream?,
                 stripe_rate_limit: stripe_rate_limit?,
                 reconcile_every: reconcile_every?,
                 period_end_grace: period_end_grace?,

@@ -269,7 +269,19 @@ pub const VARIABLES: &[Variable] = &[
         name: "METERED_PATHS",
         default: r#"none"#,
         shown: Shown::Plain,
-        meaning: r#"Usage billed through Stripe's meters: `/api/v1:api_requests` (a path prefix under `API_PATHS` and the meter's event name; comma-separated for more). Each request the product answers with a 2xx there counts one (or what its `X-Tollgate-Usage` answer header says) for its payer, in a per-minute bucket in the KV; every instance sends closed minutes as meter events (`identifier` = the bucket), exactly once."#,
+        meaning: r#"Usage billed through Stripe's meters: `/api/v1:api_requests` (a path prefix under `API_PATHS` and the meter's event name; comma-separated for more). Each request the product answers with a 2xx there counts one (or what its `X-Tollgate-Usage` answer header says) for its payer, in a per-minute bucket in the KV; every instance sends closed minutes as meter events (`identifier` = the bucket), exactly once. A 2xx the KV cannot count is withheld (503 with `Retry-After`); a call retried with the same `Idempotency-Key` counts once within an hour."#,
+    },
+    Variable {
+        name: "METERED_PRICES",
+        default: r#"none"#,
+        shown: Shown::Plain,
+        meaning: r#"Usage prices Checkout adds beside the chosen plan, comma-separated (`price_api_calls`): metered prices (`recurring.usage_type=metered`) whose meter has the event name of `METERED_PATHS`, billed in arrears at each renewal from what the meter counted. The plan stays the subscription's first licensed item (the cache's `priceId`)."#,
+    },
+    Variable {
+        name: "METER_STREAM",
+        default: r#"`false`"#,
+        shown: Shown::Plain,
+        meaning: r#"`true`: send usage through Stripe's v2 meter event stream (a session token made every 15 minutes, up to 100 records a request, 10,000 requests a second in live mode, apart from `STRIPE_RATE_LIMIT`) instead of one `/v1/billing/meter_events` call per record (1,000 a second, paced under `STRIPE_RATE_LIMIT`). For many customers or short flush rounds."#,
     },
     Variable {
         name: "OPEN_PATHS",

@@ -171,10 +171,18 @@ pub fn commit_sync(
 }
 
 /// [`Kv::usage_add`](super::Kv::usage_add).
-pub fn usage_add(table: &mut dyn Table, bucket: &str, amount: u64) -> Result<(), KvError> {
+pub fn usage_add(table: &mut dyn Table, bucket: &str, amount: u64, once: Option<&str>, now_unix: i64) -> Result<bool, KvError> {
+    if let Some(once) = once {
+        let live = table.get(&keys::expiry(once))?.and_then(|e| e.parse::<i64>().ok()).is_some_and(|e| e > now_unix);
+        if live && table.get(once)?.is_some() {
+            return Ok(false);
+        }
+        set_expiring(table, once, "1", super::USAGE_ONCE_MEMORY, now_unix)?;
+    }
     let count = table.get(bucket)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     table.insert(bucket, &(count + amount).to_string())?;
-    hash_set(table, keys::USAGE_OPEN, bucket, "1")
+    hash_set(table, keys::USAGE_OPEN, bucket, "1")?;
+    Ok(true)
 }
 
 /// [`Kv::usage_take`](super::Kv::usage_take).

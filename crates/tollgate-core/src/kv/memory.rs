@@ -121,8 +121,8 @@ impl Kv for MemoryKv {
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         self.with(|m| local::commit_sync(m, &self.leases, customer, token, generation, entry))
     }
-    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
-        self.with(|m| local::usage_add(m, bucket, amount))
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> KvFuture<'a, bool> {
+        self.with(|m| local::usage_add(m, bucket, amount, once, self.clock.unix_now()))
     }
     fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
         self.with(|m| local::usage_take(m, bucket))

@@ -76,8 +76,8 @@ impl Kv for Metered {
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         counted("commit_sync", self.0.commit_sync(customer, token, generation, entry))
     }
-    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
-        counted("usage_add", self.0.usage_add(bucket, amount))
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> KvFuture<'a, bool> {
+        counted("usage_add", self.0.usage_add(bucket, amount, once))
     }
     fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
         counted("usage_take", self.0.usage_take(bucket))

@@ -89,6 +89,10 @@ pub type UsagePending = (Vec<String>, Vec<(String, u64)>);
 /// How long an event id is remembered: Stripe retries a delivery for up to three days.
 pub const EVENT_MEMORY: Duration = Duration::from_secs(3 * 24 * 3600);
 
+/// How long a metered request's idempotency key is remembered: a retry within this time is not
+/// counted again.
+pub const USAGE_ONCE_MEMORY: Duration = Duration::from_secs(3600);
+
 /// What the flow needs from a KV store. Values are strings (JSON where structured).
 ///
 /// Every operation is one atomic step on the store and safe to cancel: a dropped future leaves
@@ -139,8 +143,10 @@ pub trait Kv: Send + Sync {
     /// GCRA over a minute (a whole minute's worth may come at once), then the period's count.
     /// A refused request counts against neither.
     fn admit<'a>(&'a self, quota: Quota<'a>) -> KvFuture<'a, Admission>;
-    /// Count `amount` of usage into the open bucket `bucket` (and index it, so a flusher finds it).
-    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()>;
+    /// Count `amount` of usage into the open bucket `bucket` (and index it, so a flusher finds
+    /// it). With `once` (a request's idempotency key, `keys::usage_once`), only the first time
+    /// that key is seen within [`USAGE_ONCE_MEMORY`]: false when it was seen, nothing counted.
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> KvFuture<'a, bool>;
     /// Close `bucket` in one step: its count moves into a record to send (`{bucket}:{n}`, the
     /// bucket's n-th), which is returned with the count; `None` when the bucket holds nothing.
     /// Usage counted into the bucket later opens it again, to be sent under the next number.
@@ -290,6 +296,11 @@ pub mod keys {
     pub const USAGE_SENDING: &str = "tollgate:usage:sending";
 
     /// A bucket's sequence counter: how many times it was closed.
+    /// A metered request's idempotency key, seen (per customer: one cannot spend another's).
+    pub fn usage_once(customer: &str, idempotency_key: &str) -> String {
+        hashed("usage:once", &format!("{customer}\u{1f}{idempotency_key}"))
+    }
+
     pub fn usage_closed(bucket: &str) -> String {
         format!("tollgate:usage:closed:{bucket}")
     }

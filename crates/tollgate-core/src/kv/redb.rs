@@ -332,9 +332,9 @@ impl Kv for RedbKv {
         let (customer, token, entry, leases) = (customer.to_string(), token.to_string(), entry.map(str::to_string), self.leases.clone());
         self.write(move |t| local::commit_sync(t, &leases, &customer, &token, generation, entry.as_deref()))
     }
-    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
-        let bucket = bucket.to_string();
-        self.write(move |t| local::usage_add(t, &bucket, amount))
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> KvFuture<'a, bool> {
+        let (bucket, once, now) = (bucket.to_string(), once.map(str::to_string), self.clock.unix_now());
+        self.write(move |t| local::usage_add(t, &bucket, amount, once.as_deref(), now))
     }
     fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
         let bucket = bucket.to_string();

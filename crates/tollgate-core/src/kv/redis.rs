@@ -128,8 +128,10 @@ if admitted == 1 then
 end
 return {admitted, remaining, math.floor(reset), math.floor(retry), used}";
 
-/// KEYS: the bucket, the open index. ARGV: the amount.
+/// KEYS: the bucket, the open index, and (optional) the request's idempotency key. ARGV: the
+/// amount, how long the key is remembered (s). Answers 0 when the key was seen: nothing counted.
 const USAGE_ADD: &str = r"
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 0 end
 redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], KEYS[1], '1')
 return 1";
@@ -382,10 +384,12 @@ impl Kv for RedisKv {
             }
         })
     }
-    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> KvFuture<'a, ()> {
-        Box::pin(
-            async move { self.script::<i64>(&self.scripts.usage_add, &[bucket, keys::USAGE_OPEN], &[&amount.to_string()]).await.map(drop) },
-        )
+    fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> KvFuture<'a, bool> {
+        Box::pin(async move {
+            let keys: Vec<&str> = [bucket, keys::USAGE_OPEN].into_iter().chain(once).collect();
+            let memory = super::USAGE_ONCE_MEMORY.as_secs().to_string();
+            self.script(&self.scripts.usage_add, &keys, &[&amount.to_string(), &memory]).await
+        })
     }
     fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
         Box::pin(async move {

@@ -20,6 +20,17 @@ const MAX_RETRIES: u32 = 4;
 const RETRY_BASE: Duration = Duration::from_millis(250);
 /// The name of the shared limit in the KV.
 const RATE_NAME: &str = "stripe";
+/// Stripe's API, and the host of its v2 meter event stream beside it.
+const STRIPE_API: &str = "https://api.stripe.com";
+const STRIPE_METER_EVENTS: &str = "https://meter-events.stripe.com";
+
+/// What a call sends: v1's form (a query for a GET), or a v2 JSON body, to the API with the
+/// secret key or, with a meter event session's token, to the meter event stream.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Form(&'a [(&'a str, &'a str)]),
+    Json { body: &'a serde_json::Value, session_token: Option<&'a str> },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StripeError {
@@ -117,7 +128,7 @@ impl StripeClient {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, StripeError> {
-        self.send(Method::GET, path, query, None, None).await
+        self.send(Method::GET, path, Payload::Form(query), None, None).await
     }
 
     /// Wait now for a turn under the shared rate limit, for a call made right after it
@@ -129,7 +140,7 @@ impl StripeClient {
 
     /// A GET whose first attempt uses `turn` (its retries wait for turns of their own).
     pub async fn get_in_turn<T: DeserializeOwned>(&self, turn: Turn, path: &str, query: &[(&str, &str)]) -> Result<T, StripeError> {
-        self.send(Method::GET, path, query, None, Some(turn)).await
+        self.send(Method::GET, path, Payload::Form(query), None, Some(turn)).await
     }
 
     /// A POST; `idempotency_key` names what is being created, or a random key keeps retries safe.
@@ -140,12 +151,26 @@ impl StripeClient {
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
         let key = idempotency_key.map(str::to_string).unwrap_or_else(|| format!("tollgate-{}", crate::random::random_token(24)));
-        self.send(Method::POST, path, form, Some(&key), None).await
+        self.send(Method::POST, path, Payload::Form(form), Some(&key), None).await
+    }
+
+    /// A v2 POST (a JSON body): to the API with the secret key, or, with a meter event session's
+    /// `session_token`, to the meter event stream (`meter-events.stripe.com` beside Stripe's API,
+    /// else the same base: the emulator), which has a rate limit of its own, apart from the one
+    /// this client paces. Retries carry the same idempotency key.
+    pub async fn post_v2<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        session_token: Option<&str>,
+    ) -> Result<T, StripeError> {
+        let key = format!("tollgate-{}", crate::random::random_token(24));
+        self.send(Method::POST, path, Payload::Json { body, session_token }, Some(&key), None).await
     }
 
     /// A DELETE (Stripe's way to cancel a subscription at once); repeating one is harmless.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, StripeError> {
-        self.send(Method::DELETE, path, &[], None, None).await
+        self.send(Method::DELETE, path, Payload::Form(&[]), None, None).await
     }
 
     #[tracing::instrument(name = "stripe", skip_all, fields(method = %method, path = %path))]
@@ -153,17 +178,28 @@ impl StripeClient {
         &self,
         method: Method,
         path: &str,
-        params: &[(&str, &str)],
+        payload: Payload<'_>,
         idempotency_key: Option<&str>,
         mut turn: Option<Turn>,
     ) -> Result<T, StripeError> {
-        let encoded = {
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in params {
-                form.append_pair(k, v);
+        let (encoded, content_type, base, bearer) = match payload {
+            Payload::Form(params) => {
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in params {
+                    form.append_pair(k, v);
+                }
+                (form.finish(), "application/x-www-form-urlencoded", self.base.as_str(), self.key.expose())
             }
-            form.finish()
+            Payload::Json { body, session_token } => {
+                let base = match (session_token, self.base.as_str()) {
+                    (Some(_), STRIPE_API) => STRIPE_METER_EVENTS,
+                    _ => self.base.as_str(),
+                };
+                (body.to_string(), "application/json", base, session_token.unwrap_or(self.key.expose()))
+            }
         };
+        // The stream's own limit is not the API's: only API calls wait for a turn.
+        let paced = !matches!(payload, Payload::Json { session_token: Some(_), .. });
         let deadline = Instant::now() + DEADLINE;
         let mut attempt = 0;
         let endpoint = crate::metrics::endpoint_template(path);
@@ -171,18 +207,14 @@ impl StripeClient {
             crate::metrics::METRICS.stripe_requests.with_label_values(&[method.as_str(), endpoint.as_str(), status]).inc();
         };
         loop {
-            if turn.take().is_none() {
+            if turn.take().is_none() && paced {
                 self.pace(deadline).await?;
             }
-            let url = if method == Method::GET && !encoded.is_empty() {
-                format!("{}{path}?{encoded}", self.base)
-            } else {
-                format!("{}{path}", self.base)
-            };
-            let mut request =
-                self.http.request(method.clone(), &url).bearer_auth(self.key.expose()).header("stripe-version", super::API_VERSION);
+            let url =
+                if method == Method::GET && !encoded.is_empty() { format!("{base}{path}?{encoded}") } else { format!("{base}{path}") };
+            let mut request = self.http.request(method.clone(), &url).bearer_auth(bearer).header("stripe-version", super::API_VERSION);
             if method == Method::POST {
-                request = request.header("content-type", "application/x-www-form-urlencoded").body(encoded.clone());
+                request = request.header("content-type", content_type).body(encoded.clone());
             }
             if let Some(key) = idempotency_key {
                 request = request.header("idempotency-key", key);

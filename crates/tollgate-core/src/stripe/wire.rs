@@ -82,6 +82,23 @@ pub struct Price {
 pub struct Recurring {
     pub interval: String,
     pub interval_count: i64,
+    /// `licensed` (a plan, billed ahead) or `metered` (usage, billed in arrears).
+    #[serde(default)]
+    pub usage_type: Option<String>,
+}
+
+impl Price {
+    /// A usage price (`recurring.usage_type=metered`), billed from a meter: never the plan.
+    pub fn is_metered(&self) -> bool {
+        self.recurring.as_ref().and_then(|r| r.usage_type.as_deref()) == Some("metered")
+    }
+}
+
+impl Subscription {
+    /// The item that is the plan: the first licensed one (usage prices sit beside it, `METERED_PRICES`).
+    pub fn plan_item(&self) -> Option<&SubscriptionItem> {
+        self.items.data.iter().find(|item| !item.price.is_metered())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +223,12 @@ pub struct ActiveEntitlement {
 #[derive(Debug, Deserialize)]
 pub struct Created {
     pub id: String,
+}
+
+/// A meter event Stripe accepted (it has no `id`: its `identifier` names it).
+#[derive(Debug, Deserialize)]
+pub struct MeterEvent {
+    pub identifier: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -937,8 +937,8 @@ mod tests {
         ) -> tollgate_core::kv::KvFuture<'a, tollgate_core::kv::Commit> {
             self.pass(move || self.inner.commit_sync(customer, token, generation, entry))
         }
-        fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64) -> tollgate_core::kv::KvFuture<'a, ()> {
-            self.pass(move || self.inner.usage_add(bucket, amount))
+        fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> tollgate_core::kv::KvFuture<'a, bool> {
+            self.pass(move || self.inner.usage_add(bucket, amount, once))
         }
         fn usage_take<'a>(&'a self, bucket: &'a str) -> tollgate_core::kv::KvFuture<'a, Option<(String, u64)>> {
             self.pass(move || self.inner.usage_take(bucket))

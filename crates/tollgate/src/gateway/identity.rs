@@ -45,9 +45,9 @@ pub(crate) struct Identity {
     /// What the API's quotas count against, when the plan has them.
     #[serde(skip)]
     pub(crate) quota: Option<QuotaSubject>,
-    /// The Stripe customer an entitled caller's metered usage is billed to (`METERED_PATHS`).
+    /// The Stripe customer (and its period) an entitled caller's metered usage is billed to (`METERED_PATHS`).
     #[serde(skip)]
-    pub(crate) billed_to: Option<tollgate_core::domain::CustomerId>,
+    pub(crate) billed_to: Option<tollgate_core::billing::usage::BilledTo>,
 }
 
 impl Identity {

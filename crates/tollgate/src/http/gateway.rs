@@ -27,6 +27,7 @@ use crate::gateway::path::Requirement;
 use crate::gateway::tunnel::{ConnectionSlot, Ends};
 use crate::gateway::{Forwarded, Forwarding, GatewayError};
 use crate::state::AppState;
+use tollgate_core::billing::usage::BilledTo;
 use tollgate_core::domain::User;
 use tollgate_core::kv::Quota;
 
@@ -79,7 +80,11 @@ async fn identity_for(
     let access = entitlement(&state.billing, &state.policy, &user).await.map_err(|e| Failure::from_billing(surface, e))?;
     let quota = quota_subject(state, &access).await;
     // Metered usage goes to the customer of the payer that entitles (kept with the identity).
-    let billed_to = access.customer.clone().filter(|_| access.entitled && !state.metered.is_empty());
+    let billed_to = access
+        .customer
+        .clone()
+        .filter(|_| access.entitled && !state.metered.is_empty())
+        .map(|customer| BilledTo { customer, period_start: access.entry.subscription().and_then(|s| s.current_period_start) });
     let identity = Identity { key_id, quota, billed_to, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
     let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
     admitted(&kept.identity, needs, surface)?;
@@ -200,8 +205,13 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         },
         None => HeaderMap::new(),
     };
-    // A 2xx of the product on a metered path counts for the caller's customer.
+    // A 2xx of the product on a metered path counts for the caller's customer, once per
+    // idempotency key when the caller sends one (a retry after a lost answer is not billed again).
     let metered = state.metered_event(parts.uri.path()).zip(identity.as_ref().and_then(|k| k.identity.billed_to.clone()));
+    let idempotency_key = match metered.is_some().then(|| idempotency_key(&parts.headers, surface)).transpose() {
+        Ok(key) => key.flatten(),
+        Err(refused) => return refused.into_response(),
+    };
     let assertion = identity
         .as_ref()
         .and_then(|k| state.assertions.sign(&k.identity, Some(Bound { method: parts.method.as_str(), path: parts.uri.path() })));
@@ -252,16 +262,32 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     response.headers_mut().extend(rate_headers);
     // The product may weigh a request (`X-Tollgate-Usage: 1530`, tokens say); it is Tollgate's to read.
     let weight = response.headers_mut().remove(X_TOLLGATE_USAGE);
-    if let (Some((event, customer)), true) = (metered, response.status().is_success()) {
+    if let (Some((event, billed)), true) = (metered, response.status().is_success()) {
         let amount = weight.and_then(|w| w.to_str().ok()?.trim().parse::<u64>().ok()).filter(|w| *w <= MAX_USAGE_WEIGHT).unwrap_or(1);
-        // The product did the work: a store that cannot count it now is logged (and counted in
-        // `tollgate_kv_errors_total{operation="usage_add"}`), the answer still goes out.
-        if let Err(e) = state.billing.count_usage(event, &customer, amount).await {
-            tracing::error!(customer = %customer, error = %e, "usage could not be counted");
+        // Answered is billed: usage that cannot be counted now is no 2xx but a 503 to retry (with
+        // the same idempotency key, a retry of a request that was counted after all counts once).
+        if let Err(e) = state.billing.count_usage(event, &billed, amount, idempotency_key.as_deref()).await {
+            tracing::error!(customer = %billed.customer, error = %e, "usage could not be counted; the answer is withheld");
+            return Failure::from_billing(surface, e).into_response();
         }
     }
     response.extensions_mut().insert(FromProduct);
     response
+}
+
+/// A metered request's `Idempotency-Key` (Stripe's name and limit: up to 255 characters), or the
+/// 400 for one that is not printable ASCII or too long.
+fn idempotency_key(headers: &HeaderMap, surface: Surface) -> Result<Option<String>, Failure> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str().ok().filter(|key| !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')) {
+        Some(key) => Ok(Some(key.to_string())),
+        None => Err(Failure::new(
+            surface,
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters.",
+        )),
+    }
 }
 
 /// The headers that carry a request's credentials (all a provider reads), kept for a tunnel's rechecks.

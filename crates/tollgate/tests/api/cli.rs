@@ -363,8 +363,8 @@ async fn usage_says_what_the_meter_counted_and_what_waits() {
     let kv_file = dir.path().join("kv.redb");
     {
         let kv = tollgate_core::kv::redb::RedbKv::open(&kv_file).unwrap();
-        kv.usage_add(&format!("tollgate:usage:api_requests:{customer}:{minute}"), 5).await.unwrap();
-        kv.usage_add(&format!("tollgate:usage:api_requests:cus_someoneelse:{minute}"), 99).await.unwrap();
+        kv.usage_add(&format!("tollgate:usage:api_requests:{customer}:{}", minute * 60), 5, None).await.unwrap();
+        kv.usage_add(&format!("tollgate:usage:api_requests:cus_someoneelse:{}", minute * 60), 99, None).await.unwrap();
         kv.close().await;
     }
     let env = [
@@ -375,14 +375,24 @@ async fn usage_says_what_the_meter_counted_and_what_waits() {
         ("PLANS", crate::helpers::MONTHLY.to_string()),
         ("METERED_PATHS", "/api/v1:api_requests,/api/v2:tokens".to_string()),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        tollgate(&["usage", "--customer", &customer], &env)
-    })
-    .await
-    .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let usage = |flags: &'static [&'static str]| {
+        let (env, customer) = (env.clone(), customer.clone());
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let args: Vec<&str> = ["usage", "--customer", &customer].into_iter().chain(flags.iter().copied()).collect();
+                tollgate(&args, &env)
+            })
+            .await
+            .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    let printed = usage(&[]).await;
     assert!(printed.contains("api_requests: reported 37, waiting 5"), "{printed}");
     assert!(printed.contains("tokens: no active meter in Stripe, waiting 0"), "{printed}");
+    // `--flush` sends what waits (both customers' buckets) before it counts.
+    let printed = usage(&["--flush"]).await;
+    assert!(printed.contains("sent 2 usage records") && printed.contains("api_requests: reported 42, waiting 0"), "{printed}");
 }

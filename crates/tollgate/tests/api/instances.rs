@@ -78,6 +78,28 @@ async fn wait_until_up(http: &reqwest::Client, url: &str) {
     test_support::eventually(&format!("{url} up"), Duration::from_secs(10), up).await;
 }
 
+/// Three instances started with `env`, once each answers.
+async fn three_instances(http: &reqwest::Client, env: &[(&'static str, String)]) -> (Vec<Instance>, Vec<String>) {
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.to_vec())).collect();
+    let urls: Vec<String> = instances.iter().map(Instance::url).collect();
+    for url in &urls {
+        wait_until_up(http, url).await;
+    }
+    (instances, urls)
+}
+
+/// A new account on the instance at `url`, subscribed to the monthly plan: its browser, and the
+/// Checkout Session it paid.
+async fn subscribed_on(url: &str, stripe_url: &str, email: &str) -> (crate::helpers::Browser, String) {
+    let owner = crate::helpers::Browser::at(url);
+    owner.sign_up_through_the_outbox(email).await;
+    let started = owner.json_post("/api/generate-stripe-checkout", &serde_json::json!({ "priceId": MONTHLY })).await;
+    let session = started.json()["sessionId"].as_str().unwrap().to_string();
+    assert_eq!(test_support::pay_checkout(stripe_url, &session, &[("card_number", "4242424242424242")]).await.status, 303);
+    assert_eq!(owner.get("/success").await.status, 303);
+    (owner, session)
+}
+
 /// Every event the emulator recorded, oldest first.
 async fn all_events(http: &reqwest::Client, base: &str) -> Vec<Value> {
     let mut events = Vec::new();
@@ -316,7 +338,6 @@ async fn fifty_joins_at_once_on_three_instances_bill_every_seat_in_a_few_updates
 /// revoked key is refused by every instance within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_on_three_instances_meets_one_quota_and_one_revocation() {
-    use crate::helpers::Browser;
     use serde_json::json;
 
     let redis = RedisServer::start();
@@ -325,17 +346,8 @@ async fn a_key_on_three_instances_meets_one_quota_and_one_revocation() {
     let http = reqwest::Client::new();
     let mut env = instance_env(&redis, &stripe_url);
     env.extend([("UPSTREAM_URL", product), ("PLAN_LIMITS", format!("{MONTHLY}:60/min"))]);
-    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
-    let urls: Vec<String> = instances.iter().map(Instance::url).collect();
-    for url in &urls {
-        wait_until_up(&http, url).await;
-    }
-    let owner = Browser::at(&urls[0]);
-    owner.sign_up_through_the_outbox("api@three.test").await;
-    let started = owner.json_post("/api/generate-stripe-checkout", &json!({ "priceId": MONTHLY })).await;
-    let session = started.json()["sessionId"].as_str().unwrap().to_string();
-    assert_eq!(test_support::pay_checkout(&stripe_url, &session, &[("card_number", "4242424242424242")]).await.status, 303);
-    assert_eq!(owner.get("/success").await.status, 303);
+    let (instances, urls) = three_instances(&http, &env).await;
+    let (owner, _) = subscribed_on(&urls[0], &stripe_url, "api@three.test").await;
     let made = owner.json_post("/api/keys", &json!({ "name": "load" })).await;
     let (id, key) = (made.json()["id"].as_str().unwrap().to_string(), made.json()["key"].as_str().unwrap().to_string());
 
@@ -373,4 +385,182 @@ async fn a_key_on_three_instances_meets_one_quota_and_one_revocation() {
         assert_eq!(call(n).await.status, 401, "instance {n}");
     }
     drop(instances);
+}
+
+/// Usage billed exactly once, under crashes: 100,000 metered calls with one key, spread over
+/// three instances (processes) over one durable Redis (AOF, fsync always), while one instance is
+/// SIGKILLed twice (and started again) and Redis is killed and restarted once. Each call carries
+/// an `Idempotency-Key` and is retried with it (on the next instance) until it gets a 2xx, as a
+/// careful client does: a call whose answer was lost in a crash may have been counted, and its
+/// retry must not count again. The emulator's meter then holds exactly the number of 2xx
+/// answers, and the renewal's invoice bills exactly that quantity on the usage price that
+/// Checkout added beside the plan (`METERED_PRICES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metered_calls_are_billed_exactly_once_through_crashes_of_instances_and_redis() {
+    use crate::redis_server::RedisOptions;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    const CALLS: usize = 100_000;
+    const CONCURRENCY: usize = 32;
+    let mut redis = RedisServer::start_with(RedisOptions { durable: true, ..RedisOptions::default() });
+    let stripe_url = crate::helpers::spawn_emulator_with(crate::helpers::seeded()).await;
+    let http = reqwest::Client::new();
+    let meter = stripe(
+        &http,
+        &stripe_url,
+        Method::POST,
+        "/v1/billing/meters",
+        &[("display_name", "API calls"), ("event_name", "api_requests"), ("default_aggregation[formula]", "sum")],
+    )
+    .await;
+    let plan = stripe(&http, &stripe_url, Method::GET, &format!("/v1/prices/{MONTHLY}"), &[]).await;
+    let usage_price = stripe(
+        &http,
+        &stripe_url,
+        Method::POST,
+        "/v1/prices",
+        &[
+            ("product", plan["product"].as_str().unwrap()),
+            ("currency", "usd"),
+            ("unit_amount", "1"),
+            ("recurring[interval]", "month"),
+            ("recurring[usage_type]", "metered"),
+            ("recurring[meter]", meter["id"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    let usage_price = usage_price["id"].as_str().unwrap().to_string();
+    let (product, _) = crate::gateway::start_product().await;
+    let mut env = instance_env(&redis, &stripe_url);
+    env.extend([("UPSTREAM_URL", product), ("METERED_PATHS", "/api/v1:api_requests".to_string()), ("METERED_PRICES", usage_price.clone())]);
+    let (mut instances, urls) = three_instances(&http, &env).await;
+
+    // Checkout adds the usage price beside the plan; the plan stays the cache's priceId.
+    let (owner, session) = subscribed_on(&urls[0], &stripe_url, "metered@three.test").await;
+    let paid = stripe(&http, &stripe_url, Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await;
+    let (customer, subscription) = (paid["customer"].as_str().unwrap().to_string(), paid["subscription"].as_str().unwrap().to_string());
+    let live = stripe(&http, &stripe_url, Method::GET, &format!("/v1/subscriptions/{subscription}"), &[]).await;
+    let prices: Vec<&str> = live["items"]["data"].as_array().unwrap().iter().map(|i| i["price"]["id"].as_str().unwrap()).collect();
+    assert_eq!(prices, [MONTHLY, usage_price.as_str()]);
+    let entry: Value = serde_json::from_str(&redis.cli(&["GET", &format!("stripe:customer:{customer}")])).unwrap();
+    assert_eq!(entry["priceId"], MONTHLY, "the plan, not the usage price: {entry}");
+    let made = owner.json_post("/api/keys", &json!({ "name": "load" })).await;
+    let key = made.json()["key"].as_str().unwrap().to_string();
+
+    // The load: each call retried with its key until a 2xx; attempts that failed are counted.
+    let (next, answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let load: Vec<_> = (0..CONCURRENCY)
+        .map(|worker| {
+            let (next, answered, failed, client, urls, key) =
+                (next.clone(), answered.clone(), failed.clone(), client.clone(), urls.clone(), key.clone());
+            tokio::spawn(async move {
+                loop {
+                    let call = next.fetch_add(1, Relaxed);
+                    if call >= CALLS {
+                        return;
+                    }
+                    for attempt in 0.. {
+                        let url = &urls[(call + worker + attempt) % urls.len()];
+                        let sent = client
+                            .get(format!("{url}/api/v1/work"))
+                            .bearer_auth(&key)
+                            .header("idempotency-key", format!("call-{call}"))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status().is_success() => {
+                                answered.fetch_add(1, Relaxed);
+                                break;
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                let retry_after = r.headers().contains_key("retry-after");
+                                // The only failures allowed: a retryable 503 (Redis away), or no answer (a crash).
+                                assert!(status == 503 && retry_after, "call {call}: {status} {}", r.text().await.unwrap_or_default());
+                            }
+                            Err(_) => {}
+                        }
+                        failed.fetch_add(1, Relaxed);
+                        assert!(attempt < 500, "call {call} never got through");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let started_at = std::time::Instant::now();
+    let reach = |share: usize| {
+        let next = next.clone();
+        async move {
+            while next.load(Relaxed) < CALLS * share / 100 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut chaos = Vec::new();
+    for (share, what) in [(20, "kill instance 1"), (45, "restart redis"), (70, "kill instance 1")] {
+        reach(share).await;
+        let failed_before = failed.load(Relaxed);
+        match what {
+            "restart redis" => tokio::task::block_in_place(|| redis.restart()),
+            _ => {
+                instances[1].kill();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                instances[1].launch();
+            }
+        }
+        chaos.push((what, started_at.elapsed(), failed_before));
+    }
+    for worker in load {
+        worker.await.unwrap();
+    }
+    let (answered, failed) = (answered.load(Relaxed), failed.load(Relaxed));
+    eprintln!(
+        "{CALLS} calls in {:.1} s: {answered} 2xx, {failed} failed attempts retried; chaos {chaos:?}",
+        started_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(answered, CALLS, "one 2xx per call");
+    // Each crash cost some attempts (else it tested nothing): the failures grew after each one.
+    let failures_at: Vec<usize> = chaos.iter().map(|(_, _, before)| *before).chain([failed]).collect();
+    assert!(failures_at.windows(2).all(|w| w[1] > w[0]), "failed attempts before each crash and at the end: {failures_at:?}");
+
+    // Everything counted is sent (the instances' flushers and `tollgate usage --flush` side by
+    // side), and the meter holds exactly what was answered.
+    let usage_env = env.clone();
+    let customer_arg = customer.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["usage", "--customer", &customer_arg, "--flush"])
+            .envs(usage_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains(&format!("api_requests: reported {CALLS}, waiting 0")), "{printed}");
+    let now = tollgate_core::unix_now() / 60 * 60;
+    let (from, to) = ((now - 3600).to_string(), (now + 7200).to_string());
+    let path = format!("/v1/billing/meters/{}/event_summaries", meter["id"].as_str().unwrap());
+    let summaries =
+        stripe(&http, &stripe_url, Method::GET, &path, &[("customer", &customer), ("start_time", &from), ("end_time", &to)]).await;
+    assert_eq!(summaries["data"][0]["aggregated_value"].as_f64(), Some(CALLS as f64), "{summaries}");
+    drop(instances);
+
+    // The renewal bills that usage in arrears, beside the plan billed ahead.
+    let period_end = live["items"]["data"][1]["current_period_end"].as_i64().unwrap();
+    let seconds = (period_end - tollgate_core::unix_now() + 3600).to_string();
+    let advanced = http.post(format!("{stripe_url}/_emulator/clock/advance")).form(&[("seconds", seconds.as_str())]).send().await.unwrap();
+    assert_eq!(advanced.status(), 200, "{}", advanced.text().await.unwrap());
+    let invoices = stripe(&http, &stripe_url, Method::GET, "/v1/invoices", &[("subscription", &subscription), ("limit", "10")]).await;
+    let renewal =
+        invoices["data"].as_array().unwrap().iter().find(|i| i["billing_reason"] == "subscription_cycle").expect("a renewal invoice");
+    let lines = renewal["lines"]["data"].as_array().unwrap();
+    let usage_line = lines.iter().find(|l| l["pricing"]["price_details"]["price"] == usage_price.as_str()).expect("a usage line");
+    assert_eq!((usage_line["quantity"].as_i64(), usage_line["amount"].as_i64()), (Some(CALLS as i64), Some(CALLS as i64)), "{usage_line}");
 }

@@ -30,6 +30,17 @@ async fn make_key(browser: &Browser, name: &str) -> (String, String) {
     (made.json()["id"].as_str().unwrap().to_string(), made.json()["key"].as_str().unwrap().to_string())
 }
 
+/// A meter for `event` (summed) on the app's emulator, and a subscriber with a key: the meter's
+/// id, the subscriber, their customer and the key.
+async fn metered_subscriber(app: &TestApp, event: &str, email: &str) -> (String, Browser, String, String) {
+    let form = [("display_name", event), ("event_name", event), ("default_aggregation[formula]", "sum")];
+    let meter = app.stripe(Method::POST, "/v1/billing/meters", &form).await["id"].as_str().unwrap().to_string();
+    let (subscriber, customer) = app.subscribed(email, MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (_, secret) = make_key(&subscriber, event).await;
+    (meter, subscriber, customer, secret)
+}
+
 #[tokio::test]
 async fn a_program_calls_the_api_with_a_key_and_the_product_never_sees_it() {
     let (product, _) = crate::gateway::start_product().await;
@@ -251,6 +262,119 @@ async fn a_key_checked_while_redis_is_down_is_a_retryable_503() {
     assert_eq!(crate::gateway::received(&back)["headers"]["x-forwarded-email"], "outage@example.com");
 }
 
+/// A metered call retried with its `Idempotency-Key` is billed once (the product is asked each
+/// time: its work is its own); a malformed key is a 400 before the product is asked; and an
+/// answer whose usage cannot be counted (Redis down) is withheld as a retryable 503, so a 2xx is
+/// never unbilled.
+#[tokio::test]
+async fn a_metered_call_is_billed_once_per_idempotency_key_and_never_answered_unbilled() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut redis = crate::redis_server::RedisServer::start_with(crate::redis_server::RedisOptions { durable: true, ..Default::default() });
+    let (product, seen) = crate::gateway::start_product().await;
+    let extra = vec![("UPSTREAM_URL", product), ("METERED_PATHS", "/api/v1:api_requests".to_string())];
+    let app = spawn_app_with(Options { kv_url: redis.url(), extra, ..Options::default() }).await;
+    let (subscriber, _) = app.subscribed("retries@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let (_, secret) = make_key(&subscriber, "retries").await;
+    let call = |key: Option<String>| {
+        let mut request = app.http.get(format!("{}/api/v1/work", app.url)).bearer_auth(&secret);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move { Reply::read(request.send().await.unwrap()).await }
+    };
+    let kv = app.state.billing().kv.clone();
+    let counted = || async {
+        let mut total = 0;
+        for bucket in kv.usage_pending(100).await.unwrap().0 {
+            total += kv.get(&bucket).await.unwrap().map_or(0, |v| v.parse::<u64>().unwrap());
+        }
+        total
+    };
+
+    let asked = seen.requests.load(SeqCst);
+    for key in ["order-1", "order-1", "order-2"] {
+        assert_eq!(call(Some(key.to_string())).await.status, 200);
+    }
+    assert_eq!(call(None).await.status, 200);
+    assert_eq!((seen.requests.load(SeqCst) - asked, counted().await), (4, 3), "asked 4 times, billed 3: the retry of order-1 counts once");
+
+    for bad in ["x".repeat(256), "tab\there".to_string()] {
+        let refused = call(Some(bad)).await;
+        assert_eq!((refused.status, refused.json()["error"]["code"].as_str()), (400, Some("invalid_idempotency_key")), "{}", refused.text);
+    }
+    assert_eq!(seen.requests.load(SeqCst) - asked, 4, "a refused key: the product is not asked");
+
+    // The key is still known to this instance (kept a second), so the product answers; the
+    // usage cannot be stored, so the 2xx is withheld.
+    redis.kill();
+    let withheld = call(Some("order-3".to_string())).await;
+    assert_eq!((withheld.status, withheld.json()["error"]["code"].as_str()), (503, Some("unavailable")), "{}", withheld.text);
+    assert!(withheld.headers.contains_key("retry-after"), "{:?}", withheld.headers);
+    assert_eq!(seen.requests.load(SeqCst) - asked, 5, "the product did answer");
+    redis.restart();
+    assert_eq!(call(Some("order-3".to_string())).await.status, 200, "the retry");
+    assert_eq!(counted().await, 4, "order-3 billed once, by its retry");
+}
+
+/// `METERED_PRICES`: Checkout adds the usage price of the plan's interval after the plan (the
+/// cache's `priceId` stays the plan's); a change to a plan of another interval, scheduled for the
+/// period's end, keeps the usage price until then and leaves it out after (Stripe bills a
+/// subscription's items on one interval).
+#[tokio::test]
+async fn usage_prices_go_beside_plans_of_their_interval() {
+    let stripe = crate::helpers::spawn_emulator().await;
+    let http = reqwest::Client::new();
+    let api = |method: Method, path: &'static str, form: Vec<(&'static str, String)>| {
+        let (http, stripe) = (http.clone(), stripe.clone());
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            crate::helpers::stripe_api(&http, &stripe, method, path, &form).await
+        }
+    };
+    let meter = api(
+        Method::POST,
+        "/v1/billing/meters",
+        vec![("display_name", "Calls".into()), ("event_name", "api_requests".into()), ("default_aggregation[formula]", "sum".into())],
+    )
+    .await;
+    let usage = api(
+        Method::POST,
+        "/v1/prices",
+        vec![
+            ("product", "prod_pro".into()),
+            ("currency", "usd".into()),
+            ("unit_amount", "1".into()),
+            ("recurring[interval]", "month".into()),
+            ("recurring[usage_type]", "metered".into()),
+            ("recurring[meter]", meter["id"].as_str().unwrap().into()),
+        ],
+    )
+    .await;
+    let usage = usage["id"].as_str().unwrap().to_string();
+    let app = spawn_app_against(&stripe, Options { extra: vec![("METERED_PRICES", usage.clone())], ..Options::default() }).await;
+    let (subscriber, customer) = app.subscribed("usage-price@example.com", MONTHLY).await;
+    assert_eq!(subscriber.get("/success").await.status, 303);
+    let entry = app.cache(&customer).await.unwrap();
+    assert_eq!(entry["priceId"], MONTHLY, "{entry}");
+    let subscription = entry["subscriptionId"].as_str().unwrap().to_string();
+    let live = app.stripe(Method::GET, &format!("/v1/subscriptions/{subscription}"), &[]).await;
+    let items: Vec<&str> = live["items"]["data"].as_array().unwrap().iter().map(|i| i["price"]["id"].as_str().unwrap()).collect();
+    assert_eq!(items, [MONTHLY, usage.as_str()]);
+
+    let scheduled = subscriber.json_post("/api/change-plan", &json!({ "priceId": crate::helpers::YEARLY })).await;
+    assert_eq!(scheduled.status, 200, "{}", scheduled.text);
+    let live = app.stripe(Method::GET, &format!("/v1/subscriptions/{subscription}"), &[("expand[]", "schedule")]).await;
+    let phases: Vec<Vec<&str>> = live["schedule"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["items"].as_array().unwrap().iter().map(|i| i["price"].as_str().unwrap()).collect())
+        .collect();
+    assert_eq!(phases, [vec![MONTHLY, usage.as_str()], vec![crate::helpers::YEARLY]]);
+    assert_eq!(app.cache(&customer).await.unwrap()["scheduledPriceId"], crate::helpers::YEARLY);
+}
+
 /// `METERED_PATHS`: each 2xx of the product on a metered path counts once for the caller's
 /// customer; closed minutes reach the emulator's meter as one event each; a record sent again
 /// (a crash after Stripe accepted it) is not counted twice, and usage that comes for a minute
@@ -259,17 +383,7 @@ async fn a_key_checked_while_redis_is_down_is_a_retryable_503() {
 async fn metered_calls_reach_stripes_meter_exactly_once() {
     let (product, _) = crate::gateway::start_product().await;
     let app = gateway_app(&product, vec![("METERED_PATHS", "/api/v1:api_requests".to_string())]).await;
-    let meter = app
-        .stripe(
-            Method::POST,
-            "/v1/billing/meters",
-            &[("display_name", "API calls"), ("event_name", "api_requests"), ("default_aggregation[formula]", "sum")],
-        )
-        .await;
-    let meter = meter["id"].as_str().unwrap().to_string();
-    let (subscriber, customer) = app.subscribed("meters@example.com", MONTHLY).await;
-    assert_eq!(subscriber.get("/success").await.status, 303);
-    let (_, secret) = make_key(&subscriber, "metered").await;
+    let (meter, _, customer, secret) = metered_subscriber(&app, "api_requests", "meters@example.com").await;
     for _ in 0..37 {
         assert_eq!(program(&app, "/api/v1/work", "x-api-key", &secret).await.status, 200);
     }
@@ -309,8 +423,49 @@ async fn metered_calls_reach_stripes_meter_exactly_once() {
     assert_eq!(counted().await, Some(37.0), "the meter counted it once");
 
     // A call answered just after its minute was sent (it was in flight): sent as the bucket's second record.
-    kv.usage_add(&bucket, 5).await.unwrap();
+    kv.usage_add(&bucket, 5, None).await.unwrap();
     test_support::eventually("the late usage on the meter too", Duration::from_secs(20), becomes(42.0)).await;
+}
+
+/// `METER_STREAM=true`: usage goes through the v2 meter event stream under a session token; when
+/// Stripe says the token expired (here: the emulator's clock moved 16 minutes on), the next round
+/// makes a new session and the usage still arrives, once.
+#[tokio::test]
+async fn metered_usage_goes_through_the_meter_event_stream() {
+    let (product, _) = crate::gateway::start_product().await;
+    let app =
+        gateway_app(&product, vec![("METERED_PATHS", "/api/v1:api_requests".to_string()), ("METER_STREAM", "true".to_string())]).await;
+    let (meter, _, customer, secret) = metered_subscriber(&app, "api_requests", "stream@example.com").await;
+    let now = tollgate_core::unix_now() / 60 * 60;
+    let (from, to) = ((now - 3600).to_string(), (now + 7200).to_string());
+    let path = format!("/v1/billing/meters/{meter}/event_summaries");
+    let rounds = std::sync::atomic::AtomicUsize::new(0);
+    let reaches = |wanted: f64| {
+        let (app, path, customer, from, to, rounds) = (&app, &path, &customer, &from, &to, &rounds);
+        move || async move {
+            rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            app.clock.advance(tollgate_core::billing::usage::FLUSH_EVERY);
+            let summaries = app.stripe(Method::GET, path, &[("customer", customer), ("start_time", from), ("end_time", to)]).await;
+            (summaries["data"][0]["aggregated_value"].as_f64() == Some(wanted)).then_some(())
+        }
+    };
+    for _ in 0..12 {
+        assert_eq!(program(&app, "/api/v1/work", "x-api-key", &secret).await.status, 200);
+    }
+    app.clock.advance(Duration::from_secs(60));
+    test_support::eventually("12 calls through the stream", Duration::from_secs(20), reaches(12.0)).await;
+
+    let moved = app.http.post(format!("{}/_emulator/clock/advance", app.stripe_url)).form(&[("seconds", "960")]).send().await.unwrap();
+    assert_eq!(moved.status(), 200);
+    for _ in 0..5 {
+        assert_eq!(program(&app, "/api/v1/work", "x-api-key", &secret).await.status, 200);
+    }
+    app.clock.advance(Duration::from_secs(60));
+    rounds.store(0, std::sync::atomic::Ordering::SeqCst);
+    test_support::eventually("5 more under a new session", Duration::from_secs(20), reaches(17.0)).await;
+    // Long before this instance's own clock would have the session expire (14 minutes of rounds).
+    let rounds = rounds.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(rounds <= 20, "{rounds} flush rounds: the expired session was not replaced when Stripe said so");
 }
 
 /// A product weighs a metered request with `X-Tollgate-Usage` (tokens, say): that is what counts,
@@ -323,16 +478,7 @@ async fn the_product_weighs_its_requests() {
     })
     .await;
     let app = gateway_app(&product, vec![("METERED_PATHS", "/api/v1:tokens_used".to_string())]).await;
-    let meter = app
-        .stripe(
-            Method::POST,
-            "/v1/billing/meters",
-            &[("display_name", "Tokens"), ("event_name", "tokens_used"), ("default_aggregation[formula]", "sum")],
-        )
-        .await;
-    let (subscriber, customer) = app.subscribed("weights@example.com", MONTHLY).await;
-    assert_eq!(subscriber.get("/success").await.status, 303);
-    let (_, secret) = make_key(&subscriber, "weights").await;
+    let (meter, _, customer, secret) = metered_subscriber(&app, "tokens_used", "weights@example.com").await;
     let weighed = program(&app, "/api/v1/tokens", "authorization", &secret).await;
     assert_eq!(weighed.status, 200, "{}", weighed.text);
     assert!(weighed.headers.get("x-tollgate-usage").is_none(), "the weight is not the client's");
@@ -340,7 +486,7 @@ async fn the_product_weighs_its_requests() {
     let now = tollgate_core::unix_now() / 60 * 60;
     let (from, to) = ((now - 3600).to_string(), (now + 7200).to_string());
     app.clock.advance(Duration::from_secs(60));
-    let path = format!("/v1/billing/meters/{}/event_summaries", meter["id"].as_str().unwrap());
+    let path = format!("/v1/billing/meters/{meter}/event_summaries");
     let counted = || async {
         app.clock.advance(tollgate_core::billing::usage::FLUSH_EVERY);
         let summaries = app.stripe(Method::GET, &path, &[("customer", &customer), ("start_time", &from), ("end_time", &to)]).await;

@@ -158,16 +158,24 @@ async fn quotas(kv: &dyn Kv) {
 /// Usage buckets: counted, closed into numbered records in one step, reopened by later usage.
 async fn usage(kv: &dyn Kv) {
     let bucket = format!("tollgate:usage:api_requests:cus_{}:29000000", tollgate_core::random_token(8));
-    kv.usage_add(&bucket, 2).await.unwrap();
-    kv.usage_add(&bucket, 3).await.unwrap();
+    kv.usage_add(&bucket, 2, None).await.unwrap();
+    kv.usage_add(&bucket, 3, None).await.unwrap();
     assert!(kv.usage_pending(1000).await.unwrap().0.contains(&bucket));
     let (record, count) = kv.usage_take(&bucket).await.unwrap().expect("a full bucket");
     assert_eq!((record.as_str(), count), (format!("{bucket}:1").as_str(), 5));
     assert_eq!(kv.usage_take(&bucket).await.unwrap(), None, "closed and empty");
     let (open, sending) = kv.usage_pending(1000).await.unwrap();
     assert!(!open.contains(&bucket) && sending.contains(&(record.clone(), 5)), "{open:?} {sending:?}");
-    kv.usage_add(&bucket, 1).await.unwrap();
-    assert_eq!(kv.usage_take(&bucket).await.unwrap(), Some((format!("{bucket}:2"), 1)), "later usage: the next record");
+    kv.usage_add(&bucket, 1, None).await.unwrap();
+    // A request retried with its idempotency key counts once, even across a closing; another key counts.
+    let once = tollgate_core::kv::keys::usage_once("cus_x", &format!("retry-{bucket}"));
+    let other = tollgate_core::kv::keys::usage_once("cus_y", &format!("retry-{bucket}"));
+    assert!(kv.usage_add(&bucket, 10, Some(&once)).await.unwrap(), "the first time");
+    assert!(!kv.usage_add(&bucket, 10, Some(&once)).await.unwrap(), "a retry");
+    assert!(kv.usage_add(&bucket, 100, Some(&other)).await.unwrap(), "the same key of another customer");
+    assert_eq!(kv.usage_take(&bucket).await.unwrap(), Some((format!("{bucket}:2"), 111)), "later usage: the next record");
+    assert!(!kv.usage_add(&bucket, 10, Some(&once)).await.unwrap(), "a retry after the bucket closed");
+    assert_eq!(kv.usage_take(&bucket).await.unwrap(), None);
     kv.usage_sent(&record).await.unwrap();
     kv.usage_sent(&format!("{bucket}:2")).await.unwrap();
     assert!(!kv.usage_pending(1000).await.unwrap().1.iter().any(|(r, _)| r.starts_with(&bucket)));

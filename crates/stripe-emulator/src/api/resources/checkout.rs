@@ -94,6 +94,14 @@ pub async fn create(State(emu): State<Emulator>, req: ApiRequest) -> ApiResult {
         for item in &item_params {
             item.allow(&["price", "quantity", "adjustable_quantity"])?;
             let price = recurring_price(store, item, "price")?;
+            // A usage price's meter says what it bills: it takes no quantity (Stripe's rule).
+            if price["recurring"]["usage_type"] == "metered" {
+                if item.has("quantity") {
+                    return Err(item.invalid("quantity", "Quantity should not be defined when recurring.usage_type=metered."));
+                }
+                line_items.push((price, 0));
+                continue;
+            }
             let quantity = item.int("quantity")?.unwrap_or(1);
             if !(1..=999_999).contains(&quantity) {
                 return Err(item.invalid("quantity", "Quantity must be between 1 and 999999."));

@@ -9,6 +9,7 @@ pub mod discounts;
 pub mod entitlements;
 pub mod events;
 pub mod invoices;
+pub mod meter_stream;
 pub mod meters;
 pub mod payment_intents;
 pub mod payment_methods;
