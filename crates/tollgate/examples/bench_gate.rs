@@ -6,9 +6,9 @@
 //! - through nginx `auth_request` asking Tollgate's `/auth/verify` (keep-alive to both);
 //! - through Caddy `forward_auth` asking `/auth/verify`;
 //! - through Tollgate's gateway;
-//! - a program's request to the product's API (`API_PATHS`) through the gateway, with an API key
-//!   and the plan's quotas on (`PLAN_LIMITS`, set high enough never to refuse), against the same
-//!   file fetched directly.
+//! - a program's request to the product's API (`API_PATHS`) through the gateway, with an API key,
+//!   the plan's quotas on (`PLAN_LIMITS`, set high enough never to refuse) and every answer
+//!   metered (`METERED_PATHS`), against the same file fetched directly.
 //!
 //! Every process is its own (the load generator, the proxies, the product and Tollgate share the
 //! machine's cores, as they would on one host). Before loading, each way is checked to serve the
@@ -52,8 +52,11 @@ async fn main() -> anyhow::Result<()> {
     let (_emulator, stripe) = emulator(&[])?;
     // Quotas high enough never to refuse: every request pays for counting, none is refused.
     let limits = "price_pro_monthly:4000000000/min,1000000000000/month;price_pro_yearly:4000000000/min";
-    let (tollgate, tollgate_url) =
-        start(tollgate_command(&stripe, "memory:", &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app"), ("PLAN_LIMITS", limits)]))?;
+    let (tollgate, tollgate_url) = start(tollgate_command(
+        &stripe,
+        "memory:",
+        &[("UPSTREAM_URL", &product), ("GATED_PATHS", "/app"), ("PLAN_LIMITS", limits), ("METERED_PATHS", "/api/v1:api_requests")],
+    ))?;
     // Redirects are answers here: sign-up's cookies come with one, and a gate's refusal may be one.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let cookie = subscriber_cookie(&http, &tollgate_url, &stripe).await?;
@@ -98,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         ("Caddy forward_auth → Tollgate /auth/verify", format!("http://127.0.0.1:{caddy_port}/app/page.html"), true),
         ("Tollgate gateway", format!("{tollgate_url}/app/page.html"), true),
         ("API: directly", format!("{product}/api/v1/page.html"), false),
-        ("API: Tollgate gateway, key and quotas", format!("{tollgate_url}/api/v1/page.html"), true),
+        ("API: Tollgate gateway, key, quotas and metering", format!("{tollgate_url}/api/v1/page.html"), true),
     ];
     // The API's ways send the key, the others the subscriber's cookie.
     let credential = |label: &str| match label.starts_with("API") {

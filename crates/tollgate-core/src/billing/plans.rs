@@ -52,6 +52,11 @@ struct Current {
     schedule: Option<String>,
 }
 
+/// A schedule phase's usage items, after its plan (item 0): `phases[{phase}][items][n][price]`.
+fn usage_items<'a>(phase: usize, prices: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (String, &'a str)> {
+    prices.enumerate().map(move |(n, price)| (format!("phases[{phase}][items][{}][price]", n + 1), price))
+}
+
 /// A plan's price per day, to tell an upgrade from a downgrade.
 fn per_day(plan: &Plan) -> f64 {
     let days = match plan.interval.as_str() {
@@ -150,26 +155,22 @@ impl Billing {
                 let schedule = created.id;
                 let (start, end, quantity) =
                     (current.period_start.to_string(), current.period_end.to_string(), current.quantity.to_string());
-                let mut form = vec![
-                    ("end_behavior".to_string(), "release"),
-                    ("phases[0][items][0][price]".to_string(), current.price.price_id.as_str()),
-                    ("phases[0][items][0][quantity]".to_string(), quantity.as_str()),
-                    ("phases[0][start_date]".to_string(), start.as_str()),
-                    ("phases[0][end_date]".to_string(), end.as_str()),
-                    ("phases[1][items][0][price]".to_string(), price.as_str()),
-                    ("phases[1][items][0][quantity]".to_string(), quantity.as_str()),
-                ];
                 // A phase lists all its items: this period keeps its usage prices, the next one
                 // gets those that go with the new plan (no quantity: a meter counts).
                 let next_usage = self.usage_prices_for(&target).await?;
-                let next_usage = next_usage.iter().map(PriceId::as_str);
-                for (phase, usage) in [(0, current.usage_prices.iter().map(String::as_str).collect::<Vec<_>>()), (1, next_usage.collect())]
-                {
-                    for (n, price) in usage.into_iter().enumerate() {
-                        form.push((format!("phases[{phase}][items][{}][price]", n + 1), price));
-                    }
-                }
-                let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                let usage_fields: Vec<(String, &str)> = usage_items(0, current.usage_prices.iter().map(String::as_str))
+                    .chain(usage_items(1, next_usage.iter().map(PriceId::as_str)))
+                    .collect();
+                let mut form = vec![
+                    ("end_behavior", "release"),
+                    ("phases[0][items][0][price]", current.price.price_id.as_str()),
+                    ("phases[0][items][0][quantity]", quantity.as_str()),
+                    ("phases[0][start_date]", start.as_str()),
+                    ("phases[0][end_date]", end.as_str()),
+                    ("phases[1][items][0][price]", price.as_str()),
+                    ("phases[1][items][0][quantity]", quantity.as_str()),
+                ];
+                form.extend(usage_fields.iter().map(|(field, price)| (field.as_str(), *price)));
                 let _: Created = self.stripe.post(&format!("/v1/subscription_schedules/{schedule}"), &form, None).await?;
                 self.sync(&current.customer).await
             }

@@ -14,7 +14,11 @@
 //! - a record is forgotten only after Stripe accepted it, or answered that its identifier was
 //!   recorded before (a retry after a lost answer, or two instances sending it at once: Stripe
 //!   keeps identifiers at least 24 hours), so a crash at any point leaves it to be sent again
-//!   under the same identifier.
+//!   under the same identifier (the v2 meter event stream, `METER_STREAM`, drops a repeated
+//!   identifier itself);
+//! - on the request's side, the gateway answers a 2xx only once its usage is counted (else a
+//!   503), and a request carrying an `Idempotency-Key` counts once per key and customer, so a
+//!   client retrying a lost answer is not billed twice.
 
 use std::sync::Arc;
 use std::time::Duration;
