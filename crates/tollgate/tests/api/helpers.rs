@@ -331,6 +331,11 @@ impl Browser {
         self.form("/auth/confirm", &fields).await
     }
 
+    /// The same browser (its cookies) reaching the app at another address: a balancer in front.
+    pub fn through(&self, url: &str) -> Browser {
+        Browser { app_url: url.to_string(), ..self.clone() }
+    }
+
     pub fn cookie_header(&self) -> String {
         self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }

@@ -54,6 +54,18 @@ impl Instance {
             let _ = child.wait();
         }
     }
+
+    /// SIGTERM, as a rolling deploy sends it, and wait for the clean exit (a blocking wait).
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill only sends a signal to the process this test started.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let exit = child.wait().expect("the instance exits");
+            assert!(exit.success(), "a clean exit after SIGTERM: {exit:?}");
+        }
+    }
 }
 
 impl Drop for Instance {
@@ -563,4 +575,127 @@ async fn metered_calls_are_billed_exactly_once_through_crashes_of_instances_and_
     let lines = renewal["lines"]["data"].as_array().unwrap();
     let usage_line = lines.iter().find(|l| l["pricing"]["price_details"]["price"] == usage_price.as_str()).expect("a usage line");
     assert_eq!((usage_line["quantity"].as_i64(), usage_line["amount"].as_i64()), (Some(CALLS as i64), Some(CALLS as i64)), "{usage_line}");
+}
+
+/// A rolling deploy: three instances behind the README's nginx balancer over one Redis take page
+/// loads of signed-in subscribers and Stripe's webhooks (each subscription's cancellation switched
+/// on and off, its event delivered through nginx) while each instance in turn gets SIGTERM and is
+/// replaced by a new one on its address. No answer is a 5xx other than a 503 with `Retry-After`,
+/// nobody is signed out, and in the end every customer's entry equals Stripe's state (a webhook
+/// that was not answered 200 is delivered again, as Stripe retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_behind_nginx_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+
+    const SUBSCRIBERS: usize = 4;
+    let redis = RedisServer::start();
+    let stripe_url = crate::helpers::spawn_emulator_with(crate::helpers::seeded()).await;
+    let http = reqwest::Client::new();
+    let env = instance_env(&redis, &stripe_url);
+    let (mut instances, urls) = three_instances(&http, &env).await;
+    let upstreams: Vec<String> = urls.iter().map(|u| u.trim_start_matches("http://").to_string()).collect();
+    let nginx = crate::nginx::Nginx::readme_balancer(&upstreams);
+    let mut subscribers = Vec::new();
+    for n in 0..SUBSCRIBERS {
+        // Signed up on an instance (its outbox is its own), then browsing through the balancer.
+        let (browser, session) = subscribed_on(&urls[n % 3], &stripe_url, &format!("rolling{n}@three.test")).await;
+        let browser = browser.through(&nginx.url);
+        let paid = stripe(&http, &stripe_url, Method::GET, &format!("/v1/checkout/sessions/{session}"), &[]).await;
+        subscribers.push((browser, paid["customer"].as_str().unwrap().to_string(), paid["subscription"].as_str().unwrap().to_string()));
+    }
+    let subscribers = Arc::new(subscribers);
+
+    let (stop, pages, deliveries) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let unanswered: Arc<Mutex<Vec<Value>>> = Arc::default();
+    // What went wrong, reported at the end beside nginx's error log: a 5xx other than a 503 to
+    // retry, or a page that is no longer the signed-in dashboard.
+    let problems: Arc<Mutex<Vec<String>>> = Arc::default();
+    let retryable = |status: u16, headers: &reqwest::header::HeaderMap| status == 503 && headers.contains_key("retry-after");
+    let mut load = Vec::new();
+    for n in 0..SUBSCRIBERS {
+        let (stop, pages, subscribers, problems) = (stop.clone(), pages.clone(), subscribers.clone(), problems.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Relaxed) {
+                let page = subscribers[n].0.get("/dashboard").await;
+                if page.status != 200 && !retryable(page.status, &page.headers) {
+                    problems.lock().unwrap().push(format!("a page load: {} {:?} {}", page.status, page.headers.get("location"), page.text));
+                }
+                pages.fetch_add(1, Relaxed);
+            }
+        }));
+    }
+    {
+        let (stop, deliveries, unanswered, problems) = (stop.clone(), deliveries.clone(), unanswered.clone(), problems.clone());
+        let (subscribers, http, stripe_url, nginx_url) = (subscribers.clone(), http.clone(), stripe_url.clone(), nginx.url.clone());
+        load.push(tokio::spawn(async move {
+            let mut round = 0;
+            while !stop.load(Relaxed) {
+                let (_, customer, subscription) = &subscribers[round % SUBSCRIBERS];
+                let cancel = if (round / SUBSCRIBERS).is_multiple_of(2) { "true" } else { "false" };
+                round += 1;
+                stripe(&http, &stripe_url, Method::POST, &format!("/v1/subscriptions/{subscription}"), &[("cancel_at_period_end", cancel)])
+                    .await;
+                let query = [("type", "customer.subscription.updated"), ("limit", "1")];
+                let event = stripe(&http, &stripe_url, Method::GET, "/v1/events", &query).await["data"][0].clone();
+                assert_eq!(event["data"]["object"]["customer"], customer.as_str());
+                let body = serde_json::to_vec(&event).unwrap();
+                let sent = http
+                    .post(format!("{nginx_url}/api/stripe-webhook"))
+                    .header("stripe-signature", signature(&body, tollgate_core::unix_now()))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = sent.status().as_u16();
+                if status >= 500 && !retryable(status, sent.headers()) {
+                    let text = sent.text().await.unwrap_or_default();
+                    problems.lock().unwrap().push(format!("a webhook: {status} {text}"));
+                }
+                if status != 200 {
+                    unanswered.lock().unwrap().push(event);
+                }
+                deliveries.fetch_add(1, Relaxed);
+            }
+        }));
+    }
+
+    // The deploy: each instance in turn stops, and a new one takes its address.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for (n, url) in urls.iter().enumerate() {
+        let before = (pages.load(Relaxed), deliveries.load(Relaxed));
+        tokio::task::block_in_place(|| instances[n].terminate());
+        instances[n].launch();
+        wait_until_up(&http, url).await;
+        // Traffic went on through the others meanwhile, and reaches the new one too (nginx tries
+        // an address that refused a connection again after the README's 2 s).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(pages.load(Relaxed) > before.0 && deliveries.load(Relaxed) > before.1, "traffic flowed while instance {n} was replaced");
+    }
+    stop.store(true, Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let problems = std::mem::take(&mut *problems.lock().unwrap());
+    assert!(problems.is_empty(), "{problems:#?}\nnginx's error log:\n{}", nginx.error_log());
+    let unanswered = std::mem::take(&mut *unanswered.lock().unwrap());
+    eprintln!(
+        "{} page loads, {} webhooks ({} to deliver again) during the deploy",
+        pages.load(Relaxed),
+        deliveries.load(Relaxed),
+        unanswered.len()
+    );
+    for event in &unanswered {
+        deliver(&http, &urls, 0, event).await;
+    }
+    for (browser, customer, _) in subscribers.iter() {
+        let expected = expected_cache(&http, &stripe_url, customer).await;
+        let synced = || async {
+            let stored = redis.cli(&["GET", &format!("stripe:customer:{customer}")]);
+            (serde_json::from_str::<Value>(&stored).ok() == Some(expected.clone())).then_some(())
+        };
+        test_support::eventually(&format!("{customer} in step with Stripe"), Duration::from_secs(15), synced).await;
+        assert_eq!(browser.get("/dashboard").await.status, 200, "still signed in after the deploy");
+    }
+    drop(nginx);
 }

@@ -16,8 +16,13 @@ pub struct Nginx {
 
 /// The server block of the README's nginx example.
 fn readme_server_block() -> String {
+    readme_block("# tollgate-nginx-example")
+}
+
+/// The README's nginx block that starts with the comment `marker`.
+fn readme_block(marker: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let start = readme.find("```nginx\n# tollgate-nginx-example\n").expect("the README's nginx example") + "```nginx\n".len();
+    let start = readme.find(&format!("```nginx\n{marker}\n")).expect("the README's nginx example") + "```nginx\n".len();
     let end = start + readme[start..].find("```").unwrap();
     readme[start..end].to_string()
 }
@@ -50,6 +55,23 @@ impl Nginx {
                  proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}"
             )
         })
+    }
+
+    /// The README's load balancer (`# tollgate-nginx-balancer`) in front of `upstreams`
+    /// (`host:port` each), each with the example's server parameters.
+    pub fn readme_balancer(upstreams: &[String]) -> Nginx {
+        let block = readme_block("# tollgate-nginx-balancer");
+        let example_servers: Vec<&str> = block.lines().filter(|l| l.trim_start().starts_with("server 10.0.0.")).collect();
+        let parameters = example_servers[0].trim_start().trim_start_matches("server 10.0.0.11:3000");
+        let servers: String = upstreams.iter().map(|u| format!("    server {u}{parameters}\n")).collect();
+        let mut config: String = block.lines().filter(|l| !example_servers.contains(l)).map(|l| format!("{l}\n")).collect();
+        config = config.replacen("    keepalive", &format!("{servers}    keepalive"), 1);
+        Nginx::run(|port| config.replace("listen 8080;", &format!("listen 127.0.0.1:{port};")))
+    }
+
+    /// What nginx logged as errors (failed upstream connections, say).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 
     fn run(server: impl FnOnce(u16) -> String) -> Nginx {
