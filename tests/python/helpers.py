@@ -207,3 +207,30 @@ def wait_until_serving(port, proc):
         except OSError:
             time.sleep(0.02)
     raise AssertionError("never answered /healthz")
+
+
+def subscribe_and_await_the_webhook(test, browser, stripe_base):
+    """Checkout for the first plan, paid on the emulator at `stripe_base` (whose webhook goes to
+    the app): the subscription the dashboard shows once the webhook alone brought it (no
+    /success visit)."""
+    status, checkout = browser.json("POST", "/api/generate-stripe-checkout", {})
+    test.assertEqual(status, 200, checkout)
+    test.assertTrue(checkout["url"].startswith(stripe_base), checkout)
+    status, headers, _ = browser.request(
+        "POST",
+        f"/_emulator/checkout/sessions/{checkout['sessionId']}/complete",
+        urllib.parse.urlencode({"card_number": "4242424242424242"}),
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        base=stripe_base,
+    )
+    test.assertEqual(status, 303)
+    test.assertIn("/success", headers["Location"])
+    subscription = None
+    for _ in range(200):
+        _, subscription = browser.json("GET", "/api/subscription")
+        if subscription.get("status") == "active":
+            break
+        time.sleep(0.02)
+    test.assertEqual(subscription["status"], "active", subscription)
+    test.assertTrue(subscription["entitled"])
+    return subscription

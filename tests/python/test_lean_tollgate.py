@@ -5,11 +5,9 @@ webhook, the dashboard's subscription, the gated page."""
 
 import os
 import subprocess
-import time
 import unittest
-import urllib.parse
 
-from helpers import TARGET, Browser, free_port, start_emulator, stop, wait_until_serving
+from helpers import TARGET, Browser, free_port, start_emulator, stop, subscribe_and_await_the_webhook, wait_until_serving
 
 LEAN = TARGET / "debug" / "tollgate-lean"
 SECRET = "whsec_lean_suite"
@@ -50,29 +48,7 @@ class LeanTollgateAgainstTheStandaloneEmulator(unittest.TestCase):
 
         browser = Browser(f"http://127.0.0.1:{port}")
         browser.sign_up("lean@example.com")
-
-        status, checkout = browser.json("POST", "/api/generate-stripe-checkout", {})
-        self.assertEqual(status, 200, checkout)
-        self.assertTrue(checkout["url"].startswith(stripe_base), checkout)
-        status, headers, _ = browser.request(
-            "POST",
-            f"/_emulator/checkout/sessions/{checkout['sessionId']}/complete",
-            urllib.parse.urlencode({"card_number": "4242424242424242"}),
-            {"Content-Type": "application/x-www-form-urlencoded"},
-            base=stripe_base,
-        )
-        self.assertEqual(status, 303)
-        self.assertIn("/success", headers["Location"])
-
-        # The webhook alone (no /success visit) brings the subscription to the dashboard.
-        subscription = None
-        for _ in range(200):
-            _, subscription = browser.json("GET", "/api/subscription")
-            if subscription.get("status") == "active":
-                break
-            time.sleep(0.02)
-        self.assertEqual(subscription["status"], "active", subscription)
-        self.assertTrue(subscription["entitled"])
+        subscription = subscribe_and_await_the_webhook(self, browser, stripe_base)
         self.assertEqual(subscription["priceId"], "price_pro_monthly")
         self.assertEqual(browser.request("GET", "/app", headers={"Accept": "application/json"})[0], 200)
 

@@ -1,5 +1,6 @@
 //! The command line: `tollgate` (= `tollgate serve`), `tollgate config`, `tollgate sync`,
-//! `tollgate import`, `tollgate usage`, `tollgate doctor` and `tollgate setup`.
+//! `tollgate import`, `tollgate usage`, `tollgate doctor`, `tollgate setup` and
+//! `tollgate healthcheck`.
 
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Serve the app (the default). Configuration comes from the environment and `.env`.
     Serve,
+    /// Ask the server this configuration runs (PORT, on this machine) for /healthz: exit 0 when it
+    /// answers 200 within 2 s, else 1. For a container's HEALTHCHECK, where there is no curl.
+    Healthcheck,
     /// Print every variable with the value in effect (secrets redacted) and where it came from
     /// (env, .env, default), then any configuration error; exit 2 when there is one.
     Config {
@@ -112,6 +116,7 @@ async fn command_line() -> i32 {
     match command {
         Command::Config { json } => config(&environment, json),
         Command::Serve => serve(settings).await,
+        Command::Healthcheck => outcome("healthcheck", healthcheck(&settings).await),
         Command::Doctor { json } => i32::from(!doctor(&settings, json).await),
         Command::Sync(target) => outcome("sync", sync(settings, target).await),
         Command::Import { dry_run } => outcome("import", import(settings, dry_run).await),
@@ -255,6 +260,21 @@ pub(crate) async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<
         report.repaired.len(),
         report.orphaned.len()
     );
+    Ok(())
+}
+
+/// `tollgate healthcheck`: the local server's `/healthz`, over loopback (a server bound to every
+/// address answers there too).
+async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    let host = match settings.bind {
+        std::net::IpAddr::V6(v6) if !v6.is_unspecified() => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) if !v4.is_unspecified() => v4.to_string(),
+        std::net::IpAddr::V6(_) => "[::1]".to_string(),
+        std::net::IpAddr::V4(_) => "127.0.0.1".to_string(),
+    };
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
+    let answer = http.get(format!("http://{host}:{}/healthz", settings.port)).send().await?;
+    anyhow::ensure!(answer.status() == reqwest::StatusCode::OK, "/healthz answered {}", answer.status());
     Ok(())
 }
 

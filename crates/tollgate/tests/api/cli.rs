@@ -396,3 +396,21 @@ async fn usage_says_what_the_meter_counted_and_what_waits() {
     let printed = usage(&["--flush"]).await;
     assert!(printed.contains("sent 2 usage records") && printed.contains("api_requests: reported 42, waiting 0"), "{printed}");
 }
+
+/// `tollgate healthcheck` (a container's HEALTHCHECK): 0 when the server on PORT answers
+/// `/healthz`, 1 with the reason when nothing listens there.
+#[tokio::test]
+async fn healthcheck_asks_the_local_server() {
+    let app = crate::helpers::spawn_app().await;
+    let port = app.url.rsplit(':').next().unwrap().to_string();
+    let closed = crate::redis_server::free_port().to_string();
+    let (up, down) = tokio::task::spawn_blocking(move || {
+        let ask = |port: &str| tollgate(&["healthcheck"], &[("PORT", port), ("KV_URL", "memory:")]);
+        (ask(&port), ask(&closed))
+    })
+    .await
+    .unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("healthcheck"), "{}", String::from_utf8_lossy(&down.stderr));
+}
