@@ -295,12 +295,12 @@ pub mod keys {
     /// The index of usage records waiting to be sent, with their counts.
     pub const USAGE_SENDING: &str = "tollgate:usage:sending";
 
-    /// A bucket's sequence counter: how many times it was closed.
     /// A metered request's idempotency key, seen (per customer: one cannot spend another's).
     pub fn usage_once(customer: &str, idempotency_key: &str) -> String {
         hashed("usage:once", &format!("{customer}\u{1f}{idempotency_key}"))
     }
 
+    /// A bucket's sequence counter: how many times it was closed.
     pub fn usage_closed(bucket: &str) -> String {
         format!("tollgate:usage:closed:{bucket}")
     }

@@ -1,6 +1,7 @@
-//! A concrete Stripe client: form-encoded requests, pinned API version, idempotency keys on every
-//! POST, one request rate shared by every instance (paced through the KV), and retries with
-//! backoff and jitter on connection errors, 409, 429 and 5xx, as `Stripe-Should-Retry` allows.
+//! A concrete Stripe client: form-encoded requests (and v2's JSON, for the meter event stream),
+//! pinned API version, idempotency keys on every POST, one request rate shared by every instance
+//! (paced through the KV), and retries with backoff and jitter on connection errors, 409, 429 and
+//! 5xx, as `Stripe-Should-Retry` allows.
 //! Each call, waits and retries included, ends within [`DEADLINE`]: a hung Stripe never holds a
 //! request, or a sync's lease, for long.
 
