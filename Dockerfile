@@ -2,7 +2,9 @@
 #
 #   docker build -t tollgate .                           production: no embedded emulator; set
 #                                                        STRIPE_SECRET_KEY, KV_URL (Redis), …
-#   docker build -t tollgate:offline --target offline .  the demo: `cargo run`'s offline app
+#   docker build -t tollgate:offline --target offline .  the demo: `cargo run`'s offline app;
+#                                                        docker run -p 3000:3000 -p 12111:12111
+#                                                        (12111: the embedded emulator's Checkout)
 #
 # The runtime is distroless (glibc, CA certificates and a non-root user, no shell or package
 # manager): the binary is the whole image beside them. It listens on 0.0.0.0:3000 and keeps its
@@ -46,6 +48,7 @@ ENTRYPOINT ["/usr/local/bin/tollgate"]
 CMD ["serve"]
 
 FROM base AS offline
+EXPOSE 12111
 COPY --from=build-offline /tollgate /usr/local/bin/tollgate
 
 FROM base AS runtime

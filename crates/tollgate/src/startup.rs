@@ -62,15 +62,31 @@ fn demo_catalogue() -> Vec<stripe_emulator::SeedProduct> {
 }
 
 /// Start the embedded Stripe emulator with the demo plans and its webhook pointed back at
-/// Tollgate's; its URL and the webhook's signing secret.
+/// Tollgate's; its API's URL and the webhook's signing secret.
+///
+/// It listens where Tollgate does: its Checkout and portal pages are for the user's browser, so
+/// when Tollgate takes every address (`BIND=0.0.0.0`, in a container) they must be reachable
+/// beside it, named by `PUBLIC_URL`'s host and the emulator's port (publish both ports).
 #[cfg(feature = "emulator")]
-async fn start_emulator(port: u16, data_file: Option<std::path::PathBuf>, tollgate: SocketAddr) -> anyhow::Result<(String, String)> {
-    use std::net::{IpAddr, Ipv4Addr};
+async fn start_emulator(
+    port: u16,
+    data_file: Option<std::path::PathBuf>,
+    tollgate: SocketAddr,
+    public_url: &str,
+) -> anyhow::Result<(String, String)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use stripe_emulator::{Emulator, EmulatorConfig, StartupWebhook};
     let secret = format!("whsec_{}", tollgate_core::random_token(32));
-    let callback_host = if tollgate.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { tollgate.ip() };
+    let loopback = match tollgate.ip() {
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let everywhere = tollgate.ip().is_unspecified();
+    let callback_host = if everywhere { loopback } else { tollgate.ip() };
+    let public_host = reqwest::Url::parse(public_url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or("localhost".into());
     let config = EmulatorConfig {
-        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        bind: SocketAddr::new(tollgate.ip(), port),
+        public_url: (everywhere && port != 0).then(|| format!("http://{public_host}:{port}")),
         webhooks: vec![StartupWebhook {
             url: format!("http://{}/api/stripe-webhook", SocketAddr::new(callback_host, tollgate.port())),
             secret: Some(secret.clone()),
@@ -81,13 +97,15 @@ async fn start_emulator(port: u16, data_file: Option<std::path::PathBuf>, tollga
         ..Default::default()
     };
     let running = Emulator::build(config).await.context("STRIPE_EMULATOR_PORT: the Stripe emulator could not start")?;
-    let (_, url, _) = running.spawn();
-    Ok((url, secret))
+    // Tollgate itself calls it over loopback when it listens everywhere.
+    let api = if everywhere { format!("http://{}", SocketAddr::new(loopback, running.addr.port())) } else { running.url() };
+    let _ = running.spawn();
+    Ok((api, secret))
 }
 
 /// Settings only choose the emulator when this build has one (see `config`).
 #[cfg(not(feature = "emulator"))]
-async fn start_emulator(_: u16, _: Option<std::path::PathBuf>, _: SocketAddr) -> anyhow::Result<(String, String)> {
+async fn start_emulator(_: u16, _: Option<std::path::PathBuf>, _: SocketAddr, _: &str) -> anyhow::Result<(String, String)> {
     anyhow::bail!("STRIPE_SECRET_KEY: is required: this build has no embedded Stripe emulator")
 }
 
@@ -113,7 +131,7 @@ impl Application {
                 ((api_base.clone(), secret_key.clone()), webhook_secret.clone(), None)
             }
             StripeSettings::Emulator { port, data_file } => {
-                let (url, secret) = start_emulator(*port, data_file.clone(), addr).await?;
+                let (url, secret) = start_emulator(*port, data_file.clone(), addr, &public_url).await?;
                 ((url.clone(), Secret::new("sk_test_tollgate_emulator")), Secret::new(secret), Some(url))
             }
         };

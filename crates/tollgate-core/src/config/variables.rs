@@ -76,7 +76,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "STRIPE_EMULATOR_PORT",
         default: r#"`12111`"#,
         shown: Shown::Plain,
-        meaning: r#"Port of the embedded emulator (`0`: any free port). Only without `STRIPE_SECRET_KEY`. Its state is kept in `DATA_DIR/stripe-emulator.jsonl` (in memory with `KV_URL=memory:`)."#,
+        meaning: r#"Port of the embedded emulator (`0`: any free port). Only without `STRIPE_SECRET_KEY`. It listens where Tollgate does (`BIND`); with every address (`0.0.0.0`, a container) its Checkout and portal pages are named by `PUBLIC_URL`'s host and this port, so publish it beside `PORT`. Its state is kept in `DATA_DIR/stripe-emulator.jsonl` (in memory with `KV_URL=memory:`)."#,
     },
     Variable {
         name: "PLANS",

@@ -414,3 +414,39 @@ async fn healthcheck_asks_the_local_server() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("healthcheck"), "{}", String::from_utf8_lossy(&down.stderr));
 }
+
+/// The offline app listening on every address (`BIND=0.0.0.0`, as in the `offline` image): its
+/// embedded emulator does too, so a browser outside reaches the Checkout page, which is named by
+/// PUBLIC_URL's host and the emulator's port; the flow completes through it.
+#[tokio::test]
+async fn the_offline_app_on_every_address_serves_checkout_there_too() {
+    let dir = tempfile::Builder::new().prefix("tollgate-everywhere-").tempdir().unwrap();
+    let (port, emulator_port) = (crate::redis_server::free_port(), crate::redis_server::free_port());
+    let env = [
+        ("PORT", port.to_string()),
+        ("BIND", "0.0.0.0".to_string()),
+        ("DATA_DIR", dir.path().display().to_string()),
+        ("STRIPE_EMULATOR_PORT", emulator_port.to_string()),
+    ];
+    let (mut app, url) = serving(&env, std::process::Stdio::null()).await;
+    let browser = crate::helpers::Browser::at(&url);
+    browser.sign_up_through_the_outbox("everywhere@example.com").await;
+    let checkout = browser.json_post("/api/generate-stripe-checkout", &serde_json::json!({})).await.json();
+    let page = reqwest::Url::parse(checkout["url"].as_str().unwrap()).unwrap();
+    assert_eq!((page.host_str(), page.port()), (Some("localhost"), Some(emulator_port)), "{page}");
+    // The Checkout page reached at an address of this machine other than loopback, as a browser
+    // outside a container reaches a published port (its Host still `localhost`).
+    let outside = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect("10.255.255.255:9").and(s.local_addr())).map(|a| a.ip());
+    if let Some(ip) = outside.ok().filter(|ip| !ip.is_loopback() && !ip.is_unspecified()) {
+        let request = reqwest::Client::new().get(format!("http://{ip}:{emulator_port}{}", page.path())).header("host", page.authority());
+        let shown = request.send().await.unwrap();
+        assert_eq!(shown.status(), 200, "the Checkout page at {ip}");
+    }
+    let emulator = format!("http://127.0.0.1:{emulator_port}");
+    let session = checkout["sessionId"].as_str().unwrap();
+    assert_eq!(test_support::pay_checkout(&emulator, session, &[("card_number", "4242424242424242")]).await.status, 303);
+    browser.get("/success").await;
+    assert_eq!(browser.get_json("/api/subscription").await.json()["status"], "active");
+    app.kill().unwrap();
+    app.wait().unwrap();
+}
