@@ -122,7 +122,7 @@ pub fn record_event(
     let record = event_record_id(&identifier);
     if store.get(&record).is_some_and(|seen| seen["created"].as_i64().unwrap_or(0) > now - IDENTIFIERS_KEPT) {
         return Err(ApiError::invalid(
-            format!("A meter event with identifier {identifier} was already recorded."),
+            format!("An event already exists with identifier {identifier}."),
             Some("identifier"),
             "invalid_request_error",
         ));

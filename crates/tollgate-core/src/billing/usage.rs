@@ -58,6 +58,17 @@ fn identifier(record: &str) -> String {
     }
 }
 
+/// Stripe's refusal of a meter event whose identifier it holds already: a 400 "An event already
+/// exists with identifier …" (the emulator also names the parameter).
+fn recorded_before(e: &StripeError) -> bool {
+    match e {
+        StripeError::Refused { status: 400, param, message, .. } => {
+            param.as_deref() == Some("identifier") || message.contains("already exists with identifier")
+        }
+        _ => false,
+    }
+}
+
 /// A bucket's (or record's) event name, customer and time (unix seconds, within its minute).
 fn parts(bucket: &str) -> Option<(&str, &str, i64)> {
     let mut fields = bucket.strip_prefix(PREFIX)?.split(':');
@@ -132,7 +143,7 @@ impl Billing {
             match self.stripe.post::<MeterEvent>("/v1/billing/meter_events", &form, None).await {
                 Ok(_) => {}
                 // Recorded before: an earlier attempt's answer was lost, or another instance sent it.
-                Err(StripeError::Refused { param: Some(param), .. }) if param == "identifier" => {}
+                Err(e) if recorded_before(&e) => {}
                 Err(e @ StripeError::Refused { .. }) => {
                     tracing::error!(record, error = %e, "Stripe refused a usage record; it stays, to be sent again");
                     continue;
@@ -299,6 +310,20 @@ mod tests {
         assert_eq!(identifier(&format!("{name}:3")), "api_requests:cus_A1:1764740700:3");
         let long = format!("{PREFIX}{}:cus_A1:1764740700:1", "e".repeat(90));
         assert_eq!(identifier(&long).len(), 64, "at most Stripe's 100 characters");
+    }
+
+    #[test]
+    fn a_duplicate_is_known_by_stripes_words_or_the_emulators_parameter() {
+        let refused = |param: Option<&str>, message: &str| StripeError::Refused {
+            status: 400,
+            code: None,
+            param: param.map(str::to_string),
+            message: message.to_string(),
+        };
+        assert!(recorded_before(&refused(None, "An event already exists with identifier api_requests:cus_A1:1764740700:1.")));
+        assert!(recorded_before(&refused(Some("identifier"), "An event already exists with identifier x.")));
+        assert!(!recorded_before(&refused(Some("timestamp"), "The timestamp must be within the past 35 days.")));
+        assert!(!recorded_before(&StripeError::Unavailable("already exists with identifier".into())), "only Stripe's 400");
     }
 
     #[test]
