@@ -234,14 +234,21 @@ pub(crate) async fn setup(settings: &Settings, dry_run: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// Billing for a command that reads Stripe (no server, no drain): the KV and the Stripe account
+/// these settings name. Without a key, the error says why the command needs one (`why`).
+async fn command_billing(settings: &Settings, why: &str) -> anyhow::Result<Arc<Billing>> {
+    let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
+        anyhow::bail!("STRIPE_SECRET_KEY: {why}");
+    };
+    let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
+    let (billing, _no_drain) = crate::startup::billing(settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
+    Ok(billing)
+}
+
 /// `tollgate import`: a progress bar, then every change (or, with `--dry-run`, every change it
 /// would make) and the totals.
 pub(crate) async fn import(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
-    let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
-        anyhow::bail!("STRIPE_SECRET_KEY: `tollgate import` reads Stripe; set the key of the account the recipe used");
-    };
-    let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
-    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
+    let billing = command_billing(&settings, "`tollgate import` reads Stripe; set the key of the account the recipe used").await?;
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos} keys checked, {per_sec} {msg}").expect("a valid template"));
     let report = billing.import(dry_run, |done| progress.inc(done as u64)).await?;
@@ -280,17 +287,15 @@ async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
 
 /// `tollgate usage`: one line per meter event of `METERED_PATHS`.
 pub(crate) async fn usage(settings: Settings, customer: CustomerId, since: Option<i64>, flush: bool) -> anyhow::Result<()> {
-    let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
-        anyhow::bail!(
-            "STRIPE_SECRET_KEY: `tollgate usage` reads Stripe's meters; without a key there is only the emulator inside `tollgate serve`"
-        );
-    };
+    let billing = command_billing(
+        &settings,
+        "`tollgate usage` reads Stripe's meters; without a key there is only the emulator inside `tollgate serve`",
+    )
+    .await?;
     let mut events: Vec<String> = settings.metered_paths.iter().map(|m| m.event_name.clone()).collect();
     events.sort();
     events.dedup();
     anyhow::ensure!(!events.is_empty(), "METERED_PATHS: no metered path is set, so no usage is counted");
-    let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
-    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
     if flush {
         println!("sent {} usage records", billing.flush_all_usage().await?);
     }
@@ -318,11 +323,9 @@ const SYNC_CONCURRENCY: usize = 16;
 
 /// `tollgate sync`: prints what it did; an error when any customer could not be synced.
 pub(crate) async fn sync(settings: Settings, target: SyncTarget) -> anyhow::Result<()> {
-    let StripeSettings::Remote { secret_key, api_base, .. } = &settings.stripe else {
-        anyhow::bail!("STRIPE_SECRET_KEY: `tollgate sync` reads Stripe; without a key there is only the emulator inside `tollgate serve`");
-    };
-    let kv = tollgate_core::kv::open(&settings.kv, &Clock::system()).await?;
-    let (billing, _no_drain) = crate::startup::billing(&settings, kv, api_base, secret_key.clone(), String::new(), Clock::system());
+    let billing =
+        command_billing(&settings, "`tollgate sync` reads Stripe; without a key there is only the emulator inside `tollgate serve`")
+            .await?;
     let customers = match target.customer {
         Some(customer) => {
             // A mistyped id would otherwise be cached as "no subscription".

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{recipe, Billing, BillingError};
 use crate::config::TrialSettings;
-use crate::domain::{CustomerId, Email, Payer, PriceId, User};
+use crate::domain::{CustomerId, Email, Payer, Plan, PriceId, User};
 use crate::kv::keys;
 use crate::stripe::wire::{CheckoutSession, Created, List, PortalSession};
 use crate::stripe::StripeError;
@@ -21,7 +21,7 @@ struct Session<'a> {
     payer: &'a Payer,
     /// Who clicked Subscribe.
     user: &'a User,
-    price: &'a PriceId,
+    plan: &'a Plan,
     quantity: u32,
     trial: Option<TrialSettings>,
 }
@@ -165,7 +165,7 @@ impl Billing {
             return Ok(open);
         }
         let trial = self.trial_at_checkout(payer, &customer).await?;
-        let session = Session { payer, user, price: &plan.price_id, quantity, trial };
+        let session = Session { payer, user, plan, quantity, trial };
         match self.create_session(&customer, &session).await {
             Err(BillingError::Stripe(e)) if e.is_missing_customer() => {
                 let replacement = self.replace_missing_customer(payer, &user.email, &customer).await?;
@@ -215,7 +215,8 @@ impl Billing {
     }
 
     async fn create_session(&self, customer: &CustomerId, session: &Session<'_>) -> Result<CheckoutStart, BillingError> {
-        let Session { payer, user, price, quantity, trial } = *session;
+        let Session { payer, user, plan, quantity, trial } = *session;
+        let price = &plan.price_id;
         let success_url = format!("{}/success?session_id={{CHECKOUT_SESSION_ID}}", self.public_url);
         let cancel_url = format!("{}/", self.public_url);
         let trial_days = trial.map(|t| t.days.to_string());
@@ -245,11 +246,7 @@ impl Billing {
         }
         // Usage prices come after the plan (the plan is the first licensed item), with no
         // quantity: their meter counts what they bill.
-        let plan = self.catalog.plans(&self.stripe).await?.iter().find(|p| p.price_id == *price).cloned();
-        let usage = match plan {
-            Some(plan) => self.usage_prices_for(&plan).await?,
-            None => Vec::new(),
-        };
+        let usage = self.usage_prices_for(plan).await?;
         let usage_fields: Vec<String> = (1..=usage.len()).map(|i| format!("line_items[{i}][price]")).collect();
         form.extend(usage_fields.iter().map(String::as_str).zip(usage.iter().map(PriceId::as_str)));
         if let Some(end) = trial.and_then(|t| t.without_card) {
@@ -263,12 +260,12 @@ impl Billing {
 
     /// The `METERED_PRICES` that go with `plan`: those billed on its interval (a subscription's
     /// items are billed together, so Stripe refuses a mix).
-    pub(crate) async fn usage_prices_for(&self, plan: &crate::domain::Plan) -> Result<Vec<PriceId>, BillingError> {
+    pub(crate) async fn usage_prices_for(&self, plan: &Plan) -> Result<Vec<PriceId>, BillingError> {
         if self.usage_prices.price_ids.is_empty() {
             return Ok(Vec::new());
         }
         let usage = self.usage_prices.plans(&self.stripe).await?;
-        let same_interval = |u: &&crate::domain::Plan| u.interval == plan.interval && u.interval_count == plan.interval_count;
+        let same_interval = |u: &&Plan| u.interval == plan.interval && u.interval_count == plan.interval_count;
         Ok(usage.iter().filter(same_interval).map(|u| u.price_id.clone()).collect())
     }
 

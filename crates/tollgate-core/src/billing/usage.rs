@@ -58,6 +58,30 @@ fn identifier(record: &str) -> String {
     }
 }
 
+/// A usage record waiting to be sent, read once from its name: what its meter event says.
+struct Record {
+    name: String,
+    event: String,
+    customer: String,
+    at: i64,
+    count: u64,
+    identifier: String,
+}
+
+impl Record {
+    fn read(name: &str, count: u64) -> Option<Record> {
+        let (event, customer, at) = parts(name)?;
+        Some(Record {
+            name: name.to_string(),
+            event: event.to_string(),
+            customer: customer.to_string(),
+            at,
+            count,
+            identifier: identifier(name),
+        })
+    }
+}
+
 /// Stripe's refusal of a meter event whose identifier it holds already: a 400 "An event already
 /// exists with identifier …" (the emulator also names the parameter).
 fn recorded_before(e: &StripeError) -> bool {
@@ -111,12 +135,12 @@ impl Billing {
         let (_, sending) = self.kv.usage_pending(10_000).await?;
         crate::metrics::METRICS.usage_unreported.set(sending.len() as i64);
         let mut readable = Vec::with_capacity(sending.len());
-        for (record, count) in sending {
-            match parts(&record) {
-                Some(_) => readable.push((record, count)),
+        for (name, count) in sending {
+            match Record::read(&name, count) {
+                Some(record) => readable.push(record),
                 None => {
-                    tracing::error!(record, "an unreadable usage record; dropping it");
-                    self.kv.usage_sent(&record).await?;
+                    tracing::error!(record = name, "an unreadable usage record; dropping it");
+                    self.kv.usage_sent(&name).await?;
                 }
             }
         }
@@ -127,17 +151,15 @@ impl Billing {
     }
 
     /// `/v1/billing/meter_events`: one request per record, paced under `STRIPE_RATE_LIMIT`.
-    async fn send_one_by_one(&self, records: Vec<(String, u64)>) -> Result<usize, BillingError> {
+    async fn send_one_by_one(&self, records: Vec<Record>) -> Result<usize, BillingError> {
         let mut sent = 0;
-        for (record, count) in records {
-            let Some((event, customer, at)) = parts(&record) else { continue };
-            let (value, timestamp) = (count.to_string(), at.to_string());
-            let identifier = identifier(&record);
+        for record in records {
+            let (value, timestamp) = (record.count.to_string(), record.at.to_string());
             let form = [
-                ("event_name", event),
-                ("payload[stripe_customer_id]", customer),
+                ("event_name", record.event.as_str()),
+                ("payload[stripe_customer_id]", record.customer.as_str()),
                 ("payload[value]", value.as_str()),
-                ("identifier", identifier.as_str()),
+                ("identifier", record.identifier.as_str()),
                 ("timestamp", timestamp.as_str()),
             ];
             match self.stripe.post::<MeterEvent>("/v1/billing/meter_events", &form, None).await {
@@ -145,12 +167,12 @@ impl Billing {
                 // Recorded before: an earlier attempt's answer was lost, or another instance sent it.
                 Err(e) if recorded_before(&e) => {}
                 Err(e @ StripeError::Refused { .. }) => {
-                    tracing::error!(record, error = %e, "Stripe refused a usage record; it stays, to be sent again");
+                    tracing::error!(record = record.name, error = %e, "Stripe refused a usage record; it stays, to be sent again");
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.kv.usage_sent(&record).await?;
+            self.kv.usage_sent(&record.name).await?;
             sent += 1;
         }
         Ok(sent)
@@ -160,20 +182,19 @@ impl Billing {
     /// session token (made when needed, and again when Stripe says it expired). The stream
     /// validates after answering and drops an identifier it recorded before, so a batch sent
     /// again after a crash counts once; a refused batch stays, to be sent again.
-    async fn stream_usage(&self, stream: &MeterStream, records: Vec<(String, u64)>) -> Result<usize, BillingError> {
+    async fn stream_usage(&self, stream: &MeterStream, records: Vec<Record>) -> Result<usize, BillingError> {
         let mut sent = 0;
         for batch in records.chunks(STREAM_BATCH) {
             let events: Vec<serde_json::Value> = batch
                 .iter()
-                .filter_map(|(record, count)| {
-                    let (event, customer, at) = parts(record)?;
-                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64);
-                    Some(serde_json::json!({
-                        "event_name": event,
-                        "identifier": identifier(record),
+                .map(|record| {
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.at.max(0) as u64);
+                    serde_json::json!({
+                        "event_name": record.event,
+                        "identifier": record.identifier,
                         "timestamp": humantime::format_rfc3339_seconds(at).to_string(),
-                        "payload": { "stripe_customer_id": customer, "value": count.to_string() },
-                    }))
+                        "payload": { "stripe_customer_id": record.customer, "value": record.count.to_string() },
+                    })
                 })
                 .collect();
             let body = serde_json::json!({ "events": events });
@@ -193,8 +214,8 @@ impl Billing {
                     Err(e) => return Err(e.into()),
                 }
             }
-            for (record, _) in batch {
-                self.kv.usage_sent(record).await?;
+            for record in batch {
+                self.kv.usage_sent(&record.name).await?;
             }
             sent += batch.len();
         }
