@@ -10,6 +10,10 @@
 //!   spread over 5,000 customers — requests/s, latency percentiles and Tollgate's CPU per event,
 //!   then the same while `/metrics` is scraped ten times a second (what serving the metrics costs).
 //!
+//!
+//! Both run twice: on one node, then on a Redis Cluster (three masters with a replica each, on
+//! this same machine, `KV_URL=redis+cluster://…`).
+//!
 //! Usage: `bench_redis [seconds of the intake phase] [customers in the storm]`.
 
 mod common;
@@ -28,14 +32,40 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let customers_wanted: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS * 2).build()?;
-    if customers_wanted > 0 {
-        renewal_storm(&http, customers_wanted).await?;
+    for store in [Store::Node, Store::Cluster] {
+        if customers_wanted > 0 {
+            renewal_storm(&http, customers_wanted, store).await?;
+        }
+        intake(seconds, store).await?;
     }
-    intake(seconds).await
+    Ok(())
 }
 
-async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize) -> anyhow::Result<()> {
-    let (_redis, kv_url) = redis_server()?;
+/// Which Redis a phase runs on.
+#[derive(Clone, Copy)]
+enum Store {
+    Node,
+    Cluster,
+}
+
+impl Store {
+    /// The running servers (stopped when dropped) and the `KV_URL`.
+    fn start(self) -> anyhow::Result<(Vec<Proc>, String)> {
+        match self {
+            Store::Node => redis_server().map(|(proc, url)| (vec![proc], url)),
+            Store::Cluster => redis_cluster(),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Store::Node => "Redis",
+            Store::Cluster => "Redis Cluster (3 masters + 3 replicas)",
+        }
+    }
+}
+
+async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize, store: Store) -> anyhow::Result<()> {
+    let (_redis, kv_url) = store.start()?;
     let (_emulator, stripe) = emulator(&["--latency-ms", "150", "--rate-limit", "100"])?;
     println!("renewal storm: setting up {customers_wanted} subscribed customers on the emulator (it allows 100 requests/s)…");
     let customers = Arc::new(subscribed_customers(http, &stripe, customers_wanted).await?);
@@ -104,7 +134,8 @@ async fn renewal_storm(http: &reqwest::Client, customers_wanted: usize) -> anyho
     let calls = calls_after - calls_before;
     let budget = 1.05 * n / RATE_LIMIT + 1.0;
     println!(
-        "renewal storm ({} events for {} customers, 150 ms latency, emulator limit 100/s, STRIPE_RATE_LIMIT=95):",
+        "renewal storm on {} ({} events for {} customers, 150 ms latency, emulator limit 100/s, STRIPE_RATE_LIMIT=95):",
+        store.name(),
         3 * customers.len(),
         customers.len()
     );
@@ -130,8 +161,8 @@ async fn backlog(http: &reqwest::Client, metrics: &str) -> Option<i64> {
     text.lines().find_map(|l| l.strip_prefix("tollgate_drain_backlog_customers ")).and_then(|v| v.trim().parse().ok())
 }
 
-async fn intake(seconds: u64) -> anyhow::Result<()> {
-    let (_redis, kv_url) = redis_server()?;
+async fn intake(seconds: u64, store: Store) -> anyhow::Result<()> {
+    let (_redis, kv_url) = store.start()?;
     let (_emulator, stripe) = emulator(&[])?;
     let templates = realistic_templates(&reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?, &stripe).await?;
     let (tollgate, url) = start(tollgate_command(&stripe, &kv_url, &[("STRIPE_RATE_LIMIT", "95")]))?;
@@ -144,8 +175,10 @@ async fn intake(seconds: u64) -> anyhow::Result<()> {
     let plain = wrk_intake(&url, seconds, "plain", &templates).await?;
     let cpu = (cpu_time(pid) - cpu_before).as_secs_f64();
     println!(
-        "webhook intake, Redis (wrk, {CONNECTIONS} connections, {INTAKE_CUSTOMERS} customers, {seconds}s, whole events of {} bytes on average): {}",
-        plain.body_bytes, plain.summary
+        "webhook intake, {} (wrk, {CONNECTIONS} connections, {INTAKE_CUSTOMERS} customers, {seconds}s, whole events of {} bytes on average): {}",
+        store.name(),
+        plain.body_bytes,
+        plain.summary
     );
     println!(
         "  Tollgate's CPU: {:.0} µs per event ({:.0} % of a core; targets ≥ 25,000 requests/s, p99 ≤ 5 ms, ≤ 45 µs per event)",
@@ -171,7 +204,7 @@ async fn intake(seconds: u64) -> anyhow::Result<()> {
     let scraped = wrk_intake(&url, seconds, "scraped", &templates).await?;
     scraping.store(false, std::sync::atomic::Ordering::Relaxed);
     let scrapes = scraper.await?;
-    println!("webhook intake, Redis, /metrics scraped 10 times a second ({scrapes} scrapes): {}", scraped.summary);
+    println!("webhook intake, {}, /metrics scraped 10 times a second ({scrapes} scrapes): {}", store.name(), scraped.summary);
     println!(
         "  serving /metrics cost {:.1} % of intake throughput (target ≤ 3 %)",
         (plain.per_second - scraped.per_second) / plain.per_second * 100.0

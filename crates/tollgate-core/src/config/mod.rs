@@ -41,7 +41,8 @@ pub enum KvSettings {
     /// `KV_URL=memory:` — nothing persists; for tests and demos.
     Memory,
     /// `KV_URL=redis[s]://[user:password@]host:port[/db]`, the store the Next.js recipe uses
-    /// (Valkey too). `shown` is the URL with its password replaced, for printing.
+    /// (Valkey too), or `redis[s]+cluster://[user:password@]host:port[,host:port…]` for a Redis
+    /// Cluster. `shown` is the URL with its password replaced, for printing.
     Redis { url: Secret, shown: String, ca_file: Option<PathBuf> },
 }
 
@@ -616,10 +617,14 @@ fn kv_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>, data_dir: &std::path:
     Ok(match get("KV_URL") {
         None => KvSettings::Embedded { path: data_dir.join("tollgate.redb") },
         Some("memory:") => KvSettings::Memory,
-        Some(v) if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| v.starts_with(s)) => {
+        Some(v) if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| v.starts_with(s)) || crate::kv::redis_cluster::seed_nodes(v).is_some() => {
             use redis::IntoConnectionInfo;
-            // The crate's own message; it never contains the password.
-            v.into_connection_info().map_err(|e| error("KV_URL", format!("'{}' is not a Redis URL: {e}", redact_url(v))))?;
+            let not_redis = |e: String| error("KV_URL", format!("'{}' is not a Redis URL: {e}", redact_url(v)));
+            // A cluster's seed nodes, or the one node. The crate's own message never contains the password.
+            let nodes = crate::kv::redis_cluster::seed_nodes(v).unwrap_or_else(|| Ok(vec![v.to_string()])).map_err(not_redis)?;
+            for node in nodes {
+                node.as_str().into_connection_info().map_err(|e| not_redis(e.to_string()))?;
+            }
             let ca_file = get("KV_TLS_CA_FILE").map(PathBuf::from);
             if let Some(path) = ca_file.as_ref().filter(|p| !p.is_file()) {
                 return Err(error("KV_TLS_CA_FILE", format!("'{}' is not a readable file", path.display())));
@@ -638,7 +643,10 @@ fn kv_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>, data_dir: &std::path:
         Some(v) => {
             return Err(error(
                 "KV_URL",
-                format!("'{}' is not supported: use redis[s]://host:port, redb:/path/file.redb or memory:", redact_url(v)),
+                format!(
+                    "'{}' is not supported: use redis[s]://host:port, redis[s]+cluster://host:port[,host:port…], redb:/path/file.redb or memory:",
+                    redact_url(v)
+                ),
             ))
         }
     })
@@ -1112,6 +1120,8 @@ mod tests {
             (vec![("PLAN_FEATURES", "price_basic:export,two words")], "PLAN_FEATURES"),
             (vec![("TRIAL_DAYS", "7"), ("TRIAL_END_WITHOUT_CARD", "charge")], "TRIAL_END_WITHOUT_CARD"),
             (vec![("KV_URL", "redis://h/notadb")], "KV_URL"),
+            (vec![("KV_URL", "redis+cluster://a:7000/1")], "KV_URL"),
+            (vec![("KV_URL", "redis+cluster://a:7000,b:notaport")], "KV_URL"),
             (vec![("KV_URL", "rediss://h"), ("KV_TLS_CA_FILE", "/nonexistent/ca.pem")], "KV_TLS_CA_FILE"),
             (vec![("STRIPE_RATE_LIMIT", "fast")], "STRIPE_RATE_LIMIT"),
             (vec![("RECONCILE_INTERVAL", "5s")], "RECONCILE_INTERVAL"),
@@ -1264,6 +1274,12 @@ mod tests {
         assert!(printed.contains("rediss://tollgate:[redacted]@cache.example.com:6380/2"), "{printed}");
         assert_eq!(s.stripe_rate_limit, Some(20), "test-mode keys stay under Stripe's 25/s");
         let bad = Settings::from_vars(&vars(&[("KV_URL", "redis://u:hunter2@h/x")])).unwrap_err();
+        assert!(!bad.to_string().contains("hunter2"), "{bad}");
+        let cluster =
+            Settings::from_vars(&vars(&[("KV_URL", "rediss+cluster://tollgate:hunter2@a.example.com:7000,b.example.com:7001")])).unwrap();
+        let printed = format!("{cluster:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("rediss+cluster://tollgate:[redacted]@a.example.com:7000,b"), "{printed}");
+        let bad = Settings::from_vars(&vars(&[("KV_URL", "redis+cluster://u:hunter2@h:1,h:x")])).unwrap_err();
         assert!(!bad.to_string().contains("hunter2"), "{bad}");
         assert_eq!(s.plans.unwrap().len(), 2);
     }

@@ -46,7 +46,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "KV_URL",
         default: r#"embedded redb in `DATA_DIR`"#,
         shown: Shown::UrlWithPassword,
-        meaning: r#"`redis://` or `rediss://` (TLS; `valkey://`, `valkeys://` too) `[user:password@]host[:port][/db]` for Redis or Valkey (percent-encode special characters in the password), `redb:/path/file.redb`, or `memory:` (nothing persists). Printed with the password redacted."#,
+        meaning: r#"`redis://` or `rediss://` (TLS; `valkey://`, `valkeys://` too) `[user:password@]host[:port][/db]` for Redis or Valkey (percent-encode special characters in the password); `redis+cluster://` or `rediss+cluster://` `[user:password@]host:port[,host:port…]` for a Redis Cluster (any of its nodes; see "Running in production"); `redb:/path/file.redb`; or `memory:` (nothing persists). Printed with the password redacted."#,
     },
     Variable {
         name: "KV_TLS_CA_FILE",

@@ -26,12 +26,15 @@
 //! Besides plain strings the trait offers the few atomic steps that coordinate syncs across
 //! instances (pending marks, leases, a fenced commit, a shared rate limit). Redis runs each as
 //! one script; the local backends (one process) keep leases and pacing in memory, in [`local`].
+//! On a Redis Cluster some of Tollgate's own keys are named differently, so that each script's
+//! keys share a slot: [`redis_cluster`]; callers always use the names here.
 
 pub mod local;
 pub mod memory;
 pub mod metered;
 pub mod redb;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -60,7 +63,8 @@ pub enum Commit {
     LeaseLost,
 }
 
-/// One request against a payer's API quotas (`Kv::admit`).
+/// One request against a payer's API quotas (`Kv::admit`), its keys named by `keys::quota_minute`
+/// and `keys::quota_period` (on a Redis Cluster, their names put them in one slot).
 #[derive(Debug, Clone, Copy)]
 pub struct Quota<'a> {
     /// The per-minute GCRA's key and limit.

@@ -12,15 +12,25 @@
 //! half-way (a client hung up, a timeout fired) cannot shift the replies of later ones. Every
 //! multi-step operation is a Lua script: atomic on the server, and safe to send again when an
 //! answer was lost (each is idempotent, or harmless when repeated: one more sync at worst).
+//!
+//! `redis+cluster://` (and `rediss+cluster://`) connects to a Redis Cluster through the crate's
+//! cluster client, which follows `MOVED` and `ASK` redirects and reloads the slot map when slots
+//! move or a replica takes over; the keys are laid out so that each script's share one slot
+//! (`redis_cluster`). Sentinel is not supported.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Script};
+use std::borrow::Cow;
 
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisFuture, Script, Value};
+
+use super::redis_cluster::{self as cluster, Index};
 use super::{keys, Commit, Kv, KvError, KvFuture, EVENT_MEMORY};
 
 /// Longest wait for one operation (a retry after a lost connection included).
@@ -161,24 +171,81 @@ struct Scripts {
     admit: Script,
     usage_add: Script,
     usage_take: Script,
+    cluster_mark_pending: Script,
+    cluster_commit_sync: Script,
+    index_touch: Script,
+    index_forget: Script,
+}
+
+/// A connection to one Redis node (kept up by the crate's manager), or to a cluster (the
+/// crate's cluster connection reconnects to each node itself).
+#[derive(Clone)]
+enum Connection {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Node(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a redis::Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Node(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What a connection is made from.
+enum Client {
+    Node(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+impl Client {
+    async fn connect(&self) -> redis::RedisResult<Connection> {
+        match self {
+            Client::Node(client, config) => Ok(Connection::Node(ConnectionManager::new_with_config(client.clone(), config.clone()).await?)),
+            Client::Cluster(client) => Ok(Connection::Cluster(client.get_async_connection().await?)),
+        }
+    }
+    fn is_cluster(&self) -> bool {
+        matches!(self, Client::Cluster(_))
+    }
 }
 
 pub struct RedisKv {
     /// The shared connection (made on the runtime that connected).
-    connection: ConnectionManager,
+    connection: Connection,
     /// What a serving thread makes its own connection from.
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    client: Client,
     /// Tells this KV's per-thread connections from another's (tests run several in one process).
     id: u64,
     scripts: Scripts,
+    /// On a cluster: when this process last listed a member in an index (`list_in`).
+    listed_recently: std::sync::Mutex<HashMap<(Index, String), std::time::Instant>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// This thread's connection to each Redis KV, by the KV's id; set once made.
-    static THREAD_CONNECTIONS: RefCell<HashMap<u64, std::sync::Arc<tokio::sync::OnceCell<ConnectionManager>>>> = RefCell::new(HashMap::new());
+    static THREAD_CONNECTIONS: RefCell<HashMap<u64, std::sync::Arc<tokio::sync::OnceCell<Connection>>>> = RefCell::new(HashMap::new());
+}
+
+/// The customer a usage bucket or record counts for (on a cluster, its keys' tag).
+fn usage_owner(bucket: &str) -> Result<&str, KvError> {
+    cluster::usage_owner(bucket).ok_or_else(|| KvError::Unavailable(format!("not a usage bucket: {bucket}")))
 }
 
 fn unavailable(e: redis::RedisError) -> KvError {
@@ -191,33 +258,59 @@ fn connection_failed(e: &redis::RedisError) -> bool {
 }
 
 impl RedisKv {
-    /// Connect and check that the server answers. `url` is parsed by the crate; `ca_file` is a
-    /// PEM file of the roots to trust for `rediss://` instead of the system's.
+    /// Connect and check that the server answers. `url` is parsed by the crate (a cluster URL
+    /// first split into its seed nodes); `ca_file` is a PEM file of the roots to trust for
+    /// `rediss://` instead of the system's.
     pub async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<RedisKv> {
-        let client = match ca_file {
-            None => redis::Client::open(url),
+        let certificates = match ca_file {
+            None => None,
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("KV_TLS_CA_FILE: cannot read {}: {e}", path.display()))?;
-                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+                Some(redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
             }
-        }
-        .map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        // The address tried is named (never the password, which is not part of it).
-        let address = client.get_connection_info().addr().to_string();
-        let connection = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new_with_config(client.clone(), config.clone()))
+        };
+        let (client, address) = match cluster::seed_nodes(url) {
+            Some(nodes) => {
+                let nodes = nodes.map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
+                // The addresses tried are named (never the password, which is not part of them).
+                let address = nodes.iter().map(|node| node.rsplit('@').next().unwrap_or(node)).collect::<Vec<_>>().join(",");
+                let mut builder = ClusterClient::builder(nodes)
+                    .connection_timeout(Duration::from_secs(1))
+                    .response_timeout(Duration::from_secs(2))
+                    // A failover or a slot moving answers `CLUSTERDOWN`/`TRYAGAIN` for a moment:
+                    // retried with backoff within the operation's own time limit.
+                    .retries(8)
+                    .min_retry_wait(20)
+                    .max_retry_wait(400);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                (Client::Cluster(builder.build().map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?), address)
+            }
+            None => {
+                let client = match certificates {
+                    None => redis::Client::open(url),
+                    Some(certificates) => redis::Client::build_with_tls(url, certificates),
+                }
+                .map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                let address = client.get_connection_info().addr().to_string();
+                (Client::Node(client, config), address)
+            }
+        };
+        let connection = tokio::time::timeout(Duration::from_secs(10), client.connect())
             .await
             .map_err(|_| anyhow::anyhow!("KV_URL: Redis at {address} did not answer within 10 s"))?
             .map_err(|e| anyhow::anyhow!("KV_URL: cannot connect to Redis at {address}: {e}"))?;
         let kv = RedisKv {
             connection,
             client,
-            config,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            listed_recently: Default::default(),
             scripts: Scripts {
                 set_if_absent: Script::new(SET_IF_ABSENT),
                 take: Script::new(TAKE),
@@ -230,20 +323,33 @@ impl RedisKv {
                 admit: Script::new(ADMIT),
                 usage_add: Script::new(USAGE_ADD),
                 usage_take: Script::new(USAGE_TAKE),
+                cluster_mark_pending: Script::new(cluster::MARK_PENDING),
+                cluster_commit_sync: Script::new(cluster::COMMIT_SYNC),
+                index_touch: Script::new(cluster::INDEX_TOUCH),
+                index_forget: Script::new(cluster::INDEX_FORGET),
             },
         };
         kv.ping().await.map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
         Ok(kv)
     }
 
+    /// A key's name on this store: the caller's on one node, tagged on a cluster.
+    fn key<'k>(&self, key: &'k str) -> Cow<'k, str> {
+        if self.client.is_cluster() {
+            cluster::physical(key)
+        } else {
+            Cow::Borrowed(key)
+        }
+    }
+
     /// The connection for the caller's thread: its own on a single-threaded runtime (a serving
     /// thread), made on first use; the shared one elsewhere, or while its own cannot be made.
-    async fn connection(&self) -> ConnectionManager {
+    async fn connection(&self) -> Connection {
         if !crate::serving::on_serving_thread() {
             return self.connection.clone();
         }
         let cell = THREAD_CONNECTIONS.with(|connections| connections.borrow_mut().entry(self.id).or_default().clone());
-        let made = cell.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), self.config.clone())).await;
+        let made = cell.get_or_try_init(|| self.client.connect()).await;
         match made {
             Ok(own) => own.clone(),
             Err(_) => self.connection.clone(),
@@ -254,7 +360,7 @@ impl RedisKv {
     /// manager reconnects meanwhile), all within [`TIMEOUT`].
     async fn retried<T, F: std::future::Future<Output = redis::RedisResult<T>>>(
         &self,
-        attempt: impl Fn(ConnectionManager) -> F,
+        attempt: impl Fn(Connection) -> F,
     ) -> Result<T, KvError> {
         let attempts = async {
             let connection = self.connection().await;
@@ -282,41 +388,118 @@ impl RedisKv {
         let invocation = &invocation;
         self.retried(move |mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
+    /// List `member` in its partition of `index`: on a cluster, the step before writing its data.
+    /// Skipped when this process listed it within [`cluster::RELIST_AFTER`]: that listing is
+    /// young enough that no sweep may remove it before this write lands.
+    async fn list_in(&self, index: Index, member: &str) -> Result<(), KvError> {
+        let now = std::time::Instant::now();
+        let recent = |listed: &std::time::Instant| now.duration_since(*listed) < cluster::RELIST_AFTER;
+        if self.listed_recently.lock().expect("never poisoned").get(&(index, member.to_string())).is_some_and(recent) {
+            return Ok(());
+        }
+        self.script::<i64>(&self.scripts.index_touch, &[&index.partition_of(member)], &[member]).await?;
+        let mut listed = self.listed_recently.lock().expect("never poisoned");
+        if listed.len() >= 100_000 {
+            listed.retain(|_, at| recent(at));
+        }
+        listed.insert((index, member.to_string()), now);
+        Ok(())
+    }
+
+    /// The members listed in one partition of an index, with their listings' scores.
+    async fn listed(&self, partition: &str) -> Result<Vec<(String, String)>, KvError> {
+        self.run(redis::cmd("ZRANGE").arg(partition).arg(0).arg(-1).arg("WITHSCORES").clone()).await
+    }
+
+    /// A listed member's data is gone: stop listing it, if the listing is older than the grace
+    /// and still the one read (see `redis_cluster`).
+    async fn forget(&self, partition: &str, member: &str, score: &str) -> Result<(), KvError> {
+        let grace = cluster::INDEX_GRACE.as_millis().to_string();
+        self.script::<i64>(&self.scripts.index_forget, &[partition], &[member, score, &grace]).await.map(drop)
+    }
+
+    /// Some keys starting with `prefix`, over every master of a cluster: the cursor names the
+    /// master (by its place in the sorted list of masters) and that master's own cursor.
+    async fn scan_cluster(&self, pattern: String, cursor: &str, limit: usize) -> Result<(Vec<String>, String), KvError> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        let Connection::Cluster(mut connection) = self.connection().await else { unreachable!("a cluster's connection") };
+        let slots: Vec<Value> = self.run(redis::cmd("CLUSTER").arg("SLOTS").clone()).await?;
+        let mut masters: Vec<(String, u16)> = slots
+            .iter()
+            .filter_map(|range| match range {
+                Value::Array(fields) => match fields.get(2) {
+                    Some(Value::Array(master)) => {
+                        let host: String = redis::from_redis_value_ref(master.first()?).ok()?;
+                        let port: u16 = redis::from_redis_value_ref(master.get(1)?).ok()?;
+                        Some((host, port))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        masters.sort();
+        masters.dedup();
+        let (mut node, mut node_cursor) =
+            cursor.split_once(':').map_or((0, "0".to_string()), |(n, c)| (n.parse().unwrap_or(0), c.to_string()));
+        while let Some((host, port)) = masters.get(node) {
+            let scan = redis::cmd("SCAN").arg(&node_cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(limit.max(10)).clone();
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+            let answer = tokio::time::timeout(TIMEOUT, connection.route_command(scan, routing))
+                .await
+                .map_err(|_| KvError::Unavailable("redis did not answer in time".into()))?
+                .map_err(unavailable)?;
+            let (next, keys): (String, Vec<String>) =
+                redis::from_redis_value(answer).map_err(|e| KvError::Unavailable(format!("redis: SCAN answered {e}")))?;
+            let next_cursor =
+                if next == "0" { (node + 1 < masters.len()).then(|| format!("{}:0", node + 1)) } else { Some(format!("{node}:{next}")) };
+            if !keys.is_empty() || next_cursor.is_none() {
+                return Ok((keys.iter().map(|k| cluster::logical(k)).collect(), next_cursor.unwrap_or_default()));
+            }
+            (node, node_cursor) = (
+                node + (next == "0") as usize,
+                next_cursor.and_then(|c| c.split_once(':').map(|(_, c)| c.to_string())).unwrap_or_default(),
+            );
+        }
+        Ok((Vec::new(), String::new()))
+    }
 }
 
 impl Kv for RedisKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(self.run(redis::cmd("GET").arg(key).clone()))
+        Box::pin(async move { self.run(redis::cmd("GET").arg(&*self.key(key)).clone()).await })
     }
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(self.run(redis::cmd("SET").arg(key).arg(value).clone()))
+        Box::pin(async move { self.run(redis::cmd("SET").arg(&*self.key(key)).arg(value).clone()).await })
     }
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
-        Box::pin(async move { self.script(&self.scripts.set_if_absent, &[key], &[value]).await })
+        Box::pin(async move { self.script(&self.scripts.set_if_absent, &[&self.key(key)], &[value]).await })
     }
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(self.run(redis::cmd("DEL").arg(key).clone()))
+        Box::pin(async move { self.run(redis::cmd("DEL").arg(&*self.key(key)).clone()).await })
     }
     fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.script(&self.scripts.take, &[key], &[]).await })
+        Box::pin(async move { self.script(&self.scripts.take, &[&self.key(key)], &[]).await })
     }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
-        Box::pin(self.run(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).clone()))
+        Box::pin(async move {
+            self.run(redis::cmd("SET").arg(&*self.key(key)).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).clone()).await
+        })
     }
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
-        Box::pin(async move { self.script(&self.scripts.increment, &[key], &[&ttl.as_millis().max(1).to_string()]).await })
+        Box::pin(async move { self.script(&self.scripts.increment, &[&self.key(key)], &[&ttl.as_millis().max(1).to_string()]).await })
     }
     fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(self.run(redis::cmd("HGET").arg(key).arg(field).clone()))
+        Box::pin(async move { self.run(redis::cmd("HGET").arg(&*self.key(key)).arg(field).clone()).await })
     }
     fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
-        Box::pin(self.run(redis::cmd("HGETALL").arg(key).clone()))
+        Box::pin(async move { self.run(redis::cmd("HGETALL").arg(&*self.key(key)).clone()).await })
     }
     fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.run::<i64>(redis::cmd("HSET").arg(key).arg(field).arg(value).clone()).await.map(drop) })
+        Box::pin(async move { self.run::<i64>(redis::cmd("HSET").arg(&*self.key(key)).arg(field).arg(value).clone()).await.map(drop) })
     }
     fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, bool> {
-        Box::pin(async move { Ok(self.run::<i64>(redis::cmd("HDEL").arg(key).arg(field).clone()).await? == 1) })
+        Box::pin(async move { Ok(self.run::<i64>(redis::cmd("HDEL").arg(&*self.key(key)).arg(field).clone()).await? == 1) })
     }
     fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })
@@ -332,6 +515,9 @@ impl Kv for RedisKv {
                 pattern.push(c);
             }
             pattern.push('*');
+            if self.client.is_cluster() {
+                return self.scan_cluster(pattern, cursor, limit).await;
+            }
             let start = if cursor.is_empty() { "0" } else { cursor };
             let scan = redis::cmd("SCAN").arg(start).arg("MATCH").arg(pattern).arg("COUNT").arg(limit.max(10)).clone();
             let (next, keys): (String, Vec<String>) = self.run(scan).await?;
@@ -340,16 +526,43 @@ impl Kv for RedisKv {
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         Box::pin(async move {
+            let memory = EVENT_MEMORY.as_secs().to_string();
+            if self.client.is_cluster() {
+                self.list_in(Index::Pending, customer).await?;
+                let (pending, event_key) = (cluster::pending(customer), event_id.map(|id| cluster::event(customer, id)));
+                let keys: Vec<&str> = std::iter::once(pending.as_str()).chain(event_key.as_deref()).collect();
+                return self.script(&self.scripts.cluster_mark_pending, &keys, &[&memory]).await;
+            }
             let event_key = event_id.map(keys::event);
             let keys: Vec<&str> = std::iter::once(keys::PENDING).chain(event_key.as_deref()).collect();
-            self.script(&self.scripts.mark_pending, &keys, &[customer, &EVENT_MEMORY.as_secs().to_string()]).await
+            self.script(&self.scripts.mark_pending, &keys, &[customer, &memory]).await
         })
     }
     fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
-        Box::pin(self.run(redis::cmd("HGET").arg(keys::PENDING).arg(customer).clone()))
+        Box::pin(async move {
+            match self.client.is_cluster() {
+                true => self.run(redis::cmd("GET").arg(cluster::pending(customer)).clone()).await,
+                false => self.run(redis::cmd("HGET").arg(keys::PENDING).arg(customer).clone()).await,
+            }
+        })
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
         Box::pin(async move {
+            if self.client.is_cluster() {
+                let mut found = Vec::new();
+                for partition in Index::Pending.partitions() {
+                    for (customer, score) in self.listed(&partition).await? {
+                        if found.len() >= limit {
+                            return Ok(found);
+                        }
+                        match self.pending_generation(&customer).await? {
+                            Some(_) => found.push(customer),
+                            None => self.forget(&partition, &customer, &score).await?,
+                        }
+                    }
+                }
+                return Ok(found);
+            }
             // HSCAN may answer a batch with no fields before the end: follow the cursor to 0.
             let (mut found, mut cursor) = (Vec::new(), 0u64);
             loop {
@@ -365,19 +578,31 @@ impl Kv for RedisKv {
         })
     }
     fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
-        Box::pin(
-            async move { self.script(&self.scripts.lease, &[&keys::lease(name)], &[token, &ttl.as_millis().max(1).to_string()]).await },
-        )
+        Box::pin(async move {
+            let key = keys::lease(name);
+            self.script(&self.scripts.lease, &[&self.key(&key)], &[token, &ttl.as_millis().max(1).to_string()]).await
+        })
     }
     fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.script::<i64>(&self.scripts.release, &[&keys::lease(name)], &[token]).await.map(|_| ()) })
+        Box::pin(async move {
+            let key = keys::lease(name);
+            self.script::<i64>(&self.scripts.release, &[&self.key(&key)], &[token]).await.map(|_| ())
+        })
     }
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
         Box::pin(async move {
             let lease = keys::lease(&keys::sync_lease(customer));
+            let lease = self.key(&lease);
             let cache = keys::customer_cache_raw(customer);
-            let args = [token, customer, &generation.to_string(), if entry.is_some() { "1" } else { "0" }, entry.unwrap_or("")];
-            match self.script::<i64>(&self.scripts.commit_sync, &[&lease, &cache, keys::PENDING], &args).await? {
+            let (generation, has_entry) = (generation.to_string(), if entry.is_some() { "1" } else { "0" });
+            let outcome = if self.client.is_cluster() {
+                let keys = [&*lease, &cache, &cluster::pending(customer)];
+                self.script::<i64>(&self.scripts.cluster_commit_sync, &keys, &[token, &generation, has_entry, entry.unwrap_or("")]).await?
+            } else {
+                let args = [token, customer, &generation, has_entry, entry.unwrap_or("")];
+                self.script::<i64>(&self.scripts.commit_sync, &[&lease, &cache, keys::PENDING], &args).await?
+            };
+            match outcome {
                 0 => Ok(Commit::Clean),
                 1 => Ok(Commit::DirtyAgain),
                 _ => Ok(Commit::LeaseLost),
@@ -386,41 +611,83 @@ impl Kv for RedisKv {
     }
     fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> KvFuture<'a, bool> {
         Box::pin(async move {
+            let args = [amount.to_string(), super::USAGE_ONCE_MEMORY.as_secs().to_string()];
+            if self.client.is_cluster() {
+                let customer = usage_owner(bucket)?;
+                self.list_in(Index::Usage, customer).await?;
+                let (bucket, open) = (cluster::physical(bucket), cluster::usage_open(customer));
+                let once = once.map(|key| cluster::usage_once(customer, key));
+                let keys: Vec<&str> = [&*bucket, &open].into_iter().chain(once.as_deref()).collect();
+                return self.script(&self.scripts.usage_add, &keys, &[&args[0], &args[1]]).await;
+            }
             let keys: Vec<&str> = [bucket, keys::USAGE_OPEN].into_iter().chain(once).collect();
-            let memory = super::USAGE_ONCE_MEMORY.as_secs().to_string();
-            self.script(&self.scripts.usage_add, &keys, &[&amount.to_string(), &memory]).await
+            self.script(&self.scripts.usage_add, &keys, &[&args[0], &args[1]]).await
         })
     }
     fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
         Box::pin(async move {
+            if self.client.is_cluster() {
+                let customer = usage_owner(bucket)?;
+                let (bucket, open, sending) = (cluster::physical(bucket), cluster::usage_open(customer), cluster::usage_sending(customer));
+                let closed = keys::usage_closed(&bucket);
+                let taken: Option<(String, u64)> =
+                    self.script(&self.scripts.usage_take, &[&*bucket, &open, &closed, &sending], &[]).await?;
+                return Ok(taken.map(|(record, count)| (cluster::logical(&record), count)));
+            }
             let closed = keys::usage_closed(bucket);
             let keys = [bucket, keys::USAGE_OPEN, closed.as_str(), keys::USAGE_SENDING];
-            let taken: Option<(String, u64)> = self.script(&self.scripts.usage_take, &keys, &[]).await?;
-            Ok(taken)
+            self.script(&self.scripts.usage_take, &keys, &[]).await
         })
     }
     fn usage_pending(&self, limit: usize) -> KvFuture<'_, super::UsagePending> {
         Box::pin(async move {
+            if self.client.is_cluster() {
+                let (mut open, mut sending) = (Vec::new(), Vec::new());
+                'walk: for partition in Index::Usage.partitions() {
+                    for (customer, score) in self.listed(&partition).await? {
+                        if open.len() >= limit && sending.len() >= limit {
+                            break 'walk;
+                        }
+                        let buckets: Vec<String> = self.run(redis::cmd("HKEYS").arg(cluster::usage_open(&customer)).clone()).await?;
+                        let records: Vec<(String, u64)> =
+                            self.run(redis::cmd("HGETALL").arg(cluster::usage_sending(&customer)).clone()).await?;
+                        if buckets.is_empty() && records.is_empty() {
+                            self.forget(&partition, &customer, &score).await?;
+                        }
+                        open.extend(buckets.iter().map(|bucket| cluster::logical(bucket)));
+                        sending.extend(records.into_iter().map(|(record, count)| (cluster::logical(&record), count)));
+                    }
+                }
+                open.truncate(limit);
+                sending.truncate(limit);
+                return Ok((open, sending));
+            }
             let open: Vec<String> = self.run(redis::cmd("HKEYS").arg(keys::USAGE_OPEN).clone()).await?;
             let sending: Vec<(String, u64)> = self.run(redis::cmd("HGETALL").arg(keys::USAGE_SENDING).clone()).await?;
             Ok((open.into_iter().take(limit).collect(), sending.into_iter().take(limit).collect()))
         })
     }
     fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.run::<i64>(redis::cmd("HDEL").arg(keys::USAGE_SENDING).arg(record).clone()).await.map(drop) })
+        Box::pin(async move {
+            let sending = match self.client.is_cluster() {
+                true => Cow::Owned(cluster::usage_sending(usage_owner(record)?)),
+                false => Cow::Borrowed(keys::USAGE_SENDING),
+            };
+            self.run::<i64>(redis::cmd("HDEL").arg(&*sending).arg(&*self.key(record)).clone()).await.map(drop)
+        })
     }
     fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
         Box::pin(async move {
             // An unused key still takes its place in KEYS (the script reads by position; ARGV says it is unused).
-            let minute_key = quota.minute.map_or("tollgate:quota:unused", |(key, _)| key);
-            let period_key = quota.period.map_or("tollgate:quota:unused", |(key, _, _)| key);
+            let minute_key = self.key(quota.minute.map_or("tollgate:quota:unused", |(key, _)| key));
+            let period_key = self.key(quota.period.map_or("tollgate:quota:unused", |(key, _, _)| key));
             let args = [
                 quota.minute.map_or(0, |(_, limit)| u64::from(limit)).to_string(),
                 quota.period.map_or(0, |(_, limit, _)| limit).to_string(),
                 quota.period.map_or(1, |(_, _, ttl)| ttl.as_millis().max(1) as u64).to_string(),
             ];
             let (admitted, remaining, reset, retry, used): (i64, i64, i64, i64, i64) =
-                self.script(&self.scripts.admit, &[minute_key, period_key], &[&args[0], &args[1], &args[2]]).await?;
+                self.script(&self.scripts.admit, &[&minute_key, &period_key], &[&args[0], &args[1], &args[2]]).await?;
             Ok(super::Admission {
                 admitted: admitted == 1,
                 minute_remaining: (remaining >= 0).then_some(remaining as u32),

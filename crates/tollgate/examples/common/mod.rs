@@ -205,22 +205,61 @@ pub async fn subscribed_customers(http: &reqwest::Client, stripe: &str, count: u
 /// A `redis-server` for a benchmark on a free port, AOF with `appendfsync everysec` (Redis's
 /// recommended durability), killed when dropped.
 pub fn redis_server() -> anyhow::Result<(Proc, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (child, port) = redis_node(&[])?;
+    Ok((child, format!("redis://127.0.0.1:{port}/0")))
+}
+
+/// One `redis-server` as [`redis_server`] starts it, with `extra` arguments; answering.
+fn redis_node(extra: &[&str]) -> anyhow::Result<(Proc, u16)> {
+    // A cluster node also takes its port + 10000 (the cluster bus).
+    let port = std::iter::repeat_with(|| std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port())))
+        .flatten()
+        .flatten()
+        .find(|&p| p < 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok())
+        .expect("a free port");
     let dir = std::env::temp_dir().join(format!("tollgate-bench-redis-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"])
+        .args(extra)
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
         .spawn()?;
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((Proc(child), format!("redis://127.0.0.1:{port}/0")));
+            return Ok((Proc(child), port));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     anyhow::bail!("redis-server did not start")
+}
+
+/// A Redis Cluster of three masters and three replicas (each node as [`redis_server`] starts it),
+/// joined by `redis-cli --cluster create`; its `redis+cluster://` URL once every slot is served.
+pub fn redis_cluster() -> anyhow::Result<(Vec<Proc>, String)> {
+    let nodes = (0..6)
+        .map(|_| redis_node(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addresses: Vec<String> = nodes.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()?;
+    anyhow::ensure!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+    for _ in 0..200 {
+        let whole = nodes.iter().all(|(_, port)| {
+            let info = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "info"]).output();
+            info.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        });
+        if whole {
+            return Ok((nodes.into_iter().map(|(proc, _)| proc).collect(), format!("redis+cluster://{}", addresses.join(","))));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("the cluster did not become whole")
 }
 
 /// Sign up through the app's own forms, subscribe through Checkout on the emulator, come back.

@@ -75,9 +75,9 @@ impl Drop for Instance {
 }
 
 /// What every instance of these tests is started with: the shared Redis, the emulator, the plans.
-fn instance_env(redis: &RedisServer, stripe_url: &str) -> Vec<(&'static str, String)> {
+fn instance_env(kv_url: String, stripe_url: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("KV_URL", redis.url()),
+        ("KV_URL", kv_url),
         ("STRIPE_SECRET_KEY", "sk_test_tollgate_suite".to_string()),
         ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
         ("STRIPE_API_BASE", stripe_url.to_string()),
@@ -153,6 +153,33 @@ async fn deliver(http: &reqwest::Client, urls: &[String], first: usize, event: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_converge_on_stripes_state() {
     let redis = RedisServer::start();
+    converge_on_stripes_state(redis.url(), None).await;
+}
+
+/// The same on a Redis Cluster, while slots move between its masters (twice) and a replica takes
+/// over a master, as the events arrive: nothing acknowledged is
+/// lost, no entry is stale at the end, and the recipe's keys hold the entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_a_redis_cluster_converge_while_it_reshards_and_fails_over() {
+    let cluster = std::sync::Arc::new(crate::redis_server::RedisCluster::start());
+    let moving = cluster.clone();
+    let moves: Box<dyn FnOnce() + Send> = Box::new(move || {
+        moving.failover("stripe:customer:cus_A");
+        moving.reshard(2000);
+        moving.reshard(1000);
+    });
+    let customers = converge_on_stripes_state(cluster.url(), Some(moves)).await;
+    for customer in &customers {
+        let entry = cluster.get(&format!("stripe:customer:{customer}"));
+        assert!(entry.starts_with('{') && entry.contains("\"status\""), "{customer}: {entry}");
+    }
+}
+
+/// Customers subscribed in the emulator, their events delivered (a third twice, shuffled, to
+/// three instances over the KV at `kv_url`) while Stripe changes and one instance dies; `moves`
+/// runs on a thread of its own meanwhile, and the deliveries then spread over about 6 s. At the end each cache entry is Stripe's state; the
+/// customers are returned.
+async fn converge_on_stripes_state(kv_url: String, moves: Option<Box<dyn FnOnce() + Send>>) -> Vec<String> {
     let config = EmulatorConfig { latency: Duration::from_millis(30), rate_limit: Some(60), ..crate::helpers::seeded() };
     let stripe_url = crate::helpers::spawn_emulator_with(config).await;
     let http = reqwest::Client::new();
@@ -176,7 +203,7 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
         customers.push(customer);
     }
 
-    let mut env = instance_env(&redis, &stripe_url);
+    let mut env = instance_env(kv_url.clone(), &stripe_url);
     env.push(("STRIPE_RATE_LIMIT", "40".to_string()));
     let mut instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
     let urls: Vec<String> = instances.iter().map(Instance::url).collect();
@@ -193,12 +220,14 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
     deliveries.shuffle(&mut rng);
     let seen = all_events(&http, &stripe_url).await.len();
 
+    let spread = if moves.is_some() { 5 } else { 1 };
+    let moving = moves.map(std::thread::spawn);
     let sender = {
         let (http, urls) = (http.clone(), urls.clone());
         tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             for (n, event) in deliveries.into_iter().enumerate() {
-                let (http, urls, delay) = (http.clone(), urls.clone(), Duration::from_millis(n as u64 % 7 * 5));
+                let (http, urls, delay) = (http.clone(), urls.clone(), Duration::from_millis(n as u64 % 7 * 5 * spread));
                 tasks.spawn(async move {
                     // Real time on purpose (as below): the instances are processes of their own,
                     // and events spread over time interleave with their work and their deaths.
@@ -239,13 +268,17 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
     instances[1].launch();
     wait_until_up(&http, &urls[1]).await;
 
-    let kv = tollgate_core::kv::redis::RedisKv::connect(&redis.url(), None).await.unwrap();
+    if let Some(moving) = moving {
+        tokio::task::spawn_blocking(move || moving.join()).await.unwrap().expect("the cluster's moves");
+    }
+    let kv = tollgate_core::kv::redis::RedisKv::connect(&kv_url, None).await.unwrap();
     crate::helpers::settled(&kv).await;
     for customer in &customers {
         let cached = kv.get(&format!("stripe:customer:{customer}")).await.unwrap().map(|v| serde_json::from_str::<Value>(&v).unwrap());
         assert_eq!(cached, Some(expected_cache(&http, &stripe_url, customer).await), "{customer}");
     }
     drop(instances);
+    customers
 }
 
 const JOINERS: usize = 50;
@@ -269,7 +302,7 @@ async fn fifty_joins_at_once_on_three_instances_bill_every_seat_in_a_few_updates
     let config = EmulatorConfig { latency: Duration::from_millis(20), ..crate::helpers::seeded() };
     let stripe_url = crate::helpers::spawn_emulator_with(config).await;
     let http = reqwest::Client::new();
-    let mut env = instance_env(&redis, &stripe_url);
+    let mut env = instance_env(redis.url(), &stripe_url);
     env.extend([("BILLING_SUBJECT", "organization".to_string()), ("SEAT_PRICES", MONTHLY.to_string())]);
     let instances: Vec<Instance> = (0..3).map(|_| Instance::start(env.clone())).collect();
     let urls: Vec<String> = instances.iter().map(Instance::url).collect();
@@ -356,7 +389,7 @@ async fn a_key_on_three_instances_meets_one_quota_and_one_revocation() {
     let stripe_url = crate::helpers::spawn_emulator_with(crate::helpers::seeded()).await;
     let (product, _) = crate::gateway::start_product().await;
     let http = reqwest::Client::new();
-    let mut env = instance_env(&redis, &stripe_url);
+    let mut env = instance_env(redis.url(), &stripe_url);
     env.extend([("UPSTREAM_URL", product), ("PLAN_LIMITS", format!("{MONTHLY}:60/min"))]);
     let (instances, urls) = three_instances(&http, &env).await;
     let (owner, _) = subscribed_on(&urls[0], &stripe_url, "api@three.test").await;
@@ -445,7 +478,7 @@ async fn metered_calls_are_billed_exactly_once_through_crashes_of_instances_and_
     .await;
     let usage_price = usage_price["id"].as_str().unwrap().to_string();
     let (product, _) = crate::gateway::start_product().await;
-    let mut env = instance_env(&redis, &stripe_url);
+    let mut env = instance_env(redis.url(), &stripe_url);
     env.extend([("UPSTREAM_URL", product), ("METERED_PATHS", "/api/v1:api_requests".to_string()), ("METERED_PRICES", usage_price.clone())]);
     let (mut instances, urls) = three_instances(&http, &env).await;
 
@@ -592,7 +625,7 @@ async fn a_rolling_deploy_behind_nginx_loses_nothing() {
     let redis = RedisServer::start();
     let stripe_url = crate::helpers::spawn_emulator_with(crate::helpers::seeded()).await;
     let http = reqwest::Client::new();
-    let env = instance_env(&redis, &stripe_url);
+    let env = instance_env(redis.url(), &stripe_url);
     let (mut instances, urls) = three_instances(&http, &env).await;
     let upstreams: Vec<String> = urls.iter().map(|u| u.trim_start_matches("http://").to_string()).collect();
     let nginx = crate::nginx::Nginx::readme_balancer(&upstreams);

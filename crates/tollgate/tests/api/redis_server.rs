@@ -13,6 +13,8 @@ pub struct RedisOptions {
     pub tls: bool,
     /// An ACL user (the default user then needs a password nobody has).
     pub user: Option<(String, String)>,
+    /// A node of a Redis Cluster (see [`RedisCluster`]).
+    pub cluster_node: bool,
 }
 
 pub struct RedisServer {
@@ -32,7 +34,13 @@ impl RedisServer {
     }
 
     pub fn start_with(options: RedisOptions) -> RedisServer {
-        let port = free_port();
+        // A cluster node also listens on its port + 10000 (the cluster bus): both must be free.
+        let port = match options.cluster_node {
+            false => free_port(),
+            true => std::iter::repeat_with(free_port)
+                .find(|&p| p < 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok())
+                .unwrap(),
+        };
         let dir = std::env::temp_dir().join(format!("tollgate-redis-{}", tollgate_core::random_token(10)));
         std::fs::create_dir_all(&dir).unwrap();
         let mut args: Vec<String> =
@@ -61,6 +69,13 @@ impl RedisServer {
             ]);
         } else {
             args.extend(["--port".into(), port.to_string()]);
+        }
+        if options.cluster_node {
+            // A node that stops answering for 5 s is failed over (a manual failover is sooner); long
+            // enough that a loaded test machine never fails one over by itself.
+            args.extend(
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"].map(String::from),
+            );
         }
         if let Some((user, password)) = &options.user {
             // Each word of the directive is its own argument (redis-server joins them into a config line).
@@ -115,6 +130,126 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real Redis Cluster of six `redis-server`s: three masters with a replica each, joined by
+/// `redis-cli --cluster create`. Its slots can be moved (`reshard`) and a replica promoted
+/// (`failover`) while clients use it.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> =
+            (0..6).map(|_| RedisServer::start_with(RedisOptions { cluster_node: true, ..Default::default() })).collect();
+        let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_whole();
+        cluster
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Until every node agrees that all slots are served and it knows three masters.
+    pub fn wait_until_whole(&self) {
+        for _ in 0..200 {
+            let whole = self.nodes.iter().all(|node| {
+                let info = node.cli(&["cluster", "info"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") && info.contains("cluster_size:3")
+            });
+            let agreed =
+                self.nodes.iter().all(|node| node.cli(&["cluster", "nodes"]).lines().filter(|l| l.contains("master")).count() == 3);
+            if whole && agreed {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the cluster did not become whole: {}", self.nodes[0].cli(&["cluster", "nodes"]));
+    }
+
+    /// The node whose `cluster nodes` line is `myself`, by its flags: its id and whether it is a master.
+    fn role(node: &RedisServer) -> (String, bool) {
+        let nodes = node.cli(&["cluster", "nodes"]);
+        let line = nodes.lines().find(|l| l.contains("myself")).expect("a myself line");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields[0].to_string(), fields[2].contains("master"))
+    }
+
+    /// The masters' node ids, with their servers' places in `nodes`.
+    pub fn masters(&self) -> Vec<(usize, String)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(n, node)| Some((n, Self::role(node))).filter(|(_, (_, master))| *master))
+            .map(|(n, (id, _))| (n, id))
+            .collect()
+    }
+
+    /// `CLUSTER FAILOVER` on a replica of the master serving `key`: the replica takes over once it
+    /// has every write (a manual failover loses nothing acknowledged). Returns when the cluster
+    /// is whole again with the new master.
+    pub fn failover(&self, key: &str) {
+        let slot = self.nodes[0].cli(&["cluster", "keyslot", key]);
+        let owner = self.masters().into_iter().find(|(n, _)| self.serves(*n, &slot)).expect("a master serves the slot");
+        let replica = self
+            .nodes
+            .iter()
+            .position(|node| {
+                node.cli(&["cluster", "nodes"]).lines().any(|l| l.contains("myself") && l.contains(&format!("slave {}", owner.1)))
+            })
+            .expect("the master has a replica");
+        assert_eq!(self.nodes[replica].cli(&["cluster", "failover"]), "OK");
+        for _ in 0..200 {
+            if Self::role(&self.nodes[replica]).1 && !Self::role(&self.nodes[owner.0]).1 {
+                self.wait_until_whole();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the replica did not take over");
+    }
+
+    /// Whether the node at `n` serves `slot` (its own `cluster nodes` line lists a range holding it).
+    fn serves(&self, n: usize, slot: &str) -> bool {
+        let slot: u16 = slot.parse().unwrap();
+        let nodes = self.nodes[n].cli(&["cluster", "nodes"]);
+        let line = nodes.lines().find(|l| l.contains("myself")).unwrap_or_default();
+        line.split_whitespace().skip(8).any(|range| match range.split_once('-') {
+            Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b),
+            None => range.parse::<u16>() == Ok(slot),
+        })
+    }
+
+    /// Move `slots` slots, with their keys, from one master to another (`redis-cli --cluster
+    /// reshard`: clients meanwhile get `ASK` and `TRYAGAIN`, then `MOVED`).
+    pub fn reshard(&self, slots: u32) {
+        let masters = self.masters();
+        let (from, to) = (&masters[0], &masters[1]);
+        let moved = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", self.nodes[from.0].port)])
+            .args(["--cluster-from", &from.1, "--cluster-to", &to.1, "--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(moved.status.success(), "redis-cli --cluster reshard: {}", String::from_utf8_lossy(&moved.stdout));
+        self.wait_until_whole();
+    }
+
+    /// GET through the cluster (`redis-cli -c` follows redirects), as another app reads it.
+    pub fn get(&self, key: &str) -> String {
+        self.nodes[0].cli(&["-c", "get", key])
     }
 }
 
