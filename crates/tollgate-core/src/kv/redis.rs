@@ -18,12 +18,11 @@
 //! move or a replica takes over; the keys are laid out so that each script's share one slot
 //! (`redis_cluster`). Sentinel is not supported.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use std::borrow::Cow;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -388,6 +387,7 @@ impl RedisKv {
         let invocation = &invocation;
         self.retried(move |mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
+
     /// List `member` in its partition of `index`: on a cluster, the step before writing its data.
     /// Skipped when this process listed it within [`cluster::RELIST_AFTER`]: that listing is
     /// young enough that no sweep may remove it before this write lands.
@@ -400,7 +400,11 @@ impl RedisKv {
         self.script::<i64>(&self.scripts.index_touch, &[&index.partition_of(member)], &[member]).await?;
         let mut listed = self.listed_recently.lock().expect("never poisoned");
         if listed.len() >= 100_000 {
+            // Only the time saved is lost by forgetting: keep the map small.
             listed.retain(|_, at| recent(at));
+            if listed.len() >= 100_000 {
+                listed.clear();
+            }
         }
         listed.insert((index, member.to_string()), now);
         Ok(())
@@ -420,10 +424,16 @@ impl RedisKv {
 
     /// Some keys starting with `prefix`, over every master of a cluster: the cursor names the
     /// master (by its place in the sorted list of masters) and that master's own cursor.
-    async fn scan_cluster(&self, pattern: String, cursor: &str, limit: usize) -> Result<(Vec<String>, String), KvError> {
+    async fn scan_cluster(
+        &self,
+        mut connection: ClusterConnection,
+        pattern: String,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, String), KvError> {
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-        let Connection::Cluster(mut connection) = self.connection().await else { unreachable!("a cluster's connection") };
         let slots: Vec<Value> = self.run(redis::cmd("CLUSTER").arg("SLOTS").clone()).await?;
+        // Each range is [first slot, last slot, [master host, port, id], replicas…].
         let mut masters: Vec<(String, u16)> = slots
             .iter()
             .filter_map(|range| match range {
@@ -451,15 +461,13 @@ impl RedisKv {
                 .map_err(unavailable)?;
             let (next, keys): (String, Vec<String>) =
                 redis::from_redis_value(answer).map_err(|e| KvError::Unavailable(format!("redis: SCAN answered {e}")))?;
-            let next_cursor =
-                if next == "0" { (node + 1 < masters.len()).then(|| format!("{}:0", node + 1)) } else { Some(format!("{node}:{next}")) };
-            if !keys.is_empty() || next_cursor.is_none() {
-                return Ok((keys.iter().map(|k| cluster::logical(k)).collect(), next_cursor.unwrap_or_default()));
+            // This master's walk is over at "0": the next master's begins.
+            (node, node_cursor) = if next == "0" { (node + 1, "0".to_string()) } else { (node, next) };
+            let more = node < masters.len();
+            if !keys.is_empty() || !more {
+                let cursor = if more { format!("{node}:{node_cursor}") } else { String::new() };
+                return Ok((keys.iter().map(|k| cluster::logical(k)).collect(), cursor));
             }
-            (node, node_cursor) = (
-                node + (next == "0") as usize,
-                next_cursor.and_then(|c| c.split_once(':').map(|(_, c)| c.to_string())).unwrap_or_default(),
-            );
         }
         Ok((Vec::new(), String::new()))
     }
@@ -467,16 +475,16 @@ impl RedisKv {
 
 impl Kv for RedisKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.run(redis::cmd("GET").arg(&*self.key(key)).clone()).await })
+        Box::pin(self.run(redis::cmd("GET").arg(&*self.key(key)).clone()))
     }
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.run(redis::cmd("SET").arg(&*self.key(key)).arg(value).clone()).await })
+        Box::pin(self.run(redis::cmd("SET").arg(&*self.key(key)).arg(value).clone()))
     }
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
         Box::pin(async move { self.script(&self.scripts.set_if_absent, &[&self.key(key)], &[value]).await })
     }
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.run(redis::cmd("DEL").arg(&*self.key(key)).clone()).await })
+        Box::pin(self.run(redis::cmd("DEL").arg(&*self.key(key)).clone()))
     }
     fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
         Box::pin(async move { self.script(&self.scripts.take, &[&self.key(key)], &[]).await })
@@ -490,10 +498,10 @@ impl Kv for RedisKv {
         Box::pin(async move { self.script(&self.scripts.increment, &[&self.key(key)], &[&ttl.as_millis().max(1).to_string()]).await })
     }
     fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.run(redis::cmd("HGET").arg(&*self.key(key)).arg(field).clone()).await })
+        Box::pin(self.run(redis::cmd("HGET").arg(&*self.key(key)).arg(field).clone()))
     }
     fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
-        Box::pin(async move { self.run(redis::cmd("HGETALL").arg(&*self.key(key)).clone()).await })
+        Box::pin(self.run(redis::cmd("HGETALL").arg(&*self.key(key)).clone()))
     }
     fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
         Box::pin(async move { self.run::<i64>(redis::cmd("HSET").arg(&*self.key(key)).arg(field).arg(value).clone()).await.map(drop) })
@@ -515,8 +523,8 @@ impl Kv for RedisKv {
                 pattern.push(c);
             }
             pattern.push('*');
-            if self.client.is_cluster() {
-                return self.scan_cluster(pattern, cursor, limit).await;
+            if let Connection::Cluster(connection) = self.connection().await {
+                return self.scan_cluster(connection, pattern, cursor, limit).await;
             }
             let start = if cursor.is_empty() { "0" } else { cursor };
             let scan = redis::cmd("SCAN").arg(start).arg("MATCH").arg(pattern).arg("COUNT").arg(limit.max(10)).clone();

@@ -347,6 +347,19 @@ async fn a_redis_cluster_keeps_the_contract_while_slots_move_and_a_master_fails_
     assert_eq!(cluster.get("stripe:user:user_cluster"), "cus_cluster");
 }
 
+/// `rediss+cluster://`: the client and the nodes speak TLS (the nodes among themselves too),
+/// trusting the CA of `KV_TLS_CA_FILE`; without it the nodes' certificates are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_over_tls_keeps_the_contract() {
+    let cluster = crate::redis_server::RedisCluster::start_with(true);
+    let (url, ca) = (cluster.url(), cluster.tls_ca().unwrap());
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let untrusted = tollgate_core::kv::redis::RedisKv::connect(&url, None).await.err().expect("an unknown CA is refused").to_string();
+    assert!(untrusted.starts_with("KV_URL:"), "{untrusted}");
+    let kv: SharedKv = Arc::new(tollgate_core::kv::redis::RedisKv::connect(&url, Some(&ca)).await.unwrap());
+    contract(kv, Time::Real).await;
+}
+
 /// Each single-threaded runtime (a serving thread) gets its own Redis connection, made on its
 /// first command (one, however many commands race to make it) and kept; a multi-threaded runtime
 /// uses the shared one (made here, on a multi-threaded runtime as in the server).

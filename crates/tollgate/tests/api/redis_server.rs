@@ -11,6 +11,9 @@ pub struct RedisOptions {
     /// AOF with `appendfsync always`: what survives a crash is what was acknowledged.
     pub durable: bool,
     pub tls: bool,
+    /// With `tls`: the directory of a CA and certificate made before (`make_certificates`), so
+    /// that several servers share them; by default each makes its own in its directory.
+    pub tls_files: Option<PathBuf>,
     /// An ACL user (the default user then needs a password nobody has).
     pub user: Option<(String, String)>,
     /// A node of a Redis Cluster (see [`RedisCluster`]).
@@ -22,6 +25,8 @@ pub struct RedisServer {
     pub port: u16,
     pub dir: PathBuf,
     args: Vec<String>,
+    /// The CA certificate clients must trust, when it speaks TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -50,9 +55,13 @@ impl RedisServer {
         } else {
             args.extend(["--appendonly", "no"].map(String::from));
         }
+        let mut tls_ca = None;
         if options.tls {
-            make_certificates(&dir);
-            let file = |name: &str| dir.join(name).display().to_string();
+            let files = options.tls_files.clone().unwrap_or_else(|| {
+                make_certificates(&dir);
+                dir.clone()
+            });
+            let file = |name: &str| files.join(name).display().to_string();
             args.extend([
                 "--port".into(),
                 "0".into(),
@@ -67,6 +76,10 @@ impl RedisServer {
                 "--tls-auth-clients".into(),
                 "no".into(),
             ]);
+            if options.cluster_node {
+                args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+            }
+            tls_ca = Some(files.join("ca.crt"));
         } else {
             args.extend(["--port".into(), port.to_string()]);
         }
@@ -82,7 +95,7 @@ impl RedisServer {
             args.extend(["--user".into(), user.clone(), "on".into(), format!(">{password}"), "~*".into(), "&*".into(), "+@all".into()]);
             args.extend(["--user", "default", "off"].map(String::from));
         }
-        let mut server = RedisServer { child: None, port, dir, args };
+        let mut server = RedisServer { child: None, port, dir, args, tls_ca };
         server.launch();
         server
     }
@@ -119,9 +132,14 @@ impl RedisServer {
         self.launch();
     }
 
-    /// `redis-cli` against this server (plain TCP, default user), as another app would use it.
+    /// `redis-cli` against this server (TLS when it speaks it, default user), as another app would use it.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli is installed");
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-p", &self.port.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cli.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let out = cli.args(args).output().expect("redis-cli is installed");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 }
@@ -138,29 +156,60 @@ impl Drop for RedisServer {
 /// (`failover`) while clients use it.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// With TLS: the directory of the CA and the certificate all nodes use.
+    ca_dir: Option<PathBuf>,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.ca_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> =
-            (0..6).map(|_| RedisServer::start_with(RedisOptions { cluster_node: true, ..Default::default() })).collect();
+        RedisCluster::start_with(false)
+    }
+
+    /// With `tls`, clients and the nodes among themselves speak TLS, with one CA for all.
+    pub fn start_with(tls: bool) -> RedisCluster {
+        let files = tls.then(|| {
+            let dir = std::env::temp_dir().join(format!("tollgate-redis-ca-{}", tollgate_core::random_token(10)));
+            std::fs::create_dir_all(&dir).unwrap();
+            make_certificates(&dir);
+            dir
+        });
+        let options = || RedisOptions { cluster_node: true, tls, tls_files: files.clone(), ..Default::default() };
+        let nodes: Vec<RedisServer> = (0..6).map(|_| RedisServer::start_with(options())).collect();
         let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(dir) = &files {
+            create.arg("--tls").arg("--cacert").arg(dir.join("ca.crt"));
+        }
+        let created = create
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
             .expect("redis-cli is installed");
         assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, ca_dir: files };
         cluster.wait_until_whole();
         cluster
     }
 
-    /// `redis+cluster://` with every node as a seed.
+    /// `redis+cluster://` (`rediss+cluster://` with TLS) with every node as a seed.
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.ca_dir.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}+cluster://{}", nodes.join(","))
+    }
+
+    /// The CA the nodes' certificates are signed by, with TLS.
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        self.ca_dir.as_ref().map(|dir| dir.join("ca.crt"))
     }
 
     /// Until every node agrees that all slots are served and it knows three masters.
