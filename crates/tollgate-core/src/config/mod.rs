@@ -613,15 +613,41 @@ impl Settings {
     }
 }
 
+/// `KV_URL=redis+cluster://[user:password@]host:port[,host:port…]` (or `rediss+cluster://`, TLS;
+/// `valkey+cluster://`, `valkeys+cluster://`): one `redis[s]://` URL per seed node, the
+/// credentials on each. `None` when `url` is not a cluster URL.
+pub fn redis_cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
+    let (scheme, rest) = url.split_once("+cluster://")?;
+    let scheme = match scheme {
+        "redis" | "valkey" => "redis",
+        "rediss" | "valkeys" => "rediss",
+        _ => return None,
+    };
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), rest),
+    };
+    // A cluster has one database: no `/db`.
+    let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+    if hosts.contains('/') {
+        return Some(Err("a cluster URL has no database number (a cluster has only database 0)".into()));
+    }
+    let nodes: Vec<String> = hosts.split(',').map(|host| format!("{scheme}://{userinfo}{}", host.trim())).collect();
+    if hosts.split(',').any(|host| host.trim().is_empty()) {
+        return Some(Err("lists an empty node: write host:port[,host:port…]".into()));
+    }
+    Some(Ok(nodes))
+}
+
 fn kv_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>, data_dir: &std::path::Path) -> Result<KvSettings, ConfigError> {
     Ok(match get("KV_URL") {
         None => KvSettings::Embedded { path: data_dir.join("tollgate.redb") },
         Some("memory:") => KvSettings::Memory,
-        Some(v) if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| v.starts_with(s)) || crate::kv::redis_cluster::seed_nodes(v).is_some() => {
+        Some(v) if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| v.starts_with(s)) || redis_cluster_nodes(v).is_some() => {
             use redis::IntoConnectionInfo;
             let not_redis = |e: String| error("KV_URL", format!("'{}' is not a Redis URL: {e}", redact_url(v)));
             // A cluster's seed nodes, or the one node. The crate's own message never contains the password.
-            let nodes = crate::kv::redis_cluster::seed_nodes(v).unwrap_or_else(|| Ok(vec![v.to_string()])).map_err(not_redis)?;
+            let nodes = redis_cluster_nodes(v).unwrap_or_else(|| Ok(vec![v.to_string()])).map_err(not_redis)?;
             for node in nodes {
                 node.as_str().into_connection_info().map_err(|e| not_redis(e.to_string()))?;
             }
@@ -1255,6 +1281,19 @@ mod tests {
         assert!(matches!(asked.stripe, StripeSettings::Emulator { .. }));
         assert!(matches!(asked.mail, MailSettings::Outbox));
         assert!(Settings::from_vars(&vars(&[("PUBLIC_URL", "http://localhost:3000")])).is_ok(), "plain http: a local run");
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seed_nodes() {
+        assert_eq!(redis_cluster_nodes("redis://h:1"), None);
+        assert_eq!(redis_cluster_nodes("redis+cluster://a:7000,b:7001").unwrap().unwrap(), ["redis://a:7000", "redis://b:7001"]);
+        assert_eq!(
+            redis_cluster_nodes("rediss+cluster://u:p%40w@a:7000,b:7001/").unwrap().unwrap(),
+            ["rediss://u:p%40w@a:7000", "rediss://u:p%40w@b:7001"]
+        );
+        assert_eq!(redis_cluster_nodes("valkeys+cluster://a:1").unwrap().unwrap(), ["rediss://a:1"]);
+        assert!(redis_cluster_nodes("redis+cluster://a:7000/2").unwrap().is_err());
+        assert!(redis_cluster_nodes("redis+cluster://a:7000,,b:1").unwrap().is_err());
     }
 
     #[test]

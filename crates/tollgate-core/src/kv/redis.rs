@@ -268,7 +268,7 @@ impl RedisKv {
                 Some(redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
             }
         };
-        let (client, address) = match cluster::seed_nodes(url) {
+        let (client, address) = match crate::config::redis_cluster_nodes(url) {
             Some(nodes) => {
                 let nodes = nodes.map_err(|e| anyhow::anyhow!("KV_URL: {e}"))?;
                 // The addresses tried are named (never the password, which is not part of them).

@@ -44,32 +44,6 @@ const QUOTA_MINUTE: &str = "tollgate:quota:minute:";
 const QUOTA_PERIOD: &str = "tollgate:quota:period:";
 const USAGE: &str = "tollgate:usage:";
 
-/// `KV_URL=redis+cluster://[user:password@]host:port[,host:port…]` (or `rediss+cluster://`, TLS;
-/// `valkey+cluster://`, `valkeys+cluster://`): one `redis[s]://` URL per seed node, the
-/// credentials on each. `None` when `url` is not a cluster URL.
-pub fn seed_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
-    let (scheme, rest) = url.split_once("+cluster://")?;
-    let scheme = match scheme {
-        "redis" | "valkey" => "redis",
-        "rediss" | "valkeys" => "rediss",
-        _ => return None,
-    };
-    let (userinfo, hosts) = match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-        None => (String::new(), rest),
-    };
-    // A cluster has one database: no `/db`.
-    let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
-    if hosts.contains('/') {
-        return Some(Err("a cluster URL has no database number (a cluster has only database 0)".into()));
-    }
-    let nodes: Vec<String> = hosts.split(',').map(|host| format!("{scheme}://{userinfo}{}", host.trim())).collect();
-    if hosts.split(',').any(|host| host.trim().is_empty()) {
-        return Some(Err("lists an empty node: write host:port[,host:port…]".into()));
-    }
-    Some(Ok(nodes))
-}
-
 /// The cluster hash slot of `key` (what `CLUSTER KEYSLOT` answers).
 pub fn slot(key: &str) -> u16 {
     let bytes = key.as_bytes();
@@ -259,19 +233,6 @@ mod tests {
             assert_eq!(physical(key), key, "a key no script shares keeps its name");
         }
         assert_eq!(usage_owner("tollgate:usage:api_requests:cus_A1:1764740700:2"), Some("cus_A1"));
-    }
-
-    #[test]
-    fn cluster_urls_name_their_seed_nodes() {
-        assert_eq!(seed_nodes("redis://h:1"), None);
-        assert_eq!(seed_nodes("redis+cluster://a:7000,b:7001").unwrap().unwrap(), ["redis://a:7000", "redis://b:7001"]);
-        assert_eq!(
-            seed_nodes("rediss+cluster://u:p%40w@a:7000,b:7001/").unwrap().unwrap(),
-            ["rediss://u:p%40w@a:7000", "rediss://u:p%40w@b:7001"]
-        );
-        assert_eq!(seed_nodes("valkeys+cluster://a:1").unwrap().unwrap(), ["rediss://a:1"]);
-        assert!(seed_nodes("redis+cluster://a:7000/2").unwrap().is_err());
-        assert!(seed_nodes("redis+cluster://a:7000,,b:1").unwrap().is_err());
     }
 
     #[test]
