@@ -686,9 +686,11 @@ impl Kv for RedisKv {
     }
     fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
         Box::pin(async move {
-            // An unused key still takes its place in KEYS (the script reads by position; ARGV says it is unused).
-            let minute_key = self.key(quota.minute.map_or("tollgate:quota:unused", |(key, _)| key));
-            let period_key = self.key(quota.period.map_or("tollgate:quota:unused", |(key, _, _)| key));
+            // An unused key's place in KEYS holds the other key (the script reads by position and
+            // ARGV says which is unused): on a cluster, both are then in the used key's slot.
+            let (minute, period) = (quota.minute.map(|(key, _)| key), quota.period.map(|(key, _, _)| key));
+            let minute_key = self.key(minute.or(period).unwrap_or("tollgate:quota:unused"));
+            let period_key = self.key(period.or(minute).unwrap_or("tollgate:quota:unused"));
             let args = [
                 quota.minute.map_or(0, |(_, limit)| u64::from(limit)).to_string(),
                 quota.period.map_or(0, |(_, limit, _)| limit).to_string(),

@@ -153,6 +153,16 @@ async fn quotas(kv: &dyn Kv) {
     assert!(kv.admit(by_period).await.unwrap().admitted && kv.admit(by_period).await.unwrap().admitted);
     let over = kv.admit(by_period).await.unwrap();
     assert!(!over.admitted && over.retry_after.is_none() && over.period_used == Some(2), "{over:?}");
+    // A plan with only one of the two limits.
+    let (only_minute, only_period) = (keys::quota_minute(&format!("{id}c")), keys::quota_period(&format!("{id}c"), 1_764_547_200));
+    let minute_alone = Quota { minute: Some((&only_minute, 1)), period: None };
+    let first = kv.admit(minute_alone).await.unwrap();
+    assert!(first.admitted && first.period_used.is_none() && first.minute_remaining == Some(0), "{first:?}");
+    assert!(!kv.admit(minute_alone).await.unwrap().admitted);
+    let period_alone = Quota { minute: None, period: Some((&only_period, 1, Duration::from_secs(3600))) };
+    let first = kv.admit(period_alone).await.unwrap();
+    assert!(first.admitted && first.period_used == Some(1) && first.minute_remaining.is_none(), "{first:?}");
+    assert!(!kv.admit(period_alone).await.unwrap().admitted);
 }
 
 /// Usage buckets: counted, closed into numbered records in one step, reopened by later usage.
