@@ -261,7 +261,7 @@ fn caddy(dir: &Path, caddyfile: &str, port: u16) -> anyhow::Result<Proc> {
         .spawn()
         .map_err(|e| anyhow::anyhow!("caddy is needed (scripts/bench installs it): {e}"))?;
     listening(port, "caddy")?;
-    Ok(Proc(child))
+    Ok(Proc(child, None))
 }
 
 fn listening(port: u16, what: &str) -> anyhow::Result<()> {

@@ -15,12 +15,15 @@ pub fn target_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release")
 }
 
-/// A child process, killed when dropped.
-pub struct Proc(pub Child);
+/// A child process, killed when dropped (and then its data directory removed, when it has one).
+pub struct Proc(pub Child, pub Option<std::path::PathBuf>);
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(dir) = &self.1 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -40,7 +43,7 @@ pub fn start(mut command: Command) -> anyhow::Result<(Proc, String)> {
         .and_then(|r| r.split_whitespace().next())
         .ok_or_else(|| anyhow::anyhow!("no URL in {line:?}"))?
         .to_string();
-    Ok((Proc(child), url))
+    Ok((Proc(child, None), url))
 }
 
 /// The release `stripe-emulator` with the test seed, plus `args`.
@@ -227,9 +230,11 @@ fn redis_node(extra: &[&str]) -> anyhow::Result<(Proc, u16)> {
         .arg(&dir)
         .stdout(Stdio::null())
         .spawn()?;
+    // Stopped and removed however this ends.
+    let server = Proc(child, Some(dir));
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((Proc(child), port));
+            return Ok((server, port));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
