@@ -427,6 +427,43 @@ async fn metered_calls_reach_stripes_meter_exactly_once() {
     test_support::eventually("the late usage on the meter too", Duration::from_secs(20), becomes(42.0)).await;
 }
 
+/// On a Redis Cluster, through the gateway: the period's quota stops the 41st call, and the 40
+/// answered calls reach Stripe's meter once (the buckets live in the customer's slot, the flusher
+/// finds them through the cluster's usage listings, then forgets them).
+#[tokio::test]
+async fn quotas_and_metered_calls_on_a_redis_cluster() {
+    let cluster = crate::redis_server::RedisCluster::start();
+    let (product, _) = crate::gateway::start_product().await;
+    let extra = vec![
+        ("UPSTREAM_URL", product),
+        ("GATED_PATHS", "/app".to_string()),
+        ("METERED_PATHS", "/api/v1:api_requests".to_string()),
+        ("PLAN_LIMITS", format!("{MONTHLY}:1000/min,40/month")),
+    ];
+    let app = spawn_app_with(Options { kv_url: cluster.url(), extra, ..Options::default() }).await;
+    let (meter, _, customer, secret) = metered_subscriber(&app, "api_requests", "cluster@example.com").await;
+    for n in 1..=40u64 {
+        let answer = program(&app, "/api/v1/work", "x-api-key", &secret).await;
+        assert_eq!(answer.status, 200, "{n}: {}", answer.text);
+        assert_eq!(answer.headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()), Some((40 - n).to_string().as_str()), "{n}");
+    }
+    let refused = program(&app, "/api/v1/work", "x-api-key", &secret).await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+
+    let now = tollgate_core::unix_now() / 60 * 60;
+    let (from, to) = ((now - 3600).to_string(), (now + 7200).to_string());
+    let path = format!("/v1/billing/meters/{meter}/event_summaries");
+    let kv = app.state.billing().kv.clone();
+    app.clock.advance(Duration::from_secs(60));
+    test_support::eventually("40 calls on the meter, nothing left to send", Duration::from_secs(20), || async {
+        app.clock.advance(tollgate_core::billing::usage::FLUSH_EVERY);
+        let summaries = app.stripe(Method::GET, &path, &[("customer", &customer), ("start_time", &from), ("end_time", &to)]).await;
+        let (open, sending) = kv.usage_pending(10).await.unwrap();
+        (summaries["data"][0]["aggregated_value"].as_f64() == Some(40.0) && open.is_empty() && sending.is_empty()).then_some(())
+    })
+    .await;
+}
+
 /// `METER_STREAM=true`: usage goes through the v2 meter event stream under a session token; when
 /// Stripe says the token expired (here: the emulator's clock moved 16 minutes on), the next round
 /// makes a new session and the usage still arrives, once.
