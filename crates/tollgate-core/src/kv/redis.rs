@@ -466,7 +466,7 @@ impl RedisKv {
             let more = node < masters.len();
             if !keys.is_empty() || !more {
                 let cursor = if more { format!("{node}:{node_cursor}") } else { String::new() };
-                return Ok((keys.iter().map(|k| cluster::logical(k)).collect(), cursor));
+                return Ok((keys.iter().map(|k| cluster::logical(k).into_owned()).collect(), cursor));
             }
         }
         Ok((Vec::new(), String::new()))
@@ -640,7 +640,7 @@ impl Kv for RedisKv {
                 let closed = keys::usage_closed(&bucket);
                 let taken: Option<(String, u64)> =
                     self.script(&self.scripts.usage_take, &[&*bucket, &open, &closed, &sending], &[]).await?;
-                return Ok(taken.map(|(record, count)| (cluster::logical(&record), count)));
+                return Ok(taken.map(|(record, count)| (cluster::logical(&record).into_owned(), count)));
             }
             let closed = keys::usage_closed(bucket);
             let keys = [bucket, keys::USAGE_OPEN, closed.as_str(), keys::USAGE_SENDING];
@@ -662,8 +662,8 @@ impl Kv for RedisKv {
                         if buckets.is_empty() && records.is_empty() {
                             self.forget(&partition, &customer, &score).await?;
                         }
-                        open.extend(buckets.iter().map(|bucket| cluster::logical(bucket)));
-                        sending.extend(records.into_iter().map(|(record, count)| (cluster::logical(&record), count)));
+                        open.extend(buckets.iter().map(|bucket| cluster::logical(bucket).into_owned()));
+                        sending.extend(records.into_iter().map(|(record, count)| (cluster::logical(&record).into_owned(), count)));
                     }
                 }
                 open.truncate(limit);

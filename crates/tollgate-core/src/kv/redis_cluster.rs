@@ -22,8 +22,8 @@
 //!   [`RELIST_AFTER`] ago (a customer's events come in bursts).
 //!
 //! Every name a caller sees is the single-node one ([`logical`]); the layout is this backend's
-//! business. A cluster's data is not a single node's: moving between them is a new store (the
-//! caches are rebuilt by `tollgate sync --all`), documented in the README.
+//! business. A cluster's data is not a single node's: moving from one to the other copies the
+//! keys whose names do not change, then `tollgate sync --all` (README, "Running in production").
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -74,9 +74,18 @@ pub fn physical(key: &str) -> Cow<'_, str> {
     }
 }
 
-/// The name callers know for a cluster name (the tags' braces dropped: ids have none).
-pub fn logical(key: &str) -> String {
-    key.replace(['{', '}'], "")
+/// The name callers know for a cluster name: what [`physical`] tagged, untagged; any other key
+/// as it is (an email in an account's key may hold braces of its own).
+pub fn logical(key: &str) -> Cow<'_, str> {
+    if ![LEASE_SYNC, QUOTA_MINUTE, QUOTA_PERIOD, USAGE].iter().any(|prefix| key.starts_with(prefix)) {
+        return Cow::Borrowed(key);
+    }
+    let Some((open, close)) = key.find('{').and_then(|open| Some((open, open + key[open..].find('}')?))) else {
+        return Cow::Borrowed(key);
+    };
+    let tag = &key[open + 1..close];
+    let untagged = if key.starts_with(LEASE_SYNC) { tag.strip_prefix("stripe:customer:").unwrap_or(tag) } else { tag };
+    Cow::Owned(format!("{}{untagged}{}", &key[..open], &key[close + 1..]))
 }
 
 /// A usage bucket's or record's event, customer, and what follows them (`:{minute}[:{n}]`).

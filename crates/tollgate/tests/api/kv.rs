@@ -33,7 +33,19 @@ impl Time {
     }
 }
 
+/// Whether the store's layout may change under the contract (a cluster moving slots): a walk of
+/// `scan_keys` then promises only what it finds, not to find every key (ARCHITECTURE.md).
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Steady,
+    Moving,
+}
+
 async fn contract(kv: SharedKv, time: Time) {
+    contract_while(kv, time, Layout::Steady).await
+}
+
+async fn contract_while(kv: SharedKv, time: Time, layout: Layout) {
     let key = format!("contract:{}", tollgate_core::random_token(8));
     assert_eq!(kv.get(&key).await.unwrap(), None);
     kv.set(&key, "one").await.unwrap();
@@ -94,10 +106,14 @@ async fn contract(kv: SharedKv, time: Time) {
         }
     };
     let found = scan_all(prefix.clone()).await;
-    assert_eq!(found.len(), 120, "{found:?}");
-    assert!(found.iter().all(|k| k.starts_with(&prefix)));
+    assert!(found.iter().all(|k| k.starts_with(&prefix) && k[prefix.len()..].parse::<u32>().is_ok_and(|n| n < 120)), "{found:?}");
     assert!(scan_all("scan:nothing-here:".into()).await.is_empty());
-    assert_eq!(scan_all(format!("{prefix}05")).await.len(), 10, "the prefix is literal, and pages stay within it");
+    let fives = scan_all(format!("{prefix}05")).await;
+    assert!(fives.iter().all(|k| k.starts_with(&format!("{prefix}05"))), "the prefix is literal, and pages stay within it: {fives:?}");
+    if layout == Layout::Steady {
+        assert_eq!(found.len(), 120, "{found:?}");
+        assert_eq!(fives.len(), 10);
+    }
 
     hashes(kv.clone()).await;
     quotas(kv.as_ref()).await;
@@ -317,8 +333,9 @@ async fn redis_keeps_the_contract() {
 }
 
 /// On a Redis Cluster (three masters, three replicas), the contract holds as on one node, also
-/// while slots move between masters and a replica takes over a master: the scripts' keys share a
-/// slot (as the server itself computes it), and the client follows the cluster's redirects.
+/// while slots move between masters and a replica takes over a master (except that a walk of
+/// `scan_keys` may then miss a key of a moving slot): the scripts' keys share a slot (as the
+/// server itself computes it), and the client follows the cluster's redirects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_keeps_the_contract_while_slots_move_and_a_master_fails_over() {
     use tollgate_core::kv::redis_cluster::{physical, slot};
@@ -345,7 +362,7 @@ async fn a_redis_cluster_keeps_the_contract_while_slots_move_and_a_master_fails_
     // Contracts run back to back until the moves are done: each sees some of them.
     let mut rounds = 0;
     while !moving.is_finished() || rounds == 0 {
-        contract(kv.clone(), Time::Real).await;
+        contract_while(kv.clone(), Time::Real, Layout::Moving).await;
         rounds += 1;
     }
     let cluster = moving.join().unwrap();
