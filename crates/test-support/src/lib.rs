@@ -128,3 +128,28 @@ pub fn listening_within(port: u16, within: Duration) -> bool {
     }
     false
 }
+
+/// A free loopback port for a Redis Cluster node: its port + 10000 (the cluster bus) is free too.
+pub fn free_cluster_node_port() -> u16 {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|a| a.port());
+    std::iter::repeat_with(free)
+        .flatten()
+        .find(|&port| port < 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok())
+        .expect("a free port")
+}
+
+/// `redis-cli --cluster create` of the nodes at `addresses` (`host:port`), one replica per master,
+/// over TLS trusting `tls_ca` when given. Panics with redis-cli's output when it fails.
+pub fn create_redis_cluster(addresses: &[String], tls_ca: Option<&std::path::Path>) {
+    let mut create = std::process::Command::new("redis-cli");
+    if let Some(ca) = tls_ca {
+        create.arg("--tls").arg("--cacert").arg(ca);
+    }
+    let created = create
+        .args(["--cluster", "create"])
+        .args(addresses)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .expect("redis-cli is installed (with redis-server)");
+    assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+}

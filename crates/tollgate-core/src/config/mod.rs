@@ -632,11 +632,10 @@ pub fn redis_cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
     if hosts.contains('/') {
         return Some(Err("a cluster URL has no database number (a cluster has only database 0)".into()));
     }
-    let nodes: Vec<String> = hosts.split(',').map(|host| format!("{scheme}://{userinfo}{}", host.trim())).collect();
     if hosts.split(',').any(|host| host.trim().is_empty()) {
         return Some(Err("lists an empty node: write host:port[,host:port…]".into()));
     }
-    Some(Ok(nodes))
+    Some(Ok(hosts.split(',').map(|host| format!("{scheme}://{userinfo}{}", host.trim())).collect()))
 }
 
 fn kv_settings<'v>(get: &impl Fn(&str) -> Option<&'v str>, data_dir: &std::path::Path) -> Result<KvSettings, ConfigError> {

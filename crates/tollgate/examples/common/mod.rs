@@ -215,11 +215,7 @@ pub fn redis_server() -> anyhow::Result<(Proc, String)> {
 /// One `redis-server` as [`redis_server`] starts it, with `extra` arguments; answering.
 fn redis_node(extra: &[&str]) -> anyhow::Result<(Proc, u16)> {
     // A cluster node also takes its port + 10000 (the cluster bus).
-    let port = std::iter::repeat_with(|| std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port())))
-        .flatten()
-        .flatten()
-        .find(|&p| p < 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok())
-        .expect("a free port");
+    let port = test_support::free_cluster_node_port();
     let dir = std::env::temp_dir().join(format!("tollgate-bench-redis-{port}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -248,12 +244,7 @@ pub fn redis_cluster() -> anyhow::Result<(Vec<Proc>, String)> {
         .map(|_| redis_node(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let addresses: Vec<String> = nodes.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addresses)
-        .args(["--cluster-replicas", "1", "--cluster-yes"])
-        .output()?;
-    anyhow::ensure!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+    test_support::create_redis_cluster(&addresses, None);
     for _ in 0..200 {
         let whole = nodes.iter().all(|(_, port)| {
             let info = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "info"]).output();

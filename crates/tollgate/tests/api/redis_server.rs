@@ -42,9 +42,7 @@ impl RedisServer {
         // A cluster node also listens on its port + 10000 (the cluster bus): both must be free.
         let port = match options.cluster_node {
             false => free_port(),
-            true => std::iter::repeat_with(free_port)
-                .find(|&p| p < 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok())
-                .unwrap(),
+            true => test_support::free_cluster_node_port(),
         };
         let dir = std::env::temp_dir().join(format!("tollgate-redis-{}", tollgate_core::random_token(10)));
         std::fs::create_dir_all(&dir).unwrap();
@@ -184,17 +182,7 @@ impl RedisCluster {
         let options = || RedisOptions { cluster_node: true, tls, tls_files: files.clone(), ..Default::default() };
         let nodes: Vec<RedisServer> = (0..6).map(|_| RedisServer::start_with(options())).collect();
         let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
-        let mut create = Command::new("redis-cli");
-        if let Some(dir) = &files {
-            create.arg("--tls").arg("--cacert").arg(dir.join("ca.crt"));
-        }
-        let created = create
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .expect("redis-cli is installed");
-        assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+        test_support::create_redis_cluster(&addresses, files.as_ref().map(|dir| dir.join("ca.crt")).as_deref());
         let cluster = RedisCluster { nodes, ca_dir: files };
         cluster.wait_until_whole();
         cluster
