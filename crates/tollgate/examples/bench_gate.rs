@@ -3,6 +3,9 @@
 //! `wrk -t1 -c32` in one run, five ways —
 //! - the product directly;
 //! - through nginx `proxy_pass` (one hop, no gate: the cost of any proxy);
+//! - through a bare hyper proxy (no gate, no routing: this binary run as `bench_gate proxy-floor`,
+//!   one single-threaded runtime per core as Tollgate's serving threads): the floor of the HTTP
+//!   stack Tollgate's gateway is built on;
 //! - through nginx `auth_request` asking Tollgate's `/auth/verify` (keep-alive to both);
 //! - through Caddy `forward_auth` asking `/auth/verify`;
 //! - through Tollgate's gateway;
@@ -12,8 +15,9 @@
 //!
 //! Every process is its own (the load generator, the proxies, the product and Tollgate share the
 //! machine's cores, as they would on one host). Before loading, each way is checked to serve the
-//! page to the subscriber, and each gated way to refuse a visitor. Prints requests/s, p50, p99 and
-//! what each adds to the direct p50, then Tollgate's peak resident memory.
+//! page to the subscriber, and each gated way to refuse a visitor. Prints requests/s, p50, p99,
+//! what each adds to the direct p50, the CPU per request of the process in front (the proxy's,
+//! workers included) and of Tollgate, then Tollgate's peak resident memory.
 //!
 //! Usage: `bench_gate [seconds per way] [only the ways whose name contains this]` (the direct
 //! way always runs: it is the baseline). `TOLLGATE_BENCH_PAUSE=1` waits for Enter before loading,
@@ -29,8 +33,17 @@ use common::*;
 
 const PAGE_BYTES: usize = 1024;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("proxy-floor") {
+        let port =
+            |n: usize| args.get(n).and_then(|p| p.parse::<u16>().ok()).ok_or_else(|| anyhow::anyhow!("proxy-floor <port> <product port>"));
+        return proxy_floor::run(port(2)?, port(3)?);
+    }
+    tokio::runtime::Runtime::new()?.block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let dir = tempfile::Builder::new().prefix("tollgate-bench-gate-").tempdir()?;
     // nginx's workers run as another user when started as root: they must read what is here.
@@ -69,9 +82,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let to_product = "proxy_pass http://product; proxy_http_version 1.1; proxy_set_header Connection \"\";";
     let hop_port = free_port()?;
-    let _hop = nginx(dir.path(), "hop", &format!("{upstreams}server {{ listen 127.0.0.1:{hop_port}; location / {{ {to_product} }} }}"))?;
+    let hop = nginx(dir.path(), "hop", &format!("{upstreams}server {{ listen 127.0.0.1:{hop_port}; location / {{ {to_product} }} }}"))?;
     let auth_port = free_port()?;
-    let _auth = nginx(
+    let auth = nginx(
         dir.path(),
         "auth-request",
         &format!(
@@ -83,8 +96,15 @@ async fn main() -> anyhow::Result<()> {
              }}"
         ),
     )?;
+    let floor_port = free_port()?;
+    let floor = Command::new(std::env::current_exe()?)
+        .args(["proxy-floor", &floor_port.to_string(), &product_port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let floor = Proc(floor, None);
+    listening(floor_port, "the bare hyper proxy")?;
     let caddy_port = free_port()?;
-    let _caddy = caddy(
+    let caddy = caddy(
         dir.path(),
         &format!(
             "{{\n admin off\n auto_https off\n}}\nhttp://127.0.0.1:{caddy_port} {{\n\
@@ -94,21 +114,24 @@ async fn main() -> anyhow::Result<()> {
         caddy_port,
     )?;
 
+    let tollgate_pid = tollgate.0.id();
+    // Each way: its label, its URL, whether it gates, and the process in front of the product.
     let ways = [
-        ("direct to the product", format!("{product}/app/page.html"), false),
-        ("nginx proxy_pass (one hop, no gate)", format!("http://127.0.0.1:{hop_port}/app/page.html"), false),
-        ("nginx auth_request → Tollgate /auth/verify", format!("http://127.0.0.1:{auth_port}/app/page.html"), true),
-        ("Caddy forward_auth → Tollgate /auth/verify", format!("http://127.0.0.1:{caddy_port}/app/page.html"), true),
-        ("Tollgate gateway", format!("{tollgate_url}/app/page.html"), true),
-        ("API: directly", format!("{product}/api/v1/page.html"), false),
-        ("API: Tollgate gateway, key, quotas and metering", format!("{tollgate_url}/api/v1/page.html"), true),
+        ("direct to the product", format!("{product}/app/page.html"), false, None),
+        ("nginx proxy_pass (one hop, no gate)", format!("http://127.0.0.1:{hop_port}/app/page.html"), false, Some(hop.0.id())),
+        ("bare hyper proxy (no gate)", format!("http://127.0.0.1:{floor_port}/app/page.html"), false, Some(floor.0.id())),
+        ("nginx auth_request → Tollgate /auth/verify", format!("http://127.0.0.1:{auth_port}/app/page.html"), true, Some(auth.0.id())),
+        ("Caddy forward_auth → Tollgate /auth/verify", format!("http://127.0.0.1:{caddy_port}/app/page.html"), true, Some(caddy.0.id())),
+        ("Tollgate gateway", format!("{tollgate_url}/app/page.html"), true, Some(tollgate_pid)),
+        ("API: directly", format!("{product}/api/v1/page.html"), false, None),
+        ("API: Tollgate gateway, key, quotas and metering", format!("{tollgate_url}/api/v1/page.html"), true, Some(tollgate_pid)),
     ];
     // The API's ways send the key, the others the subscriber's cookie.
     let credential = |label: &str| match label.starts_with("API") {
         true => format!("Authorization: Bearer {api_key}"),
         false => format!("Cookie: {cookie}"),
     };
-    for (label, url, gated) in &ways {
+    for (label, url, gated, _) in &ways {
         let (name, value) = credential(label).split_once(": ").map(|(n, v)| (n.to_string(), v.to_string())).unwrap_or_default();
         let served = http.get(url).header(name, value).send().await?;
         let status = served.status();
@@ -120,32 +143,42 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("gate cost (wrk -t1 -c32, {seconds}s each, an entitled user's {PAGE_BYTES}-byte page served by nginx):");
-    println!("| path | req/s | p50 | p99 | added p50 | Tollgate CPU per request |\n|---|---|---|---|---|---|");
+    println!(
+        "| path | req/s | p50 | p99 | added p50 | CPU per request in front | Tollgate's CPU per request |\n|---|---|---|---|---|---|---|"
+    );
     if std::env::var("TOLLGATE_BENCH_PAUSE").is_ok() {
-        eprintln!("Tollgate's pid: {} at {tollgate_url}, the subscriber's Cookie: {cookie}; press Enter to load", tollgate.0.id());
+        eprintln!("Tollgate's pid: {tollgate_pid} at {tollgate_url}, the subscriber's Cookie: {cookie}; press Enter to load");
         std::io::stdin().read_line(&mut String::new())?;
     }
     let only = std::env::args().nth(2).unwrap_or_default();
     let mut direct_p50 = None;
-    for (n, (label, url, _)) in ways.iter().enumerate() {
+    for (n, (label, url, _, front)) in ways.iter().enumerate() {
         let baseline = *label == "API: directly";
         if n > 0 && !baseline && !label.contains(only.as_str()) {
             continue;
         }
-        let cpu_before = cpu_time(tollgate.0.id());
+        let tollgate_counts = label.contains("Tollgate");
+        let watched: Vec<u32> = front.iter().copied().chain(tollgate_counts.then_some(tollgate_pid)).collect();
+        let before: Vec<Duration> = watched.iter().map(|&pid| tree_cpu_time(pid)).collect();
         let run = wrk(url, &credential(label), seconds)?;
-        let cpu = (cpu_time(tollgate.0.id()) - cpu_before).as_secs_f64();
+        let requests = (run.per_second * seconds as f64).max(1.0);
+        let per_request: Vec<String> = watched
+            .iter()
+            .zip(&before)
+            .map(|(&pid, before)| format!("{:.1} µs", (tree_cpu_time(pid) - *before).as_secs_f64() * 1e6 / requests))
+            .collect();
         let added = direct_p50.filter(|_| !baseline).map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
         if n == 0 || baseline {
             direct_p50 = Some(run.p50_ms);
         }
-        let cpu = match label.contains("Tollgate") {
-            true => format!("{:.1} µs", cpu * 1e6 / (run.per_second * seconds as f64).max(1.0)),
-            false => "—".to_string(),
-        };
-        println!("| {label} | {:.0} | {:.2} ms | {:.2} ms | {added} | {cpu} |", run.per_second, run.p50_ms, run.p99_ms);
+        let in_front = if front.is_some() { per_request[0].as_str() } else { "—" };
+        let of_tollgate = if tollgate_counts { per_request[per_request.len() - 1].as_str() } else { "—" };
+        println!(
+            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {added} | {in_front} | {of_tollgate} |",
+            run.per_second, run.p50_ms, run.p99_ms
+        );
     }
-    println!("Tollgate's peak resident memory: {:.1} MB (target ≤ 48 MB)", peak_rss_kb(tollgate.0.id()) as f64 / 1024.0);
+    println!("Tollgate's peak resident memory: {:.1} MB (target ≤ 48 MB)", peak_rss_kb(tollgate_pid) as f64 / 1024.0);
     Ok(())
 }
 
@@ -274,8 +307,67 @@ fn listening(port: u16, what: &str) -> anyhow::Result<()> {
     anyhow::bail!("{what} is not listening on {port}")
 }
 
+/// The CPU time of a process and of its children (nginx's workers).
+fn tree_cpu_time(pid: u32) -> Duration {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children.split_whitespace().filter_map(|c| c.parse().ok()).map(cpu_time).sum::<Duration>() + cpu_time(pid)
+}
+
 /// `VmHWM` of a process: the most memory it has held resident.
 fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+/// The floor: a bare HTTP/1 proxy on hyper (no gate, no routing, no logging), built as Tollgate's
+/// serving threads are (`threads.rs`): one single-threaded runtime per core, here sharing the port
+/// (SO_REUSEPORT) instead of handing connections over, each with its own pool to the product.
+mod proxy_floor {
+    use axum::body::Body;
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    pub fn run(port: u16, product_port: u16) -> anyhow::Result<()> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let serving: Vec<_> = (0..threads)
+            .map(|_| {
+                std::thread::spawn(move || -> anyhow::Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    runtime.block_on(async {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.set_reuseport(true)?;
+                        socket.set_reuseaddr(true)?;
+                        socket.bind(([127, 0, 0, 1], port).into())?;
+                        serve(socket.listen(1024)?, product_port).await
+                    })
+                })
+            })
+            .collect();
+        for thread in serving {
+            thread.join().map_err(|_| anyhow::anyhow!("a serving thread panicked"))??;
+        }
+        Ok(())
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, product_port: u16) -> anyhow::Result<()> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: Client<_, hyper::body::Incoming> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            let client = client.clone();
+            tokio::spawn(async move {
+                let proxy = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    let client = client.clone();
+                    async move {
+                        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                        *request.uri_mut() = format!("http://127.0.0.1:{product_port}{target}").parse()?;
+                        anyhow::Ok(client.request(request).await?.map(Body::new))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), proxy).await;
+            });
+        }
+    }
 }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 use super::error::{Failure, Surface};
 use crate::state::AppState;
@@ -17,6 +17,16 @@ use tollgate_core::stripe::wire::Event;
 
 /// Stripe's payloads are far smaller; anything larger is refused unread.
 pub(crate) const MAX_EVENT_BYTES: usize = 512 * 1024;
+
+/// The answer to an accepted event.
+#[derive(Serialize)]
+struct Acknowledged {
+    received: bool,
+    /// A sync of the event's customer was recorded.
+    queued: bool,
+    /// This event id was recorded before.
+    duplicate: bool,
+}
 
 #[tracing::instrument(name = "webhook", skip_all, fields(event = tracing::field::Empty, event_type = tracing::field::Empty))]
 pub(crate) async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
@@ -41,9 +51,7 @@ pub(crate) async fn stripe_webhook(State(state): State<AppState>, headers: Heade
     let span = tracing::Span::current();
     span.record("event", event.id.as_ref());
     span.record("event_type", event.event_type.as_ref());
-    // `queued`: a sync of the customer was recorded; `duplicate`: this event id was recorded before.
-    let acknowledged =
-        |queued: bool, duplicate: bool| Json(json!({ "received": true, "queued": queued, "duplicate": duplicate })).into_response();
+    let acknowledged = |queued: bool, duplicate: bool| Json(Acknowledged { received: true, queued, duplicate }).into_response();
     // A signed event's type is Stripe's: a bounded label.
     let event_type = event.event_type.as_ref();
     match route(&event) {

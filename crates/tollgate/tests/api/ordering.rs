@@ -45,6 +45,9 @@ async fn duplicated_and_reordered_deliveries() {
         let (first, again) = (app.deliver(&pair[0]).await, app.deliver(&pair[1]).await);
         assert_eq!((first.status, again.status), (200, 200));
         assert_eq!(first.json()["duplicate"], false);
+        assert_eq!(first.json()["received"], true);
+        // Stripe is no browser: the answer carries no CSRF cookie.
+        assert!(!first.headers.contains_key("set-cookie") && !again.headers.contains_key("set-cookie"), "{:?}", first.headers);
         if first.json()["queued"] == true {
             assert_eq!(again.json()["duplicate"], true, "a redelivery costs nothing: {}", again.text);
         }
