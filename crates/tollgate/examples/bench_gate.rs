@@ -1,6 +1,6 @@
 //! What gating costs (run `scripts/bench`, which builds the release binaries and installs nginx,
 //! Caddy and wrk): an entitled user's 1 KB page of a product served by nginx, loaded by
-//! `wrk -t1 -c32` in one run, five ways —
+//! `wrk -t1 -c32` in one run, each way in turn —
 //! - the product directly;
 //! - through nginx `proxy_pass` (one hop, no gate: the cost of any proxy);
 //! - through a bare hyper proxy (no gate, no routing: this binary run as `bench_gate proxy-floor`,
@@ -157,22 +157,19 @@ async fn bench() -> anyhow::Result<()> {
         if n > 0 && !baseline && !label.contains(only.as_str()) {
             continue;
         }
-        let tollgate_counts = label.contains("Tollgate");
-        let watched: Vec<u32> = front.iter().copied().chain(tollgate_counts.then_some(tollgate_pid)).collect();
-        let before: Vec<Duration> = watched.iter().map(|&pid| tree_cpu_time(pid)).collect();
+        // The CPU per request of a process (and its children) over the run, when it is watched.
+        let watched_tollgate = label.contains("Tollgate").then_some(tollgate_pid);
+        let before = [*front, watched_tollgate].map(|pid| pid.map(tree_cpu_time));
         let run = wrk(url, &credential(label), seconds)?;
         let requests = (run.per_second * seconds as f64).max(1.0);
-        let per_request: Vec<String> = watched
-            .iter()
-            .zip(&before)
-            .map(|(&pid, before)| format!("{:.1} µs", (tree_cpu_time(pid) - *before).as_secs_f64() * 1e6 / requests))
-            .collect();
+        let [in_front, of_tollgate] = [(*front, before[0]), (watched_tollgate, before[1])].map(|watched| match watched {
+            (Some(pid), Some(before)) => format!("{:.1} µs", (tree_cpu_time(pid) - before).as_secs_f64() * 1e6 / requests),
+            _ => "—".to_string(),
+        });
         let added = direct_p50.filter(|_| !baseline).map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
         if n == 0 || baseline {
             direct_p50 = Some(run.p50_ms);
         }
-        let in_front = if front.is_some() { per_request[0].as_str() } else { "—" };
-        let of_tollgate = if tollgate_counts { per_request[per_request.len() - 1].as_str() } else { "—" };
         println!(
             "| {label} | {:.0} | {:.2} ms | {:.2} ms | {added} | {in_front} | {of_tollgate} |",
             run.per_second, run.p50_ms, run.p99_ms

@@ -74,7 +74,7 @@ pub(crate) enum Command {
 /// the runtime, parse the command line and the configuration, run the command; the process's exit
 /// code (2: a configuration error, 1: the command failed).
 pub fn run_command_line() -> i32 {
-    crate::memory::tune_allocator();
+    crate::memory::tune_allocator(crate::threads::count());
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => {
             let code = runtime.block_on(command_line());
