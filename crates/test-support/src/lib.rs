@@ -153,3 +153,33 @@ pub fn create_redis_cluster(addresses: &[String], tls_ca: Option<&std::path::Pat
         .expect("redis-cli is installed (with redis-server)");
     assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
 }
+
+/// `redis-cli` against the server on `127.0.0.1:port` (over TLS trusting `tls_ca`, when given):
+/// its output, trimmed.
+pub fn redis_cli(port: u16, tls_ca: Option<&std::path::Path>, args: &[&str]) -> String {
+    let mut cli = std::process::Command::new("redis-cli");
+    cli.args(["-p", &port.to_string()]);
+    if let Some(ca) = tls_ca {
+        cli.arg("--tls").arg("--cacert").arg(ca);
+    }
+    let out = cli.args(args).output().expect("redis-cli is installed (with redis-server)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Until every node of the Redis Cluster at `ports` says that all slots are served, by three
+/// masters that it knows; panics after 20 s with the first node's view.
+pub fn wait_until_redis_cluster_whole(ports: &[u16], tls_ca: Option<&std::path::Path>) {
+    let cli = |port: u16, args: &[&str]| redis_cli(port, tls_ca, args);
+    for _ in 0..200 {
+        let whole = ports.iter().all(|&port| {
+            let info = cli(port, &["cluster", "info"]);
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") && info.contains("cluster_size:3")
+        });
+        let agreed = ports.iter().all(|&port| cli(port, &["cluster", "nodes"]).lines().filter(|l| l.contains("master")).count() == 3);
+        if whole && agreed {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the cluster did not become whole: {}", cli(ports[0], &["cluster", "nodes"]));
+}

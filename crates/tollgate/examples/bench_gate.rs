@@ -295,13 +295,8 @@ fn caddy(dir: &Path, caddyfile: &str, port: u16) -> anyhow::Result<Proc> {
 }
 
 fn listening(port: u16, what: &str) -> anyhow::Result<()> {
-    for _ in 0..250 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    anyhow::bail!("{what} is not listening on {port}")
+    anyhow::ensure!(test_support::listening_within(port, Duration::from_secs(5)), "{what} is not listening on {port}");
+    Ok(())
 }
 
 /// The CPU time of a process and of its children (nginx's workers).

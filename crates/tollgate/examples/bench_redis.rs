@@ -10,7 +10,6 @@
 //!   spread over 5,000 customers — requests/s, latency percentiles and Tollgate's CPU per event,
 //!   then the same while `/metrics` is scraped ten times a second (what serving the metrics costs).
 //!
-//!
 //! Both run twice: on one node, then on a Redis Cluster (three masters with a replica each, on
 //! this same machine, `KV_URL=redis+cluster://…`).
 //!

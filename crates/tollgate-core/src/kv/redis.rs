@@ -231,8 +231,8 @@ pub struct RedisKv {
     /// Tells this KV's per-thread connections from another's (tests run several in one process).
     id: u64,
     scripts: Scripts,
-    /// On a cluster: when this process last listed a member in an index (`list_in`).
-    listed_recently: std::sync::Mutex<HashMap<(Index, String), std::time::Instant>>,
+    /// On a cluster: when this process last listed a member, by index (`list_in`).
+    listed_recently: std::sync::Mutex<HashMap<Index, HashMap<String, std::time::Instant>>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -394,19 +394,22 @@ impl RedisKv {
     async fn list_in(&self, index: Index, member: &str) -> Result<(), KvError> {
         let now = std::time::Instant::now();
         let recent = |listed: &std::time::Instant| now.duration_since(*listed) < cluster::RELIST_AFTER;
-        if self.listed_recently.lock().expect("never poisoned").get(&(index, member.to_string())).is_some_and(recent) {
+        let listed_at = self.listed_recently.lock().expect("never poisoned").get(&index).and_then(|listed| listed.get(member)).copied();
+        if listed_at.is_some_and(|at| recent(&at)) {
             return Ok(());
         }
         self.script::<i64>(&self.scripts.index_touch, &[&index.partition_of(member)], &[member]).await?;
-        let mut listed = self.listed_recently.lock().expect("never poisoned");
-        if listed.len() >= 100_000 {
-            // Only the time saved is lost by forgetting: keep the map small.
+        let mut all = self.listed_recently.lock().expect("never poisoned");
+        let listed = all.entry(index).or_default();
+        // Only the time saved is lost by forgetting: keep the maps small (100,000 members in all).
+        const MOST: usize = 50_000;
+        if listed.len() >= MOST {
             listed.retain(|_, at| recent(at));
-            if listed.len() >= 100_000 {
+            if listed.len() >= MOST {
                 listed.clear();
             }
         }
-        listed.insert((index, member.to_string()), now);
+        listed.insert(member.to_string(), now);
         Ok(())
     }
 

@@ -228,13 +228,8 @@ fn redis_node(extra: &[&str]) -> anyhow::Result<(Proc, u16)> {
         .spawn()?;
     // Stopped and removed however this ends.
     let server = Proc(child, Some(dir));
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((server, port));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    anyhow::bail!("redis-server did not start")
+    anyhow::ensure!(test_support::listening_within(port, Duration::from_secs(4)), "redis-server did not start");
+    Ok((server, port))
 }
 
 /// A Redis Cluster of three masters and three replicas (each node as [`redis_server`] starts it),
@@ -245,17 +240,9 @@ pub fn redis_cluster() -> anyhow::Result<(Vec<Proc>, String)> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let addresses: Vec<String> = nodes.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
     test_support::create_redis_cluster(&addresses, None);
-    for _ in 0..200 {
-        let whole = nodes.iter().all(|(_, port)| {
-            let info = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "info"]).output();
-            info.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-        });
-        if whole {
-            return Ok((nodes.into_iter().map(|(proc, _)| proc).collect(), format!("redis+cluster://{}", addresses.join(","))));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("the cluster did not become whole")
+    let ports: Vec<u16> = nodes.iter().map(|(_, port)| *port).collect();
+    test_support::wait_until_redis_cluster_whole(&ports, None);
+    Ok((nodes.into_iter().map(|(proc, _)| proc).collect(), format!("redis+cluster://{}", addresses.join(","))))
 }
 
 /// Sign up through the app's own forms, subscribe through Checkout on the emulator, come back.

@@ -157,8 +157,8 @@ async fn three_instances_one_killed_converge_on_stripes_state() {
 }
 
 /// The same on a Redis Cluster, while slots move between its masters (twice) and a replica takes
-/// over a master, as the events arrive: nothing acknowledged is
-/// lost, no entry is stale at the end, and the recipe's keys hold the entries.
+/// over a master, as the events arrive: nothing acknowledged is lost, no entry is stale at the
+/// end, and the recipe's keys hold the entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_a_redis_cluster_converge_while_it_reshards_and_fails_over() {
     let cluster = std::sync::Arc::new(crate::redis_server::RedisCluster::start());
@@ -177,8 +177,8 @@ async fn three_instances_on_a_redis_cluster_converge_while_it_reshards_and_fails
 
 /// Customers subscribed in the emulator, their events delivered (a third twice, shuffled, to
 /// three instances over the KV at `kv_url`) while Stripe changes and one instance dies; `moves`
-/// runs on a thread of its own meanwhile, and the deliveries then spread over about 6 s. At the end each cache entry is Stripe's state; the
-/// customers are returned.
+/// runs on a thread of its own meanwhile, and the deliveries then spread over about 6 s. At the
+/// end each cache entry is Stripe's state; the customers are returned.
 async fn converge_on_stripes_state(kv_url: String, moves: Option<Box<dyn FnOnce() + Send>>) -> Vec<String> {
     let config = EmulatorConfig { latency: Duration::from_millis(30), rate_limit: Some(60), ..crate::helpers::seeded() };
     let stripe_url = crate::helpers::spawn_emulator_with(config).await;

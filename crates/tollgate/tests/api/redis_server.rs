@@ -132,13 +132,7 @@ impl RedisServer {
 
     /// `redis-cli` against this server (TLS when it speaks it, default user), as another app would use it.
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut cli = Command::new("redis-cli");
-        cli.args(["-p", &self.port.to_string()]);
-        if let Some(ca) = &self.tls_ca {
-            cli.arg("--tls").arg("--cacert").arg(ca);
-        }
-        let out = cli.args(args).output().expect("redis-cli is installed");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        test_support::redis_cli(self.port, self.tls_ca.as_deref(), args)
     }
 }
 
@@ -202,19 +196,8 @@ impl RedisCluster {
 
     /// Until every node agrees that all slots are served and it knows three masters.
     pub fn wait_until_whole(&self) {
-        for _ in 0..200 {
-            let whole = self.nodes.iter().all(|node| {
-                let info = node.cli(&["cluster", "info"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") && info.contains("cluster_size:3")
-            });
-            let agreed =
-                self.nodes.iter().all(|node| node.cli(&["cluster", "nodes"]).lines().filter(|l| l.contains("master")).count() == 3);
-            if whole && agreed {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the cluster did not become whole: {}", self.nodes[0].cli(&["cluster", "nodes"]));
+        let ports: Vec<u16> = self.nodes.iter().map(|node| node.port).collect();
+        test_support::wait_until_redis_cluster_whole(&ports, self.tls_ca().as_deref());
     }
 
     /// The node whose `cluster nodes` line is `myself`, by its flags: its id and whether it is a master.
