@@ -25,6 +25,8 @@ pub(crate) const DEMO_PLANS: [&str; 2] = ["price_tollgate_monthly", "price_tollg
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// The product's requests, past the router (`http::lane`), while `router` is Tollgate's own.
+    lane: Option<crate::http::lane::ProductLane>,
     /// What every request passes before the router (`http::edge`).
     edge: crate::http::edge::Edge,
     pub addr: SocketAddr,
@@ -203,7 +205,8 @@ impl Application {
             clock,
             public_origin,
         });
-        let router = crate::http::router::router(state.clone());
+        let routes = crate::http::router::router(state.clone());
+        let lane = crate::http::lane::ProductLane::new(&state, &routes.paths);
         let metrics_listener = match settings.metrics_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("METRICS_ADDR: cannot listen on {addr}"))?),
             None => None,
@@ -216,7 +219,8 @@ impl Application {
         };
         Ok(Application {
             listener,
-            router,
+            router: routes.router,
+            lane,
             edge,
             addr,
             public_url,
@@ -240,6 +244,8 @@ impl Application {
     /// everything `run_until_stopped` runs beside it.
     pub async fn serve(mut self, router: axum::Router) -> std::io::Result<()> {
         self.router = router;
+        self.lane = None; // the router's routes are the caller's now: it answers everything
+
         self.run_until_stopped().await
     }
 
@@ -256,7 +262,7 @@ impl Application {
             })
         });
         let _stop_background = AbortOnDrop(std::iter::once(drain).chain(usage).chain(reconcile).chain(metrics).collect());
-        crate::http::serve::serve(self.listener, self.router, self.edge, shutdown_requested()).await
+        crate::http::serve::serve(self.listener, self.router, self.lane, self.edge, shutdown_requested()).await
         // In-flight requests have finished here, so every KV write they made has committed; the
         // drain stops with `_stop_background`, and its pending marks stay in the KV for the next
         // start's sweep.

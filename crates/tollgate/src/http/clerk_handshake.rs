@@ -15,13 +15,22 @@ use crate::auth::clerk::{ResolvedHandshake, Verdict};
 use crate::state::AppState;
 
 pub(crate) async fn resolve(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    resolved(&state, request, |request| next.run(request)).await
+}
+
+/// `answer` for `request` once its handshake, if it carries one, is resolved (the layer above,
+/// and `http::lane`).
+pub(crate) async fn resolved<Answer>(state: &AppState, request: Request, answer: impl FnOnce(Request) -> Answer) -> Response
+where
+    Answer: std::future::Future<Output = Response>,
+{
     let Some(clerk) = state.clerk.as_ref().filter(|clerk| clerk.may_carry_handshake(&request)) else {
-        return next.run(request).await;
+        return answer(request).await;
     };
     let (mut parts, body) = request.into_parts();
     let resolution = match clerk.resolve_handshake(&parts).await {
         Ok(Some(resolution)) => resolution,
-        Ok(None) => return next.run(Request::from_parts(parts, body)).await,
+        Ok(None) => return answer(Request::from_parts(parts, body)).await,
         Err(e) => return Failure::from_auth(Surface::of(&parts), e).into_response(),
     };
     let set_cookies = match resolution {
@@ -36,7 +45,7 @@ pub(crate) async fn resolve(State(state): State<AppState>, request: Request, nex
             Some(set_cookies)
         }
     };
-    let mut response = next.run(Request::from_parts(parts, body)).await;
+    let mut response = answer(Request::from_parts(parts, body)).await;
     for line in set_cookies.iter().flat_map(|headers| headers.get_all(header::SET_COOKIE)) {
         response.headers_mut().append(header::SET_COOKIE, line.clone());
     }

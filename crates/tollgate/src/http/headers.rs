@@ -15,9 +15,15 @@ const CONTENT_SECURITY_POLICY: &str =
 
 pub(crate) async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
+    secure(&state, &mut response);
+    response
+}
+
+/// Add the security headers to `response`, unless it is the product's or meant for a proxy.
+pub(crate) fn secure(state: &AppState, response: &mut Response) {
     let extensions = response.extensions();
     if extensions.get::<super::gateway::FromProduct>().is_some() || extensions.get::<super::gateway::ForProxy>().is_some() {
-        return response; // the product's own page with its own policy, or no page at all
+        return; // the product's own page with its own policy, or no page at all
     }
     let headers = response.headers_mut();
     // A page that loads Clerk's SDK sets its own, wider policy (`http::accounts`).
@@ -28,5 +34,4 @@ pub(crate) async fn security_headers(State(state): State<AppState>, request: Req
     if state.secure_cookies {
         headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }
-    response
 }

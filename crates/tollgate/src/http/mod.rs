@@ -15,6 +15,7 @@ pub(crate) mod gateway;
 pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod keys;
+pub(crate) mod lane;
 pub(crate) mod orgs;
 pub(crate) mod pages;
 pub(crate) mod router;

@@ -4,7 +4,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 
 use super::error::{Failure, Surface};
@@ -16,21 +16,64 @@ use crate::state::{AppState, MetricsAccess};
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+/// Tollgate's router, and the paths it has routes for: in gateway mode every request for
+/// another path goes to the product straight from the accept loop (`http::lane`), without the
+/// router, as it would reach the router's fallback.
+pub(crate) struct Routes {
+    pub(crate) router: Router,
+    pub(crate) paths: OwnPaths,
+}
+
+/// The paths of Tollgate's own routes, matched as the router matches them (axum's matcher).
+#[derive(Clone, Default)]
+pub(crate) struct OwnPaths(std::sync::Arc<matchit::Router<()>>);
+
+impl OwnPaths {
+    /// Whether a route of Tollgate's answers `path` (canonical: `http::edge`).
+    pub(crate) fn owns(&self, path: &str) -> bool {
+        self.0.at(path).is_ok()
+    }
+}
+
+/// Routes registered in both: the router, and their paths (one list, so the two cannot differ).
+struct Builder {
+    router: Router<AppState>,
+    paths: matchit::Router<()>,
+}
+
+impl Builder {
+    fn route(mut self, path: &'static str, methods: MethodRouter<AppState>) -> Builder {
+        // A path given twice is axum's to merge or refuse; the matcher needs it once.
+        let _ = self.paths.insert(path, ());
+        self.router = self.router.route(path, methods);
+        self
+    }
+
+    /// `add`'s routes, when `wanted`.
+    fn when(self, wanted: bool, add: impl FnOnce(Builder) -> Builder) -> Builder {
+        if wanted {
+            add(self)
+        } else {
+            self
+        }
+    }
+}
+
+pub(crate) fn router(state: AppState) -> Routes {
+    let own = Builder { router: Router::new(), paths: matchit::Router::new() }
         // Pages
         .route("/", get(pages::landing))
         .route("/dashboard", get(pages::dashboard))
         .route("/success", get(pages::success))
         // The example gated page, unless a product of its own is behind Tollgate
-        .merge(if state.gateway.is_none() { Router::new().route("/app", get(pages::app_home)) } else { Router::new() })
+        .when(state.gateway.is_none(), |own| own.route("/app", get(pages::app_home)))
         // Accounts (either provider)
         .route("/auth", get(accounts::auth_page))
         .route("/auth/sign-out", post(accounts::sign_out))
         .route("/api/clerk-webhook", post(clerk_webhook::clerk_webhook))
         .route("/assets/clerk.js", get(assets::clerk_script))
         // The built-in accounts' own routes (not with Clerk, whose hosted pages do all this)
-        .merge(if state.clerk.is_none() { local_account_routes() } else { Router::new() })
+        .when(state.clerk.is_none(), local_account_routes)
         // API (the recipe's names)
         .route("/api/generate-stripe-checkout", post(api::generate_checkout).get(api::generate_checkout))
         .route("/api/success-sync", get(pages::success))
@@ -56,10 +99,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         // Metrics here for whom `MetricsAccess` allows (otherwise on METRICS_ADDR, or the product's)
-        .merge(match state.metrics_access {
-            MetricsAccess::Elsewhere => Router::new(),
-            _ => Router::new().route("/metrics", get(health::metrics)),
-        })
+        .when(!matches!(state.metrics_access, MetricsAccess::Elsewhere), |own| own.route("/metrics", get(health::metrics)));
+    let router = own
+        .router
         .method_not_allowed_fallback(method_not_allowed)
         // Cross-site protection (which reads form bodies) and the body limit guard Tollgate's own
         // routes, just before their handlers, inside the request deadline; what goes on to the
@@ -67,7 +109,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), csrf::protect))
         .route_layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(from_fn(deadline::request_deadline))
-        // Everything else: on to the product in gateway mode (`http::gateway`), else 404.
+        // Everything else: on to the product in gateway mode (`http::gateway`), else 404. (The
+        // accept loop sends the product's requests to the same handler through `http::lane`,
+        // which wraps it in the same three layers below, when this router is Tollgate's own.)
         .fallback(gateway::proxy)
         // A browser back from Clerk's handshake: resolved once, before anything asks who it is.
         .layer(from_fn_with_state(state.clone(), clerk_handshake::resolve))
@@ -76,12 +120,12 @@ pub(crate) fn router(state: AppState) -> Router {
         // header deadline and the connection cap below all of this.
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
         .layer(from_fn(trace::trace_requests))
-        .with_state(state)
+        .with_state(state);
+    Routes { router, paths: OwnPaths(std::sync::Arc::new(own.paths)) }
 }
 
-fn local_account_routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/sign-up", post(accounts::sign_up))
+fn local_account_routes(own: Builder) -> Builder {
+    own.route("/auth/sign-up", post(accounts::sign_up))
         .route("/auth/confirm", get(accounts::confirm_page).post(accounts::confirm))
         .route("/auth/sign-in", post(accounts::sign_in))
         .route("/auth/reset", get(accounts::reset_request_page).post(accounts::request_reset))

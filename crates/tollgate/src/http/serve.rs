@@ -5,8 +5,8 @@
 //! backlog), a cap on open connections (beyond it a new connection is closed at once; WebSocket
 //! tunnels keep their connection's slot), freed buffers handed back to the system, and graceful
 //! shutdown that lets requests in flight finish. Each accepted connection is served whole on one
-//! of the serving threads (`threads`). Every request passes the edge (`http::edge`) before the
-//! router sees it.
+//! of the serving threads (`threads`). Every request passes the edge (`http::edge`); then the
+//! product's requests take their lane (`http::lane`) and the rest go to the router.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tower::ServiceExt;
 
 use super::edge::{Arrival, Edge};
+use super::lane::ProductLane;
 use crate::gateway::tunnel::ConnectionSlot;
 use crate::threads::ServingThreads;
 
@@ -55,7 +56,15 @@ pub(crate) fn connection_limit() -> usize {
     usize::try_from(files.saturating_sub(256) / 2).unwrap_or(MAX_CONNECTIONS).clamp(64, MAX_CONNECTIONS)
 }
 
-pub(crate) async fn serve(listener: TcpListener, router: Router, edge: Edge, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+/// Serve `router` on `listener` until `shutdown`; the product's requests take `lane` instead, when
+/// there is one (`http::lane`).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    lane: Option<ProductLane>,
+    edge: Edge,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     // Closing `stop` asks every connection to finish; each holds a `done` sender until it has.
     let (stop, stopped) = watch::channel(());
     let (done, mut all_done) = mpsc::channel::<()>(1);
@@ -94,7 +103,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, edge: Edge, shu
         // Handed to a serving thread (`threads`), whose reactor takes the socket over.
         let Ok(stream) = stream.into_std() else { continue };
         let arrival = Arrival::new(peer, ConnectionSlot::new(permit));
-        let (router, edge, heads) = (router.clone(), edge.clone(), heads.clone());
+        let (router, lane, edge, heads) = (router.clone(), lane.clone(), edge.clone(), heads.clone());
         let (mut stopped, done, closed) = (stopped.clone(), done.clone(), closed.clone());
         threads.spawn(move || async move {
             let _done = done;
@@ -105,10 +114,13 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, edge: Edge, shu
             let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 connection.head_arrived(&heads);
                 let prepared = edge.prepare(&mut request, &arrival);
-                let (router, connection) = (router.clone(), connection.clone());
+                let (router, lane, connection) = (router.clone(), lane.clone(), connection.clone());
                 async move {
                     let response = match prepared {
-                        Ok(()) => router.oneshot(request.map(Body::new)).await,
+                        Ok(()) => match lane.filter(|lane| lane.takes(request.uri().path())) {
+                            Some(lane) => Ok(lane.serve(request.map(Body::new)).await),
+                            None => router.oneshot(request.map(Body::new)).await,
+                        },
                         Err(refusal) => Ok(Edge::refused(&request, refusal)),
                     };
                     if let Ok(response) = &response {

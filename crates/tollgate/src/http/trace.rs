@@ -14,6 +14,14 @@ use super::error::ErrorDetail;
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
+    traced(request, |request| next.run(request)).await
+}
+
+/// `answer` for `request` inside its span, logged and counted (the layer above, and `http::lane`).
+pub(crate) async fn traced<Answer>(request: Request, answer: impl FnOnce(Request) -> Answer) -> Response
+where
+    Answer: std::future::Future<Output = Response>,
+{
     // 64 random bits in hex: unique enough to find one request's lines, cheap on every request.
     let request_id = format!("{:016x}", rand::random::<u64>());
     // A clone of the matched path shares its text (no copy per request).
@@ -36,7 +44,7 @@ pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
         span.record("client", tracing::field::display(client));
     }
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = answer(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
     let elapsed_ms = elapsed * 1000.0;

@@ -301,6 +301,41 @@ async fn gated_and_open_paths_for_visitors_users_and_subscribers_with_only_tollg
     assert!(jsonwebtoken::decode::<Value>(assertion, &wrong_key, &validation).is_err());
 }
 
+/// The accept loop sends the product's requests past the router (`http::lane`): Tollgate's routes
+/// (with their parameters, and with any method, answered 405 by Tollgate) stay Tollgate's, decided
+/// on the canonical path; every other path reaches the product, lookalikes included; and the
+/// lane's answers are wrapped as the router wraps its own (request id, security headers on
+/// Tollgate's refusals only).
+#[tokio::test]
+async fn tollgates_routes_and_the_products_split_on_the_same_paths() {
+    let (upstream, product) = start_product().await;
+    let app = gateway_app(&upstream, vec![]).await;
+    let visitor = app.browser();
+    for own in ["/api/keys", "/api/orgs/org_1/members", "/%61pi/keys", "/orgs/org_1"] {
+        let reply = visitor.get_json(own).await;
+        assert_eq!(reply.status, 401, "{own} is Tollgate's: {}", reply.text);
+        assert_eq!(reply.json()["error"]["code"], "unauthenticated", "{own}");
+    }
+    let revoke = visitor.send(reqwest::Method::POST, "/api/keys/key_1/revoke", &[("accept", "application/json")], None).await;
+    assert_eq!(revoke.status, 403, "Tollgate's route, behind its cross-site check: {}", revoke.text);
+    let wrong_method = visitor.send(reqwest::Method::OPTIONS, "/dashboard", &[("accept", "application/json")], None).await;
+    assert_eq!((wrong_method.status, wrong_method.json()["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    assert!(wrong_method.headers.contains_key("content-security-policy"), "the router's own answer");
+    assert_eq!(product.requests.load(Ordering::SeqCst), 0, "none of these reached the product");
+    for lookalike in ["/dashboard/", "/Dashboard", "/api/keys/key_1/revoke/x", "/healthz/x", "/api/keysx", "/orgs/org_1/x"] {
+        let reply = visitor.get_json(lookalike).await;
+        assert_eq!(received(&reply)["path"], lookalike, "{lookalike} is the product's");
+        assert!(reply.headers.contains_key("x-request-id"), "{lookalike}: traced like any request");
+        assert!(!reply.headers.contains_key("content-security-policy"), "{lookalike}: the product's answer is its own");
+    }
+    assert_eq!(product.requests.load(Ordering::SeqCst), 6);
+    // Tollgate's refusal on the product's lane is a page of Tollgate's: its security headers.
+    let refused = visitor.get_json("/app/reports").await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.headers.contains_key("content-security-policy") && refused.headers.contains_key("x-request-id"));
+    assert_eq!(product.requests.load(Ordering::SeqCst), 6, "a refused request never reaches the product");
+}
+
 /// `UPSTREAM_HOST=upstream`: the product gets its own address as `Host` (for products that check
 /// it against a list of their own names), still told the public host in `X-Forwarded-Host`.
 #[tokio::test]
