@@ -9,10 +9,13 @@ use std::net::IpAddr;
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// How many kinds of header [`HOP_BY_HOP`] names.
+const HOP_KINDS: usize = 9;
+
 /// Headers of one connection, not of the message (RFC 9110 §7.6.1), and `HTTP2-Settings` (only
 /// meaningful with an `h2c` upgrade, which is never forwarded): never forwarded. Names as
 /// constants, so removing them parses nothing per request.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; HOP_KINDS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -90,6 +93,17 @@ pub(crate) fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
 }
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One look at each name finds the kinds present (most messages have none, or only
+    // `Connection: keep-alive`): cheaper than a removal per kind.
+    let mut present = [false; HOP_KINDS];
+    for name in headers.keys() {
+        if let Some(kind) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[kind] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     // Headers that `Connection` names are hop-by-hop too ("keep-alive" and "close" name none).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -100,7 +114,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, present)| *present) {
         headers.remove(name);
     }
     for name in named {
@@ -338,6 +352,31 @@ mod tests {
             clerk.strip(&mut api_key);
             assert!(api_key.contains_key(header::AUTHORIZATION), "the product's own bearer tokens pass: {own}");
         }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_stay_on_their_hop() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Trace-Hop"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-trace-hop", "1"),
+            ("accept", "*/*"),
+            ("x-kept", "yes"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-kept"]);
+        let mut none = HeaderMap::new();
+        none.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 1, "nothing hop-by-hop: nothing removed");
     }
 
     #[test]

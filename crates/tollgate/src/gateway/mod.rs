@@ -142,6 +142,8 @@ impl Gateway {
                 outgoing.insert(header::HOST, forwarding.public_host.clone());
             }
         }
+        // Room for what is added below, made once.
+        outgoing.reserve(4 + forwarding.identity.as_ref().map_or(0, |(identity, _)| identity.len() + 1));
         headers::set_forwarding(outgoing, forwarding.client, forwarding.proto, forwarding.public_host);
         if let Some((identity, assertion)) = forwarding.identity {
             for (name, value) in identity.iter() {

@@ -66,6 +66,21 @@ async fn identity_for(
             return Ok(Some(kept));
         }
     }
+    // Boxed: the lookup's future is large (every request's future would carry it, and be moved
+    // with it), and only a request the kept identities cannot answer needs it.
+    Box::pin(look_up_identity(state, parts, needs, surface, key, credential.as_deref())).await
+}
+
+/// [`identity_for`] past the kept identities: the user (or the key's holder), their entitlement
+/// and quotas, kept for `credential`.
+async fn look_up_identity(
+    state: &AppState,
+    parts: &Parts,
+    needs: Requirement<'_>,
+    surface: Surface,
+    key: Option<&str>,
+    credential: Option<&str>,
+) -> Result<Option<Kept>, Failure> {
     let (user, key_id) = match key {
         Some(key) => {
             let (key, user) = key_holder(state, key).await?;
@@ -86,7 +101,7 @@ async fn identity_for(
         .filter(|_| access.entitled && !state.metered.is_empty())
         .map(|customer| BilledTo { customer, period_start: access.entry.subscription().and_then(|s| s.current_period_start) });
     let identity = Identity { key_id, quota, billed_to, ..Identity::of(&user, &access.entry, access.entitled, &state.features) };
-    let kept = state.identity_cache.keep(credential.as_deref(), Arc::new(identity));
+    let kept = state.identity_cache.keep(credential, Arc::new(identity));
     admitted(&kept.identity, needs, surface)?;
     Ok(Some(kept))
 }
@@ -99,10 +114,10 @@ async fn quota_subject(state: &AppState, access: &crate::access::Entitlement) ->
     Some(QuotaSubject { payer: access.payer.as_ref()?.to_string(), limits, period })
 }
 
-/// The `RateLimit-*` headers of an admitted request, or the 429 of a refused one (with
-/// `Retry-After`). The binding limit is reported: the period's once fewer requests are left in it
-/// than in the minute.
-async fn admit(state: &AppState, quota: &QuotaSubject) -> Result<HeaderMap, Response> {
+/// The `RateLimit-*` headers of an admitted request (none when the plan's limits are not counted
+/// in the KV), or the 429 of a refused one (with `Retry-After`). The binding limit is reported:
+/// the period's once fewer requests are left in it than in the minute.
+async fn admit(state: &AppState, quota: &QuotaSubject) -> Result<Option<RateLimitHeaders>, Response> {
     let now = state.clock.unix_now();
     let minute_key = tollgate_core::kv::keys::quota_minute(&quota.payer);
     let period_key = quota.period.map(|(start, _)| tollgate_core::kv::keys::quota_period(&quota.payer, start));
@@ -118,20 +133,20 @@ async fn admit(state: &AppState, quota: &QuotaSubject) -> Result<HeaderMap, Resp
     };
     let period_left = quota.limits.per_period.zip(admission.period_used).map(|(limit, used)| limit.saturating_sub(used));
     let period_ends_in = quota.period.map_or(0, |(_, end)| (end - now).max(0) as u64);
-    let (limit, remaining, reset) = match (quota.limits.per_minute.zip(admission.minute_remaining), period_left) {
+    let headers = match (quota.limits.per_minute.zip(admission.minute_remaining), period_left) {
         (Some((_, minute_left)), Some(left)) if left < u64::from(minute_left) => {
-            (quota.limits.per_period.unwrap_or(0), left, period_ends_in)
+            RateLimitHeaders { limit: quota.limits.per_period.unwrap_or(0), remaining: left, reset: period_ends_in }
         }
-        (Some((limit, minute_left)), _) => (u64::from(limit), u64::from(minute_left), admission.minute_reset.as_secs_f64().ceil() as u64),
-        (None, Some(left)) => (quota.limits.per_period.unwrap_or(0), left, period_ends_in),
-        (None, None) => return Ok(HeaderMap::new()),
+        (Some((limit, minute_left)), _) => RateLimitHeaders {
+            limit: u64::from(limit),
+            remaining: u64::from(minute_left),
+            reset: admission.minute_reset.as_secs_f64().ceil() as u64,
+        },
+        (None, Some(left)) => RateLimitHeaders { limit: quota.limits.per_period.unwrap_or(0), remaining: left, reset: period_ends_in },
+        (None, None) => return Ok(None),
     };
-    let mut headers = HeaderMap::new();
-    for (name, value) in [("ratelimit-limit", limit), ("ratelimit-remaining", remaining), ("ratelimit-reset", reset)] {
-        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
-    }
     if admission.admitted {
-        return Ok(headers);
+        return Ok(Some(headers));
     }
     let (retry, message) = match admission.retry_after {
         Some(wait) => {
@@ -142,10 +157,26 @@ async fn admit(state: &AppState, quota: &QuotaSubject) -> Result<HeaderMap, Resp
             "This billing period's requests for this plan are used up: they renew with the next period, or with a larger plan.",
         ),
     };
-    headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(retry.max(1)));
     let mut refused = Failure::new(Surface::Api, StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response();
-    refused.headers_mut().extend(headers);
+    headers.write_to(refused.headers_mut());
+    refused.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(retry.max(1)));
     Err(refused)
+}
+
+/// An answer's `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF draft names), written straight
+/// into the answer's headers.
+struct RateLimitHeaders {
+    limit: u64,
+    remaining: u64,
+    reset: u64,
+}
+
+impl RateLimitHeaders {
+    fn write_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in [("ratelimit-limit", self.limit), ("ratelimit-remaining", self.remaining), ("ratelimit-reset", self.reset)] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        }
+    }
 }
 
 /// Whether `identity` may have what `needs` asks for; if not, the refusal.
@@ -203,7 +234,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
             Ok(headers) => headers,
             Err(refused) => return refused,
         },
-        None => HeaderMap::new(),
+        None => None,
     };
     // A 2xx of the product on a metered path counts for the caller's customer, once per
     // idempotency key when the caller sends one (a retry after a lost answer is not billed again).
@@ -259,7 +290,9 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
         }
         Err(e) => return Failure::from_gateway(surface, e).into_response(),
     };
-    response.headers_mut().extend(rate_headers);
+    if let Some(rate_headers) = rate_headers {
+        rate_headers.write_to(response.headers_mut());
+    }
     // The product may weigh a request (`X-Tollgate-Usage: 1530`, tokens say); it is Tollgate's to read.
     let weight = response.headers_mut().remove(X_TOLLGATE_USAGE);
     if let (Some((event, billed)), true) = (metered, response.status().is_success()) {
@@ -410,7 +443,8 @@ pub(crate) async fn verify(State(state): State<AppState>, Query(query): Query<Ve
     };
     if let Some(quota) = kept.identity.quota.as_ref().filter(|_| counted) {
         match admit(&state, quota).await {
-            Ok(headers) => response.headers_mut().extend(headers),
+            Ok(Some(headers)) => headers.write_to(response.headers_mut()),
+            Ok(None) => {}
             Err(_) if nginx => return ForProxy::answer(StatusCode::FORBIDDEN),
             Err(refused) => return refused,
         }

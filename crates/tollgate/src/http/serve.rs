@@ -198,6 +198,17 @@ struct HeadBytes {
     freed: Notify,
 }
 
+impl HeadBytes {
+    /// `bytes` no longer held. The accept loop is woken only when it may be waiting (the total
+    /// was over the limit): the wake-up takes a lock both serving threads share, and its
+    /// 50 ms look covers any race.
+    fn release(&self, bytes: usize) {
+        if bytes > 0 && self.held.fetch_sub(bytes, Ordering::Relaxed) > self.limit {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
 /// One connection's share of [`HeadBytes`]: bytes read while no request is being answered
 /// (what hyper holds until a head is complete), at most a head's worth.
 #[derive(Default)]
@@ -211,10 +222,7 @@ impl ConnectionHead {
     fn head_arrived(&self, heads: &HeadBytes) {
         self.answering.store(true, Ordering::Relaxed);
         let counted = self.counted.swap(0, Ordering::Relaxed);
-        if counted > 0 {
-            heads.held.fetch_sub(counted, Ordering::Relaxed);
-            heads.freed.notify_waiters();
-        }
+        heads.release(counted);
     }
 
     /// The answer's head is out: bytes read from now on belong to the next request's head, unless
@@ -270,9 +278,6 @@ impl AsyncWrite for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         let counted = self.connection.counted.swap(0, Ordering::Relaxed);
-        if counted > 0 {
-            self.heads.held.fetch_sub(counted, Ordering::Relaxed);
-            self.heads.freed.notify_waiters();
-        }
+        self.heads.release(counted);
     }
 }

@@ -58,7 +58,8 @@ where
         None if crate::telemetry::access_log() => tracing::info!(status, elapsed_ms, "request"),
         None => tracing::debug!(status, elapsed_ms, "request"),
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    // The id's own bytes become the header (no copy).
+    if let Ok(v) = HeaderValue::try_from(request_id) {
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
