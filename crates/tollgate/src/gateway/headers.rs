@@ -198,8 +198,18 @@ struct Origin {
     /// Trusted proxies between the client and Tollgate, the nearest (the TCP peer) last; empty
     /// when the client connected directly.
     proxies: Vec<IpAddr>,
-    /// `X-Forwarded-For` and `Forwarded` for the product, once written.
-    forwarding: std::sync::OnceLock<(HeaderValue, HeaderValue)>,
+    /// `X-Forwarded-For`, `Forwarded` and `X-Forwarded-Host` for the product, once written.
+    forwarding: std::sync::OnceLock<Forwarding>,
+}
+
+/// The forwarding headers of one client, written once. The public host is its own copy (not a
+/// clone of the instance's): a clone shares one reference count that every request of every
+/// serving thread would write.
+#[derive(Debug)]
+struct Forwarding {
+    forwarded_for: HeaderValue,
+    forwarded: HeaderValue,
+    public_host: HeaderValue,
 }
 
 impl PartialEq for ClientAddr {
@@ -257,17 +267,21 @@ impl ClientAddr {
         chain
     }
 
-    /// `X-Forwarded-For` and `Forwarded` for the product (`proto` and `public_host` are the
-    /// instance's own, the same for every request).
-    fn forwarding(&self, proto: &'static str, public_host: &HeaderValue) -> &(HeaderValue, HeaderValue) {
+    /// The forwarding headers for the product (`proto` and `public_host` are the instance's own,
+    /// the same for every request).
+    fn forwarding(&self, proto: &'static str, public_host: &HeaderValue) -> &Forwarding {
         self.0.forwarding.get_or_init(|| {
             let node = match canonical_ip(self.0.ip) {
                 IpAddr::V4(v4) => v4.to_string(),
                 IpAddr::V6(v6) => format!("\"[{v6}]\""),
             };
             let forwarded = format!("for={node};host=\"{}\";proto={proto}", public_host.to_str().unwrap_or(""));
-            let value = |text: String| HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
-            (value(self.forwarded_for()), value(forwarded))
+            let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
+            Forwarding {
+                forwarded_for: value(&self.forwarded_for()),
+                forwarded: value(&forwarded),
+                public_host: HeaderValue::from_bytes(public_host.as_bytes()).unwrap_or_else(|_| public_host.clone()),
+            }
         })
     }
 }
@@ -293,11 +307,11 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// Set the forwarding headers Tollgate vouches for (after `strip_identity_shaped` removed any a
 /// client sent): the client chain, the scheme users reach Tollgate by, and the public host.
 pub(crate) fn set_forwarding(headers: &mut HeaderMap, client: &ClientAddr, proto: &'static str, public_host: &HeaderValue) {
-    let (forwarded_for, forwarded) = client.forwarding(proto, public_host);
-    headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
+    let forwarding = client.forwarding(proto, public_host);
+    headers.insert(X_FORWARDED_FOR, forwarding.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_HOST, public_host.clone());
-    headers.insert(FORWARDED, forwarded.clone());
+    headers.insert(X_FORWARDED_HOST, forwarding.public_host.clone());
+    headers.insert(FORWARDED, forwarding.forwarded.clone());
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! that others can reach too. The plain headers of a credential are kept a second
 //! ([`IdentityCache`]); the assertion is signed for each request.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,13 +167,28 @@ impl AssertionSigner {
 /// is answered from memory. A sign-out on this instance forgets everything at once; on another
 /// instance it shows here within this time.
 pub(crate) const IDENTITY_KEPT: Duration = Duration::from_secs(1);
-/// At most this many identities are kept; when full, all are forgotten at once.
+/// At most this many identities are kept per thread; when full, all of the thread's are forgotten.
 const IDENTITIES_KEPT: usize = 10_000;
 
 /// Identities recently looked up, by a hash of the credentials they were looked up for.
+///
+/// Kept per thread (each serving thread looks an identity up once a second, and keeps its own
+/// copy): a kept identity is then read, and its header values shared into requests, by one thread
+/// only, with no lock and no reference count that both cores write on every request. Forgetting
+/// is instance-wide and at once: [`IdentityCache::forget_all`] moves the instance's generation
+/// on, and an identity kept in an earlier generation is not used on any thread.
 pub(crate) struct IdentityCache {
-    kept: std::sync::Mutex<std::collections::HashMap<[u8; 32], Kept>>,
+    /// Which instance's identities a thread's entries are (tests run several in one process).
+    instance: u64,
+    generation: AtomicU64,
     clock: tollgate_core::Clock,
+}
+
+/// One thread's kept identities: by instance and credential digest, with their generation.
+type KeptOnThread = HashMap<(u64, [u8; 32]), (u64, Kept)>;
+
+thread_local! {
+    static KEPT_HERE: RefCell<KeptOnThread> = RefCell::default();
 }
 
 #[derive(Clone)]
@@ -188,11 +206,15 @@ pub(crate) fn digest(credential: &str) -> [u8; 32] {
 
 impl IdentityCache {
     pub(crate) fn new(clock: tollgate_core::Clock) -> IdentityCache {
-        IdentityCache { kept: Default::default(), clock }
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
+        IdentityCache { instance: INSTANCES.fetch_add(1, Ordering::Relaxed), generation: AtomicU64::new(0), clock }
     }
 
     pub(crate) fn get(&self, credential: &str) -> Option<Kept> {
-        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).get(&digest(credential)).cloned()?;
+        let generation = self.generation.load(Ordering::Acquire);
+        let kept = KEPT_HERE.with_borrow(|kept| {
+            kept.get(&(self.instance, digest(credential))).filter(|(at, _)| *at == generation).map(|(_, kept)| kept.clone())
+        })?;
         (self.clock.now() - kept.at < IDENTITY_KEPT).then_some(kept)
     }
 
@@ -200,16 +222,19 @@ impl IdentityCache {
     pub(crate) fn keep(&self, credential: Option<&str>, identity: Arc<Identity>) -> Kept {
         let kept = Kept { at: self.clock.now(), headers: identity.headers(), identity };
         let Some(credential) = credential else { return kept };
-        let mut all = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if all.len() >= IDENTITIES_KEPT {
-            all.clear();
-        }
-        all.insert(digest(credential), kept.clone());
+        let generation = self.generation.load(Ordering::Acquire);
+        KEPT_HERE.with_borrow_mut(|all| {
+            if all.len() >= IDENTITIES_KEPT {
+                all.clear();
+            }
+            all.insert((self.instance, digest(credential)), (generation, kept.clone()));
+        });
         kept
     }
 
-    /// Someone signed out (or every session of someone ended): keep nothing computed before.
+    /// Someone signed out (or every session of someone ended): keep nothing computed before, on
+    /// any thread.
     pub(crate) fn forget_all(&self) {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }

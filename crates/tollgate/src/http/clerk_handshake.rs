@@ -1,12 +1,11 @@
-//! The layer that takes a browser back from Clerk's handshake (`auth::clerk::handshake`), once
+//! The step (of `http::outer`) that takes a browser back from Clerk's handshake (`auth::clerk::handshake`), once
 //! per request and before any handler, since resolving a nonce spends it: a development instance
 //! answers with the 307 back to the page (the cookies set on the way); a production instance lets
 //! the request go on, decided by the handshake's session token, and adds its `Set-Cookie` lines
 //! to whatever the answer is (Tollgate's own, or the product's).
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{Failure, Surface};
@@ -14,12 +13,7 @@ use crate::auth::clerk::handshake::Resolution;
 use crate::auth::clerk::{ResolvedHandshake, Verdict};
 use crate::state::AppState;
 
-pub(crate) async fn resolve(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    resolved(&state, request, |request| next.run(request)).await
-}
-
-/// `answer` for `request` once its handshake, if it carries one, is resolved (the layer above,
-/// and `http::lane`).
+/// `answer` for `request` once its handshake, if it carries one, is resolved (`http::outer`).
 pub(crate) async fn resolved<Answer>(state: &AppState, request: Request, answer: impl FnOnce(Request) -> Answer) -> Response
 where
     Answer: std::future::Future<Output = Response>,

@@ -3,10 +3,9 @@
 //! `tollgate_csrf` cookie must come back as the `csrf` form field or the `X-CSRF-Token` header.
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{Failure, Surface};
@@ -59,10 +58,15 @@ fn from_a_browser(headers: &axum::http::HeaderMap) -> bool {
         || headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).is_some_and(|ua| ua.starts_with("Mozilla/"))
 }
 
-pub(crate) async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// `answer` for `request` if it passes the cross-site check (`http::outer`'s steps of Tollgate's
+/// own routes), with the token cookie set on the answer when the browser had none.
+pub(crate) async fn protected<Answer>(state: &AppState, request: Request, answer: impl FnOnce(Request) -> Answer) -> Response
+where
+    Answer: std::future::Future<Output = Response>,
+{
     // Stripe's and Clerk's deliveries are no browser's: no token to make, no cookie to set.
     if SIGNED_WEBHOOKS.contains(&request.uri().path()) {
-        return next.run(request).await;
+        return answer(request).await;
     }
     let (mut parts, body) = request.into_parts();
     let existing = cookie(&parts, csrf_cookie_name(state.secure_cookies)).filter(|t| valid_token(t)).map(str::to_string);
@@ -107,9 +111,9 @@ pub(crate) async fn protect(State(state): State<AppState>, request: Request, nex
         }
         request = Request::from_parts(parts, Body::from(bytes));
     }
-    let mut response = next.run(request).await;
+    let mut response = answer(request).await;
     if existing.is_none() {
-        response.headers_mut().append(header::SET_COOKIE, token_cookie(&state, &token));
+        response.headers_mut().append(header::SET_COOKIE, token_cookie(state, &token));
     }
     response
 }

@@ -195,8 +195,13 @@ fn admitted(identity: &Identity, needs: Requirement<'_>, surface: Surface) -> Re
 /// finding who is signed in must end within the request deadline, and the product must answer
 /// within `UPSTREAM_TIMEOUT` of being asked.
 pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    to_the_product(&state, request).await
+}
+
+/// [`proxy`] for a caller that holds the state (`http::lane`).
+pub(crate) async fn to_the_product(state: &AppState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let Some(gateway) = state.gateway.clone() else {
+    let Some(gateway) = state.gateway.as_ref() else {
         return Failure::not_found(Surface::of(&parts)).into_response();
     };
     let surface = Surface::for_product(&parts);
@@ -221,7 +226,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     let deadline = tokio::time::sleep(REQUEST_DEADLINE);
     tokio::pin!(deadline);
     let found = tokio::select! {
-        found = identity_for(&state, &parts, needs, surface, api) => found,
+        found = identity_for(state, &parts, needs, surface, api) => found,
         _ = &mut deadline => return Failure::timed_out(surface).into_response(),
     };
     let identity = match found {
@@ -230,7 +235,7 @@ pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Re
     };
     // The API's quotas count every request that reaches the product.
     let rate_headers = match identity.as_ref().and_then(|k| k.identity.quota.as_ref()).filter(|_| api) {
-        Some(quota) => match admit(&state, quota).await {
+        Some(quota) => match admit(state, quota).await {
             Ok(headers) => headers,
             Err(refused) => return refused,
         },

@@ -3,21 +3,13 @@
 //! never framed), no MIME sniffing, a referrer that leaves only as an origin, and HSTS when the
 //! site is served over https.
 
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::state::AppState;
 
 const CONTENT_SECURITY_POLICY: &str =
     "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
-
-pub(crate) async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    secure(&state, &mut response);
-    response
-}
 
 /// Add the security headers to `response`, unless it is the product's or meant for a proxy.
 pub(crate) fn secure(state: &AppState, response: &mut Response) {

@@ -1,16 +1,17 @@
 //! The product's lane: in gateway mode, a request for a path no route of Tollgate's has goes from
 //! the accept loop (`http::serve`) straight to the gateway's handler (`http::gateway::proxy`),
-//! wrapped in the same outer steps the router gives it — the request's span and log, Clerk's
-//! handshake, the security headers on Tollgate's own answers — as plain calls, not the router's
-//! dispatch and boxed layers: every page, asset and API call of the product pays for this path.
+//! wrapped in the same outer steps the router gives it (`http::outer`: the request's span and log,
+//! Clerk's handshake, the security headers on Tollgate's own answers) as plain calls, not the
+//! router's dispatch and boxed layers: every page, asset and API call of the product pays for
+//! this path.
 //! The decision is on the canonical path (`http::edge`) with the matcher the router uses, over the
 //! same list of paths (`http::router::OwnPaths`), so both ends agree on what is Tollgate's.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
 
 use super::router::OwnPaths;
-use super::{clerk_handshake, gateway, headers, trace};
+use super::{gateway, outer};
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -25,19 +26,14 @@ impl ProductLane {
         state.gateway.is_some().then(|| ProductLane { state: state.clone(), own: own.clone() })
     }
 
-    /// Whether `path` (canonical) is the product's.
-    pub(crate) fn takes(&self, path: &str) -> bool {
-        !self.own.owns(path)
+    /// The state a request of the product's is answered with, when `path` (canonical) is the
+    /// product's (one shared count is taken per request, not more).
+    pub(crate) fn takes(&self, path: &str) -> Option<AppState> {
+        (!self.own.owns(path)).then(|| self.state.clone())
     }
+}
 
-    /// The product's answer, as the router's fallback would give it.
-    pub(crate) async fn serve(&self, request: Request) -> Response {
-        let state = &self.state;
-        trace::traced(request, |request| async move {
-            let mut response = clerk_handshake::resolved(state, request, |request| gateway::proxy(State(state.clone()), request)).await;
-            headers::secure(state, &mut response);
-            response
-        })
-        .await
-    }
+/// The product's answer to `request`, as the router's fallback would give it.
+pub(crate) async fn serve(state: AppState, request: Request) -> Response {
+    outer::around(&state, request, |request| gateway::to_the_product(&state, request)).await
 }

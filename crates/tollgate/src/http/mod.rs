@@ -17,6 +17,7 @@ pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod lane;
 pub(crate) mod orgs;
+pub(crate) mod outer;
 pub(crate) mod pages;
 pub(crate) mod router;
 pub(crate) mod serve;

@@ -3,14 +3,12 @@
 use axum::extract::DefaultBodyLimit;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 
 use super::error::{Failure, Surface};
-use super::{
-    accounts, api, assets, clerk_handshake, clerk_webhook, csrf, deadline, gateway, headers, health, keys, orgs, pages, trace, webhook,
-};
+use super::{accounts, api, assets, clerk_webhook, gateway, health, keys, orgs, outer, pages, webhook};
 use crate::state::{AppState, MetricsAccess};
 
 /// Form and JSON bodies are small; the webhook reads its own body with a larger limit.
@@ -103,23 +101,20 @@ pub(crate) fn router(state: AppState) -> Routes {
     let router = own
         .router
         .method_not_allowed_fallback(method_not_allowed)
-        // Cross-site protection (which reads form bodies) and the body limit guard Tollgate's own
-        // routes, just before their handlers, inside the request deadline; what goes on to the
-        // product is the product's own, and the proxy keeps its own deadline (one timer).
-        .route_layer(from_fn_with_state(state.clone(), csrf::protect))
+        // Tollgate's own routes, just before their handlers (`http::outer`): the request deadline,
+        // then cross-site protection (which reads form bodies); and the body limit. What goes on
+        // to the product is the product's own, and the proxy keeps its own deadline (one timer).
+        .route_layer(from_fn_with_state(state.clone(), outer::own_route_steps))
         .route_layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .route_layer(from_fn(deadline::request_deadline))
         // Everything else: on to the product in gateway mode (`http::gateway`), else 404. (The
         // accept loop sends the product's requests to the same handler through `http::lane`,
-        // which wraps it in the same three layers below, when this router is Tollgate's own.)
+        // inside the same outer steps below, when this router is Tollgate's own.)
         .fallback(gateway::proxy)
-        // A browser back from Clerk's handshake: resolved once, before anything asks who it is.
-        .layer(from_fn_with_state(state.clone(), clerk_handshake::resolve))
-        // Layers run outermost last: the request span and log wrap everything, then the security
-        // headers on every answer of Tollgate's own. The accept loop (`http::serve`) adds the
-        // header deadline and the connection cap below all of this.
-        .layer(from_fn_with_state(state.clone(), headers::security_headers))
-        .layer(from_fn(trace::trace_requests))
+        // Around everything (`http::outer`): the request span and log, then the security headers
+        // on every answer of Tollgate's own, then a browser back from Clerk's handshake, resolved
+        // once before anything asks who it is. The accept loop (`http::serve`) adds the header
+        // deadline and the connection cap below all of this.
+        .layer(from_fn_with_state(state.clone(), outer::outer_steps))
         .with_state(state);
     Routes { router, paths: OwnPaths(std::sync::Arc::new(own.paths)) }
 }

@@ -114,12 +114,20 @@ pub(crate) async fn serve(
             let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 connection.head_arrived(&heads);
                 let prepared = edge.prepare(&mut request, &arrival);
-                let (router, lane, connection) = (router.clone(), lane.clone(), connection.clone());
+                // The product's requests take their lane; the rest, the router (each cloned only
+                // when it is used: its count is shared by every serving thread).
+                let answerer = match (&prepared, &lane) {
+                    (Ok(()), Some(lane)) => {
+                        lane.takes(request.uri().path()).map_or_else(|| Answerer::Router(router.clone()), Answerer::Product)
+                    }
+                    _ => Answerer::Router(router.clone()),
+                };
+                let connection = connection.clone();
                 async move {
                     let response = match prepared {
-                        Ok(()) => match lane.filter(|lane| lane.takes(request.uri().path())) {
-                            Some(lane) => Ok(lane.serve(request.map(Body::new)).await),
-                            None => router.oneshot(request.map(Body::new)).await,
+                        Ok(()) => match answerer {
+                            Answerer::Product(state) => Ok(super::lane::serve(state, request.map(Body::new)).await),
+                            Answerer::Router(router) => router.oneshot(request.map(Body::new)).await,
                         },
                         Err(refusal) => Ok(Edge::refused(&request, refusal)),
                     };
@@ -151,6 +159,12 @@ pub(crate) async fn serve(
         });
     }
     finish(listener, stop, done, &mut all_done).await
+}
+
+/// Who answers a request: the product's lane, with the state it is answered with, or the router.
+enum Answerer {
+    Product(crate::state::AppState),
+    Router(Router),
 }
 
 /// Stop accepting, ask every connection to finish, and wait until all have.

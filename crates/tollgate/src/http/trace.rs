@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
@@ -13,11 +12,7 @@ use super::error::ErrorDetail;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
-    traced(request, |request| next.run(request)).await
-}
-
-/// `answer` for `request` inside its span, logged and counted (the layer above, and `http::lane`).
+/// `answer` for `request` inside its span, logged and counted (`http::outer`).
 pub(crate) async fn traced<Answer>(request: Request, answer: impl FnOnce(Request) -> Answer) -> Response
 where
     Answer: std::future::Future<Output = Response>,
