@@ -1,11 +1,11 @@
 //! The product's lane: in gateway mode, a request for a path no route of Tollgate's has goes from
-//! the accept loop (`http::serve`) straight to the gateway's handler (`http::gateway::proxy`),
-//! wrapped in the same outer steps the router gives it (`http::outer`: the request's span and log,
-//! Clerk's handshake, the security headers on Tollgate's own answers) as plain calls, not the
-//! router's dispatch and boxed layers: every page, asset and API call of the product pays for
-//! this path.
-//! The decision is on the canonical path (`http::edge`) with the matcher the router uses, over the
-//! same list of paths (`http::router::OwnPaths`), so both ends agree on what is Tollgate's.
+//! the accept loop (`http::serve`) straight to the gateway (`http::gateway::to_the_product`, what
+//! the router's fallback calls too), inside the same outer steps the router gives it
+//! (`http::outer`: the request's span and log, Clerk's handshake, the security headers on
+//! Tollgate's own answers) as plain calls, not the router's dispatch and boxed layers: every page,
+//! asset and API call of the product pays for this path. The decision is on the canonical path
+//! (`http::edge`) with the matcher the router uses, over the same list of paths
+//! (`http::router::OwnPaths`), so both ends agree on what is Tollgate's.
 
 use axum::extract::Request;
 use axum::response::Response;
