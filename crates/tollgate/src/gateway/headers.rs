@@ -199,14 +199,14 @@ struct Origin {
     /// when the client connected directly.
     proxies: Vec<IpAddr>,
     /// `X-Forwarded-For`, `Forwarded` and `X-Forwarded-Host` for the product, once written.
-    forwarding: std::sync::OnceLock<Forwarding>,
+    forwarding: std::sync::OnceLock<ClientForwarding>,
 }
 
 /// The forwarding headers of one client, written once. The public host is its own copy (not a
 /// clone of the instance's): a clone shares one reference count that every request of every
 /// serving thread would write.
 #[derive(Debug)]
-struct Forwarding {
+struct ClientForwarding {
     forwarded_for: HeaderValue,
     forwarded: HeaderValue,
     public_host: HeaderValue,
@@ -269,7 +269,7 @@ impl ClientAddr {
 
     /// The forwarding headers for the product (`proto` and `public_host` are the instance's own,
     /// the same for every request).
-    fn forwarding(&self, proto: &'static str, public_host: &HeaderValue) -> &Forwarding {
+    fn forwarding(&self, proto: &'static str, public_host: &HeaderValue) -> &ClientForwarding {
         self.0.forwarding.get_or_init(|| {
             let node = match canonical_ip(self.0.ip) {
                 IpAddr::V4(v4) => v4.to_string(),
@@ -277,7 +277,7 @@ impl ClientAddr {
             };
             let forwarded = format!("for={node};host=\"{}\";proto={proto}", public_host.to_str().unwrap_or(""));
             let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
-            Forwarding {
+            ClientForwarding {
                 forwarded_for: value(&self.forwarded_for()),
                 forwarded: value(&forwarded),
                 public_host: HeaderValue::from_bytes(public_host.as_bytes()).unwrap_or_else(|_| public_host.clone()),

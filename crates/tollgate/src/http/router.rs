@@ -23,7 +23,7 @@ pub(crate) struct Routes {
 }
 
 /// The paths of Tollgate's own routes, matched as the router matches them (axum's matcher).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct OwnPaths(std::sync::Arc<matchit::Router<()>>);
 
 impl OwnPaths {
