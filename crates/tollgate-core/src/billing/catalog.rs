@@ -1,12 +1,18 @@
 //! The plans on offer, read from Stripe (name, amount, interval) and kept for a few minutes.
 //!
-//! No lock is held across a Stripe call: a stale copy is served at once while one background
-//! refresh runs, and the very first load has a budget of [`FIRST_LOAD_BUDGET`], so a hung Stripe
-//! costs the pricing page seconds, not minutes.
+//! One load at a time runs, in a task of its own, and no caller holds a lock across it: a stale
+//! copy is served at once while it runs, and with no copy yet callers wait for it up to
+//! [`FIRST_LOAD_BUDGET`] (a hung Stripe costs the pricing page seconds, not minutes). A caller
+//! that stops waiting, or hangs up, does not stop the load: its Stripe calls hold turns under the
+//! shared rate limit, and a load abandoned after its first turn would waste them while the next
+//! caller starts another. A fresh instance under load then never got its plans (each request
+//! began a load and gave up on it) and crowded the shared rate limit for every instance.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 
@@ -18,13 +24,24 @@ use crate::stripe::{StripeClient, StripeError};
 const FRESH_FOR: Duration = Duration::from_secs(300);
 const FIRST_LOAD_BUDGET: Duration = Duration::from_secs(2);
 
+/// What the loads have made known so far.
+#[derive(Default)]
+struct Known {
+    /// The last plans loaded, and when.
+    plans: Option<(tokio::time::Instant, Arc<Vec<Plan>>)>,
+    /// Why the last load failed (cleared by a load that succeeds).
+    failure: Option<BillingError>,
+    /// How many loads have ended, either way: a caller waits for the next one.
+    loads_ended: u64,
+}
+
 pub struct Catalog {
     pub price_ids: Vec<PriceId>,
     /// `ENTITLEMENTS=stripe`: read each plan's product features too (for the pricing page).
     pub with_features: bool,
     fresh_for: Duration,
-    cached: Mutex<Option<(tokio::time::Instant, Arc<Vec<Plan>>)>>,
-    refreshing: AtomicBool,
+    known: watch::Sender<Known>,
+    loading: AtomicBool,
     clock: Clock,
 }
 
@@ -34,8 +51,8 @@ impl Catalog {
             price_ids,
             with_features: false,
             fresh_for: FRESH_FOR,
-            cached: Mutex::new(None),
-            refreshing: AtomicBool::new(false),
+            known: watch::Sender::new(Known::default()),
+            loading: AtomicBool::new(false),
             clock,
         }
     }
@@ -45,46 +62,56 @@ impl Catalog {
         Catalog { with_features, ..self }
     }
 
-    fn snapshot(&self) -> Option<(tokio::time::Instant, Arc<Vec<Plan>>)> {
-        self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn store(&self, plans: Vec<Plan>) -> Arc<Vec<Plan>> {
-        let plans = Arc::new(plans);
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.now(), plans.clone()));
-        plans
-    }
-
-    /// The plans in configured order. A stale copy is returned at once (and refreshed in the
-    /// background); without any copy, Stripe gets [`FIRST_LOAD_BUDGET`] to answer.
+    /// The plans in configured order. A stale copy is returned at once (and reloaded in the
+    /// background); without any copy, the load (started now, or already running) gets
+    /// [`FIRST_LOAD_BUDGET`] to end.
     pub async fn plans(self: &Arc<Self>, stripe: &Arc<StripeClient>) -> Result<Arc<Vec<Plan>>, BillingError> {
-        match self.snapshot() {
-            Some((at, plans)) if self.clock.now() - at < self.fresh_for => Ok(plans),
-            Some((_, plans)) => {
-                self.refresh_in_background(stripe);
-                Ok(plans)
+        let mut known = self.known.subscribe();
+        let ended_before = {
+            let now = known.borrow_and_update();
+            match &now.plans {
+                Some((at, plans)) if self.clock.now() - *at < self.fresh_for => return Ok(plans.clone()),
+                Some((_, plans)) => {
+                    let stale = plans.clone();
+                    drop(now);
+                    self.load_in_background(stripe);
+                    return Ok(stale);
+                }
+                None => now.loads_ended,
             }
-            None => match tokio::time::timeout(FIRST_LOAD_BUDGET, self.fetch(stripe)).await {
-                Ok(fetched) => Ok(self.store(fetched?)),
-                Err(_) => Err(StripeError::Unavailable(format!("the plans did not load within {} s", FIRST_LOAD_BUDGET.as_secs())).into()),
-            },
+        };
+        self.load_in_background(stripe);
+        let ended = tokio::time::timeout(FIRST_LOAD_BUDGET, known.wait_for(|k| k.plans.is_some() || k.loads_ended > ended_before)).await;
+        if let Ok(Ok(now)) = ended {
+            match (&now.plans, &now.failure) {
+                (Some((_, plans)), _) => return Ok(plans.clone()),
+                (None, Some(failure)) => return Err(failure.clone()),
+                (None, None) => {}
+            }
         }
+        Err(StripeError::Unavailable(format!("the plans did not load within {} s", FIRST_LOAD_BUDGET.as_secs())).into())
     }
 
-    /// One refresh at a time; a failure keeps the stale copy (and is tried again next time).
-    fn refresh_in_background(self: &Arc<Self>, stripe: &Arc<StripeClient>) {
-        if self.refreshing.swap(true, Ordering::AcqRel) {
+    /// Start a load unless one is running; a failure keeps the last copy (and is tried again by
+    /// the next caller).
+    fn load_in_background(self: &Arc<Self>, stripe: &Arc<StripeClient>) {
+        if self.loading.swap(true, Ordering::AcqRel) {
             return;
         }
         let (catalog, stripe) = (self.clone(), stripe.clone());
         tokio::spawn(async move {
-            match catalog.fetch(&stripe).await {
-                Ok(plans) => {
-                    catalog.store(plans);
-                }
-                Err(e) => tracing::warn!(error = %e, "could not refresh the plans; serving the last known ones"),
+            let loaded = catalog.fetch(&stripe).await;
+            if let Err(e) = &loaded {
+                tracing::warn!(error = %e, "could not load the plans; serving the last known ones, if any");
             }
-            catalog.refreshing.store(false, Ordering::Release);
+            catalog.loading.store(false, Ordering::Release);
+            catalog.known.send_modify(|known| {
+                known.loads_ended += 1;
+                match loaded {
+                    Ok(plans) => (known.plans, known.failure) = (Some((catalog.clock.now(), Arc::new(plans))), None),
+                    Err(e) => known.failure = Some(e),
+                }
+            });
         });
     }
 
@@ -153,12 +180,57 @@ mod tests {
             max_seats: None,
             limits: None,
         };
-        catalog.store(vec![known.clone()]);
+        catalog.known.send_modify(|k| k.plans = Some((catalog.clock.now(), Arc::new(vec![known.clone()]))));
         let started = Instant::now();
         for _ in 0..3 {
             assert_eq!(*catalog.plans(&stripe).await.unwrap(), vec![known.clone()], "the stale copy, at once");
         }
         assert!(started.elapsed() < Duration::from_millis(100));
-        assert!(catalog.refreshing.load(Ordering::Acquire), "one refresh runs in the background");
+        assert!(catalog.loading.load(Ordering::Acquire), "one load runs in the background");
+    }
+
+    /// Callers that come together share one load; callers that stop waiting do not stop it; a
+    /// load that fails says why to the callers waiting for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_share_one_load_which_outlives_them() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (emulator, url, _) = stripe_emulator::Emulator::build(stripe_emulator::EmulatorConfig::for_tests()).await.unwrap().spawn();
+        let stripe = Arc::new(StripeClient::new(&url, Secret::new("sk_test_x"), None));
+        let product: serde_json::Value = stripe.post("/v1/products", &[("name", "Pro")], None).await.unwrap();
+        let mut ids = Vec::new();
+        for interval in ["month", "year"] {
+            let form = [
+                ("product", product["id"].as_str().unwrap()),
+                ("currency", "usd"),
+                ("unit_amount", "900"),
+                ("recurring[interval]", interval),
+            ];
+            let price: serde_json::Value = stripe.post("/v1/prices", &form, None).await.unwrap();
+            ids.push(PriceId::parse(price["id"].as_str().unwrap()).unwrap());
+        }
+        let before = emulator.api_requests.load(Relaxed);
+        let catalog = Arc::new(Catalog::new(ids.clone(), Clock::system()));
+        // The first caller stops waiting at once (as a client hanging up does), the others may.
+        let gave_up = tokio::time::timeout(Duration::ZERO, catalog.plans(&stripe)).await;
+        assert!(gave_up.is_err(), "no answer before the first await");
+        for _ in 0..9 {
+            let _ = tokio::time::timeout(Duration::ZERO, catalog.plans(&stripe)).await;
+        }
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (catalog, stripe) = (catalog.clone(), stripe.clone());
+            callers.spawn(async move { catalog.plans(&stripe).await });
+        }
+        for plans in callers.join_all().await {
+            let ids_seen: Vec<PriceId> = plans.unwrap().iter().map(|p| p.price_id.clone()).collect();
+            assert_eq!(ids_seen, ids);
+        }
+        assert_eq!(emulator.api_requests.load(Relaxed) - before, 2, "one load for 60 callers: one call per price");
+
+        let missing = Arc::new(Catalog::new(vec![PriceId::parse("price_missing").unwrap()], Clock::system()));
+        match missing.plans(&stripe).await {
+            Err(BillingError::Stripe(StripeError::Refused { status: 404, .. })) => {}
+            other => panic!("the load's own failure, not a timeout: {:?}", other.map(|p| p.len())),
+        }
     }
 }

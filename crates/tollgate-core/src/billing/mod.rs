@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::kv::{KvError, SharedKv};
 use crate::stripe::{StripeClient, StripeError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BillingError {
     #[error(transparent)]
     Stripe(#[from] StripeError),

@@ -33,7 +33,7 @@ enum Payload<'a> {
     Json { body: &'a serde_json::Value, session_token: Option<&'a str> },
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StripeError {
     /// Stripe refused the request (4xx other than 409/429): retrying will not help.
     #[error("Stripe refused the request ({status}): {message}")]
