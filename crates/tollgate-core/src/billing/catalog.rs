@@ -190,8 +190,9 @@ mod tests {
     }
 
     /// Callers that come together share one load; callers that stop waiting do not stop it; a
-    /// load that fails says why to the callers waiting for it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// load that fails says why to the callers waiting for it. (One thread: the load cannot end
+    /// before the first caller has stopped waiting.)
+    #[tokio::test]
     async fn callers_share_one_load_which_outlives_them() {
         use std::sync::atomic::Ordering::Relaxed;
         let (emulator, url, _) = stripe_emulator::Emulator::build(stripe_emulator::EmulatorConfig::for_tests()).await.unwrap().spawn();

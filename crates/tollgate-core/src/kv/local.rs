@@ -32,6 +32,13 @@ pub trait ReadTable {
 pub trait Table: ReadTable {
     fn insert(&mut self, key: &str, value: &str) -> Result<(), KvError>;
     fn remove(&mut self, key: &str) -> Result<(), KvError>;
+    /// Add `amount` to the count at `key` (absent or unreadable: 0); the count before. A table
+    /// that can change a value in place does (the memory map: no copies on a request's path).
+    fn add(&mut self, key: &str, amount: u64) -> Result<u64, KvError> {
+        let before = self.get(key)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        self.insert(key, &(before + amount).to_string())?;
+        Ok(before)
+    }
 }
 
 /// Stored, or already holding exactly this value (see `Kv::set_if_absent`).
@@ -179,9 +186,10 @@ pub fn usage_add(table: &mut dyn Table, bucket: &str, amount: u64, once: Option<
         }
         set_expiring(table, once, "1", super::USAGE_ONCE_MEMORY, now_unix)?;
     }
-    let count = table.get(bucket)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    table.insert(bucket, &(count + amount).to_string())?;
-    hash_set(table, keys::USAGE_OPEN, bucket, "1")?;
+    // A bucket is listed as open for as long as it exists (`usage_take` ends both at once).
+    if table.add(bucket, amount)? == 0 {
+        hash_set(table, keys::USAGE_OPEN, bucket, "1")?;
+    }
     Ok(true)
 }
 
@@ -212,7 +220,6 @@ pub fn usage_pending(table: &dyn ReadTable, limit: usize) -> Result<super::Usage
 /// [`Kv::admit`](super::Kv::admit) for one process: the minute's GCRA in memory (`leases`), the
 /// period's count in the table (it outlives a restart), with the same rules as the Redis script.
 pub fn admit(table: &mut dyn Table, leases: &Leases, quota: super::Quota<'_>, now_unix: i64) -> Result<super::Admission, KvError> {
-    let minute = quota.minute.map(|(key, limit)| leases.gcra(key, limit));
     let used = match quota.period {
         None => None,
         Some((key, _, _)) => {
@@ -221,17 +228,15 @@ pub fn admit(table: &mut dyn Table, leases: &Leases, quota: super::Quota<'_>, no
         }
     };
     let period_open = quota.period.zip(used).is_none_or(|((_, limit, _), used)| used < limit);
+    let minute = quota.minute.map(|(key, limit)| leases.gcra(key, limit, period_open));
     let minute_open = minute.as_ref().is_none_or(|m| m.retry_after.is_none());
     let admitted = period_open && minute_open;
     let mut period_used = used;
     if admitted {
-        if let (Some((key, limit)), Some(gcra)) = (quota.minute, &minute) {
-            leases.gcra_commit(key, limit, gcra);
-        }
         if let (Some((key, _, ttl)), Some(used)) = (quota.period, used) {
             match used {
                 0 => set_expiring(table, key, "1", ttl, now_unix)?,
-                n => table.insert(key, &(n + 1).to_string())?,
+                _ => drop(table.add(key, 1)?),
             }
             period_used = Some(used + 1);
         }
@@ -245,10 +250,8 @@ pub fn admit(table: &mut dyn Table, leases: &Leases, quota: super::Quota<'_>, no
     })
 }
 
-/// One GCRA step, not yet committed.
+/// One GCRA step: what the limit says of one more request.
 pub struct GcraStep {
-    /// The theoretical arrival time after this request.
-    new_tat: Instant,
     /// Left after this request / now, without it.
     remaining: u32,
     remaining_now: u32,
@@ -296,22 +299,24 @@ impl Leases {
         held.get(name).is_some_and(|(holder, expires)| holder == token && *expires > self.clock.now())
     }
 
-    /// The GCRA of `limit` per minute for `name`, as it stands with one more request.
-    pub fn gcra(&self, name: &str, limit: u32) -> GcraStep {
+    /// The GCRA of `limit` per minute for `name`, as it stands with one more request; counted
+    /// (in the same step) when it is within the limit and `may_count` (the other limits allow it).
+    pub fn gcra(&self, name: &str, limit: u32, may_count: bool) -> GcraStep {
         let window = Duration::from_secs(60);
         let interval = window / limit.max(1);
-        let pacing = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pacing = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now();
         let tat = pacing.get(name).copied().unwrap_or(now).max(now);
         let new_tat = tat + interval;
         let left = |tat: Instant| ((window.saturating_sub(tat - now)).as_nanos() / interval.as_nanos().max(1)) as u32;
         let retry_after = new_tat.checked_sub(window).filter(|allowed_at| *allowed_at > now).map(|allowed_at| allowed_at - now);
-        GcraStep { new_tat, remaining: left(new_tat), remaining_now: left(tat), reset: new_tat - now, reset_now: tat - now, retry_after }
-    }
-
-    /// Admit the request `step` was computed for.
-    pub fn gcra_commit(&self, name: &str, _limit: u32, step: &GcraStep) {
-        self.pacing.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), step.new_tat);
+        if may_count && retry_after.is_none() {
+            match pacing.get_mut(name) {
+                Some(kept) => *kept = new_tat,
+                None => drop(pacing.insert(name.to_string(), new_tat)),
+            }
+        }
+        GcraStep { remaining: left(new_tat), remaining_now: left(tat), reset: new_tat - now, reset_now: tat - now, retry_after }
     }
 
     pub fn reserve(&self, name: &str, per_second: u32, max_wait: Duration) -> Option<Duration> {

@@ -35,6 +35,17 @@ impl Table for Map<'_> {
         self.0.remove(key);
         Ok(())
     }
+    fn add(&mut self, key: &str, amount: u64) -> Result<u64, KvError> {
+        use std::fmt::Write;
+        let Some(value) = self.0.get_mut(key) else {
+            self.insert(key, &amount.to_string())?;
+            return Ok(0);
+        };
+        let before = value.parse::<u64>().unwrap_or(0);
+        value.clear();
+        let _ = write!(value, "{}", before + amount);
+        Ok(before)
+    }
 }
 
 impl ReadTable for Map<'_> {
