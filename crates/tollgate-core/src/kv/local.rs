@@ -236,7 +236,9 @@ pub fn admit(table: &mut dyn Table, leases: &Leases, quota: super::Quota<'_>, no
         if let (Some((key, _, ttl)), Some(used)) = (quota.period, used) {
             match used {
                 0 => set_expiring(table, key, "1", ttl, now_unix)?,
-                _ => drop(table.add(key, 1)?),
+                _ => {
+                    table.add(key, 1)?;
+                }
             }
             period_used = Some(used + 1);
         }
@@ -313,7 +315,9 @@ impl Leases {
         if may_count && retry_after.is_none() {
             match pacing.get_mut(name) {
                 Some(kept) => *kept = new_tat,
-                None => drop(pacing.insert(name.to_string(), new_tat)),
+                None => {
+                    pacing.insert(name.to_string(), new_tat);
+                }
             }
         }
         GcraStep { remaining: left(new_tat), remaining_now: left(tat), reset: new_tat - now, reset_now: tat - now, retry_after }
