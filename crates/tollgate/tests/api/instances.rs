@@ -537,10 +537,14 @@ async fn metered_calls_are_billed_exactly_once_through_crashes_of_instances_and_
         })
         .collect();
     let started_at = std::time::Instant::now();
+    // Each quarter of the load takes 10–20 s here: one that takes minutes is a stall, not a pass.
+    let stalled_after = Duration::from_secs(120);
     let reach = |share: usize| {
         let next = next.clone();
         async move {
+            let since = std::time::Instant::now();
             while next.load(Relaxed) < CALLS * share / 100 {
+                assert!(since.elapsed() < stalled_after, "the load stalled at {} of {CALLS} calls", next.load(Relaxed));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -559,6 +563,7 @@ async fn metered_calls_are_billed_exactly_once_through_crashes_of_instances_and_
         }
         chaos.push((what, started_at.elapsed(), failed_before));
     }
+    reach(100).await;
     for worker in load {
         worker.await.unwrap();
     }
