@@ -128,13 +128,11 @@ pub fn set_expiring(table: &mut dyn Table, key: &str, value: &str, ttl: std::tim
 
 pub fn increment(table: &mut dyn Table, key: &str, ttl: std::time::Duration, now_unix: i64) -> Result<u64, KvError> {
     let expired = table.get(&keys::expiry(key))?.and_then(|e| e.parse::<i64>().ok()).is_none_or(|e| e <= now_unix);
-    let count = if expired { 1 } else { table.get(key)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1 };
     if expired {
-        set_expiring(table, key, &count.to_string(), ttl, now_unix)?;
-    } else {
-        table.insert(key, &count.to_string())?;
+        set_expiring(table, key, "1", ttl, now_unix)?;
+        return Ok(1);
     }
-    Ok(count)
+    Ok(table.add(key, 1)? + 1)
 }
 
 /// Forget event ids older than [`EVENT_MEMORY`] and keys set to expire by now (Redis expires
@@ -199,8 +197,7 @@ pub fn usage_take(table: &mut dyn Table, bucket: &str) -> Result<Option<(String,
     let Some(count) = table.get(bucket)?.and_then(|v| v.parse::<u64>().ok()) else { return Ok(None) };
     table.remove(bucket)?;
     let closed = keys::usage_closed(bucket);
-    let n = table.get(&closed)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
-    table.insert(&closed, &n.to_string())?;
+    let n = table.add(&closed, 1)? + 1;
     let record = format!("{bucket}:{n}");
     hash_set(table, keys::USAGE_SENDING, &record, &count.to_string())?;
     Ok(Some((record, count)))

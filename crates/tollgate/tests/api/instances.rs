@@ -537,7 +537,8 @@ async fn metered_calls_are_billed_exactly_once_through_crashes_of_instances_and_
         })
         .collect();
     let started_at = std::time::Instant::now();
-    // Each quarter of the load takes 10–20 s here: one that takes minutes is a stall, not a pass.
+    // Each step of the load below (a fifth to a third of it) takes 10–20 s here: one that takes
+    // minutes is a stall, not a pass.
     let stalled_after = Duration::from_secs(120);
     let reach = |share: usize| {
         let next = next.clone();
