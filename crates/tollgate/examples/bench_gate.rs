@@ -161,6 +161,15 @@ async fn bench() -> anyhow::Result<()> {
         let watched_tollgate = label.contains("Tollgate").then_some(tollgate_pid);
         let before = [*front, watched_tollgate].map(|pid| pid.map(tree_cpu_time));
         let run = wrk(url, &credential(label), seconds)?;
+        // Caddy 2.6 (Debian's) sends a few requests on to the product with the check's URI
+        // (`GET /auth/verify`, the product's log says) under this load: counted in its row, not
+        // fatal. Any other way must serve every request.
+        let caddy = label.starts_with("Caddy");
+        anyhow::ensure!(caddy || run.not_2xx == 0, "{label}: {} answers were not 2xx", run.not_2xx);
+        let label = match run.not_2xx {
+            0 => label.to_string(),
+            n => format!("{label} ({n} answers not 2xx: the product asked for /auth/verify)"),
+        };
         let requests = (run.per_second * seconds as f64).max(1.0);
         let [in_front, of_tollgate] = [(*front, before[0]), (watched_tollgate, before[1])].map(|watched| match watched {
             (Some(pid), Some(before)) => format!("{:.1} µs", (tree_cpu_time(pid) - before).as_secs_f64() * 1e6 / requests),
@@ -183,6 +192,8 @@ struct WrkRun {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Answers that were not 2xx (wrk's "Non-2xx or 3xx responses").
+    not_2xx: u64,
 }
 
 /// An API key of the subscriber whose session is `cookie` (`tollgate_csrf=…; tollgate_session=…`).
@@ -209,7 +220,7 @@ fn wrk(url: &str, header: &str, seconds: u64) -> anyhow::Result<WrkRun> {
         .output()
         .map_err(|e| anyhow::anyhow!("wrk is needed (scripts/bench installs it): {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(out.status.success() && !text.contains("Non-2xx"), "wrk against {url}: {text}");
+    anyhow::ensure!(out.status.success(), "wrk against {url}: {text}");
     let field = |prefix: &str| text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1));
     let ms = |prefix: &str| -> anyhow::Result<f64> {
         let value = field(prefix).ok_or_else(|| anyhow::anyhow!("no {prefix} in wrk's output: {text}"))?;
@@ -223,7 +234,14 @@ fn wrk(url: &str, header: &str, seconds: u64) -> anyhow::Result<WrkRun> {
                 other => anyhow::bail!("wrk's unit {other}"),
             })
     };
-    Ok(WrkRun { per_second: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0), p50_ms: ms("50%")?, p99_ms: ms("99%")? })
+    let not_2xx =
+        text.lines().find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    Ok(WrkRun {
+        per_second: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        p50_ms: ms("50%")?,
+        p99_ms: ms("99%")?,
+        not_2xx,
+    })
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -313,11 +331,15 @@ fn peak_rss_kb(pid: u32) -> u64 {
 
 /// The floor: a bare HTTP/1 proxy on hyper (no gate, no routing, no logging), built as Tollgate's
 /// serving threads are (`threads.rs`): one single-threaded runtime per core, here sharing the port
-/// (SO_REUSEPORT) instead of handing connections over, each with its own pool to the product.
+/// (SO_REUSEPORT) instead of handing connections over, each client connection with a connection
+/// to the product of its own.
 mod proxy_floor {
+    use std::sync::{Arc, Mutex};
+
     use axum::body::Body;
-    use hyper_util::client::legacy::{connect::HttpConnector, Client};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper::body::Incoming;
+    use hyper::client::conn::http1::SendRequest;
+    use hyper_util::rt::TokioIo;
 
     pub fn run(port: u16, product_port: u16) -> anyhow::Result<()> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -341,21 +363,36 @@ mod proxy_floor {
         Ok(())
     }
 
+    /// Each client connection gets a connection to the product of its own (hyper's connection
+    /// API), made at its first request: no pool at all, the least a hyper proxy can do.
     async fn serve(listener: tokio::net::TcpListener, product_port: u16) -> anyhow::Result<()> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: Client<_, hyper::body::Incoming> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
         loop {
             let (stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
-            let client = client.clone();
+            let own: Arc<Mutex<Option<SendRequest<Incoming>>>> = Arc::default();
             tokio::spawn(async move {
-                let proxy = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    let client = client.clone();
+                let proxy = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                    let own = own.clone();
                     async move {
-                        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-                        *request.uri_mut() = format!("http://127.0.0.1:{product_port}{target}").parse()?;
-                        anyhow::Ok(client.request(request).await?.map(Body::new))
+                        let mut kept = own.lock().unwrap().take();
+                        if let Some(sender) = kept.as_mut() {
+                            if sender.ready().await.is_err() {
+                                kept = None;
+                            }
+                        }
+                        let mut sender = match kept {
+                            Some(sender) => sender,
+                            None => {
+                                let product = tokio::net::TcpStream::connect(("127.0.0.1", product_port)).await?;
+                                product.set_nodelay(true)?;
+                                let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(product)).await?;
+                                tokio::spawn(connection);
+                                sender
+                            }
+                        };
+                        let answer = sender.send_request(request).await?;
+                        *own.lock().unwrap() = Some(sender);
+                        anyhow::Ok(answer.map(Body::new))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), proxy).await;

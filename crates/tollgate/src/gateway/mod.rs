@@ -1,7 +1,7 @@
 //! Gateway mode (`UPSTREAM_URL`): every request Tollgate does not answer itself goes on to the
 //! product, with the user's identity in headers the product can trust. The request is judged and
-//! forwarded in one canonical form ([`path`]); bodies stream both ways (hyper's pooled client,
-//! nothing buffered whole); only WebSocket upgrades are spliced, and their tunnels keep the gate
+//! forwarded in one canonical form ([`path`]); bodies stream both ways (kept connections to the
+//! product, [`upstream`]; nothing buffered whole); only WebSocket upgrades are spliced, and their tunnels keep the gate
 //! ([`tunnel`]); whatever a client sends in identity-shaped headers is removed before Tollgate
 //! sets its own ([`headers`], [`identity`]).
 
@@ -9,6 +9,7 @@ pub(crate) mod headers;
 pub(crate) mod identity;
 pub(crate) mod path;
 pub(crate) mod tunnel;
+mod upstream;
 
 use std::time::Duration;
 
@@ -16,21 +17,16 @@ use axum::body::Body;
 use axum::http::header::{self, HeaderValue};
 use axum::http::{Request, Response, StatusCode, Uri};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use self::headers::{ClientAddr, OwnCredentials};
 use self::identity::Headers;
 use self::tunnel::{TunnelLimits, Tunnels};
+use self::upstream::Upstream;
 use tollgate_core::config::{GatewaySettings, UpstreamHost};
 
 pub(crate) struct Gateway {
-    /// One pool of connections to the product per serving thread (`threads`): a request
-    /// and the product's connection it uses are then served by the same thread.
-    clients: Box<[Client<HttpConnector, Body>]>,
-    /// `host:port` of the product (spoken to over plain http).
-    upstream: axum::http::uri::Authority,
+    /// The product (spoken to over plain http), and the connections kept to it.
+    upstream: Upstream,
     /// The `Host` the product receives: `None` for the browser's, else the upstream's own.
     host: Option<HeaderValue>,
     timeout: Duration,
@@ -69,17 +65,6 @@ impl Gateway {
     /// `tunnels`: how many WebSocket tunnels may be open at once (a share of the connection cap);
     /// `clerk_issuer`: the `iss` of Clerk's session tokens, when Clerk is the provider.
     pub(crate) fn new(settings: &GatewaySettings, clerk_issuer: Option<String>, tunnels: usize, clock: tollgate_core::Clock) -> Gateway {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        let clients = (0..crate::threads::count())
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(256)
-                    .build(connector.clone())
-            })
-            .collect();
         let upstream: axum::http::uri::Authority =
             settings.upstream.trim_start_matches("http://").parse().expect("config checked UPSTREAM_URL");
         let host = match settings.host {
@@ -89,18 +74,12 @@ impl Gateway {
         let limits =
             TunnelLimits { idle: settings.idle_timeout, max_lifetime: settings.max_lifetime, recheck: settings.entitlement_recheck };
         Gateway {
-            clients,
-            upstream,
+            upstream: Upstream::new(upstream),
             host,
             timeout: settings.timeout,
             credentials: OwnCredentials { strip_clerk: clerk_issuer.filter(|_| !settings.forward_clerk_session) },
             tunnels: Tunnels::new(tunnels, limits, clock),
         }
-    }
-
-    /// The calling serving thread's pool (the first one's on any other thread).
-    fn client(&self) -> &Client<HttpConnector, Body> {
-        &self.clients[crate::threads::current().unwrap_or(0) % self.clients.len()]
     }
 
     /// How long the product may take to answer (`UPSTREAM_TIMEOUT`).
@@ -110,7 +89,7 @@ impl Gateway {
 
     /// `http://host:port` of the product: the assertion's default audience.
     pub(crate) fn origin(&self) -> String {
-        format!("http://{}", self.upstream)
+        format!("http://{}", self.upstream.authority())
     }
 
     /// Send `request` (its target already canonical: `http::edge`) on to the product and stream
@@ -119,11 +98,11 @@ impl Gateway {
         let websocket = headers::is_websocket_upgrade(request.headers());
         let client_side = websocket.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let mut uri = axum::http::uri::Parts::default();
-        uri.scheme = Some(axum::http::uri::Scheme::HTTP);
-        uri.authority = Some(self.upstream.clone());
-        uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| axum::http::uri::PathAndQuery::from_static("/")));
-        parts.uri = Uri::from_parts(uri).map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+        // Origin form (`/path?query`), as HTTP/1.1 asks of a request to a server (the edge made it canonical).
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let target = parts.uri.path_and_query().cloned().unwrap_or_else(|| axum::http::uri::PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(target);
+        }
         let outgoing = &mut parts.headers;
         headers::strip_hop_by_hop(outgoing);
         if websocket {
@@ -154,19 +133,18 @@ impl Gateway {
             }
         }
         // The caller bounds this with `timeout` (one timer for the whole proxied request).
-        let mut response =
-            self.client().request(Request::from_parts(parts, body)).await.map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+        let mut response = self.upstream.send(Request::from_parts(parts, body)).await?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let protocol = response.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
             return match client_side {
                 Some(client) if headers::upgrade_is_websocket(response.headers()) => {
                     let product = hyper::upgrade::on(&mut response);
-                    Ok(Forwarded::Tunnel { answer: response.map(Body::new), client, product })
+                    Ok(Forwarded::Tunnel { answer: response, client, product })
                 }
                 _ => Err(GatewayError::ForeignUpgrade(protocol)),
             };
         }
         headers::strip_hop_by_hop(response.headers_mut());
-        Ok(Forwarded::Answer(response.map(Body::new)))
+        Ok(Forwarded::Answer(response))
     }
 }

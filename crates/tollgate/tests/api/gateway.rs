@@ -427,6 +427,110 @@ async fn a_product_that_is_down_or_slow_gets_a_clear_502_or_504() {
     assert_eq!((api.status, api.json()["error"]["code"].as_str()), (502, Some("upstream_unavailable")));
 }
 
+/// A keep-alive product speaking raw HTTP/1.1 that counts its connections: `/close/…` is
+/// answered with `Connection: close`, `/hang` never; an idle connection is closed when told to
+/// (its keep-alive timeout).
+struct KeepAliveProduct {
+    url: String,
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    close_idle: Arc<Notify>,
+}
+
+impl KeepAliveProduct {
+    async fn start() -> KeepAliveProduct {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (connections, close_idle) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let (counted, told) = (connections.clone(), close_idle.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let told = told.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    loop {
+                        let mut line = String::new();
+                        let read = tokio::select! {
+                            read = tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line) => read,
+                            _ = told.notified() => return,
+                        };
+                        if read.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                        while line != "\r\n" {
+                            line.clear();
+                            if tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        }
+                        if path == "/hang" {
+                            std::future::pending::<()>().await;
+                        }
+                        let close = path.starts_with("/close/");
+                        let connection = if close { "connection: close\r\n" } else { "" };
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{connection}\r\n{path}", path.len());
+                        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        KeepAliveProduct { url: format!("http://127.0.0.1:{port}"), port, connections, close_idle }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// The gateway keeps its connections to the product between requests, and never sends one on a
+/// connection the product has closed: not after the product's keep-alive timeout closed it idle,
+/// not after an answer with `Connection: close`, not after the product failed to answer in time
+/// (that connection is dropped with the request). Every request gets its own answer.
+#[tokio::test]
+async fn connections_to_the_product_are_kept_until_closed() {
+    let product = KeepAliveProduct::start().await;
+    let app = gateway_app(&product.url, vec![]).await;
+    // One connection to Tollgate: its requests are served by one thread, with one pool.
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let request = client.get(format!("{}{path}", app.url)).send();
+        async move {
+            let answer = request.await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    for n in 0..20 {
+        assert_eq!(get(format!("/kept/{n}")).await, (200, format!("/kept/{n}")));
+    }
+    assert_eq!(product.connections(), 1, "one connection kept for twenty requests");
+
+    // The product closes it while idle: once Tollgate's end has seen it closed, a request goes on a new one.
+    product.close_idle.notify_waiters();
+    let port = product.port;
+    test_support::eventually("Tollgate's end of the closed connection is gone", Duration::from_secs(5), || async move {
+        (sockets_towards(port) == 0).then_some(())
+    })
+    .await;
+    assert_eq!(get("/after-idle".into()).await, (200, "/after-idle".into()));
+    assert_eq!(product.connections(), 2);
+
+    // `Connection: close`: each next request needs a new connection.
+    for n in 0..5 {
+        assert_eq!(get(format!("/close/{n}")).await, (200, format!("/close/{n}")));
+    }
+    assert_eq!(get("/kept/again".into()).await, (200, "/kept/again".into()));
+    assert_eq!(product.connections(), 7, "the first close on the kept connection, then one new connection each");
+
+    // No answer within UPSTREAM_TIMEOUT (1 s, real: the product's own): the 504 drops that connection.
+    assert_eq!(get("/hang".into()).await.0, 504);
+    assert_eq!(get("/kept/after-hang".into()).await, (200, "/kept/after-hang".into()));
+    assert_eq!(product.connections(), 8, "the hung connection was not used again");
+}
+
 #[tokio::test]
 async fn forward_auth_and_the_service_endpoint() {
     let (upstream, _) = start_product().await;
