@@ -97,8 +97,11 @@ impl Identity {
 /// Whose quotas an entitled caller's API requests count against, and the plan's limits.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct QuotaSubject {
-    /// The payer's id (`user_…` or `org_…`): everyone acting for an organization shares its quotas.
-    pub(crate) payer: String,
+    /// The KV key of the payer's per-minute count: the payer (`user_…` or `org_…`), so that
+    /// everyone acting for an organization shares its quotas. Made once per kept identity, not per request.
+    pub(crate) minute_key: String,
+    /// The KV key of the payer's count in the billing period, when the period is known.
+    pub(crate) period_key: Option<String>,
     pub(crate) limits: tollgate_core::domain::Limits,
     /// The billing period the count is for (unix seconds): it starts afresh with each period.
     pub(crate) period: Option<(i64, i64)>,

@@ -111,7 +111,13 @@ async fn quota_subject(state: &AppState, access: &crate::access::Entitlement) ->
     let subscription = access.entry.subscription().filter(|_| access.entitled)?;
     let limits = crate::access::limits_of(&state.billing, &state.limits, subscription.price_id.as_deref()?).await?;
     let period = subscription.current_period_start.zip(subscription.current_period_end);
-    Some(QuotaSubject { payer: access.payer.as_ref()?.to_string(), limits, period })
+    let payer = access.payer.as_ref()?.to_string();
+    Some(QuotaSubject {
+        minute_key: tollgate_core::kv::keys::quota_minute(&payer),
+        period_key: period.map(|(start, _)| tollgate_core::kv::keys::quota_period(&payer, start)),
+        limits,
+        period,
+    })
 }
 
 /// The `RateLimit-*` headers of an admitted request (none when the plan's limits are not counted
@@ -119,13 +125,11 @@ async fn quota_subject(state: &AppState, access: &crate::access::Entitlement) ->
 /// the period's once fewer requests are left in it than in the minute.
 async fn admit(state: &AppState, quota: &QuotaSubject) -> Result<Option<RateLimitHeaders>, Response> {
     let now = state.clock.unix_now();
-    let minute_key = tollgate_core::kv::keys::quota_minute(&quota.payer);
-    let period_key = quota.period.map(|(start, _)| tollgate_core::kv::keys::quota_period(&quota.payer, start));
     // The count is kept a day past its period's end (a renewal's webhook may come late).
     let keep = quota.period.map_or(Duration::from_secs(3600), |(_, end)| Duration::from_secs((end - now).max(0) as u64 + 86_400));
     let asked = Quota {
-        minute: quota.limits.per_minute.map(|limit| (minute_key.as_str(), limit)),
-        period: period_key.as_deref().zip(quota.limits.per_period).map(|(key, limit)| (key, limit, keep)),
+        minute: quota.limits.per_minute.map(|limit| (quota.minute_key.as_str(), limit)),
+        period: quota.period_key.as_deref().zip(quota.limits.per_period).map(|(key, limit)| (key, limit, keep)),
     };
     let admission = match state.billing.kv.admit(asked).await {
         Ok(admission) => admission,
@@ -171,10 +175,14 @@ struct RateLimitHeaders {
     reset: u64,
 }
 
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 impl RateLimitHeaders {
     fn write_to(&self, headers: &mut HeaderMap) {
-        for (name, value) in [("ratelimit-limit", self.limit), ("ratelimit-remaining", self.remaining), ("ratelimit-reset", self.reset)] {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        for (name, value) in [(RATELIMIT_LIMIT, self.limit), (RATELIMIT_REMAINING, self.remaining), (RATELIMIT_RESET, self.reset)] {
+            headers.insert(name, HeaderValue::from(value));
         }
     }
 }
