@@ -1,9 +1,9 @@
 //! Gateway mode (`UPSTREAM_URL`): every request Tollgate does not answer itself goes on to the
 //! product, with the user's identity in headers the product can trust. The request is judged and
-//! forwarded in one canonical form ([`path`]); bodies stream both ways (kept connections to the
-//! product, [`upstream`]; nothing buffered whole); only WebSocket upgrades are spliced, and their tunnels keep the gate
-//! ([`tunnel`]); whatever a client sends in identity-shaped headers is removed before Tollgate
-//! sets its own ([`headers`], [`identity`]).
+//! forwarded in one canonical form ([`path`]); bodies stream both ways (on connections kept to
+//! the product, [`upstream`]; nothing buffered whole); only WebSocket upgrades are spliced, and
+//! their tunnels keep the gate ([`tunnel`]); whatever a client sends in identity-shaped headers
+//! is removed before Tollgate sets its own ([`headers`], [`identity`]).
 
 pub(crate) mod headers;
 pub(crate) mod identity;

@@ -47,18 +47,21 @@ struct Idle {
 type Pool = Arc<Mutex<VecDeque<Idle>>>;
 
 pub(crate) struct Upstream {
-    /// `host:port` of the product.
+    /// `host[:port]` of the product, as `UPSTREAM_URL` names it.
     authority: Authority,
+    /// The host (an IPv6 address without its brackets) and port connected to.
+    address: (String, u16),
     /// One per serving thread (only that thread takes from it, so its lock is never contended).
     pools: Box<[Pool]>,
 }
 
 impl Upstream {
     pub(crate) fn new(authority: Authority) -> Upstream {
-        Upstream { authority, pools: (0..crate::threads::count()).map(|_| Pool::default()).collect() }
+        let address = address_of(&authority);
+        Upstream { authority, address, pools: (0..crate::threads::count()).map(|_| Pool::default()).collect() }
     }
 
-    /// `host:port` of the product.
+    /// `host[:port]` of the product.
     pub(crate) fn authority(&self) -> &Authority {
         &self.authority
     }
@@ -107,7 +110,7 @@ impl Upstream {
     /// A new connection to the product, driven by a task on the calling thread.
     async fn connect(&self) -> Result<SendRequest<Body>, GatewayError> {
         let unreachable = |e: &dyn std::fmt::Display| GatewayError::Unreachable(format!("{}: {e}", self.authority));
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(self.authority.as_str()))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((self.address.0.as_str(), self.address.1)))
             .await
             .map_err(|_| unreachable(&format_args!("no connection within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| unreachable(&e))?;
@@ -120,6 +123,13 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+/// Where to connect for `authority`: its host, and its port or HTTP's 80.
+fn address_of(authority: &Authority) -> (String, u16) {
+    let host = authority.host();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (host.to_string(), authority.port_u16().unwrap_or(80))
 }
 
 /// The product's answer body; read to its end, it puts its connection back in the pool.
@@ -169,5 +179,20 @@ impl Drop for HandsBack {
         if self.body.is_end_stream() {
             self.hand_back();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_is_the_host_and_its_port_or_80() {
+        let address = |authority: &str| address_of(&authority.parse().unwrap());
+        assert_eq!(address("product:8080"), ("product".to_string(), 8080));
+        assert_eq!(address("product"), ("product".to_string(), 80), "UPSTREAM_URL may leave out the port");
+        assert_eq!(address("127.0.0.1:9"), ("127.0.0.1".to_string(), 9));
+        assert_eq!(address("[::1]:8080"), ("::1".to_string(), 8080));
+        assert_eq!(address("[::1]"), ("::1".to_string(), 80));
     }
 }

@@ -529,6 +529,12 @@ async fn connections_to_the_product_are_kept_until_closed() {
     assert_eq!(get("/hang".into()).await.0, 504);
     assert_eq!(get("/kept/after-hang".into()).await, (200, "/kept/after-hang".into()));
     assert_eq!(product.connections(), 8, "the hung connection was not used again");
+
+    // The product named by host name (as `http://app:8000` in a container network): resolved, and
+    // each of its addresses tried in turn (`localhost` may be `::1` first, where nothing listens).
+    let by_name = gateway_app(&format!("http://localhost:{port}"), vec![]).await;
+    let answer = client.get(format!("{}/by-name", by_name.url)).send().await.unwrap();
+    assert_eq!((answer.status().as_u16(), answer.text().await.unwrap()), (200, "/by-name".to_string()));
 }
 
 #[tokio::test]
