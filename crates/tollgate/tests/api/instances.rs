@@ -555,19 +555,17 @@ async fn metered_calls_are_billed_exactly_once_through_crashes_of_instances_and_
         reach(share).await;
         let failed_before = failed.load(Relaxed);
         match what {
-            "restart redis" => tokio::task::block_in_place(|| {
-                redis.restart();
+            "restart redis" => {
+                tokio::task::block_in_place(|| redis.restart());
                 // The counts so far come back from the AOF (what the exact total below relies on);
                 // until it is loaded, Redis answers LOADING.
-                let keys = (0..250).find_map(|_| {
-                    let answer = redis.cli(&["DBSIZE"]).parse::<usize>().ok();
-                    if answer.is_none() {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    answer
-                });
-                assert!(keys.is_some_and(|keys| keys > 0), "the restarted Redis came back empty: {keys:?}");
-            }),
+                let redis = &redis;
+                let keys = test_support::eventually("the restarted Redis loaded its AOF", Duration::from_secs(5), || async move {
+                    redis.cli(&["DBSIZE"]).parse::<usize>().ok()
+                })
+                .await;
+                assert!(keys > 0, "the restarted Redis came back empty");
+            }
             _ => {
                 instances[1].kill();
                 tokio::time::sleep(Duration::from_millis(300)).await;
