@@ -88,7 +88,7 @@ pub async fn spawn_app_against(stripe_url: &str, options: Options) -> TestApp {
     let url = format!("http://{}", app.addr);
     let state = app.state.clone();
     tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = browser_client();
     TestApp { url, stripe_url: stripe_url.to_string(), state, http, clock, _data: options.data }
 }
 
@@ -300,10 +300,17 @@ pub fn signature(body: &[u8], t: i64) -> String {
     stripe_emulator::signature_header(WEBHOOK_SECRET, t, body)
 }
 
+/// The HTTP client of a test's browsers: redirects are answers, and a connection idle for half
+/// the time Tollgate keeps an idle connection open (`HEADER_TIMEOUT`) is not used again: one
+/// reused just as Tollgate closes it fails its request without an answer (`IncompleteMessage`).
+pub fn browser_client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_idle_timeout(tollgate::HEADER_TIMEOUT / 2).build().unwrap()
+}
+
 impl Browser {
     /// A browser for a Tollgate that is not a `TestApp` (the binary, started by a test).
     pub fn at(url: &str) -> Browser {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let http = browser_client();
         Browser { app_url: url.to_string(), http, cookies: Default::default() }
     }
 
