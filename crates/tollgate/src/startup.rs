@@ -216,6 +216,7 @@ impl Application {
             allow_encoded_slash: settings.gate.allow_encoded_slash,
             trusted_proxies: settings.trusted_proxies.clone().into(),
             max_header_bytes: settings.max_header_bytes,
+            keepalive_timeout: settings.keepalive_timeout,
         };
         Ok(Application {
             listener,

@@ -180,6 +180,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `MAX_HEADER_BYTES`: the most a request's head may take.
     pub max_header_bytes: usize,
+    /// `KEEPALIVE_TIMEOUT`: how long a connection may wait, idle, for its next request.
+    pub keepalive_timeout: std::time::Duration,
     /// `GATEWAY_AUDIENCE`: the assertion's `aud` (default: the upstream's origin, else `PUBLIC_URL`'s).
     pub gateway_audience: Option<String>,
     /// `SERVICE_TOKEN`: the bearer token of `GET /api/users/{id}/entitlement`.
@@ -551,6 +553,12 @@ impl Settings {
                 _ => Err(error("MAX_HEADER_BYTES", format!("'{v}' must be a size from 8KiB to 1MiB, like 64KiB"))),
             },
         });
+        let keepalive_timeout = gathered.take(match get("KEEPALIVE_TIMEOUT") {
+            None => Ok(std::time::Duration::from_secs(75)),
+            Some(v) => parse_duration(v)
+                .filter(|d| (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(d))
+                .ok_or_else(|| error("KEEPALIVE_TIMEOUT", format!("'{v}' must be a duration from 1s to 1h, like 75s"))),
+        });
         let gateway_audience = get("GATEWAY_AUDIENCE").map(str::to_string);
         let long_secret = |name: &'static str| match get(name) {
             Some(secret) if secret.len() < 32 => {
@@ -603,6 +611,7 @@ impl Settings {
                 gate: gate?,
                 trusted_proxies: trusted_proxies?,
                 max_header_bytes: max_header_bytes?,
+                keepalive_timeout: keepalive_timeout?,
                 gateway_audience,
             })
         })();
@@ -1204,6 +1213,8 @@ mod tests {
             (vec![("OPEN_PATHS", "static")], "OPEN_PATHS"),
             (vec![("GATED_PATHS_CASE_INSENSITIVE", "maybe")], "GATED_PATHS_CASE_INSENSITIVE"),
             (vec![("TRUSTED_PROXIES", "10.0.0.0/33")], "TRUSTED_PROXIES"),
+            (vec![("KEEPALIVE_TIMEOUT", "2h")], "KEEPALIVE_TIMEOUT"),
+            (vec![("KEEPALIVE_TIMEOUT", "500ms")], "KEEPALIVE_TIMEOUT"),
             (vec![("TRUSTED_PROXIES", "proxy.internal")], "TRUSTED_PROXIES"),
             (vec![("MAX_HEADER_BYTES", "1k")], "MAX_HEADER_BYTES"),
             (vec![("MAX_HEADER_BYTES", "lots")], "MAX_HEADER_BYTES"),
@@ -1253,6 +1264,7 @@ mod tests {
             ("GATED_PATHS_CASE_INSENSITIVE", "TRUE"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7, ::1"),
             ("MAX_HEADER_BYTES", "32KiB"),
+            ("KEEPALIVE_TIMEOUT", "10m"),
             ("UPSTREAM_HOST", "Upstream"),
             ("ENTITLEMENT_RECHECK", "500ms"),
             ("WEBSOCKET_MAX_LIFETIME", "2h"),
@@ -1263,12 +1275,13 @@ mod tests {
         assert!(s.gate.case_insensitive && !s.gate.allow_encoded_slash && !s.gate.trust_forwarded_uri);
         assert_eq!(s.trusted_proxies.len(), 3);
         assert!(s.trusted_proxies[1].contains(&"192.168.1.7".parse::<IpAddr>().unwrap()));
-        assert_eq!(s.max_header_bytes, 32 * 1024);
+        assert_eq!((s.max_header_bytes, s.keepalive_timeout.as_secs()), (32 * 1024, 600));
         let gateway = s.gateway.unwrap();
         assert_eq!((gateway.host, gateway.entitlement_recheck), (UpstreamHost::Upstream, std::time::Duration::from_millis(500)));
         assert_eq!((gateway.max_lifetime.as_secs(), gateway.idle_timeout.as_secs()), (7200, 300));
         let defaults = Settings::from_vars(&vars(&[])).unwrap();
         assert_eq!((defaults.gate.gated_paths, defaults.max_header_bytes), (vec!["/app".to_string()], 64 * 1024));
+        assert_eq!(defaults.keepalive_timeout.as_secs(), 75);
         assert!(defaults.trusted_proxies.is_empty());
     }
 

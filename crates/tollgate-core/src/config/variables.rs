@@ -368,6 +368,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: r#"The most a request's head may take (8KiB–1MiB; larger: 431). Header bytes held for all connections together are bounded at 512 such heads; beyond that new connections wait."#,
     },
     Variable {
+        name: "KEEPALIVE_TIMEOUT",
+        default: r#"`75s`"#,
+        shown: Shown::Plain,
+        meaning: r#"How long a connection may wait, idle, for its next request (1s–1h). Keep it above the idle timeout of a load balancer or proxy in front (AWS ALB 60 s, nginx `keepalive_timeout` 60 s): one that reuses a connection Tollgate is closing fails that request. A request's head must still arrive whole within 5 s of its first byte (of connecting, for a connection's first request)."#,
+    },
+    Variable {
         name: "SERVICE_TOKEN",
         default: r#"unset"#,
         shown: Shown::Secret,

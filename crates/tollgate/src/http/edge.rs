@@ -28,6 +28,8 @@ pub(crate) struct Edge {
     pub(crate) trusted_proxies: Arc<[ipnet::IpNet]>,
     /// `MAX_HEADER_BYTES` (the accept loop bounds request heads with it).
     pub(crate) max_header_bytes: usize,
+    /// `KEEPALIVE_TIMEOUT` (the accept loop closes a connection idle this long).
+    pub(crate) keepalive_timeout: std::time::Duration,
 }
 
 /// One connection as the accept loop took it: who is at the other end, and its slot.

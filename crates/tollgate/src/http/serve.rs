@@ -1,6 +1,7 @@
 //! The accept loop: HTTP/1.1 connections served by hyper with the limits a public server needs,
 //! which `axum::serve` does not set — a deadline for each request's headers (a client that sends
-//! them slowly, or never, is disconnected), a bound on a request head's size and on the header
+//! them slowly, or never, is disconnected), a longer one for an idle kept-alive connection's next
+//! request (`KEEPALIVE_TIMEOUT`), a bound on a request head's size and on the header
 //! bytes held for all connections together (beyond it new connections wait in the kernel's
 //! backlog), a cap on open connections (beyond it a new connection is closed at once; WebSocket
 //! tunnels keep their connection's slot), freed buffers handed back to the system, and graceful
@@ -10,14 +11,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::body::{Frame, SizeHint};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -28,7 +30,8 @@ use super::lane::ProductLane;
 use crate::gateway::tunnel::ConnectionSlot;
 use crate::threads::ServingThreads;
 
-/// How long a client has to send a request's headers.
+/// How long a client has to send a request's headers, from their first byte (from connecting,
+/// for a connection's first request).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections open at once, at most (fewer when the process may open fewer files).
 const MAX_CONNECTIONS: usize = 4096;
@@ -108,7 +111,8 @@ pub(crate) async fn serve(
         threads.spawn(move || async move {
             let _done = done;
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
-            let connection = Arc::new(ConnectionHead::default());
+            let connection = Arc::new(ConnectionPhase::new(edge.keepalive_timeout));
+            let mut deadlines = Deadlines::new(connection.clone());
             let max_header_bytes = edge.max_header_bytes;
             let io = Counted { io: stream, heads: heads.clone(), connection: connection.clone(), most: max_header_bytes };
             let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
@@ -131,25 +135,34 @@ pub(crate) async fn serve(
                         },
                         Err(refusal) => Ok(Edge::refused(&request, refusal)),
                     };
-                    if let Ok(response) = &response {
-                        connection.answered(response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
-                    }
-                    response
+                    response.map(|response| {
+                        if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                            connection.became_tunnel();
+                        }
+                        response.map(|body| Answer { body, connection })
+                    })
                 }
             });
             {
+                // No header timeout of hyper's: `Deadlines` keeps the connection's.
                 let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
                     .max_buf_size(max_header_bytes)
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
                 let mut connection = std::pin::pin!(connection);
+                // The deadlines after the connection, so that they see what its poll just moved
+                // on; once one passes, the connection is dropped, which closes it.
                 tokio::select! {
+                    biased;
                     _ = connection.as_mut() => {}
+                    _ = &mut deadlines => {}
                     _ = stopped.changed() => {
                         connection.as_mut().graceful_shutdown();
-                        let _ = connection.await;
+                        tokio::select! {
+                            biased;
+                            _ = connection.as_mut() => {}
+                            _ = &mut deadlines => {}
+                        }
                     }
                 }
             }
@@ -223,28 +236,159 @@ impl HeadBytes {
     }
 }
 
-/// One connection's share of [`HeadBytes`]: bytes read while no request is being answered
-/// (what hyper holds until a head is complete), at most a head's worth.
-#[derive(Default)]
-struct ConnectionHead {
-    counted: AtomicUsize,
-    answering: AtomicBool,
+/// Where a connection is between its requests (`ConnectionPhase::phase`).
+mod phase {
+    /// A request's head is due: whole within `HEADER_TIMEOUT` of its first byte (of connecting,
+    /// for the connection's first request). Bytes read count towards `HeadBytes`.
+    pub(super) const AWAITING_HEAD: u8 = 0;
+    /// From a head's arrival until its answer is written whole: no deadline of the connection's.
+    pub(super) const ANSWERING: u8 = 1;
+    /// Answered: the next request may begin within `KEEPALIVE_TIMEOUT`.
+    pub(super) const IDLE: u8 = 2;
+    /// A WebSocket tunnel, with limits of its own (`gateway::tunnel`).
+    pub(super) const TUNNEL: u8 = 3;
 }
 
-impl ConnectionHead {
+/// One connection between its requests: its share of [`HeadBytes`] (bytes read while a head is
+/// awaited, at most a head's worth), its phase, and what it awaits by when. The service, the
+/// answer's body and the socket (`Counted`) move it on; [`Deadlines`] closes the connection
+/// when the deadline passes. All of them run in the connection's task.
+struct ConnectionPhase {
+    counted: AtomicUsize,
+    phase: AtomicU8,
+    /// When what the connection awaits must have come, in milliseconds from `opened` (0: nothing
+    /// is awaited).
+    deadline: AtomicU64,
+    opened: tokio::time::Instant,
+    keepalive: Duration,
+}
+
+impl ConnectionPhase {
+    /// A connection just accepted: its first head is due within [`HEADER_TIMEOUT`].
+    fn new(keepalive: Duration) -> ConnectionPhase {
+        let connection = ConnectionPhase {
+            counted: AtomicUsize::new(0),
+            phase: AtomicU8::new(phase::AWAITING_HEAD),
+            deadline: AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
+            keepalive,
+        };
+        connection.due_in(HEADER_TIMEOUT);
+        connection
+    }
+
+    fn due_in(&self, within: Duration) {
+        let due = self.opened.elapsed() + within;
+        self.deadline.store(u64::try_from(due.as_millis()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+    }
+
     /// A request's head is complete: what was counted for it is free again.
     fn head_arrived(&self, heads: &HeadBytes) {
-        self.answering.store(true, Ordering::Relaxed);
+        self.phase.store(phase::ANSWERING, Ordering::Relaxed);
+        self.deadline.store(0, Ordering::Relaxed);
         let counted = self.counted.swap(0, Ordering::Relaxed);
         heads.release(counted);
     }
 
-    /// The answer's head is out: bytes read from now on belong to the next request's head, unless
-    /// the connection became a tunnel (whose bytes are never a head).
-    fn answered(&self, upgraded: bool) {
-        if !upgraded {
-            self.answering.store(false, Ordering::Relaxed);
+    /// The answer is a `101`: the connection becomes a tunnel, whose bytes are never a head.
+    fn became_tunnel(&self) {
+        self.phase.store(phase::TUNNEL, Ordering::Relaxed);
+    }
+
+    /// The answer is written whole (hyper dropped its body): the connection waits for the next.
+    fn answered(&self) {
+        if self.phase.compare_exchange(phase::ANSWERING, phase::IDLE, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.due_in(self.keepalive);
         }
+    }
+
+    /// Bytes came in: on an idle connection, they begin the next request's head.
+    fn bytes_arrived(&self) -> u8 {
+        match self.phase.load(Ordering::Relaxed) {
+            phase::IDLE => {
+                self.phase.store(phase::AWAITING_HEAD, Ordering::Relaxed);
+                self.due_in(HEADER_TIMEOUT);
+                phase::AWAITING_HEAD
+            }
+            other => other,
+        }
+    }
+}
+
+/// An answer's body as hyper writes it; hyper drops it once written whole (or the connection
+/// ended), which makes the connection idle. Its deadline starts then, not at the answer's head,
+/// so a long download or event stream to a client that sends nothing meanwhile is not cut.
+struct Answer {
+    body: Body,
+    connection: Arc<ConnectionPhase>,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.connection.answered();
+    }
+}
+
+/// The connection's deadlines, polled right after the connection in its task: ready (and the
+/// connection is closed) once a head has not come whole within [`HEADER_TIMEOUT`] of its first
+/// byte, or an idle connection's next request has not begun within `KEEPALIVE_TIMEOUT`.
+///
+/// Why not hyper's `header_read_timeout`: it runs from when hyper starts waiting for a head, idle
+/// time included, so a kept-alive connection was closed after 5 s idle, under the 60 s that load
+/// balancers (AWS ALB) and nginx's `keepalive` keep theirs: one that reused it just then failed
+/// its request. It also makes a boxed timer for every request; here one timer serves the
+/// connection, moved only when it fires (to at most [`HEADER_TIMEOUT`] ahead, so that the
+/// deadline of a head that begins is never earlier than the timer) or when a deadline comes
+/// earlier than it.
+struct Deadlines {
+    connection: Arc<ConnectionPhase>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadlines {
+    fn new(connection: Arc<ConnectionPhase>) -> Deadlines {
+        let timer = Box::pin(tokio::time::sleep_until(connection.opened + HEADER_TIMEOUT));
+        Deadlines { connection, timer }
+    }
+}
+
+impl Future for Deadlines {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let due = self.connection.deadline.load(Ordering::Relaxed);
+        if due == 0 {
+            return Poll::Pending; // answering, or a tunnel: woken with the connection
+        }
+        let limit = self.connection.opened + Duration::from_millis(due);
+        if self.timer.deadline() > limit {
+            self.timer.as_mut().reset(limit);
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            if now >= limit {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(limit.min(now + HEADER_TIMEOUT));
+        }
+        Poll::Pending
     }
 }
 
@@ -252,7 +396,7 @@ impl ConnectionHead {
 struct Counted {
     io: tokio::net::TcpStream,
     heads: Arc<HeadBytes>,
-    connection: Arc<ConnectionHead>,
+    connection: Arc<ConnectionPhase>,
     most: usize,
 }
 
@@ -261,7 +405,7 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         let read = buf.filled().len() - before;
-        if read > 0 && !self.connection.answering.load(Ordering::Relaxed) {
+        if read > 0 && self.connection.bytes_arrived() == phase::AWAITING_HEAD {
             let counted = self.connection.counted.load(Ordering::Relaxed);
             let added = read.min(self.most.saturating_sub(counted));
             self.connection.counted.store(counted + added, Ordering::Relaxed);

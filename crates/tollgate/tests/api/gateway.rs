@@ -25,7 +25,7 @@ const SERVICE_TOKEN: &str = "a service token of at least thirty-two characters";
 #[derive(Default)]
 pub struct Product {
     first_upload_bytes: Notify,
-    release_download: Notify,
+    pub release_download: Notify,
     pub requests: AtomicUsize,
 }
 

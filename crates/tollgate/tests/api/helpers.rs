@@ -300,11 +300,12 @@ pub fn signature(body: &[u8], t: i64) -> String {
     stripe_emulator::signature_header(WEBHOOK_SECRET, t, body)
 }
 
-/// The HTTP client of a test's browsers: redirects are answers, and a connection idle for half
-/// the time Tollgate keeps an idle connection open (`HEADER_TIMEOUT`) is not used again: one
-/// reused just as Tollgate closes it fails its request without an answer (`IncompleteMessage`).
+/// The HTTP client of a test's browsers: redirects are answers, and a connection is kept idle
+/// for well under the time Tollgate keeps one (`KEEPALIVE_TIMEOUT`, 75 s): one reused just as
+/// Tollgate closes it fails its request without an answer (`IncompleteMessage`).
 pub fn browser_client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_idle_timeout(tollgate::HEADER_TIMEOUT / 2).build().unwrap()
+    let idle = std::time::Duration::from_secs(30);
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_idle_timeout(idle).build().unwrap()
 }
 
 impl Browser {

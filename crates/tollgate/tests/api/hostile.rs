@@ -195,6 +195,89 @@ async fn slow_clients_are_disconnected_at_the_header_deadline() {
     assert!(started.elapsed() < tollgate::HEADER_TIMEOUT + Duration::from_secs(3));
 }
 
+/// Between requests a kept-alive connection waits up to `KEEPALIVE_TIMEOUT`, longer than a head may
+/// take (a load balancer keeps its idle connections 60 s, and one it reused just as Tollgate
+/// closed it would fail a request), and is closed once that has passed; a head begun on it must
+/// still be whole within `HEADER_TIMEOUT` of its first byte; an answer that streams for longer than
+/// the keep-alive to a client that sends nothing meanwhile is not cut; a connection that never
+/// sends a byte is closed at the header deadline. (Real time: these are the accept loop's socket
+/// deadlines, not the app's clock.)
+#[tokio::test]
+async fn kept_connections_wait_for_the_next_request_and_heads_keep_their_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (upstream, product) = crate::gateway::start_product().await;
+    let keepalive = tollgate::HEADER_TIMEOUT + Duration::from_secs(3);
+    let app = crate::gateway::gateway_app(&upstream, vec![("KEEPALIVE_TIMEOUT", format!("{}s", keepalive.as_secs()))]).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let connect = || TcpStream::connect(addr.clone());
+    // The bytes read until `ends` ends them (an answer's last bytes), the connection closes, or
+    // 20 s pass; and whether it closed.
+    async fn read_until(stream: &mut TcpStream, ends: &[u8]) -> (String, bool) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(ends) {
+            match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                Ok(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+                Err(_) => panic!("no answer and no close within 20 s: {}", String::from_utf8_lossy(&got)),
+            }
+        }
+        (String::from_utf8_lossy(&got).into_owned(), false)
+    }
+    // `/healthz` answered on `stream` (its JSON body ends with `}`).
+    async fn healthy(stream: &mut TcpStream) {
+        stream.write_all(HEALTH).await.unwrap();
+        let (answer, closed) = read_until(stream, b"}").await;
+        assert!(answer.starts_with("HTTP/1.1 200") && !closed, "{answer}");
+    }
+    // How long until the server closes `stream`, which must send nothing more.
+    async fn closes_after(stream: &mut TcpStream) -> Duration {
+        let started = Instant::now();
+        let (rest, closed) = read_until(stream, b"\0never").await;
+        assert!(closed && rest.is_empty(), "{rest}");
+        started.elapsed()
+    }
+    let slack = Duration::from_millis(500);
+
+    let reused_after_idle = async {
+        let mut stream = connect().await.unwrap();
+        healthy(&mut stream).await;
+        tokio::time::sleep(tollgate::HEADER_TIMEOUT + Duration::from_secs(1)).await;
+        healthy(&mut stream).await;
+        let closed = closes_after(&mut stream).await;
+        assert!(closed + slack >= keepalive && closed < keepalive + Duration::from_secs(2), "idle closed after {closed:?}");
+    };
+    let head_after_idle = async {
+        let mut stream = connect().await.unwrap();
+        healthy(&mut stream).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let closed = closes_after(&mut stream).await;
+        let deadline = tollgate::HEADER_TIMEOUT;
+        assert!(closed + slack >= deadline && closed < deadline + Duration::from_secs(2), "half a head closed after {closed:?}");
+    };
+    let silent = async {
+        let mut stream = connect().await.unwrap();
+        let closed = closes_after(&mut stream).await;
+        let deadline = tollgate::HEADER_TIMEOUT;
+        assert!(closed + slack >= deadline && closed < deadline + Duration::from_secs(2), "a silent connection closed after {closed:?}");
+    };
+    let long_answer = async {
+        let mut stream = connect().await.unwrap();
+        stream.write_all(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let (first, closed) = read_until(&mut stream, b"first part\n\r\n").await;
+        assert!(first.starts_with("HTTP/1.1 200") && !closed, "{first}");
+        tokio::time::sleep(keepalive + Duration::from_secs(1)).await;
+        product.release_download.notify_one();
+        let (rest, closed) = read_until(&mut stream, b"0\r\n\r\n").await;
+        assert!(rest.contains("second part") && !closed, "the stream was cut: {rest}");
+        healthy(&mut stream).await;
+    };
+    tokio::join!(reused_after_idle, head_after_idle, silent, long_answer);
+}
+
 /// `/readyz` proves the KV takes a write, asks Stripe at most once per few seconds however often
 /// it is probed, and shows anonymous callers no internals.
 #[tokio::test]
