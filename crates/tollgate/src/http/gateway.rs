@@ -233,7 +233,10 @@ pub(crate) async fn to_the_product(state: &AppState, request: Request) -> Respon
     };
     let deadline = tokio::time::sleep(REQUEST_DEADLINE);
     tokio::pin!(deadline);
+    // The lookup first: a kept identity answers at once, and the timer is then not registered
+    // until the product is asked.
     let found = tokio::select! {
+        biased;
         found = identity_for(state, &parts, needs, surface, api) => found,
         _ = &mut deadline => return Failure::timed_out(surface).into_response(),
     };
@@ -280,6 +283,7 @@ pub(crate) async fn to_the_product(state: &AppState, request: Request) -> Respon
     };
     deadline.as_mut().reset(tokio::time::Instant::now() + gateway.timeout());
     let forwarded = tokio::select! {
+        biased;
         forwarded = gateway.forward(Request::from_parts(parts, body), forwarding) => forwarded,
         _ = &mut deadline => Err(GatewayError::Timeout(gateway.timeout())),
     };
