@@ -19,9 +19,15 @@
 //! what each adds to the direct p50, the CPU per request of the process in front (the proxy's,
 //! workers included) and of Tollgate, then Tollgate's peak resident memory.
 //!
-//! Usage: `bench_gate [seconds per way] [only the ways whose name contains this]` (the direct
-//! way always runs: it is the baseline). `TOLLGATE_BENCH_PAUSE=1` waits for Enter before loading,
-//! printing Tollgate's pid, to attach a profiler.
+//! The ways take turns: each runs for its share of the seconds in every one of several rounds, and
+//! a way's figures are the medians of its rounds (the added p50 against the direct way's p50 in
+//! the same round). On a shared machine the cores' speed wanders by tens of percent over seconds:
+//! one long run per way in turn let a slow spell land on one way alone. With more than one round,
+//! the gateway is also compared with the nginx hop round by round.
+//!
+//! Usage: `bench_gate [seconds per way] [only the ways whose name contains this] [rounds, default
+//! 5]` (the direct ways always run: they are the baselines). `TOLLGATE_BENCH_PAUSE=1` waits for
+//! Enter before loading, printing Tollgate's pid, to attach a profiler.
 
 mod common;
 
@@ -142,52 +148,105 @@ async fn bench() -> anyhow::Result<()> {
         }
     }
 
-    println!("gate cost (wrk -t1 -c32, {seconds}s each, an entitled user's {PAGE_BYTES}-byte page served by nginx):");
+    let only = std::env::args().nth(2).unwrap_or_default();
+    let rounds: u64 = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(5).clamp(1, seconds.max(1));
+    let per_round = (seconds / rounds).max(1);
     println!(
-        "| path | req/s | p50 | p99 | added p50 | CPU per request in front | Tollgate's CPU per request |\n|---|---|---|---|---|---|---|"
+        "gate cost (wrk -t1 -c32, {rounds} rounds of {per_round}s each way in turn, medians; an entitled user's {PAGE_BYTES}-byte page served by nginx):"
+    );
+    println!(
+        "| path | req/s (rounds' range) | p50 | p99 | added p50 | CPU per request in front | Tollgate's CPU per request |\n|---|---|---|---|---|---|---|"
     );
     if std::env::var("TOLLGATE_BENCH_PAUSE").is_ok() {
         eprintln!("Tollgate's pid: {tollgate_pid} at {tollgate_url}, the subscriber's Cookie: {cookie}; press Enter to load");
         std::io::stdin().read_line(&mut String::new())?;
     }
-    let only = std::env::args().nth(2).unwrap_or_default();
-    let mut direct_p50 = None;
-    for (n, (label, url, _, front)) in ways.iter().enumerate() {
-        let baseline = *label == "API: directly";
-        if n > 0 && !baseline && !label.contains(only.as_str()) {
-            continue;
+    // The ways that run, each with the index of its baseline (the direct way of its kind).
+    let chosen: Vec<(usize, usize)> = ways
+        .iter()
+        .enumerate()
+        .filter(|(n, (label, ..))| *n == 0 || label.contains("directly") || label.contains(only.as_str()))
+        .map(|(n, (label, ..))| {
+            (n, if label.starts_with("API") { ways.iter().position(|w| w.0 == "API: directly").unwrap_or(0) } else { 0 })
+        })
+        .collect();
+    let mut measured: Vec<Vec<Round>> = vec![Vec::new(); ways.len()];
+    for _ in 0..rounds {
+        for &(n, baseline) in &chosen {
+            let (label, url, _, front) = &ways[n];
+            // The CPU per request of a process (and its children) over the run, when it is watched.
+            let watched_tollgate = label.contains("Tollgate").then_some(tollgate_pid);
+            let before = [*front, watched_tollgate].map(|pid| pid.map(tree_cpu_time));
+            let run = wrk(url, &credential(label), per_round)?;
+            // Caddy 2.6 (Debian's) sends a few requests on to the product with the check's URI
+            // (`GET /auth/verify`, the product's log says) under this load: counted in its row, not
+            // fatal. Any other way must serve every request.
+            anyhow::ensure!(label.starts_with("Caddy") || run.not_2xx == 0, "{label}: {} answers were not 2xx", run.not_2xx);
+            let requests = (run.per_second * per_round as f64).max(1.0);
+            let [in_front, of_tollgate] = [(*front, before[0]), (watched_tollgate, before[1])].map(|watched| match watched {
+                (Some(pid), Some(before)) => Some((tree_cpu_time(pid) - before).as_secs_f64() * 1e6 / requests),
+                _ => None,
+            });
+            // The baseline ran earlier in this round (it comes first among its kind).
+            let added = (n != baseline).then(|| measured[baseline].last().map(|b| run.p50_ms - b.run.p50_ms)).flatten();
+            measured[n].push(Round { run, added, in_front, of_tollgate });
         }
-        // The CPU per request of a process (and its children) over the run, when it is watched.
-        let watched_tollgate = label.contains("Tollgate").then_some(tollgate_pid);
-        let before = [*front, watched_tollgate].map(|pid| pid.map(tree_cpu_time));
-        let run = wrk(url, &credential(label), seconds)?;
-        // Caddy 2.6 (Debian's) sends a few requests on to the product with the check's URI
-        // (`GET /auth/verify`, the product's log says) under this load: counted in its row, not
-        // fatal. Any other way must serve every request.
-        let caddy = label.starts_with("Caddy");
-        anyhow::ensure!(caddy || run.not_2xx == 0, "{label}: {} answers were not 2xx", run.not_2xx);
-        let label = match run.not_2xx {
+    }
+    for &(n, _) in &chosen {
+        let label = ways[n].0;
+        let rounds = &measured[n];
+        let middle = |value: &dyn Fn(&Round) -> Option<f64>| median(rounds.iter().filter_map(value).collect());
+        let shown = |value: Option<f64>, unit: &str, digits: usize| value.map_or("—".to_string(), |v| format!("{v:.digits$} {unit}"));
+        let per_second: Vec<f64> = rounds.iter().map(|r| r.run.per_second).collect();
+        let (low, high) = per_second.iter().fold((f64::MAX, 0.0f64), |(l, h), v| (l.min(*v), h.max(*v)));
+        let not_2xx: u64 = rounds.iter().map(|r| r.run.not_2xx).sum();
+        let label = match not_2xx {
             0 => label.to_string(),
             n => format!("{label} ({n} answers not 2xx: the product asked for /auth/verify)"),
         };
-        let requests = (run.per_second * seconds as f64).max(1.0);
-        let [in_front, of_tollgate] = [(*front, before[0]), (watched_tollgate, before[1])].map(|watched| match watched {
-            (Some(pid), Some(before)) => format!("{:.1} µs", (tree_cpu_time(pid) - before).as_secs_f64() * 1e6 / requests),
-            _ => "—".to_string(),
-        });
-        let added = direct_p50.filter(|_| !baseline).map_or("—".to_string(), |d: f64| format!("{:.2} ms", run.p50_ms - d));
-        if n == 0 || baseline {
-            direct_p50 = Some(run.p50_ms);
-        }
         println!(
-            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {added} | {in_front} | {of_tollgate} |",
-            run.per_second, run.p50_ms, run.p99_ms
+            "| {label} | {:.0} ({low:.0}–{high:.0}) | {} | {} | {} | {} | {} |",
+            median(per_second).unwrap_or(0.0),
+            shown(middle(&|r| Some(r.run.p50_ms)), "ms", 2),
+            shown(middle(&|r| Some(r.run.p99_ms)), "ms", 2),
+            shown(middle(&|r| r.added), "ms", 2),
+            shown(middle(&|r| r.in_front), "µs", 1),
+            shown(middle(&|r| r.of_tollgate), "µs", 1),
         );
+    }
+    // Round by round, the gateway against the nginx hop: its throughput, and its added p50.
+    let position = |label: &str| ways.iter().position(|w| w.0 == label).filter(|n| !measured[*n].is_empty());
+    if let (Some(gateway), Some(hop), true) = (position("Tollgate gateway"), position("nginx proxy_pass (one hop, no gate)"), rounds > 1) {
+        let pairs: Vec<String> = measured[gateway]
+            .iter()
+            .zip(&measured[hop])
+            .map(|(g, h)| {
+                format!("{:.2}× / {:+.2} ms", g.run.per_second / h.run.per_second, g.added.unwrap_or(0.0) - h.added.unwrap_or(0.0))
+            })
+            .collect();
+        println!("Tollgate gateway against the nginx hop, round by round (throughput ratio / added p50 difference): {}", pairs.join(", "));
     }
     println!("Tollgate's peak resident memory: {:.1} MB (target ≤ 48 MB)", peak_rss_kb(tollgate_pid) as f64 / 1024.0);
     Ok(())
 }
 
+/// One way's figures in one round: wrk's, the p50 it adds to its baseline's in the same round,
+/// and the CPU per request of the process in front and of Tollgate (when watched).
+#[derive(Clone)]
+struct Round {
+    run: WrkRun,
+    added: Option<f64>,
+    in_front: Option<f64>,
+    of_tollgate: Option<f64>,
+}
+
+/// The median of `values` (the lower middle one of an even count), if any.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+#[derive(Clone)]
 struct WrkRun {
     per_second: f64,
     p50_ms: f64,
