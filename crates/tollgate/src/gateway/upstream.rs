@@ -13,6 +13,13 @@
 //! Every `.await` may be the last (the client hangs up): a connection is in the pool only while
 //! nothing is using it, and one dropped mid-request or mid-answer is closed by hyper, never
 //! handed back.
+//!
+//! A product closes a connection it has kept idle for its keep-alive timeout (gunicorn 2 s,
+//! uvicorn and Node 5 s), and a request sent on it just then is closed unanswered. As nginx does
+//! (`proxy_next_upstream error`), a request that may be sent twice — `GET`, `HEAD`, `OPTIONS`,
+//! `TRACE` without a body, not an upgrade — goes again on a new connection when that happens on a
+//! connection that had been idle a while ([`REPLAY_AFTER_IDLE`]); its head is copied for that
+//! only then, so the busy path copies nothing. Anything else is a 502, as before.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::uri::Authority;
-use axum::http::{Request, Response, StatusCode};
+use axum::http::{header, Method, Request, Response, StatusCode};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -35,6 +42,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_THREAD: usize = 256;
 /// How long making a connection to the product may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A kept connection idle this long may be closing under the request sent on it (the product's
+/// keep-alive timeout): an idempotent request sent on it is copied, to be sent again if so.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(250);
 
 /// A connection not in use, and since when.
 struct Idle {
@@ -70,39 +80,52 @@ impl Upstream {
     /// whose body hands the connection back to the pool once read to the end. A 101's connection
     /// is the upgrade's: it is never handed back. A kept connection that turns out closed before
     /// the request went out (the product closed it while idle) is replaced, and the request sent
-    /// on the next one; once a request has gone out, its failure is the caller's.
+    /// on the next one; one the product closes unanswered after a while idle gets an idempotent
+    /// request sent again on a new connection (see the module's doc); any other failure of a
+    /// request that went out is the caller's.
     pub(crate) async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, GatewayError> {
         let pool = &self.pools[crate::threads::current().unwrap_or(0) % self.pools.len()];
+        let mut replayed = false;
         loop {
-            let (mut sender, kept) = match self.idle(pool).await {
-                Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+            let kept = match replayed {
+                false => self.idle(pool).await,
+                true => None,
             };
+            let (mut sender, idle_for) = match kept {
+                Some((sender, idle_for)) => (sender, Some(idle_for)),
+                None => (self.connect().await?, None),
+            };
+            let copy = idle_for.filter(|idle| *idle >= REPLAY_AFTER_IDLE).and_then(|_| replayable(&request));
             match sender.try_send_request(request).await {
                 Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => return Ok(response.map(Body::new)),
                 Ok(response) => {
                     let home = Some((sender, pool.clone()));
                     return Ok(response.map(|body| Body::new(HandsBack { body, home })));
                 }
-                Err(mut failed) => match failed.take_message() {
-                    Some(unsent) if kept => request = unsent,
+                Err(mut failed) => match (failed.take_message(), copy) {
+                    (Some(unsent), _) if idle_for.is_some() => request = unsent,
+                    (None, Some(copy)) if closed_unanswered(failed.error()) => {
+                        tracing::debug!(error = %failed.error(), "a kept connection closed under a request: sent again on a new one");
+                        (request, replayed) = (copy, true);
+                    }
                     _ => return Err(GatewayError::Unreachable(failed.into_error().to_string())),
                 },
             }
         }
     }
 
-    /// A kept connection ready for a request, if the pool has one; those closed or idle too long
-    /// are dropped on the way.
-    async fn idle(&self, pool: &Pool) -> Option<SendRequest<Body>> {
+    /// A kept connection ready for a request, and how long it was idle, if the pool has one; those
+    /// closed or idle too long are dropped on the way.
+    async fn idle(&self, pool: &Pool) -> Option<(SendRequest<Body>, Duration)> {
         loop {
             let Idle { mut sender, since } = pool.lock().expect("never poisoned").pop_back()?;
-            if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+            let idle_for = since.elapsed();
+            if sender.is_closed() || idle_for > IDLE_TIMEOUT {
                 continue;
             }
             // Ready at once, unless its connection is still reading the end of the last answer.
             if sender.ready().await.is_ok() {
-                return Some(sender);
+                return Some((sender, idle_for));
             }
         }
     }
@@ -123,6 +146,30 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+/// A copy of `request` to send again, if it may be sent twice: `GET`, `HEAD`, `OPTIONS` or `TRACE`
+/// (RFC 9110 §9.2.2), without a body, not an upgrade.
+fn replayable(request: &Request<Body>) -> Option<Request<Body>> {
+    let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+    if !idempotent || !request.body().is_end_stream() || request.headers().contains_key(header::UPGRADE) {
+        return None;
+    }
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+/// Whether the product closed the connection without a byte of an answer (not a malformed or
+/// late answer, which sending again would not mend).
+fn closed_unanswered(error: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let io = std::error::Error::source(error).and_then(|e| e.downcast_ref::<std::io::Error>());
+    error.is_incomplete_message()
+        || io.is_some_and(|e| matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof))
 }
 
 /// Where to connect for `authority`: its host, and its port or HTTP's 80.

@@ -435,21 +435,24 @@ struct KeepAliveProduct {
     port: u16,
     connections: Arc<AtomicUsize>,
     close_idle: Arc<Notify>,
+    /// Requests for `/race` received: one that is not its connection's first is closed unanswered
+    /// (as if the product's keep-alive timeout had run out just as it came).
+    races: Arc<AtomicUsize>,
 }
 
 impl KeepAliveProduct {
     async fn start() -> KeepAliveProduct {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (connections, close_idle) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        let (counted, told) = (connections.clone(), close_idle.clone());
+        let (connections, close_idle, races) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let (counted, told, raced) = (connections.clone(), close_idle.clone(), races.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
-                let told = told.clone();
+                let (told, raced) = (told.clone(), raced.clone());
                 tokio::spawn(async move {
                     let mut stream = tokio::io::BufReader::new(stream);
-                    loop {
+                    for answered in 0.. {
                         let mut line = String::new();
                         let read = tokio::select! {
                             read = tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line) => read,
@@ -468,6 +471,12 @@ impl KeepAliveProduct {
                         if path == "/hang" {
                             std::future::pending::<()>().await;
                         }
+                        if path == "/race" {
+                            raced.fetch_add(1, Ordering::SeqCst);
+                            if answered > 0 {
+                                return;
+                            }
+                        }
                         let close = path.starts_with("/close/");
                         let connection = if close { "connection: close\r\n" } else { "" };
                         let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{connection}\r\n{path}", path.len());
@@ -478,12 +487,38 @@ impl KeepAliveProduct {
                 });
             }
         });
-        KeepAliveProduct { url: format!("http://127.0.0.1:{port}"), port, connections, close_idle }
+        KeepAliveProduct { url: format!("http://127.0.0.1:{port}"), port, connections, close_idle, races }
     }
 
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    fn races(&self) -> usize {
+        self.races.load(Ordering::SeqCst)
+    }
+}
+
+/// A kept connection that the product closes under a request (its keep-alive timeout ran out just
+/// as the request came) costs an idempotent request nothing: the gateway sends it again on a new
+/// connection. A POST is never sent twice: it gets the 502. (Real time: the pool's idle time.)
+#[tokio::test]
+async fn a_request_closed_unanswered_on_an_idle_kept_connection_is_sent_again_only_when_idempotent() {
+    let product = KeepAliveProduct::start().await;
+    let app = gateway_app(&product.url, vec![]).await;
+    // One connection to Tollgate: its requests are served by one thread, with one pool.
+    let client = reqwest::Client::new();
+    let first = client.get(format!("{}/first", app.url)).send().await.unwrap();
+    assert_eq!(first.text().await.unwrap(), "/first");
+    let idle = Duration::from_millis(400);
+    tokio::time::sleep(idle).await;
+    let raced = client.get(format!("{}/race", app.url)).send().await.unwrap();
+    assert_eq!((raced.status().as_u16(), raced.text().await.unwrap()), (200, "/race".to_string()));
+    assert_eq!((product.races(), product.connections()), (2, 2), "closed unanswered once, then answered on a new connection");
+    tokio::time::sleep(idle).await;
+    let posted = client.post(format!("{}/race", app.url)).send().await.unwrap();
+    assert_eq!(posted.status().as_u16(), 502, "{}", posted.text().await.unwrap());
+    assert_eq!((product.races(), product.connections()), (3, 2), "the POST went out once");
 }
 
 /// The gateway keeps its connections to the product between requests, and never sends one on a
