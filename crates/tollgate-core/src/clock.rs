@@ -1,10 +1,12 @@
 //! Time, read through one value that tests can move: the system's clock in production, a clock
 //! tests advance instead of sleeping (as mini-redis pauses tokio's). Everything that reads the time
 //! (sessions, links, throttles, leases, the drain's debounce and sweeps, the catalogue's freshness,
-//! cached identities and keys, tunnels' limits) takes it from the `Clock` it was given.
+//! cached identities and keys, tunnels' limits, the accept loop's header and keep-alive deadlines,
+//! how long the gateway's connections to the product were idle) takes it from the `Clock` it was
+//! given.
 //!
 //! What keeps the real time: waits on real work (Stripe's pace and retries, a checkout or sync in
-//! flight, the proxy's deadline, the accept loop), measured latencies, and times exchanged with
+//! flight, the proxy's deadline, the accept loop's pacing), measured latencies, and times exchanged with
 //! another party, who reads the real clock (webhook signatures, Clerk's tokens, the gateway's
 //! assertion); Redis keeps expiry by its own clock, and the outbox's sent time is for display.
 //!

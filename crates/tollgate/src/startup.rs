@@ -217,6 +217,7 @@ impl Application {
             trusted_proxies: settings.trusted_proxies.clone().into(),
             max_header_bytes: settings.max_header_bytes,
             keepalive_timeout: settings.keepalive_timeout,
+            clock: state.clock.clone(),
         };
         Ok(Application {
             listener,

@@ -74,7 +74,7 @@ impl Gateway {
         let limits =
             TunnelLimits { idle: settings.idle_timeout, max_lifetime: settings.max_lifetime, recheck: settings.entitlement_recheck };
         Gateway {
-            upstream: Upstream::new(upstream),
+            upstream: Upstream::new(upstream, clock.clone()),
             host,
             timeout: settings.timeout,
             credentials: OwnCredentials { strip_clerk: clerk_issuer.filter(|_| !settings.forward_clerk_session) },

@@ -25,7 +25,10 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tollgate_core::Clock;
 
 use axum::body::Body;
 use axum::http::uri::Authority;
@@ -53,8 +56,11 @@ struct Idle {
 }
 
 /// One serving thread's idle connections, the most recently used last (taken first: the likeliest
-/// to be open still).
-type Pool = Arc<Mutex<VecDeque<Idle>>>;
+/// to be open still), and the app's clock their idle times are read by.
+struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+    clock: Clock,
+}
 
 pub(crate) struct Upstream {
     /// `host[:port]` of the product, as `UPSTREAM_URL` names it.
@@ -62,13 +68,14 @@ pub(crate) struct Upstream {
     /// The host (an IPv6 address without its brackets) and port connected to.
     address: (String, u16),
     /// One per serving thread (only that thread takes from it, so its lock is never contended).
-    pools: Box<[Pool]>,
+    pools: Box<[Arc<Pool>]>,
 }
 
 impl Upstream {
-    pub(crate) fn new(authority: Authority) -> Upstream {
+    pub(crate) fn new(authority: Authority, clock: Clock) -> Upstream {
         let address = address_of(&authority);
-        Upstream { authority, address, pools: (0..crate::threads::count()).map(|_| Pool::default()).collect() }
+        let pool = || Arc::new(Pool { idle: Mutex::default(), clock: clock.clone() });
+        Upstream { authority, address, pools: (0..crate::threads::count()).map(|_| pool()).collect() }
     }
 
     /// `host[:port]` of the product.
@@ -118,8 +125,8 @@ impl Upstream {
     /// closed or idle too long are dropped on the way.
     async fn idle(&self, pool: &Pool) -> Option<(SendRequest<Body>, Duration)> {
         loop {
-            let Idle { mut sender, since } = pool.lock().expect("never poisoned").pop_back()?;
-            let idle_for = since.elapsed();
+            let Idle { mut sender, since } = pool.idle.lock().expect("never poisoned").pop_back()?;
+            let idle_for = pool.clock.now() - since;
             if sender.is_closed() || idle_for > IDLE_TIMEOUT {
                 continue;
             }
@@ -182,15 +189,15 @@ fn address_of(authority: &Authority) -> (String, u16) {
 /// The product's answer body; read to its end, it puts its connection back in the pool.
 struct HandsBack {
     body: Incoming,
-    home: Option<(SendRequest<Body>, Pool)>,
+    home: Option<(SendRequest<Body>, Arc<Pool>)>,
 }
 
 impl HandsBack {
     fn hand_back(&mut self) {
         if let Some((sender, pool)) = self.home.take() {
-            let mut idle = pool.lock().expect("never poisoned");
+            let mut idle = pool.idle.lock().expect("never poisoned");
             if idle.len() < MAX_IDLE_PER_THREAD {
-                idle.push_back(Idle { sender, since: Instant::now() });
+                idle.push_back(Idle { sender, since: pool.clock.now() });
             }
         }
     }

@@ -30,6 +30,8 @@ pub(crate) struct Edge {
     pub(crate) max_header_bytes: usize,
     /// `KEEPALIVE_TIMEOUT` (the accept loop closes a connection idle this long).
     pub(crate) keepalive_timeout: std::time::Duration,
+    /// The app's clock, which the connections' deadlines read.
+    pub(crate) clock: tollgate_core::Clock,
 }
 
 /// One connection as the accept loop took it: who is at the other end, and its slot.

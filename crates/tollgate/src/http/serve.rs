@@ -23,6 +23,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::time::Instant;
+use tollgate_core::Clock;
 use tower::ServiceExt;
 
 use super::edge::{Arrival, Edge};
@@ -106,12 +108,13 @@ pub(crate) async fn serve(
         // Handed to a serving thread (`threads`), whose reactor takes the socket over.
         let Ok(stream) = stream.into_std() else { continue };
         let arrival = Arrival::new(peer, ConnectionSlot::new(permit));
+        // Its deadlines count from now, in the order connections come.
+        let connection = Arc::new(ConnectionPhase::new(edge.clock.clone(), edge.keepalive_timeout));
         let (router, lane, edge, heads) = (router.clone(), lane.clone(), edge.clone(), heads.clone());
         let (mut stopped, done, closed) = (stopped.clone(), done.clone(), closed.clone());
         threads.spawn(move || async move {
             let _done = done;
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
-            let connection = Arc::new(ConnectionPhase::new(edge.keepalive_timeout));
             let mut deadlines = Deadlines::new(connection.clone());
             let max_header_bytes = edge.max_header_bytes;
             let io = Counted { io: stream, heads: heads.clone(), connection: connection.clone(), most: max_header_bytes };
@@ -259,18 +262,21 @@ struct ConnectionPhase {
     /// When what the connection awaits must have come, in milliseconds from `opened` (0: nothing
     /// is awaited).
     deadline: AtomicU64,
-    opened: tokio::time::Instant,
+    /// The app's clock (tests advance it), and the connection's start by it.
+    clock: Clock,
+    opened: Instant,
     keepalive: Duration,
 }
 
 impl ConnectionPhase {
     /// A connection just accepted: its first head is due within [`HEADER_TIMEOUT`].
-    fn new(keepalive: Duration) -> ConnectionPhase {
+    fn new(clock: Clock, keepalive: Duration) -> ConnectionPhase {
         let connection = ConnectionPhase {
             counted: AtomicUsize::new(0),
             phase: AtomicU8::new(phase::AWAITING_HEAD),
             deadline: AtomicU64::new(0),
-            opened: tokio::time::Instant::now(),
+            opened: clock.now(),
+            clock,
             keepalive,
         };
         connection.due_in(HEADER_TIMEOUT);
@@ -278,7 +284,7 @@ impl ConnectionPhase {
     }
 
     fn due_in(&self, within: Duration) {
-        let due = self.opened.elapsed() + within;
+        let due = self.clock.now() - self.opened + within;
         self.deadline.store(u64::try_from(due.as_millis()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
     }
 
@@ -354,19 +360,31 @@ impl Drop for Answer {
 /// time included, so a kept-alive connection was closed after 5 s idle, under the 60 s that load
 /// balancers (AWS ALB) and nginx's `keepalive` keep theirs: one that reused it just then failed
 /// its request. It also makes a boxed timer for every request; here one timer serves the
-/// connection, moved only when it fires (to at most [`HEADER_TIMEOUT`] ahead, so that the
+/// connection, set again only when it fires (to at most [`HEADER_TIMEOUT`] ahead, so that the
 /// deadline of a head that begins is never earlier than the timer) or when a deadline comes
-/// earlier than it.
+/// earlier than it. The timer is the app's clock's (`Clock::sleep_until`), which tests advance.
 struct Deadlines {
     connection: Arc<ConnectionPhase>,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the timer fires, and the timer.
+    armed: Instant,
+    timer: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Deadlines {
     fn new(connection: Arc<ConnectionPhase>) -> Deadlines {
-        let timer = Box::pin(tokio::time::sleep_until(connection.opened + HEADER_TIMEOUT));
-        Deadlines { connection, timer }
+        let armed = connection.opened + HEADER_TIMEOUT;
+        Deadlines { timer: timer(&connection.clock, armed), armed, connection }
     }
+
+    fn arm(&mut self, at: Instant) {
+        (self.armed, self.timer) = (at, timer(&self.connection.clock, at));
+    }
+}
+
+/// A timer that fires when `clock` reaches `at`.
+fn timer(clock: &Clock, at: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let clock = clock.clone();
+    Box::pin(async move { clock.sleep_until(at).await })
 }
 
 impl Future for Deadlines {
@@ -378,15 +396,15 @@ impl Future for Deadlines {
             return Poll::Pending; // answering, or a tunnel: woken with the connection
         }
         let limit = self.connection.opened + Duration::from_millis(due);
-        if self.timer.deadline() > limit {
-            self.timer.as_mut().reset(limit);
+        if self.armed > limit {
+            self.arm(limit);
         }
         while self.timer.as_mut().poll(cx).is_ready() {
-            let now = tokio::time::Instant::now();
+            let now = self.connection.clock.now();
             if now >= limit {
                 return Poll::Ready(());
             }
-            self.timer.as_mut().reset(limit.min(now + HEADER_TIMEOUT));
+            self.arm(limit.min(now + HEADER_TIMEOUT));
         }
         Poll::Pending
     }

@@ -186,6 +186,8 @@ async fn slow_clients_are_disconnected_at_the_header_deadline() {
         slow.push(stream);
     }
     assert_eq!(app.browser().get("/healthz").await.status, 200, "served while the slow ones hang");
+    // The deadline reads the app's clock (every slow one was accepted before that answer).
+    app.clock.advance(tollgate::HEADER_TIMEOUT);
     let started = Instant::now();
     for mut stream in slow {
         let mut rest = Vec::new();
@@ -200,8 +202,8 @@ async fn slow_clients_are_disconnected_at_the_header_deadline() {
 /// closed it would fail a request), and is closed once that has passed; a head begun on it must
 /// still be whole within `HEADER_TIMEOUT` of its first byte; an answer that streams for longer than
 /// the keep-alive to a client that sends nothing meanwhile is not cut; a connection that never
-/// sends a byte is closed at the header deadline. (Real time: these are the accept loop's socket
-/// deadlines, not the app's clock.)
+/// sends a byte is closed at the header deadline. The deadlines read the app's clock: the test
+/// advances it, one case after another.
 #[tokio::test]
 async fn kept_connections_wait_for_the_next_request_and_heads_keep_their_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -213,69 +215,76 @@ async fn kept_connections_wait_for_the_next_request_and_heads_keep_their_deadlin
     let addr = app.url.trim_start_matches("http://").to_string();
     let connect = || TcpStream::connect(addr.clone());
     // The bytes read until `ends` ends them (an answer's last bytes), the connection closes, or
-    // 20 s pass; and whether it closed.
-    async fn read_until(stream: &mut TcpStream, ends: &[u8]) -> (String, bool) {
+    // `within` passes (`None`); and whether it closed.
+    async fn read_until(stream: &mut TcpStream, ends: &[u8], within: Duration) -> Option<(String, bool)> {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while !got.ends_with(ends) {
-            match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await {
+            match tokio::time::timeout(within, stream.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-                Ok(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
-                Err(_) => panic!("no answer and no close within 20 s: {}", String::from_utf8_lossy(&got)),
+                Ok(_) => return Some((String::from_utf8_lossy(&got).into_owned(), true)),
+                Err(_) => return None,
             }
         }
-        (String::from_utf8_lossy(&got).into_owned(), false)
+        Some((String::from_utf8_lossy(&got).into_owned(), false))
     }
     // `/healthz` answered on `stream` (its JSON body ends with `}`).
     async fn healthy(stream: &mut TcpStream) {
         stream.write_all(HEALTH).await.unwrap();
-        let (answer, closed) = read_until(stream, b"}").await;
+        let (answer, closed) = read_until(stream, b"}", Duration::from_secs(20)).await.expect("an answer");
         assert!(answer.starts_with("HTTP/1.1 200") && !closed, "{answer}");
     }
-    // How long until the server closes `stream`, which must send nothing more.
-    async fn closes_after(stream: &mut TcpStream) -> Duration {
-        let started = Instant::now();
-        let (rest, closed) = read_until(stream, b"\0never").await;
-        assert!(closed && rest.is_empty(), "{rest}");
-        started.elapsed()
+    // Whether the server closes `stream` (which must send nothing more) within 300 ms, or within
+    // 3 s when it should: at once once the clock is past the deadline, not after some real time.
+    async fn closes(stream: &mut TcpStream, should: bool) -> bool {
+        let within = Duration::from_millis(if should { 3_000 } else { 300 });
+        match read_until(stream, b"\0never", within).await {
+            Some((rest, closed)) => closed && rest.is_empty(),
+            None => false,
+        }
     }
-    let slack = Duration::from_millis(500);
+    // Moved while nothing is due, to leave room for the real time the checks take.
+    let margin = Duration::from_secs(2);
 
-    let reused_after_idle = async {
-        let mut stream = connect().await.unwrap();
-        healthy(&mut stream).await;
-        tokio::time::sleep(tollgate::HEADER_TIMEOUT + Duration::from_secs(1)).await;
-        healthy(&mut stream).await;
-        let closed = closes_after(&mut stream).await;
-        assert!(closed + slack >= keepalive && closed < keepalive + Duration::from_secs(2), "idle closed after {closed:?}");
-    };
-    let head_after_idle = async {
-        let mut stream = connect().await.unwrap();
-        healthy(&mut stream).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-        let closed = closes_after(&mut stream).await;
-        let deadline = tollgate::HEADER_TIMEOUT;
-        assert!(closed + slack >= deadline && closed < deadline + Duration::from_secs(2), "half a head closed after {closed:?}");
-    };
-    let silent = async {
-        let mut stream = connect().await.unwrap();
-        let closed = closes_after(&mut stream).await;
-        let deadline = tollgate::HEADER_TIMEOUT;
-        assert!(closed + slack >= deadline && closed < deadline + Duration::from_secs(2), "a silent connection closed after {closed:?}");
-    };
-    let long_answer = async {
-        let mut stream = connect().await.unwrap();
-        stream.write_all(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-        let (first, closed) = read_until(&mut stream, b"first part\n\r\n").await;
-        assert!(first.starts_with("HTTP/1.1 200") && !closed, "{first}");
-        tokio::time::sleep(keepalive + Duration::from_secs(1)).await;
-        product.release_download.notify_one();
-        let (rest, closed) = read_until(&mut stream, b"0\r\n\r\n").await;
-        assert!(rest.contains("second part") && !closed, "the stream was cut: {rest}");
-        healthy(&mut stream).await;
-    };
-    tokio::join!(reused_after_idle, head_after_idle, silent, long_answer);
+    // Idle past a head's deadline, the connection serves its next request; it closes at the keep-alive.
+    let mut stream = connect().await.unwrap();
+    healthy(&mut stream).await;
+    app.clock.advance(tollgate::HEADER_TIMEOUT + Duration::from_secs(1));
+    healthy(&mut stream).await;
+    app.clock.advance(keepalive - margin);
+    assert!(!closes(&mut stream, false).await, "closed before the keep-alive ran out");
+    app.clock.advance(margin);
+    assert!(closes(&mut stream, true).await, "still open after the keep-alive");
+
+    // Half a head after a while idle: closed when the head's deadline, from its first byte, passes.
+    let mut stream = connect().await.unwrap();
+    healthy(&mut stream).await;
+    app.clock.advance(Duration::from_secs(1));
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    app.clock.advance(tollgate::HEADER_TIMEOUT - margin);
+    assert!(!closes(&mut stream, false).await, "half a head closed before its deadline");
+    app.clock.advance(margin);
+    assert!(closes(&mut stream, true).await, "half a head still open after its deadline");
+
+    // A connection that never sends a byte (accepted before the next one is answered).
+    let mut silent = connect().await.unwrap();
+    healthy(&mut connect().await.unwrap()).await;
+    app.clock.advance(tollgate::HEADER_TIMEOUT - margin);
+    assert!(!closes(&mut silent, false).await, "a silent connection closed before the header deadline");
+    app.clock.advance(margin);
+    assert!(closes(&mut silent, true).await, "a silent connection still open after the header deadline");
+
+    // An answer that pauses longer than the keep-alive, to a client that sends nothing.
+    let mut stream = connect().await.unwrap();
+    stream.write_all(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (first, closed) = read_until(&mut stream, b"first part\n\r\n", Duration::from_secs(20)).await.expect("the first part");
+    assert!(first.starts_with("HTTP/1.1 200") && !closed, "{first}");
+    app.clock.advance(keepalive + Duration::from_secs(1));
+    assert!(!closes(&mut stream, false).await, "the stream was cut while it paused");
+    product.release_download.notify_one();
+    let (rest, closed) = read_until(&mut stream, b"0\r\n\r\n", Duration::from_secs(20)).await.expect("the rest");
+    assert!(rest.contains("second part") && !closed, "the stream was cut: {rest}");
+    healthy(&mut stream).await;
 }
 
 /// `/readyz` proves the KV takes a write, asks Stripe at most once per few seconds however often
