@@ -80,7 +80,7 @@ pub enum ApiKeyError {
 /// Whether `secret` has the shape of a key (anything else is never looked up).
 pub fn is_secret(secret: &str) -> bool {
     let rest = secret.strip_prefix("tg_live_").or_else(|| secret.strip_prefix("tg_test_"));
-    rest.is_some_and(|r| r.len() == 40 && r.chars().all(|c| c.is_ascii_alphanumeric()))
+    rest.is_some_and(|r| r.len() == 40 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 fn hash_of(secret: &str) -> String {

@@ -25,7 +25,7 @@
 //! one long run per way in turn let a slow spell land on one way alone. With more than one round,
 //! the gateway is also compared with the nginx hop round by round.
 //!
-//! Usage: `bench_gate [seconds per way] [only the ways whose name contains this] [rounds, default
+//! Usage: `bench_gate [seconds per way] [only the ways whose name starts with this] [rounds, default
 //! 5]` (the direct ways always run: they are the baselines). `TOLLGATE_BENCH_PAUSE=1` waits for
 //! Enter before loading, printing Tollgate's pid, to attach a profiler.
 
@@ -165,7 +165,7 @@ async fn bench() -> anyhow::Result<()> {
     let chosen: Vec<(usize, usize)> = ways
         .iter()
         .enumerate()
-        .filter(|(n, (label, ..))| *n == 0 || label.contains("directly") || label.contains(only.as_str()))
+        .filter(|(n, (label, ..))| *n == 0 || label.contains("directly") || label.starts_with(only.as_str()))
         .map(|(n, (label, ..))| {
             (n, if label.starts_with("API") { ways.iter().position(|w| w.0 == "API: directly").unwrap_or(0) } else { 0 })
         })

@@ -17,12 +17,17 @@ use super::{keys, Commit, KvError, KvFuture, EVENT_MEMORY};
 
 /// An answer already known (leases and pacing live in memory here).
 pub fn ready<'a, T: Send + 'a>(value: T) -> KvFuture<'a, T> {
-    Box::pin(async move { Ok(value) })
+    KvFuture::ready(Ok(value))
 }
 
 /// An ordered string table to read (a redb read transaction, a locked map).
 pub trait ReadTable {
     fn get(&self, key: &str) -> Result<Option<String>, KvError>;
+    /// The number stored at `key` (absent or not a number: `None`). A table that can read a value
+    /// where it lies does (the memory map: no copy on a request's path).
+    fn number(&self, key: &str) -> Result<Option<i64>, KvError> {
+        Ok(self.get(key)?.and_then(|v| v.parse().ok()))
+    }
     /// Keys starting with `prefix`, in order from `start` (itself at or after `prefix`), at most
     /// `limit`, with their values.
     fn scan(&self, prefix: &str, start: &str, limit: usize) -> Result<Vec<(String, String)>, KvError>;
@@ -52,7 +57,7 @@ pub fn set_if_absent(table: &mut dyn Table, key: &str, value: &str) -> Result<bo
 /// The value, removed (with its expiry); an expired value counts as absent.
 pub fn take(table: &mut dyn Table, key: &str, now_unix: i64) -> Result<Option<String>, KvError> {
     let expiry = keys::expiry(key);
-    let expired = table.get(&expiry)?.and_then(|e| e.parse::<i64>().ok()).is_some_and(|e| e <= now_unix);
+    let expired = table.number(&expiry)?.is_some_and(|e| e <= now_unix);
     let value = table.get(key)?;
     if value.is_some() {
         table.remove(key)?;
@@ -91,7 +96,7 @@ pub fn hash_remove(table: &mut dyn Table, key: &str, field: &str) -> Result<bool
 pub fn mark_pending(table: &mut dyn Table, customer: &str, event_id: Option<&str>, now_unix: i64) -> Result<bool, KvError> {
     if let Some(id) = event_id {
         let key = keys::event(id);
-        if table.get(&key)?.and_then(|v| v.parse::<i64>().ok()).is_some_and(|expires| expires > now_unix) {
+        if table.number(&key)?.is_some_and(|expires| expires > now_unix) {
             return Ok(false);
         }
         table.insert(&key, &(now_unix + EVENT_MEMORY.as_secs() as i64).to_string())?;
@@ -127,7 +132,7 @@ pub fn set_expiring(table: &mut dyn Table, key: &str, value: &str, ttl: std::tim
 }
 
 pub fn increment(table: &mut dyn Table, key: &str, ttl: std::time::Duration, now_unix: i64) -> Result<u64, KvError> {
-    let expired = table.get(&keys::expiry(key))?.and_then(|e| e.parse::<i64>().ok()).is_none_or(|e| e <= now_unix);
+    let expired = table.number(&keys::expiry(key))?.is_none_or(|e| e <= now_unix);
     if expired {
         set_expiring(table, key, "1", ttl, now_unix)?;
         return Ok(1);
@@ -178,7 +183,7 @@ pub fn commit_sync(
 /// [`Kv::usage_add`](super::Kv::usage_add).
 pub fn usage_add(table: &mut dyn Table, bucket: &str, amount: u64, once: Option<&str>, now_unix: i64) -> Result<bool, KvError> {
     if let Some(once) = once {
-        let live = table.get(&keys::expiry(once))?.and_then(|e| e.parse::<i64>().ok()).is_some_and(|e| e > now_unix);
+        let live = table.number(&keys::expiry(once))?.is_some_and(|e| e > now_unix);
         if live && table.get(once)?.is_some() {
             return Ok(false);
         }
@@ -220,8 +225,8 @@ pub fn admit(table: &mut dyn Table, leases: &Leases, quota: super::Quota<'_>, no
     let used = match quota.period {
         None => None,
         Some((key, _, _)) => {
-            let expired = table.get(&keys::expiry(key))?.and_then(|e| e.parse::<i64>().ok()).is_none_or(|e| e <= now_unix);
-            Some(if expired { 0 } else { table.get(key)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) })
+            let expired = table.number(&keys::expiry(key))?.is_none_or(|e| e <= now_unix);
+            Some(if expired { 0 } else { table.number(key)?.map_or(0, |v| v.max(0) as u64) })
         }
     };
     let period_open = quota.period.zip(used).is_none_or(|((_, limit, _), used)| used < limit);

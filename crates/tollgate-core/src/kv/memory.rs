@@ -52,6 +52,9 @@ impl ReadTable for Map<'_> {
     fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         Ok(self.0.get(key).cloned())
     }
+    fn number(&self, key: &str) -> Result<Option<i64>, KvError> {
+        Ok(self.0.get(key).and_then(|v| v.parse().ok()))
+    }
     fn scan(&self, prefix: &str, start: &str, limit: usize) -> Result<Vec<(String, String)>, KvError> {
         Ok(self
             .0
@@ -65,8 +68,7 @@ impl ReadTable for Map<'_> {
 
 impl MemoryKv {
     fn with<'a, T: Send + 'a>(&self, f: impl FnOnce(&mut Map) -> Result<T, KvError>) -> KvFuture<'a, T> {
-        let result = f(&mut Map(&mut self.map.lock().unwrap_or_else(|p| p.into_inner())));
-        Box::pin(async move { result })
+        KvFuture::ready(f(&mut Map(&mut self.map.lock().unwrap_or_else(|p| p.into_inner()))))
     }
 }
 

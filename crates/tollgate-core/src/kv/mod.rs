@@ -29,6 +29,7 @@
 //! On a Redis Cluster some of Tollgate's own keys are named differently, so that each script's
 //! keys share a slot: [`redis_cluster`]; callers always use the names here.
 
+mod future;
 pub mod local;
 pub mod memory;
 pub mod metered;
@@ -36,8 +37,6 @@ pub mod redb;
 pub mod redis;
 pub mod redis_cluster;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +49,7 @@ pub enum KvError {
     Unavailable(String),
 }
 
-pub type KvFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KvError>> + Send + 'a>>;
+pub use future::KvFuture;
 
 /// How a sync's commit went (see [`Kv::commit_sync`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +259,7 @@ pub mod keys {
 
     /// When a local store forgets `key` (see `Kv::set_expiring`).
     pub fn expiry(key: &str) -> String {
-        format!("tollgate:expires:{key}")
+        ["tollgate:expires:", key].concat() // sized at once: a quota's check makes one
     }
 
     /// The Redis hash of pending customers.

@@ -148,7 +148,7 @@ impl RedbKv {
             }) as Finish)
         });
         let stopped = || KvError::Unavailable("the KV write did not commit".into());
-        Box::pin(async move {
+        KvFuture::new(async move {
             self.writes.send(job).await.map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         })
@@ -246,7 +246,7 @@ fn writer(slot: Slot, path: PathBuf, mut queue: mpsc::Receiver<Job>) {
 
 impl Kv for RedbKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.read(|t| t.get(key)) })
+        KvFuture::new(async move { self.read(|t| t.get(key)) })
     }
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
         let (key, value) = (key.to_string(), value.to_string());
@@ -276,10 +276,10 @@ impl Kv for RedbKv {
         self.write(move |t| local::increment(t, &key, ttl, now))
     }
     fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.read(|t| local::hash_get(t, key, field)) })
+        KvFuture::new(async move { self.read(|t| local::hash_get(t, key, field)) })
     }
     fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
-        Box::pin(async move { self.read(|t| local::hash_get_all(t, key)) })
+        KvFuture::new(async move { self.read(|t| local::hash_get_all(t, key)) })
     }
     fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
         let (key, field, value) = (key.to_string(), field.to_string(), value.to_string());
@@ -290,10 +290,10 @@ impl Kv for RedbKv {
         self.write(move |t| local::hash_remove(t, &key, &field))
     }
     fn ping(&self) -> KvFuture<'_, ()> {
-        Box::pin(async move { self.read(|t| t.get("tollgate:ping").map(|_| ())) })
+        KvFuture::new(async move { self.read(|t| t.get("tollgate:ping").map(|_| ())) })
     }
     fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> KvFuture<'a, (Vec<String>, String)> {
-        Box::pin(async move { self.read(|t| local::scan_keys(t, prefix, cursor, limit)) })
+        KvFuture::new(async move { self.read(|t| local::scan_keys(t, prefix, cursor, limit)) })
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
         let (customer, event_id) = (customer.to_string(), event_id.map(str::to_string));
@@ -301,10 +301,10 @@ impl Kv for RedbKv {
         self.write(move |t| local::mark_pending(t, &customer, event_id.as_deref(), now))
     }
     fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
-        Box::pin(async move { self.read(|t| local::pending_generation(t, customer)) })
+        KvFuture::new(async move { self.read(|t| local::pending_generation(t, customer)) })
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let prune = {
                 let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
                 let now = self.clock.now();
@@ -341,7 +341,7 @@ impl Kv for RedbKv {
         self.write(move |t| local::usage_take(t, &bucket))
     }
     fn usage_pending(&self, limit: usize) -> KvFuture<'_, super::UsagePending> {
-        Box::pin(async move { self.read(|t| local::usage_pending(t, limit)) })
+        KvFuture::new(async move { self.read(|t| local::usage_pending(t, limit)) })
     }
     fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()> {
         let record = record.to_string();

@@ -478,45 +478,45 @@ impl RedisKv {
 
 impl Kv for RedisKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(self.run(redis::cmd("GET").arg(&*self.key(key)).clone()))
+        KvFuture::new(self.run(redis::cmd("GET").arg(&*self.key(key)).clone()))
     }
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(self.run(redis::cmd("SET").arg(&*self.key(key)).arg(value).clone()))
+        KvFuture::new(self.run(redis::cmd("SET").arg(&*self.key(key)).arg(value).clone()))
     }
     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a str) -> KvFuture<'a, bool> {
-        Box::pin(async move { self.script(&self.scripts.set_if_absent, &[&self.key(key)], &[value]).await })
+        KvFuture::new(async move { self.script(&self.scripts.set_if_absent, &[&self.key(key)], &[value]).await })
     }
     fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(self.run(redis::cmd("DEL").arg(&*self.key(key)).clone()))
+        KvFuture::new(self.run(redis::cmd("DEL").arg(&*self.key(key)).clone()))
     }
     fn take<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(async move { self.script(&self.scripts.take, &[&self.key(key)], &[]).await })
+        KvFuture::new(async move { self.script(&self.scripts.take, &[&self.key(key)], &[]).await })
     }
     fn set_expiring<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> KvFuture<'a, ()> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             self.run(redis::cmd("SET").arg(&*self.key(key)).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).clone()).await
         })
     }
     fn increment<'a>(&'a self, key: &'a str, ttl: Duration) -> KvFuture<'a, u64> {
-        Box::pin(async move { self.script(&self.scripts.increment, &[&self.key(key)], &[&ttl.as_millis().max(1).to_string()]).await })
+        KvFuture::new(async move { self.script(&self.scripts.increment, &[&self.key(key)], &[&ttl.as_millis().max(1).to_string()]).await })
     }
     fn hash_get<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, Option<String>> {
-        Box::pin(self.run(redis::cmd("HGET").arg(&*self.key(key)).arg(field).clone()))
+        KvFuture::new(self.run(redis::cmd("HGET").arg(&*self.key(key)).arg(field).clone()))
     }
     fn hash_get_all<'a>(&'a self, key: &'a str) -> KvFuture<'a, Vec<(String, String)>> {
-        Box::pin(self.run(redis::cmd("HGETALL").arg(&*self.key(key)).clone()))
+        KvFuture::new(self.run(redis::cmd("HGETALL").arg(&*self.key(key)).clone()))
     }
     fn hash_set<'a>(&'a self, key: &'a str, field: &'a str, value: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.run::<i64>(redis::cmd("HSET").arg(&*self.key(key)).arg(field).arg(value).clone()).await.map(drop) })
+        KvFuture::new(async move { self.run::<i64>(redis::cmd("HSET").arg(&*self.key(key)).arg(field).arg(value).clone()).await.map(drop) })
     }
     fn hash_remove<'a>(&'a self, key: &'a str, field: &'a str) -> KvFuture<'a, bool> {
-        Box::pin(async move { Ok(self.run::<i64>(redis::cmd("HDEL").arg(&*self.key(key)).arg(field).clone()).await? == 1) })
+        KvFuture::new(async move { Ok(self.run::<i64>(redis::cmd("HDEL").arg(&*self.key(key)).arg(field).clone()).await? == 1) })
     }
     fn ping(&self) -> KvFuture<'_, ()> {
-        Box::pin(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })
+        KvFuture::new(async move { self.run::<String>(redis::cmd("PING")).await.map(|_| ()) })
     }
     fn scan_keys<'a>(&'a self, prefix: &'a str, cursor: &'a str, limit: usize) -> KvFuture<'a, (Vec<String>, String)> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             // `*`, `?`, `[` and `\\` are pattern syntax in MATCH: escaped, the prefix is literal.
             let mut pattern = String::with_capacity(prefix.len() + 1);
             for c in prefix.chars() {
@@ -536,7 +536,7 @@ impl Kv for RedisKv {
         })
     }
     fn mark_pending<'a>(&'a self, customer: &'a str, event_id: Option<&'a str>) -> KvFuture<'a, bool> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let memory = EVENT_MEMORY.as_secs().to_string();
             if self.client.is_cluster() {
                 self.list_in(Index::Pending, customer).await?;
@@ -550,7 +550,7 @@ impl Kv for RedisKv {
         })
     }
     fn pending_generation<'a>(&'a self, customer: &'a str) -> KvFuture<'a, Option<u64>> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             match self.client.is_cluster() {
                 true => self.run(redis::cmd("GET").arg(cluster::pending(customer)).clone()).await,
                 false => self.run(redis::cmd("HGET").arg(keys::PENDING).arg(customer).clone()).await,
@@ -558,7 +558,7 @@ impl Kv for RedisKv {
         })
     }
     fn pending_customers(&self, limit: usize) -> KvFuture<'_, Vec<String>> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             if self.client.is_cluster() {
                 let mut found = Vec::new();
                 for partition in Index::Pending.partitions() {
@@ -589,19 +589,19 @@ impl Kv for RedisKv {
         })
     }
     fn lease<'a>(&'a self, name: &'a str, token: &'a str, ttl: Duration) -> KvFuture<'a, bool> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let key = keys::lease(name);
             self.script(&self.scripts.lease, &[&self.key(&key)], &[token, &ttl.as_millis().max(1).to_string()]).await
         })
     }
     fn release<'a>(&'a self, name: &'a str, token: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let key = keys::lease(name);
             self.script::<i64>(&self.scripts.release, &[&self.key(&key)], &[token]).await.map(|_| ())
         })
     }
     fn commit_sync<'a>(&'a self, customer: &'a str, token: &'a str, generation: u64, entry: Option<&'a str>) -> KvFuture<'a, Commit> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let lease = keys::lease(&keys::sync_lease(customer));
             let lease = self.key(&lease);
             let cache = keys::customer_cache_raw(customer);
@@ -621,7 +621,7 @@ impl Kv for RedisKv {
         })
     }
     fn usage_add<'a>(&'a self, bucket: &'a str, amount: u64, once: Option<&'a str>) -> KvFuture<'a, bool> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let args = [amount.to_string(), super::USAGE_ONCE_MEMORY.as_secs().to_string()];
             if self.client.is_cluster() {
                 let customer = usage_owner(bucket)?;
@@ -636,7 +636,7 @@ impl Kv for RedisKv {
         })
     }
     fn usage_take<'a>(&'a self, bucket: &'a str) -> KvFuture<'a, Option<(String, u64)>> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             if self.client.is_cluster() {
                 let customer = usage_owner(bucket)?;
                 let (bucket, open, sending) = (cluster::physical(bucket), cluster::usage_open(customer), cluster::usage_sending(customer));
@@ -651,7 +651,7 @@ impl Kv for RedisKv {
         })
     }
     fn usage_pending(&self, limit: usize) -> KvFuture<'_, super::UsagePending> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             if self.client.is_cluster() {
                 let (mut open, mut sending) = (Vec::new(), Vec::new());
                 'walk: for partition in Index::Usage.partitions() {
@@ -679,7 +679,7 @@ impl Kv for RedisKv {
         })
     }
     fn usage_sent<'a>(&'a self, record: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let sending = match self.client.is_cluster() {
                 true => Cow::Owned(cluster::usage_sending(usage_owner(record)?)),
                 false => Cow::Borrowed(keys::USAGE_SENDING),
@@ -688,7 +688,7 @@ impl Kv for RedisKv {
         })
     }
     fn admit<'a>(&'a self, quota: super::Quota<'a>) -> KvFuture<'a, super::Admission> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             // An unused key's place in KEYS holds the other key (the script reads by position and
             // ARGV says which is unused): on a cluster, both are then in the used key's slot.
             let (minute, period) = (quota.minute.map(|(key, _)| key), quota.period.map(|(key, _, _)| key));
@@ -711,7 +711,7 @@ impl Kv for RedisKv {
         })
     }
     fn reserve_rate<'a>(&'a self, name: &'a str, per_second: u32, max_wait: Duration) -> KvFuture<'a, Option<Duration>> {
-        Box::pin(async move {
+        KvFuture::new(async move {
             let interval = 1_000_000 / u64::from(per_second.max(1));
             let args = [interval.to_string(), max_wait.as_micros().to_string()];
             let wait: i64 = self.script(&self.scripts.reserve_rate, &[&keys::rate(name)], &[&args[0], &args[1]]).await?;

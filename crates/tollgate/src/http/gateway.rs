@@ -182,9 +182,15 @@ const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 impl RateLimitHeaders {
     fn write_to(&self, headers: &mut HeaderMap) {
         for (name, value) in [(RATELIMIT_LIMIT, self.limit), (RATELIMIT_REMAINING, self.remaining), (RATELIMIT_RESET, self.reset)] {
-            headers.insert(name, HeaderValue::from(value));
+            headers.insert(name, number_value(value));
         }
     }
+}
+
+/// `number` as a header value, in one allocation: `HeaderValue::from(u64)` makes two (its
+/// buffer, then a shared handle to it, the buffer being larger than the digits).
+fn number_value(number: u64) -> HeaderValue {
+    HeaderValue::from_bytes(itoa::Buffer::new().format(number).as_bytes()).unwrap_or_else(|_| HeaderValue::from(number))
 }
 
 /// Whether `identity` may have what `needs` asks for; if not, the refusal.
@@ -254,7 +260,9 @@ pub(crate) async fn to_the_product(state: &AppState, request: Request) -> Respon
     };
     // A 2xx of the product on a metered path counts for the caller's customer, once per
     // idempotency key when the caller sends one (a retry after a lost answer is not billed again).
-    let metered = state.metered_event(parts.uri.path()).zip(identity.as_ref().and_then(|k| k.identity.billed_to.clone()));
+    // (The kept identity is shared, not its payer copied: the identity goes on with the request.)
+    let payer = identity.as_ref().map(|k| k.identity.clone()).filter(|caller| caller.billed_to.is_some());
+    let metered = state.metered_event(parts.uri.path()).zip(payer);
     let idempotency_key = match metered.is_some().then(|| idempotency_key(&parts.headers, surface)).transpose() {
         Ok(key) => key.flatten(),
         Err(refused) => return refused.into_response(),
@@ -312,11 +320,12 @@ pub(crate) async fn to_the_product(state: &AppState, request: Request) -> Respon
     }
     // The product may weigh a request (`X-Tollgate-Usage: 1530`, tokens say); it is Tollgate's to read.
     let weight = response.headers_mut().remove(X_TOLLGATE_USAGE);
-    if let (Some((event, billed)), true) = (metered, response.status().is_success()) {
+    let billed = metered.as_ref().and_then(|(event, caller)| Some((*event, caller.billed_to.as_ref()?)));
+    if let (Some((event, billed)), true) = (billed, response.status().is_success()) {
         let amount = weight.and_then(|w| w.to_str().ok()?.trim().parse::<u64>().ok()).filter(|w| *w <= MAX_USAGE_WEIGHT).unwrap_or(1);
         // Answered is billed: usage that cannot be counted now is no 2xx but a 503 to retry (with
         // the same idempotency key, a retry of a request that was counted after all counts once).
-        if let Err(e) = state.billing.count_usage(event, &billed, amount, idempotency_key.as_deref()).await {
+        if let Err(e) = state.billing.count_usage(event, billed, amount, idempotency_key.as_deref()).await {
             tracing::error!(customer = %billed.customer, error = %e, "usage could not be counted; the answer is withheld");
             return Failure::from_billing(surface, e).into_response();
         }
