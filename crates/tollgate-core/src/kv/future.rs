@@ -1,9 +1,9 @@
 //! What every KV operation returns: [`KvFuture`], an answer known at the call or one to await.
 //!
 //! Why not simply a boxed future: the memory store answers in the call, and a box per call (two,
-//! with `Metered`'s wrapper around it) was a fifth of what an API request through the gateway
-//! allocated. A known answer is carried as it is, and `Metered` labels a future with its
-//! operation instead of wrapping it in another.
+//! with `Metered`'s wrapper around it) made 4 of the 31 allocations of an API request through the
+//! gateway (its quota check and its usage count). A known answer is carried as it is, and
+//! `Metered` labels a future with its operation instead of wrapping it in another.
 
 use std::future::Future;
 use std::pin::Pin;
