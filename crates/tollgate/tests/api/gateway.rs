@@ -435,7 +435,9 @@ struct KeepAliveProduct {
     url: String,
     port: u16,
     connections: Arc<AtomicUsize>,
-    close_idle: Arc<Notify>,
+    /// Sent to: the connections open then close (each watches from its accept, so a signal sent
+    /// while one is between requests is not missed, and later connections are not closed by it).
+    close_idle: Arc<tokio::sync::watch::Sender<()>>,
     /// Requests for `/race` received: one that is not its connection's first is closed unanswered
     /// (as if the product's keep-alive timeout had run out just as it came).
     races: Arc<AtomicUsize>,
@@ -445,19 +447,20 @@ impl KeepAliveProduct {
     async fn start() -> KeepAliveProduct {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (connections, close_idle, races) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let (connections, close_idle, races) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(tokio::sync::watch::Sender::new(())), Arc::new(AtomicUsize::new(0)));
         let (counted, told, raced) = (connections.clone(), close_idle.clone(), races.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
-                let (told, raced) = (told.clone(), raced.clone());
+                let (mut told, raced) = (told.subscribe(), raced.clone());
                 tokio::spawn(async move {
                     let mut stream = tokio::io::BufReader::new(stream);
                     for answered in 0.. {
                         let mut line = String::new();
                         let read = tokio::select! {
                             read = tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line) => read,
-                            _ = told.notified() => return,
+                            _ = told.changed() => return,
                         };
                         if read.unwrap_or(0) == 0 {
                             return;
@@ -545,7 +548,7 @@ async fn connections_to_the_product_are_kept_until_closed() {
     assert_eq!(product.connections(), 1, "one connection kept for twenty requests");
 
     // The product closes it while idle: once Tollgate's end has seen it closed, a request goes on a new one.
-    product.close_idle.notify_waiters();
+    product.close_idle.send_replace(());
     let port = product.port;
     test_support::eventually("Tollgate's end of the closed connection is gone", Duration::from_secs(5), || async move {
         (sockets_towards(port) == 0).then_some(())
